@@ -1,0 +1,136 @@
+"""``assay.Api``: read runs, configs, summaries and metric histories as polars DataFrames."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from ..errors import NotFoundError, UserInputError
+from ..store.lance import LanceStore
+from ..store.records import RunRecord, run_from_row
+from .settings import data_dir
+
+__all__ = ["Api", "history_frame"]
+
+_RUN_COLUMNS = ["run_id", "project", "name", "status", "group", "tags", "notes",
+                "created_at", "updated_at", "finished_at", "host", "last_step", "error"]
+
+
+def history_frame(run_id: str, chunks: pa.Table) -> pl.DataFrame:
+    """Explode metric chunks into one row per point: run_id, key, step, value, time.
+
+    Sorted by key then step; if a (key, step) was logged more than once (a resumed run that
+    re-logged a step) the last write wins.
+    """
+    if chunks.num_rows == 0:
+        return pl.DataFrame(schema={"run_id": pl.String, "key": pl.String, "step": pl.Int64,
+                                    "value": pl.Float64,
+                                    "time": pl.Datetime("us", "UTC")})
+    df = (
+        pl.from_arrow(chunks)
+        .sort("seq")
+        .explode(["step", "value", "time"])
+    )
+    df = df.with_columns(pl.int_range(pl.len()).alias("_order"))
+    df = df.sort(["key", "step", "_order"])
+    dup = df.select(
+        ((pl.col("step").diff() == 0) & (pl.col("key") == pl.col("key").shift())).any()
+    ).item()
+    if dup:
+        df = df.unique(subset=["key", "step"], keep="last", maintain_order=True)
+    return df.select(
+        pl.lit(run_id).alias("run_id"),
+        "key",
+        "step",
+        "value",
+        (pl.col("time") * 1e6).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias("time"),
+    )
+
+
+class Api:
+    """Read access to a data directory (the same one ``assay.init`` writes to by default).
+
+    Reads see every commit of every process: handles re-check the table version per read.
+    """
+
+    def __init__(self, dir: str | os.PathLike[str] | None = None) -> None:
+        self.dir = data_dir(dir)
+        self.store = LanceStore(self.dir)
+
+    def runs(self, project: str | None = None,
+             filters: Mapping[str, Any] | pl.Expr | None = None) -> pl.DataFrame:
+        """One row per run: run columns, then ``config.*`` and ``summary.*`` columns.
+
+        ``filters`` is a polars expression (``pl.col("config.lr") < 1e-3``) or a mapping of
+        column to required value (``{"status": "completed", "config.depth": 2}``).
+        """
+        table = self.store.runs_table(project)
+        rows = []
+        for raw in table.to_pylist():
+            r = run_from_row(raw)
+            row: dict[str, Any] = {c: raw[c] for c in _RUN_COLUMNS}
+            for k, v in _flatten(r.config).items():
+                row[f"config.{k}"] = v
+            for k, s in r.summary.items():
+                row[f"summary.{k}"] = s["last"]
+                row[f"summary.{k}.min"] = s["min"]
+                row[f"summary.{k}.max"] = s["max"]
+            for k, v in _flatten(r.summary_set).items():
+                row[f"summary.{k}"] = v
+            rows.append(row)
+        if not rows:
+            df = pl.DataFrame(schema={c: pl.String for c in _RUN_COLUMNS})
+        else:
+            df = pl.DataFrame(rows, infer_schema_length=None, strict=False)
+        for c in ("created_at", "updated_at", "finished_at"):
+            if c in df.columns:
+                df = df.with_columns(
+                    (pl.col(c).cast(pl.Float64) * 1e6).cast(pl.Int64)
+                    .cast(pl.Datetime("us", "UTC")).alias(c))
+        if rows:
+            df = df.sort("created_at")
+        if filters is None:
+            return df
+        if isinstance(filters, pl.Expr):
+            return df.filter(filters)
+        if not isinstance(filters, Mapping):
+            raise UserInputError("filters must be a mapping or a polars expression",
+                                 hint='e.g. filters={"status": "completed"}')
+        for col, want in filters.items():
+            if col not in df.columns:
+                raise UserInputError(f"unknown column {col!r} in filters",
+                                     hint="columns: " + ", ".join(df.columns[:40]))
+            df = df.filter(pl.col(col) == want)
+        return df
+
+    def run(self, run_id: str) -> RunRecord:
+        """The stored record of one run (config, summary, status, env, git)."""
+        if not isinstance(run_id, str) or not run_id:
+            raise UserInputError(f"run id must be a non-empty string, got {run_id!r}",
+                                 hint="see `assay runs` for ids")
+        r = self.store.get_run(run_id)
+        if r is None:
+            raise NotFoundError(f"no run {run_id!r} in {self.dir}",
+                                hint="list runs with `assay runs`; check dir= or ASSAY_DIR")
+        return r
+
+    def history(self, run_id: str, keys: Sequence[str] | str | None = None) -> pl.DataFrame:
+        """Every point of a run: columns run_id, key, step, value, time (UTC)."""
+        self.run(run_id)
+        if isinstance(keys, str):
+            keys = [keys]
+        return history_frame(run_id, self.store.metric_chunks(run_id, keys))
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v if not isinstance(v, list) else str(v)
+    return out

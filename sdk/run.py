@@ -1,0 +1,456 @@
+"""``assay.init`` and :class:`Run`: what a training script talks to.
+
+``Run.log`` is the hot path: it checks its input and appends one tuple to a deque; the writer
+thread (:mod:`assay.sdk.writer`) makes it durable and the ingest service
+(:mod:`assay.sdk.local`) moves it into the experiment graph.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Iterator, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConflictError, NotFoundError, UserInputError
+from ..store.records import RESERVED_PREFIX, RunStatus, validate_name
+from ..store.wal import WalWriter, segment_path
+from .capture import capture_env, capture_git
+from .jsonable import to_jsonable
+from .local import LocalIngestService
+from .settings import FLUSH_INTERVAL, data_dir
+from .system import SystemSampler
+from .writer import Writer
+
+__all__ = ["init", "Run", "Config", "Summary"]
+
+log = logging.getLogger(__name__)
+
+_active_runs: weakref.WeakSet[Run] = weakref.WeakSet()
+_ADJ = ("amber", "brisk", "calm", "deft", "eager", "fair", "gentle", "hardy", "keen",
+        "lucid", "mellow", "nimble", "quiet", "rapid", "sunny", "vivid")
+_NOUN = ("otter", "falcon", "cedar", "comet", "delta", "ember", "fjord", "grove", "heron",
+         "iris", "lynx", "meadow", "nova", "orbit", "pine", "quartz")
+_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+_SEQ_BITS = 40  # seq = attach << 40 | record number: monotonic across resumes
+
+
+def _new_run_id() -> str:
+    return "".join(secrets.choice(_ALNUM) for _ in range(10))
+
+
+def _float_or_raise(key: str, v: Any) -> float:
+    """Convert a Python, NumPy or torch scalar to float; anything else is an input error."""
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (int, float)):
+        return float(v)
+    item = getattr(v, "item", None)
+    if callable(item):
+        size = getattr(v, "size", None)
+        numel = getattr(v, "numel", None)
+        n = numel() if callable(numel) else size
+        if n in (None, 1):
+            try:
+                x = item()
+            except (ValueError, RuntimeError):
+                x = None
+            if isinstance(x, (int, float)):
+                return float(x)
+    raise UserInputError(
+        f"metric {key!r} has value {v!r} of type {type(v).__name__}, which is not a number",
+        hint="log int/float or NumPy/torch scalars (use .item() on one-element tensors); "
+        "put text in config or summary instead",
+    )
+
+
+class Config(MutableMapping[str, Any]):
+    """A run's configuration; every change after ``init`` is recorded."""
+
+    def __init__(self, run: Run, data: dict[str, Any]) -> None:
+        self._run = run
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.update({key: value})
+
+    def __delitem__(self, key: str) -> None:
+        raise UserInputError("config entries cannot be deleted once recorded",
+                             hint="set the entry to None instead")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def update(self, other: Any = (), /, **kw: Any) -> None:  # type: ignore[override]
+        upd = to_jsonable(dict(other, **kw), what="config")
+        self._data.update(upd)
+        self._run._enqueue({"k": "config", "update": upd})
+
+    def __repr__(self) -> str:
+        return f"Config({self._data!r})"
+
+
+class Summary(MutableMapping[str, Any]):
+    """Last value of each metric (and its min/max); explicit assignments override."""
+
+    def __init__(self, run: Run, explicit: dict[str, Any]) -> None:
+        self._run = run
+        self._explicit = explicit
+
+    def _auto(self) -> dict[str, dict[str, float]]:
+        self._run.flush()
+        w = self._run._writer
+        with w.summary_lock:
+            return {k: dict(v) for k, v in w.summary.items()}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._explicit:
+            return self._explicit[key]
+        return self._auto()[key]["last"]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        upd = to_jsonable({key: value}, what="summary")
+        self._explicit.update(upd)
+        self._run._enqueue({"k": "summary", "update": upd})
+
+    def __delitem__(self, key: str) -> None:
+        raise UserInputError("summary entries cannot be deleted", hint="set it to None instead")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+    def min(self, key: str) -> float:
+        return self._auto()[key]["min"]
+
+    def max(self, key: str) -> float:
+        return self._auto()[key]["max"]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: v["last"] for k, v in self._auto().items()}
+        out.update(self._explicit)
+        return out
+
+
+class Run:
+    """A tracked run. Create it with :func:`assay.init`; use it as a context manager."""
+
+    def __init__(self, *, run_id: str, project: str, name: str, dir: Path, attach: int,
+                 config: dict[str, Any], summary_auto: dict[str, dict[str, float]],
+                 summary_set: dict[str, Any], next_step: int, init_record: dict[str, Any],
+                 system_metrics_interval: float | None, capture: bool) -> None:
+        self.id = run_id
+        self.project = project
+        self.name = name
+        self.dir = dir
+        self.attach = attach
+        self._finished = False
+        self._step = next_step
+        self._known_keys: set[str] = set()
+        self._sys_step = 0
+        self._env: dict[str, Any] = {}
+        self.segment = segment_path(dir / "wal", run_id, attach)
+        try:
+            wal = WalWriter(self.segment)
+        except BlockingIOError:
+            raise ConflictError(
+                f"run {run_id} is being written by another process",
+                hint="finish it there first, or start a new run",
+            ) from None
+        self._writer = Writer(wal, attach << _SEQ_BITS, FLUSH_INTERVAL, summary_auto)
+        self._queue_append = self._writer.queue.append
+        self.config = Config(self, config)
+        self.summary = Summary(self, summary_set)
+        self._enqueue(init_record)
+        self._writer.start()
+        self._service = LocalIngestService.for_dir(dir)
+        self._service.register(self.segment)
+        self._sampler: SystemSampler | None = None
+        if system_metrics_interval:
+            self._sampler = SystemSampler(self._log_system, system_metrics_interval)
+            self._sampler.start()
+        if capture:
+            threading.Thread(target=self._capture, name="assay-capture", daemon=True).start()
+        _active_runs.add(self)
+
+    # -- logging -----------------------------------------------------------------------------
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Record metric values at ``step`` (default: one past the last step logged).
+
+        Returns in microseconds: the points are durable within ``ASSAY_FLUSH_INTERVAL``
+        seconds (0.2 s by default), or at once after :meth:`flush`.
+        """
+        if self._finished:
+            raise ConflictError(f"run {self.id} is finished; log() is closed",
+                                hint="start a new run, or assay.init(resume=run_id)")
+        if type(metrics) is not dict:
+            metrics = self._coerce_mapping(metrics)
+        if not self._known_keys.issuperset(metrics):
+            self._check_keys(metrics)
+        for v in metrics.values():
+            tv = type(v)
+            if tv is not float and tv is not int:
+                metrics = self._coerce_values(metrics)
+                break
+        else:
+            metrics = metrics.copy()
+        if step is None:
+            step = self._step
+        elif type(step) is not int:
+            step = self._check_step(step)
+        self._step = step + 1
+        self._queue_append((step, time.time(), metrics))
+
+    def _coerce_mapping(self, metrics: Any) -> dict[str, Any]:
+        if not isinstance(metrics, Mapping):
+            raise UserInputError(
+                f"log() takes a mapping of metric names to numbers, got {type(metrics).__name__}",
+                hint='e.g. run.log({"train/loss": 0.31})',
+            )
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, m: Mapping[Any, Any]) -> None:
+            for k, v in m.items():
+                if not isinstance(k, str):
+                    raise UserInputError(f"metric name {k!r} is not a string",
+                                         hint="use string keys such as 'val/acc'")
+                if isinstance(v, Mapping):
+                    walk(f"{prefix}{k}/", v)
+                else:
+                    flat[prefix + k] = v
+
+        walk("", metrics)
+        return flat
+
+    def _check_keys(self, metrics: dict[str, Any]) -> None:
+        for k in metrics:
+            if type(k) is not str or not k or len(k) > 256:
+                raise UserInputError(f"invalid metric name {k!r}",
+                                     hint="metric names are non-empty strings up to 256 chars")
+            if k.startswith(RESERVED_PREFIX):
+                raise UserInputError(
+                    f"metric name {k!r} uses the reserved prefix {RESERVED_PREFIX!r}",
+                    hint="system metrics own 'sys/'; rename it, e.g. 'system_" + k[4:] + "'",
+                )
+        self._known_keys.update(metrics)
+
+    def _coerce_values(self, metrics: dict[str, Any]) -> dict[str, float]:
+        if any(isinstance(v, Mapping) for v in metrics.values()):
+            metrics = self._coerce_mapping(metrics)
+            self._check_keys(metrics)
+        return {k: _float_or_raise(k, v) for k, v in metrics.items()}
+
+    @staticmethod
+    def _check_step(step: Any) -> int:
+        if isinstance(step, bool) or not hasattr(step, "__index__"):
+            raise UserInputError(f"step must be an integer, got {step!r}",
+                                 hint="pass step=int(step), or leave it out to auto-increment")
+        step = int(step)
+        if step < 0:
+            raise UserInputError(f"step must be >= 0, got {step}", hint="steps count from 0")
+        return step
+
+    def _log_system(self, metrics: dict[str, float]) -> None:
+        if not self._finished and metrics:
+            self._queue_append((self._sys_step, time.time(), metrics))
+            self._sys_step += 1
+
+    def _enqueue(self, record: dict[str, Any]) -> None:
+        record.setdefault("time", time.time())
+        self._queue_append(record)
+
+    def _record_env_update(self, env_update: dict[str, Any]) -> None:
+        self._env.update(env_update)
+        self._enqueue({"k": "env", "env": dict(self._env)})
+
+    def _capture(self) -> None:
+        try:
+            from ..store.blobs import LocalBlobStore
+
+            blobs = LocalBlobStore(self.dir / "blobs")
+
+            def put(data: bytes) -> str:
+                return blobs.put_bytes(data).digest
+
+            git = capture_git(os.getcwd(), put)
+            env = capture_env()
+        except Exception:  # capture is best effort; training must go on
+            log.warning("assay could not capture the environment", exc_info=True)
+            return
+        self._env = env
+        if not self._finished:
+            self._enqueue({"k": "env", "env": env, "git": git})
+
+    def flush(self, timeout: float | None = 30.0) -> None:
+        """Block until every point logged so far is fsynced to the write-ahead log."""
+        if not self._writer.is_alive():
+            return
+        if not self._writer.flush(timeout):
+            raise ConflictError(f"flushing run {self.id} timed out after {timeout} s",
+                                hint="the disk may be stalled; the data is still buffered")
+        if self._writer.error is not None:
+            raise ConflictError(f"writing the WAL of run {self.id} failed: {self._writer.error}",
+                                hint="check free space and permissions of the data directory")
+
+    def should_stop(self) -> bool:
+        """Whether an agent or a person asked this run to stop (cooperative stopping)."""
+        return False
+
+    # -- finishing ---------------------------------------------------------------------------
+    def finish(self, status: str | RunStatus = RunStatus.COMPLETED, error: str = "") -> None:
+        """Flush, mark the run finished, ingest its last records. Idempotent."""
+        if self._finished:
+            return
+        try:
+            st = RunStatus(status)
+        except ValueError:
+            raise UserInputError(
+                f"unknown run status {status!r}",
+                hint="one of: " + ", ".join(s.value for s in RunStatus if s.finished),
+            ) from None
+        if not st.finished:
+            raise UserInputError("finish() needs a final status, not 'running'",
+                                 hint="use 'completed', 'failed', 'stopped' or 'crashed'")
+        if self._sampler is not None:
+            self._sampler.stop()
+        self._enqueue({"k": "status", "status": st.value, "error": error})
+        self._finished = True
+        self._writer.stop()
+        wal = self._writer._wal
+        if not self._service.finish_segment(self.segment):
+            log.warning("assay: run %s finished but the store was busy; its WAL %s will be "
+                        "ingested by the next `assay sync`", self.id, self.segment)
+        wal.close()
+        _active_runs.discard(self)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.finish()
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.finish(RunStatus.STOPPED, "KeyboardInterrupt")
+        else:
+            self.finish(RunStatus.FAILED, "".join(traceback.format_exception(exc_type, exc, tb)))
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r}, project={self.project!r}, name={self.name!r})"
+
+
+def init(project: str, *, name: str | None = None, config: Mapping[str, Any] | None = None,
+         tags: list[str] | tuple[str, ...] | None = None, group: str | None = None,
+         notes: str | None = None, dir: str | os.PathLike[str] | None = None,
+         resume: str | None = None, system_metrics_interval: float | None = 2.0,
+         capture: bool = True) -> Run:
+    """Start (or, with ``resume=run_id``, continue) a tracked run.
+
+    Args:
+        project: project name (letters, digits, ``_ . -``).
+        name: display name; a readable one is generated if omitted.
+        config: JSON-serializable hyperparameters (NumPy scalars are converted).
+        tags, group, notes: free labels for filtering.
+        dir: data directory; default ``$ASSAY_DIR``, else ``~/.assay``.
+        resume: id of an earlier run to continue; its config, summary and step carry on.
+        system_metrics_interval: seconds between ``sys/`` samples; None or 0 disables.
+        capture: record git state, packages and environment (in the background).
+    """
+    validate_name("project", project)
+    if name is not None:
+        validate_name("run", name)
+    if group:
+        validate_name("group", group)
+    tag_list = list(tags or ())
+    for t in tag_list:
+        if not isinstance(t, str) or not t or len(t) > 64:
+            raise UserInputError(f"invalid tag {t!r}", hint="tags are strings of 1-64 characters")
+    cfg = to_jsonable(dict(config or {}), what="config")
+    if system_metrics_interval is not None and (
+        not isinstance(system_metrics_interval, (int, float))
+        or math.isnan(system_metrics_interval) or system_metrics_interval < 0
+    ):
+        raise UserInputError(f"system_metrics_interval must be seconds >= 0, got "
+                             f"{system_metrics_interval!r}", hint="use e.g. 2.0, or 0 to disable")
+    root = data_dir(dir)
+    svc = LocalIngestService.for_dir(root)
+    summary_auto: dict[str, dict[str, float]] = {}
+    summary_set: dict[str, Any] = {}
+    attach = 0
+    next_step = 0
+    if resume is not None:
+        if not isinstance(resume, str) or not resume:
+            raise UserInputError(f"resume must be a run id, got {resume!r}",
+                                 hint="pass the id of an earlier run: assay.init(..., resume=run.id)")
+        svc.sync_run(resume)  # adopt what a crashed owner left in its WAL
+        prior = svc.store.get_run(resume)
+        if prior is None:
+            raise NotFoundError(f"cannot resume run {resume!r}: no such run in {root}",
+                                hint="check the id with `assay runs`, or the data directory "
+                                "(dir= or ASSAY_DIR)")
+        if prior.project != project:
+            raise UserInputError(f"run {resume} belongs to project {prior.project!r}, "
+                                 f"not {project!r}", hint=f"use project={prior.project!r}")
+        run_id = resume
+        attach = prior.attach + 1
+        cfg = {**prior.config, **cfg}
+        summary_auto = {k: dict(v) for k, v in prior.summary.items()}
+        summary_set = dict(prior.summary_set)
+        next_step = prior.last_step + 1
+        name = name or prior.name
+    else:
+        run_id = _new_run_id()
+        name = name or f"{secrets.choice(_ADJ)}-{secrets.choice(_NOUN)}-{run_id[:4]}"
+    record = {
+        "k": "run", "run_id": run_id, "project": project, "name": name,
+        "group": group or "", "tags": tag_list, "notes": notes or "", "config": cfg,
+        "host": socket.gethostname(), "pid": os.getpid(), "attach": attach,
+    }
+    return Run(run_id=run_id, project=project, name=name, dir=root, attach=attach,
+               config=dict(cfg), summary_auto=summary_auto, summary_set=summary_set,
+               next_step=next_step, init_record=record,
+               system_metrics_interval=system_metrics_interval, capture=capture)
+
+
+_last_exc: list[BaseException] = []
+_prev_hook = sys.excepthook
+
+
+def _excepthook(tp: Any, val: BaseException, tb: Any) -> None:
+    _last_exc.append(val)
+    _prev_hook(tp, val, tb)
+
+
+sys.excepthook = _excepthook
+
+
+@atexit.register
+def _finish_all() -> None:
+    """Finish runs the script left open: failed if it died of an exception, else completed."""
+    for r in list(_active_runs):
+        try:
+            if _last_exc:
+                e = _last_exc[-1]
+                r.finish(RunStatus.FAILED,
+                         "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+            else:
+                r.finish()
+        except Exception:
+            log.exception("assay could not finish run %s at exit", r.id)

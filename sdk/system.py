@@ -1,0 +1,125 @@
+"""System metrics: a sampler thread logging ``sys/...`` keys through the run's buffer.
+
+CPU, memory, disk and network come from psutil; GPUs from NVML (``nvidia-ml-py``, imported
+as ``pynvml``). Only NVML calls that take microseconds are on this path: PCIe throughput
+(~20 ms) and total energy (~4 ms) block the NVML lock and are never sampled here. Without an
+NVML driver no GPU keys are logged and nothing is raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+__all__ = ["SystemSampler", "GpuProbe"]
+
+log = logging.getLogger(__name__)
+
+
+class GpuProbe:
+    """Reads fast NVML fields of every GPU; ``available`` is False without NVML."""
+
+    def __init__(self, nvml: Any | None = None) -> None:
+        self.available = False
+        self._handles: list[Any] = []
+        try:
+            if nvml is None:
+                import pynvml as nvml
+            nvml.nvmlInit()
+            self._nvml = nvml
+            self._handles = [nvml.nvmlDeviceGetHandleByIndex(i)
+                             for i in range(nvml.nvmlDeviceGetCount())]
+            self.available = True
+        except Exception as exc:  # NVMLError (no driver / no GPU) or ImportError
+            log.debug("NVML unavailable: %s", exc)
+
+    def sample(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if not self.available:
+            return out
+        nv = self._nvml
+        for i, h in enumerate(self._handles):
+            p = f"sys/gpu.{i}."
+            for name, fn in (
+                ("utilization_percent", lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu),
+                ("memory_utilization_percent", lambda: nv.nvmlDeviceGetUtilizationRates(h).memory),
+                ("temperature_c", lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
+                ("power_w", lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000.0),
+                ("sm_clock_mhz", lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
+            ):
+                try:
+                    out[p + name] = float(fn())
+                except Exception:  # a field this GPU does not support
+                    pass
+            try:
+                mem = nv.nvmlDeviceGetMemoryInfo(h)
+                out[p + "memory_used_mb"] = mem.used / 2**20
+                out[p + "memory_total_mb"] = mem.total / 2**20
+            except Exception:
+                pass
+        return out
+
+
+class SystemSampler(threading.Thread):
+    """Calls ``emit(metrics)`` every ``interval`` seconds until :meth:`stop`."""
+
+    def __init__(self, emit: Callable[[dict[str, float]], None], interval: float,
+                 gpu: GpuProbe | None = None) -> None:
+        super().__init__(name="assay-system", daemon=True)
+        self._emit = emit
+        self._interval = interval
+        self._stop_evt = threading.Event()
+        self._proc = psutil.Process(os.getpid())
+        self._gpu = gpu
+        self._last_io: tuple[Any, Any, float] | None = None
+        self._proc.cpu_percent(None)  # prime the counters: the first reading is meaningless
+        psutil.cpu_percent(None)
+
+    def run(self) -> None:
+        if self._gpu is None:
+            self._gpu = GpuProbe()
+        while not self._stop_evt.wait(self._interval):
+            try:
+                self._emit(self.sample())
+            except Exception:
+                log.debug("system sample failed", exc_info=True)
+
+    def stop(self) -> None:
+        self._stop_evt.set()
+
+    def sample(self) -> dict[str, float]:
+        import time
+
+        p = self._proc
+        with p.oneshot():
+            rss = p.memory_info().rss
+            proc_cpu = p.cpu_percent(None)
+            threads = p.num_threads()
+        vm = psutil.virtual_memory()
+        out = {
+            "sys/cpu.process_percent": proc_cpu,
+            "sys/cpu.system_percent": psutil.cpu_percent(None),
+            "sys/memory.process_rss_mb": rss / 2**20,
+            "sys/memory.system_used_percent": vm.percent,
+            "sys/memory.system_available_mb": vm.available / 2**20,
+            "sys/proc.threads": float(threads),
+        }
+        now = time.monotonic()
+        disk = psutil.disk_io_counters()
+        net = psutil.net_io_counters()
+        if self._last_io is not None and disk is not None and net is not None:
+            d0, n0, t0 = self._last_io
+            dt = max(now - t0, 1e-6)
+            out["sys/disk.read_mb_s"] = (disk.read_bytes - d0.read_bytes) / dt / 2**20
+            out["sys/disk.write_mb_s"] = (disk.write_bytes - d0.write_bytes) / dt / 2**20
+            out["sys/network.recv_mb_s"] = (net.bytes_recv - n0.bytes_recv) / dt / 2**20
+            out["sys/network.sent_mb_s"] = (net.bytes_sent - n0.bytes_sent) / dt / 2**20
+        self._last_io = (disk, net, now)
+        if self._gpu is not None:
+            out.update(self._gpu.sample())
+        return out

@@ -1,0 +1,55 @@
+"""The store interface: the one place the experiment graph's tables are read and written.
+
+Contract (every implementation passes ``tests/store/store_contract.py``):
+- ``append_metrics`` and ``upsert_runs`` are the write primitives; the ingester is their only
+  caller on a data directory, and it calls them under the directory's ingest lock, so an
+  implementation need not be safe against concurrent writers, only against concurrent readers.
+- Reads see every write committed before they started, from any process.
+- Records returned are immutable snapshots; callers must not expect them to update.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from .records import RunRecord
+
+__all__ = ["Store"]
+
+
+class Store(ABC):
+    """Runs and metric chunks of one data directory."""
+
+    @abstractmethod
+    def upsert_runs(self, runs: Sequence[RunRecord]) -> None:
+        """Insert or replace runs by ``run_id`` (called by the ingester)."""
+
+    @abstractmethod
+    def append_metrics(self, chunks: pa.Table) -> None:
+        """Append metric chunks (``METRICS_SCHEMA``); one call is one commit."""
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run, or None if it is unknown."""
+
+    @abstractmethod
+    def runs_table(self, project: str | None = None) -> pa.Table:
+        """Rows of ``RUNS_SCHEMA``, optionally of one project."""
+
+    @abstractmethod
+    def metric_chunks(self, run_id: str, keys: Sequence[str] | None = None) -> pa.Table:
+        """A run's metric chunks (columns key, seq, step, value, time), in no set order."""
+
+    @abstractmethod
+    def metric_seqs(self, run_id: str, after: int) -> set[int]:
+        """WAL sequence numbers above ``after`` already appended for a run (crash recovery)."""
+
+    def compact(self) -> dict[str, int]:
+        """Merge small files and refresh indices; returns a count per table. Optional."""
+        return {}
+
+    def close(self) -> None:
+        """Release handles. Optional."""

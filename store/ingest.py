@@ -1,0 +1,319 @@
+"""The ingester: moves WAL records into the store in large, idempotent commits.
+
+One ingester writes to a data directory at a time: every writer takes the directory's ingest
+lock (an ``flock`` on ``<dir>/ingest.lock``) around its commits, so several processes logging
+into one directory never race LanceDB commits. Each process ingests the segments it owns; a
+segment whose owner died (its lock is free) is an orphan, adopted by the next process that
+syncs (``assay sync``, or any run starting in the directory).
+
+Idempotency: every WAL record carries a per-run sequence number. A run's row stores the last
+sequence number applied (``ingested_seq``), committed *after* the metric chunks of the same
+cycle; after a crash between the two commits, :meth:`Store.metric_seqs` tells which metric
+records are already in, so a replay never duplicates a point.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import ConflictError
+from .base import Store
+from .records import METRICS_SCHEMA, RunRecord, RunStatus, merge_summary
+from .wal import list_segments, read_wal, try_lock_segment
+
+__all__ = ["IngestLock", "Ingester", "IngestStats", "sync_orphans"]
+
+log = logging.getLogger(__name__)
+
+
+class IngestLock:
+    """The data directory's writer lock (process-wide ``flock``; reentrant per object)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "ingest.lock"
+        self._fd = -1
+        self._depth = 0
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        """Take the lock, waiting up to ``timeout`` seconds (None: forever, 0: no wait)."""
+        if self._depth:
+            self._depth += 1
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        self._fd = fd
+        self._depth = 1
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> IngestLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@dataclass
+class IngestStats:
+    """What one ingest pass did."""
+
+    records: int = 0
+    points: int = 0
+    runs: int = 0
+    torn_bytes: int = 0
+    segments_done: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class _Segment:
+    path: Path
+    run_id: str
+    offset: int = 0
+    checkpoint: int | None = None  # ingested_seq when first seen
+    metrics_in: int = -1  # metric records with seq <= this are already in the store
+
+
+class Ingester:
+    """Applies WAL segments to a :class:`Store`. Not thread-safe: one thread drives it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._segments: dict[Path, _Segment] = {}
+        self._runs: dict[str, RunRecord] = {}
+
+    def forget(self, path: Path) -> None:
+        self._segments.pop(path, None)
+
+    def ingest(self, paths: Iterable[Path]) -> IngestStats:
+        """Apply every complete record past each segment's offset, in two commits.
+
+        The caller holds the ingest lock. On an exception nothing is marked ingested, so the
+        next call retries the same records.
+        """
+        stats = IngestStats()
+        touched: dict[str, RunRecord] = {}
+        chunks: dict[tuple[str, str], list[Any]] = {}
+        new_offsets: list[tuple[_Segment, int]] = []
+        for path in paths:
+            seg = self._segments.get(path)
+            if seg is None:
+                seg = self._segments[path] = _Segment(path, run_id=path.parent.name)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            end = seg.offset
+            for rec in read_wal(path, seg.offset):
+                end = rec.end
+                self._apply(seg, rec.data, touched, chunks, stats)
+            stats.torn_bytes += size - end
+            new_offsets.append((seg, end))
+        if chunks:
+            table = _chunks_table(chunks)
+            self.store.append_metrics(table)
+        if touched:
+            now = time.time()
+            runs = [replace(r, updated_at=now) for r in touched.values()]
+            self.store.upsert_runs(runs)
+            self._runs.update({r.run_id: r for r in runs})
+        for seg, end in new_offsets:
+            seg.offset = end
+        stats.runs = len(touched)
+        return stats
+
+    # -- record application ------------------------------------------------------------------
+    def _run(self, seg: _Segment, touched: dict[str, RunRecord]) -> RunRecord | None:
+        rid = seg.run_id
+        if rid in touched:
+            return touched[rid]
+        run = self._runs.get(rid) or self.store.get_run(rid)
+        if run is not None:
+            self._runs[rid] = run
+        if seg.checkpoint is None:
+            seg.checkpoint = run.ingested_seq if run is not None else -1
+            seqs = self.store.metric_seqs(rid, seg.checkpoint)
+            seg.metrics_in = max(seqs, default=seg.checkpoint)
+        return run
+
+    def _apply(
+        self,
+        seg: _Segment,
+        rec: dict[str, Any],
+        touched: dict[str, RunRecord],
+        chunks: dict[tuple[str, str], list[Any]],
+        stats: IngestStats,
+    ) -> None:
+        run = self._run(seg, touched)
+        seq = rec["seq"]
+        if seq <= (seg.checkpoint if seg.checkpoint is not None else -1):
+            return
+        kind = rec["k"]
+        stats.records += 1
+        if kind == "run":
+            run = _run_from_init(rec, run)
+        elif run is None:
+            log.warning("WAL %s: record %s before its run record; skipped", seg.path, seq)
+            return
+        elif kind == "metrics":
+            summary = run.summary if run.run_id in touched else _copy_summary(run.summary)
+            last_step = run.last_step
+            for ch in rec["chunks"]:
+                steps, times = ch["step"], ch["time"]
+                merge_summary(summary, ch["keys"], steps, ch["vals"])
+                last_step = max(last_step, max(steps))
+                if seq > seg.metrics_in:
+                    for key, vals in zip(ch["keys"], ch["vals"]):
+                        acc = chunks.setdefault((run.run_id, key), [seq, [], [], []])
+                        acc[0] = seq
+                        acc[1].extend(steps)
+                        acc[2].extend(vals)
+                        acc[3].extend(times)
+                    stats.points += len(steps) * len(ch["keys"])
+            run = replace(run, summary=summary, last_step=last_step)
+        elif kind == "config":
+            run = replace(run, config={**run.config, **rec["update"]})
+        elif kind == "summary":
+            run = replace(run, summary_set={**run.summary_set, **rec["update"]})
+        elif kind == "env":
+            run = replace(run, env=rec.get("env", run.env), git=rec.get("git", run.git))
+        elif kind == "status":
+            run = replace(
+                run,
+                status=RunStatus(rec["status"]),
+                error=rec.get("error", ""),
+                finished_at=rec.get("time"),
+            )
+        else:
+            log.warning("WAL %s: unknown record kind %r; skipped", seg.path, kind)
+            return
+        touched[run.run_id] = replace(run, ingested_seq=seq)
+
+
+def _copy_summary(s: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {k: dict(v) for k, v in s.items()}
+
+
+def _run_from_init(rec: dict[str, Any], prior: RunRecord | None) -> RunRecord:
+    now = rec["time"]
+    if prior is None:
+        return RunRecord(
+            run_id=rec["run_id"],
+            project=rec["project"],
+            name=rec["name"],
+            status=RunStatus.RUNNING,
+            created_at=now,
+            updated_at=now,
+            group=rec.get("group", ""),
+            tags=tuple(rec.get("tags", ())),
+            notes=rec.get("notes", ""),
+            config=rec.get("config", {}),
+            host=rec.get("host", ""),
+            pid=rec.get("pid", 0),
+            attach=rec.get("attach", 0),
+        )
+    return replace(
+        prior,
+        status=RunStatus.RUNNING,
+        finished_at=None,
+        error="",
+        config={**prior.config, **rec.get("config", {})},
+        host=rec.get("host", prior.host),
+        pid=rec.get("pid", prior.pid),
+        attach=rec.get("attach", prior.attach),
+    )
+
+
+def _chunks_table(chunks: dict[tuple[str, str], list[Any]]) -> pa.Table:
+    run_ids, keys, seqs, smin, smax, steps, vals, times = [], [], [], [], [], [], [], []
+    for (rid, key), (seq, st, va, ti) in chunks.items():
+        run_ids.append(rid)
+        keys.append(key)
+        seqs.append(seq)
+        smin.append(min(st))
+        smax.append(max(st))
+        steps.append(st)
+        vals.append(va)
+        times.append(ti)
+    return pa.table(
+        [run_ids, keys, seqs, smin, smax, steps, vals, times], schema=METRICS_SCHEMA
+    )
+
+
+def sync_orphans(data_dir: Path, store: Store, lock: IngestLock, ingester: Ingester | None = None,
+                 *, run_id: str | None = None, timeout: float | None = None) -> IngestStats:
+    """Ingest every orphaned WAL segment (owner gone), mark unfinished runs crashed, delete them.
+
+    Segments still owned by a live process are left alone. ``run_id`` limits it to one run.
+    """
+    ing = ingester or Ingester(store)
+    total = IngestStats()
+    for path in list_segments(data_dir / "wal"):
+        if run_id is not None and path.parent.name != run_id:
+            continue
+        fd = try_lock_segment(path)
+        if fd is None:
+            continue
+        try:
+            if not lock.acquire(timeout):
+                raise ConflictError(
+                    f"could not take the ingest lock of {data_dir} within {timeout} s",
+                    hint="another process is ingesting; retry `assay sync` in a moment",
+                )
+            try:
+                st = ing.ingest([path])
+                run = store.get_run(path.parent.name)
+                if run is not None and run.status is RunStatus.RUNNING:
+                    crashed = replace(
+                        run,
+                        status=RunStatus.CRASHED,
+                        error=run.error or "the process ended without finishing the run "
+                        "(recovered from its write-ahead log)",
+                        updated_at=time.time(),
+                    )
+                    store.upsert_runs([crashed])
+                    ing._runs[crashed.run_id] = crashed
+            finally:
+                lock.release()
+            total.records += st.records
+            total.points += st.points
+            total.runs += st.runs
+            total.torn_bytes += st.torn_bytes
+            if st.torn_bytes:
+                log.warning("WAL %s: skipped a torn tail of %d bytes", path, st.torn_bytes)
+            path.unlink(missing_ok=True)
+            ing.forget(path)
+            total.segments_done.append(path)
+            try:
+                path.parent.rmdir()
+            except OSError:
+                pass
+        finally:
+            os.close(fd)
+    return total

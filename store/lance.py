@@ -1,0 +1,160 @@
+"""The LanceDB implementation of :class:`~assay.store.base.Store`.
+
+Tables live in ``<data dir>/lance``. Handles use strong read consistency, so a reader sees
+commits made by other processes (LanceDB's default handle does not). Only the ingester writes,
+under the data directory's ingest lock (see :mod:`assay.store.ingest`): LanceDB appends from
+several processes at once can fail with commit conflicts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import pyarrow as pa
+
+from .base import Store
+from .records import METRICS_SCHEMA, RUNS_SCHEMA, RunRecord, run_from_row, run_to_row
+
+__all__ = ["LanceStore", "sql_str"]
+
+log = logging.getLogger(__name__)
+
+_TABLES: dict[str, pa.Schema] = {"runs": RUNS_SCHEMA, "metrics": METRICS_SCHEMA}
+
+
+def sql_str(value: str) -> str:
+    """Quote a string literal for a LanceDB filter."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+class LanceStore(Store):
+    """Runs and metric chunks in LanceDB tables under ``root``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.uri = str(self.root / "lance")
+        self._db = lancedb.connect(self.uri, read_consistency_interval=timedelta(0))
+        self._tables: dict[str, Any] = {}
+
+    # -- tables ---------------------------------------------------------------------------
+    def _table(self, name: str, *, create: bool) -> Any | None:
+        tbl = self._tables.get(name)
+        if tbl is not None:
+            return tbl
+        if name in self._table_names():
+            tbl = self._db.open_table(name)
+        elif create:
+            # Creation races are excluded by the ingest lock held by every writer.
+            tbl = self._db.create_table(name, schema=_TABLES[name], exist_ok=True)
+        else:
+            return None
+        self._tables[name] = tbl
+        return tbl
+
+    def _table_names(self) -> set[str]:
+        res = self._db.list_tables()
+        return set(getattr(res, "tables", res))
+
+    def _ensure_index(self, name: str, tbl: Any) -> None:
+        if any(list(ix.columns) == ["run_id"] for ix in tbl.list_indices()):
+            return
+        if tbl.count_rows() == 0:
+            return
+        tbl.create_index("run_id", config=lancedb.index.BTree())
+
+    # -- writes ---------------------------------------------------------------------------
+    def upsert_runs(self, runs: Sequence[RunRecord]) -> None:
+        if not runs:
+            return
+        tbl = self._table("runs", create=True)
+        data = pa.Table.from_pylist([run_to_row(r) for r in runs], schema=RUNS_SCHEMA)
+        (
+            tbl.merge_insert("run_id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(data)
+        )
+
+    def append_metrics(self, chunks: pa.Table) -> None:
+        if chunks.num_rows == 0:
+            return
+        tbl = self._table("metrics", create=True)
+        tbl.add(chunks.cast(METRICS_SCHEMA))
+
+    # -- reads ----------------------------------------------------------------------------
+    def get_run(self, run_id: str) -> RunRecord | None:
+        tbl = self._table("runs", create=False)
+        if tbl is None:
+            return None
+        rows = tbl.search().where(f"run_id = {sql_str(run_id)}").limit(None).to_arrow().to_pylist()
+        return run_from_row(rows[0]) if rows else None
+
+    def runs_table(self, project: str | None = None) -> pa.Table:
+        tbl = self._table("runs", create=False)
+        if tbl is None:
+            return RUNS_SCHEMA.empty_table()
+        if project is None:
+            return tbl.to_arrow()
+        return tbl.search().where(f"project = {sql_str(project)}").limit(None).to_arrow()
+
+    def metric_chunks(self, run_id: str, keys: Sequence[str] | None = None) -> pa.Table:
+        tbl = self._table("metrics", create=False)
+        cols = ["key", "seq", "step", "value", "time"]
+        if tbl is None:
+            return METRICS_SCHEMA.empty_table().select(cols)
+        where = f"run_id = {sql_str(run_id)}"
+        if keys is not None:
+            if not keys:
+                return METRICS_SCHEMA.empty_table().select(cols)
+            where += " AND key IN (" + ", ".join(sql_str(k) for k in keys) + ")"
+        return tbl.search().where(where).select(cols).limit(None).to_arrow()
+
+    def metric_seqs(self, run_id: str, after: int) -> set[int]:
+        tbl = self._table("metrics", create=False)
+        if tbl is None:
+            return set()
+        t = (
+            tbl.search()
+            .where(f"run_id = {sql_str(run_id)} AND seq > {int(after)}")
+            .select(["seq"])
+            .limit(None)
+            .to_arrow()
+        )
+        return set(t["seq"].to_pylist())
+
+    # -- maintenance ----------------------------------------------------------------------
+    def table_stats(self) -> dict[str, dict[str, int]]:
+        """Rows, fragments and versions per table (for ``assay compact`` and benchmarks)."""
+        out: dict[str, dict[str, int]] = {}
+        for name in _TABLES:
+            tbl = self._table(name, create=False)
+            if tbl is None:
+                continue
+            nfrag = tbl.stats()["fragment_stats"]["num_fragments"]
+            out[name] = {"rows": tbl.count_rows(), "fragments": int(nfrag or 0), "version": tbl.version}
+        return out
+
+    def compact(self, cleanup_older_than: timedelta | None = None) -> dict[str, int]:
+        """Compact files, build or refresh the ``run_id`` indices, drop old versions.
+
+        Must run under the ingest lock (it commits). Readers holding an old version keep
+        working: files of versions younger than ``cleanup_older_than`` are kept.
+        """
+        done: dict[str, int] = {}
+        for name in _TABLES:
+            tbl = self._table(name, create=False)
+            if tbl is None:
+                continue
+            self._ensure_index(name, tbl)
+            tbl.optimize(cleanup_older_than=cleanup_older_than)
+            done[name] = tbl.version
+        return done
+
+    def needs_compaction(self, max_fragments: int = 64) -> bool:
+        stats = self.table_stats()
+        return any(s["fragments"] > max_fragments for s in stats.values())

@@ -1,0 +1,226 @@
+"""Record types of the experiment graph: run states, run records and table schemas."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import UserInputError
+
+__all__ = [
+    "RunStatus",
+    "RunRecord",
+    "RUNS_SCHEMA",
+    "METRICS_SCHEMA",
+    "validate_name",
+    "RESERVED_PREFIX",
+    "run_to_row",
+    "run_from_row",
+    "merge_summary",
+]
+
+RESERVED_PREFIX = "sys/"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a run. ``crashed`` is set by recovery when a process died mid-run."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+    @property
+    def finished(self) -> bool:
+        return self is not RunStatus.RUNNING
+
+
+def validate_name(kind: str, value: object) -> str:
+    """Check a project, run or group name: 1-128 chars of letters, digits, ``_ . -``."""
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise UserInputError(
+            f"invalid {kind} name {value!r}",
+            hint=f"a {kind} name is 1-128 characters of letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit (e.g. 'digits-mlp')",
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as stored in the graph (one row of the ``runs`` table).
+
+    ``summary`` maps each metric key to ``{"last", "min", "max", "step"}``; ``summary_set``
+    holds values the user set explicitly (they win over the automatic ones).
+    """
+
+    run_id: str
+    project: str
+    name: str
+    status: RunStatus
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+    group: str = ""
+    tags: tuple[str, ...] = ()
+    notes: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, dict[str, float]] = field(default_factory=dict)
+    summary_set: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)
+    git: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    host: str = ""
+    pid: int = 0
+    attach: int = 0
+    last_step: int = -1
+    ingested_seq: int = -1
+
+    def summary_values(self) -> dict[str, Any]:
+        """Last value of each metric, overridden by explicitly set summary values."""
+        out: dict[str, Any] = {k: v["last"] for k, v in self.summary.items()}
+        out.update(self.summary_set)
+        return out
+
+
+RUNS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("project", pa.string()),
+        ("name", pa.string()),
+        ("status", pa.string()),
+        ("created_at", pa.float64()),
+        ("updated_at", pa.float64()),
+        ("finished_at", pa.float64()),
+        ("group", pa.string()),
+        ("tags", pa.list_(pa.string())),
+        ("notes", pa.string()),
+        ("config", pa.string()),  # JSON
+        ("summary", pa.string()),  # JSON
+        ("summary_set", pa.string()),  # JSON
+        ("env", pa.string()),  # JSON
+        ("git", pa.string()),  # JSON
+        ("error", pa.string()),
+        ("host", pa.string()),
+        ("pid", pa.int64()),
+        ("attach", pa.int64()),
+        ("last_step", pa.int64()),
+        ("ingested_seq", pa.int64()),
+    ]
+)
+
+# Metrics are stored as chunks: one row per (run, key, WAL record) holding that record's
+# points as list columns. Reading a 1,000,000-point curve is then ~200 rows of contiguous
+# lists (about 20 ms) instead of a million-row index take (about 180 ms, measured).
+METRICS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("key", pa.string()),
+        ("seq", pa.int64()),
+        ("step_min", pa.int64()),
+        ("step_max", pa.int64()),
+        ("step", pa.list_(pa.int64())),
+        ("value", pa.list_(pa.float64())),
+        ("time", pa.list_(pa.float64())),
+    ]
+)
+
+
+def _dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, separators=(",", ":"), default=str)
+
+
+def run_to_row(r: RunRecord) -> dict[str, Any]:
+    """The ``runs`` table row of a record (JSON columns serialized)."""
+    return {
+        "run_id": r.run_id,
+        "project": r.project,
+        "name": r.name,
+        "status": str(r.status),
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "finished_at": r.finished_at,
+        "group": r.group,
+        "tags": list(r.tags),
+        "notes": r.notes,
+        "config": _dumps(r.config),
+        "summary": _dumps(r.summary),
+        "summary_set": _dumps(r.summary_set),
+        "env": _dumps(r.env),
+        "git": _dumps(r.git),
+        "error": r.error,
+        "host": r.host,
+        "pid": r.pid,
+        "attach": r.attach,
+        "last_step": r.last_step,
+        "ingested_seq": r.ingested_seq,
+    }
+
+
+def run_from_row(row: dict[str, Any]) -> RunRecord:
+    """Inverse of :func:`run_to_row`."""
+    import json
+
+    return RunRecord(
+        run_id=row["run_id"],
+        project=row["project"],
+        name=row["name"],
+        status=RunStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+        group=row["group"] or "",
+        tags=tuple(row["tags"] or ()),
+        notes=row["notes"] or "",
+        config=json.loads(row["config"] or "{}"),
+        summary=json.loads(row["summary"] or "{}"),
+        summary_set=json.loads(row["summary_set"] or "{}"),
+        env=json.loads(row["env"] or "{}"),
+        git=json.loads(row["git"] or "{}"),
+        error=row["error"] or "",
+        host=row["host"] or "",
+        pid=row["pid"] or 0,
+        attach=row["attach"] or 0,
+        last_step=row["last_step"] if row["last_step"] is not None else -1,
+        ingested_seq=row["ingested_seq"] if row["ingested_seq"] is not None else -1,
+    )
+
+
+def merge_summary(
+    summary: dict[str, dict[str, float]],
+    keys: Sequence[str],
+    steps: Sequence[int],
+    columns: Sequence[Sequence[float]],
+) -> None:
+    """Fold a chunk of points into a run's automatic summary, in place.
+
+    ``columns[i]`` holds key ``keys[i]``'s values at ``steps``. Per key the summary keeps the
+    last value (by log order), its step, and the min and max of the non-NaN values.
+    """
+    if not steps:
+        return
+    last_step = steps[-1]
+    for key, col in zip(keys, columns):
+        finite = [v for v in col if v == v]  # drops NaN; +-inf are data and stay
+        s = summary.get(key)
+        if s is None:
+            s = summary[key] = {"last": col[-1], "step": last_step, "min": math.nan, "max": math.nan}
+        else:
+            s["last"] = col[-1]
+            s["step"] = last_step
+        if finite:
+            lo, hi = min(finite), max(finite)
+            if not s["min"] <= lo:  # also true when the stored min is NaN
+                s["min"] = lo
+            if not s["max"] >= hi:
+                s["max"] = hi
