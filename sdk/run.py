@@ -214,7 +214,7 @@ class Run:
             metrics = metrics.copy()
         if step is None:
             step = self._step
-        elif type(step) is not int:
+        elif type(step) is not int or step < 0:
             step = self._check_step(step)
         self._step = step + 1
         self._queue_append((step, time.time(), metrics))

@@ -1,0 +1,140 @@
+"""The ``assay`` command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import AssayError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="assay: experiment tracking and research agents, self-hosted.")
+console = Console()
+err_console = Console(stderr=True)
+
+DirOpt = Annotated[Optional[Path], typer.Option("--dir", help="data directory (default: $ASSAY_DIR or ~/.assay)")]
+
+
+def _fail(exc: AssayError) -> None:
+    err_console.print(f"[bold red]error:[/] {exc.message}")
+    if exc.hint:
+        err_console.print(f"[dim]hint:[/] {exc.hint}")
+    raise typer.Exit(2)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            return str(v)
+        return f"{v:.6g}"
+    return "" if v is None else str(v)
+
+
+@app.command()
+def runs(project: Annotated[Optional[str], typer.Option("--project", "-p")] = None,
+         dir: DirOpt = None,
+         limit: Annotated[int, typer.Option(help="newest N runs")] = 50) -> None:
+    """List runs, newest last, with their status and summary."""
+    from .sdk.api import Api
+
+    try:
+        df = Api(dir).runs(project=project)
+    except AssayError as e:
+        _fail(e)
+    if df.height == 0:
+        console.print("no runs yet" + (f" in project {project!r}" if project else ""))
+        return
+    df = df.tail(limit)
+    metric_cols = [c for c in df.columns if c.startswith("summary.")
+                   and not c.startswith("summary.sys/") and not c.endswith((".min", ".max"))][:4]
+    t = Table(title=f"runs in {Api(dir).dir}" if project is None else f"runs of {project}")
+    for c in ["run_id", "project", "name", "status", "last_step", *metric_cols]:
+        t.add_column(c.removeprefix("summary."), overflow="fold")
+    for row in df.iter_rows(named=True):
+        t.add_row(*[_fmt(row.get(c)) for c in ["run_id", "project", "name", "status",
+                                                 "last_step", *metric_cols]])
+    console.print(t)
+
+
+@app.command()
+def show(run_id: str, dir: DirOpt = None,
+         as_json: Annotated[bool, typer.Option("--json", help="print the record as JSON")] = False) -> None:
+    """Show one run: status, config, summary, git and environment."""
+    from .sdk.api import Api
+
+    try:
+        r = Api(dir).run(run_id)
+    except AssayError as e:
+        _fail(e)
+    rec = {
+        "run_id": r.run_id, "project": r.project, "name": r.name, "status": str(r.status),
+        "group": r.group, "tags": list(r.tags), "notes": r.notes, "last_step": r.last_step,
+        "config": r.config, "summary": r.summary_values(),
+        "git": {k: v for k, v in r.git.items()},
+        "env": {k: v for k, v in r.env.items() if k not in ("packages", "environ")},
+        "packages": len(r.env.get("packages", [])), "error": r.error,
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(rec, indent=2, default=str) + "\n")
+        return
+    console.print(f"[bold]{r.name}[/] ({r.run_id}) in [bold]{r.project}[/]: {r.status}")
+    for section in ("config", "summary", "git", "env"):
+        console.print(f"[bold]{section}[/]")
+        for k, v in rec[section].items():
+            console.print(f"  {k}: {_fmt(v)}")
+    if r.error:
+        console.print(f"[bold red]error[/]\n{r.error}")
+
+
+@app.command()
+def sync(dir: DirOpt = None,
+         timeout: Annotated[float, typer.Option(help="seconds to wait for the ingest lock")] = 60.0) -> None:
+    """Ingest write-ahead logs left by crashed or killed runs (idempotent)."""
+    from .sdk.settings import data_dir
+    from .store.ingest import IngestLock, sync_orphans
+    from .store.lance import LanceStore
+
+    root = data_dir(dir)
+    try:
+        st = sync_orphans(root, LanceStore(root), IngestLock(root), timeout=timeout)
+    except AssayError as e:
+        _fail(e)
+    console.print(f"synced {len(st.segments_done)} WAL segment(s): {st.records} records, "
+                  f"{st.points} points, {st.runs} run(s)"
+                  + (f"; skipped {st.torn_bytes} torn bytes" if st.torn_bytes else ""))
+
+
+@app.command()
+def compact(dir: DirOpt = None,
+            keep_versions_minutes: Annotated[float, typer.Option(help="keep table versions younger than this")] = 10.0) -> None:
+    """Compact the store's tables, refresh indices and drop old table versions."""
+    from .sdk.settings import data_dir
+    from .store.ingest import IngestLock
+    from .store.lance import LanceStore
+
+    root = data_dir(dir)
+    store = LanceStore(root)
+    before = store.table_stats()
+    with IngestLock(root):
+        store.compact(cleanup_older_than=timedelta(minutes=keep_versions_minutes))
+    after = store.table_stats()
+    for name, s in after.items():
+        b = before.get(name, {})
+        console.print(f"{name}: {s['rows']} rows, fragments {b.get('fragments')} -> "
+                      f"{s['fragments']}, version {s['version']}")
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

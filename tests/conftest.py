@@ -1,0 +1,19 @@
+"""Shared fixtures: every test gets its own data directory."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A fresh data directory, also exported as ASSAY_DIR for code that reads the default."""
+    d = tmp_path / "assay-data"
+    d.mkdir()
+    monkeypatch.setenv("ASSAY_DIR", str(d))
+    return d

@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import assay
+from assay.errors import ConflictError, NotFoundError, UserInputError
+
+
+def _init(**kw):
+    kw.setdefault("system_metrics_interval", None)
+    kw.setdefault("capture", False)
+    return assay.init(**kw)
+
+
+def test_logged_points_come_back_from_history_with_config_and_summary(data_dir):
+    run = _init(project="digits", config={"lr": 3e-4, "depth": 2}, tags=["baseline"])
+    for step in range(100):
+        run.log({"train/loss": 1.0 / (step + 1), "val/acc": step / 100}, step=step)
+    run.config["batch"] = 64
+    run.finish()
+    api = assay.Api()
+    df = api.runs(project="digits")
+    assert df.height == 1
+    row = df.row(0, named=True)
+    assert row["config.lr"] == 3e-4 and row["config.batch"] == 64
+    assert row["summary.val/acc"] == 0.99 and row["summary.train/loss.min"] == 0.01
+    assert row["status"] == "completed" and row["tags"] == ["baseline"]
+    h = api.history(run.id)
+    assert h.columns == ["run_id", "key", "step", "value", "time"]
+    assert h.height == 200
+    loss = h.filter(h["key"] == "train/loss")
+    assert loss["step"].to_list() == list(range(100))
+    assert api.history(run.id, keys=["val/acc"]).height == 100
+
+
+def test_step_auto_increments_and_follows_explicit_steps(data_dir):
+    run = _init(project="p")
+    run.log({"a": 1})
+    run.log({"a": 2})
+    run.log({"a": 3}, step=10)
+    run.log({"a": 4})
+    run.finish()
+    h = assay.Api().history(run.id)
+    assert h["step"].to_list() == [0, 1, 10, 11]
+
+
+def test_numpy_torch_scalars_nan_inf_and_nested_dicts_are_stored(data_dir):
+    torch = pytest.importorskip("torch")
+    run = _init(project="p")
+    run.log({"np": np.float32(0.5), "i": np.int64(3), "t": torch.tensor(2.5), "b": True,
+             "nan": math.nan, "inf": -math.inf, "nested": {"x": 1.0}})
+    run.finish()
+    h = assay.Api().history(run.id)
+    vals = dict(zip(h["key"].to_list(), h["value"].to_list()))
+    assert vals["np"] == 0.5 and vals["i"] == 3 and vals["t"] == 2.5 and vals["b"] == 1.0
+    assert math.isnan(vals["nan"]) and vals["inf"] == -math.inf and vals["nested/x"] == 1.0
+
+
+def test_summary_is_last_value_with_min_max_and_explicit_overrides(data_dir):
+    run = _init(project="p")
+    for v in [3.0, 1.0, 2.0]:
+        run.log({"loss": v})
+    assert run.summary["loss"] == 2.0
+    assert run.summary.min("loss") == 1.0 and run.summary.max("loss") == 3.0
+    run.summary["loss"] = 0.5
+    assert run.summary["loss"] == 0.5
+    run.finish()
+    rec = assay.Api().run(run.id)
+    assert rec.summary_values()["loss"] == 0.5 and rec.summary["loss"]["min"] == 1.0
+
+
+@pytest.mark.parametrize("bad", ["has space", "", "../x", "a" * 200, 7])
+def test_invalid_project_names_are_rejected_with_a_hint(data_dir, bad):
+    with pytest.raises(UserInputError) as e:
+        _init(project=bad)
+    assert "project name" in str(e.value) and "hint" in str(e.value)
+
+
+def test_bad_metric_values_and_reserved_keys_are_rejected_and_nothing_is_lost(data_dir):
+    run = _init(project="p")
+    run.log({"ok": 1.0})
+    with pytest.raises(UserInputError, match="not a number"):
+        run.log({"ok": 2.0, "text": "hello"})
+    with pytest.raises(UserInputError, match="reserved prefix"):
+        run.log({"sys/cpu": 1.0})
+    with pytest.raises(UserInputError, match="step must be"):
+        run.log({"ok": 1.0}, step=-1)
+    with pytest.raises(UserInputError, match="mapping"):
+        run.log([1, 2])  # type: ignore[arg-type]
+    with pytest.raises(UserInputError, match="not a number"):
+        run.log({"arr": np.ones(3)})
+    run.log({"ok": 3.0})
+    run.finish()
+    h = assay.Api().history(run.id)
+    assert h["value"].to_list() == [1.0, 3.0]
+
+
+def test_non_json_config_is_rejected_with_the_entry_named(data_dir):
+    with pytest.raises(UserInputError, match="'opt'"):
+        _init(project="p", config={"opt": object()})
+    run = _init(project="p", config={"a": np.float64(1.5), "t": (1, 2)})
+    assert run.config["a"] == 1.5 and run.config["t"] == [1, 2]
+    with pytest.raises(UserInputError):
+        run.config["f"] = lambda x: x
+    run.finish()
+
+
+def test_unknown_resume_id_is_not_found(data_dir):
+    with pytest.raises(NotFoundError, match="cannot resume"):
+        _init(project="p", resume="doesnotexist")
+
+
+def test_resume_continues_steps_config_and_summary(data_dir):
+    run = _init(project="p", config={"lr": 0.1})
+    for i in range(5):
+        run.log({"loss": float(5 - i)})
+    run.finish()
+    again = _init(project="p", resume=run.id, config={"epochs": 10})
+    assert again.id == run.id and dict(again.config) == {"lr": 0.1, "epochs": 10}
+    again.log({"loss": 0.5})
+    assert again.summary.min("loss") == 0.5 and again.summary.max("loss") == 5.0
+    again.finish()
+    h = assay.Api().history(run.id)
+    assert h["step"].to_list() == [0, 1, 2, 3, 4, 5]
+    assert assay.Api().run(run.id).attach == 1
+
+
+def test_relogging_a_step_after_resume_keeps_the_last_value_once(data_dir):
+    run = _init(project="p")
+    run.log({"loss": 1.0}, step=0)
+    run.log({"loss": 2.0}, step=1)
+    run.finish()
+    again = _init(project="p", resume=run.id)
+    again.log({"loss": 9.0}, step=1)
+    again.finish()
+    h = assay.Api().history(run.id)
+    assert h["step"].to_list() == [0, 1] and h["value"].to_list() == [1.0, 9.0]
+
+
+def test_exception_in_context_marks_run_failed_with_traceback(data_dir):
+    with pytest.raises(RuntimeError):
+        with _init(project="p") as run:
+            run.log({"x": 1})
+            raise RuntimeError("boom in training")
+    rec = assay.Api().run(run.id)
+    assert rec.status == "failed" and "boom in training" in rec.error
+
+
+def test_log_after_finish_is_a_conflict(data_dir):
+    run = _init(project="p")
+    run.finish()
+    run.finish()  # idempotent
+    with pytest.raises(ConflictError):
+        run.log({"x": 1})
+
+
+def test_api_run_unknown_id_and_filters(data_dir):
+    api = assay.Api()
+    with pytest.raises(NotFoundError):
+        api.run("nope")
+    a = _init(project="p", config={"lr": 0.1})
+    a.finish()
+    b = _init(project="p", config={"lr": 0.2})
+    b.finish(status="failed")
+    import polars as pl
+
+    assert api.runs(filters={"status": "failed"})["run_id"].to_list() == [b.id]
+    assert api.runs(filters=pl.col("config.lr") < 0.15)["run_id"].to_list() == [a.id]
+    with pytest.raises(UserInputError, match="unknown column"):
+        api.runs(filters={"nope": 1})
+
+
+def test_system_metrics_are_logged_under_sys(data_dir):
+    run = _init(project="p", system_metrics_interval=0.05)
+    import time
+
+    time.sleep(0.4)
+    run.finish()
+    keys = set(assay.Api().history(run.id)["key"].to_list())
+    assert {"sys/cpu.process_percent", "sys/memory.process_rss_mb"} <= keys
+    assert not any(k.startswith("sys/gpu") for k in keys)  # no NVML on this machine
+
+
+def test_capture_records_env_and_seed(data_dir):
+    assay.seed(123)
+    run = assay.init(project="p", system_metrics_interval=None)
+    import time
+
+    time.sleep(0.5)
+    run.finish()
+    env = assay.Api().run(run.id).env
+    assert env["seed"] == 123 and env["python"].startswith("3.11")
+    assert any(p.lower().startswith("polars==") for p in env["packages"])

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from assay.store.ingest import IngestLock, Ingester, sync_orphans
+from assay.store.memory import MemoryStore
+from assay.store.records import RunStatus, merge_summary
+from assay.store.wal import WalWriter, segment_path
+
+
+def _history(store, run_id):
+    t = store.metric_chunks(run_id)
+    pts = []
+    for key, steps, vals in zip(t["key"].to_pylist(), t["step"].to_pylist(), t["value"].to_pylist()):
+        pts += [(key, s, v) for s, v in zip(steps, vals)]
+    return sorted(pts)
+
+
+def _write_run(path, run_id="r1", n=3, finish=True):
+    w = WalWriter(path)
+    recs = [{"k": "run", "seq": 1, "time": 1.0, "run_id": run_id, "project": "p", "name": "n",
+             "config": {"lr": 0.1}, "attach": 0}]
+    for i in range(n):
+        recs.append({"k": "metrics", "seq": 2 + i, "chunks": [
+            {"keys": ["loss", "acc"], "step": [i], "time": [1.0], "vals": [[1.0 / (i + 1)], [i / 10]]}]})
+    recs.append({"k": "config", "seq": 2 + n, "update": {"depth": 3}, "time": 2.0})
+    if finish:
+        recs.append({"k": "status", "seq": 3 + n, "status": "completed", "time": 3.0})
+    w.append(recs)
+    return w
+
+
+def test_ingester_applies_records_and_builds_summary(tmp_path):
+    p = segment_path(tmp_path, "r1", 0)
+    _write_run(p).close()
+    store = MemoryStore()
+    st = Ingester(store).ingest([p])
+    run = store.get_run("r1")
+    assert st.points == 6 and st.runs == 1
+    assert run.status is RunStatus.COMPLETED
+    assert run.config == {"lr": 0.1, "depth": 3}
+    assert run.summary["loss"] == {"last": 1 / 3, "step": 2, "min": 1 / 3, "max": 1.0}
+    assert run.last_step == 2
+    assert len(_history(store, "r1")) == 6
+
+
+def test_ingesting_twice_never_duplicates(tmp_path):
+    p = segment_path(tmp_path, "r1", 0)
+    _write_run(p).close()
+    store = MemoryStore()
+    Ingester(store).ingest([p])
+    Ingester(store).ingest([p])  # a fresh ingester replays from offset 0
+    assert len(_history(store, "r1")) == 6
+
+
+class _FailsOnRunUpsert(MemoryStore):
+    def __init__(self):
+        super().__init__()
+        self.fail = True
+
+    def upsert_runs(self, runs):
+        if self.fail:
+            raise OSError("disk vanished between the two commits")
+        super().upsert_runs(runs)
+
+
+def test_crash_between_metrics_and_run_commit_is_replayed_without_duplicates(tmp_path):
+    p = segment_path(tmp_path, "r1", 0)
+    _write_run(p).close()
+    store = _FailsOnRunUpsert()
+    with pytest.raises(OSError):
+        Ingester(store).ingest([p])
+    assert len(_history(store, "r1")) == 6  # metrics committed, run row not
+    store.fail = False
+    Ingester(store).ingest([p])
+    assert len(_history(store, "r1")) == 6
+    assert store.get_run("r1").status is RunStatus.COMPLETED
+
+
+def test_sync_adopts_orphan_marks_unfinished_run_crashed_and_deletes_segment(tmp_path):
+    p = segment_path(tmp_path / "wal", "r1", 0)
+    _write_run(p, finish=False).close()
+    store = MemoryStore()
+    st = sync_orphans(tmp_path, store, IngestLock(tmp_path))
+    assert st.segments_done == [p] and not p.exists()
+    run = store.get_run("r1")
+    assert run.status is RunStatus.CRASHED and "write-ahead log" in run.error
+
+
+def test_sync_leaves_live_segments_alone(tmp_path):
+    p = segment_path(tmp_path / "wal", "r1", 0)
+    w = _write_run(p, finish=False)
+    store = MemoryStore()
+    assert sync_orphans(tmp_path, store, IngestLock(tmp_path)).segments_done == []
+    assert store.get_run("r1") is None and p.exists()
+    w.close()
+
+
+def test_sync_skips_torn_tail_and_keeps_what_is_intact(tmp_path):
+    p = segment_path(tmp_path / "wal", "r1", 0)
+    _write_run(p, finish=False).close()
+    with open(p, "ab") as f:
+        f.write(b"AW\x10\x00\x00\x00garbage")
+    store = MemoryStore()
+    st = sync_orphans(tmp_path, store, IngestLock(tmp_path))
+    assert st.torn_bytes == 13
+    assert len(_history(store, "r1")) == 6
+
+
+def test_merge_summary_tracks_last_min_max_ignoring_nan():
+    s: dict = {}
+    merge_summary(s, ["x"], [0, 1, 2], [[2.0, math.nan, 1.0]])
+    merge_summary(s, ["x"], [3], [[math.nan]])
+    assert math.isnan(s["x"]["last"]) and s["x"]["step"] == 3
+    assert s["x"]["min"] == 1.0 and s["x"]["max"] == 2.0
+    merge_summary(s, ["y"], [0], [[math.inf]])
+    assert s["y"]["max"] == math.inf
+
+
+def test_ingest_lock_times_out_while_another_holder_has_it(tmp_path):
+    a, b = IngestLock(tmp_path), IngestLock(tmp_path)
+    assert a.acquire(0)
+    assert a.acquire(0)  # reentrant for the same object
+    assert not b.acquire(0.05)
+    a.release()
+    assert not b.acquire(0)
+    a.release()
+    assert b.acquire(0)
+    b.release()

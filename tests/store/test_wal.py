@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from assay.store.wal import WalWriter, read_wal, segment_path, try_lock_segment
+
+
+def test_wal_round_trips_records_with_nan_and_inf(tmp_path):
+    w = WalWriter(tmp_path / "r" / "000000.wal")
+    w.append([{"k": "metrics", "seq": 1, "v": [1.0, math.nan, math.inf]}, {"k": "x", "seq": 2}])
+    w.close()
+    recs = list(read_wal(tmp_path / "r" / "000000.wal"))
+    assert [r.data["seq"] for r in recs] == [1, 2]
+    v = recs[0].data["v"]
+    assert v[0] == 1.0 and math.isnan(v[1]) and v[2] == math.inf
+    assert recs[-1].end == os.path.getsize(tmp_path / "r" / "000000.wal")
+
+
+@pytest.mark.parametrize("cut", [1, 5, 9, 13])
+def test_wal_reader_skips_a_torn_last_record(tmp_path, cut):
+    p = tmp_path / "seg.wal"
+    w = WalWriter(p)
+    w.append([{"seq": 1}, {"seq": 2, "pad": "x" * 20}])
+    w.close()
+    data = p.read_bytes()
+    p.write_bytes(data[:-cut])
+    assert [r.data["seq"] for r in read_wal(p)] == [1]
+
+
+def test_wal_reader_stops_at_corrupt_crc(tmp_path):
+    p = tmp_path / "seg.wal"
+    w = WalWriter(p)
+    w.append([{"seq": 1}, {"seq": 2}, {"seq": 3}])
+    w.close()
+    data = bytearray(p.read_bytes())
+    first = next(read_wal(p)).end
+    data[first + 12] ^= 0xFF  # a payload byte of record 2
+    p.write_bytes(bytes(data))
+    assert [r.data["seq"] for r in read_wal(p)] == [1]
+
+
+def test_wal_reads_from_an_offset(tmp_path):
+    p = tmp_path / "seg.wal"
+    w = WalWriter(p)
+    w.append([{"seq": 1}])
+    off = w.bytes_written
+    w.append([{"seq": 2}])
+    assert [r.data["seq"] for r in read_wal(p, off)] == [2]
+    w.close()
+
+
+def test_segment_lock_tells_live_owner_from_orphan(tmp_path):
+    p = segment_path(tmp_path, "run1", 0)
+    w = WalWriter(p)
+    assert try_lock_segment(p) is None  # owner alive
+    with pytest.raises(BlockingIOError):
+        WalWriter(p)
+    w.close()
+    fd = try_lock_segment(p)
+    assert fd is not None
+    os.close(fd)
+    assert try_lock_segment(tmp_path / "missing.wal") is None
