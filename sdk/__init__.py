@@ -1,7 +1,22 @@
-"""What a training script imports: ``init``, ``Run``, ``Api``, ``seed``."""
+"""What a training script imports: ``init``, ``Run``, ``Api``, ``seed``.
 
-from .api import Api
+``Api`` (polars, LanceDB) is imported on first use, so ``import assay`` in a training
+process stays light: logging needs none of the store's libraries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
 from .capture import seed
 from .run import Config, Run, Summary, init
 
 __all__ = ["init", "Run", "Config", "Summary", "Api", "seed"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Api":
+        from .api import Api
+
+        return Api
+    raise AttributeError(name)

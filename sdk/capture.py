@@ -31,7 +31,7 @@ def is_secret_name(name: str) -> bool:
 def scrub_url(url: str) -> str:
     """Remove credentials from a remote URL (``https://user:token@host/x`` -> ``https://host/x``)."""
     if "://" not in url:
-        return re.sub(r"^[^@/]+@", "", url) if "@" in url.split(":", 1)[0] else url
+        return url  # scp-like "git@host:path": a user name, never a password
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:

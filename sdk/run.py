@@ -24,11 +24,11 @@ from typing import Any
 
 from ..errors import ConflictError, NotFoundError, UserInputError
 from ..store.records import RESERVED_PREFIX, RunStatus, validate_name
+from ..store.ingestd import ensure_daemon, wait_segment_ingested
 from ..store.wal import WalWriter, segment_path
 from .capture import capture_env, capture_git
 from .jsonable import to_jsonable
-from .local import LocalIngestService
-from .settings import FLUSH_INTERVAL, data_dir
+from .settings import FINISH_TIMEOUT, FLUSH_INTERVAL, INGEST_MODE, data_dir
 from .system import SystemSampler
 from .writer import Writer
 
@@ -181,8 +181,8 @@ class Run:
         self.summary = Summary(self, summary_set)
         self._enqueue(init_record)
         self._writer.start()
-        self._service = LocalIngestService.for_dir(dir)
-        self._service.register(self.segment)
+        if INGEST_MODE == "daemon":
+            ensure_daemon(dir)
         self._sampler: SystemSampler | None = None
         if system_metrics_interval:
             self._sampler = SystemSampler(self._log_system, system_metrics_interval)
@@ -334,12 +334,14 @@ class Run:
         self._enqueue({"k": "status", "status": st.value, "error": error})
         self._finished = True
         self._writer.stop()
-        wal = self._writer._wal
-        if not self._service.finish_segment(self.segment):
-            log.warning("assay: run %s finished but the store was busy; its WAL %s will be "
-                        "ingested by the next `assay sync`", self.id, self.segment)
-        wal.close()
+        self._writer._wal.close()  # releases the segment: the daemon ingests it to the end
         _active_runs.discard(self)
+        if INGEST_MODE != "daemon":
+            _sync_and_get(self.dir, self.id)
+        elif not wait_segment_ingested(self.dir, self.segment, FINISH_TIMEOUT):
+            log.warning("assay: run %s is finished and durable, but not yet queryable: its WAL "
+                        "%s will be ingested by the ingest daemon or `assay sync`",
+                        self.id, self.segment)
 
     def __enter__(self) -> Run:
         return self
@@ -390,7 +392,6 @@ def init(project: str, *, name: str | None = None, config: Mapping[str, Any] | N
         raise UserInputError(f"system_metrics_interval must be seconds >= 0, got "
                              f"{system_metrics_interval!r}", hint="use e.g. 2.0, or 0 to disable")
     root = data_dir(dir)
-    svc = LocalIngestService.for_dir(root)
     summary_auto: dict[str, dict[str, float]] = {}
     summary_set: dict[str, Any] = {}
     attach = 0
@@ -399,8 +400,10 @@ def init(project: str, *, name: str | None = None, config: Mapping[str, Any] | N
         if not isinstance(resume, str) or not resume:
             raise UserInputError(f"resume must be a run id, got {resume!r}",
                                  hint="pass the id of an earlier run: assay.init(..., resume=run.id)")
-        svc.sync_run(resume)  # adopt what a crashed owner left in its WAL
-        prior = svc.store.get_run(resume)
+        if not isinstance(resume, str) or not resume.isalnum():
+            raise UserInputError(f"resume must be a run id, got {resume!r}",
+                                 hint="pass the id of an earlier run: assay.init(..., resume=run.id)")
+        prior = _sync_and_get(root, resume)
         if prior is None:
             raise NotFoundError(f"cannot resume run {resume!r}: no such run in {root}",
                                 hint="check the id with `assay runs`, or the data directory "
@@ -427,6 +430,16 @@ def init(project: str, *, name: str | None = None, config: Mapping[str, Any] | N
                config=dict(cfg), summary_auto=summary_auto, summary_set=summary_set,
                next_step=next_step, init_record=record,
                system_metrics_interval=system_metrics_interval, capture=capture)
+
+
+def _sync_and_get(root: Path, run_id: str) -> Any:
+    """Ingest what a crashed owner left in the run's WAL, then read the run's record."""
+    from ..store.ingest import IngestLock, sync_orphans
+    from ..store.lance import LanceStore
+
+    store = LanceStore(root)
+    sync_orphans(root, store, IngestLock(root), run_id=run_id, timeout=FINISH_TIMEOUT)
+    return store.get_run(run_id)
 
 
 _last_exc: list[BaseException] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["data_dir", "DEFAULT_DIR", "FLUSH_INTERVAL", "INGEST_INTERVAL"]
+__all__ = ["data_dir", "DEFAULT_DIR", "FLUSH_INTERVAL", "FINISH_TIMEOUT", "INGEST_MODE"]
 
 #: Used when neither ``dir=`` nor ``ASSAY_DIR`` says otherwise: one store per user, shared by
 #: every project, like MLflow's tracking store but outside the working directory so that
@@ -15,8 +15,13 @@ DEFAULT_DIR = Path("~/.assay")
 #: Seconds between write-ahead-log flushes (each one fsynced): the most a SIGKILL can lose.
 FLUSH_INTERVAL = float(os.environ.get("ASSAY_FLUSH_INTERVAL", "0.2"))
 
-#: Seconds between moves of WAL records into LanceDB while a run is live.
-INGEST_INTERVAL = float(os.environ.get("ASSAY_INGEST_INTERVAL", "2.0"))
+#: ``daemon`` (default): a background ingest daemon per data directory makes runs queryable
+#: while they run. ``inprocess``: no daemon; ``Run.finish`` ingests the run itself (for
+#: machines where background processes are unwelcome; live runs are not visible until then).
+INGEST_MODE = os.environ.get("ASSAY_INGEST", "daemon")
+
+#: Seconds ``Run.finish`` waits for the ingest daemon to make the run queryable.
+FINISH_TIMEOUT = float(os.environ.get("ASSAY_FINISH_TIMEOUT", "120"))
 
 
 def data_dir(dir: str | os.PathLike[str] | None = None) -> Path:

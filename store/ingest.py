@@ -27,7 +27,8 @@ import pyarrow as pa
 
 from ..errors import ConflictError
 from .base import Store
-from .records import METRICS_SCHEMA, RunRecord, RunStatus, merge_summary
+from .records import RunRecord, RunStatus, merge_summary
+from .schemas import METRICS_SCHEMA
 from .wal import list_segments, read_wal, try_lock_segment
 
 __all__ = ["IngestLock", "Ingester", "IngestStats", "sync_orphans"]

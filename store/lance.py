@@ -18,7 +18,8 @@ import lancedb
 import pyarrow as pa
 
 from .base import Store
-from .records import METRICS_SCHEMA, RUNS_SCHEMA, RunRecord, run_from_row, run_to_row
+from .records import RunRecord, run_from_row, run_to_row
+from .schemas import METRICS_SCHEMA, RUNS_SCHEMA
 
 __all__ = ["LanceStore", "sql_str"]
 

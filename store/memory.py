@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .base import Store
-from .records import METRICS_SCHEMA, RUNS_SCHEMA, RunRecord, run_to_row
+from .records import RunRecord, run_to_row
+from .schemas import METRICS_SCHEMA, RUNS_SCHEMA
 
 __all__ = ["MemoryStore"]
 

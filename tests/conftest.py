@@ -8,6 +8,8 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Ingest daemons started by tests exit soon after their directory goes quiet.
+os.environ.setdefault("ASSAY_INGESTD_IDLE", "3")
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import math
 
 import pyarrow as pa
 
-from assay.store.records import METRICS_SCHEMA, RunRecord, RunStatus
+from assay.store.records import RunRecord, RunStatus
+from assay.store.schemas import METRICS_SCHEMA
 
 
 def make_run(run_id: str = "r1", project: str = "p", **kw) -> RunRecord:

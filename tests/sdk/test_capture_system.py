@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import subprocess
+import types
+
+import pytest
+
+from assay.sdk.capture import capture_env, capture_git, is_secret_name, scrub_url
+from assay.sdk.system import GpuProbe, SystemSampler
+
+
+@pytest.mark.parametrize("url,want", [
+    ("https://user:ghp_secret@github.com/org/repo.git", "https://github.com/org/repo.git"),
+    ("https://oauth2:tok@gitlab.com:8443/g/r", "https://gitlab.com:8443/g/r"),
+    ("git@github.com:org/repo.git", "git@github.com:org/repo.git"),
+    ("ssh://git:pw@host/x", "ssh://host/x"),
+])
+def test_remote_urls_lose_their_credentials(url, want):
+    assert scrub_url(url) == want
+
+
+def test_secret_looking_environment_variables_are_not_recorded(monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    monkeypatch.setenv("HF_TOKEN", "t")
+    monkeypatch.setenv("DB_PASSWORD", "p")
+    monkeypatch.setenv("MY_SETTING", "visible")
+    env = capture_env()["environ"]
+    assert env["MY_SETTING"] == "visible"
+    assert not {"WANDB_API_KEY", "HF_TOKEN", "DB_PASSWORD"} & set(env)
+    assert is_secret_name("aws_secret_access_key") and not is_secret_name("PATH")
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def test_git_capture_records_commit_branch_dirty_flag_and_diff_blob(tmp_path):
+    _git(tmp_path, "init", "-q", "-b", "main")
+    _git(tmp_path, "config", "user.email", "t@example.com")
+    _git(tmp_path, "config", "user.name", "t")
+    (tmp_path / "train.py").write_text("lr = 0.1\n")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-qm", "init")
+    _git(tmp_path, "remote", "add", "origin", "https://me:secret@example.com/r.git")
+    clean = capture_git(str(tmp_path))
+    assert clean["branch"] == "main" and len(clean["commit"]) == 40 and clean["dirty"] is False
+    assert clean["remote"] == "https://example.com/r.git"
+    (tmp_path / "train.py").write_text("lr = 0.2\n")
+    blobs: dict[str, bytes] = {}
+
+    def put(data: bytes) -> str:
+        blobs["d"] = data
+        return "sha256:x"
+
+    dirty = capture_git(str(tmp_path), put)
+    assert dirty["dirty"] is True and dirty["diff_blob"] == "sha256:x"
+    assert b"-lr = 0.1" in blobs["d"] and b"+lr = 0.2" in blobs["d"]
+
+
+def test_git_capture_outside_a_repository_is_empty(tmp_path):
+    assert capture_git(str(tmp_path)) == {}
+
+
+class FakeNvml(types.SimpleNamespace):
+    """Records every NVML call; the slow ones fail the test if called."""
+
+    NVML_TEMPERATURE_GPU = 0
+    NVML_CLOCK_SM = 1
+
+    def __init__(self, n=2):
+        super().__init__(calls=[], n=n)
+
+    def _rec(self, name):
+        self.calls.append(name)
+
+    def nvmlInit(self):
+        self._rec("init")
+
+    def nvmlDeviceGetCount(self):
+        return self.n
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetUtilizationRates(self, h):
+        self._rec("util")
+        return types.SimpleNamespace(gpu=50 + h, memory=10)
+
+    def nvmlDeviceGetTemperature(self, h, kind):
+        return 60
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        return 150_000
+
+    def nvmlDeviceGetClockInfo(self, h, kind):
+        return 1410
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        return types.SimpleNamespace(used=2**30, total=80 * 2**30)
+
+    def nvmlDeviceGetPcieThroughput(self, *a):
+        raise AssertionError("PCIe throughput blocks ~20 ms: not on the sampling path")
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, *a):
+        raise AssertionError("total energy blocks ~4 ms: not on the sampling path")
+
+
+def test_gpu_probe_reads_fast_fields_of_every_gpu_and_never_slow_ones():
+    nv = FakeNvml(n=2)
+    out = GpuProbe(nv).sample()
+    assert out["sys/gpu.1.utilization_percent"] == 51
+    assert out["sys/gpu.0.power_w"] == 150.0 and out["sys/gpu.0.sm_clock_mhz"] == 1410
+    assert out["sys/gpu.1.memory_used_mb"] == 1024 and out["sys/gpu.0.memory_total_mb"] == 80 * 1024
+    assert out["sys/gpu.0.temperature_c"] == 60
+
+
+def test_gpu_probe_without_nvml_is_silent():
+    class Broken:
+        def nvmlInit(self):
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    probe = GpuProbe(Broken())
+    assert not probe.available and probe.sample() == {}
+    assert GpuProbe().sample() == {}  # the real pynvml on this GPU-less machine
+
+
+def test_system_sampler_reports_cpu_memory_and_io_rates():
+    got = []
+    s = SystemSampler(got.append, 1.0, gpu=GpuProbe(FakeNvml(n=1)))
+    s.sample()
+    m = s.sample()
+    assert m["sys/memory.process_rss_mb"] > 1 and 0 <= m["sys/cpu.system_percent"] <= 100
+    assert "sys/disk.read_mb_s" in m and "sys/network.sent_mb_s" in m
+    assert m["sys/gpu.0.utilization_percent"] == 50
