@@ -17,7 +17,7 @@ from .errors import AssayError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="assay: experiment tracking and research agents, self-hosted.")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 DirOpt = Annotated[Optional[Path], typer.Option("--dir", help="data directory (default: $ASSAY_DIR or ~/.assay)")]
@@ -56,11 +56,12 @@ def runs(project: Annotated[Optional[str], typer.Option("--project", "-p")] = No
     metric_cols = [c for c in df.columns if c.startswith("summary.")
                    and not c.startswith("summary.sys/") and not c.endswith((".min", ".max"))][:4]
     t = Table(title=f"runs in {Api(dir).dir}" if project is None else f"runs of {project}")
-    for c in ["run_id", "project", "name", "status", "last_step", *metric_cols]:
+    cols = ["run_id", *(["project"] if project is None else []), "name", "status", "last_step",
+            *metric_cols]
+    for c in cols:
         t.add_column(c.removeprefix("summary."), overflow="fold")
     for row in df.iter_rows(named=True):
-        t.add_row(*[_fmt(row.get(c)) for c in ["run_id", "project", "name", "status",
-                                                 "last_step", *metric_cols]])
+        t.add_row(*[_fmt(row.get(c)) for c in cols])
     console.print(t)
 
 

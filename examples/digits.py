@@ -1,0 +1,105 @@
+"""A real small training, tracked end to end: an MLP on scikit-learn's bundled digits.
+
+``train(config, run)`` is the function an objective points at (``examples.digits:train``);
+``python -m assay.examples.digits`` trains a few configurations and prints the runs table.
+Large learning rates genuinely diverge (the loss becomes NaN): a diverging run is data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+import numpy as np
+
+import assay
+
+DEFAULTS: dict[str, Any] = {"lr": 0.05, "hidden": 64, "epochs": 30, "batch_size": 64,
+                            "momentum": 0.9, "weight_decay": 1e-4, "seed": 0}
+
+
+def load_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Standardized train/validation split of the 1,797 8x8 digit images (bundled data)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    xtr, xva, ytr, yva = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
+    mean, std = xtr.mean(0), xtr.std(0)
+    std[std < 1e-3] = 1.0  # pixels that are always blank in the training split
+    return (xtr - mean) / std, (xva - mean) / std, ytr, yva
+
+
+def train(config: dict[str, Any], run: Any) -> dict[str, float]:
+    """Train with ``config`` and log ``train/loss``, ``val/loss``, ``val/acc`` per epoch.
+
+    Stops early when ``run.should_stop()`` says so (an agent or a person asked).
+    """
+    import torch
+    from torch import nn
+
+    cfg = {**DEFAULTS, **config}
+    torch.manual_seed(int(cfg["seed"]))
+    xtr, xva, ytr, yva = load_data(int(cfg["seed"]))
+    xtr_t, ytr_t = torch.from_numpy(xtr), torch.from_numpy(ytr).long()
+    xva_t, yva_t = torch.from_numpy(xva), torch.from_numpy(yva).long()
+    hidden = int(cfg["hidden"])
+    model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                          nn.Linear(hidden, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=float(cfg["lr"]), momentum=float(cfg["momentum"]),
+                          weight_decay=float(cfg["weight_decay"]))
+    lossf = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(int(cfg["seed"]))
+    bs = int(cfg["batch_size"])
+    result = {"val/acc": 0.0, "val/loss": math.inf}
+    for epoch in range(int(cfg["epochs"])):
+        model.train()
+        perm = torch.randperm(len(xtr_t), generator=gen)
+        total = 0.0
+        for i in range(0, len(perm), bs):
+            idx = perm[i : i + bs]
+            opt.zero_grad()
+            loss = lossf(model(xtr_t[idx]), ytr_t[idx])
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        model.eval()
+        with torch.no_grad():
+            logits = model(xva_t)
+            vloss = lossf(logits, yva_t).item()
+            acc = (logits.argmax(1) == yva_t).float().mean().item()
+        result = {"train/loss": total / len(perm), "val/loss": vloss, "val/acc": acc}
+        run.log({**result, "epoch": epoch}, step=epoch)
+        if run.should_stop():
+            break
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--project", default="digits")
+    ap.add_argument("--epochs", type=int, default=20)
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    assay.seed(0)
+    configs = [{"lr": lr, "hidden": h, "epochs": a.epochs}
+               for lr, h in [(0.003, 32), (0.03, 64), (0.1, 128), (3.0, 64)]]
+    for cfg in configs:
+        with assay.init(project=a.project, config=cfg, tags=["demo"]) as run:
+            res = train(cfg, run)
+        print(f"run {run.id} {run.name}: lr={cfg['lr']:<6} hidden={cfg['hidden']:<4} "
+              f"val/acc={res['val/acc']:.3f} val/loss={res['val/loss']:.3f}")
+    from .. import cli
+
+    cli.runs(project=a.project, dir=None, limit=20)
+    api = assay.Api()
+    print(f"data directory: {api.dir}  (runs: `assay runs -p {a.project}`, "
+          f"one run: `assay show RUN_ID`, WAL: {api.dir / 'wal'}, tables: {api.dir / 'lance'})")
+
+
+if __name__ == "__main__":
+    main()
