@@ -1,0 +1,774 @@
+"""Content-addressed blob storage: artifact files stored once, by their SHA-256.
+
+A blob is an immutable byte string named by its digest, ``"sha256:<64 hex>"``. A
+:class:`BlobStore` puts files and bytes (streaming in 1 MiB chunks, so a file of many GB never
+sits in memory), says whether a digest is present, and reads blobs back while verifying their
+digest: a blob whose bytes changed on disk or in the bucket raises
+:class:`~assay.errors.IntegrityError` naming the digest and where it lives, and nothing
+unverified is left at the destination.
+
+Two implementations pass the same contract suite (``tests/store/test_blobs.py``):
+:class:`LocalBlobStore` (a folder, ``root/sha256/ab/cd/<hex>``, files read-only) and
+:class:`FsspecBlobStore` (an fsspec URL such as ``s3://bucket/prefix`` on any S3-compatible
+server). :func:`open_blob_store` picks one from a path or URI.
+
+An artifact version is a *manifest*: the sorted list of :class:`ManifestEntry` (relative POSIX
+path, digest, size) of a file or directory tree. :func:`build_manifest` walks and stores a
+tree, :func:`materialize` writes one back (read-only, every digest verified), and
+:func:`manifest_digest` names a manifest by the canonical hash of its entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import stat
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+from urllib.parse import unquote, urlparse
+
+from ..errors import IntegrityError, NotFoundError, UserInputError
+from .canonical import canonical_json, canonical_loads
+
+__all__ = [
+    "CHUNK_SIZE",
+    "BlobRef",
+    "BlobStore",
+    "FsspecBlobStore",
+    "LocalBlobStore",
+    "ManifestEntry",
+    "build_manifest",
+    "get_manifest",
+    "hash_bytes",
+    "hash_file",
+    "manifest_digest",
+    "manifest_json",
+    "materialize",
+    "open_blob_store",
+    "parse_digest",
+    "put_manifest",
+]
+
+CHUNK_SIZE = 1 << 20
+_DIGEST_RE = re.compile(r"sha256:([0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """A stored blob: its ``digest`` (``"sha256:<hex>"``) and ``size`` in bytes."""
+
+    digest: str
+    size: int
+
+
+def parse_digest(digest: str) -> str:
+    """Return the hex part of ``"sha256:<64 lowercase hex>"``; raise UserInputError otherwise."""
+    match = _DIGEST_RE.fullmatch(digest) if isinstance(digest, str) else None
+    if match is None:
+        raise UserInputError(f"{digest!r} is not a blob digest",
+                             hint='digests look like "sha256:" followed by 64 lowercase hex')
+    return match.group(1)
+
+
+def hash_bytes(data: bytes | bytearray | memoryview) -> BlobRef:
+    """Digest bytes in memory."""
+    return BlobRef("sha256:" + hashlib.sha256(data).hexdigest(), memoryview(data).nbytes)
+
+
+def hash_file(path: str | os.PathLike[str]) -> BlobRef:
+    """Digest a file in 1 MiB chunks (never the whole file in memory)."""
+    with _open_source(path) as f:
+        h, size = _copy(f, None)
+    return BlobRef("sha256:" + h.hexdigest(), size)
+
+
+def _open_source(path: str | os.PathLike[str]) -> IO[bytes]:
+    p = Path(path)
+    if p.is_dir():
+        raise UserInputError(f"{p} is a directory, not a file",
+                             hint="store a directory with build_manifest(path, store)")
+    try:
+        return open(p, "rb")
+    except FileNotFoundError as exc:
+        raise UserInputError(f"no file at {p}", hint="check the path") from exc
+
+
+def _copy(src: IO[bytes], dst: IO[bytes] | None, chunk: int = CHUNK_SIZE, *,
+          h: Any = None) -> tuple[Any, int]:
+    """Copy ``src`` to ``dst`` (if any) in chunks, hashing on the way; return (hash, size)."""
+    h = hashlib.sha256() if h is None else h
+    size = 0
+    while data := src.read(chunk):
+        h.update(data)
+        if dst is not None:
+            dst.write(data)
+        size += len(data)
+    return h, size
+
+
+class BlobStore(ABC):
+    """Where blobs live: content-addressed, write-once, verified on every read.
+
+    Contract, shared by every implementation and checked by one test suite:
+
+    * a put returns the digest of exactly the bytes stored; putting content that is already
+      present is a no-op (one copy per digest), and a half-written blob is never visible;
+    * blobs are immutable: nothing in assay rewrites one, so a read whose bytes do not match
+      the digest means the storage was changed behind assay's back (``IntegrityError``);
+    * a missing digest raises ``NotFoundError``, a malformed one ``UserInputError``;
+    * methods are safe to call from several threads and processes at once.
+
+    Callers are the SDK's artifact API (puts), the store when it records artifact versions,
+    and ``assay verify`` / artifact downloads (reads). Nothing here knows about runs.
+    """
+
+    #: Bytes asked of the backend per read; object stores prefer fewer, larger requests.
+    read_chunk: int = CHUNK_SIZE
+
+    @property
+    @abstractmethod
+    def uri(self) -> str:
+        """The store's root as a URI (``file:///...``, ``s3://bucket/prefix``)."""
+
+    @abstractmethod
+    def location(self, digest: str) -> str:
+        """Where the blob named ``digest`` lives (a path or URI), for messages and tools."""
+
+    @abstractmethod
+    def exists(self, digest: str) -> bool:
+        """Whether a blob with this digest is stored (its bytes are not re-verified)."""
+
+    @abstractmethod
+    def put_stream(self, stream: IO[bytes]) -> BlobRef:
+        """Store everything ``stream`` yields until EOF; return its digest and size."""
+
+    @abstractmethod
+    def delete(self, digest: str) -> bool:
+        """Remove a blob (garbage collection only); return whether it was there."""
+
+    @abstractmethod
+    def _open_raw(self, digest: str) -> IO[bytes]:
+        """Open the stored bytes for reading, unverified; NotFoundError if absent."""
+
+    def put_file(self, path: str | os.PathLike[str]) -> BlobRef:
+        """Store the file at ``path`` (streamed in chunks); return its digest and size."""
+        with _open_source(path) as f:
+            return self.put_stream(f)
+
+    def put_bytes(self, data: bytes | bytearray | memoryview) -> BlobRef:
+        """Store ``data``; return its digest and size."""
+        return self.put_stream(io.BytesIO(bytes(data)))
+
+    def open(self, digest: str) -> IO[bytes]:
+        """Open a blob for streaming reads; reading to EOF verifies it.
+
+        The returned reader raises IntegrityError when it reaches the end of a blob whose bytes
+        do not match ``digest``; a caller that stops early gets no such check.
+        """
+        parse_digest(digest)
+        raw = self._open_raw(digest)
+        return io.BufferedReader(_VerifyingReader(raw, digest, self.location(digest)),
+                                 buffer_size=self.read_chunk)
+
+    def get_bytes(self, digest: str) -> bytes:
+        """Return a blob's bytes after verifying them (for small blobs)."""
+        parse_digest(digest)
+        buf = io.BytesIO()
+        with self._open_raw(digest) as raw:
+            h, size = _copy(raw, buf, self.read_chunk)
+        self._check(digest, h, size)
+        return buf.getvalue()
+
+    def get_to_path(self, digest: str, dest: str | os.PathLike[str], *,
+                    read_only: bool = False) -> BlobRef:
+        """Write a blob to ``dest``, verifying its digest while copying.
+
+        The bytes go to a temporary file beside ``dest``, which replaces ``dest`` atomically only
+        once the digest matches; on a mismatch nothing is left at ``dest``.
+
+        Args:
+            digest: The blob to read.
+            dest: The file to write (parent folders are created; an existing file is replaced).
+            read_only: Make the written file read-only (mode 0444).
+
+        Raises:
+            IntegrityError: the stored bytes no longer match ``digest``.
+            NotFoundError: no such blob.
+        """
+        parse_digest(digest)
+        dest = Path(dest)
+        if dest.is_dir():
+            raise UserInputError(f"{dest} is a directory", hint="pass the path of a file")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with self._open_raw(digest) as raw:
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    h, size = _copy(raw, out, self.read_chunk)
+                    if read_only:
+                        os.fchmod(out.fileno(), 0o444)
+                self._check(digest, h, size)
+                os.replace(tmp, dest)
+            except BaseException:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        return BlobRef(digest, size)
+
+    def _check(self, digest: str, h: Any, size: int) -> None:
+        if "sha256:" + h.hexdigest() != digest:
+            raise _corrupt(digest, self.location(digest), h.hexdigest(), size)
+
+    def _not_found(self, digest: str) -> NotFoundError:
+        return NotFoundError(f"blob {digest} is not in {self.uri}",
+                             hint="check the digest, or put the content first")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
+
+
+def _corrupt(digest: str, where: str, actual_hex: str, size: int) -> IntegrityError:
+    return IntegrityError(
+        f"blob {digest} at {where} is corrupt: its {size} bytes hash to sha256:{actual_hex}",
+        hint="the stored copy changed after it was written; delete it and put the original "
+             "content again, or restore it from a backup",
+    )
+
+
+class _VerifyingReader(io.RawIOBase):
+    """A raw reader that hashes what passes through and checks the digest at EOF."""
+
+    def __init__(self, raw: IO[bytes], digest: str, where: str) -> None:
+        self._raw, self._digest, self._where = raw, digest, where
+        self._h = hashlib.sha256()
+        self._size = 0
+        self._checked = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self._raw.read(len(b))
+        n = len(data)
+        if n:
+            b[:n] = data
+            self._h.update(data)
+            self._size += n
+        elif not self._checked:
+            self._checked = True
+            if "sha256:" + self._h.hexdigest() != self._digest:
+                raise _corrupt(self._digest, self._where, self._h.hexdigest(), self._size)
+        return n
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self._raw.close()
+        super().close()
+
+
+class LocalBlobStore(BlobStore):
+    """Blobs in a local folder: ``root/sha256/ab/cd/<hex>``, each file read-only.
+
+    A put copies the source into ``root/tmp`` while hashing it (one read, one write), fsyncs
+    it when ``durable`` (the default: an acknowledged put survives a crash), then renames it
+    into place, which is atomic, so readers never see half a blob.
+
+    Args:
+        root: The folder (created if missing).
+        durable: fsync each new blob and its folder before returning from a put.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.durable = durable
+        self._tmp = self.root / "tmp"
+        (self.root / "sha256").mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(exist_ok=True)
+
+    @property
+    def uri(self) -> str:
+        return self.root.as_uri()
+
+    def path_of(self, digest: str) -> Path:
+        """The file that holds (or would hold) the blob ``digest``."""
+        hex_ = parse_digest(digest)
+        return self.root / "sha256" / hex_[:2] / hex_[2:4] / hex_
+
+    def location(self, digest: str) -> str:
+        return str(self.path_of(digest))
+
+    def exists(self, digest: str) -> bool:
+        return self.path_of(digest).is_file()
+
+    def put_stream(self, stream: IO[bytes]) -> BlobRef:
+        fd, tmp = tempfile.mkstemp(dir=self._tmp, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                h, size = _copy(stream, out)
+                os.fchmod(out.fileno(), 0o444)
+                if self.durable:
+                    out.flush()
+                    os.fsync(out.fileno())
+            ref = BlobRef("sha256:" + h.hexdigest(), size)
+            final = self.path_of(ref.digest)
+            if final.is_file():
+                os.unlink(tmp)  # already stored: identical content is kept once
+                return ref
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        if self.durable:
+            _fsync_dir(final.parent)
+        return ref
+
+    def delete(self, digest: str) -> bool:
+        try:
+            self.path_of(digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _open_raw(self, digest: str) -> IO[bytes]:
+        try:
+            return open(self.path_of(digest), "rb")
+        except FileNotFoundError:
+            raise self._not_found(digest) from None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FsspecBlobStore(BlobStore):
+    """Blobs under an fsspec URL: ``s3://bucket/prefix/sha256/ab/cd/<hex>``.
+
+    Made for object stores (S3 and S3-compatible servers through s3fs), where an object
+    becomes visible only once its upload completes. A put hashes the source first and skips
+    the upload when the digest is already stored. Sources up to ``block_size`` are read once
+    into memory, hashed and sent in one PUT, so the bytes sent are exactly the bytes hashed.
+    Bigger files go through the backend's parallel multipart upload; if the file's size,
+    mtime or inode changed between hashing and the end of the upload, the object is removed
+    and IntegrityError raised. Reads fetch ``read_window`` ranges of ``block_size`` at once
+    and verify the digest as they go.
+
+    Args:
+        url: Root URL, e.g. ``"s3://bucket/prefix"`` or ``"memory://blobs"``.
+        block_size: Part and range size (S3 parts must be at least 5 MiB).
+        read_window: Ranges fetched concurrently when reading a big blob.
+        **storage_options: Passed to fsspec, e.g. ``endpoint_url``, ``key``, ``secret``.
+    """
+
+    def __init__(self, url: str, *, block_size: int = 16 << 20, read_window: int = 4,
+                 **storage_options: Any) -> None:
+        import fsspec
+
+        try:
+            fs, root = fsspec.core.url_to_fs(url, **storage_options)
+        except (ValueError, ImportError) as exc:
+            raise UserInputError(f"cannot open blob store {url!r}: {exc}",
+                                 hint="use a path, file://, s3://bucket/prefix or another "
+                                      "fsspec URL whose package is installed") from exc
+        self._fs = fs
+        self._root = root.rstrip("/")
+        self._url = url.rstrip("/")
+        self._block_size = max(block_size, 5 << 20)
+        self._window = max(1, read_window)
+        self._is_s3 = hasattr(fs, "call_s3") and "s3" in _protocols(fs)
+        self.read_chunk = self._block_size
+
+    @property
+    def uri(self) -> str:
+        return self._url
+
+    @property
+    def fs(self) -> Any:
+        """The underlying fsspec filesystem."""
+        return self._fs
+
+    def key_of(self, digest: str) -> str:
+        """The backend path of the blob ``digest``."""
+        hex_ = parse_digest(digest)
+        return f"{self._root}/sha256/{hex_[:2]}/{hex_[2:4]}/{hex_}"
+
+    def location(self, digest: str) -> str:
+        return str(self._fs.unstrip_protocol(self.key_of(digest)))
+
+    def exists(self, digest: str) -> bool:
+        key = self.key_of(digest)
+        if self._is_s3:  # one HEAD; fs.exists would also LIST the prefix when it is absent
+            bucket, name, _ = self._fs.split_path(key)
+            try:
+                self._fs.call_s3("head_object", Bucket=bucket, Key=name)
+            except FileNotFoundError:
+                return False
+            return True
+        return bool(self._fs.isfile(key))
+
+    def put_bytes(self, data: bytes | bytearray | memoryview) -> BlobRef:
+        data = bytes(data)  # immutable from here on: what is hashed is what is sent
+        ref = hash_bytes(data)
+        if not self.exists(ref.digest):
+            key = self.key_of(ref.digest)
+            self._makedirs(key)
+            self._fs.pipe_file(key, data)
+        return ref
+
+    def put_file(self, path: str | os.PathLike[str]) -> BlobRef:
+        with _open_source(path) as f:
+            before = os.fstat(f.fileno())
+            if before.st_size <= self._block_size:
+                return self.put_bytes(f.read())
+            h, size = _copy(f, None)
+        ref = BlobRef("sha256:" + h.hexdigest(), size)
+        if not self.exists(ref.digest):
+            self._put_large(Path(path), ref, before)
+        return ref
+
+    def put_stream(self, stream: IO[bytes]) -> BlobRef:
+        # The digest names the object, so it must be known before the upload: spool first.
+        head = stream.read(self._block_size + 1)
+        if len(head) <= self._block_size:
+            return self.put_bytes(head)
+        fd, tmp = tempfile.mkstemp(prefix="assay-blob-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as spool:
+                spool.write(head)
+                h, rest = _copy(stream, spool, h=hashlib.sha256(head))
+            ref = BlobRef("sha256:" + h.hexdigest(), len(head) + rest)
+            if not self.exists(ref.digest):
+                self._put_large(Path(tmp), ref, os.stat(tmp))
+            return ref
+        finally:
+            os.unlink(tmp)
+
+    def _put_large(self, path: Path, ref: BlobRef, before: os.stat_result) -> None:
+        key = self.key_of(ref.digest)
+        self._makedirs(key)
+        extra = {"chunksize": self._block_size} if self._is_s3 else {}
+        self._fs.put_file(str(path), key, **extra)
+        after = os.stat(path)
+        if (after.st_size, after.st_mtime_ns, after.st_ino) != (
+                before.st_size, before.st_mtime_ns, before.st_ino) or after.st_size != ref.size:
+            with suppress(FileNotFoundError):
+                self._fs.rm(key)
+            raise IntegrityError(
+                f"{path} changed while it was stored as {ref.digest}; the upload was removed",
+                hint="do not modify files while storing them; put the file again")
+
+    def _makedirs(self, key: str) -> None:
+        if "file" in _protocols(self._fs):  # object stores have no folders to create
+            self._fs.makedirs(self._fs._parent(key), exist_ok=True)
+
+    def delete(self, digest: str) -> bool:
+        if not self.exists(digest):  # S3 deletes of absent keys succeed silently
+            return False
+        with suppress(FileNotFoundError):
+            self._fs.rm(self.key_of(digest))
+        return True
+
+    def _open_raw(self, digest: str) -> IO[bytes]:
+        key = self.key_of(digest)
+        try:
+            # One ranged GET reads most blobs whole, without a HEAD for the size first.
+            first: bytes | None = self._fs.cat_file(key, start=0, end=self._block_size)
+        except FileNotFoundError:
+            raise self._not_found(digest) from None
+        except OSError:  # S3 answers 416 to a range on an empty object
+            first = None
+        if first is not None and len(first) < self._block_size:
+            return io.BytesIO(first)
+        try:
+            size = int(self._fs.size(key))
+        except FileNotFoundError:
+            raise self._not_found(digest) from None
+        reader = _RangeReader(self._fs, key, size, self._block_size, self._window, first)
+        return cast(IO[bytes], reader)
+
+
+class _RangeReader(io.RawIOBase):
+    """Reads an object as ranged GETs, ``window`` of them in flight at once."""
+
+    def __init__(self, fs: Any, key: str, size: int, chunk: int, window: int,
+                 first: bytes | None = None) -> None:
+        self._fs, self._key = fs, key
+        self._size, self._chunk, self._window = size, chunk, window
+        self._pieces: list[bytes] = [first] if first else []
+        self._starts = list(range(len(first) if first else 0, size, chunk))
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int | None = -1) -> bytes:
+        if not self._pieces:
+            if not self._starts:
+                return b""
+            batch, self._starts = self._starts[:self._window], self._starts[self._window:]
+            if len(batch) == 1 and batch[0] == 0:
+                self._pieces = [self._fs.cat_file(self._key)]
+            else:
+                ends = [min(s + self._chunk, self._size) for s in batch]
+                out = self._fs.cat_ranges([self._key] * len(batch), batch, ends)
+                for piece in out:
+                    if isinstance(piece, BaseException):
+                        raise piece
+                self._pieces = list(out)
+            self._pieces.reverse()
+        piece = self._pieces.pop()
+        if n is not None and 0 <= n < len(piece):
+            self._pieces.append(piece[n:])
+            piece = piece[:n]
+        return piece
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)
+
+
+def open_blob_store(uri_or_path: str | os.PathLike[str], **options: Any) -> BlobStore:
+    """Open the blob store at a path or URI.
+
+    A plain path or ``file://`` URI gives a :class:`LocalBlobStore`; any other URL
+    (``s3://bucket/prefix``, ...) an :class:`FsspecBlobStore`, with ``options`` as its storage
+    options (e.g. ``endpoint_url="http://127.0.0.1:9000"``, ``key=...``, ``secret=...``).
+    """
+    text = os.fspath(uri_or_path)
+    if not isinstance(text, str) or not text:
+        raise UserInputError(f"{uri_or_path!r} is not a blob store location",
+                             hint="pass a folder path or a URL such as s3://bucket/prefix")
+    if "://" not in text:
+        return LocalBlobStore(text, **options)
+    parsed = urlparse(text)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise UserInputError(f"{text} names another host",
+                                 hint="file:// URLs must be local: file:///path")
+        return LocalBlobStore(unquote(parsed.path), **options)
+    return FsspecBlobStore(text, **options)
+
+
+# ---------------------------------------------------------------------------------- manifests
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One file of an artifact version: relative POSIX ``path``, blob ``digest``, ``size``."""
+
+    path: str
+    digest: str
+    size: int
+
+    def __post_init__(self) -> None:
+        _check_rel_path(self.path)
+        parse_digest(self.digest)
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
+            raise UserInputError(f"{self.path}: size {self.size!r} is not a byte count",
+                                 hint="sizes are non-negative ints")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as a plain dict (for JSON and tables)."""
+        return {"path": self.path, "digest": self.digest, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ManifestEntry:
+        """Rebuild an entry from :meth:`to_dict` output, validating it."""
+        try:
+            return cls(d["path"], d["digest"], d["size"])
+        except (KeyError, TypeError) as exc:
+            raise UserInputError(f"not a manifest entry: {d!r}",
+                                 hint="entries have path, digest and size") from exc
+
+
+def _check_rel_path(path: str) -> None:
+    if not isinstance(path, str) or not path:
+        raise UserInputError(f"manifest path {path!r} is empty or not a string",
+                             hint="paths are relative POSIX paths such as 'data/train.csv'")
+    parts = path.split("/")
+    if (path.startswith("/") or "\\" in path or "\x00" in path
+            or any(p in ("", ".", "..") for p in parts)):
+        raise UserInputError(
+            f"manifest path {path!r} is not a plain relative path inside the artifact",
+            hint="use '/'-separated names without '.', '..', empty parts, a leading '/' "
+                 "or backslashes",
+        )
+
+
+def _check_tree(entries: list[ManifestEntry]) -> None:
+    files = {e.path for e in entries}
+    if len(files) != len(entries):
+        dup = sorted(p for p in files if sum(e.path == p for e in entries) > 1)
+        raise UserInputError(f"manifest lists {dup[0]!r} more than once",
+                             hint="each path appears once")
+    for e in entries:
+        parts = e.path.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in files:
+                raise UserInputError(
+                    f"manifest has both a file {'/'.join(parts[:i])!r} and {e.path!r} under it",
+                    hint="a path cannot be a file and a folder at once")
+
+
+def manifest_json(entries: Iterable[ManifestEntry]) -> bytes:
+    """The canonical JSON of a manifest: its entries as dicts, sorted by path."""
+    ordered = sorted(entries, key=lambda e: e.path)
+    _check_tree(ordered)
+    return canonical_json([e.to_dict() for e in ordered])
+
+
+def manifest_digest(entries: Iterable[ManifestEntry]) -> str:
+    """Name a manifest: ``"sha256:<hex>"`` of :func:`manifest_json`.
+
+    Equal trees give equal digests; this is the content identity of an artifact version, and
+    also the blob digest under which :func:`put_manifest` stores the manifest itself.
+    """
+    return "sha256:" + hashlib.sha256(manifest_json(entries)).hexdigest()
+
+
+def put_manifest(blob_store: BlobStore, entries: Iterable[ManifestEntry]) -> str:
+    """Store a manifest as a blob of its own; return its digest (= :func:`manifest_digest`)."""
+    return blob_store.put_bytes(manifest_json(entries)).digest
+
+
+def get_manifest(blob_store: BlobStore, digest: str) -> list[ManifestEntry]:
+    """Read back (and verify) a manifest stored by :func:`put_manifest`."""
+    items = canonical_loads(blob_store.get_bytes(digest))
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise IntegrityError(f"blob {digest} is not a manifest",
+                             hint="pass the digest put_manifest returned")
+    return [ManifestEntry.from_dict(i) for i in items]
+
+
+def build_manifest(path: str | os.PathLike[str], blob_store: BlobStore | None = None, *,
+                   workers: int = 4) -> list[ManifestEntry]:
+    """Walk a file or directory and list its files, storing each one if a store is given.
+
+    A single file gives one entry named by its file name. In a directory, symbolic links are
+    followed when they point inside it (their content appears under the link's path), and
+    rejected when they point outside it, are broken, or form a cycle.
+
+    Args:
+        path: The file or directory.
+        blob_store: Where to put the files; ``None`` only hashes them.
+        workers: Files hashed/uploaded at once (hashing and I/O release the GIL).
+
+    Returns:
+        Entries sorted by path.
+
+    Raises:
+        UserInputError: a missing path, an escaping or broken link, a cycle, a special file,
+            or a file name that is not a portable relative path.
+    """
+    top = Path(path)
+    if not os.path.lexists(top):
+        raise UserInputError(f"no file or directory at {top}", hint="check the path")
+    real_root = top.resolve()
+    if real_root.is_file():
+        files = [(real_root.name, real_root)]
+    elif real_root.is_dir():
+        files = sorted(_walk(real_root, real_root, "", (real_root,), top))
+    else:
+        raise UserInputError(f"{top} is neither a file nor a directory",
+                             hint="artifacts are regular files and folders")
+    for rel, _ in files:
+        _check_rel_path(rel)
+
+    def one(item: tuple[str, Path]) -> ManifestEntry:
+        ref = blob_store.put_file(item[1]) if blob_store else hash_file(item[1])
+        return ManifestEntry(item[0], ref.digest, ref.size)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(one, files))
+
+
+def _walk(real_root: Path, real_dir: Path, rel: str, stack: tuple[Path, ...],
+          top: Path) -> Iterator[tuple[str, Path]]:
+    with os.scandir(real_dir) as it:
+        children = sorted(it, key=lambda e: e.name)
+    for child in children:
+        child_rel = f"{rel}/{child.name}" if rel else child.name
+        target = Path(child.path)
+        if child.is_symlink():
+            try:
+                target = target.resolve(strict=True)
+            except (OSError, RuntimeError) as exc:
+                raise UserInputError(f"{top / child_rel} is a broken or looping link",
+                                     hint="fix or remove the link") from exc
+            if not target.is_relative_to(real_root):
+                raise UserInputError(
+                    f"{top / child_rel} links to {target}, outside {top}",
+                    hint="copy the target into the directory, or remove the link")
+        mode = target.stat().st_mode
+        if stat.S_ISDIR(mode):
+            if target in stack:
+                raise UserInputError(f"{top / child_rel} links back to a folder above it",
+                                     hint="remove the link: it makes the tree infinite")
+            yield from _walk(real_root, target, child_rel, (*stack, target), top)
+        elif stat.S_ISREG(mode):
+            yield child_rel, target
+        else:
+            raise UserInputError(f"{top / child_rel} is not a regular file",
+                                 hint="sockets, pipes and devices cannot be artifacts")
+
+
+def materialize(manifest: Iterable[ManifestEntry], blob_store: BlobStore,
+                dest_dir: str | os.PathLike[str], *, workers: int = 4) -> Path:
+    """Write a manifest's files under ``dest_dir``, read-only, verifying every digest.
+
+    The tree is built in a temporary sibling folder and renamed to ``dest_dir`` at the end, so
+    ``dest_dir`` is either absent/empty (on failure) or complete.
+
+    Raises:
+        UserInputError: ``dest_dir`` is not empty, or the manifest has duplicate or conflicting
+            paths.
+        IntegrityError: a blob does not match its digest or the manifest's size (the message
+            names the file and the blob).
+        NotFoundError: a blob is missing.
+    """
+    entries = sorted(manifest, key=lambda e: e.path)
+    _check_tree(entries)
+    dest = Path(dest_dir)
+    if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
+        raise UserInputError(f"{dest} already exists and is not an empty folder",
+                             hint="materialize into a new or empty folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+
+    def one(e: ManifestEntry) -> None:
+        try:
+            ref = blob_store.get_to_path(e.digest, tmp / e.path, read_only=True)
+        except (IntegrityError, NotFoundError) as exc:
+            raise type(exc)(f"{e.path}: {exc.message}", hint=exc.hint) from exc
+        if ref.size != e.size:
+            raise IntegrityError(f"{e.path}: blob {e.digest} has {ref.size} bytes, the "
+                                 f"manifest says {e.size}", hint="the manifest was altered")
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            list(pool.map(one, entries))
+        if dest.exists():
+            dest.rmdir()
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
