@@ -6,6 +6,20 @@ at the first frame that is short or fails its CRC: that is a torn last write fro
 process, never an error. The owner of a segment holds an exclusive ``flock`` on it for as long
 as it writes, so recovery can tell a live segment from an orphan: if the lock can be taken,
 nobody owns the segment any more.
+
+Records (JSON objects; ``seq`` is per run and strictly increasing across attaches,
+``attach << 40 | n``; ``time`` is epoch seconds):
+
+- ``{"k": "run", "seq", "time", "run_id", "project", "name", "group", "tags", "notes",
+  "config", "host", "pid", "attach"}``: first record of every segment (init or resume).
+- ``{"k": "metrics", "seq", "chunks": [{"keys": [k1, k2], "step": [s...], "time": [t...],
+  "vals": [[v of k1 per step], [v of k2 per step]]}]}``: points, columnar.
+- ``{"k": "config", "seq", "time", "update": {...}}`` and ``{"k": "summary", ... "update"}``.
+- ``{"k": "env", "seq", "time", "env": {...}, "git": {...}}``.
+- ``{"k": "status", "seq", "time", "status": "completed|failed|stopped|crashed", "error"}``.
+
+Segments live at ``<data dir>/wal/<run_id>/<attach:06d>.wal``; the ingest daemon moves them
+into the store and deletes them once closed (see :mod:`assay.store.ingestd`).
 """
 
 from __future__ import annotations
