@@ -167,6 +167,8 @@ class Run:
         self._known_keys: set[str] = set()
         self._sys_step = 0
         self._env: dict[str, Any] = {}
+        self._stop_reason: str | None = None
+        self._stop_checked = 0.0
         self.segment = segment_path(dir / "wal", run_id, attach)
         try:
             wal = WalWriter(self.segment)
@@ -311,8 +313,30 @@ class Run:
                                 hint="check free space and permissions of the data directory")
 
     def should_stop(self) -> bool:
-        """Whether an agent or a person asked this run to stop (cooperative stopping)."""
+        """Whether an agent or a person asked this run to stop (cooperative stopping).
+
+        True after :meth:`request_stop` (a backend's watcher thread calls it) or once the
+        stop file ``<data dir>/control/<run_id>.stop`` exists (checked at most twice a
+        second, so calling this every step costs nothing).
+        """
+        if self._stop_reason is not None:
+            return True
+        now = time.monotonic()
+        if now - self._stop_checked >= 0.5:
+            self._stop_checked = now
+            f = self.dir / "control" / f"{self.id}.stop"
+            if f.exists():
+                self._stop_reason = f.read_text(errors="replace").strip() or "stop requested"
+                return True
         return False
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask the training loop to stop at its next ``should_stop()`` check (thread-safe)."""
+        self._stop_reason = reason
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self._stop_reason
 
     # -- finishing ---------------------------------------------------------------------------
     def finish(self, status: str | RunStatus = RunStatus.COMPLETED, error: str = "") -> None:
@@ -361,8 +385,8 @@ class Run:
 def init(project: str, *, name: str | None = None, config: Mapping[str, Any] | None = None,
          tags: list[str] | tuple[str, ...] | None = None, group: str | None = None,
          notes: str | None = None, dir: str | os.PathLike[str] | None = None,
-         resume: str | None = None, system_metrics_interval: float | None = 2.0,
-         capture: bool = True) -> Run:
+         resume: str | None = None, id: str | None = None,
+         system_metrics_interval: float | None = 2.0, capture: bool = True) -> Run:
     """Start (or, with ``resume=run_id``, continue) a tracked run.
 
     Args:
@@ -372,6 +396,10 @@ def init(project: str, *, name: str | None = None, config: Mapping[str, Any] | N
         tags, group, notes: free labels for filtering.
         dir: data directory; default ``$ASSAY_DIR``, else ``~/.assay``.
         resume: id of an earlier run to continue; its config, summary and step carry on.
+        id: the id of the new run (4-64 letters/digits; agents and backends pre-assign ids
+            this way); an id already taken is a ConflictError (continue it with ``resume``).
+            Default: the ``ASSAY_RUN_ID`` environment variable (set for command trials),
+            else a random id. ``ASSAY_RESUME_ID`` likewise defaults ``resume``.
         system_metrics_interval: seconds between ``sys/`` samples; None or 0 disables.
         capture: record git state, packages and environment (in the background).
     """
@@ -396,10 +424,14 @@ def init(project: str, *, name: str | None = None, config: Mapping[str, Any] | N
     summary_set: dict[str, Any] = {}
     attach = 0
     next_step = 0
+    if id is None and resume is None:
+        id = os.environ.get("ASSAY_RUN_ID") or None
+        resume = os.environ.get("ASSAY_RESUME_ID") or None
+        if id and resume:
+            id = None
+    if id is not None and (not isinstance(id, str) or not id.isalnum() or not 4 <= len(id) <= 64):
+        raise UserInputError(f"invalid run id {id!r}", hint="run ids are 4-64 letters and digits")
     if resume is not None:
-        if not isinstance(resume, str) or not resume:
-            raise UserInputError(f"resume must be a run id, got {resume!r}",
-                                 hint="pass the id of an earlier run: assay.init(..., resume=run.id)")
         if not isinstance(resume, str) or not resume.isalnum():
             raise UserInputError(f"resume must be a run id, got {resume!r}",
                                  hint="pass the id of an earlier run: assay.init(..., resume=run.id)")
@@ -419,7 +451,7 @@ def init(project: str, *, name: str | None = None, config: Mapping[str, Any] | N
         next_step = prior.last_step + 1
         name = name or prior.name
     else:
-        run_id = _new_run_id()
+        run_id = _claim_run_id(root, id)
         name = name or f"{secrets.choice(_ADJ)}-{secrets.choice(_NOUN)}-{run_id[:4]}"
     record = {
         "k": "run", "run_id": run_id, "project": project, "name": name,
@@ -430,6 +462,24 @@ def init(project: str, *, name: str | None = None, config: Mapping[str, Any] | N
                config=dict(cfg), summary_auto=summary_auto, summary_set=summary_set,
                next_step=next_step, init_record=record,
                system_metrics_interval=system_metrics_interval, capture=capture)
+
+
+def _claim_run_id(root: Path, wanted: str | None) -> str:
+    """Reserve a run id in ``<dir>/runs/`` (an atomic mkdir, so ids are unique across
+    processes without opening the store)."""
+    reg = root / "runs"
+    reg.mkdir(exist_ok=True)
+    for _ in range(8):
+        rid = wanted or _new_run_id()
+        try:
+            os.mkdir(reg / rid)
+            return rid
+        except FileExistsError:
+            if wanted:
+                raise ConflictError(f"run id {wanted!r} is already taken in {root}",
+                                    hint=f"continue that run with resume={wanted!r}, or pick "
+                                    "another id") from None
+    raise ConflictError("could not find a free run id", hint="check the data directory")
 
 
 def _sync_and_get(root: Path, run_id: str) -> Any:

@@ -194,3 +194,32 @@ def test_capture_records_env_and_seed(data_dir):
     env = assay.Api().run(run.id).env
     assert env["seed"] == 123 and env["python"].startswith("3.11")
     assert any(p.lower().startswith("polars==") for p in env["packages"])
+
+
+def test_preassigned_ids_are_unique_and_resume_continues_them(data_dir, monkeypatch):
+    run = _init(project="p", id="trial0001")
+    assert run.id == "trial0001"
+    run.log({"x": 1.0})
+    run.finish()
+    with pytest.raises(ConflictError, match="already taken"):
+        _init(project="p", id="trial0001")
+    with pytest.raises(UserInputError, match="invalid run id"):
+        _init(project="p", id="no spaces!")
+    monkeypatch.setenv("ASSAY_RESUME_ID", "trial0001")
+    again = _init(project="p")
+    assert again.id == "trial0001" and again.attach == 1
+    again.finish()
+
+
+def test_should_stop_follows_request_and_stop_file(data_dir):
+    run = _init(project="p")
+    assert not run.should_stop()
+    (data_dir / "control").mkdir()
+    (data_dir / "control" / f"{run.id}.stop").write_text("median rule: below median at step 5")
+    run._stop_checked = 0.0
+    assert run.should_stop() and run.stop_reason.startswith("median rule")
+    run.finish(status="stopped")
+    other = _init(project="p")
+    other.request_stop("budget exhausted")
+    assert other.should_stop() and other.stop_reason == "budget exhausted"
+    other.finish()
