@@ -19,3 +19,18 @@ def data_dir(tmp_path, monkeypatch):
     d.mkdir()
     monkeypatch.setenv("ASSAY_DIR", str(d))
     return d
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole test session, on loopback only (see README).
+
+    Never `ray stop`: it would kill every Ray on the machine. The session shuts its own down.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    yield ray
+    ray.shutdown()
