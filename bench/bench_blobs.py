@@ -1,6 +1,7 @@
 """Blob store and digest benchmark: what storing and verifying artifacts costs.
 
-Prints, for the local blob store and for S3 on loopback (moto's server in a subprocess):
+Prints, for the local blob store (with and without fsync) and for S3 on loopback (moto's
+server in a subprocess, with s3fs's own unhashed put/get of the same file as the ceiling):
   - put_file of one big file (MB/s, content new to the store) and a repeat put of the same
     file (MB/s: hashing plus one existence check, nothing uploaded);
   - get_to_path of that file, verifying its digest while copying (MB/s);
@@ -124,10 +125,17 @@ def bench_store(name: str, make: Callable[[], BlobStore], big: Path, small: Path
     t_mat = median_time(lambda: materialize(state["manifest"], tree_store, dest),  # type: ignore[arg-type]
                         repeats, clear)
     clear()
-    print(f"{name:<8} put_file {size / MB:.0f} MB: {size / MB / t_put:8.0f} MB/s   "
+    raw = ""
+    if isinstance(store, FsspecBlobStore):  # the same bytes through s3fs, unhashed: the ceiling
+        fs, key = store.fs, f"{store.key_of(digest)}.raw"
+        t_rput = median_time(lambda: fs.put_file(str(big), key), repeats)
+        t_rget = median_time(lambda: fs.get_file(key, str(out)), repeats)
+        raw = (f"\n{'':<12} s3fs put_file/get_file of the same file, no hashing: "
+               f"{size / MB / t_rput:.0f} / {size / MB / t_rget:.0f} MB/s")
+    print(f"{name:<12} put_file {size / MB:.0f} MB: {size / MB / t_put:8.0f} MB/s   "
           f"repeat put (dedup): {size / MB / t_reput:8.0f} MB/s   "
-          f"get_to_path+verify: {size / MB / t_get:8.0f} MB/s")
-    print(f"{'':<8} {n_small} small files ({small_bytes / n_small / 1e3:.0f} kB): "
+          f"get_to_path+verify: {size / MB / t_get:8.0f} MB/s{raw}")
+    print(f"{'':<12} {n_small} small files ({small_bytes / n_small / 1e3:.0f} kB): "
           f"build_manifest+put {n_small / t_tree:7.0f} files/s ({small_bytes / MB / t_tree:5.1f}"
           f" MB/s)   materialize {n_small / t_mat:7.0f} files/s "
           f"({small_bytes / MB / t_mat:5.1f} MB/s)")
@@ -187,6 +195,9 @@ def main() -> None:
               f"{args.repeats}; 1 MB = 10^6 bytes")
         reference(big, work, args.repeats)
         bench_store("local", lambda: LocalBlobStore(work / f"l-{uuid.uuid4().hex}"),
+                    big, small, work, args.repeats)
+        bench_store("local-nosync", lambda: LocalBlobStore(work / f"n-{uuid.uuid4().hex}",
+                                                            durable=False),
                     big, small, work, args.repeats)
         if not args.no_s3:
             proc, endpoint = start_moto()

@@ -102,7 +102,8 @@ def _local_case(root: Path) -> BlobCase:
 
 
 def _fsspec_case(name: str, url: str, **options: Any) -> BlobCase:
-    store = FsspecBlobStore(url, block_size=5 << 20, **options)
+    # Small blocks and two ranges at once, so the multipart and parallel paths run too.
+    store = FsspecBlobStore(url, block_size=5 << 20, read_window=2, **options)
 
     def corrupt(digest: str) -> None:
         key = store.key_of(digest)

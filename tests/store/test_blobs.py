@@ -61,6 +61,10 @@ def test_put_file_streams_multi_chunk_content_back_identically(
     out = blob_store.get_to_path(ref.digest, tmp_path / "out" / "big.bin")
     assert out == ref
     assert (tmp_path / "out" / "big.bin").read_bytes() == data
+    assert blob_store.get_bytes(ref.digest) == data
+    with blob_store.open(ref.digest) as f:
+        assert f.read(10) == data[:10]
+        assert f.read() == data[10:]
 
 
 def test_put_of_existing_content_is_stored_once(blob_store: BlobStore, tmp_path: Path) -> None:
