@@ -7,7 +7,7 @@ import math
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
-DirOpt = Annotated[Optional[Path], typer.Option("--dir", help="data directory (default: $ASSAY_DIR or ~/.assay)")]
+DirOpt = Annotated[Path | None, typer.Option("--dir", help="data directory (default: $ASSAY_DIR or ~/.assay)")]
 
 
 def _fail(exc: AssayError) -> None:
@@ -39,7 +39,7 @@ def _fmt(v: Any) -> str:
 
 
 @app.command()
-def runs(project: Annotated[Optional[str], typer.Option("--project", "-p")] = None,
+def runs(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
          dir: DirOpt = None,
          limit: Annotated[int, typer.Option(help="newest N runs")] = 50) -> None:
     """List runs, newest last, with their status and summary."""
@@ -75,7 +75,7 @@ def show(run_id: str, dir: DirOpt = None,
         r = Api(dir).run(run_id)
     except AssayError as e:
         _fail(e)
-    rec = {
+    rec: dict[str, Any] = {
         "run_id": r.run_id, "project": r.project, "name": r.name, "status": str(r.status),
         "group": r.group, "tags": list(r.tags), "notes": r.notes, "last_step": r.last_step,
         "config": r.config, "summary": r.summary_values(),

@@ -8,13 +8,13 @@ server maps them to, in one table (:data:`HTTP_STATUS`).
 from __future__ import annotations
 
 __all__ = [
+    "HTTP_STATUS",
     "AssayError",
-    "UserInputError",
-    "NotFoundError",
     "ConflictError",
     "IntegrityError",
+    "NotFoundError",
     "PermissionDeniedError",
-    "HTTP_STATUS",
+    "UserInputError",
 ]
 
 

@@ -11,9 +11,8 @@ import argparse
 import math
 from typing import Any
 
-import numpy as np
-
 import assay
+import numpy as np
 
 DEFAULTS: dict[str, Any] = {"lr": 0.05, "hidden": 64, "epochs": 30, "batch_size": 64,
                             "momentum": 0.9, "weight_decay": 1e-4, "seed": 0}

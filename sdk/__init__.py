@@ -11,7 +11,7 @@ from typing import Any
 from .capture import seed
 from .run import Config, Run, Summary, init
 
-__all__ = ["init", "Run", "Config", "Summary", "Api", "seed"]
+__all__ = ["Api", "Config", "Run", "Summary", "init", "seed"]
 
 
 def __getattr__(name: str) -> Any:

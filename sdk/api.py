@@ -30,8 +30,11 @@ def history_frame(run_id: str, chunks: pa.Table) -> pl.DataFrame:
         return pl.DataFrame(schema={"run_id": pl.String, "key": pl.String, "step": pl.Int64,
                                     "value": pl.Float64,
                                     "time": pl.Datetime("us", "UTC")})
+    frame = pl.from_arrow(chunks)
+    if not isinstance(frame, pl.DataFrame):
+        raise TypeError("metric chunks must be a table")
     df = (
-        pl.from_arrow(chunks)
+        frame
         .sort("seq")
         .explode(["step", "value", "time"])
     )

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["capture_git", "capture_env", "scrub_url", "is_secret_name", "seed", "current_seed"]
+__all__ = ["capture_env", "capture_git", "current_seed", "is_secret_name", "scrub_url", "seed"]
 
 _SECRET = re.compile(
     r"KEY|TOKEN|SECRET|PASSW|PWD|CREDENTIAL|AUTH|PRIVATE|SESSION|COOKIE|SIGNATURE|CERT|DSN",

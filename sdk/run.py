@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConflictError, NotFoundError, UserInputError
-from ..store.records import RESERVED_PREFIX, RunStatus, validate_name
 from ..store.ingestd import ensure_daemon, wait_segment_ingested
+from ..store.records import RESERVED_PREFIX, RunStatus, validate_name
 from ..store.wal import WalWriter, segment_path
 from .capture import capture_env, capture_git
 from .jsonable import to_jsonable
@@ -32,7 +32,7 @@ from .settings import FINISH_TIMEOUT, FLUSH_INTERVAL, INGEST_MODE, data_dir
 from .system import SystemSampler
 from .writer import Writer
 
-__all__ = ["init", "Run", "Config", "Summary"]
+__all__ = ["Config", "Run", "Summary", "init"]
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["data_dir", "DEFAULT_DIR", "FLUSH_INTERVAL", "FINISH_TIMEOUT", "INGEST_MODE"]
+__all__ = ["DEFAULT_DIR", "FINISH_TIMEOUT", "FLUSH_INTERVAL", "INGEST_MODE", "data_dir"]
 
 #: Used when neither ``dir=`` nor ``ASSAY_DIR`` says otherwise: one store per user, shared by
 #: every project, like MLflow's tracking store but outside the working directory so that

@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 
-__all__ = ["SystemSampler", "GpuProbe"]
+__all__ = ["GpuProbe", "SystemSampler"]
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,15 @@ class GpuProbe:
     def __init__(self, nvml: Any | None = None) -> None:
         self.available = False
         self._handles: list[Any] = []
+        self._nvml: Any = None
         try:
-            if nvml is None:
-                import pynvml as nvml
-            nvml.nvmlInit()
-            self._nvml = nvml
-            self._handles = [nvml.nvmlDeviceGetHandleByIndex(i)
-                             for i in range(nvml.nvmlDeviceGetCount())]
+            nv: Any = nvml
+            if nv is None:
+                import pynvml as nv  # type: ignore[no-redef]
+            nv.nvmlInit()
+            self._nvml = nv
+            self._handles = [nv.nvmlDeviceGetHandleByIndex(i)
+                             for i in range(nv.nvmlDeviceGetCount())]
             self.available = True
         except Exception as exc:  # NVMLError (no driver / no GPU) or ImportError
             log.debug("NVML unavailable: %s", exc)
@@ -45,23 +47,27 @@ class GpuProbe:
         nv = self._nvml
         for i, h in enumerate(self._handles):
             p = f"sys/gpu.{i}."
-            for name, fn in (
-                ("utilization_percent", lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu),
-                ("memory_utilization_percent", lambda: nv.nvmlDeviceGetUtilizationRates(h).memory),
+            try:
+                util = nv.nvmlDeviceGetUtilizationRates(h)
+                out[p + "utilization_percent"] = float(util.gpu)
+                out[p + "memory_utilization_percent"] = float(util.memory)
+            except nv.NVMLError as e:  # a field this GPU does not support
+                log.debug("NVML utilization: %s", e)
+            for name, read in (
                 ("temperature_c", lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
                 ("power_w", lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000.0),
                 ("sm_clock_mhz", lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
             ):
                 try:
-                    out[p + name] = float(fn())
-                except Exception:  # a field this GPU does not support
-                    pass
+                    out[p + name] = float(read())  # noqa: B023 - called in this iteration
+                except nv.NVMLError as e:
+                    log.debug("NVML %s: %s", name, e)
             try:
                 mem = nv.nvmlDeviceGetMemoryInfo(h)
                 out[p + "memory_used_mb"] = mem.used / 2**20
                 out[p + "memory_total_mb"] = mem.total / 2**20
-            except Exception:
-                pass
+            except nv.NVMLError as e:
+                log.debug("NVML memory: %s", e)
         return out
 
 

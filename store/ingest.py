@@ -31,7 +31,7 @@ from .records import RunRecord, RunStatus, merge_summary
 from .schemas import METRICS_SCHEMA
 from .wal import list_segments, read_wal, try_lock_segment
 
-__all__ = ["IngestLock", "Ingester", "IngestStats", "sync_orphans"]
+__all__ = ["IngestLock", "IngestStats", "Ingester", "sync_orphans"]
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["ensure_daemon", "daemon_alive", "wait_segment_ingested", "IngestDaemon"]
+__all__ = ["IngestDaemon", "daemon_alive", "ensure_daemon", "wait_segment_ingested"]
 
 log = logging.getLogger("assay.ingestd")
 
@@ -90,7 +90,7 @@ class IngestDaemon:
     """Scans ``<dir>/wal`` and ingests every segment (see the module docstring)."""
 
     def __init__(self, data_dir: Path) -> None:
-        from .ingest import IngestLock, Ingester
+        from .ingest import Ingester, IngestLock
         from .lance import LanceStore
 
         self.data_dir = data_dir

@@ -57,6 +57,12 @@ class LanceStore(Store):
         self._tables[name] = tbl
         return tbl
 
+    def _create_or_open(self, name: str) -> Any:
+        tbl = self._table(name, create=True)
+        if tbl is None:  # unreachable: create=True always yields a table
+            raise RuntimeError(f"could not open or create table {name}")
+        return tbl
+
     def _table_names(self) -> set[str]:
         res = self._db.list_tables()
         return set(getattr(res, "tables", res))
@@ -72,7 +78,7 @@ class LanceStore(Store):
     def upsert_runs(self, runs: Sequence[RunRecord]) -> None:
         if not runs:
             return
-        tbl = self._table("runs", create=True)
+        tbl = self._create_or_open("runs")
         data = pa.Table.from_pylist([run_to_row(r) for r in runs], schema=RUNS_SCHEMA)
         (
             tbl.merge_insert("run_id")
@@ -84,7 +90,7 @@ class LanceStore(Store):
     def append_metrics(self, chunks: pa.Table) -> None:
         if chunks.num_rows == 0:
             return
-        tbl = self._table("metrics", create=True)
+        tbl = self._create_or_open("metrics")
         tbl.add(chunks.cast(METRICS_SCHEMA))
 
     # -- reads ----------------------------------------------------------------------------

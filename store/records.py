@@ -12,13 +12,13 @@ from typing import Any
 from ..errors import UserInputError
 
 __all__ = [
-    "RunStatus",
-    "RunRecord",
-    "validate_name",
     "RESERVED_PREFIX",
-    "run_to_row",
-    "run_from_row",
+    "RunRecord",
+    "RunStatus",
     "merge_summary",
+    "run_from_row",
+    "run_to_row",
+    "validate_name",
 ]
 
 RESERVED_PREFIX = "sys/"
@@ -164,7 +164,7 @@ def merge_summary(
         return
     last_step = steps[-1]
     for key, col in zip(keys, columns):
-        finite = [v for v in col if v == v]  # drops NaN; +-inf are data and stay
+        finite = [v for v in col if not math.isnan(v)]  # +-inf are data and stay
         s = summary.get(key)
         if s is None:
             s = summary[key] = {"last": col[-1], "step": last_step, "min": math.nan, "max": math.nan}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-__all__ = ["RUNS_SCHEMA", "METRICS_SCHEMA"]
+__all__ = ["METRICS_SCHEMA", "RUNS_SCHEMA"]
 
 RUNS_SCHEMA = pa.schema(
     [

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WalWriter", "WalRecord", "read_wal", "try_lock_segment", "segment_path", "list_segments"]
+__all__ = ["WalRecord", "WalWriter", "list_segments", "read_wal", "segment_path", "try_lock_segment"]
 
 _MAGIC = b"AW"
 _HEADER = struct.Struct("<2sII")

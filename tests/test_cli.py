@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import json
 
-from typer.testing import CliRunner
-
 import assay
 from assay.cli import app
 from assay.store.wal import WalWriter, segment_path
+from typer.testing import CliRunner
 
 runner = CliRunner()
 

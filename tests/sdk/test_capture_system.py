@@ -4,7 +4,6 @@ import subprocess
 import types
 
 import pytest
-
 from assay.sdk.capture import capture_env, capture_git, is_secret_name, scrub_url
 from assay.sdk.system import GpuProbe, SystemSampler
 
@@ -66,6 +65,9 @@ class FakeNvml(types.SimpleNamespace):
 
     NVML_TEMPERATURE_GPU = 0
     NVML_CLOCK_SM = 1
+
+    class NVMLError(Exception):
+        pass
 
     def __init__(self, n=2):
         super().__init__(calls=[], n=n)

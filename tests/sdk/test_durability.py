@@ -11,10 +11,9 @@ import subprocess
 import sys
 import time
 
+import assay
 import numpy as np
 import pytest
-
-import assay
 from assay.sdk.settings import FLUSH_INTERVAL
 from assay.store.lance import LanceStore
 

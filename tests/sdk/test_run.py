@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import math
 
+import assay
 import numpy as np
 import pytest
-
-import assay
 from assay.errors import ConflictError, NotFoundError, UserInputError
 
 
@@ -141,10 +140,9 @@ def test_relogging_a_step_after_resume_keeps_the_last_value_once(data_dir):
 
 
 def test_exception_in_context_marks_run_failed_with_traceback(data_dir):
-    with pytest.raises(RuntimeError):
-        with _init(project="p") as run:
-            run.log({"x": 1})
-            raise RuntimeError("boom in training")
+    with pytest.raises(RuntimeError), _init(project="p") as run:
+        run.log({"x": 1})
+        raise RuntimeError("boom in training")
     rec = assay.Api().run(run.id)
     assert rec.status == "failed" and "boom in training" in rec.error
 

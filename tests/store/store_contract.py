@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pyarrow as pa
-
 from assay.store.records import RunRecord, RunStatus
 from assay.store.schemas import METRICS_SCHEMA
 

@@ -3,8 +3,7 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from assay.store.ingest import IngestLock, Ingester, sync_orphans
+from assay.store.ingest import Ingester, IngestLock, sync_orphans
 from assay.store.memory import MemoryStore
 from assay.store.records import RunStatus, merge_summary
 from assay.store.wal import WalWriter, segment_path

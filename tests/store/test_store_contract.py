@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from store_contract import CHECKS
-
 from assay.store.lance import LanceStore
 from assay.store.memory import MemoryStore
+from store_contract import CHECKS
 
 
 @pytest.fixture(params=["memory", pytest.param("lance", marks=pytest.mark.integration)])

@@ -4,7 +4,6 @@ import math
 import os
 
 import pytest
-
 from assay.store.wal import WalWriter, read_wal, segment_path, try_lock_segment
 
 
