@@ -42,11 +42,12 @@ def train(config: dict[str, Any], run: Any) -> dict[str, float]:
     cfg = {**DEFAULTS, **config}
     torch.manual_seed(int(cfg["seed"]))
     xtr, xva, ytr, yva = load_data(int(cfg["seed"]))
-    xtr_t, ytr_t = torch.from_numpy(xtr), torch.from_numpy(ytr).long()
-    xva_t, yva_t = torch.from_numpy(xva), torch.from_numpy(yva).long()
+    dev = torch.device(str(cfg.get("device", "cpu")))
+    xtr_t, ytr_t = torch.from_numpy(xtr).to(dev), torch.from_numpy(ytr).long().to(dev)
+    xva_t, yva_t = torch.from_numpy(xva).to(dev), torch.from_numpy(yva).long().to(dev)
     hidden = int(cfg["hidden"])
     model = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                          nn.Linear(hidden, 10))
+                          nn.Linear(hidden, 10)).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=float(cfg["lr"]), momentum=float(cfg["momentum"]),
                           weight_decay=float(cfg["weight_decay"]))
     lossf = nn.CrossEntropyLoss()
@@ -55,7 +56,7 @@ def train(config: dict[str, Any], run: Any) -> dict[str, float]:
     result = {"val/acc": 0.0, "val/loss": math.inf}
     for epoch in range(int(cfg["epochs"])):
         model.train()
-        perm = torch.randperm(len(xtr_t), generator=gen)
+        perm = torch.randperm(len(xtr_t), generator=gen).to(dev)
         total = 0.0
         for i in range(0, len(perm), bs):
             idx = perm[i : i + bs]

@@ -42,7 +42,6 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         run = assay.init(project="gpu-check", dir=d, system_metrics_interval=0.5,
                          config={"lr": 0.05, "hidden": 1024, "epochs": 40, "device": "cuda"})
-        torch.set_default_device("cuda")
         t0 = time.perf_counter()
         res = digits.train(dict(run.config), run)
         print(f"trained on {torch.cuda.get_device_name(0)} in {time.perf_counter() - t0:.1f} s: {res}")
