@@ -1,0 +1,199 @@
+"""The model-based step of :class:`~assay.policies.searchers.gp.BoTorchSearcher`: fit,
+build the acquisition function, optimise a batch, round it, and explain each candidate."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._history import Collected
+from ..base import Mode
+from ..records import Suggestion, TrialResult
+
+if TYPE_CHECKING:
+    from .gp import BoTorchSearcher
+
+# Errors that mean "the model could not be built this time", not a bug: the searcher
+# then falls back to space-filling points and says so in the explanation.
+_MODEL_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def _model_errors() -> tuple[type[BaseException], ...]:
+    global _MODEL_ERRORS
+    if not _MODEL_ERRORS:
+        from botorch.exceptions.errors import ModelFittingError
+        from linear_operator.utils.errors import NanError, NotPSDError
+
+        _MODEL_ERRORS = (ModelFittingError, NotPSDError, NanError)
+    return _MODEL_ERRORS
+
+
+def propose(
+    s: BoTorchSearcher,
+    history: list[TrialResult],
+    data: Collected,
+    n: int,
+    seen: set[str],
+) -> list[Suggestion]:
+    """Fit the GP and return ``n`` explained suggestions (see the searcher's docs)."""
+    import torch
+
+    X, Y, facts = s._training_set(data)
+    seed = int(np.random.SeedSequence([s.seed, len(history)]).generate_state(1)[0] % 2**31)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        try:
+            cand, model, acq, timings = _optimise(s, X, Y, data, n, seed)
+        except _model_errors() as err:
+            return s._sobol(history, n, seen, "sobol fallback (model failed)",
+                            error=f"{type(err).__name__}: {err}"[:300], **facts)
+        rounded = s.encoder.round(cand)
+        return _explain(s, history, data, rounded, model, acq, seen, {**facts, **timings})
+
+
+def _optimise(
+    s: BoTorchSearcher, X: np.ndarray, Y: np.ndarray, data: Collected, n: int, seed: int
+) -> tuple[np.ndarray, Any, Any, dict[str, Any]]:
+    import torch
+    from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+    from botorch.acquisition.multi_objective.logei import (
+        qLogNoisyExpectedHypervolumeImprovement,
+    )
+    from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
+    from botorch.acquisition.objective import GenericMCObjective
+    from botorch.optim import optimize_acqf
+    from botorch.sampling import SobolQMCNormalSampler
+
+    from ._gp import fit_model
+
+    k = len(s.objectives)
+    tX = torch.as_tensor(X, dtype=torch.float64)
+    tY = torch.as_tensor(Y, dtype=torch.float64)
+    t0 = time.perf_counter()
+    model, fit_facts = fit_model(tX, tY, s._hyper, s.fit_maxiter, max(10, s.fit_maxiter // 3),
+                                 timeout_s=5.0, kernel=s.kernel, noise_floor=s.noise_floor)
+    s._remember_fit(model)
+    pending = s.encoder.encode_many(data.pending)
+    tP = torch.as_tensor(pending, dtype=torch.float64) if len(pending) else None
+    sampler = SobolQMCNormalSampler(torch.Size([s.mc_samples]), seed=seed)
+    cons = [
+        (lambda Z, j=k + i, c=c: c.slack(Z[..., j])) for i, c in enumerate(s.constraints)
+    ] or None
+    if k == 1:
+        objective = GenericMCObjective(lambda Z, X=None: Z[..., 0]) if cons else None
+        acq = qLogNoisyExpectedImprovement(
+            model, X_baseline=tX, sampler=sampler, objective=objective, X_pending=tP,
+            constraints=cons, prune_baseline=True, cache_root=True,
+        )
+    else:
+        ref = torch.as_tensor(s._ref_point_max(data), dtype=torch.float64)
+        objective = IdentityMCMultiOutputObjective(outcomes=list(range(k))) if cons else None
+        acq = qLogNoisyExpectedHypervolumeImprovement(
+            model, ref_point=ref, X_baseline=tX, sampler=sampler, objective=objective,
+            constraints=cons, X_pending=tP, prune_baseline=True, cache_pending=True,
+        )
+    d = s.encoder.dim
+    bounds = torch.stack([torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64)])
+    t1 = time.perf_counter()
+    cand, _ = optimize_acqf(
+        acq, bounds=bounds, q=n, num_restarts=s.num_restarts, raw_samples=s.raw_samples,
+        options={"maxiter": s.optimize_maxiter, "sample_around_best": True, "seed": seed},
+        sequential=k > 1, retry_on_optimization_warning=False,
+    )
+    timings = {**fit_facts, "acquisition_seconds": round(time.perf_counter() - t1, 4),
+               "model_seconds": round(t1 - t0, 4)}
+    return cand.detach().numpy(), model, acq, timings
+
+
+def _explain(
+    s: BoTorchSearcher,
+    history: list[TrialResult],
+    data: Collected,
+    rounded: np.ndarray,
+    model: Any,
+    acq: Any,
+    seen: set[str],
+    facts: dict[str, Any],
+) -> list[Suggestion]:
+    import torch
+
+    k = len(s.objectives)
+    multi = k > 1
+    method = "botorch qLogNEHVI" if multi else "botorch qLogNEI"
+    configs = [s.encoder.decode(row) for row in rounded]
+    keep: list[int] = []
+    for i, c in enumerate(configs):
+        key = s.space.key(c)
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    tR = torch.as_tensor(rounded[keep], dtype=torch.float64)
+    with torch.no_grad():
+        post = model.posterior(tR) if keep else None
+        mean = post.mean.numpy() if post is not None else np.zeros((0, 1))
+        std = post.variance.clamp_min(0).sqrt().numpy() if post is not None else mean
+        point_acq = acq(tR.unsqueeze(1)).numpy() if keep else []
+        batch_acq = (
+            float(acq(tR.unsqueeze(0)).item()) if keep and (not multi or len(keep) <= 8) else None
+        )
+    incumbent = _incumbent(s, data)
+    names = [name or "objective" for name, _ in s.objectives]
+    signs = [1.0 if m is Mode.MAX else -1.0 for _, m in s.objectives]
+    out: list[Suggestion] = []
+    for row, i in enumerate(keep):
+        pred_mean = {nm: float(mean[row, j] * signs[j]) for j, nm in enumerate(names)}
+        pred_std = {nm: float(std[row, j]) for j, nm in enumerate(names)}
+        expl: dict[str, Any] = {
+            "method": method,
+            "acquisition_value": float(point_acq[row]),
+            "batch_acquisition_value": batch_acq,
+            "predicted_mean": pred_mean if multi else pred_mean[names[0]],
+            "predicted_std": pred_std if multi else pred_std[names[0]],
+            "incumbent": incumbent,
+            "batch_position": row,
+            "n_pending": len(data.pending),
+            **facts,
+        }
+        if s.constraints:
+            p_feas = 1.0
+            cons: dict[str, Any] = {}
+            for j, c in enumerate(s.constraints):
+                mu, sd = float(mean[row, k + j]), max(float(std[row, j + k]), 1e-12)
+                p = 0.5 * (1 + math.erf((c.bound - mu) / sd / math.sqrt(2)))
+                p = p if c.op == "<=" else 1 - p
+                p_feas *= p
+                cons[str(c)] = {"predicted_mean": mu, "predicted_std": sd, "probability": p}
+            expl["constraints"] = cons
+            expl["probability_feasible"] = p_feas
+        out.append(Suggestion(configs[i], expl))
+    if len(out) < len(rounded):  # rounding collapsed candidates onto tried configs
+        fill = s._sobol(history, len(rounded) - len(out), seen,
+                        "sobol fill (GP candidate repeated a tried config after rounding)")
+        out.extend(fill)
+    return out
+
+
+def _incumbent(s: BoTorchSearcher, data: Collected) -> dict[str, Any] | None:
+    if not data.observed:
+        return None
+    k = len(s.objectives)
+    values = np.asarray([o.values for o in data.observed], dtype=float)
+    feasible = s._feasible(values)
+    if k > 1:
+        front = s.pareto_front([o.trial for o in data.observed])
+        ref = s._ref_point_max(data)
+        signs = np.array([1.0 if m is Mode.MAX else -1.0 for _, m in s.objectives])
+        Y = np.asarray([[t.metric(nm) for nm, _ in s.objectives] for t in front]) * signs
+        from .gp import hypervolume
+
+        return {"pareto_size": len(front), "hypervolume": hypervolume(Y, ref) if len(Y) else 0.0,
+                "ref_point": (ref * signs).tolist(), "feasible_observations": int(feasible.sum())}
+    if not feasible.any():
+        return {"feasible_observations": 0}
+    sign = 1.0 if s.objectives[0][1] is Mode.MAX else -1.0
+    scores = np.where(feasible, values[:, 0] * sign, -np.inf)
+    best = data.observed[int(np.argmax(scores))]
+    return {"trial_id": best.trial.trial_id, "value": best.values[0], "config": best.config}

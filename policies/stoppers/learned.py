@@ -1,0 +1,146 @@
+"""The learned stopper: stop a trial that the failure predictor is confident will end
+worse than the current top-k, once there is enough evidence to judge."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ...errors import UserInputError
+from .._history import population_at
+from ..base import EarlyStopper, Mode, running_pool
+from ..records import StopReason, TrialResult, TrialStatus
+from .features import FEATURES, Context, Curve, curve_features
+from .predictor import FailurePredictor, relative_to_value
+from .rules import _positive
+
+__all__ = ["LearnedStopper"]
+
+
+class LearnedStopper(EarlyStopper):
+    """Stops trials the :class:`FailurePredictor` expects to miss the top-k.
+
+    A running trial is stopped when the calibrated probability that its final value is
+    worse than the k-th best finished trial reaches ``threshold`` and the minimum-evidence
+    rule holds: at least ``min_points`` curve points, ``min_fraction`` of the budget done,
+    and ``top_k`` finished trials to compare with. Every reason carries the predicted
+    final value with its 10-90% interval, the probability, the reference value and the
+    curve features.
+
+    Args:
+        predictor: A fitted predictor; default :meth:`FailurePredictor.pretrained`.
+        threshold: Probability of ending worse than the top-k needed to stop.
+        mode: ``"min"`` or ``"max"``.
+        max_step: The full budget of a trial (its last step); default: the longest
+            curve in the history.
+        top_k: The k of "the current top-k".
+        min_points: Curve points a trial needs before it can be stopped.
+        min_fraction: Fraction of ``max_step`` a trial must have run.
+    """
+
+    rule = "learned"
+
+    def __init__(
+        self,
+        predictor: FailurePredictor | None = None,
+        threshold: float = 0.9,
+        *,
+        mode: Mode | str = "min",
+        max_step: float | None = None,
+        top_k: int = 1,
+        min_points: int = 3,
+        min_fraction: float = 0.1,
+    ) -> None:
+        super().__init__(mode=mode)
+        if predictor is not None and not isinstance(predictor, FailurePredictor):
+            raise UserInputError(f"predictor must be a FailurePredictor, got {type(predictor).__name__}")
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not (
+            0 < threshold <= 1
+        ):
+            raise UserInputError(f"threshold must be in (0, 1], got {threshold!r}")
+        if isinstance(min_fraction, bool) or not isinstance(min_fraction, int | float) or not (
+            0 <= min_fraction < 1
+        ):
+            raise UserInputError(f"min_fraction must be in [0, 1), got {min_fraction!r}")
+        self.predictor = predictor if predictor is not None else FailurePredictor.pretrained()
+        if not self.predictor.is_fitted:
+            raise UserInputError("the predictor is not fitted", hint="fit it, or pass None for the pretrained one")
+        self.threshold = float(threshold)
+        self.max_step = None if max_step is None else float(_positive("max_step", max_step))
+        self.top_k = _positive("top_k", top_k, integer=True)
+        self.min_points = _positive("min_points", min_points, integer=True)
+        self.min_fraction = float(min_fraction)
+
+    def should_stop(
+        self, history: Sequence[TrialResult], running: Iterable[str | TrialResult] | None = None
+    ) -> dict[str, StopReason]:
+        pool, ids = running_pool(history, running)
+        max_step = self.max_step or max(
+            (t.curve[-1][0] for t in pool.values() if t.curve), default=1.0
+        )
+        sign = self.mode.sign()
+        finals = sorted(
+            t.value * sign for t in pool.values()
+            if t.status is TrialStatus.COMPLETED and t.value is not None and math.isfinite(t.value)
+        )
+        if len(finals) < self.top_k:
+            return {}
+        reference = finals[self.top_k - 1]
+        rows: list[np.ndarray] = []
+        meta: list[tuple[str, float, float, float]] = []
+        for tid in ids:
+            t = pool[tid]
+            finite = [v for _, v in t.curve if math.isfinite(v)]
+            if len(finite) < self.min_points or not t.curve:
+                continue
+            step = t.curve[-1][0]
+            if step < self.min_fraction * max_step or step >= max_step:
+                continue
+            pop, _ = population_at(pool, tid, step, self.mode)
+            feats, center, spread = curve_features(
+                Curve.of(t, self.mode), step, max_step, Context(pop, reference, self.top_k)
+            )
+            rows.append(feats)
+            meta.append((tid, step, center, spread))
+        if not rows:
+            return {}
+        pred = self.predictor.predict(np.vstack(rows))
+        out: dict[str, StopReason] = {}
+        for i, (tid, step, center, spread) in enumerate(meta):
+            p = float(pred.probability_worse[i])
+            if not p >= self.threshold:
+                continue
+            to_value = lambda r: relative_to_value(float(r), center, spread, self.mode)  # noqa: E731
+            median = to_value(pred.median[i])
+            bounds = sorted([to_value(pred.lower[i]), to_value(pred.upper[i])])
+            ref_value = reference * sign
+            out[tid] = StopReason(
+                tid, self.rule,
+                f"{p:.0%} likely to end worse than the current top-{self.top_k} "
+                f"({ref_value:.4g}); predicted final {median:.4g} "
+                f"[{bounds[0]:.4g}, {bounds[1]:.4g}] at step {step:g} of {max_step:g}",
+                _evidence(p, median, bounds, ref_value, self, step, max_step, rows[i]),
+            )
+        return out
+
+
+def _evidence(
+    p: float, median: float, bounds: list[float], ref: float, s: LearnedStopper,
+    step: float, max_step: float, feats: np.ndarray,
+) -> dict[str, Any]:
+    return {
+        "probability_worse": p,
+        "threshold": s.threshold,
+        "predicted_final": median,
+        "interval": bounds,
+        "interval_level": 0.8,
+        "reference": ref,
+        "top_k": s.top_k,
+        "step": step,
+        "budget_fraction": step / max_step,
+        "features": {name: float(v) for name, v in zip(FEATURES, feats)},
+        "model": s.predictor.source,
+    }

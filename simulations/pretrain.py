@@ -1,0 +1,122 @@
+"""Generate the simulated examples the failure predictor ships with.
+
+    python -m assay.simulations.pretrain            # rewrites policies/_pretrained/sim_examples.npz
+    python -m assay.simulations.pretrain --check    # regenerates and compares, writes nothing
+
+The examples come from simulated sweeps over many problem instances (seeds from 1000 up,
+disjoint from the seeds benchmarks use), of varied length, budget, noise, metric
+direction, and focus (random configs, or configs drawn near the optimum as late in a
+search). The output is deterministic for a given ``seed``; ``FailurePredictor.pretrained``
+fits on it at first use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..policies.base import Mode
+from ..policies.stoppers.features import FEATURES, sweep_examples
+from ..policies.stoppers.predictor import PRETRAINED_FILE
+from .curves import CurveSimulator, simulate_sweep
+
+__all__ = ["pretrain_examples", "write_pretrained", "main"]
+
+_DEFAULT_OUT = Path(__file__).resolve().parent.parent / "policies" / "_pretrained" / PRETRAINED_FILE
+
+
+def _focused_configs(sim: CurveSimulator, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """Configs pulled towards the optimum, as a model-based search proposes later on."""
+    best = sim.space.to_unit(sim.best_config)
+    out = []
+    for _ in range(n):
+        pull = rng.uniform(0.3, 0.8)
+        u = np.clip(best + (rng.random(len(best)) - best) * (1 - pull), 0, 1)
+        out.append(sim.space.from_unit(u))
+    return out
+
+
+def pretrain_examples(
+    seed: int = 0, n_problems: int = 160, max_rows: int = 24000
+) -> dict[str, np.ndarray]:
+    """Examples (features, relative finals, failure labels, sweep groups) from simulations.
+
+    Args:
+        seed: Master seed; the output is a deterministic function of the arguments.
+        n_problems: Problem instances (one sweep each).
+        max_rows: Cap on examples kept (a seeded subsample, whole sweeps kept together).
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    for g in range(n_problems):
+        sim = CurveSimulator(
+            1000 + seed * 10_000 + g,
+            max_steps=int(rng.choice([10, 20, 30, 50])),
+            metric=str(rng.choice(["loss", "accuracy"])),
+            noise=float(rng.choice([0.005, 0.02, 0.04])),
+            crash_rate=0.03,
+        )
+        n_trials = int(rng.choice([12, 20, 30, 40]))
+        configs = (
+            _focused_configs(sim, n_trials, rng) if rng.random() < 0.5
+            else [sim.space.sample(rng) for _ in range(n_trials)]
+        )
+        runs = simulate_sweep(sim, n_trials, seed=g, configs=configs)
+        results = [r.to_result() for r in runs]
+        X, rel, fail = sweep_examples(results, Mode.parse(sim.mode), sim.max_steps, rng,
+                                      points_per_trial=8)
+        parts.append((X, rel, fail, np.full(len(X), g)))
+    order = rng.permutation(len(parts))
+    kept, rows = [], 0
+    for i in order:
+        if rows >= max_rows:
+            break
+        kept.append(parts[i])
+        rows += len(parts[i][0])
+    X, rel, fail, groups = (np.concatenate(p) for p in zip(*kept))
+    return {
+        "X": X.astype(np.float32), "rel": rel.astype(np.float32),
+        "fail": fail.astype(np.float32), "groups": groups.astype(np.int32),
+        "seed": np.asarray(seed), "features": np.asarray(FEATURES),
+    }
+
+
+def _to_bytes(data: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **data)
+    return buf.getvalue()
+
+
+def write_pretrained(path: str | Path = _DEFAULT_OUT, seed: int = 0) -> Path:
+    """Generate the examples and write them to ``path`` (default: inside the package)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_to_bytes(pretrain_examples(seed)))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=str(_DEFAULT_OUT))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--check", action="store_true", help="compare with --out, write nothing")
+    args = parser.parse_args(argv)
+    data = pretrain_examples(args.seed)
+    if args.check:
+        with np.load(args.out) as old:
+            same = all(np.array_equal(old[k], data[k], equal_nan=k != "features")
+                       for k in data)
+        print("identical" if same else "DIFFERENT", args.out)
+        return 0 if same else 1
+    path = write_pretrained(args.out, args.seed)
+    print(f"wrote {len(data['X'])} examples to {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
