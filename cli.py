@@ -100,12 +100,13 @@ def sync(dir: DirOpt = None,
          timeout: Annotated[float, typer.Option(help="seconds to wait for the ingest lock")] = 60.0) -> None:
     """Ingest write-ahead logs left by crashed or killed runs (idempotent)."""
     from .sdk.settings import data_dir
-    from .store.ingest import IngestLock, sync_orphans
-    from .store.lance import LanceStore
+    from .store.ingest import sync_orphans
+    from .store.ingestd import local_ingester
 
     root = data_dir(dir)
+    store, lock, ingester = local_ingester(root)
     try:
-        st = sync_orphans(root, LanceStore(root), IngestLock(root), timeout=timeout)
+        st = sync_orphans(root, store, lock, ingester, timeout=timeout)
     except AssayError as e:
         _fail(e)
     console.print(f"synced {len(st.segments_done)} WAL segment(s): {st.records} records, "
@@ -131,6 +132,79 @@ def compact(dir: DirOpt = None,
         b = before.get(name, {})
         console.print(f"{name}: {s['rows']} rows, fragments {b.get('fragments')} -> "
                       f"{s['fragments']}, version {s['version']}")
+
+
+@app.command()
+def artifacts(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
+              name: Annotated[str | None, typer.Option("--name", "-n")] = None,
+              dir: DirOpt = None) -> None:
+    """List artifact versions with their aliases, digests and producing runs."""
+    from .sdk.api import Api
+
+    try:
+        df = Api(dir).artifacts(project=project, name=name)
+    except AssayError as e:
+        _fail(e)
+    if df.height == 0:
+        console.print("no artifacts yet")
+        return
+    t = Table(title="artifacts")
+    for c in ("name", "version", "type", "aliases", "files", "size", "digest", "created_by"):
+        t.add_column(c, overflow="fold")
+    for r in df.iter_rows(named=True):
+        t.add_row(r["name"], f"v{r['version']}", r["type"], ",".join(r.get("aliases") or []),
+                  str(r["files"]), str(r["size"]), r["digest"][:23] + "…", r["created_by"])
+    console.print(t)
+
+
+@app.command()
+def lineage(spec: Annotated[str, typer.Argument(help="NAME:VERSION, NAME:ALIAS or run:RUN_ID")],
+            down: Annotated[bool, typer.Option("--down", help="what was built on it (impact)")] = False,
+            depth: Annotated[int | None, typer.Option(help="hops at most")] = None,
+            dir: DirOpt = None) -> None:
+    """Show what an artifact version or run was made from (or, with --down, what used it)."""
+    from .sdk.api import Api
+
+    try:
+        nodes, edges = Api(dir).lineage(spec, direction="down" if down else "up", depth=depth)
+    except AssayError as e:
+        _fail(e)
+    console.print(f"[bold]{'downstream of' if down else 'upstream of'} {spec}[/]: "
+                  f"{nodes.height} nodes, {edges.height} edges")
+    for r in nodes.sort("depth").iter_rows(named=True):
+        console.print(f"  {'  ' * r['depth']}{r['id']}")
+    for r in edges.iter_rows(named=True):
+        console.print(f"  [dim]{r['src']} -{r['kind']}-> {r['dst']}[/]")
+
+
+@app.command()
+def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: all)")] = None,
+           dir: DirOpt = None) -> None:
+    """Recompute and check the signed records of finished runs and the audit log.
+
+    Exits 1 and names each record that fails (changed metrics, config, artifact bytes,
+    removed or reordered records, bad signatures)."""
+    from .sdk.api import Api
+
+    try:
+        checked, problems = Api(dir).verify(run_id)
+    except AssayError as e:
+        _fail(e)
+    if problems:
+        for p in problems:
+            err_console.print(f"[bold red]FAIL[/] {p}")
+        err_console.print(f"{len(problems)} problem(s) in {checked} record(s) checked")
+        raise typer.Exit(1)
+    console.print(f"OK: {checked} run record(s) and the audit log verify")
+
+
+@app.command("export-key")
+def export_key(dir: DirOpt = None) -> None:
+    """Print the data directory's public key (PEM), for third parties to verify records."""
+    from .sdk.settings import data_dir
+    from .store.signing import KeyPair
+
+    sys.stdout.write(KeyPair.load_or_create(data_dir(dir)).export_public_key())
 
 
 def main() -> None:  # pragma: no cover - console script entry

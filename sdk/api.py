@@ -7,51 +7,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 
 from ..errors import NotFoundError, UserInputError
+from ..store.history import history_frame
 from ..store.lance import LanceStore
 from ..store.records import RunRecord, run_from_row
 from .settings import data_dir
 
-__all__ = ["Api", "history_frame"]
+__all__ = ["Api"]
 
 _RUN_COLUMNS = ["run_id", "project", "name", "status", "group", "tags", "notes",
                 "created_at", "updated_at", "finished_at", "host", "last_step", "error"]
-
-
-def history_frame(run_id: str, chunks: pa.Table) -> pl.DataFrame:
-    """Explode metric chunks into one row per point: run_id, key, step, value, time.
-
-    Sorted by key then step; if a (key, step) was logged more than once (a resumed run that
-    re-logged a step) the last write wins.
-    """
-    if chunks.num_rows == 0:
-        return pl.DataFrame(schema={"run_id": pl.String, "key": pl.String, "step": pl.Int64,
-                                    "value": pl.Float64,
-                                    "time": pl.Datetime("us", "UTC")})
-    frame = pl.from_arrow(chunks)
-    if not isinstance(frame, pl.DataFrame):
-        raise TypeError("metric chunks must be a table")
-    df = (
-        frame
-        .sort("seq")
-        .explode(["step", "value", "time"])
-    )
-    df = df.with_columns(pl.int_range(pl.len()).alias("_order"))
-    df = df.sort(["key", "step", "_order"])
-    dup = df.select(
-        ((pl.col("step").diff() == 0) & (pl.col("key") == pl.col("key").shift())).any()
-    ).item()
-    if dup:
-        df = df.unique(subset=["key", "step"], keep="last", maintain_order=True)
-    return df.select(
-        pl.lit(run_id).alias("run_id"),
-        "key",
-        "step",
-        "value",
-        (pl.col("time") * 1e6).cast(pl.Int64).cast(pl.Datetime("us", "UTC")).alias("time"),
-    )
 
 
 class Api:
@@ -127,6 +93,51 @@ class Api:
         if isinstance(keys, str):
             keys = [keys]
         return history_frame(run_id, self.store.metric_chunks(run_id, keys))
+
+
+    # -- artifacts, lineage, verification ------------------------------------------------------
+    def _graph(self) -> Any:
+        from .graph import open_graph
+
+        return open_graph(self.dir)
+
+    def artifacts(self, project: str | None = None, name: str | None = None) -> pl.DataFrame:
+        """Artifact versions (name, version, type, digest, files, size, aliases, ...)."""
+        return self._graph().artifacts.list(project=project, name=name)
+
+    def artifact(self, spec: str) -> Any:
+        """One artifact version by ``name:latest`` / ``name:v3`` / ``name:ALIAS``."""
+        from .graph import Artifact
+
+        g = self._graph()
+        return Artifact(g.artifacts.get(spec), g)
+
+    def lineage(self, spec: str, direction: str = "up",
+                depth: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Nodes and edges up (what it was made from) or down (what was built on it) from an
+        artifact version (``name:alias``) or a run (``run:<id>``). Returns (nodes, edges)."""
+        from ..store.lineage import lineage, run_node
+
+        g = self._graph()
+        if spec.startswith("run:"):
+            node = run_node(self.run(spec[4:]).run_id)
+        else:
+            node = g.artifacts.get(spec).node
+        return lineage(g.store, node, direction, depth)
+
+    def verify(self, run_id: str | None = None) -> tuple[int, list[Any]]:
+        """Recompute and check every signed run record (or one run's) and the audit chain.
+        Returns (records checked, problems); each problem names its record and why."""
+        from ..store.provenance import verify
+
+        g = self._graph()
+        if run_id is not None:
+            self.run(run_id)
+        return verify(g.store, g.blobs, g.public_key_pem, run_id)
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        """The audit log, oldest first: actor, action, target, reason, details, time."""
+        return self._graph().audit.entries()
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -312,6 +312,39 @@ class Run:
             raise ConflictError(f"writing the WAL of run {self.id} failed: {self._writer.error}",
                                 hint="check free space and permissions of the data directory")
 
+    # -- artifacts ---------------------------------------------------------------------------
+    def log_artifact(self, path: str | os.PathLike[str], name: str, type: str = "dataset", *,
+                     aliases: list[str] | tuple[str, ...] = (),
+                     metadata: dict[str, Any] | None = None, description: str = "") -> Any:
+        """Store a file or folder as a new immutable version of artifact ``name``, produced by
+        this run (content equal to the latest version's makes no new version).
+
+        Returns an :class:`~assay.sdk.graph.Artifact` with ``name``, ``version``, ``digest``.
+        """
+        from .graph import Artifact, open_graph
+
+        self._check_open("log_artifact")
+        g = open_graph(self.dir)
+        v = g.artifacts.log(path, name, type, project=self.project, run_id=self.id,
+                            aliases=list(aliases), metadata=to_jsonable(metadata or {},
+                                                                        what="metadata"),
+                            description=description)
+        return Artifact(v, g)
+
+    def use_artifact(self, spec: str) -> Any:
+        """Declare that this run consumes ``spec`` (``name``, ``name:latest``, ``name:v0``,
+        ``name:ALIAS``); returns the artifact, whose ``download()`` gives its files."""
+        from .graph import Artifact, open_graph
+
+        self._check_open("use_artifact")
+        g = open_graph(self.dir)
+        return Artifact(g.artifacts.use(spec, self.id), g)
+
+    def _check_open(self, what: str) -> None:
+        if self._finished:
+            raise ConflictError(f"run {self.id} is finished; {what}() is closed",
+                                hint="call it before finish(), or resume the run")
+
     def should_stop(self) -> bool:
         """Whether an agent or a person asked this run to stop (cooperative stopping).
 
@@ -484,11 +517,11 @@ def _claim_run_id(root: Path, wanted: str | None) -> str:
 
 def _sync_and_get(root: Path, run_id: str) -> Any:
     """Ingest what a crashed owner left in the run's WAL, then read the run's record."""
-    from ..store.ingest import IngestLock, sync_orphans
-    from ..store.lance import LanceStore
+    from ..store.ingest import sync_orphans
+    from ..store.ingestd import local_ingester
 
-    store = LanceStore(root)
-    sync_orphans(root, store, IngestLock(root), run_id=run_id, timeout=FINISH_TIMEOUT)
+    store, lock, ingester = local_ingester(root)
+    sync_orphans(root, store, lock, ingester, run_id=run_id, timeout=FINISH_TIMEOUT)
     return store.get_run(run_id)
 
 

@@ -59,7 +59,7 @@ class GpuProbe:
                 ("sm_clock_mhz", lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
             ):
                 try:
-                    out[p + name] = float(read())  # noqa: B023 - called in this iteration
+                    out[p + name] = float(read())
                 except nv.NVMLError as e:
                     log.debug("NVML %s: %s", name, e)
             try:

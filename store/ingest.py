@@ -18,7 +18,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -104,10 +104,22 @@ class _Segment:
 class Ingester:
     """Applies WAL segments to a :class:`Store`. Not thread-safe: one thread drives it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store,
+                 finalizer: Callable[[list[RunRecord]], None] | None = None) -> None:
+        """``finalizer`` is called, after the commits, with the runs that finished in a pass
+        (it seals their records); a failure there never loses ingested data."""
         self.store = store
+        self.finalizer = finalizer
         self._segments: dict[Path, _Segment] = {}
         self._runs: dict[str, RunRecord] = {}
+
+    def finalize(self, runs: list[RunRecord]) -> None:
+        if self.finalizer is not None and runs:
+            try:
+                self.finalizer(runs)
+            except Exception:
+                log.exception("sealing the records of %s failed; `assay verify` will report "
+                              "them as unsealed", [r.run_id for r in runs])
 
     def forget(self, path: Path) -> None:
         self._segments.pop(path, None)
@@ -139,14 +151,21 @@ class Ingester:
         if chunks:
             table = _chunks_table(chunks)
             self.store.append_metrics(table)
+        finished: list[RunRecord] = []
         if touched:
             now = time.time()
             runs = [replace(r, updated_at=now) for r in touched.values()]
+            for r in runs:
+                before = self._runs.get(r.run_id)
+                if r.status.finished and (before is None or not before.status.finished
+                                          or before.finished_at != r.finished_at):
+                    finished.append(r)
             self.store.upsert_runs(runs)
             self._runs.update({r.run_id: r for r in runs})
         for seg, end in new_offsets:
             seg.offset = end
         stats.runs = len(touched)
+        self.finalize(finished)
         return stats
 
     # -- record application ------------------------------------------------------------------
@@ -300,6 +319,7 @@ def sync_orphans(data_dir: Path, store: Store, lock: IngestLock, ingester: Inges
                     )
                     store.upsert_runs([crashed])
                     ing._runs[crashed.run_id] = crashed
+                    ing.finalize([crashed])
             finally:
                 lock.release()
             total.records += st.records

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = ["IngestDaemon", "daemon_alive", "ensure_daemon", "wait_segment_ingested"]
 
@@ -64,7 +65,8 @@ def ensure_daemon(data_dir: Path) -> None:
     logs.mkdir(exist_ok=True)
     with open(logs / "ingestd.log", "ab") as out:
         subprocess.Popen(
-            [sys.executable, "-m", "assay.store.ingestd", str(data_dir)],
+            [sys.executable, "-c", "import sys; from assay.store.ingestd import main; "
+             "sys.exit(main())", str(data_dir)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out,
             start_new_session=True, close_fds=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -86,17 +88,24 @@ def wait_segment_ingested(data_dir: Path, segment: Path, timeout: float) -> bool
     return True
 
 
+def local_ingester(data_dir: Path) -> tuple[Any, Any, Any]:
+    """``(store, lock, ingester)`` for a local data directory; the ingester seals the
+    records of runs that finish (see :mod:`assay.store.provenance`)."""
+    from .ingest import Ingester, IngestLock
+    from .lance import LanceStore
+    from .provenance import Finalizer
+
+    store = LanceStore(data_dir)
+    lock = IngestLock(data_dir)
+    return store, lock, Ingester(store, Finalizer(store, data_dir, lock))
+
+
 class IngestDaemon:
     """Scans ``<dir>/wal`` and ingests every segment (see the module docstring)."""
 
     def __init__(self, data_dir: Path) -> None:
-        from .ingest import Ingester, IngestLock
-        from .lance import LanceStore
-
         self.data_dir = data_dir
-        self.store = LanceStore(data_dir)
-        self.lock = IngestLock(data_dir)
-        self.ingester = Ingester(self.store)
+        self.store, self.lock, self.ingester = local_ingester(data_dir)
         self._last: dict[Path, float] = {}
         self._commits = 0
 
@@ -153,6 +162,8 @@ class IngestDaemon:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m assay.store.ingestd")
+    if argv is None:
+        argv = sys.argv[1:]
     ap.add_argument("dir", type=Path)
     ap.add_argument("--once", action="store_true", help="ingest everything now and exit")
     a = ap.parse_args(argv)

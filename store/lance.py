@@ -19,13 +19,12 @@ import pyarrow as pa
 
 from .base import Store
 from .records import RunRecord, run_from_row, run_to_row
-from .schemas import METRICS_SCHEMA, RUNS_SCHEMA
+from .schemas import METRICS_SCHEMA, RUNS_SCHEMA, TABLES
 
 __all__ = ["LanceStore", "sql_str"]
 
 log = logging.getLogger(__name__)
 
-_TABLES: dict[str, pa.Schema] = {"runs": RUNS_SCHEMA, "metrics": METRICS_SCHEMA}
 
 
 def sql_str(value: str) -> str:
@@ -43,6 +42,15 @@ class LanceStore(Store):
         self._tables: dict[str, Any] = {}
 
     # -- tables ---------------------------------------------------------------------------
+    def table(self, name: str, *, create: bool = False) -> Any | None:
+        """The LanceDB table ``name`` of :data:`~.schemas.TABLES` (None if absent and not
+        ``create``). Writers create tables under the ingest lock."""
+        return self._table(name, create=create)
+
+    def write_table(self, name: str) -> Any:
+        """The table ``name``, created if missing (callers hold the ingest lock)."""
+        return self._create_or_open(name)
+
     def _table(self, name: str, *, create: bool) -> Any | None:
         tbl = self._tables.get(name)
         if tbl is not None:
@@ -51,7 +59,7 @@ class LanceStore(Store):
             tbl = self._db.open_table(name)
         elif create:
             # Creation races are excluded by the ingest lock held by every writer.
-            tbl = self._db.create_table(name, schema=_TABLES[name], exist_ok=True)
+            tbl = self._db.create_table(name, schema=TABLES[name][0], exist_ok=True)
         else:
             return None
         self._tables[name] = tbl
@@ -68,11 +76,12 @@ class LanceStore(Store):
         return set(getattr(res, "tables", res))
 
     def _ensure_index(self, name: str, tbl: Any) -> None:
-        if any(list(ix.columns) == ["run_id"] for ix in tbl.list_indices()):
-            return
+        have = {tuple(ix.columns) for ix in tbl.list_indices()}
         if tbl.count_rows() == 0:
             return
-        tbl.create_index("run_id", config=lancedb.index.BTree())
+        for col in TABLES[name][1]:
+            if (col,) not in have:
+                tbl.create_index(col, config=lancedb.index.BTree())
 
     # -- writes ---------------------------------------------------------------------------
     def upsert_runs(self, runs: Sequence[RunRecord]) -> None:
@@ -138,7 +147,7 @@ class LanceStore(Store):
     def table_stats(self) -> dict[str, dict[str, int]]:
         """Rows, fragments and versions per table (for ``assay compact`` and benchmarks)."""
         out: dict[str, dict[str, int]] = {}
-        for name in _TABLES:
+        for name in TABLES:
             tbl = self._table(name, create=False)
             if tbl is None:
                 continue
@@ -153,7 +162,7 @@ class LanceStore(Store):
         working: files of versions younger than ``cleanup_older_than`` are kept.
         """
         done: dict[str, int] = {}
-        for name in _TABLES:
+        for name in TABLES:
             tbl = self._table(name, create=False)
             if tbl is None:
                 continue

@@ -47,3 +47,69 @@ METRICS_SCHEMA = pa.schema(
         ("time", pa.list_(pa.float64())),
     ]
 )
+
+# One row per artifact version; the manifest (path, digest, size per file) is a blob.
+ARTIFACTS_SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("version", pa.int64()),
+        ("type", pa.string()),
+        ("project", pa.string()),
+        ("digest", pa.string()),  # digest of the canonical manifest
+        ("manifest_blob", pa.string()),
+        ("files", pa.int64()),
+        ("size", pa.int64()),
+        ("metadata", pa.string()),  # JSON
+        ("description", pa.string()),
+        ("created_by", pa.string()),  # run id, or "" when logged outside a run
+        ("created_at", pa.float64()),
+    ]
+)
+
+# Movable names of versions: at most one version per (name, alias).
+ALIASES_SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("alias", pa.string()),
+        ("version", pa.int64()),
+        ("updated_at", pa.float64()),
+    ]
+)
+
+# Lineage: run -> artifact version ("produced"), artifact version -> run ("consumed").
+# Node ids: "run:<run_id>", "artifact:<name>:v<version>".
+EDGES_SCHEMA = pa.schema(
+    [
+        ("src", pa.string()),
+        ("dst", pa.string()),
+        ("kind", pa.string()),
+        ("created_at", pa.float64()),
+    ]
+)
+
+# Signed, hash-chained records (assay.store.signing.ChainedRecord rows), one chain per
+# ``chain`` ("run:<project>" for finished-run records, "audit" for the audit log).
+CHAIN_SCHEMA = pa.schema(
+    [
+        ("chain", pa.string()),
+        ("seq", pa.int64()),
+        ("kind", pa.string()),
+        ("subject_id", pa.string()),
+        ("payload_json", pa.string()),
+        ("created_at", pa.string()),
+        ("prev_hash", pa.string()),
+        ("key_id", pa.string()),
+        ("hash", pa.string()),
+        ("signature", pa.string()),
+    ]
+)
+
+#: Every table of the experiment graph, with the columns that carry a BTREE index.
+TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
+    "runs": (RUNS_SCHEMA, ("run_id",)),
+    "metrics": (METRICS_SCHEMA, ("run_id",)),
+    "artifacts": (ARTIFACTS_SCHEMA, ("name",)),
+    "aliases": (ALIASES_SCHEMA, ()),
+    "edges": (EDGES_SCHEMA, ("src", "dst")),
+    "chain": (CHAIN_SCHEMA, ("chain",)),
+}

@@ -1,0 +1,261 @@
+"""Signed run records, the audit log, and ``assay verify``.
+
+When a run finishes, the ingester seals its record: config, summary, status, a digest over
+all its metric rows, the digests of the artifact versions it produced and used, and its code
+and environment capture, canonicalized, hashed, chained to the previous record of its
+project (chain ``run:<project>``) and signed with the data directory's Ed25519 key.
+:func:`verify` recomputes every one of those from the stored data and checks every chain, so
+a changed metric value, config entry, artifact byte, or a removed record is caught and named.
+
+Every change to shared state (a run's status, an alias move) appends an entry to the audit
+chain (``audit``): who, when, what, why. Chains are stored in the ``chain`` table; appends
+happen under the data directory's ingest lock, so each chain stays linear across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import IntegrityError
+from .blobs import BlobStore, get_manifest
+from .canonical import rows_digest
+from .history import history_frame
+from .ingest import IngestLock
+from .lance import LanceStore, sql_str
+from .records import RunRecord
+from .schemas import CHAIN_SCHEMA
+from .signing import (
+    AuditLog,
+    ChainedRecord,
+    KeyPair,
+    PublicKeyLike,
+    seal,
+    verify_audit_log,
+    verify_chain,
+)
+
+__all__ = [
+    "AUDIT_CHAIN",
+    "AuditTrail",
+    "ChainStore",
+    "Finalizer",
+    "Problem",
+    "run_record_payload",
+    "verify",
+]
+
+log = logging.getLogger(__name__)
+
+AUDIT_CHAIN = "audit"
+
+
+def run_chain(project: str) -> str:
+    return f"run:{project}"
+
+
+class ChainStore:
+    """Reads and appends the chains of the ``chain`` table."""
+
+    def __init__(self, store: LanceStore) -> None:
+        self.store = store
+
+    def records(self, chain: str) -> list[ChainedRecord]:
+        """Every record of a chain, in ``seq`` order."""
+        tbl = self.store.table("chain")
+        if tbl is None:
+            return []
+        t = tbl.search().where(f"chain = {sql_str(chain)}").limit(None).to_arrow()
+        rows = sorted(t.to_pylist(), key=lambda r: r["seq"])
+        return [ChainedRecord.from_row(r) for r in rows]
+
+    def chains(self, prefix: str = "") -> list[str]:
+        tbl = self.store.table("chain")
+        if tbl is None:
+            return []
+        names = set(tbl.search().select(["chain"]).limit(None).to_arrow()["chain"].to_pylist())
+        return sorted(n for n in names if n.startswith(prefix))
+
+    def head(self, chain: str) -> ChainedRecord | None:
+        """The last record of a chain (callers that append hold the ingest lock)."""
+        tbl = self.store.table("chain")
+        if tbl is None:
+            return None
+        seqs = tbl.search().where(f"chain = {sql_str(chain)}").select(["seq"]).limit(None)
+        col = seqs.to_arrow()["seq"].to_pylist()
+        if not col:
+            return None
+        top = max(col)
+        t = tbl.search().where(f"chain = {sql_str(chain)} AND seq = {top}").limit(None).to_arrow()
+        return ChainedRecord.from_row(t.to_pylist()[0])
+
+    def append(self, chain: str, records: Iterable[ChainedRecord]) -> None:
+        import pyarrow as pa
+
+        rows = [{"chain": chain, **r.to_row()} for r in records]
+        if rows:
+            self.store.write_table("chain").add(pa.Table.from_pylist(rows, schema=CHAIN_SCHEMA))
+
+
+class AuditTrail:
+    """Appends who/when/what/why entries to the signed ``audit`` chain."""
+
+    def __init__(self, store: LanceStore, key: KeyPair, lock: IngestLock) -> None:
+        self.chains = ChainStore(store)
+        self.key = key
+        self.lock = lock
+
+    def append(self, actor: str, action: str, target: str, reason: str = "",
+               details: Mapping[str, Any] | None = None) -> ChainedRecord:
+        with self.lock:
+            out: list[ChainedRecord] = []
+            log_ = AuditLog(self.key, self.chains.head(AUDIT_CHAIN), sink=out.append)
+            rec = log_.append(actor, action, target, reason, details=details)
+            self.chains.append(AUDIT_CHAIN, out)
+            return rec
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The audit log, oldest first, as plain dicts (with ``seq`` and ``created_at``)."""
+        return [{"seq": r.seq, "created_at": r.created_at, **r.payload}
+                for r in self.chains.records(AUDIT_CHAIN)]
+
+
+def run_record_payload(store: LanceStore, run: RunRecord) -> dict[str, Any]:
+    """What a finished run's signed record covers, recomputed from the stored data."""
+    from .lineage import run_artifacts
+
+    hist = history_frame(run.run_id, store.metric_chunks(run.run_id))
+    produced, used = run_artifacts(store, run.run_id)
+    return {
+        "run_id": run.run_id,
+        "project": run.project,
+        "name": run.name,
+        "status": str(run.status),
+        "config": run.config,
+        "summary": run.summary_values(),
+        "metrics": {"rows": hist.height, "digest": rows_digest(hist.select("key", "step", "value"))},
+        "artifacts": {"produced": produced, "used": used},
+        "git": run.git,
+        "env": run.env,
+        "created_at": run.created_at,
+        "finished_at": run.finished_at,
+        "attach": run.attach,
+    }
+
+
+class Finalizer:
+    """Called by the ingester for runs that finished: seals their record, audits the status."""
+
+    def __init__(self, store: LanceStore, data_dir: Path, lock: IngestLock) -> None:
+        self.store = store
+        self.lock = lock
+        self.key = KeyPair.load_or_create(data_dir)
+        self.chains = ChainStore(store)
+        self.audit = AuditTrail(store, self.key, lock)
+
+    def __call__(self, runs: list[RunRecord]) -> None:
+        for run in runs:
+            with self.lock:
+                chain = run_chain(run.project)
+                rec = seal(run_record_payload(self.store, run), self.chains.head(chain), self.key,
+                           kind="run", subject_id=run.run_id)
+                self.chains.append(chain, [rec])
+            self.audit.append(f"run:{run.run_id}", "run.status", f"run:{run.run_id}",
+                              run.error.splitlines()[-1] if run.error else "",
+                              {"status": str(run.status), "record": rec.hash})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One failed check of ``assay verify``: which record, and why."""
+
+    chain: str
+    subject_id: str
+    seq: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.chain} #{self.seq} ({self.subject_id}): {self.reason}"
+
+
+def _diff(want: Any, got: Any, path: str = "") -> list[str]:
+    if isinstance(want, dict) and isinstance(got, dict):
+        out = []
+        for k in sorted(set(want) | set(got)):
+            if k not in got:
+                out.append(f"{path}{k} removed")
+            elif k not in want:
+                out.append(f"{path}{k} added")
+            else:
+                out += _diff(want[k], got[k], f"{path}{k}.")
+        return out
+    same = json.dumps(want, sort_keys=True, default=str) == json.dumps(got, sort_keys=True,
+                                                                        default=str)
+    return [] if same else [f"{path.rstrip('.')} changed"]
+
+
+def _check_artifacts(blobs: BlobStore, payload: Mapping[str, Any]) -> list[str]:
+    bad = []
+    for role in ("produced", "used"):
+        for a in payload.get("artifacts", {}).get(role, []):
+            try:
+                for e in get_manifest(blobs, a["manifest_blob"]):
+                    with blobs.open(e.digest) as f:
+                        while f.read(1 << 20):
+                            pass
+            except IntegrityError as exc:
+                bad.append(f"artifact {a['name']}:v{a['version']} ({role}): {exc.message}")
+            except Exception as exc:  # a missing blob is as bad as a changed one
+                bad.append(f"artifact {a['name']}:v{a['version']} ({role}): {exc}")
+    return bad
+
+
+def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
+           run_id: str | None = None) -> tuple[int, list[Problem]]:
+    """Check every run record (or one run's) and the audit log. Returns (checked, problems)."""
+    chains = ChainStore(store)
+    problems: list[Problem] = []
+    checked = 0
+    names = chains.chains("run:")
+    if run_id is not None:
+        run = store.get_run(run_id)
+        names = [run_chain(run.project)] if run is not None else []
+    sealed: set[str] = set()
+    for name in names:
+        recs = chains.records(name)
+        for p in verify_chain(recs, public_key):
+            problems.append(Problem(name, p.subject_id or "?", p.seq if p.seq is not None else -1,
+                                    str(p)))
+        latest: dict[str, ChainedRecord] = {}
+        for r in recs:
+            latest[r.subject_id] = r  # older records of a resumed run are history
+        sealed.update(latest)
+        for rid, rec in latest.items():
+            if run_id is not None and rid != run_id:
+                continue
+            checked += 1
+            run = store.get_run(rid)
+            if run is None:
+                problems.append(Problem(name, rid, rec.seq, "the run is missing from the store"))
+                continue
+            for d in _diff(rec.payload, run_record_payload(store, run)):
+                problems.append(Problem(name, rid, rec.seq, d))
+            for d in _check_artifacts(blobs, rec.payload):
+                problems.append(Problem(name, rid, rec.seq, d))
+    runs = store.runs_table()
+    for rid, project, status in zip(runs["run_id"].to_pylist(), runs["project"].to_pylist(),
+                                    runs["status"].to_pylist()):
+        if status != "running" and rid not in sealed and run_id in (None, rid):
+            checked += 1
+            problems.append(Problem(run_chain(project), rid, -1,
+                                    "finished run has no signed record (it was removed from "
+                                    "the chain's end, or never sealed)"))
+    if run_id is None:
+        for p in verify_audit_log(chains.records(AUDIT_CHAIN), public_key):
+            problems.append(Problem(AUDIT_CHAIN, p.subject_id or "?",
+                                    p.seq if p.seq is not None else -1, str(p)))
+    return checked, problems
