@@ -74,7 +74,34 @@ def train(config: dict[str, Any], run: Any) -> dict[str, float]:
         run.log({**result, "epoch": epoch}, step=epoch)
         if run.should_stop():
             break
+    if cfg.get("save_model"):
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "model.pt"
+            torch.save(model.state_dict(), path)
+            run.log_artifact(path, name="digits-mlp", type="model",
+                             metadata={"val/acc": result["val/acc"], "hidden": hidden})
     return result
+
+
+def log_dataset(project: str) -> str:
+    """Record the digits split as a versioned dataset artifact (a prep run), returning its
+    reference; unchanged data makes no new version."""
+    import tempfile
+    from pathlib import Path
+
+    xtr, xva, ytr, yva = load_data(0)
+    with tempfile.TemporaryDirectory() as d, assay.init(project=project, name="prep-digits",
+                                                       config={"split_seed": 0}) as run:
+        path = Path(d) / "digits"
+        path.mkdir()
+        np.savez(path / "train.npz", x=xtr, y=ytr)
+        np.savez(path / "val.npz", x=xva, y=yva)
+        art = run.log_artifact(path, name="digits-data", type="dataset", aliases=["prod"],
+                               metadata={"train": len(ytr), "val": len(yva)})
+    return f"digits-data:v{art.version}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,15 +115,24 @@ def main(argv: list[str] | None = None) -> None:
     assay.seed(0)
     configs = [{"lr": lr, "hidden": h, "epochs": a.epochs}
                for lr, h in [(0.003, 32), (0.03, 64), (0.1, 128), (3.0, 64)]]
+    data_ref = log_dataset(a.project)
     for cfg in configs:
         with assay.init(project=a.project, config=cfg, tags=["demo"]) as run:
-            res = train(cfg, run)
+            run.use_artifact(data_ref)
+            res = train({**cfg, "save_model": True}, run)
         print(f"run {run.id} {run.name}: lr={cfg['lr']:<6} hidden={cfg['hidden']:<4} "
               f"val/acc={res['val/acc']:.3f} val/loss={res['val/loss']:.3f}")
     from .. import cli
 
     cli.runs(project=a.project, dir=None, limit=20)
     api = assay.Api()
+    nodes, _ = api.lineage(data_ref, direction="down")
+    print(f"lineage: {data_ref} fed {nodes.filter(nodes['kind'] == 'run').height} runs and "
+          f"{nodes.filter(nodes['kind'] == 'artifact').height - 1} model versions "
+          f"(`assay lineage {data_ref} --down`)")
+    checked, problems = api.verify()
+    print(f"verify: {checked} signed run records checked, {len(problems)} problems "
+          f"(`assay verify`)")
     print(f"data directory: {api.dir}  (runs: `assay runs -p {a.project}`, "
           f"one run: `assay show RUN_ID`, WAL: {api.dir / 'wal'}, tables: {api.dir / 'lance'})")
 
