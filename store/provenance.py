@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import IntegrityError
 from .blobs import BlobStore, get_manifest
-from .canonical import rows_digest
+from .digest import rows_digest
 from .history import history_frame
 from .ingest import IngestLock
 from .lance import LanceStore, sql_str

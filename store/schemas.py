@@ -104,6 +104,65 @@ CHAIN_SCHEMA = pa.schema(
     ]
 )
 
+
+# Controller agents: one row per agent, its objective and its persisted loop state.
+AGENTS_SCHEMA = pa.schema(
+    [
+        ("agent_id", pa.string()),
+        ("objective", pa.string()),  # objective name
+        ("project", pa.string()),
+        ("spec", pa.string()),  # JSON of the Objective
+        ("status", pa.string()),
+        ("state", pa.string()),  # JSON: searcher state, trials, budget use
+        ("hlc", pa.string()),
+        ("updated_at", pa.float64()),
+        ("host", pa.string()),
+        ("pid", pa.int64()),
+    ]
+)
+
+# Every decision an agent makes (launch, stop, retry, fail, complete, override...), with why.
+DECISIONS_SCHEMA = pa.schema(
+    [
+        ("decision_id", pa.string()),
+        ("agent_id", pa.string()),
+        ("project", pa.string()),
+        ("trial_id", pa.string()),
+        ("kind", pa.string()),
+        ("summary", pa.string()),
+        ("explanation", pa.string()),  # JSON evidence
+        ("hlc", pa.string()),
+        ("time", pa.float64()),
+    ]
+)
+
+# Human (or API) overrides, applied by the target agent at its next step.
+OVERRIDES_SCHEMA = pa.schema(
+    [
+        ("override_id", pa.string()),
+        ("agent_id", pa.string()),
+        ("action", pa.string()),
+        ("params", pa.string()),  # JSON
+        ("actor", pa.string()),
+        ("reason", pa.string()),
+        ("status", pa.string()),  # pending | applied | rejected
+        ("result", pa.string()),
+        ("hlc", pa.string()),
+        ("time", pa.float64()),
+    ]
+)
+
+# Leases on configurations, so no two agents run the same config of a project.
+LEASES_SCHEMA = pa.schema(
+    [
+        ("lease_key", pa.string()),  # "<project>/<canonical config key>"
+        ("agent_id", pa.string()),
+        ("trial_id", pa.string()),
+        ("hlc", pa.string()),
+        ("time", pa.float64()),
+    ]
+)
+
 #: Every table of the experiment graph, with the columns that carry a BTREE index.
 TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
     "runs": (RUNS_SCHEMA, ("run_id",)),
@@ -112,4 +171,8 @@ TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
     "aliases": (ALIASES_SCHEMA, ()),
     "edges": (EDGES_SCHEMA, ("src", "dst")),
     "chain": (CHAIN_SCHEMA, ("chain",)),
+    "agents": (AGENTS_SCHEMA, ("agent_id",)),
+    "decisions": (DECISIONS_SCHEMA, ("agent_id",)),
+    "overrides": (OVERRIDES_SCHEMA, ("agent_id",)),
+    "leases": (LEASES_SCHEMA, ("lease_key",)),
 }

@@ -1,0 +1,232 @@
+"""Research objectives: what a person asks the agents to find, as YAML or Python.
+
+```yaml
+name: digits-mlp
+project: digits
+train: examples.digits:train          # a function train(config, run), or a shell command
+metric: val/acc
+mode: max
+space: {lr: {loguniform: [1.0e-4, 1.0]}, hidden: {integer: [16, 256]}, epochs: 30}
+budget: {trials: 40, gpu_hours: 0, wall_clock: 20m}
+concurrency: 2
+resources: {cpus: 1, gpus: 0}
+searcher: botorch
+stoppers: [learned, asha]
+```
+
+Every key is checked when the objective is built: unknown keys (with the closest known
+one), impossible budgets, a train function that cannot be imported, a space that does not
+parse: each gets a :class:`~assay.errors.UserInputError` saying what to fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserInputError
+from ..store.records import validate_name
+
+__all__ = ["Objective", "SEARCHERS", "STOPPERS", "resolve_train"]
+
+SEARCHERS = ("botorch", "tpe", "cmaes", "random", "sobol", "grid")
+STOPPERS = ("learned", "asha", "hyperband", "median", "nan", "divergence", "threshold")
+
+
+def _import_target(spec: str) -> Any:
+    mod_name, _, attr = spec.partition(":")
+    last: Exception | None = None
+    for candidate in (mod_name, f"assay.{mod_name}"):
+        try:
+            mod = importlib.import_module(candidate)
+        except ModuleNotFoundError as e:
+            if e.name and not candidate.startswith(e.name) and not e.name.startswith(candidate.split(".")[0]):
+                raise  # the module exists but one of its own imports is missing
+            last = e
+            continue
+        fn = getattr(mod, attr, None)
+        if fn is None:
+            raise UserInputError(f"train target {spec!r}: module {candidate} has no {attr!r}",
+                                 hint="name a function defined there: module.path:function")
+        if not callable(fn):
+            raise UserInputError(f"train target {spec!r} is not callable",
+                                 hint="train must be a function train(config, run)")
+        return fn
+    raise UserInputError(f"cannot import train target {spec!r}: {last}",
+                         hint="use 'package.module:function' importable on the workers "
+                         "(e.g. examples.digits:train), or a shell command")
+
+
+def resolve_train(train: Any) -> Any:
+    """An import string ``module:function``, a callable, or a command (list or string with
+    spaces). Returns the callable, or the command as a list of arguments."""
+    if callable(train):
+        return train
+    if isinstance(train, (list, tuple)) and train and all(isinstance(a, str) for a in train):
+        return list(train)
+    if isinstance(train, str) and train.strip():
+        text = train.strip()
+        if any(ch.isspace() for ch in text) or ":" not in text:
+            return shlex.split(text)
+        return _import_target(text)
+    raise UserInputError(f"train must be 'module:function', a callable or a command, got {train!r}",
+                         hint="e.g. train: examples.digits:train, or train: python train.py")
+
+
+def _names(value: Any, allowed: tuple[str, ...], what: str) -> list[dict[str, Any]]:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for it in items:
+        if isinstance(it, str):
+            name, opts = it, {}
+        elif isinstance(it, Mapping) and len(it) == 1:
+            name, opts = next(iter(it.items()))
+            opts = dict(opts or {})
+        else:
+            raise UserInputError(f"{what} entry {it!r} is not a name or {{name: options}}",
+                                 hint=f"choose from: {', '.join(allowed)}")
+        if name not in allowed:
+            close = difflib.get_close_matches(str(name), allowed, n=1)
+            raise UserInputError(f"unknown {what} {name!r}",
+                                 hint=(f"did you mean {close[0]!r}? " if close else "")
+                                 + f"choose from: {', '.join(allowed)}")
+        out.append({"name": name, **opts})
+    return out
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A validated research objective (see the module docstring for the YAML form)."""
+
+    name: str
+    project: str
+    train: Any
+    metric: str
+    mode: str = "max"
+    space: Mapping[str, Any] = field(default_factory=dict)
+    budget: Mapping[str, Any] = field(default_factory=lambda: {"trials": 20})
+    concurrency: int = 1
+    resources: Mapping[str, Any] = field(default_factory=lambda: {"cpus": 1, "gpus": 0})
+    searcher: Any = "botorch"
+    stoppers: Any = field(default_factory=list)
+    seed: int = 0
+    max_retries: int = 1
+    trial_timeout: str | float | None = None
+    stop_grace: float = 10.0
+    warm_start: bool = True
+    reevaluate_on: tuple[str, ...] = ()
+    reevaluate_top: int = 3
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        validate_name("objective", self.name)
+        validate_name("project", self.project)
+        if not isinstance(self.metric, str) or not self.metric:
+            raise UserInputError("metric must name the metric to optimise, e.g. 'val/acc'",
+                                 hint="the key your train function logs with run.log")
+        if self.mode not in ("min", "max"):
+            raise UserInputError(f"mode must be 'min' or 'max', got {self.mode!r}",
+                                 hint="'max' for accuracy, 'min' for loss")
+        resolve_train(self.train)
+        from ..policies.space import as_space
+
+        as_space(dict(self.space))  # raises UserInputError naming the bad parameter
+        from ..scheduler.budget import Budget
+
+        if not isinstance(self.budget, Mapping):
+            raise UserInputError("budget must be a mapping",
+                                 hint="e.g. budget: {trials: 40, wall_clock: 20m}")
+        Budget.from_mapping(dict(self.budget))
+        for k, lo in (("concurrency", 1), ("reevaluate_top", 1)):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise UserInputError(f"{k} must be an integer >= {lo}, got {v!r}",
+                                     hint=f"e.g. {k}: 2")
+        trials = self.budget.get("trials")
+        if isinstance(trials, int) and trials < self.concurrency:
+            raise UserInputError(
+                f"budget of {trials} trials is smaller than concurrency {self.concurrency}",
+                hint="raise the trial budget or lower concurrency")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) \
+                or self.max_retries < 0:
+            raise UserInputError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        from ..scheduler.base import Resources
+
+        Resources(**dict(self.resources))
+        _names(self.searcher, SEARCHERS, "searcher")
+        _names(self.stoppers or [], STOPPERS, "stopper")
+        for a in self.reevaluate_on:
+            validate_name("artifact", a)
+
+    @property
+    def searcher_spec(self) -> dict[str, Any]:
+        return _names(self.searcher, SEARCHERS, "searcher")[0]
+
+    @property
+    def stopper_specs(self) -> list[dict[str, Any]]:
+        return _names(self.stoppers or [], STOPPERS, "stopper")
+
+    # -- (de)serialization ------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Objective:
+        if not isinstance(data, Mapping):
+            raise UserInputError("an objective is a mapping of keys to values",
+                                 hint="see `assay run --help` for an example")
+        known = {f.name for f in fields(cls)}
+        for k in data:
+            if k not in known:
+                close = difflib.get_close_matches(str(k), sorted(known), n=1)
+                raise UserInputError(
+                    f"unknown objective key {k!r}",
+                    hint=(f"did you mean {close[0]!r}? " if close else "")
+                    + "known keys: " + ", ".join(sorted(known)))
+        for req in ("name", "project", "train", "metric"):
+            if req not in data:
+                raise UserInputError(f"objective lacks {req!r}", hint=f"add a {req}: line")
+        d = dict(data)
+        if "reevaluate_on" in d:
+            ro = d["reevaluate_on"]
+            d["reevaluate_on"] = tuple([ro] if isinstance(ro, str) else ro or ())
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, source: str | Path) -> Objective:
+        """Load from a YAML file path, or from YAML text."""
+        import yaml
+
+        text = str(source)
+        path = Path(text)
+        if "\n" not in text and path.suffix in (".yaml", ".yml", ".json"):
+            if not path.exists():
+                raise UserInputError(f"no objective file at {path}", hint="check the path")
+            text = path.read_text()
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise UserInputError(f"objective YAML does not parse: {e}",
+                                 hint="check indentation and quoting") from None
+        return cls.from_dict(data or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (a callable train target becomes its import string)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        t = self.train
+        if callable(t):
+            d["train"] = f"{t.__module__}:{t.__qualname__}"
+        d["space"] = dict(self.space)
+        d["budget"] = dict(self.budget)
+        d["resources"] = dict(self.resources)
+        d["reevaluate_on"] = list(self.reevaluate_on)
+        return d
+
+    def run(self, **kwargs: Any) -> Any:
+        """Run the objective on the embedded default (local Ray) until its budget is spent;
+        returns the sweep result (best config, report path). See :func:`assay.agents.run`."""
+        from .runner import run_objective
+
+        return run_objective(self, **kwargs)
