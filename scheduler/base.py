@@ -1,0 +1,426 @@
+"""The scheduler's interfaces: what a trial is, what happens to it, and who runs it.
+
+The controller agent (``assay.agents``) talks to trials only through these types:
+
+* it describes a trial as a :class:`TrialSpec` and hands it to a :class:`Backend`;
+* each ``step()`` it calls :meth:`Backend.poll` for :class:`TrialEvent` records (started,
+  retried, completed, failed, stopped) and :meth:`MetricSource.new_points` for the curves;
+* it stops trials with :meth:`Backend.stop` and launches new ones while
+  :meth:`Backend.capacity` and the budget (:mod:`assay.scheduler.budget`) allow.
+
+Time comes from an injected :class:`Clock`: :class:`RealClock` for real backends and
+:class:`SimClock` for simulations, which the loop advances itself, so a simulated sweep runs
+far faster than real time and tests never sleep (Syne Tune's ``TimeKeeper`` idea).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..errors import UserInputError
+from ..sdk.jsonable import to_jsonable
+from ..store.records import validate_name
+
+__all__ = [
+    "Backend",
+    "Clock",
+    "EventKind",
+    "MetricSource",
+    "Points",
+    "RealClock",
+    "Resources",
+    "SimClock",
+    "TargetKind",
+    "TrialEvent",
+    "TrialSpec",
+    "Usage",
+]
+
+Points = dict[str, dict[str, list[tuple[int, float]]]]
+"""``{trial_id: {metric name: [(step, value), ...]}}``, as :meth:`MetricSource.new_points`
+returns it."""
+
+_IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class _ReadOnlyDict(dict[str, Any]):
+    """A dict that refuses changes (specs and events are shared between threads and agents),
+    yet pickles, copies and ``json.dumps`` like a plain dict, as Ray needs."""
+
+    def _readonly(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("this mapping is read-only; copy it with dict(...) to change it")
+
+    __setitem__ = __delitem__ = _readonly
+    clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
+    __ior__ = _readonly  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_ReadOnlyDict, (dict(self),))
+
+
+def _non_negative(value: Any, what: str, hint: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 \
+            or value == float("inf"):
+        raise UserInputError(f"{what} must be a finite number >= 0, got {value!r}", hint=hint)
+    return float(value)
+
+
+# -- clocks ----------------------------------------------------------------------------------
+class Clock(ABC):
+    """Where a loop and a backend get the time from (seconds, as a float)."""
+
+    @abstractmethod
+    def now(self) -> float:
+        """The current time in seconds (epoch seconds for :class:`RealClock`)."""
+
+    @abstractmethod
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``: really (:class:`RealClock`) or by advancing (:class:`SimClock`)."""
+
+
+class RealClock(Clock):
+    """Wall-clock time (``time.time``); ``sleep`` really sleeps."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
+
+
+class SimClock(Clock):
+    """Simulated time that only moves when the loop moves it (never sleeps).
+
+    Args:
+        start: The time the clock shows at first.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = _non_negative(start, "start", "simulated time starts at 0 or later")
+
+    def now(self) -> float:
+        return self._now
+
+    def sleep(self, seconds: float) -> None:
+        """Advance by ``seconds``: a loop written for real time runs unchanged in simulation."""
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock forward by ``seconds`` (>= 0) and return the new time."""
+        self._now += _non_negative(seconds, "seconds", "a simulated clock only moves forward")
+        return self._now
+
+    def advance_to(self, t: float) -> float:
+        """Move the clock to time ``t``; a time in the past leaves it where it is."""
+        self._now = max(self._now, _non_negative(t, "t", "times are seconds >= 0"))
+        return self._now
+
+
+# -- what a trial is -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Resources:
+    """What one trial occupies while it runs (Ray's ``num_cpus`` / ``num_gpus``).
+
+    Raises:
+        UserInputError: for negative amounts, or a trial that asks for nothing at all.
+    """
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        hint = "e.g. Resources(cpus=1) or Resources(cpus=4, gpus=1)"
+        object.__setattr__(self, "cpus", _non_negative(self.cpus, "cpus", hint))
+        object.__setattr__(self, "gpus", _non_negative(self.gpus, "gpus", hint))
+        if self.cpus == 0 and self.gpus == 0:
+            raise UserInputError("a trial must ask for some cpus or gpus", hint=hint)
+
+
+class TargetKind(StrEnum):
+    """How a backend runs a trial's :attr:`TrialSpec.target`."""
+
+    FUNCTION = "function"
+    """A Python callable ``f(config, run)``."""
+    IMPORT = "import"
+    """An import string ``"module.sub:func"`` naming such a callable."""
+    COMMAND = "command"
+    """A command line; it gets its config as ``--key=value`` arguments and ``ASSAY_CONFIG``."""
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything a backend needs to run one trial.
+
+    Args:
+        trial_id: The assay run id the trial records into (4-64 letters and digits); the
+            agent pre-assigns it so that decisions can name the run before it starts.
+        project: The run's project.
+        config: The trial's hyperparameters (JSON-serializable).
+        target: What to run: a callable ``f(config, run)`` (its return value, a mapping of
+            numbers, becomes the result), an import string ``"module.sub:func"`` naming one,
+            or a command (``list[str]``, or a string split like a shell would) that gets its
+            config as ``--key=value`` arguments and as JSON in ``ASSAY_CONFIG``, plus
+            ``ASSAY_RUN_ID``, ``ASSAY_PROJECT`` and ``ASSAY_DIR``, and logs through the SDK.
+            Simulated backends ignore it.
+        resources: CPUs and GPUs the trial occupies.
+        max_retries: How often to restart the trial (resuming its run) when its worker
+            dies; exceptions raised by the trial itself are never retried.
+        stop_grace_s: After a stop request, seconds the trial may take to stop on its own
+            (``run.should_stop()``) before it is killed.
+        report_timeout_s: A started trial that logs no metric for this long is stopped and
+            failed (``None``: no limit).
+        env: Extra environment variables for command trials.
+
+    Raises:
+        UserInputError: for an invalid id, project, config, target or limit.
+    """
+
+    trial_id: str
+    project: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    target: Callable[..., Any] | str | Sequence[str] | None = None
+    resources: Resources = field(default_factory=Resources)
+    max_retries: int = 0
+    stop_grace_s: float = 30.0
+    report_timeout_s: float | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        tid = self.trial_id
+        if not isinstance(tid, str) or not tid.isalnum() or not 4 <= len(tid) <= 64:
+            raise UserInputError(f"invalid trial id {tid!r}",
+                                 hint="trial ids are assay run ids: 4-64 letters and digits")
+        validate_name("project", self.project)
+        if not isinstance(self.config, Mapping):
+            raise UserInputError(f"trial {tid}: config must be a mapping, "
+                                 f"got {type(self.config).__name__}", hint="pass a dict")
+        cfg = to_jsonable(dict(self.config), what="config")
+        object.__setattr__(self, "config", _ReadOnlyDict(cfg))
+        self._check_target()
+        if not isinstance(self.resources, Resources):
+            raise UserInputError(f"trial {tid}: resources must be a Resources",
+                                 hint="e.g. Resources(cpus=1, gpus=0)")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) \
+                or self.max_retries < 0:
+            raise UserInputError(f"trial {tid}: max_retries must be an int >= 0, "
+                                 f"got {self.max_retries!r}", hint="0 disables retries")
+        object.__setattr__(self, "stop_grace_s", _non_negative(
+            self.stop_grace_s, "stop_grace_s", "seconds a trial may take to stop by itself"))
+        if self.report_timeout_s is not None:
+            t = _non_negative(self.report_timeout_s, "report_timeout_s",
+                              "seconds without a logged metric, or None for no limit")
+            if t == 0:
+                raise UserInputError("report_timeout_s must be > 0",
+                                     hint="use None for no limit")
+            object.__setattr__(self, "report_timeout_s", t)
+        if not isinstance(self.env, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()):
+            raise UserInputError(f"trial {tid}: env must map strings to strings",
+                                 hint='e.g. env={"OMP_NUM_THREADS": "1"}')
+        object.__setattr__(self, "env", _ReadOnlyDict(self.env))
+
+    def _check_target(self) -> None:
+        t = self.target
+        if t is None or callable(t):
+            return
+        if isinstance(t, str):
+            if not t.strip():
+                raise UserInputError(f"trial {self.trial_id}: target is an empty string",
+                                     hint='use "module.sub:func" or a command line')
+            return
+        if isinstance(t, Sequence) and t and all(isinstance(a, str) for a in t):
+            object.__setattr__(self, "target", tuple(t))
+            return
+        raise UserInputError(
+            f"trial {self.trial_id}: target must be a callable, an import string or a "
+            f"command, got {t!r}",
+            hint='e.g. target=train, target="assay.examples.digits:train" or '
+                 'target=["python", "train.py"]')
+
+    @property
+    def target_kind(self) -> TargetKind | None:
+        """How the target runs; ``None`` when there is no target (simulated trials)."""
+        t = self.target
+        if t is None:
+            return None
+        if callable(t):
+            return TargetKind.FUNCTION
+        if isinstance(t, str) and _IMPORT_RE.match(t):
+            return TargetKind.IMPORT
+        return TargetKind.COMMAND
+
+
+# -- what happens to it ----------------------------------------------------------------------
+class EventKind(StrEnum):
+    """What happened to a trial."""
+
+    STARTED = "started"
+    """An attempt began running (once per attempt)."""
+    RETRIED = "retried"
+    """The attempt's worker died; the trial starts again as attempt :attr:`TrialEvent.attempt`."""
+    COMPLETED = "completed"
+    """The target returned normally."""
+    FAILED = "failed"
+    """The target raised, timed out, or its worker died more often than ``max_retries``."""
+    STOPPED = "stopped"
+    """Stopped on request (cooperatively, or killed after the grace period)."""
+
+    @property
+    def finished(self) -> bool:
+        """True for the last event a trial ever gets."""
+        return self in (EventKind.COMPLETED, EventKind.FAILED, EventKind.STOPPED)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Resources an attempt (or a sum of attempts) used: reserved resources x wall time.
+
+    Attributes:
+        wall_s: Wall seconds.
+        cpu_s: CPU-seconds (cpus reserved x wall seconds).
+        gpu_s: GPU-seconds (gpus reserved x wall seconds).
+    """
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    gpu_s: float = 0.0
+
+    @classmethod
+    def of(cls, resources: Resources, wall_s: float) -> Usage:
+        """The usage of holding ``resources`` for ``wall_s`` seconds."""
+        w = max(0.0, float(wall_s))
+        return cls(w, resources.cpus * w, resources.gpus * w)
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.wall_s + other.wall_s, self.cpu_s + other.cpu_s,
+                     self.gpu_s + other.gpu_s)
+
+    @property
+    def cpu_hours(self) -> float:
+        return self.cpu_s / 3600.0
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.gpu_s / 3600.0
+
+
+@dataclass(frozen=True)
+class TrialEvent:
+    """One thing that happened to a trial, reported once by :meth:`Backend.poll`.
+
+    Attributes:
+        trial_id: The trial (its run id).
+        kind: What happened.
+        time: When, on the backend's clock.
+        attempt: The attempt it concerns (1 for the first; for ``retried``, the new one).
+        result: Final metrics (``completed``; may be partial for ``stopped``).
+        reason: Why it stopped, failed or was retried, in one sentence.
+        error: The traceback or error output of a failure.
+        usage: Resources used by the attempt that just ended (zero for ``started``).
+    """
+
+    trial_id: str
+    kind: EventKind
+    time: float
+    attempt: int = 1
+    result: Mapping[str, float] = field(default_factory=dict)
+    reason: str = ""
+    error: str = ""
+    usage: Usage = field(default_factory=Usage)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", EventKind(self.kind))
+        object.__setattr__(self, "result", _ReadOnlyDict(self.result))
+
+
+# -- who runs it -----------------------------------------------------------------------------
+class Backend(ABC):
+    """Runs trials: the only part of assay that knows how (Ray tasks, a simulator, ...).
+
+    The controller agent owns a backend and calls it from one thread, in its ``step()``
+    loop. Implementations must not mutate the specs they are given, and report every event
+    exactly once.
+
+    Attributes:
+        clock: The time source of the backend's events and grace periods.
+    """
+
+    clock: Clock
+
+    @abstractmethod
+    def launch(self, spec: TrialSpec) -> None:
+        """Start running a trial (or queue it until resources free up).
+
+        Called by the agent after it has recorded why it chose the config; returns without
+        waiting for the trial to start. Its ``started`` event comes from a later poll.
+
+        Raises:
+            ConflictError: if a trial with this id was launched before on this backend.
+            UserInputError: if the trial can never run here (resources beyond the cluster).
+        """
+
+    @abstractmethod
+    def poll(self) -> list[TrialEvent]:
+        """Events since the last poll, each exactly once, oldest first.
+
+        Called by the agent at the start of every step. Also where the backend does its
+        housekeeping: killing trials whose grace period ran out, failing trials that stopped
+        reporting, restarting trials whose worker died.
+        """
+
+    @abstractmethod
+    def stop(self, trial_id: str, reason: str = "stop requested") -> None:
+        """Ask a trial to stop; kill it if it has not stopped ``stop_grace_s`` later.
+
+        Called by the agent for the stoppers' decisions and human overrides. Idempotent:
+        stopping a trial that is stopping or finished does nothing. The ``stopped`` event
+        (with ``reason``) comes from a later poll.
+
+        Raises:
+            NotFoundError: for a trial id this backend never launched.
+        """
+
+    @abstractmethod
+    def running(self) -> set[str]:
+        """Ids of the trials launched and not yet finished (queued ones included)."""
+
+    @abstractmethod
+    def capacity(self, resources: Resources | None = None) -> int:
+        """How many more trials of ``resources`` (default: 1 CPU) could start right now.
+
+        Called by the agent before asking the searcher for configs; 0 means "wait".
+        """
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stop every trial (killing without grace) and release the backend's resources.
+
+        Events of the trials it ended remain for one last :meth:`poll`. Idempotent.
+        """
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+class MetricSource(ABC):
+    """Where an agent reads the curves of its trials."""
+
+    @abstractmethod
+    def new_points(self, trial_ids: Iterable[str]) -> Points:
+        """Metric points of ``trial_ids`` that this source has not returned before.
+
+        Called by the agent once per step for its running (and just finished) trials.
+        Trials without new points may be left out of the answer.
+
+        Returns:
+            ``{trial_id: {metric name: [(step, value), ...]}}``, each list sorted by step.
+        """
