@@ -1,0 +1,158 @@
+"""RayBackend on a real local Ray: real trials end to end, commands, dead workers, stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+import time
+
+import pytest
+from assay.scheduler import EventKind, StoreMetricSource, TrialSpec
+
+pytestmark = pytest.mark.integration
+
+
+def _pids(path, n: int, timeout: float = 60.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            pids = [int(x) for x in path.read_text().split()]
+            if len(pids) >= n:
+                return pids
+        time.sleep(0.05)
+    raise AssertionError(f"no pid #{n} in {path}")
+
+
+def test_digits_and_a_trivial_function_run_end_to_end_with_curves_in_the_store(
+        ray_backend, data_dir):
+    import assay
+
+    case = ray_backend
+    digits = TrialSpec("digits0001", "e2e", {"epochs": 2, "hidden": 16},
+                       "assay.examples.digits:train")
+    trivial = case.spec("ok", config={"steps": 4})
+    case.backend.launch(digits)
+    case.backend.launch(trivial)
+    done = case.wait_for(digits.trial_id, EventKind.COMPLETED, timeout=120)
+    case.wait_for(trivial.trial_id, EventKind.COMPLETED)
+    assert case.of(digits.trial_id) == [EventKind.STARTED, EventKind.COMPLETED]
+    assert 0 < done.result["val/acc"] <= 1 and done.usage.cpu_s > 0
+    api = assay.Api(data_dir)
+    rec = api.run(digits.trial_id)
+    assert rec.status == "completed" and rec.config["epochs"] == 2
+    source = StoreMetricSource(data_dir)
+    pts = source.new_points([digits.trial_id, trivial.trial_id])
+    assert [s for s, _ in pts[digits.trial_id]["val/acc"]] == [0, 1]
+    assert pts[trivial.trial_id]["loss"] == [(0, 1.0), (1, 0.5), (2, 1 / 3), (3, 0.25)]
+    assert not any(k.startswith("sys/") for k in pts[digits.trial_id])
+    assert source.new_points([digits.trial_id, trivial.trial_id]) == {}
+
+
+def test_command_trials_get_their_config_and_log_through_the_sdk(ray_backend, data_dir,
+                                                                 tmp_path):
+    import assay
+
+    script = tmp_path / "train_cmd.py"
+    script.write_text(textwrap.dedent("""
+        import json, os, sys
+        import assay
+        cfg = json.loads(os.environ["ASSAY_CONFIG"])
+        args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+        args.pop("exit", None)
+        assert args == {"lr": "0.5", "name": "x y", "layers": "[1, 2]"}, args
+        if cfg.get("exit"):
+            print("giving up on purpose")
+            sys.exit(cfg["exit"])
+        with assay.init(os.environ["ASSAY_PROJECT"], config=cfg) as run:
+            for step in range(3):
+                run.log({"loss": cfg["lr"] / (step + 1)}, step=step)
+    """))
+    case = ray_backend
+    ok = TrialSpec("cmdok0001", "cmd", {"lr": 0.5, "name": "x y", "layers": [1, 2]},
+                   f"python {script}")
+    bad = TrialSpec("cmdbad001", "cmd", {"lr": 0.5, "name": "x y", "layers": [1, 2], "exit": 3},
+                    [sys.executable, str(script)])
+    case.backend.launch(ok)
+    case.backend.launch(bad)
+    done = case.wait_for(ok.trial_id, EventKind.COMPLETED, timeout=90)
+    failed = case.wait_for(bad.trial_id, EventKind.FAILED, timeout=90)
+    assert done.result["loss"] == pytest.approx(0.5 / 3)
+    assert failed.reason == "command exited with code 3"
+    assert "giving up on purpose" in failed.error
+    api = assay.Api(data_dir)
+    assert api.run(ok.trial_id).status == "completed"
+    rec = api.run(bad.trial_id)
+    assert rec.status == "failed" and "exited with code 3" in rec.error
+
+
+def test_a_killed_worker_is_retried_by_resuming_then_failed_after_max_retries(
+        ray_backend, data_dir, tmp_path):
+    import assay
+
+    case = ray_backend
+    pid_file = tmp_path / "pids"
+    spec = case.spec("long", max_retries=1, config={"pid_file": str(pid_file)})
+    case.backend.launch(spec)
+    case.wait_for(spec.trial_id, EventKind.STARTED)
+    time.sleep(1.0)  # let it log a few steps
+    os.kill(_pids(pid_file, 1)[0], signal.SIGKILL)
+    retried = case.wait_for(spec.trial_id, EventKind.RETRIED)
+    assert retried.attempt == 2 and "worker died" in retried.reason
+    second = _pids(pid_file, 2)[1]
+    case.wait(lambda es: [e.kind for e in es if e.trial_id == spec.trial_id].count(
+        EventKind.STARTED) == 2)
+    time.sleep(1.0)
+    os.kill(second, signal.SIGKILL)
+    failed = case.wait_for(spec.trial_id, EventKind.FAILED)
+    assert case.of(spec.trial_id) == [EventKind.STARTED, EventKind.RETRIED, EventKind.STARTED,
+                                      EventKind.FAILED]
+    assert failed.attempt == 2 and "max_retries=1" in failed.reason
+    assert failed.usage.wall_s > 0.5
+    rec = assay.Api(data_dir).run(spec.trial_id)
+    assert rec.status == "failed" and "worker died" in rec.error
+    assert rec.attach >= 1  # the second attempt resumed the same run
+    steps = assay.Api(data_dir).history(spec.trial_id, "loss")["step"].to_list()
+    assert steps == sorted(set(steps)) and len(steps) >= 5
+
+
+def test_cooperative_stop_finishes_in_the_grace_and_forced_stop_kills_after_it(
+        ray_backend, data_dir):
+    import assay
+
+    case = ray_backend
+    polite = case.spec("long", stop_grace_s=30)
+    stubborn = case.spec("stubborn", stop_grace_s=1.0)
+    for s in (polite, stubborn):
+        case.backend.launch(s)
+    for s in (polite, stubborn):
+        case.wait_for(s.trial_id, EventKind.STARTED)
+    t0 = time.monotonic()
+    case.backend.stop(polite.trial_id, "median rule: worse than median at step 5")
+    case.backend.stop(stubborn.trial_id, "asha: rung 1")
+    assert (data_dir / "control" / f"{polite.trial_id}.stop").read_text().startswith("median")
+    ev = case.wait_for(polite.trial_id, EventKind.STOPPED)
+    assert time.monotonic() - t0 < 10 and ev.reason.startswith("median rule")
+    assert ev.result["loss"] > 0
+    forced = case.wait_for(stubborn.trial_id, EventKind.STOPPED)
+    assert forced.reason == "asha: rung 1 (killed after 1 s grace)"
+    api = assay.Api(data_dir)
+    rec = api.run(polite.trial_id)
+    assert rec.status == "stopped" and rec.error.startswith("median rule")
+    rec = api.run(stubborn.trial_id)
+    assert rec.status == "stopped" and "killed after" in rec.error
+    assert not (data_dir / "control" / f"{polite.trial_id}.stop").exists()
+
+
+def test_a_trial_that_raises_records_its_traceback_in_the_run(ray_backend, data_dir):
+    import assay
+
+    case = ray_backend
+    spec = case.spec("raise")
+    case.backend.launch(spec)
+    ev = case.wait_for(spec.trial_id, EventKind.FAILED)
+    rec = assay.Api(data_dir).run(spec.trial_id)
+    assert rec.status == "failed"
+    assert "Traceback" in rec.error and "boom: the trial raised on purpose" in rec.error
+    assert ev.error == rec.error
