@@ -1,0 +1,468 @@
+"""The controller agent: one objective, one ``step()`` loop, every decision explained.
+
+``Agent.step()`` (Ray Tune's controller idea: one iteration per call, so tests drive it):
+
+1. poll the backend for trial events and read new metric points;
+2. apply pending human overrides (pause, resume, stop, budget, concurrency, space, pin,
+   stop a run), each recorded with who and why;
+3. ask the stoppers which running trials to stop, with a reason each; stop them;
+4. while capacity and budget remain, take configs the searcher prepared *ahead of need*
+   (a background thread refills the queue, so a slow GP fit never leaves a slot idle: if
+   the queue is empty a random config fills the slot, and says so), claim a lease on each
+   config so no other agent runs it, record why it was chosen, launch it;
+5. persist the agent's state, so a restarted agent resumes without repeating a trial.
+
+Policies never see Ray or the store: the agent turns trials into ``TrialResult`` records.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import UserInputError
+from ..policies import Searcher, SearchSpace, Suggestion, TrialResult, TrialStatus, as_space
+from ..scheduler.base import Backend, EventKind, MetricSource, Resources, TrialEvent, TrialSpec
+from ..scheduler.budget import Budget, BudgetLedger
+from ..store.control import (
+    AgentRow,
+    AgentStatus,
+    ControlStore,
+    Decision,
+    Override,
+    OverrideStatus,
+)
+from .factory import make_searcher, make_stopper
+from .hlc import HybridLogicalClock
+from .objective import Objective, resolve_train
+
+__all__ = ["Agent", "Trial"]
+
+log = logging.getLogger(__name__)
+_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@dataclass
+class Trial:
+    """The agent's view of one trial."""
+
+    trial_id: str
+    config: dict[str, Any]
+    status: TrialStatus = TrialStatus.PENDING
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    final: float | None = None
+    origin: str = "searcher"
+    reason: str = ""
+    attempt: int = 1
+
+    def result(self) -> TrialResult:
+        return TrialResult(self.trial_id, self.config, self.status, self.curve, self.final)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"config": self.config, "status": str(self.status), "final": self.final,
+                "origin": self.origin, "reason": self.reason, "curve": self.curve[-200:]}
+
+
+class _Suggester(threading.Thread):
+    """Keeps a queue of suggestions ready ahead of need (BoTorch fits take seconds)."""
+
+    def __init__(self, agent: Agent) -> None:
+        super().__init__(name=f"assay-suggest-{agent.agent_id}", daemon=True)
+        self.agent = agent
+        self.ready: list[Suggestion] = []
+        self.mu = threading.Lock()
+        self.want = threading.Event()
+        self.closed = False
+        self.busy = False
+
+    def run(self) -> None:
+        while not self.closed:
+            self.want.wait(1.0)
+            self.want.clear()
+            if self.closed:
+                return
+            with self.mu:
+                need = self.agent.concurrency - len(self.ready)
+            if need <= 0:
+                continue
+            self.busy = True
+            try:
+                got = self.agent._suggest(need)
+            except Exception:
+                log.exception("searcher failed; slots fall back to random configs")
+                got = []
+            finally:
+                self.busy = False
+            with self.mu:
+                self.ready.extend(got)
+
+    def take(self) -> Suggestion | None:
+        with self.mu:
+            s = self.ready.pop(0) if self.ready else None
+        self.want.set()
+        return s
+
+    def invalidate(self) -> None:
+        with self.mu:
+            self.ready.clear()
+        self.want.set()
+
+
+class Agent:
+    """Runs one objective on a backend. Create it, then call :meth:`step` (or :meth:`run`).
+
+    Args:
+        objective: What to optimise, over which space, with which budget.
+        backend: Runs the trials (``RayBackend``, ``SimBackend``).
+        metrics: Where curves come from (``StoreMetricSource``, or the ``SimBackend``).
+        control: Where state, decisions and overrides live (the experiment graph).
+        agent_id: Resume this agent (its persisted state) instead of starting a new one.
+        prior: Finished trials of other agents to warm-start the searcher (not budgeted).
+        ahead: Prepare suggestions in a background thread (False: inline, deterministic).
+    """
+
+    def __init__(self, objective: Objective, backend: Backend, metrics: MetricSource,
+                 control: ControlStore, *, agent_id: str | None = None,
+                 prior: list[TrialResult] | None = None, ahead: bool = True,
+                 searcher: Searcher | None = None) -> None:
+        self.objective = objective
+        self.backend = backend
+        self.metrics = metrics
+        self.control = control
+        self.agent_id = agent_id or "ag" + "".join(secrets.choice(_ALNUM) for _ in range(10))
+        self.hlc = HybridLogicalClock(self.agent_id)
+        self.space: SearchSpace = as_space(dict(objective.space))
+        self.searcher = searcher or make_searcher(objective, self.space)
+        self.stopper = make_stopper(objective)
+        self.budget = Budget.from_mapping(dict(objective.budget))
+        self.ledger = BudgetLedger(self.budget, backend.clock)
+        self.concurrency = objective.concurrency
+        self.resources = Resources(**dict(objective.resources))
+        self.target = resolve_train(objective.train)
+        self.trials: dict[str, Trial] = {}
+        self.prior = list(prior or [])
+        self.pinned: list[dict[str, Any]] = []
+        self.status = AgentStatus.RUNNING
+        self.best: Trial | None = None
+        self._dirty = True
+        self._mu = threading.RLock()  # the searcher thread reads trials while step() runs
+        existing = control.get_agent(self.agent_id) if agent_id else None
+        if existing is not None:
+            self._restore(existing)
+        self._suggester = _Suggester(self) if ahead else None
+        if self._suggester is not None:
+            self._suggester.start()
+            self._suggester.want.set()
+        self._persist(force=True)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def step(self) -> dict[str, Any]:
+        """One iteration of the decision loop; returns what it did (counts)."""
+        did = {"events": 0, "points": 0, "overrides": 0, "stopped": 0, "launched": 0}
+        events = self.backend.poll()
+        for ev in events:
+            self._on_event(ev)
+        did["events"] = len(events)
+        did["points"] = self._read_points()
+        did["overrides"] = self._apply_overrides()
+        if self.status is AgentStatus.RUNNING:
+            did["stopped"] = self._stop_hopeless()
+            did["launched"] = self._launch()
+        self._maybe_finish()
+        self._persist()
+        return did
+
+    def run(self, poll_interval: float = 1.0, max_steps: int | None = None) -> Trial | None:
+        """Step until the objective is finished or stopped; returns the best trial."""
+        n = 0
+        while self.status in (AgentStatus.RUNNING, AgentStatus.PAUSED):
+            self.step()
+            n += 1
+            if max_steps is not None and n >= max_steps:
+                break
+            self.backend.clock.sleep(poll_interval)
+        return self.best
+
+    def close(self) -> None:
+        if self._suggester is not None:
+            self._suggester.closed = True
+            self._suggester.want.set()
+
+    @property
+    def active(self) -> list[Trial]:
+        return [t for t in self.trials.values() if t.status.is_active]
+
+    # -- 1. events and curves ------------------------------------------------------------------
+    def _on_event(self, ev: TrialEvent) -> None:
+        t = self.trials.get(ev.trial_id)
+        if t is None:
+            return
+        self.ledger.record(ev, project=self.objective.project, agent=self.agent_id)
+        self._dirty = True
+        if ev.kind is EventKind.STARTED:
+            t.status = TrialStatus.RUNNING
+            t.attempt = ev.attempt
+            return
+        if ev.kind is EventKind.RETRIED:
+            t.attempt = ev.attempt
+            self._decide(t.trial_id, "retry", f"retrying: {ev.reason}",
+                         {"attempt": ev.attempt, "reason": ev.reason})
+            return
+        final = ev.result.get(self.objective.metric) if ev.result else None
+        if final is None and t.curve:
+            final = t.curve[-1][1]
+        t.final = final
+        t.reason = ev.reason
+        if ev.kind is EventKind.COMPLETED:
+            t.status = TrialStatus.COMPLETED
+            self._decide(t.trial_id, "complete", f"completed with {self.objective.metric}={final}",
+                         {"final": final, "usage_s": ev.usage.wall_s})
+            self._track_best(t)
+        elif ev.kind is EventKind.STOPPED:
+            t.status = TrialStatus.STOPPED
+        else:
+            t.status = TrialStatus.FAILED
+            self._decide(t.trial_id, "fail", f"failed: {ev.reason}",
+                         {"reason": ev.reason, "error": ev.error[-2000:]})
+
+    def _track_best(self, t: Trial) -> None:
+        if t.final is None or (isinstance(t.final, float) and math.isnan(t.final)):
+            return
+        sign = 1.0 if self.objective.mode == "min" else -1.0
+        if self.best is None or self.best.final is None or sign * t.final < sign * self.best.final:
+            self.best = t
+
+    def _read_points(self) -> int:
+        ids = [t.trial_id for t in self.trials.values()
+               if t.status is TrialStatus.RUNNING or t.status is TrialStatus.PENDING]
+        if not ids:
+            return 0
+        n = 0
+        for tid, by_key in self.metrics.new_points(ids).items():
+            pts = by_key.get(self.objective.metric)
+            if pts:
+                self.trials[tid].curve.extend((int(s), float(v)) for s, v in pts)
+                n += len(pts)
+        if n:
+            self._dirty = True
+        return n
+
+    # -- 2. overrides ----------------------------------------------------------------------------
+    def _apply_overrides(self) -> int:
+        pending = self.control.overrides(self.agent_id, OverrideStatus.PENDING)
+        for o in pending:
+            self.hlc.update(o.hlc)
+            try:
+                result = self._apply(o)
+                status = OverrideStatus.APPLIED
+            except UserInputError as e:
+                result, status = f"rejected: {e.message}", OverrideStatus.REJECTED
+            self.control.resolve_override(o.override_id, status, result)
+            self._decide(o.params.get("trial_id", ""), "override",
+                         f"{o.action} by {o.actor}: {result}",
+                         {"action": o.action, "params": o.params, "actor": o.actor,
+                          "reason": o.reason, "override_id": o.override_id, "status": str(status)})
+            self._dirty = True
+        return len(pending)
+
+    def _apply(self, o: Override) -> str:
+        p = o.params
+        if o.action == "pause":
+            self.status = AgentStatus.PAUSED
+            return "paused: no new trials; running ones continue"
+        if o.action == "resume":
+            if self.status is not AgentStatus.PAUSED:
+                raise UserInputError(f"agent is {self.status}, not paused")
+            self.status = AgentStatus.RUNNING
+            return "resumed"
+        if o.action == "stop":
+            for t in self.active:
+                self.backend.stop(t.trial_id, f"agent stopped by {o.actor}: {o.reason}")
+            self.status = AgentStatus.STOPPED
+            return f"stopped; {len(self.active)} running trial(s) asked to stop"
+        if o.action == "stop_run":
+            tid = p.get("trial_id")
+            if tid not in self.trials or not self.trials[tid].status.is_active:
+                raise UserInputError(f"run {tid!r} is not a running trial of this agent")
+            self.backend.stop(tid, f"stopped by {o.actor}: {o.reason}")
+            return f"stopping run {tid}"
+        if o.action == "budget":
+            merged = {**dict(self.objective.budget), **dict(p.get("budget", {}))}
+            self.budget = Budget.from_mapping(merged)
+            self.ledger.budget = self.budget
+            return f"budget now {merged}"
+        if o.action == "concurrency":
+            n = p.get("concurrency")
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise UserInputError(f"concurrency must be an int >= 1, got {n!r}")
+            self.concurrency = n
+            return f"concurrency now {n}"
+        if o.action == "space":
+            new = as_space(dict(p.get("space", {})))
+            self.space = new
+            self.searcher = make_searcher(self.objective, new)
+            if self._suggester is not None:
+                self._suggester.invalidate()
+            return f"space now {new.to_dict()}"
+        if o.action == "pin":
+            cfg = self.space.validate(dict(p.get("config", {})))
+            self.pinned.append(cfg)
+            return f"pinned {cfg}"
+        raise UserInputError(f"unknown override action {o.action!r}",
+                             hint="pause, resume, stop, stop_run, budget, concurrency, space, pin")
+
+    # -- 3. stops --------------------------------------------------------------------------------
+    def _stop_hopeless(self) -> int:
+        if self.stopper is None:
+            return 0
+        running = [t.trial_id for t in self.trials.values() if t.status is TrialStatus.RUNNING
+                   and t.curve]
+        if not running:
+            return 0
+        with self._mu:
+            history = self._history()
+        reasons = self.stopper.should_stop(history, running)
+        for tid, r in reasons.items():
+            self.backend.stop(tid, f"{r.rule}: {r.message}")
+            self._decide(tid, "stop", f"{r.rule}: {r.message}", r.to_dict())
+        return len(reasons)
+
+    # -- 4. launches -----------------------------------------------------------------------------
+    def _history(self) -> list[TrialResult]:
+        return self.prior + [t.result() for t in self.trials.values()]
+
+    def _suggest(self, n: int) -> list[Suggestion]:
+        with self._mu:
+            history = self._history()
+        return self.searcher.suggest(history, n)
+
+    def _next_config(self) -> tuple[dict[str, Any], dict[str, Any], str] | None:
+        if self.pinned:
+            return self.pinned.pop(0), {"method": "pinned by a person"}, "pinned"
+        s = self._suggester.take() if self._suggester is not None else None
+        if s is None and self._suggester is None:
+            got = self._suggest(1)
+            s = got[0] if got else None
+        if s is None:
+            from ..policies import RandomSearcher
+
+            fill = RandomSearcher(self.space, mode=self.objective.mode,
+                                  seed=len(self.trials) + 7919 * self.objective.seed)
+            got = fill.suggest(self._history(), 1)
+            if not got:
+                return None
+            return (dict(got[0].config), {"method": "random fill",
+                    "why": "the searcher was still fitting; a free slot never waits"}, "fill")
+        return dict(s.config), dict(s.explanation), "searcher"
+
+    def _launch(self) -> int:
+        launched = 0
+        for _ in range(64):
+            free = min(self.concurrency - len(self.active), self.backend.capacity(self.resources))
+            if free <= 0:
+                break
+            blocker = self.ledger.launch_blocker(self.resources)
+            if blocker:
+                break
+            nxt = self._next_config()
+            if nxt is None:
+                break
+            config, why, origin = nxt
+            tid = "".join(secrets.choice(_ALNUM) for _ in range(10))
+            key = f"{self.objective.project}/{self.space.key(config)}"
+            holder = self.control.claim_lease(key, self.agent_id, tid, str(self.hlc.now()))
+            if holder is not None:
+                self._decide(holder, "skip", "config already run or running elsewhere",
+                             {"config": config, "lease": key})
+                continue
+            spec = TrialSpec(trial_id=tid, project=self.objective.project, config=config,
+                             target=self.target, resources=self.resources,
+                             max_retries=self.objective.max_retries,
+                             stop_grace_s=self.objective.stop_grace,
+                             report_timeout_s=_seconds(self.objective.trial_timeout))
+            with self._mu:
+                self.trials[tid] = Trial(tid, config, origin=origin)
+            self.backend.launch(spec)
+            self.ledger.record_launch(spec, agent=self.agent_id)
+            self._decide(tid, "launch", f"launch ({why.get('method', origin)})",
+                         {**why, "config": config})
+            launched += 1
+        return launched
+
+    # -- 5. finishing and persistence ----------------------------------------------------------
+    def _maybe_finish(self) -> None:
+        if self.status in (AgentStatus.FINISHED, AgentStatus.FAILED):
+            return
+        if self.status is AgentStatus.STOPPED:
+            return
+        spent = self.ledger.exhausted()
+        if (spent or self._space_exhausted()) and not self.active:
+            self.status = AgentStatus.FINISHED
+            b = self.best
+            self._decide(b.trial_id if b else "", "finish", spent or "search space exhausted",
+                         {"best_config": b.config if b else None,
+                          "best": b.final if b else None, "trials": len(self.trials)})
+            self.close()
+
+    def _space_exhausted(self) -> bool:
+        return bool(getattr(self.searcher, "exhausted", False))
+
+    def _decide(self, trial_id: str, kind: str, summary: str, evidence: Mapping[str, Any]) -> None:
+        d = Decision(self.agent_id, self.objective.project, trial_id, kind, summary,
+                     dict(evidence), str(self.hlc.now()), self.backend.clock.now())
+        self.control.add_decisions([d])
+
+    def state(self) -> dict[str, Any]:
+        return {"trials": {k: t.to_state() for k, t in self.trials.items()},
+                "searcher": self.searcher.state_dict(), "concurrency": self.concurrency,
+                "budget": dict(self.objective.budget), "pinned": self.pinned,
+                "best": self.best.trial_id if self.best else None,
+                "ledger": self.ledger.state_dict()}
+
+    def _persist(self, force: bool = False) -> None:
+        if not (force or self._dirty):
+            return
+        row = AgentRow(self.agent_id, self.objective.name, self.objective.project,
+                       self.objective.to_dict(), self.status, self.state(),
+                       str(self.hlc.now()), host=socket.gethostname())
+        self.control.save_agent(row)
+        self._dirty = False
+
+    def _restore(self, row: AgentRow) -> None:
+        st = row.state
+        self.status = AgentStatus(row.status)
+        if self.status in (AgentStatus.FINISHED, AgentStatus.STOPPED):
+            return
+        for tid, t in st.get("trials", {}).items():
+            tr = Trial(tid, dict(t["config"]), TrialStatus(t["status"]),
+                       [tuple(p) for p in t.get("curve", [])], t.get("final"),
+                       t.get("origin", "searcher"), t.get("reason", ""))
+            if tr.status.is_active:
+                tr.status = TrialStatus.FAILED
+                tr.reason = "lost when the agent restarted; its config is not run again"
+                self._decide(tid, "fail", tr.reason, {"reason": tr.reason})
+            self.trials[tid] = tr
+            self._track_best(tr)
+        self.pinned = list(st.get("pinned", []))
+        self.concurrency = int(st.get("concurrency", self.concurrency))
+        if st.get("searcher"):
+            try:
+                self.searcher.load_state_dict(st["searcher"])
+            except UserInputError:
+                log.warning("searcher state of %s does not fit; starting it fresh", self.agent_id)
+        if st.get("ledger"):
+            self.ledger.load_state_dict(st["ledger"])
+
+
+def _seconds(v: Any) -> float | None:
+    if v is None:
+        return None
+    from ..scheduler.budget import parse_duration
+
+    return parse_duration(v, what="trial_timeout")

@@ -1,0 +1,160 @@
+"""The agent's step() loop on simulated curves and a simulated clock (fast, deterministic)."""
+
+from __future__ import annotations
+
+import pytest
+
+from assay.agents.agent import Agent
+from assay.agents.objective import Objective
+from assay.policies import TrialStatus
+from assay.scheduler.base import SimClock
+from assay.scheduler.sim_backend import CurveSimulatorSource, SimBackend
+from assay.simulations.curves import CurveSimulator
+from assay.store.control import AgentStatus, MemoryControlStore, Override
+
+SIM = CurveSimulator(seed=3, max_steps=20, metric="loss", crash_rate=0.05)
+
+
+def objective(**kw):
+    base = dict(name="sim", project="simproj", train="examples.digits:train", metric="loss",
+                mode="min", space=SIM.space.to_dict(), budget={"trials": 40}, concurrency=4,
+                searcher="random", stoppers=[{"asha": {"max_step": 19}}], seed=1)
+    base.update(kw)
+    return Objective.from_dict(base)
+
+
+def make(obj=None, control=None, agent_id=None, cpus=4):
+    clock = SimClock()
+    backend = SimBackend(clock, CurveSimulatorSource(SIM), cpus=cpus)
+    agent = Agent(obj or objective(), backend, backend, control or MemoryControlStore(),
+                  agent_id=agent_id, ahead=False)
+    return agent, backend, clock
+
+
+def drive(agent, backend, clock, max_steps=10_000):
+    for _ in range(max_steps):
+        agent.step()
+        if agent.status not in (AgentStatus.RUNNING, AgentStatus.PAUSED):
+            return
+        t = backend.next_event_time()
+        clock.advance_to(t if t is not None else clock.now() + 1.0)
+    raise AssertionError("the agent never finished")
+
+
+def test_agent_runs_the_trial_budget_with_stops_and_finds_a_best():
+    agent, backend, clock = make()
+    drive(agent, backend, clock)
+    assert agent.status is AgentStatus.FINISHED
+    assert len(agent.trials) == 40
+    statuses = {t.status for t in agent.trials.values()}
+    assert TrialStatus.STOPPED in statuses and TrialStatus.COMPLETED in statuses
+    d = agent.control.decisions(agent_id=agent.agent_id)
+    kinds = [x.kind for x in d]
+    assert kinds.count("launch") == 40 and kinds[-1] == "finish"
+    stops = [x for x in d if x.kind == "stop"]
+    assert stops and all(x.explanation["rule"] and x.explanation["evidence"] for x in stops)
+    best = min((t.final for t in agent.trials.values()
+                if t.status is TrialStatus.COMPLETED and t.final is not None))
+    assert agent.best.final == best
+    assert d[-1].explanation["best_config"] == agent.best.config
+
+
+def test_runs_are_deterministic_with_inline_suggestions():
+    a1, b1, c1 = make()
+    drive(a1, b1, c1)
+    a2, b2, c2 = make()
+    drive(a2, b2, c2)
+    assert [t.config for t in a1.trials.values()] == [t.config for t in a2.trials.values()]
+    assert a1.best.final == a2.best.final
+
+
+def test_overrides_pause_pin_concurrency_budget_stop_run_and_stop():
+    control = MemoryControlStore()
+    agent, backend, clock = make(control=control)
+    agent.step()
+    assert len(agent.active) == 4
+
+    def say(action, **params):
+        control.add_override(Override(agent.agent_id, action, params, "alice", f"test {action}",
+                                      hlc=str(agent.hlc.now()), time=0.0))
+    say("pause")
+    agent.step()
+    assert agent.status is AgentStatus.PAUSED
+    n = len(agent.trials)
+    clock.advance(1000)
+    agent.step()
+    assert len(agent.trials) == n  # paused: nothing new launched
+    pinned = {"lr": 0.001, "width": 128, "depth": 3, "dropout": 0.1, "act": "relu"}
+    say("pin", config=pinned)
+    say("concurrency", concurrency=2)
+    say("resume")
+    agent.step()
+    launched = [t for t in agent.trials.values() if t.origin == "pinned"]
+    assert launched and launched[0].config == pinned
+    assert len(agent.active) <= 2
+    running = next(t.trial_id for t in agent.active)
+    say("stop_run", trial_id=running)
+    say("budget", budget={"trials": 8})
+    say("concurrency", concurrency=0)  # invalid: rejected, nothing changes
+    agent.step()
+    rejected = [o for o in control.overrides(agent.agent_id) if o.status == "rejected"]
+    assert len(rejected) == 1 and "concurrency" in rejected[0].result
+    clock.advance(1)
+    agent.step()
+    assert agent.trials[running].status is TrialStatus.STOPPED
+    ov = [d for d in control.decisions(agent_id=agent.agent_id) if d.kind == "override"]
+    assert {d.explanation["action"] for d in ov} == {"pause", "pin", "concurrency", "resume",
+                                                     "stop_run", "budget"}
+    assert all(d.explanation["actor"] == "alice" for d in ov)
+    say("stop")
+    agent.step()
+    assert agent.status is AgentStatus.STOPPED
+
+
+def test_restarted_agent_resumes_and_repeats_no_trial():
+    control = MemoryControlStore()
+    agent, backend, clock = make(control=control)
+    for _ in range(30):
+        agent.step()
+        clock.advance_to(backend.next_event_time() or clock.now() + 1)
+    before = dict(agent.trials)
+    agent.close()
+    again, b2, c2 = make(control=control, agent_id=agent.agent_id)
+    assert set(before) <= set(again.trials)
+    lost = [t for t in again.trials.values() if "restarted" in t.reason]
+    assert len(lost) == sum(1 for t in before.values() if t.status.is_active)
+    drive(again, b2, c2)
+    assert len(again.trials) == 40  # the budget counts the trials before the restart
+    configs = [repr(sorted(t.config.items())) for t in again.trials.values()]
+    assert len(configs) == len(set(configs))
+
+
+def test_two_agents_never_run_the_same_config():
+    control = MemoryControlStore()
+    obj = objective(searcher="grid", space={"lr": {"choice": [0.001, 0.01, 0.1]},
+                                            "width": {"choice": [32, 64]}, "depth": 2,
+                                            "dropout": 0.0, "act": "relu"},
+                    budget={"trials": 6}, stoppers=[], concurrency=2)
+    a, ba, ca = make(obj, control)
+    b, bb, cb = make(obj, control)
+    for _ in range(200):
+        for ag, be, cl in ((a, ba, ca), (b, bb, cb)):
+            if ag.status is AgentStatus.RUNNING:
+                ag.step()
+                cl.advance_to(be.next_event_time() or cl.now() + 1)
+    ran = [repr(sorted(t.config.items())) for ag in (a, b) for t in ag.trials.values()]
+    assert len(ran) == len(set(ran)) == 6
+    assert any(d.kind == "skip" for d in control.decisions())
+
+
+def test_bad_objectives_are_rejected_with_hints():
+    from assay.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="did you mean 'budget'"):
+        objective(budgte={"trials": 3})
+    with pytest.raises(UserInputError, match="cannot import train target"):
+        objective(train="no_such_module.sub:train")
+    with pytest.raises(UserInputError, match="smaller than concurrency"):
+        objective(budget={"trials": 2}, concurrency=4)
+    with pytest.raises(UserInputError, match="unknown searcher 'botorc'"):
+        objective(searcher="botorc")
