@@ -1,0 +1,523 @@
+"""The MLflow tracking REST protocol, so ``MLFLOW_TRACKING_URI=http://host:port`` works.
+
+Mounted under ``/api/2.0/mlflow`` and ``/ajax-api/2.0/mlflow``: experiments
+(create, get, get-by-name, search, update, delete, restore, set-experiment-tag), runs (create,
+get, update, search, delete, restore, log-batch, log-metric, log-parameter, set-tag,
+delete-tag) and metrics/get-history, with the payloads ``mlflow.MlflowClient`` sends
+(mlflow 3.x ``RestStore``). Experiments map to projects; runs are assay runs written through
+the same WAL and ingest path as remote logging (params become config, tags ``env.mlflow_tags``),
+and reads overlay what is written but not yet ingested, so MLflow's read-your-writes holds.
+The token comes from ``MLFLOW_TRACKING_TOKEN`` (``Authorization: Bearer``).
+Artifacts, datasets/inputs, logged models and traces are not served (404).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+import uuid
+from collections import defaultdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import NotFoundError, UserInputError
+from ..store.records import validate_name
+from .auth import Principal, Researcher, Supervisor, Viewer
+from .downsample import load_curves
+from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
+from .ingest import RemoteIngest
+from .mlflow_search import matches, parse_filter, parse_order_by, sort_key
+from .mlflow_state import MLFLOW_TO_STATUS, MlflowState, project_for
+from .mlflow_views import (experiment_json, experiment_view, pending_chunks, pending_latest,
+                           record_detail, run_entity)
+from .query import RunsIndex
+from .records import validate_record
+from .store_ext import ServerStore
+
+__all__ = ["router", "PREFIXES"]
+
+PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
+_RUN_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
+router = APIRouter(tags=["mlflow"], route_class=StrictJSONRoute, responses=ERROR_RESPONSES)
+Key = Annotated[str, Field(min_length=1, max_length=250)]
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class KV(_M):
+    key: Key
+    value: Annotated[str, Field(max_length=65_536)] = ""
+
+
+class MetricIn(_M):
+    key: Key
+    value: float
+    timestamp: int = Field(default=0, ge=0, le=10**15)
+    step: int = Field(default=0, ge=0, le=2**62)
+
+
+class RunRef(_M):
+    run_id: str | None = Field(default=None, max_length=64)
+    run_uuid: str | None = Field(default=None, max_length=64)
+
+    def rid(self) -> str:
+        rid = self.run_id or self.run_uuid or ""
+        if not _RUN_RE.match(rid):
+            raise UserInputError(f"invalid run id {rid!r}", hint="pass run_id (letters, digits)")
+        return rid
+
+
+class CreateExperiment(_M):
+    name: Annotated[str, Field(min_length=1, max_length=500)]
+    artifact_location: str | None = Field(default=None, max_length=2000)
+    tags: list[KV] = Field(default_factory=list, max_length=100)
+
+
+class ExperimentRef(_M):
+    experiment_id: Annotated[str, Field(max_length=32)]
+
+
+class UpdateExperiment(ExperimentRef):
+    new_name: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class ExperimentTag(ExperimentRef):
+    key: Key
+    value: Annotated[str, Field(max_length=65_536)] = ""
+
+
+class SearchExperiments(_M):
+    max_results: int = Field(default=1000, ge=1, le=50_000)
+    page_token: str | None = Field(default=None, max_length=100)
+    filter: str | None = Field(default=None, max_length=10_000)
+    order_by: list[str] = Field(default_factory=list, max_length=20)
+    view_type: str | int = "ACTIVE_ONLY"
+
+
+class CreateRun(_M):
+    experiment_id: Annotated[str, Field(max_length=32)] = "0"
+    user_id: str = Field(default="", max_length=256)
+    start_time: int | None = Field(default=None, ge=0, le=10**15)
+    tags: list[KV] = Field(default_factory=list, max_length=1000)
+    run_name: str | None = Field(default=None, max_length=250)
+
+
+class UpdateRun(RunRef):
+    status: str | None = Field(default=None, pattern="^(RUNNING|SCHEDULED|FINISHED|FAILED|KILLED)$")
+    end_time: int | None = Field(default=None, ge=0, le=10**15)
+    run_name: str | None = Field(default=None, max_length=250)
+
+
+class SearchRuns(_M):
+    experiment_ids: list[Annotated[str, Field(max_length=32)]] = Field(default_factory=list,
+                                                                      max_length=1000)
+    filter: str | None = Field(default=None, max_length=10_000)
+    run_view_type: str | int = "ACTIVE_ONLY"
+    max_results: int = Field(default=1000, ge=1, le=50_000)
+    order_by: list[str] = Field(default_factory=list, max_length=20)
+    page_token: str | None = Field(default=None, max_length=100)
+
+
+class LogBatch(RunRef):
+    metrics: list[MetricIn] = Field(default_factory=list, max_length=1000)
+    params: list[KV] = Field(default_factory=list, max_length=100)
+    tags: list[KV] = Field(default_factory=list, max_length=100)
+
+
+class LogMetric(RunRef, MetricIn):
+    pass
+
+
+class LogParam(RunRef, KV):
+    pass
+
+
+class SetTag(RunRef, KV):
+    pass
+
+
+class DeleteTag(RunRef):
+    key: Key
+
+
+def _state(request: Request) -> MlflowState:
+    return request.app.state.mlflow  # type: ignore[no-any-return]
+
+
+def _remote(request: Request) -> RemoteIngest:
+    return request.app.state.remote  # type: ignore[no-any-return]
+
+
+def _view_type(v: str | int) -> set[str]:
+    v = {1: "ACTIVE_ONLY", 2: "DELETED_ONLY", 3: "ALL"}.get(v, v) if isinstance(v, int) else v
+    if v not in ("ACTIVE_ONLY", "DELETED_ONLY", "ALL"):
+        raise UserInputError(f"unknown view type {v!r}", hint="ACTIVE_ONLY, DELETED_ONLY or ALL")
+    return {"ACTIVE_ONLY": {"active"}, "DELETED_ONLY": {"deleted"}, "ALL": {"active", "deleted"}}[v]
+
+
+def _page(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        return int(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode())
+    except ValueError:
+        raise UserInputError("malformed page_token", hint="pass next_page_token unchanged") from None
+
+
+def _token(offset: int) -> str:
+    return base64.urlsafe_b64encode(str(offset).encode()).decode()
+
+
+def _sort(items: list[Any], view_of: Any, order: list[tuple[str, str, bool]]) -> list[Any]:
+    for kind, key, asc in reversed(order):  # stable sorts, last key first; missing last
+        have = [i for i in items if sort_key(view_of(i), kind, key)[0] < 2]
+        miss = [i for i in items if sort_key(view_of(i), kind, key)[0] == 2]
+        have.sort(key=lambda i: sort_key(view_of(i), kind, key), reverse=not asc)
+        items = have + miss
+    return items
+
+
+# -- experiments ------------------------------------------------------------------------------
+@router.post("/experiments/create")
+def create_experiment(request: Request, body: CreateExperiment, who: Researcher) -> dict[str, Any]:
+    e = _state(request).create(body.name, body.artifact_location,
+                               {t.key: t.value for t in body.tags})
+    request.app.state.audit.record(who.name, "mlflow_create_experiment", e["experiment_id"],
+                                   "mlflow client", {"name": e["name"], "project": e["project"]})
+    return {"experiment_id": e["experiment_id"]}
+
+
+@router.get("/experiments/get")
+def get_experiment(request: Request, who: Viewer,
+                   experiment_id: Annotated[str, Query(max_length=32)]) -> dict[str, Any]:
+    return {"experiment": experiment_json(_state(request).experiment(experiment_id))}
+
+
+@router.get("/experiments/get-by-name")
+def get_experiment_by_name(request: Request, who: Viewer,
+                           experiment_name: Annotated[str, Query(max_length=500)]) -> dict[str, Any]:
+    st = _state(request)
+    e = st.by_name(experiment_name)
+    if e is None:
+        index: RunsIndex = request.app.state.index
+        st.register_projects([p["project"] for p in index.projects()])
+        e = st.by_name(experiment_name)
+    if e is None:
+        raise NotFoundError(f"no experiment named {experiment_name!r}",
+                            hint="create it with experiments/create")
+    return {"experiment": experiment_json(e)}
+
+
+@router.post("/experiments/search")
+def search_experiments(request: Request, body: SearchExperiments, who: Viewer) -> dict[str, Any]:
+    st = _state(request)
+    st.register_projects([p["project"] for p in request.app.state.index.projects()])
+    stages = _view_type(body.view_type)
+    clauses = parse_filter(body.filter, "attributes")
+    exps = [e for e in st.experiments() if e["lifecycle_stage"] in stages
+            and matches(experiment_view(e), clauses)]
+    order = parse_order_by(body.order_by) or [("attributes", "last_update_time", False)]
+    exps = _sort(exps, experiment_view, order)
+    start = _page(body.page_token)
+    page = exps[start: start + body.max_results]
+    out: dict[str, Any] = {"experiments": [experiment_json(e) for e in page]}
+    if start + len(page) < len(exps):
+        out["next_page_token"] = _token(start + len(page))
+    return out
+
+
+@router.post("/experiments/update")
+def update_experiment(request: Request, body: UpdateExperiment, who: Researcher) -> dict[str, Any]:
+    _state(request).update_experiment(body.experiment_id, name=body.new_name)
+    request.app.state.audit.record(who.name, "mlflow_rename_experiment", body.experiment_id,
+                                   "mlflow client", {"name": body.new_name})
+    return {}
+
+
+@router.post("/experiments/set-experiment-tag")
+def set_experiment_tag(request: Request, body: ExperimentTag, who: Researcher) -> dict[str, Any]:
+    _state(request).update_experiment(body.experiment_id, tags={body.key: body.value})
+    request.app.state.audit.record(who.name, "mlflow_set_experiment_tag", body.experiment_id,
+                                   "mlflow client", {"key": body.key})
+    return {}
+
+
+@router.post("/experiments/delete")
+def delete_experiment(request: Request, body: ExperimentRef, who: Supervisor) -> dict[str, Any]:
+    _state(request).update_experiment(body.experiment_id, lifecycle_stage="deleted")
+    request.app.state.audit.record(who.name, "mlflow_delete_experiment", body.experiment_id,
+                                   "mlflow client")
+    return {}
+
+
+@router.post("/experiments/restore")
+def restore_experiment(request: Request, body: ExperimentRef, who: Supervisor) -> dict[str, Any]:
+    _state(request).update_experiment(body.experiment_id, lifecycle_stage="active")
+    request.app.state.audit.record(who.name, "mlflow_restore_experiment", body.experiment_id,
+                                   "mlflow client")
+    return {}
+
+
+# -- runs: reads ------------------------------------------------------------------------------
+def _entity(request: Request, rid: str) -> dict[str, Any]:
+    store: ServerStore = request.app.state.store
+    side = _state(request).run(rid)
+    rec = store.get_run(rid)
+    if rec is None and side is None:
+        raise NotFoundError(f"no run {rid!r}", hint="list runs with runs/search")
+    detail = record_detail(rec) if rec is not None else None
+    pend = _remote(request).pending_metrics(rid, rec.ingested_seq if rec else -1)
+    exp = _state(request).by_project(rec.project) if rec is not None else None
+    exp_id = side["experiment_id"] if side else (exp["experiment_id"] if exp else "0")
+    run, _ = run_entity(rid, detail, side, exp_id, pending_latest(pend))
+    return run
+
+
+@router.get("/runs/get")
+def get_run(request: Request, who: Viewer,
+            run_id: Annotated[str | None, Query(max_length=64)] = None,
+            run_uuid: Annotated[str | None, Query(max_length=64)] = None) -> SafeJSONResponse:
+    return ok({"run": _entity(request, RunRef(run_id=run_id, run_uuid=run_uuid).rid())})
+
+
+@router.post("/runs/search")
+def search_runs(request: Request, body: SearchRuns, who: Viewer) -> SafeJSONResponse:
+    st = _state(request)
+    index: RunsIndex = request.app.state.index
+    frame = index.refresh()
+    st.register_projects([p["project"] for p in index.projects()])
+    exps = {e["experiment_id"]: e for e in st.experiments()}
+    wanted = {exps[i]["project"]: i for i in body.experiment_ids if i in exps}
+    stages = _view_type(body.run_view_type)
+    clauses = parse_filter(body.filter, "attributes")
+    found: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    ids = frame["run_id"].to_list() if frame.height and "run_id" in frame.columns else []
+    for rid in ids:
+        d = index.detail(rid)
+        if d is None or d["project"] not in wanted:
+            continue
+        side = st.run(rid)
+        if (side or {}).get("lifecycle_stage", "active") not in stages:
+            continue
+        run, view = run_entity(rid, d, side, wanted[d["project"]])
+        if matches(view, clauses):
+            found.append((run, view))
+    order = parse_order_by(body.order_by) or [("attributes", "start_time", False)]
+    found = _sort(found, lambda rv: rv[1], [*order, ("attributes", "run_id", True)])
+    start = _page(body.page_token)
+    page = found[start: start + body.max_results]
+    out: dict[str, Any] = {"runs": [r for r, _ in page]}
+    if start + len(page) < len(found):
+        out["next_page_token"] = _token(start + len(page))
+    return ok(out)
+
+
+@router.get("/metrics/get-history")
+def get_metric_history(request: Request, who: Viewer,
+                       metric_key: Annotated[str, Query(min_length=1, max_length=250)],
+                       run_id: Annotated[str | None, Query(max_length=64)] = None,
+                       run_uuid: Annotated[str | None, Query(max_length=64)] = None,
+                       max_results: Annotated[int | None, Query(ge=1)] = None,
+                       page_token: Annotated[str | None, Query(max_length=100)] = None,
+                       ) -> SafeJSONResponse:
+    """Every logged point of a metric (repeated steps kept, as MLflow does), by step."""
+    rid = RunRef(run_id=run_id, run_uuid=run_uuid).rid()
+    store: ServerStore = request.app.state.store
+    rec = store.get_run(rid)
+    if rec is None and _state(request).run(rid) is None:
+        raise NotFoundError(f"no run {rid!r}", hint="list runs with runs/search")
+    stored = store.metric_chunks(rid, [metric_key])
+    pend = _remote(request).pending_metrics(rid, rec.ingested_seq if rec else -1)
+    extra = pending_chunks(pend, metric_key, set(stored.column("seq").to_pylist()))
+    import pyarrow as pa
+
+    chunks = pa.concat_tables([stored.select(extra.column_names).cast(extra.schema), extra])
+    curve = load_curves(chunks, dedupe=False).get(metric_key)
+    metrics = [] if curve is None else [
+        {"key": metric_key, "value": v, "timestamp": int(round(t * 1000)), "step": s}
+        for s, v, t in zip(curve.step.tolist(), curve.value.tolist(), curve.time.tolist(),
+                           strict=True)]
+    return ok({"metrics": metrics})
+
+
+# -- runs: writes -----------------------------------------------------------------------------
+def _writable(request: Request, who: Principal, rid: str) -> dict[str, Any]:
+    side = _state(request).run(rid)
+    if side is None:
+        if request.app.state.store.get_run(rid) is not None:
+            raise UserInputError(f"run {rid} was not created through MLflow",
+                                 hint="log to it with assay (assay.init(resume=...))")
+        raise NotFoundError(f"no run {rid!r}", hint="create it with runs/create")
+    if side["lifecycle_stage"] != "active":
+        raise UserInputError(f"run {rid} is deleted", hint="restore it with runs/restore")
+    _remote(request).check_writer(who, rid)
+    return side
+
+
+def _append(request: Request, who: Principal, rid: str, records: list[dict[str, Any]],
+            why: str) -> None:
+    for rec in records:  # the same checks as remote records: nothing unappliable is stored
+        validate_record({"time": 0.0, **rec, "seq": 1}, rid)
+    if records:
+        _remote(request).append_records(who, rid, records, why, track_pending=True)
+
+
+def _tags_record(tags: dict[str, str]) -> dict[str, Any]:
+    return {"k": "env", "env": {"source": "mlflow", "mlflow_tags": tags}}
+
+
+@router.post("/runs/create")
+def create_run(request: Request, body: CreateRun, who: Researcher) -> SafeJSONResponse:
+    st = _state(request)
+    exp = st.experiment(body.experiment_id)
+    if exp["lifecycle_stage"] != "active":
+        raise UserInputError(f"experiment {exp['name']!r} is deleted",
+                             hint="restore it with experiments/restore")
+    rid = uuid.uuid4().hex
+    tags = {t.key: t.value for t in body.tags}
+    name = body.run_name or tags.get("mlflow.runName") or f"mlflow-{rid[:8]}"
+    tags["mlflow.runName"] = name
+    if body.user_id:
+        tags.setdefault("mlflow.user", body.user_id)
+    start = body.start_time or int(time.time() * 1000)
+    try:
+        assay_name = validate_name("run", name)
+    except UserInputError:
+        assay_name = project_for(name, set(), rid[:8])
+    run_rec = {"k": "run", "run_id": rid, "project": exp["project"], "name": assay_name,
+               "group": "", "tags": [], "notes": "", "config": {}, "host": "mlflow", "pid": 0,
+               "attach": 0, "time": start / 1000}
+    side = {"experiment_id": exp["experiment_id"], "run_name": name, "user_id": body.user_id,
+            "status": "RUNNING", "start_time": start, "end_time": None,
+            "lifecycle_stage": "active", "tags": tags, "params": {}}
+    with _remote(request).run_lock(rid):
+        _append(request, who, rid, [run_rec, _tags_record(tags)], "mlflow create_run")
+        st.save_run(rid, side)
+    return ok({"run": _entity(request, rid)})
+
+
+@router.post("/runs/update")
+def update_run(request: Request, body: UpdateRun, who: Researcher) -> SafeJSONResponse:
+    rid = body.rid()
+    with _remote(request).run_lock(rid):
+        side = _writable(request, who, rid)
+        recs: list[dict[str, Any]] = []
+        if body.run_name:
+            side["run_name"] = body.run_name
+            side["tags"]["mlflow.runName"] = body.run_name
+            recs.append(_tags_record(side["tags"]))
+        if body.status and body.status != side["status"]:
+            new = MLFLOW_TO_STATUS[body.status]
+            if new == "running":
+                exp = _state(request).experiment(side["experiment_id"])
+                recs.append({"k": "run", "run_id": rid, "project": exp["project"],
+                             "name": side["run_name"], "host": "mlflow", "pid": 0, "attach": 0})
+                side["end_time"] = None
+            else:
+                end = body.end_time or int(time.time() * 1000)
+                recs.append({"k": "status", "status": new, "error": "", "time": end / 1000})
+                side["end_time"] = end
+            side["status"] = body.status
+        elif body.end_time is not None:
+            side["end_time"] = body.end_time
+        _append(request, who, rid, recs, "mlflow update_run")
+        _state(request).save_run(rid, side)
+    return ok({"run_info": _entity(request, rid)["info"]})
+
+
+def _log(request: Request, who: Principal, rid: str, metrics: list[MetricIn],
+         params: list[KV], tags: list[KV], why: str) -> dict[str, Any]:
+    with _remote(request).run_lock(rid):
+        side = _writable(request, who, rid)
+        recs: list[dict[str, Any]] = []
+        new_params = {}
+        for p in params:
+            old = side["params"].get(p.key)
+            if old is not None and old != p.value:
+                raise UserInputError(
+                    f"param {p.key!r} of run {rid} is {old!r}; changing it to {p.value!r} is "
+                    "not allowed", hint="params are immutable in MLflow; log a new key")
+            if old is None:
+                new_params[p.key] = p.value
+        if new_params:
+            recs.append({"k": "config", "update": new_params})
+        if tags:
+            side["tags"].update({t.key: t.value for t in tags})
+            recs.append(_tags_record(side["tags"]))
+        if metrics:
+            by_key: dict[str, list[MetricIn]] = defaultdict(list)
+            for m in metrics:
+                by_key[m.key].append(m)
+            recs.append({"k": "metrics", "chunks": [
+                {"keys": [k], "step": [m.step for m in ms],
+                 "time": [m.timestamp / 1000 for m in ms], "vals": [[m.value for m in ms]]}
+                for k, ms in by_key.items()]})
+        _append(request, who, rid, recs, why)
+        side["params"].update(new_params)
+        if new_params or tags:
+            _state(request).save_run(rid, side)
+    return {}
+
+
+@router.post("/runs/log-batch")
+def log_batch(request: Request, body: LogBatch, who: Researcher) -> dict[str, Any]:
+    return _log(request, who, body.rid(), body.metrics, body.params, body.tags, "mlflow log_batch")
+
+
+@router.post("/runs/log-metric")
+def log_metric(request: Request, body: LogMetric, who: Researcher) -> dict[str, Any]:
+    m = MetricIn(key=body.key, value=body.value, timestamp=body.timestamp, step=body.step)
+    return _log(request, who, body.rid(), [m], [], [], "mlflow log_metric")
+
+
+@router.post("/runs/log-parameter")
+def log_param(request: Request, body: LogParam, who: Researcher) -> dict[str, Any]:
+    return _log(request, who, body.rid(), [], [KV(key=body.key, value=body.value)], [],
+                "mlflow log_param")
+
+
+@router.post("/runs/set-tag")
+def set_tag(request: Request, body: SetTag, who: Researcher) -> dict[str, Any]:
+    return _log(request, who, body.rid(), [], [], [KV(key=body.key, value=body.value)],
+                "mlflow set_tag")
+
+
+@router.post("/runs/delete-tag")
+def delete_tag(request: Request, body: DeleteTag, who: Researcher) -> dict[str, Any]:
+    rid = body.rid()
+    with _remote(request).run_lock(rid):
+        side = _writable(request, who, rid)
+        if body.key not in side["tags"]:
+            raise NotFoundError(f"run {rid} has no tag {body.key!r}", hint="see runs/get")
+        del side["tags"][body.key]
+        _append(request, who, rid, [_tags_record(side["tags"])], "mlflow delete_tag")
+        _state(request).save_run(rid, side)
+    return {}
+
+
+def _set_stage(request: Request, who: Principal, rid: str, stage: str) -> dict[str, Any]:
+    with _remote(request).run_lock(rid):
+        side = _state(request).run(rid)
+        if side is None:
+            raise NotFoundError(f"no MLflow run {rid!r}", hint="list runs with runs/search")
+        _remote(request).check_writer(who, rid)
+        side["lifecycle_stage"] = stage
+        _state(request).save_run(rid, side)
+    request.app.state.audit.record(who.name, f"mlflow_{'delete' if stage == 'deleted' else 'restore'}_run",
+                                   rid, "mlflow client")
+    return {}
+
+
+@router.post("/runs/delete")
+def delete_run(request: Request, body: RunRef, who: Researcher) -> dict[str, Any]:
+    return _set_stage(request, who, body.rid(), "deleted")
+
+
+@router.post("/runs/restore")
+def restore_run(request: Request, body: RunRef, who: Researcher) -> dict[str, Any]:
+    return _set_stage(request, who, body.rid(), "active")

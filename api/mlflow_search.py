@@ -1,0 +1,192 @@
+"""MLflow's search syntax, the subset its clients use: ``AND``-joined comparisons.
+
+``metrics.acc > 0.9 AND params.lr = '0.01' AND tags.team LIKE 'vision%' AND
+attributes.status IN ('FINISHED', 'RUNNING')``; identifiers may be quoted with backticks or
+double quotes (``metrics.`val loss```). ``order_by`` entries are ``<identifier> [ASC|DESC]``.
+Anything else is a 400 naming the part that was not understood.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UserInputError
+
+__all__ = ["Clause", "parse_filter", "matches", "parse_order_by", "sort_key"]
+
+_TOKEN = re.compile(r"""
+    \s*(?:
+      (?P<str>'(?:[^']|'')*'|"(?:[^"]|"")*")
+    | (?P<num>-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)
+    | (?P<op>!=|<>|>=|<=|=|>|<|\(|\)|,)
+    | (?P<ident>(?:[A-Za-z_][A-Za-z0-9_]*\.)?(?:`[^`]+`|[A-Za-z_][\w./:\-]*))
+    )""", re.VERBOSE)
+_KINDS = {"metric": "metrics", "metrics": "metrics", "param": "params", "params": "params",
+          "parameter": "params", "parameters": "params", "tag": "tags", "tags": "tags",
+          "attribute": "attributes", "attributes": "attributes", "attr": "attributes",
+          "run": "attributes", "dataset": "datasets", "datasets": "datasets"}
+_ATTRS = {"status", "run_name", "run_id", "user_id", "artifact_uri", "lifecycle_stage",
+          "start_time", "end_time", "experiment_id", "name", "creation_time",
+          "last_update_time"}
+
+
+@dataclass(frozen=True)
+class Clause:
+    kind: str  # metrics | params | tags | attributes
+    key: str
+    op: str  # = != > >= < <= LIKE ILIKE IN NOT IN
+    value: Any
+
+
+def _bad(msg: str) -> UserInputError:
+    return UserInputError(msg, hint="MLflow search syntax, AND-joined: metrics.acc > 0.9 AND "
+                                    "params.lr = '0.01' AND attributes.status = 'FINISHED'")
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise _bad(f"cannot read the filter at {text[pos:pos + 20]!r}")
+        kind = m.lastgroup or ""
+        out.append((kind, m.group(kind)))
+        pos = m.end()
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return out
+
+
+def _ident(tok: str, default_kind: str) -> tuple[str, str]:
+    if "." in tok and not tok.startswith("`"):
+        prefix, _, key = tok.partition(".")
+        kind = _KINDS.get(prefix.lower())
+        if kind is None:
+            raise _bad(f"unknown identifier type {prefix!r}")
+    else:
+        kind, key = default_kind, tok
+    key = key.strip("`")
+    if kind == "attributes" and key not in _ATTRS:
+        raise _bad(f"unknown attribute {key!r} (one of {sorted(_ATTRS)})")
+    if kind == "datasets":
+        raise _bad("dataset filters are not supported by assay")
+    return kind, key
+
+
+def _literal(kind: str, text: str) -> Any:
+    if kind == "str":
+        q = text[0]
+        return text[1:-1].replace(q + q, q)
+    if kind == "num":
+        return float(text)
+    raise _bad(f"expected a value, got {text!r}")
+
+
+def parse_filter(text: str | None, default_kind: str = "attributes") -> list[Clause]:
+    """Parse an AND-joined filter (``default_kind`` for bare identifiers like ``name``)."""
+    if not text or not text.strip():
+        return []
+    toks = _tokens(text)
+    clauses, i = [], 0
+    while i < len(toks):
+        if toks[i][0] != "ident":
+            raise _bad(f"expected an identifier, got {toks[i][1]!r}")
+        kind, key = _ident(toks[i][1], default_kind)
+        i += 1
+        if i >= len(toks):
+            raise _bad("a comparison is missing its operator")
+        t, v = toks[i]
+        op = v.upper() if t == "ident" else v
+        if op == "NOT" and i + 1 < len(toks) and toks[i + 1][1].upper() == "IN":
+            op, i = "NOT IN", i + 1
+        if op == "<>":
+            op = "!="
+        if op not in ("=", "!=", ">", ">=", "<", "<=", "LIKE", "ILIKE", "IN", "NOT IN"):
+            raise _bad(f"unknown operator {v!r}")
+        i += 1
+        if op in ("IN", "NOT IN"):
+            if i >= len(toks) or toks[i][1] != "(":
+                raise _bad(f"{op} needs a parenthesised list")
+            vals, i = [], i + 1
+            while i < len(toks) and toks[i][1] != ")":
+                if toks[i][1] != ",":
+                    vals.append(_literal(*toks[i]))
+                i += 1
+            if i >= len(toks):
+                raise _bad("unclosed list")
+            value: Any = vals
+            i += 1
+        else:
+            if i >= len(toks):
+                raise _bad("a comparison is missing its value")
+            value = _literal(*toks[i])
+            i += 1
+        if kind == "metrics" and not isinstance(value, float):
+            raise _bad(f"metrics.{key} compares with a number")
+        clauses.append(Clause(kind, key, op, value))
+        if i < len(toks):
+            if toks[i][0] != "ident" or toks[i][1].upper() != "AND":
+                raise _bad(f"expected AND, got {toks[i][1]!r} (OR is not supported)")
+            i += 1
+    return clauses
+
+
+def _like(pattern: str, value: str, flags: int = 0) -> bool:
+    rx = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, value, flags | re.DOTALL) is not None
+
+
+def _compare(have: Any, op: str, want: Any) -> bool:
+    if have is None:
+        return op == "!=" or op == "NOT IN"
+    if op in ("IN", "NOT IN"):
+        return (str(have) in [str(w) for w in want]) == (op == "IN")
+    if op in ("LIKE", "ILIKE"):
+        return _like(str(want), str(have), re.IGNORECASE if op == "ILIKE" else 0)
+    if isinstance(want, float):
+        try:
+            h = float(have)
+        except (TypeError, ValueError):
+            return False
+        if math.isnan(h):
+            return False
+        have = h
+    else:
+        have = str(have)
+    ops = {"=": have == want, "!=": have != want, ">": have > want, ">=": have >= want,
+           "<": have < want, "<=": have <= want}
+    return ops[op]
+
+
+def matches(view: dict[str, dict[str, Any]], clauses: Sequence[Clause]) -> bool:
+    """Whether a run (or experiment) view ``{kind: {key: value}}`` satisfies every clause."""
+    return all(_compare(view.get(c.kind, {}).get(c.key), c.op, c.value) for c in clauses)
+
+
+def parse_order_by(items: Sequence[str] | None) -> list[tuple[str, str, bool]]:
+    """``["metrics.acc DESC"]`` to ``[("metrics", "acc", False)]`` (ascending flag)."""
+    out = []
+    for item in items or []:
+        parts = item.strip().rsplit(None, 1)
+        asc = True
+        if len(parts) == 2 and parts[1].upper() in ("ASC", "DESC"):
+            asc = parts[1].upper() == "ASC"
+            item = parts[0]
+        kind, key = _ident(item.strip(), "attributes")
+        out.append((kind, key, asc))
+    return out
+
+
+def sort_key(view: dict[str, dict[str, Any]], kind: str, key: str) -> tuple[int, Any]:
+    """A key that sorts missing values last and numbers before text."""
+    v = view.get(kind, {}).get(key)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return (2, 0)
+    if isinstance(v, (int, float)):
+        return (0, float(v))
+    return (1, str(v))

@@ -1,0 +1,141 @@
+"""Read routes: projects, runs (filter, sort, paginate), one run, its keys and curves."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+
+from ..errors import NotFoundError
+from ..store.records import RunRecord, validate_name
+from .auth import Viewer
+from .downsample import Method, downsample, load_curves
+from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
+from .query import RunsIndex, RunsQuery
+from .store_ext import ServerStore
+
+__all__ = ["router", "RUN_ID_PATTERN", "RunId", "run_public"]
+
+RUN_ID_PATTERN = r"^[A-Za-z0-9]{1,64}$"
+RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="a run id (letters and digits)")]
+
+router = APIRouter(prefix="/api", tags=["runs"], route_class=StrictJSONRoute,
+                   responses=ERROR_RESPONSES)
+
+
+def _store(request: Request) -> ServerStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def _index(request: Request) -> RunsIndex:
+    return request.app.state.index  # type: ignore[no-any-return]
+
+
+def run_public(r: RunRecord) -> dict[str, Any]:
+    """A run record as the API shows it (summary values first, statistics beside)."""
+    d = dataclasses.asdict(r)
+    d["status"] = str(r.status)
+    d["tags"] = list(r.tags)
+    d["summary_stats"] = d.pop("summary")
+    d["summary"] = r.summary_values()
+    return d
+
+
+def get_run_or_404(store: ServerStore, run_id: str) -> RunRecord:
+    r = store.get_run(run_id)
+    if r is None:
+        raise NotFoundError(f"no run {run_id!r}", hint="list runs with GET /api/runs")
+    return r
+
+
+@router.get("/projects", summary="Projects with run counts")
+def list_projects(request: Request, who: Viewer) -> SafeJSONResponse:
+    """Every project that has runs: run count, running count, first and last activity."""
+    return ok({"projects": _index(request).projects()})
+
+
+@router.get("/runs", summary="Query runs")
+def list_runs(
+    request: Request,
+    who: Viewer,
+    project: Annotated[str | None, Query(max_length=128)] = None,
+    status: Annotated[list[str], Query(description="any of these statuses")] = [],  # noqa: B006
+    tag: Annotated[list[str], Query(description="runs carrying all these tags")] = [],  # noqa: B006
+    filter: Annotated[list[str], Query(
+        description="COLUMN OP VALUE, OP in = != < <= > >= ~ (contains); e.g. "
+                    "config.lr<=0.01, summary.val/acc>0.9, name~mlp")] = [],  # noqa: B006
+    sort: Annotated[str, Query(max_length=300, description="any column, incl. config.* and "
+                                                           "summary.*")] = "created_at",
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    cursor: Annotated[str | None, Query(max_length=2000,
+                                        description="next_cursor of the previous page")] = None,
+) -> SafeJSONResponse:
+    """Runs matching all filters, sorted, one page at a time, with the total count.
+
+    Page with ``offset`` or, stable under concurrent inserts, with ``cursor``.
+    """
+    if project is not None:
+        validate_name("project", project)
+    q = RunsQuery(project=project, status=tuple(status), tags=tuple(tag), filters=tuple(filter),
+                  sort=sort, order=order, limit=limit, offset=offset, cursor=cursor)
+    page = _index(request).query(q)
+    return ok({"total": page.total, "offset": page.offset, "limit": limit,
+            "next_cursor": page.next_cursor, "runs": page.runs})
+
+
+@router.get("/runs/columns", summary="Columns runs can be filtered and sorted by")
+def run_columns(request: Request, who: Viewer,
+                project: Annotated[str | None, Query(max_length=128)] = None) -> SafeJSONResponse:
+    """Run columns, then ``config.*`` and ``summary.*`` columns present (in a project)."""
+    if project is not None:
+        validate_name("project", project)
+    return ok({"columns": _index(request).columns(project)})
+
+
+@router.get("/runs/{run_id}", summary="One run")
+def get_run(request: Request, who: Viewer, run_id: RunId) -> SafeJSONResponse:
+    """Config, summary (values and min/max/last step per key), status, env, git."""
+    return ok(run_public(get_run_or_404(_store(request), run_id)))
+
+
+@router.get("/runs/{run_id}/keys", summary="Metric keys of a run")
+def run_keys(request: Request, who: Viewer, run_id: RunId) -> SafeJSONResponse:
+    """Every metric key the run logged, with its last value and step, min and max."""
+    r = get_run_or_404(_store(request), run_id)
+    return ok({"run_id": run_id,
+            "keys": [{"key": k, **s} for k, s in sorted(r.summary.items())]})
+
+
+@router.get("/runs/{run_id}/history", summary="Curves of a run, downsampled")
+def run_history(
+    request: Request,
+    who: Viewer,
+    run_id: RunId,
+    key: Annotated[list[str], Query(description="keys to return (default: all)")] = [],  # noqa: B006
+    max_points: Annotated[int, Query(ge=3, le=100_000)] = 1000,
+    method: Method = Method.LTTB,
+    step_min: Annotated[int | None, Query(ge=0)] = None,
+    step_max: Annotated[int | None, Query(ge=0)] = None,
+) -> SafeJSONResponse:
+    """Each key's points (step, value, time) reduced to at most ``max_points``.
+
+    ``lttb`` keeps the shape of the curve; ``minmax`` keeps every bucket's extremes (spikes).
+    ``total`` is the number of points before downsampling.
+    """
+    store = _store(request)
+    get_run_or_404(store, run_id)
+    curves = load_curves(store.metric_chunks(run_id, key or None))
+    series: dict[str, Any] = {}
+    for k, c in curves.items():
+        if step_min is not None or step_max is not None:
+            lo = 0 if step_min is None else int(c.step.searchsorted(step_min, "left"))
+            hi = len(c) if step_max is None else int(c.step.searchsorted(step_max, "right"))
+            c = c.take(slice(lo, hi))  # type: ignore[arg-type]
+        d = downsample(c, max_points, method)
+        series[k] = {"total": len(c), "returned": len(d), "step": d.step.tolist(),
+                     "value": d.value.tolist(), "time": d.time.tolist()}
+    return ok({"run_id": run_id, "method": str(method), "max_points": max_points,
+            "series": series})

@@ -1,0 +1,53 @@
+"""The server's read extensions of :class:`~assay.store.lance.LanceStore`.
+
+The server answers the same questions many times a second, so it needs three reads the
+:class:`~assay.store.base.Store` interface does not offer yet: the ``runs`` table's version
+(to reuse a parsed runs table until something commits), a projection of the ``runs`` table
+(the ``env`` column holds installed packages: kilobytes per run that the runs query never
+needs), and a run's metric chunks after a sequence number (the live stream's deltas).
+They are read-only and use the store's own table handles (strongly consistent: a read sees
+every commit of every process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from ..store.lance import LanceStore, sql_str
+from ..store.schemas import METRICS_SCHEMA, RUNS_SCHEMA
+
+__all__ = ["ServerStore"]
+
+_CHUNK_COLS = ["key", "seq", "step", "value", "time"]
+
+
+class ServerStore(LanceStore):
+    """A LanceStore with the server's read paths (see the module docstring)."""
+
+    def runs_version(self) -> int:
+        """The ``runs`` table's current version (-1 before it exists)."""
+        tbl = self._table("runs", create=False)
+        return -1 if tbl is None else int(tbl.version)
+
+    def runs_columns(self, columns: Sequence[str], where: str | None = None) -> pa.Table:
+        """Some columns of the ``runs`` table, optionally filtered by a LanceDB SQL ``where``."""
+        tbl = self._table("runs", create=False)
+        if tbl is None:
+            return RUNS_SCHEMA.empty_table().select(list(columns))
+        q = tbl.search()
+        if where:
+            q = q.where(where)
+        return q.select(list(columns)).limit(None).to_arrow()
+
+    def metric_chunks_after(self, run_id: str, after_seq: int,
+                            keys: Sequence[str] | None = None) -> pa.Table:
+        """A run's metric chunks with ``seq > after_seq`` (columns key, seq, step, value, time)."""
+        tbl = self._table("metrics", create=False)
+        if tbl is None or (keys is not None and not keys):
+            return METRICS_SCHEMA.empty_table().select(_CHUNK_COLS)
+        where = f"run_id = {sql_str(run_id)} AND seq > {int(after_seq)}"
+        if keys is not None:
+            where += " AND key IN (" + ", ".join(sql_str(k) for k in keys) + ")"
+        return tbl.search().where(where).select(_CHUNK_COLS).limit(None).to_arrow()

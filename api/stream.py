@@ -1,0 +1,277 @@
+"""``GET /api/stream``: live deltas as Server-Sent Events.
+
+One hub per server polls the runs table (through the cached :class:`~.query.RunsIndex`, so an
+unchanged table costs a version check) and wakes the clients whose subscription covers a run
+that changed. Each client then sends at most one message per ``min_interval``: everything new
+since its cursor (new points per run and key, status changes), read from the store. Nothing
+is queued per client: a client's state is its cursor and a wake flag, so a slow consumer
+(its socket applies back-pressure) simply gets fewer, larger messages; ``max_points`` caps a
+message, and the rest follows in the next one.
+
+Events:
+
+- ``snapshot`` (first): each subscribed run's status, ``ingested_seq`` and last step;
+- ``delta``: ``{"runs": {run_id: {"status", "ingested_seq", "last_step", "points":
+  {key: {"step", "value", "time"}}}}, "more": bool}``;
+- comments (``: keep-alive``) every 15 s of silence.
+
+Each event's ``id`` is a cursor (per run, the last metric record delivered); a client that
+reconnects with ``Last-Event-ID`` (browsers do) or ``?since=`` continues without gaps or
+repeats. Decisions and overrides join the delta when ``agents/`` exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import UserInputError
+from ..store.records import validate_name
+from .auth import Viewer
+from .downsample import load_curves
+from .http import ERROR_RESPONSES, jsonable
+from .query import RunsIndex
+from .runs import RUN_ID_PATTERN
+from .store_ext import ServerStore
+
+__all__ = ["router", "StreamHub"]
+
+HEARTBEAT = 15.0
+_MAX_CURSOR = 16_384
+
+router = APIRouter(prefix="/api", tags=["stream"], responses=ERROR_RESPONSES)
+
+
+@dataclass(eq=False)
+class _Client:
+    runs: frozenset[str] | None
+    project: str | None
+    keys: list[str] | None
+    cursor: dict[str, int]
+    max_points: int
+    status: dict[str, str] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def covers(self, run_id: str, project: str | None) -> bool:
+        if self.runs is not None:
+            return run_id in self.runs
+        return self.project is None or project == self.project
+
+
+class StreamHub:
+    """Polls for changed runs while clients listen, and wakes the clients concerned."""
+
+    def __init__(self, index: RunsIndex, store: ServerStore, poll: float = 0.5) -> None:
+        self.index, self.store, self.poll = index, store, poll
+        self.clients: set[_Client] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._generation = 0
+
+    def add(self, client: _Client) -> None:
+        self.clients.add(client)
+        if self._task is None or self._task.done():
+            self._generation = self.index.generation
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def remove(self, client: _Client) -> None:
+        self.clients.discard(client)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _loop(self) -> None:
+        while self.clients:
+            await asyncio.sleep(self.poll)
+            try:
+                await run_in_threadpool(self.index.refresh)
+            except Exception:  # the store may be mid-compaction; try again next poll
+                continue
+            gen = self.index.generation
+            changed = self.index.changed_since(self._generation)
+            self._generation = gen
+            if not changed:
+                continue
+            for c in list(self.clients):
+                for rid in changed:
+                    d = self.index.detail(rid)
+                    if c.covers(rid, d["project"] if d else None):
+                        c.wake.set()
+                        break
+
+    # -- building messages ----------------------------------------------------------------
+    def _subscribed(self, c: _Client) -> list[dict[str, Any]]:
+        frame = self.index.refresh()
+        if c.runs is not None:
+            ids = list(c.runs)
+        elif frame.height and "run_id" in frame.columns:
+            f = frame if c.project is None else frame.filter(frame["project"] == c.project)
+            ids = f["run_id"].to_list()
+        else:
+            ids = []
+        return [d for d in (self.index.detail(r) for r in ids) if d is not None]
+
+    def snapshot(self, c: _Client) -> dict[str, Any]:
+        runs = {}
+        for d in self._subscribed(c):
+            rid = d["run_id"]
+            c.cursor.setdefault(rid, d["ingested_seq"])
+            c.status[rid] = d["status"]
+            runs[rid] = {"project": d["project"], "name": d["name"], "status": d["status"],
+                         "ingested_seq": d["ingested_seq"], "last_step": d["last_step"]}
+        return {"runs": runs}
+
+    def delta(self, c: _Client) -> tuple[dict[str, Any], bool]:
+        out: dict[str, Any] = {}
+        budget, more = c.max_points, False
+        for d in self._subscribed(c):
+            rid = d["run_id"]
+            after = c.cursor.get(rid, -1)
+            status_changed = c.status.get(rid) != d["status"]
+            if d["ingested_seq"] <= after and not status_changed:
+                continue
+            entry: dict[str, Any] = {"status": d["status"], "ingested_seq": d["ingested_seq"],
+                                     "last_step": d["last_step"]}
+            if rid not in c.status:
+                entry.update(project=d["project"], name=d["name"])
+            c.status[rid] = d["status"]
+            if d["ingested_seq"] > after and budget > 0:
+                points, last_seq, cut = self._points(rid, after, c.keys, budget)
+                if points:
+                    entry["points"] = points
+                    budget -= sum(len(p["step"]) for p in points.values())
+                # Chunks up to a run's ingested_seq commit before its row does, so once all
+                # chunks are read the cursor may move to ingested_seq (non-metric records).
+                c.cursor[rid] = last_seq if cut else max(last_seq, d["ingested_seq"])
+                more = more or cut
+            elif d["ingested_seq"] > after:
+                more = True
+            out[rid] = entry
+        return ({"runs": out, "more": more} if out else {}), more
+
+    def _points(self, run_id: str, after: int, keys: list[str] | None,
+                budget: int) -> tuple[dict[str, Any], int, bool]:
+        chunks = self.store.metric_chunks_after(run_id, after, keys)
+        if chunks.num_rows == 0:
+            return {}, after, False
+        seqs = sorted(set(chunks.column("seq").to_pylist()))
+        sizes: dict[int, int] = {}
+        for s, steps in zip(chunks.column("seq").to_pylist(),
+                            chunks.column("step").to_pylist(), strict=True):
+            sizes[s] = sizes.get(s, 0) + len(steps)
+        take, used = [], 0
+        for s in seqs:  # whole records only: the cursor is a seq
+            if take and used + sizes[s] > budget:
+                break
+            take.append(s)
+            used += sizes[s]
+        cut = len(take) < len(seqs)
+        if cut:
+            import pyarrow.compute as pc
+
+            chunks = chunks.filter(pc.less_equal(chunks.column("seq"), take[-1]))
+        curves = load_curves(chunks)
+        pts = {k: {"step": c.step.tolist(), "value": c.value.tolist(), "time": c.time.tolist()}
+               for k, c in curves.items()}
+        return pts, take[-1], cut
+
+
+def _encode_cursor(cursor: dict[str, int]) -> str | None:
+    raw = base64.urlsafe_b64encode(json.dumps(cursor, separators=(",", ":")).encode()).decode()
+    return raw.rstrip("=") if len(raw) <= _MAX_CURSOR else None
+
+
+def _decode_cursor(text: str | None) -> dict[str, int]:
+    if not text:
+        return {}
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        d = json.loads(raw)
+        if not isinstance(d, dict) or not all(
+                isinstance(k, str) and type(v) is int for k, v in d.items()):
+            raise ValueError
+        return d
+    except (ValueError, UnicodeDecodeError):
+        raise UserInputError("malformed stream cursor",
+                             hint="pass the id of the last event received, unchanged") from None
+
+
+def _sse(event: str, data: dict[str, Any], cursor: dict[str, int] | None) -> str:
+    try:
+        payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        payload = json.dumps(jsonable(data), separators=(",", ":"), allow_nan=False)
+    head = f"event: {event}\n"
+    if cursor is not None and (cid := _encode_cursor(cursor)) is not None:
+        head += f"id: {cid}\n"
+    return f"{head}data: {payload}\n\n"
+
+
+@router.get("/stream", summary="Live deltas (Server-Sent Events)",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "an event stream"}})
+async def stream(
+    request: Request,
+    who: Viewer,
+    run: Annotated[list[str], Query(description="runs to follow (default: all, or the "
+                                                "project's)")] = [],  # noqa: B006
+    project: Annotated[str | None, Query(max_length=128)] = None,
+    key: Annotated[list[str], Query(description="metric keys (default: all)")] = [],  # noqa: B006
+    since: Annotated[str | None, Query(max_length=_MAX_CURSOR)] = None,
+    min_interval: Annotated[float, Query(ge=0.05, le=60.0)] = 1.0,
+    max_points: Annotated[int, Query(ge=100, le=200_000)] = 20_000,
+    last_event_id: Annotated[str | None, Header(max_length=_MAX_CURSOR)] = None,
+) -> StreamingResponse:
+    """Follow runs: a snapshot, then at most one delta per ``min_interval`` seconds."""
+    import re
+
+    for r in run:
+        if not re.match(RUN_ID_PATTERN, r):
+            raise UserInputError(f"invalid run id {r!r}", hint="run ids are letters and digits")
+    if project is not None:
+        validate_name("project", project)
+    hub: StreamHub = request.app.state.hub
+    client = _Client(runs=frozenset(run) if run else None, project=project,
+                     keys=list(key) or None, cursor=_decode_cursor(last_event_id or since),
+                     max_points=max_points)
+
+    async def events() -> AsyncIterator[str]:
+        hub.add(client)
+        try:
+            snap = await run_in_threadpool(hub.snapshot, client)
+            yield _sse("snapshot", snap, client.cursor)
+            last = time.monotonic()
+            while True:
+                try:
+                    await asyncio.wait_for(client.wake.wait(), timeout=HEARTBEAT)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+                    continue
+                wait = min_interval - (time.monotonic() - last)
+                if wait > 0:
+                    await asyncio.sleep(wait)  # coalesce: more changes, one message
+                client.wake.clear()
+                data, more = await run_in_threadpool(hub.delta, client)
+                if data:
+                    yield _sse("delta", data, client.cursor)
+                last = time.monotonic()
+                if more:
+                    client.wake.set()
+        finally:
+            hub.remove(client)
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,403 @@
+"""Remote logging, client side: ship a run's local write-ahead log to an assay server.
+
+``assay.init(project, server="http://host:8000", token=...)`` keeps the run's WAL on the
+local disk (written and fsynced by the writer thread exactly as for a local run) and starts a
+:class:`RemoteSender`: a thread that tails the segment and posts its frames, unchanged, to
+``POST /api/runs/{run_id}/records``. The server appends them to its own WAL and answers the
+highest durable ``seq``; the sender only forgets what the server has acknowledged.
+
+- Training never waits: ``run.log`` only touches memory; this thread does the network.
+- Bounded memory: unacknowledged data stays in the file; the sender keeps an offset and
+  reads at most one batch (``batch_bytes``) at a time.
+- Network cuts and server restarts: every failure is retried with exponential backoff and
+  jitter (``Retry-After`` honoured); records are idempotent by ``seq`` on the server, so a
+  retry after a lost answer never duplicates. The run is never marked crashed for it.
+- Finishing: :meth:`RemoteSender.close` waits (with a timeout) until the server holds every
+  record, then deletes the local segment. If the server stays unreachable, the segment stays
+  in ``<dir>/outbox/`` and :func:`sync_outbox` (``assay sync --server URL``) ships it later.
+- Errors that retrying cannot fix (401/403: token; 400/409: refused records) stop the sender
+  and are kept in :attr:`RemoteSender.error`; the local WAL keeps everything.
+
+Local segments of remote runs live in ``<dir>/outbox/<run_id>/<attach:06d>.wal``, not under
+``wal/``: the local ingest daemon must not ingest them (the server is their ingester).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import AssayError, ConflictError, NotFoundError, PermissionDeniedError, UserInputError
+from ..store.wal import encode, try_lock_segment
+
+__all__ = ["RemoteSender", "RemoteClient", "outbox_segment", "sync_outbox", "MEDIA_TYPE"]
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE = "application/x-assay-wal"
+_HEADER = struct.Struct("<2sII")
+_METRICS_PREFIX = b'{"k":"metrics","seq":'
+_SEQ_TAIL = re.compile(rb'"seq":(\d+)\}$')
+_RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def outbox_segment(data_dir: Path, run_id: str, attach: int) -> Path:
+    """Where a remote run's local WAL segment lives (outside the local daemon's ``wal/``)."""
+    return Path(data_dir) / "outbox" / run_id / f"{attach:06d}.wal"
+
+
+def _seq_of(payload: bytes) -> int:
+    """A record's seq without decoding all of it (metric records can be megabytes)."""
+    if payload.startswith(_METRICS_PREFIX):
+        end = payload.index(b",", len(_METRICS_PREFIX))
+        return int(payload[len(_METRICS_PREFIX):end])
+    m = _SEQ_TAIL.search(payload[-32:])
+    if m:
+        return int(m.group(1))
+    import json
+
+    return int(json.loads(payload)["seq"])
+
+
+def _frames(data: bytes, base: int) -> Iterator[tuple[int, int, int]]:
+    """``(start, end, seq)`` of each complete, intact frame in ``data`` (file offset ``base``)."""
+    pos, n = 0, len(data)
+    while pos + _HEADER.size <= n:
+        magic, length, crc = _HEADER.unpack_from(data, pos)
+        end = pos + _HEADER.size + length
+        if magic != b"AW" or end > n:
+            return
+        payload = data[pos + _HEADER.size:end]
+        if zlib.crc32(payload) != crc:
+            return
+        yield base + pos, base + end, _seq_of(payload)
+        pos = end
+
+
+def _auth_headers(token: str | None) -> dict[str, str]:
+    from .. import __version__
+
+    h = {"User-Agent": f"assay/{__version__}"}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    return h
+
+
+def _raise_for(resp: Any) -> None:
+    """Turn a refused answer into the matching AssayError (message and hint from the server)."""
+    if resp.status_code < 400:
+        return
+    try:
+        body = resp.json()
+        msg, hint = body.get("error", resp.text), body.get("hint", "")
+    except ValueError:
+        msg, hint = resp.text[:500], ""
+    cls: type[AssayError] = {400: UserInputError, 401: PermissionDeniedError,
+                             403: PermissionDeniedError, 404: NotFoundError,
+                             409: ConflictError, 413: UserInputError}.get(resp.status_code,
+                                                                         AssayError)
+    raise cls(f"server answered {resp.status_code}: {msg}", hint=hint)
+
+
+class RemoteClient:
+    """Small synchronous calls to a server (used at ``init`` to resume a remote run)."""
+
+    def __init__(self, server: str, token: str | None = None, timeout: float = 10.0) -> None:
+        import httpx
+
+        self.server = server.rstrip("/")
+        self._http = httpx.Client(base_url=self.server, headers=_auth_headers(token),
+                                  timeout=timeout)
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """The run as ``GET /api/runs/{id}`` shows it (config, summary_stats, last_step, attach)."""
+        resp = self._http.get(f"/api/runs/{run_id}")
+        _raise_for(resp)
+        return resp.json()  # type: ignore[no-any-return]
+
+    def durable_seq(self, run_id: str) -> int:
+        resp = self._http.get(f"/api/runs/{run_id}/records")
+        _raise_for(resp)
+        return int(resp.json()["durable_seq"])
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class RemoteSender(threading.Thread):
+    """Tails one local WAL segment and ships it to a server (see the module docstring).
+
+    Args:
+        server: base URL, e.g. ``http://127.0.0.1:8000``.
+        run_id: the run the segment belongs to.
+        segment: the local segment file (may not exist yet).
+        token: bearer token (a researcher's); default ``$ASSAY_TOKEN``.
+        batch_bytes: most bytes per request (one larger record goes alone).
+        poll: seconds between looks at the file when idle.
+        heartbeat: seconds of silence after which an empty batch tells the server the run is
+            alive.
+        timeout: seconds per HTTP request.
+        max_backoff: longest wait between retries.
+        delete_when_done: remove the local segment once all of it is acknowledged.
+    """
+
+    def __init__(self, server: str, run_id: str, segment: Path, *, token: str | None = None,
+                 batch_bytes: int = 4 << 20, poll: float = 0.2, heartbeat: float = 30.0,
+                 timeout: float = 10.0, max_backoff: float = 30.0,
+                 delete_when_done: bool = True) -> None:
+        super().__init__(name=f"assay-sender-{run_id}", daemon=True)
+        self.server = server.rstrip("/")
+        self.run_id = run_id
+        self.segment = Path(segment)
+        self.token = token if token is not None else os.environ.get("ASSAY_TOKEN")
+        self.batch_bytes, self.poll, self.heartbeat = batch_bytes, poll, heartbeat
+        self.timeout, self.max_backoff = timeout, max_backoff
+        self.delete_when_done = delete_when_done
+        self.acked_seq = -1
+        self.acked_offset = 0
+        self.error: AssayError | None = None
+        self.retries = 0
+        self._closing = False
+        self._abandoned = False
+        self._done = threading.Event()
+        self._wake = threading.Event()
+        self._ack = threading.Condition()
+        self._last_post = time.monotonic()
+
+    # -- public ---------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Look at the segment now (e.g. after ``run.flush()``)."""
+        self._wake.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server holds everything in the segment now. False on timeout."""
+        try:
+            target = os.path.getsize(self.segment)
+        except FileNotFoundError:
+            return True
+        self._wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._ack:
+            while self.acked_offset < target and self.error is None and not self._done.is_set():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._ack.wait(left if left is None else min(left, 0.5))
+        return self.acked_offset >= target
+
+    def abandon(self) -> None:
+        """Stop sending now and keep the local segment (for :func:`sync_outbox` later)."""
+        self._abandoned = True
+        self._wake.set()
+
+    def close(self, timeout: float | None = 60.0) -> bool:
+        """The writer has closed the segment: send the rest and stop.
+
+        Returns True once the server holds every record (the local segment is then deleted),
+        False on timeout or a refusal (:attr:`error`); the segment is then kept for
+        :func:`sync_outbox`, and the thread keeps trying in the background after a timeout.
+        """
+        self._closing = True
+        self._wake.set()
+        if not self.is_alive() and not self._done.is_set():
+            self.start()
+        self._done.wait(timeout)
+        ok = self._done.is_set() and self.error is None and not self._abandoned
+        if not ok:
+            why = f"the server refused it: {self.error}" if self.error else \
+                f"{self.server} did not acknowledge everything within {timeout} s"
+            log.warning("assay: run %s is finished locally but %s; its records are kept in %s "
+                        "and can be sent with `assay sync --server %s`", self.run_id, why,
+                        self.segment, self.server)
+        return ok
+
+    # -- the thread -----------------------------------------------------------------------
+    def run(self) -> None:
+        import httpx
+
+        http = httpx.Client(base_url=self.server, headers=_auth_headers(self.token),
+                            timeout=self.timeout)
+        backoff = 0.0
+        try:
+            self._resume_point(http)
+            while self.error is None and not self._abandoned:
+                try:
+                    sent_all = self._step(http)
+                    backoff = 0.0
+                except _Retry as r:
+                    self.retries += 1
+                    backoff = min(self.max_backoff, max(0.2, backoff * 2))
+                    wait = max(backoff * random.uniform(0.8, 1.2), r.after)
+                    log.debug("assay sender %s: %s; retrying in %.1f s", self.run_id, r, wait)
+                    self._wake.wait(wait)
+                    self._wake.clear()
+                    continue
+                if sent_all and self._closing:
+                    break
+                if sent_all:
+                    self._wake.wait(self.poll)
+                    self._wake.clear()
+        except AssayError as exc:
+            self.error = exc
+            log.warning("assay sender %s stopped: %s", self.run_id, exc)
+        except Exception as exc:  # never let the thread die silently
+            self.error = AssayError(f"remote sender failed: {exc!r}", hint="see the log")
+            log.exception("assay sender %s failed", self.run_id)
+        finally:
+            http.close()
+            if self.error is None and not self._abandoned and self.delete_when_done:
+                self.segment.unlink(missing_ok=True)
+                try:
+                    self.segment.parent.rmdir()
+                except OSError:
+                    pass
+            self._done.set()
+            with self._ack:
+                self._ack.notify_all()
+
+    def _resume_point(self, http: Any) -> None:
+        """Skip what the server already holds (a sender restarted by ``sync_outbox``)."""
+        try:
+            if not self.segment.exists() or self.segment.stat().st_size == 0:
+                return
+            resp = http.get(f"/api/runs/{self.run_id}/records")
+        except Exception:
+            return  # unreachable now: start from 0; the server drops duplicates
+        if resp.status_code == 200:
+            self._advance(int(resp.json().get("durable_seq", -1)))
+
+    def _advance(self, durable: int, sent: bytes | None = None) -> None:
+        """Move the acknowledged offset past every frame with seq <= ``durable``.
+
+        ``sent`` is the batch just posted (it starts at the acknowledged offset); without it,
+        or when the server holds less than before, the file is scanned.
+        """
+        if durable < self.acked_seq:
+            self.acked_seq, self.acked_offset = -1, 0  # the server lost data: resend
+            sent = None
+        if sent is None:
+            with open(self.segment, "rb") as f:
+                f.seek(self.acked_offset)
+                sent = f.read()
+        for _, end, seq in _frames(sent, self.acked_offset):
+            if seq > durable:
+                break
+            self.acked_offset, self.acked_seq = end, seq
+        with self._ack:
+            self._ack.notify_all()
+
+    def _read_batch(self) -> tuple[bytes, int]:
+        """Complete frames from the acknowledged offset, at most ``batch_bytes`` (one frame
+        at least); returns (bytes, last seq)."""
+        try:
+            with open(self.segment, "rb") as f:
+                f.seek(self.acked_offset)
+                data = f.read(self.batch_bytes)
+                end, last = 0, -1
+                for _, e, seq in _frames(data, 0):
+                    end, last = e, seq
+                if end == 0 and len(data) >= _HEADER.size:
+                    magic, length, _ = _HEADER.unpack_from(data, 0)
+                    if magic == b"AW" and length + _HEADER.size > len(data):
+                        f.seek(self.acked_offset)
+                        data = f.read(_HEADER.size + length)  # one large record, alone
+                        for _, e, seq in _frames(data, 0):
+                            end, last = e, seq
+        except FileNotFoundError:
+            return b"", -1
+        return data[:end], last
+
+    def _step(self, http: Any) -> bool:
+        """Send one batch (or a heartbeat); True when nothing is left to send right now."""
+        body, last = self._read_batch()
+        if not body and time.monotonic() - self._last_post < self.heartbeat:
+            return True
+        resp = self._post(http, body)
+        durable = int(resp.json()["durable_seq"])
+        self._last_post = time.monotonic()
+        if body:
+            self._advance(durable, body)
+            if durable < last:
+                raise _Retry(f"server holds seq {durable} < {last}", 0.2)
+        return not body or len(body) < self.batch_bytes and self._caught_up()
+
+    def _caught_up(self) -> bool:
+        try:
+            return self.acked_offset >= os.path.getsize(self.segment)
+        except FileNotFoundError:
+            return True
+
+    def _post(self, http: Any, body: bytes) -> Any:
+        import httpx
+
+        try:
+            resp = http.post(f"/api/runs/{self.run_id}/records", content=body,
+                             headers={"Content-Type": MEDIA_TYPE})
+        except httpx.TransportError as exc:  # refused, reset, timed out: the network blinked
+            raise _Retry(f"{type(exc).__name__}: {exc}", 0.0) from None
+        if resp.status_code in _RETRY_STATUS:
+            try:
+                after = float(resp.headers.get("Retry-After", 0))
+            except ValueError:
+                after = 0.0
+            raise _Retry(f"HTTP {resp.status_code}", min(after, self.max_backoff))
+        if resp.status_code == 413 and self.batch_bytes > (64 << 10):
+            self.batch_bytes //= 2
+            raise _Retry("batch too large; halving it", 0.0)
+        _raise_for(resp)
+        return resp
+
+
+class _Retry(Exception):
+    def __init__(self, why: str, after: float) -> None:
+        super().__init__(why)
+        self.after = after
+
+
+def _finish_orphan(path: Path) -> None:
+    """Cut a torn tail and, if the run never finished, append a ``crashed`` status record."""
+    data = path.read_bytes()
+    end, last_seq, last_kind = 0, -1, b""
+    for start, e, seq in _frames(data, 0):
+        end, last_seq = e, seq
+        last_kind = data[start + _HEADER.size: start + _HEADER.size + 16]
+    with open(path, "r+b") as f:
+        f.truncate(end)
+        if last_seq >= 0 and not last_kind.startswith(b'{"k":"status"'):
+            f.seek(end)
+            f.write(encode({"k": "status", "seq": last_seq + 1, "time": time.time(),
+                            "status": "crashed",
+                            "error": "the process ended without finishing the run (sent "
+                                     "from its local write-ahead log by assay sync)"}))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def sync_outbox(data_dir: Path, server: str, token: str | None = None, *,
+                timeout: float = 60.0) -> dict[str, bool]:
+    """Ship every orphaned remote segment under ``<dir>/outbox`` (writer gone) to ``server``.
+
+    A segment whose run never finished gets a ``crashed`` status record first (its writer is
+    dead). Returns ``{segment path: fully acknowledged}``; acknowledged segments are deleted.
+    """
+    out: dict[str, bool] = {}
+    for path in sorted((Path(data_dir) / "outbox").glob("*/*.wal")):
+        fd = try_lock_segment(path)
+        if fd is None:
+            continue  # its run is still live in some process: its own sender ships it
+        try:
+            _finish_orphan(path)
+            sender = RemoteSender(server, path.parent.name, path, token=token)
+            out[str(path)] = sender.close(timeout)
+        finally:
+            os.close(fd)
+    return out
