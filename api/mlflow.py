@@ -297,14 +297,22 @@ def search_runs(request: Request, body: SearchRuns, who: Viewer) -> SafeJSONResp
     clauses = parse_filter(body.filter, "attributes")
     found: list[tuple[dict[str, Any], dict[str, Any]]] = []
     ids = frame["run_id"].to_list() if frame.height and "run_id" in frame.columns else []
-    for rid in ids:
+    remote = _remote(request)
+    for rid in dict.fromkeys([*ids, *sorted(st.run_ids())]):  # MLflow runs not yet ingested too
         d = index.detail(rid)
-        if d is None or d["project"] not in wanted:
-            continue
         side = st.run(rid)
+        if d is not None:
+            project = d["project"]
+        elif side is not None and side["experiment_id"] in exps:
+            project = exps[side["experiment_id"]]["project"]
+        else:
+            continue
+        if project not in wanted:
+            continue
         if (side or {}).get("lifecycle_stage", "active") not in stages:
             continue
-        run, view = run_entity(rid, d, side, wanted[d["project"]])
+        pend = remote.pending_metrics(rid, d["ingested_seq"] if d else -1) if side else []
+        run, view = run_entity(rid, d, side, wanted[project], pending_latest(pend))
         if matches(view, clauses):
             found.append((run, view))
     order = parse_order_by(body.order_by) or [("attributes", "start_time", False)]

@@ -66,6 +66,7 @@ class MlflowState:
         self._exp_stat: tuple[int, int, int] | None = None
         self._exp: dict[str, Any] = {}
         self._runs: dict[str, dict[str, Any] | None] = {}
+        self._run_ids: set[str] | None = None
 
     @contextmanager
     def _flock(self) -> Iterator[None]:
@@ -217,7 +218,16 @@ class MlflowState:
             r = self._runs[run_id]
             return None if r is None else json.loads(json.dumps(r))
 
+    def run_ids(self) -> set[str]:
+        """Ids of every run created through MLflow (one directory scan, then kept current)."""
+        with self._mutex:
+            if self._run_ids is None:
+                self._run_ids = {p.stem for p in (self.dir / "runs").glob("*.json")}
+            return set(self._run_ids)
+
     def save_run(self, run_id: str, fields: dict[str, Any]) -> None:
         with self._mutex:
             _write_json(self._run_path(run_id), fields)
             self._runs[run_id] = json.loads(json.dumps(fields))
+            if self._run_ids is not None:
+                self._run_ids.add(run_id)

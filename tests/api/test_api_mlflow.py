@@ -1,0 +1,145 @@
+"""The official mlflow client against assay's MLflow protocol, on loopback."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from assay.sdk.api import Api
+
+pytestmark = pytest.mark.integration
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+
+@pytest.fixture
+def mlflow_env(server, tokens, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["researcher"])
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("DO_NOT_TRACK", "true")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    mlflow.set_tracking_uri(server.url)
+    yield server
+    mlflow.set_tracking_uri(None)
+
+
+def test_mlflow_client_logs_a_run_and_reads_it_back(mlflow_env, data_dir, client, helpers) -> None:
+    c = MlflowClient()
+    exp_id = c.create_experiment("vision/resnet sweep")
+    assert c.get_experiment_by_name("vision/resnet sweep").experiment_id == exp_id
+    run = c.create_run(exp_id, run_name="baseline", tags={"team": "vision"})
+    rid = run.info.run_id
+    c.log_param(rid, "lr", "0.01")
+    c.log_batch(rid, params=[Param("depth", "4")], tags=[RunTag("stage", "dev")],
+                metrics=[Metric("loss", 1.0 / (s + 1), 1_700_000_000_000 + s, s) for s in range(50)])
+    for s in range(50, 60):
+        c.log_metric(rid, "loss", 1.0 / (s + 1), step=s)
+    c.log_metric(rid, "weird", math.nan, step=0)
+    c.set_tag(rid, "note", "hello")
+
+    got = c.get_run(rid)  # read-your-writes, before ingestion
+    assert got.data.params == {"lr": "0.01", "depth": "4"}
+    assert got.data.tags["team"] == "vision" and got.data.tags["note"] == "hello"
+    assert got.data.metrics["loss"] == pytest.approx(1 / 60)
+    hist = c.get_metric_history(rid, "loss")
+    assert [m.step for m in hist] == list(range(60))
+    assert hist[3].timestamp == 1_700_000_000_003 and hist[3].value == pytest.approx(0.25)
+    assert math.isnan(c.get_metric_history(rid, "weird")[0].value)
+
+    found = c.search_runs([exp_id], filter_string="params.lr = '0.01' and metrics.loss < 0.5")
+    assert [r.info.run_id for r in found] == [rid]
+    assert c.search_runs([exp_id], filter_string="metrics.loss > 0.5") == []
+    c.set_terminated(rid)
+    assert c.get_run(rid).info.status == "FINISHED"
+
+    # ... and it is an ordinary assay run
+    project = c.get_experiment(exp_id).name.replace("/", "-").replace(" ", "-")
+    api = Api(data_dir)
+    rec = helpers.wait_for(lambda: (r := api.store.get_run(rid)) and r.status == "completed" and r)
+    assert rec.project == project and rec.config == {"lr": "0.01", "depth": "4"}
+    assert rec.env["mlflow_tags"]["note"] == "hello"
+    df = api.history(rid, "loss")
+    assert df["step"].to_list() == list(range(60))
+    assert api.runs(project=project)["run_id"].to_list() == [rid]
+    assert client("viewer").get(f"/api/runs/{rid}").json()["status"] == "completed"
+
+
+def test_mlflow_fluent_api_works_unchanged(mlflow_env, data_dir, helpers) -> None:
+    mlflow.set_experiment("fluent")
+    with mlflow.start_run(run_name="fluent-run") as active:
+        mlflow.log_params({"optimizer": "adam", "epochs": 3})
+        for step in range(3):
+            mlflow.log_metric("acc", 0.5 + step / 10, step=step)
+        mlflow.set_tag("kind", "demo")
+    rid = active.info.run_id
+    run = MlflowClient().get_run(rid)
+    assert run.info.status == "FINISHED" and run.info.run_name == "fluent-run"
+    assert run.data.params == {"optimizer": "adam", "epochs": "3"}
+    assert run.data.metrics["acc"] == pytest.approx(0.7)
+    rec = helpers.wait_for(lambda: (r := Api(data_dir).store.get_run(rid)) and
+                           r.status == "completed" and r)
+    assert rec.project == "fluent" and rec.summary["acc"]["last"] == pytest.approx(0.7)
+
+
+def test_assay_runs_show_up_as_mlflow_runs(mlflow_env, data_dir, helpers) -> None:
+    import assay
+
+    with assay.init(project="native", config={"lr": 0.1}, dir=data_dir,
+                    system_metrics_interval=None, capture=False) as run:
+        run.log({"acc": 0.9}, step=0)
+    c = MlflowClient()
+    exp = helpers.wait_for(lambda: c.get_experiment_by_name("native"))
+    runs = c.search_runs([exp.experiment_id])
+    assert [r.info.run_id for r in runs] == [run.id]
+    assert runs[0].data.params == {"lr": "0.1"} and runs[0].data.metrics["acc"] == 0.9
+    assert runs[0].info.status == "FINISHED"
+
+
+def test_mlflow_errors_map_to_mlflow_error_codes(mlflow_env, tokens, monkeypatch) -> None:
+    c = MlflowClient()
+    with pytest.raises(MlflowException) as e:
+        c.get_run("0123456789abcdef0123456789abcdef")
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    assert c.get_experiment_by_name("no such experiment") is None
+    exp = c.create_experiment("errs")
+    with pytest.raises(MlflowException) as e:
+        c.create_experiment("errs")
+    assert e.value.error_code == "RESOURCE_ALREADY_EXISTS"
+    rid = c.create_run(exp).info.run_id
+    c.log_param(rid, "a", "1")
+    with pytest.raises(MlflowException) as e:
+        c.log_param(rid, "a", "2")
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(MlflowException) as e:
+        c.search_runs([exp], filter_string="metrics.x >>> 3")
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["viewer"])
+    with pytest.raises(MlflowException) as e:
+        MlflowClient().create_run(exp)
+    assert e.value.error_code == "PERMISSION_DENIED"
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["researcher2"])
+    with pytest.raises(MlflowException) as e:
+        MlflowClient().log_param(rid, "b", "1")
+    assert e.value.error_code == "PERMISSION_DENIED"
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "asy_wrongwrong_" + "x" * 40)
+    with pytest.raises(MlflowException) as e:
+        MlflowClient().get_run(rid)
+    assert e.value.error_code == "UNAUTHENTICATED"
+
+
+def test_mlflow_delete_and_restore_hide_runs_from_search(mlflow_env) -> None:
+    c = MlflowClient()
+    exp = c.create_experiment("lifecycle")
+    keep, drop = c.create_run(exp).info.run_id, c.create_run(exp).info.run_id
+    c.delete_run(drop)
+    assert {r.info.run_id for r in c.search_runs([exp])} == {keep}
+    from mlflow.entities import ViewType
+
+    assert {r.info.run_id for r in c.search_runs([exp], run_view_type=ViewType.ALL)} == {keep, drop}
+    c.restore_run(drop)
+    assert {r.info.run_id for r in c.search_runs([exp], order_by=["attributes.start_time ASC"])} == {keep, drop}
