@@ -50,7 +50,6 @@ def _p90(xs: list[float]) -> float:
 
 def bench_ray(trials: int, concurrent: int, num_cpus: int, data_dir: Path) -> dict[str, float]:
     import ray
-
     from assay.scheduler import EventKind, RayBackend, TrialSpec
 
     backend = RayBackend(data_dir, num_cpus=num_cpus, heartbeat_s=0.5)

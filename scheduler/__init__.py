@@ -8,11 +8,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import (Backend, Clock, EventKind, MetricSource, Points, RealClock, Resources,
-                   SimClock, TargetKind, TrialEvent, TrialSpec, Usage)
+from .base import (
+    Backend,
+    EventKind,
+    MetricSource,
+    Points,
+    Resources,
+    TargetKind,
+    TrialEvent,
+    TrialSpec,
+    Usage,
+)
 from .budget import Budget, BudgetLedger, Remaining, format_duration, parse_duration
-from .sim_backend import (CurveSimulatorLike, CurveSimulatorSource, SimBackend, SimulatedCrash,
-                          StopMode, WorkerLost)
+from .clock import Clock, RealClock, SimClock
+from .sim_backend import (
+    CurveSimulatorLike,
+    CurveSimulatorSource,
+    SimBackend,
+    SimulatedCrash,
+    StopMode,
+    WorkerLost,
+)
 
 __all__ = [
     "Backend", "Budget", "BudgetLedger", "Clock", "CurveSimulatorLike", "CurveSimulatorSource",

@@ -35,7 +35,7 @@ from ..store.records import RunStatus
 from ..store.wal import read_wal
 from .base import TargetKind, TrialSpec
 
-__all__ = ["TrialControl", "run_trial", "mark_run", "resolve_target", "command_argv"]
+__all__ = ["TrialControl", "command_argv", "mark_run", "resolve_target", "run_trial"]
 
 _LOG_TAIL = 4000
 
@@ -114,7 +114,10 @@ def command_argv(spec: TrialSpec) -> list[str]:
     means the worker's own interpreter (so the command sees the environment assay runs in).
     """
     t = spec.target
-    argv = shlex.split(t) if isinstance(t, str) else list(t or ())
+    if t is None or callable(t):
+        raise UserInputError(f"trial {spec.trial_id} has no command target",
+                             hint='e.g. target=["python", "train.py"]')
+    argv = shlex.split(t) if isinstance(t, str) else list(t)
     if argv and argv[0] in ("python", "python3"):
         argv[0] = sys.executable
     for k, v in spec.config.items():
@@ -183,7 +186,7 @@ class _Watcher(threading.Thread):
         try:
             req = ray.get(self.control.heartbeat.remote(self.spec.trial_id, self.attempt,
                                                         self._reports), timeout=30)
-        except Exception:  # the driver went away or is slow: keep training, try again
+        except Exception:  # noqa: BLE001 - driver gone or slow: keep training, try again
             return self.request
         if req is not None and self.request is None:
             self.request = (str(req[0]), str(req[1]))
@@ -318,8 +321,11 @@ def _run_command(spec: TrialSpec, attempt: int, resume: bool, root: Path, watche
     log_path.parent.mkdir(parents=True, exist_ok=True)
     watcher.start()
     with open(log_path, "ab") as log:
+        # preexec_fn only calls prctl before exec; it is the one way to tie the child's
+        # life to the worker's (a forced stop SIGKILLs the worker, no cleanup runs there).
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                                stdin=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent,  # noqa: PLW1509
                                 cwd=cwd if cwd and os.path.isdir(cwd) else None)
         try:
             rc = proc.wait()

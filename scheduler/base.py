@@ -16,26 +16,23 @@ far faster than real time and tests never sleep (Syne Tune's ``TimeKeeper`` idea
 from __future__ import annotations
 
 import re
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 from ..errors import UserInputError
 from ..sdk.jsonable import to_jsonable
 from ..store.records import validate_name
+from .clock import Clock, _non_negative
 
 __all__ = [
     "Backend",
-    "Clock",
     "EventKind",
     "MetricSource",
     "Points",
-    "RealClock",
     "Resources",
-    "SimClock",
     "TargetKind",
     "TrialEvent",
     "TrialSpec",
@@ -62,64 +59,6 @@ class _ReadOnlyDict(dict[str, Any]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_ReadOnlyDict, (dict(self),))
-
-
-def _non_negative(value: Any, what: str, hint: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 \
-            or value == float("inf"):
-        raise UserInputError(f"{what} must be a finite number >= 0, got {value!r}", hint=hint)
-    return float(value)
-
-
-# -- clocks ----------------------------------------------------------------------------------
-class Clock(ABC):
-    """Where a loop and a backend get the time from (seconds, as a float)."""
-
-    @abstractmethod
-    def now(self) -> float:
-        """The current time in seconds (epoch seconds for :class:`RealClock`)."""
-
-    @abstractmethod
-    def sleep(self, seconds: float) -> None:
-        """Wait ``seconds``: really (:class:`RealClock`) or by advancing (:class:`SimClock`)."""
-
-
-class RealClock(Clock):
-    """Wall-clock time (``time.time``); ``sleep`` really sleeps."""
-
-    def now(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(max(0.0, seconds))
-
-
-class SimClock(Clock):
-    """Simulated time that only moves when the loop moves it (never sleeps).
-
-    Args:
-        start: The time the clock shows at first.
-    """
-
-    def __init__(self, start: float = 0.0) -> None:
-        self._now = _non_negative(start, "start", "simulated time starts at 0 or later")
-
-    def now(self) -> float:
-        return self._now
-
-    def sleep(self, seconds: float) -> None:
-        """Advance by ``seconds``: a loop written for real time runs unchanged in simulation."""
-        self.advance(seconds)
-
-    def advance(self, seconds: float) -> float:
-        """Move the clock forward by ``seconds`` (>= 0) and return the new time."""
-        self._now += _non_negative(seconds, "seconds", "a simulated clock only moves forward")
-        return self._now
-
-    def advance_to(self, t: float) -> float:
-        """Move the clock to time ``t``; a time in the past leaves it where it is."""
-        self._now = max(self._now, _non_negative(t, "t", "times are seconds >= 0"))
-        return self._now
 
 
 # -- what a trial is -------------------------------------------------------------------------
@@ -367,7 +306,8 @@ class Backend(ABC):
 
     @abstractmethod
     def poll(self) -> list[TrialEvent]:
-        """Events since the last poll, each exactly once, oldest first.
+        """Events since the last poll, each exactly once; a trial's events in the order
+        they happened (started, retried, ..., then one final event).
 
         Called by the agent at the start of every step. Also where the backend does its
         housekeeping: killing trials whose grace period ran out, failing trials that stopped
@@ -404,7 +344,7 @@ class Backend(ABC):
         Events of the trials it ended remain for one last :meth:`poll`. Idempotent.
         """
 
-    def __enter__(self) -> Backend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

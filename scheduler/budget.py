@@ -12,20 +12,21 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserInputError
-from .base import Clock, EventKind, Resources, TrialEvent, TrialSpec, Usage
+from .base import EventKind, Resources, TrialEvent, TrialSpec, Usage
+from .clock import Clock
 
-__all__ = ["Budget", "BudgetLedger", "Remaining", "parse_duration", "format_duration"]
+__all__ = ["Budget", "BudgetLedger", "Remaining", "format_duration", "parse_duration"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])")
 _DURATION_HINT = 'write durations like "90s", "20m", "2h", "1h30m", "1.5d" or seconds as a number'
 
 
-def parse_duration(value: str | int | float, *, what: str = "duration") -> float:
+def parse_duration(value: str | float, *, what: str = "duration") -> float:
     """Seconds in ``value``: a number of seconds, or text such as ``"20m"`` or ``"1h30m"``.
 
     Raises:
@@ -56,7 +57,7 @@ def parse_duration(value: str | int | float, *, what: str = "duration") -> float
 
 def format_duration(seconds: float) -> str:
     """A short human form: ``"90s"``, ``"20m"``, ``"2h30m"``."""
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 120:
         return f"{s}s"
     h, rem = divmod(s, 3600)
@@ -151,7 +152,7 @@ class _RunAccount:
     project: str
     agent: str
     resources: Resources
-    closed: Usage = Usage()
+    closed: Usage = field(default_factory=Usage)
     started_at: float | None = None  # the running attempt's start, on the ledger's clock
     finished: bool = False
 

@@ -25,7 +25,8 @@ from typing import Any
 
 from ..errors import ConflictError, NotFoundError, UserInputError
 from ..sdk.settings import data_dir as resolve_data_dir
-from .base import (Backend, EventKind, RealClock, Resources, TrialEvent, TrialSpec, Usage)
+from .base import Backend, EventKind, Resources, TrialEvent, TrialSpec, Usage
+from .clock import RealClock
 
 __all__ = ["RayBackend"]
 
@@ -103,7 +104,8 @@ class RayBackend(Backend):
                 self._owns_ray = True
         self._ray = ray
         self._run_trial = ray.remote(max_retries=0)(run_trial)
-        self._control = ray.remote(num_cpus=0, max_concurrency=16)(TrialControl).remote()
+        control_cls: Any = ray.remote(num_cpus=0, max_concurrency=16)  # type: ignore[call-overload]
+        self._control = control_cls(TrialControl).remote()
         self._trials: dict[str, _Trial] = {}
         self._events: list[TrialEvent] = []
         self._closed = False
@@ -173,8 +175,8 @@ class RayBackend(Backend):
         self._closed = True
         try:
             self._ray.kill(self._control)
-        except Exception:  # already gone with its cluster
-            pass
+        except Exception as e:  # noqa: BLE001 - already gone with its cluster
+            log.debug("assay: control actor already gone: %s", e)
         if self._owns_ray:
             self._ray.shutdown()
 
@@ -327,7 +329,7 @@ class RayBackend(Backend):
     def _finalized(self, tr: _Trial) -> None:
         try:
             self._ray.get(tr.finalizer)
-        except Exception as e:  # the event still goes out; `assay sync` marks it crashed
+        except Exception as e:  # noqa: BLE001 - the event still goes out; `assay sync` marks it crashed
             log.warning("assay: could not finish the run of trial %s: %s", tr.spec.trial_id, e)
         event, tr.pending, tr.finalizer = tr.pending, None, None
         if event is not None:

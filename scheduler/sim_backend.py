@@ -24,11 +24,26 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from ..errors import ConflictError, NotFoundError, UserInputError
-from .base import (Backend, EventKind, MetricSource, Points, Resources, SimClock, TrialEvent,
-                   TrialSpec, Usage)
+from .base import (
+    Backend,
+    EventKind,
+    MetricSource,
+    Points,
+    Resources,
+    TrialEvent,
+    TrialSpec,
+    Usage,
+)
+from .clock import SimClock
 
-__all__ = ["SimBackend", "CurveSimulatorLike", "CurveSimulatorSource", "StopMode",
-           "SimulatedCrash", "WorkerLost"]
+__all__ = [
+    "CurveSimulatorLike",
+    "CurveSimulatorSource",
+    "SimBackend",
+    "SimulatedCrash",
+    "StopMode",
+    "WorkerLost",
+]
 
 
 class CurveSimulatorLike(Protocol):
@@ -295,7 +310,7 @@ class SimBackend(Backend, MetricSource):
         except WorkerLost as e:
             self._worker_lost(tr, t, f"worker lost: {e}")
             return
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any simulator error is the trial crashing
             self._finish(tr, t, EventKind.FAILED, reason=f"crashed: {type(e).__name__}: {e}",
                          error="".join(traceback.format_exception(e)))
             return

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import sched_targets
-from assay.scheduler import (Backend, EventKind, SimBackend, SimClock, TrialEvent, TrialSpec)
+from assay.scheduler import Backend, EventKind, SimBackend, SimClock, TrialEvent, TrialSpec
 
 _ids = itertools.count()
 
@@ -77,9 +77,8 @@ def _sim_case() -> Iterator[BackendCase]:
 
 
 def _ray_case(request: pytest.FixtureRequest) -> Iterator[BackendCase]:
-    from ray import cloudpickle
-
     from assay.scheduler import RayBackend
+    from ray import cloudpickle
 
     request.getfixturevalue("ray_local")
     cloudpickle.register_pickle_by_value(sched_targets)

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import pytest
 from assay.errors import UserInputError
-from assay.scheduler import (Budget, BudgetLedger, EventKind, Resources, SimBackend, SimClock,
-                             TrialEvent, TrialSpec, Usage, format_duration, parse_duration)
+from assay.scheduler import (
+    Budget,
+    BudgetLedger,
+    EventKind,
+    Resources,
+    SimBackend,
+    SimClock,
+    TrialEvent,
+    TrialSpec,
+    Usage,
+    format_duration,
+    parse_duration,
+)
 from sched_targets import ScriptedSimulator
 
 

@@ -156,3 +156,36 @@ def test_a_trial_that_raises_records_its_traceback_in_the_run(ray_backend, data_
     assert rec.status == "failed"
     assert "Traceback" in rec.error and "boom: the trial raised on purpose" in rec.error
     assert ev.error == rec.error
+
+
+@pytest.mark.slow
+def test_the_embedded_default_starts_a_local_ray_and_shuts_it_down(data_dir, tmp_path):
+    import subprocess
+
+    script = tmp_path / "embedded.py"
+    script.write_text(textwrap.dedent(f"""
+        import time, ray
+        from assay.errors import UserInputError
+        from assay.scheduler import EventKind, RayBackend, Resources, TrialSpec
+        b = RayBackend({str(data_dir)!r}, num_cpus=1)
+        assert ray.is_initialized() and ray.cluster_resources()["CPU"] == 1
+        try:
+            b.launch(TrialSpec("big00001", "emb", {{}}, "assay.examples.digits:train",
+                               resources=Resources(cpus=4)))
+        except UserInputError as e:
+            print("too big:", e.message)
+        b.launch(TrialSpec("emb00001", "emb", {{"epochs": 1, "hidden": 8}},
+                           "assay.examples.digits:train"))
+        deadline = time.monotonic() + 120
+        kinds = []
+        while time.monotonic() < deadline and EventKind.COMPLETED not in kinds:
+            kinds += [e.kind for e in b.poll()]
+            time.sleep(0.1)
+        b.shutdown()
+        print("kinds:", [str(k) for k in kinds], "initialized:", ray.is_initialized())
+    """))
+    out = subprocess.run([sys.executable, str(script)], check=False, capture_output=True,
+                         text=True,
+                         timeout=240, env={**os.environ, "RAY_ADDRESS": ""})
+    assert "too big: a trial asks for 4 cpus" in out.stdout, out.stderr[-3000:]
+    assert "kinds: ['started', 'completed'] initialized: False" in out.stdout, out.stderr[-3000:]

@@ -50,7 +50,7 @@ def test_invalid_specs_are_user_errors(kw, match):
 
 def test_resources_must_ask_for_something_non_negative():
     assert Resources(0, 1).gpus == 1
-    for bad in [dict(cpus=-1), dict(cpus=0, gpus=0), dict(gpus=float("inf")), dict(cpus="2")]:
+    for bad in [{"cpus": -1}, {"cpus": 0, "gpus": 0}, {"gpus": float("inf")}, {"cpus": "2"}]:
         with pytest.raises(UserInputError):
             Resources(**bad)
 

@@ -7,8 +7,16 @@ import time
 
 import pytest
 from assay.errors import ConflictError, NotFoundError, UserInputError
-from assay.scheduler import (CurveSimulatorSource, EventKind, RealClock, Resources, SimBackend,
-                             SimClock, StopMode, TrialSpec)
+from assay.scheduler import (
+    CurveSimulatorSource,
+    EventKind,
+    RealClock,
+    Resources,
+    SimBackend,
+    SimClock,
+    StopMode,
+    TrialSpec,
+)
 from sched_targets import ScriptedSimulator
 
 
@@ -155,7 +163,7 @@ def test_launch_overhead_delays_the_first_step():
     clock = SimClock()
     backend = SimBackend(clock, ScriptedSimulator(), cpus=1, launch_overhead_s=30)
     backend.launch(spec(1, config={"steps": 2}))
-    done = [e for e in drain(backend, clock) if e.kind.finished][0]
+    done = next(e for e in drain(backend, clock) if e.kind.finished)
     assert done.time == 32.0 and done.usage.wall_s == 32.0
 
 
