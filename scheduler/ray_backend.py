@@ -144,6 +144,8 @@ class RayBackend(Backend):
         return {tid for tid, t in self._trials.items() if t.state is not _State.DONE}
 
     def capacity(self, resources: Resources | None = None) -> int:
+        if self._closed:
+            return 0
         r = resources or Resources()
         avail = self._ray.available_resources()
         free_c, free_g = avail.get("CPU", 0.0), avail.get("GPU", 0.0)

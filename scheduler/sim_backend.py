@@ -213,6 +213,8 @@ class SimBackend(Backend, MetricSource):
         return {tid for tid, t in self._trials.items() if t.state is not _State.DONE}
 
     def capacity(self, resources: Resources | None = None) -> int:
+        if self._closed:
+            return 0
         r = resources or Resources()
         free_c, free_g = self.total.cpus - self._used[0], self.total.gpus - self._used[1]
         for tid in self._queue:

@@ -101,6 +101,6 @@ def test_shutdown_stops_running_trials_and_leaves_their_events(backend_case):
     evs = case.backend.poll()
     assert [e.kind for e in evs] == [EventKind.STOPPED]
     assert evs[0].reason.startswith("backend shut down")
-    assert case.backend.running() == set()
+    assert case.backend.running() == set() and case.backend.capacity() == 0
     with pytest.raises(ConflictError):
         case.backend.launch(case.spec("ok"))

@@ -60,31 +60,57 @@ def test_command_trials_get_their_config_and_log_through_the_sdk(ray_backend, da
         import assay
         cfg = json.loads(os.environ["ASSAY_CONFIG"])
         args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
-        args.pop("exit", None)
-        assert args == {"lr": "0.5", "name": "x y", "layers": "[1, 2]"}, args
+        assert {k: args.pop(k) for k in ("lr", "name", "layers")} == {
+            "lr": "0.5", "name": "x y", "layers": "[1, 2]"}, args
+        assert set(args) <= {"exit", "forever", "pid_file"}, args
         if cfg.get("exit"):
             print("giving up on purpose")
             sys.exit(cfg["exit"])
         with assay.init(os.environ["ASSAY_PROJECT"], config=cfg) as run:
-            for step in range(3):
+            if cfg.get("pid_file"):
+                open(cfg["pid_file"], "w").write(str(os.getpid()))
+            for step in range(3 if not cfg.get("forever") else 10**6):
                 run.log({"loss": cfg["lr"] / (step + 1)}, step=step)
-    """))
+                if cfg.get("forever") == "polite" and run.should_stop():
+                    break
+                time.sleep(0.1 if cfg.get("forever") else 0)
+    """).replace("import json, os, sys", "import json, os, sys, time"))
     case = ray_backend
     ok = TrialSpec("cmdok0001", "cmd", {"lr": 0.5, "name": "x y", "layers": [1, 2]},
                    f"python {script}")
     bad = TrialSpec("cmdbad001", "cmd", {"lr": 0.5, "name": "x y", "layers": [1, 2], "exit": 3},
                     [sys.executable, str(script)])
-    case.backend.launch(ok)
-    case.backend.launch(bad)
+    base = {"lr": 0.5, "name": "x y", "layers": [1, 2]}
+    polite = TrialSpec("cmdpol001", "cmd", {**base, "forever": "polite"}, ["python", str(script)])
+    pid_file = tmp_path / "stubborn.pid"
+    stubborn = TrialSpec("cmdstb001", "cmd", {**base, "forever": "stubborn",
+                                              "pid_file": str(pid_file)},
+                         ["python", str(script)], stop_grace_s=1.0)
+    for s in (ok, bad, polite, stubborn):
+        case.backend.launch(s)
     done = case.wait_for(ok.trial_id, EventKind.COMPLETED, timeout=90)
     failed = case.wait_for(bad.trial_id, EventKind.FAILED, timeout=90)
     assert done.result["loss"] == pytest.approx(0.5 / 3)
     assert failed.reason == "command exited with code 3"
     assert "giving up on purpose" in failed.error
+    for s in (polite, stubborn):
+        case.wait_for(s.trial_id, EventKind.STARTED)
+    child = int(_pids(pid_file, 1)[0])
+    case.backend.stop(polite.trial_id, "budget exhausted")
+    case.backend.stop(stubborn.trial_id, "budget exhausted")
+    assert case.wait_for(polite.trial_id, EventKind.STOPPED).reason == "budget exhausted"
+    forced = case.wait_for(stubborn.trial_id, EventKind.STOPPED)
+    assert "killed after 1 s grace" in forced.reason
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
+        time.sleep(0.1)  # the command dies with its killed worker
+    assert not os.path.exists(f"/proc/{child}")
     api = assay.Api(data_dir)
     assert api.run(ok.trial_id).status == "completed"
     rec = api.run(bad.trial_id)
     assert rec.status == "failed" and "exited with code 3" in rec.error
+    assert api.run(polite.trial_id).status == "stopped"
+    assert api.run(stubborn.trial_id).status == "stopped"
 
 
 def test_a_killed_worker_is_retried_by_resuming_then_failed_after_max_retries(
