@@ -10,7 +10,8 @@ The controller agent (``assay.agents``) talks to trials only through these types
 
 Time comes from an injected :class:`Clock`: :class:`RealClock` for real backends and
 :class:`SimClock` for simulations, which the loop advances itself, so a simulated sweep runs
-far faster than real time and tests never sleep (Syne Tune's ``TimeKeeper`` idea).
+far faster than real time and tests never sleep (Syne Tune's ``TimeKeeper`` idea). The clocks live in
+:mod:`assay.scheduler.clock` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -25,14 +26,17 @@ from typing import Any, Self
 from ..errors import UserInputError
 from ..sdk.jsonable import to_jsonable
 from ..store.records import validate_name
-from .clock import Clock, _non_negative
+from .clock import Clock, RealClock, SimClock, _non_negative
 
 __all__ = [
     "Backend",
+    "Clock",
     "EventKind",
     "MetricSource",
     "Points",
+    "RealClock",
     "Resources",
+    "SimClock",
     "TargetKind",
     "TrialEvent",
     "TrialSpec",
