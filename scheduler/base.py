@@ -10,8 +10,8 @@ The controller agent (``assay.agents``) talks to trials only through these types
 
 Time comes from an injected :class:`Clock`: :class:`RealClock` for real backends and
 :class:`SimClock` for simulations, which the loop advances itself, so a simulated sweep runs
-far faster than real time and tests never sleep (Syne Tune's ``TimeKeeper`` idea). The clocks live in
-:mod:`assay.scheduler.clock` and are re-exported here.
+far faster than real time and tests never sleep (Syne Tune's ``TimeKeeper`` idea). The
+clocks live in :mod:`assay.scheduler.clock` and are re-exported here.
 """
 
 from __future__ import annotations
