@@ -207,6 +207,161 @@ def export_key(dir: DirOpt = None) -> None:
     sys.stdout.write(KeyPair.load_or_create(data_dir(dir)).export_public_key())
 
 
+def _control(dir: Path | None) -> Any:
+    from .sdk.settings import data_dir
+    from .store.control import LanceControlStore
+    from .store.ingest import IngestLock
+    from .store.lance import LanceStore
+
+    root = data_dir(dir)
+    return LanceControlStore(LanceStore(root), IngestLock(root))
+
+
+def _progress_table(snap: dict[str, Any], objective: Any) -> Table:
+    t = Table(title=f"{objective.name}: agent {snap['agent_id']} ({snap['status']})")
+    for c in ("running", "completed", "stopped", "failed", "budget left", f"best {objective.metric}",
+              "best config"):
+        t.add_column(c, overflow="fold")
+    c = snap.get("counts", {})
+    best = snap.get("best") or {}
+    rem = snap.get("remaining", {})
+    left = rem.get("trials")
+    t.add_row(str(c.get("running", 0) + c.get("pending", 0)), str(c.get("completed", 0)),
+              str(c.get("stopped", 0)), str(c.get("failed", 0)),
+              "-" if left is None else f"{left} trials", _fmt(best.get("value")),
+              json.dumps(best.get("config")) if best else "")
+    return t
+
+
+@app.command("run")
+def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file")],
+            dir: DirOpt = None,
+            address: Annotated[str | None, typer.Option(help="join a Ray cluster ('auto', 'ray://...')")] = None,
+            agent_id: Annotated[str | None, typer.Option("--agent-id", help="resume this agent")] = None,
+            detach: Annotated[bool, typer.Option(help="run in the background and return")] = False) -> None:
+    """Run a research objective: an agent on Ray launches, watches and stops trials until the
+    budget is spent, then prints the best config and the sweep report."""
+    import os
+    import secrets
+    import subprocess
+
+    from .agents.objective import Objective
+    from .sdk.settings import data_dir
+
+    try:
+        obj = Objective.from_yaml(objective)
+    except AssayError as e:
+        _fail(e)
+    root = data_dir(dir)
+    if detach:
+        aid = agent_id or "ag" + secrets.token_hex(5)
+        (root / "logs").mkdir(exist_ok=True)
+        log_path = root / "logs" / f"agent-{aid}.log"
+        cmd = [sys.executable, "-m", "assay.cli", "run", str(objective.resolve()), "--dir",
+               str(root), "--agent-id", aid, *(["--address", address] if address else [])]
+        with open(log_path, "ab") as out:
+            subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                             start_new_session=True, env={**os.environ, "COLUMNS": "160"})
+        console.print(f"agent {aid} started in the background; log: {log_path}\n"
+                      f"watch it with `assay agents`; pause/stop with `assay pause {aid}`")
+        return
+    from rich.live import Live
+
+    from .agents.runner import run_objective
+
+    with Live(console=console, refresh_per_second=2, transient=False) as live:
+        def show(snap: dict[str, Any]) -> None:
+            live.update(_progress_table(snap, obj))
+
+        try:
+            res = run_objective(obj, dir=root, address=address, agent_id=agent_id,
+                                on_progress=show)
+        except AssayError as e:
+            _fail(e)
+    console.print(f"[bold]best {obj.metric}[/]: {_fmt(res.best_value)} (run {res.best_run})")
+    console.print(f"[bold]best config[/]: {json.dumps(res.best_config)}")
+    if res.report:
+        console.print(f"[bold]sweep report[/]: {res.report}")
+    console.print(f"decisions: `assay decisions {res.agent_id}`; runs: `assay runs -p {obj.project}`")
+
+
+@app.command()
+def agents(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
+           dir: DirOpt = None) -> None:
+    """List agents with their objective, status and progress."""
+    rows = _control(dir).list_agents(project)
+    if not rows:
+        console.print("no agents yet")
+        return
+    t = Table(title="agents")
+    for c in ("agent_id", "objective", "project", "status", "trials", "best"):
+        t.add_column(c, overflow="fold")
+    for a in rows:
+        trials = a.state.get("trials", {})
+        best = trials.get(a.state.get("best") or "", {}).get("final")
+        t.add_row(a.agent_id, a.objective, a.project, str(a.status), str(len(trials)), _fmt(best))
+    console.print(t)
+
+
+@app.command()
+def decisions(agent_id: str, dir: DirOpt = None,
+              limit: Annotated[int, typer.Option(help="newest N")] = 50) -> None:
+    """An agent's decisions (launch, stop, override, ...) with their reasons."""
+    ds = _control(dir).decisions(agent_id=agent_id)
+    for d in ds[-limit:]:
+        console.print(f"{d.hlc[:13]} [bold]{d.kind:9}[/] {d.trial_id:12} {d.summary}")
+
+
+def _override(agent_id: str, action: str, params: dict[str, Any], reason: str,
+              dir: Path | None) -> None:
+    import getpass
+    import time as _time
+
+    from .agents.hlc import HybridLogicalClock
+    from .store.control import Override
+
+    ctl = _control(dir)
+    if ctl.get_agent(agent_id) is None:
+        _fail(AssayError(f"no agent {agent_id!r}", hint="list agents with `assay agents`"))
+    o = Override(agent_id, action, params, f"cli:{getpass.getuser()}", reason,
+                 str(HybridLogicalClock("cli").now()), _time.time())
+    ctl.add_override(o)
+    console.print(f"{action} sent to agent {agent_id} (override {o.override_id}); it applies "
+                  "at the agent's next step")
+
+
+ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="why (goes into the audit log)")]
+
+
+@app.command()
+def pause(agent_id: str, reason: ReasonOpt = "", dir: DirOpt = None) -> None:
+    """Pause an agent: no new trials; running ones go on."""
+    _override(agent_id, "pause", {}, reason, dir)
+
+
+@app.command()
+def resume(agent_id: str, reason: ReasonOpt = "", dir: DirOpt = None) -> None:
+    """Resume a paused agent."""
+    _override(agent_id, "resume", {}, reason, dir)
+
+
+@app.command()
+def stop(agent_id: str, reason: ReasonOpt = "", dir: DirOpt = None) -> None:
+    """Stop an agent and its running trials."""
+    _override(agent_id, "stop", {}, reason, dir)
+
+
+@app.command("stop-run")
+def stop_run(run_id: str, reason: ReasonOpt = "", dir: DirOpt = None) -> None:
+    """Stop one running trial (its agent stops it at its next step)."""
+    ctl = _control(dir)
+    owners = [d.agent_id for d in ctl.decisions(trial_id=run_id) if d.kind == "launch"]
+    if not owners:
+        _fail(AssayError(f"run {run_id!r} was not launched by an agent",
+                         hint="stop-run acts on agent trials; see `assay agents`"))
+    _override(owners[-1], "stop_run", {"trial_id": run_id}, reason, dir)
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()
 

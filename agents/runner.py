@@ -1,0 +1,195 @@
+"""Run an objective on Ray: the agent as a Ray actor, live progress, the sweep result.
+
+The embedded default starts a local Ray on 127.0.0.1 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+keeps it off external interfaces); ``address=`` joins an existing cluster instead. The agent
+runs inside a Ray actor that Ray restarts if its process dies (``max_restarts``); a restarted
+actor restores the agent from the experiment graph, so no trial is repeated.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..store.control import AgentStatus
+from .objective import Objective
+
+__all__ = ["ensure_ray", "run_objective", "SweepResult", "prior_trials"]
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
+    """Initialize Ray once: a local, loopback-only Ray by default, or join ``address``."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+    return ray
+
+
+def prior_trials(data_dir: Path, objective: Objective) -> list[Any]:
+    """Finished runs of the project whose configs lie in the objective's space and that
+    report its metric: warm-start evidence for the searcher (not counted in the budget)."""
+    import math
+
+    from ..policies import TrialResult, TrialStatus, as_space
+    from ..store.lance import LanceStore
+    from ..store.records import run_from_row
+
+    space = as_space(dict(objective.space))
+    out = []
+    for row in LanceStore(data_dir).runs_table(objective.project).to_pylist():
+        r = run_from_row(row)
+        if str(r.status) != "completed":
+            continue
+        v = r.summary_values().get(objective.metric)
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            continue
+        try:
+            cfg = space.validate({k: r.config[k] for k in space if k in r.config})
+        except Exception:  # noqa: BLE001 - a run outside the space is simply not evidence
+            continue
+        out.append(TrialResult(r.run_id, cfg, TrialStatus.COMPLETED, (), float(v)))
+    return out
+
+
+def _build_agent(spec: dict[str, Any], data_dir: str, agent_id: str, ahead: bool = True) -> Any:
+    from ..scheduler.metrics import StoreMetricSource
+    from ..scheduler.ray_backend import RayBackend
+    from ..store.control import LanceControlStore
+    from ..store.ingest import IngestLock
+    from ..store.lance import LanceStore
+    from .agent import Agent
+
+    objective = Objective.from_dict(spec)
+    root = Path(data_dir)
+    backend = RayBackend(data_dir=root)
+    metrics = StoreMetricSource(root, keys=[objective.metric])
+    control = LanceControlStore(LanceStore(root), IngestLock(root))
+    prior = prior_trials(root, objective) if objective.warm_start else []
+    return Agent(objective, backend, metrics, control, agent_id=agent_id, prior=prior,
+                 ahead=ahead)
+
+
+class _AgentLoop:
+    """What runs inside the Ray actor: the agent and a thread stepping it."""
+
+    def __init__(self, spec: dict[str, Any], data_dir: str, agent_id: str,
+                 poll_interval: float) -> None:
+        import threading
+
+        self.agent = _build_agent(spec, data_dir, agent_id)
+        self.poll_interval = poll_interval
+        self.error = ""
+        self._t = threading.Thread(target=self._loop, name="assay-agent-loop", daemon=True)
+        self._t.start()
+
+    def _loop(self) -> None:
+        import traceback
+
+        try:
+            self.agent.run(self.poll_interval)
+        except Exception:
+            self.error = traceback.format_exc()
+            self.agent.status = AgentStatus.FAILED
+            self.agent._persist(force=True)
+
+    def snapshot(self) -> dict[str, Any]:
+        a = self.agent
+        counts: dict[str, int] = {}
+        for t in list(a.trials.values()):
+            counts[str(t.status)] = counts.get(str(t.status), 0) + 1
+        rem = a.ledger.remaining()
+        return {"agent_id": a.agent_id, "status": str(a.status), "counts": counts,
+                "best": None if a.best is None else {"trial_id": a.best.trial_id,
+                                                     "config": a.best.config,
+                                                     "value": a.best.final},
+                "remaining": {"trials": rem.trials, "wall_clock_s": rem.wall_clock_s},
+                "error": self.error}
+
+
+def _actor_class() -> Any:
+    ray = ensure_ray()
+    return ray.remote(num_cpus=0, max_restarts=3, max_task_retries=-1)(_AgentLoop)
+
+
+@dataclass
+class SweepResult:
+    """How a sweep ended."""
+
+    agent_id: str
+    status: str
+    best_config: dict[str, Any] | None
+    best_value: float | None
+    best_run: str | None
+    trials: dict[str, int] = field(default_factory=dict)
+    report: Path | None = None
+
+
+def run_objective(objective: Objective, *, dir: str | os.PathLike[str] | None = None,
+                  address: str | None = None, agent_id: str | None = None,
+                  poll_interval: float = 1.0,
+                  on_progress: Callable[[dict[str, Any]], None] | None = None) -> SweepResult:
+    """Run ``objective`` until its budget is spent (or it is stopped); returns the result.
+
+    ``agent_id`` resumes that agent from the graph (a stopped and restarted ``assay run``).
+    """
+    import secrets
+
+    from ..sdk.settings import data_dir
+
+    root = data_dir(dir)
+    ray = ensure_ray(address)
+    aid = agent_id or "ag" + "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789")
+                                     for _ in range(10))
+    actor_cls = _actor_class()
+    actor = actor_cls.options(name=f"assay-agent-{aid}").remote(
+        objective.to_dict(), str(root), aid, poll_interval)
+    snap: dict[str, Any] = {}
+    down_since: float | None = None
+    while True:
+        try:
+            snap = ray.get(actor.snapshot.remote(), timeout=60)
+            down_since = None
+        except ray.exceptions.RayActorError as e:
+            from ..errors import AssayError
+
+            if "creation task" in str(e):  # __init__ raised: a restart cannot help
+                raise AssayError(f"agent {aid} could not start: {e}",
+                                 hint="fix the objective or the train function") from None
+            down_since = down_since or time.monotonic()
+            if time.monotonic() - down_since > 300:
+                raise AssayError(f"agent {aid} has been down for 5 minutes: {e}",
+                                 hint="check the Ray logs; `assay run --agent-id "
+                                 f"{aid}` resumes it") from None
+            time.sleep(1.0)  # the actor is restarting; it restores itself from the graph
+            continue
+        if on_progress is not None:
+            on_progress(snap)
+        if snap["status"] not in (str(AgentStatus.RUNNING), str(AgentStatus.PAUSED)):
+            break
+        time.sleep(poll_interval)
+    ray.kill(actor, no_restart=True)
+    if snap.get("error"):
+        from ..errors import AssayError
+
+        raise AssayError(f"agent {aid} failed:\n{snap['error']}",
+                         hint="see the traceback; fix the objective or the train function")
+    best = snap.get("best") or {}
+    report = None
+    try:
+        from .report import write_report
+
+        report = write_report(root, aid)
+    except ImportError:
+        pass
+    return SweepResult(aid, snap["status"], best.get("config"), best.get("value"),
+                       best.get("trial_id"), snap.get("counts", {}), report)
