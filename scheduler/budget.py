@@ -67,13 +67,17 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if m else f"{h}h"
 
 
-def _limit(value: Any, what: str, unit_s: float) -> float | None:
-    """A positive limit in the field's unit (seconds or hours); text is a duration."""
+def _limit(value: Any, what: str, unit_s: float, *, zero_ok: bool = False) -> float | None:
+    """A positive limit in the field's unit (seconds or hours); text is a duration.
+
+    ``zero_ok``: a zero CPU- or GPU-hour budget is meaningful (trials that need that
+    resource may not run; the others are unaffected), unlike zero trials or wall clock.
+    """
     if value is None:
         return None
     amount = parse_duration(value, what=what) / unit_s if isinstance(value, str) \
         else parse_duration(value, what=what)
-    if amount == 0:
+    if amount == 0 and not zero_ok:
         raise UserInputError(f"{what} budget is zero: nothing could ever run",
                              hint=f"give a positive {what}, or None for no limit")
     return amount
@@ -108,8 +112,10 @@ class Budget:
                 raise UserInputError(f"trials budget must be at least 1, got {t}",
                                      hint="a search needs at least one trial; None is no limit")
         object.__setattr__(self, "wall_clock_s", _limit(self.wall_clock_s, "wall_clock_s", 1.0))
-        object.__setattr__(self, "cpu_hours", _limit(self.cpu_hours, "cpu_hours", 3600.0))
-        object.__setattr__(self, "gpu_hours", _limit(self.gpu_hours, "gpu_hours", 3600.0))
+        object.__setattr__(self, "cpu_hours", _limit(self.cpu_hours, "cpu_hours", 3600.0,
+                                                                 zero_ok=True))
+        object.__setattr__(self, "gpu_hours", _limit(self.gpu_hours, "gpu_hours", 3600.0,
+                                                                 zero_ok=True))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Budget:
@@ -277,10 +283,10 @@ class BudgetLedger:
                     f"{format_duration(b.wall_clock_s)} elapsed")
         used = self.usage()
         if b.cpu_hours is not None and used.cpu_hours >= b.cpu_hours \
-                and (res is None or res.cpus > 0):
+                and (res.cpus > 0 if res is not None else b.cpu_hours > 0):
             return f"cpu-hours budget reached: {used.cpu_hours:.3g} of {b.cpu_hours:g} used"
         if b.gpu_hours is not None and used.gpu_hours >= b.gpu_hours \
-                and (res is None or res.gpus > 0):
+                and (res.gpus > 0 if res is not None else b.gpu_hours > 0):
             return f"gpu-hours budget reached: {used.gpu_hours:.3g} of {b.gpu_hours:g} used"
         return None
 

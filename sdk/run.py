@@ -372,10 +372,17 @@ class Run:
         return self._stop_reason
 
     # -- finishing ---------------------------------------------------------------------------
-    def finish(self, status: str | RunStatus = RunStatus.COMPLETED, error: str = "") -> None:
-        """Flush, mark the run finished, ingest its last records. Idempotent."""
+    def finish(self, status: str | RunStatus | None = None, error: str = "") -> None:
+        """Flush, mark the run finished, ingest its last records. Idempotent.
+
+        ``status`` defaults to ``stopped`` when a stop was requested (``should_stop()``),
+        else ``completed``.
+        """
         if self._finished:
             return
+        if status is None:
+            status = RunStatus.STOPPED if self._stop_reason is not None else RunStatus.COMPLETED
+            error = error or (self._stop_reason or "")
         try:
             st = RunStatus(status)
         except ValueError:
@@ -415,7 +422,7 @@ class Run:
         return f"Run(id={self.id!r}, project={self.project!r}, name={self.name!r})"
 
 
-def init(project: str, *, name: str | None = None, config: Mapping[str, Any] | None = None,
+def init(project: str | None = None, *, name: str | None = None, config: Mapping[str, Any] | None = None,
          tags: list[str] | tuple[str, ...] | None = None, group: str | None = None,
          notes: str | None = None, dir: str | os.PathLike[str] | None = None,
          resume: str | None = None, id: str | None = None,
@@ -423,7 +430,8 @@ def init(project: str, *, name: str | None = None, config: Mapping[str, Any] | N
     """Start (or, with ``resume=run_id``, continue) a tracked run.
 
     Args:
-        project: project name (letters, digits, ``_ . -``).
+        project: project name (letters, digits, ``_ . -``); default ``$ASSAY_PROJECT``
+            (set for command trials launched by an agent).
         name: display name; a readable one is generated if omitted.
         config: JSON-serializable hyperparameters (NumPy scalars are converted).
         tags, group, notes: free labels for filtering.
@@ -436,6 +444,11 @@ def init(project: str, *, name: str | None = None, config: Mapping[str, Any] | N
         system_metrics_interval: seconds between ``sys/`` samples; None or 0 disables.
         capture: record git state, packages and environment (in the background).
     """
+    if project is None:
+        project = os.environ.get("ASSAY_PROJECT")
+        if not project:
+            raise UserInputError("assay.init() needs a project",
+                                 hint='pass project="my-project" or set ASSAY_PROJECT')
     validate_name("project", project)
     if name is not None:
         validate_name("run", name)

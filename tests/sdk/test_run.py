@@ -221,3 +221,17 @@ def test_should_stop_follows_request_and_stop_file(data_dir):
     other.request_stop("budget exhausted")
     assert other.should_stop() and other.stop_reason == "budget exhausted"
     other.finish()
+
+
+def test_a_run_asked_to_stop_finishes_as_stopped_with_the_reason(data_dir, monkeypatch):
+    monkeypatch.setenv("ASSAY_PROJECT", "fromenv")
+    with _init() as run:  # project from ASSAY_PROJECT
+        run.log({"x": 1.0})
+        run.request_stop("asha: below the rung cut at step 3")
+        assert run.should_stop()
+    rec = assay.Api().run(run.id)
+    assert rec.project == "fromenv" and rec.status == "stopped"
+    assert rec.error.startswith("asha")
+    monkeypatch.delenv("ASSAY_PROJECT")
+    with pytest.raises(UserInputError, match="needs a project"):
+        _init(project=None)
