@@ -338,8 +338,13 @@ class Agent:
         return self.prior + [t.result() for t in self.trials.values()]
 
     def _suggest(self, n: int) -> list[Suggestion]:
+        """Ask the searcher, with queued-but-unlaunched suggestions as pending trials (so
+        a batch asked ahead of need never proposes what is already waiting)."""
         with self._mu:
             history = self._history()
+            queued = list(self._suggester.ready) if self._suggester is not None else []
+        history += [TrialResult(f"queued{i}", dict(q.config), TrialStatus.PENDING)
+                    for i, q in enumerate(queued)]
         return self.searcher.suggest(history, n)
 
     def _next_config(self) -> tuple[dict[str, Any], dict[str, Any], str] | None:

@@ -1,0 +1,93 @@
+"""Agents on a real local Ray, tracking into real LanceDB files."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import assay
+from assay.agents.objective import Objective
+from assay.agents.runner import run_objective
+from assay.cli import _control
+from assay.store.control import Override
+
+pytestmark = pytest.mark.integration
+
+
+def toy(**kw):
+    base = dict(name="toy", project="toyproj", train="examples.toy:train", metric="score",
+                mode="max", space={"x": {"uniform": [0, 1]}, "y": {"uniform": [0, 1]},
+                                   "steps": 8, "step_s": 0.05},
+                budget={"trials": 4}, concurrency=2, searcher="random", stoppers=["median"])
+    base.update(kw)
+    return Objective.from_dict(base)
+
+
+def test_objective_runs_end_to_end_and_everything_is_recorded(ray_local, data_dir):
+    res = run_objective(toy(), dir=data_dir, poll_interval=0.2)
+    assert res.status == "finished" and res.best_value is not None and res.best_value > 0
+    api = assay.Api(data_dir)
+    runs = api.runs(project="toyproj")
+    assert runs.height == 4 and set(runs["status"].to_list()) <= {"completed", "stopped"}
+    best = api.run(res.best_run)
+    assert best.config["x"] == res.best_config["x"]
+    kinds = [d.kind for d in _control(data_dir).decisions(agent_id=res.agent_id)]
+    assert kinds.count("launch") == 4 and kinds[-1] == "finish"
+    checked, problems = api.verify()
+    assert checked == 4 and not problems
+
+
+def _wait_for_agent(data_dir, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        agents = _control(data_dir).list_agents()
+        if agents and agents[0].state.get("trials"):
+            return agents[0]
+        time.sleep(0.2)
+    raise AssertionError("no agent appeared")
+
+
+def test_a_person_stops_a_running_agent_and_the_reason_is_recorded(ray_local, data_dir):
+    obj = toy(budget={"trials": 50}, space={"x": {"uniform": [0, 1]}, "y": {"uniform": [0, 1]},
+                                            "steps": 200, "step_s": 0.05})
+    out = {}
+    th = threading.Thread(target=lambda: out.update(r=run_objective(obj, dir=data_dir,
+                                                                    poll_interval=0.2)))
+    th.start()
+    agent = _wait_for_agent(data_dir)
+    _control(data_dir).add_override(Override(agent.agent_id, "stop", {}, "alice",
+                                             "enough for today", hlc="9" * 13 + ".0.x",
+                                             time=time.time()))
+    th.join(120)
+    assert not th.is_alive() and out["r"].status == "stopped"
+    ds = _control(data_dir).decisions(agent_id=agent.agent_id)
+    ov = [d for d in ds if d.kind == "override"]
+    assert ov and ov[0].explanation["actor"] == "alice"
+    assert ov[0].explanation["reason"] == "enough for today"
+    assert sum(1 for d in ds if d.kind == "launch") < 50
+
+
+@pytest.mark.slow
+def test_killed_agent_actor_is_restarted_from_the_graph_and_repeats_no_trial(ray_local,
+                                                                             data_dir):
+    import ray
+
+    obj = toy(budget={"trials": 6}, space={"x": {"uniform": [0, 1]}, "y": {"uniform": [0, 1]},
+                                           "steps": 30, "step_s": 0.1})
+    out = {}
+    th = threading.Thread(target=lambda: out.update(r=run_objective(obj, dir=data_dir,
+                                                                    poll_interval=0.2)))
+    th.start()
+    agent = _wait_for_agent(data_dir)
+    actor = ray.get_actor(f"assay-agent-{agent.agent_id}")
+    ray.kill(actor, no_restart=False)  # the process dies; Ray restarts the actor
+    th.join(300)
+    assert not th.is_alive() and out["r"].status == "finished"
+    row = _control(data_dir).get_agent(agent.agent_id)
+    trials = row.state["trials"]
+    assert len(trials) == 6
+    configs = [(t["config"]["x"], t["config"]["y"]) for t in trials.values()]
+    assert len(set(configs)) == 6
+    assert any("restarted" in t["reason"] for t in trials.values())
