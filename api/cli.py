@@ -117,7 +117,8 @@ def server(
     except AssayError as e:
         _fail(e)
     typer.echo(f"assay server for {root} on http://{host}:{port} (docs at /docs)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1,
+                timeout_graceful_shutdown=5)  # live streams would hold shutdown forever
 
 
 main = typer.Typer(add_completion=False, no_args_is_help=True, help="assay server commands")

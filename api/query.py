@@ -37,7 +37,7 @@ _OVERLAP = 10.0  # seconds of updated_at re-read on each incremental refresh
 CORE_COLUMNS = ["run_id", "project", "name", "status", "group", "tags", "notes", "created_at",
                 "updated_at", "finished_at", "host", "last_step", "ingested_seq", "error"]
 _READ = [*CORE_COLUMNS, "config", "summary", "summary_set"]
-_FILTER_RE = re.compile(r"^\s*(?P<col>[^<>=!~]+?)\s*(?P<op>==|!=|<=|>=|=|<|>|~)\s*(?P<val>.*?)\s*$")
+_FILTER_RE = re.compile(r"^\s*(?P<col>[^<>=!~]+?)\s*(?P<op>==|!=|<=|>=|=|<|>|~)\s*(?P<val>\S.*?)\s*$")
 
 
 def _cell(v: Any) -> Any:
@@ -191,11 +191,19 @@ class RunsIndex:
         Raises:
             UserInputError: a bad filter, an unknown core column, or a cursor of another query.
         """
+        if q.order not in ("asc", "desc"):
+            raise UserInputError(f"order must be 'asc' or 'desc', not {q.order!r}", hint="order=desc")
+        for f in q.filters:
+            if not _FILTER_RE.match(f):
+                self._filter_expr(pl.DataFrame(), f)  # raises the parse error
+        if q.sort not in CORE_COLUMNS and not q.sort.startswith(("config.", "summary.")):
+            raise UserInputError(f"cannot sort by unknown column {q.sort!r}",
+                                 hint="sort by a run column (" + ", ".join(CORE_COLUMNS)
+                                 + ") or a config./summary. column")
+        cursor = self._decode_cursor(q) if q.cursor else None
         df = self.refresh()
         if df.height == 0 or "run_id" not in df.columns:
             return RunsPage(0, [], None, q.offset)
-        if q.order not in ("asc", "desc"):
-            raise UserInputError(f"order must be 'asc' or 'desc', not {q.order!r}", hint="order=desc")
         if q.project is not None:
             df = df.filter(pl.col("project") == q.project)
         if q.status:
@@ -217,8 +225,8 @@ class RunsIndex:
             sort = "_sort"
         offset = q.offset
         total = df.height
-        if q.cursor:
-            value, after_id = self._decode_cursor(q)
+        if cursor is not None:
+            value, after_id = cursor
             c, idc = pl.col(sort), pl.col("run_id")
             id_after = (idc < after_id) if desc else (idc > after_id)
             try:

@@ -17,7 +17,11 @@ Events:
 
 Each event's ``id`` is a cursor (per run, the last metric record delivered); a client that
 reconnects with ``Last-Event-ID`` (browsers do) or ``?since=`` continues without gaps or
-repeats. Decisions and overrides join the delta when ``agents/`` exists.
+repeats (runs missing from its cursor are new since: they come from their first point).
+Without a cursor the stream starts at "now" (load history with ``GET .../history`` first).
+A message holds whole stored chunks (one per key and ingest pass), so ``max_points`` is
+exceeded only by a single chunk larger than it. Decisions and overrides join the delta when
+``agents/`` exists.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class _Client:
     keys: list[str] | None
     cursor: dict[str, int]
     max_points: int
+    resumed: bool = False  # a cursor was given: runs missing from it are new since then
     status: dict[str, str] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -127,7 +132,7 @@ class StreamHub:
         runs = {}
         for d in self._subscribed(c):
             rid = d["run_id"]
-            c.cursor.setdefault(rid, d["ingested_seq"])
+            c.cursor.setdefault(rid, -1 if c.resumed else d["ingested_seq"])
             c.status[rid] = d["status"]
             runs[rid] = {"project": d["project"], "name": d["name"], "status": d["status"],
                          "ingested_seq": d["ingested_seq"], "last_step": d["last_step"]}
@@ -246,7 +251,7 @@ async def stream(
     hub: StreamHub = request.app.state.hub
     client = _Client(runs=frozenset(run) if run else None, project=project,
                      keys=list(key) or None, cursor=_decode_cursor(last_event_id or since),
-                     max_points=max_points)
+                     max_points=max_points, resumed=bool(last_event_id or since))
 
     async def events() -> AsyncIterator[str]:
         hub.add(client)
@@ -254,6 +259,7 @@ async def stream(
             snap = await run_in_threadpool(hub.snapshot, client)
             yield _sse("snapshot", snap, client.cursor)
             last = time.monotonic()
+            client.wake.set()  # a resumed cursor may be behind already: catch up at once
             while True:
                 try:
                     await asyncio.wait_for(client.wake.wait(), timeout=HEARTBEAT)

@@ -49,7 +49,7 @@ class ThreadServer:
     def start(self) -> ThreadServer:
         self.app = create_app(self.data_dir, **self.app_kwargs)
         cfg = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                             lifespan="on")
+                             lifespan="on", timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(cfg)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
