@@ -136,7 +136,7 @@ class SweepResult:
 
 def run_objective(objective: Objective, *, dir: str | os.PathLike[str] | None = None,
                   address: str | None = None, agent_id: str | None = None,
-                  poll_interval: float = 1.0,
+                  poll_interval: float = 0.5,
                   on_progress: Callable[[dict[str, Any]], None] | None = None) -> SweepResult:
     """Run ``objective`` until its budget is spent (or it is stopped); returns the result.
 

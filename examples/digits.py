@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 from typing import Any
 
 import assay
@@ -40,6 +41,8 @@ def train(config: dict[str, Any], run: Any) -> dict[str, float]:
     from torch import nn
 
     cfg = {**DEFAULTS, **config}
+    if cfg.get("data") and hasattr(run, "use_artifact"):
+        run.use_artifact(str(cfg["data"]))  # lineage: this run consumed that dataset version
     torch.manual_seed(int(cfg["seed"]))
     xtr, xva, ytr, yva = load_data(int(cfg["seed"]))
     dev = torch.device(str(cfg.get("device", "cpu")))
@@ -105,36 +108,42 @@ def log_dataset(project: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--project", default="digits")
-    ap.add_argument("--epochs", type=int, default=20)
+    """The main job: version the dataset, run the digits objective with an agent on a local
+    Ray, then print the best config, lineage, verification and where everything lives."""
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--objective", default=str(Path(__file__).with_name("digits.yaml")))
+    ap.add_argument("--trials", type=int, help="override the objective's trial budget")
     a = ap.parse_args(argv)
-    import torch
+    from ..agents.objective import Objective
+    from ..agents.runner import run_objective
+    from ..cli import _progress_table, console
 
-    torch.set_num_threads(1)
-    assay.seed(0)
-    configs = [{"lr": lr, "hidden": h, "epochs": a.epochs}
-               for lr, h in [(0.003, 32), (0.03, 64), (0.1, 128), (3.0, 64)]]
-    data_ref = log_dataset(a.project)
-    for cfg in configs:
-        with assay.init(project=a.project, config=cfg, tags=["demo"]) as run:
-            run.use_artifact(data_ref)
-            res = train({**cfg, "save_model": True}, run)
-        print(f"run {run.id} {run.name}: lr={cfg['lr']:<6} hidden={cfg['hidden']:<4} "
-              f"val/acc={res['val/acc']:.3f} val/loss={res['val/loss']:.3f}")
+    obj = Objective.from_yaml(a.objective)
+    data_ref = log_dataset(obj.project)
+    spec = obj.to_dict()
+    spec["space"] = {**spec["space"], "data": data_ref}
+    if a.trials:
+        spec["budget"] = {**spec["budget"], "trials": a.trials}
+    obj = Objective.from_dict(spec)
+    from rich.live import Live
+
+    with Live(console=console, refresh_per_second=2) as live:
+        res = run_objective(obj, on_progress=lambda s: live.update(_progress_table(s, obj)))
+    console.print(f"best {obj.metric} = {res.best_value:.4f} (run {res.best_run}), config:")
+    console.print({k: v for k, v in (res.best_config or {}).items()})
     from .. import cli
 
-    cli.runs(project=a.project, dir=None, limit=20)
+    cli.runs(project=obj.project, dir=None, limit=8)
     api = assay.Api()
     nodes, _ = api.lineage(data_ref, direction="down")
-    print(f"lineage: {data_ref} fed {nodes.filter(nodes['kind'] == 'run').height} runs and "
-          f"{nodes.filter(nodes['kind'] == 'artifact').height - 1} model versions "
-          f"(`assay lineage {data_ref} --down`)")
+    console.print(f"lineage: {data_ref} fed {nodes.filter(nodes['kind'] == 'run').height} runs "
+                  f"(`assay lineage {data_ref} --down`)")
     checked, problems = api.verify()
-    print(f"verify: {checked} signed run records checked, {len(problems)} problems "
-          f"(`assay verify`)")
-    print(f"data directory: {api.dir}  (runs: `assay runs -p {a.project}`, "
-          f"one run: `assay show RUN_ID`, WAL: {api.dir / 'wal'}, tables: {api.dir / 'lance'})")
+    console.print(f"verify: {checked} signed run records, {len(problems)} problems (`assay verify`)")
+    console.print(f"decisions and their reasons: `assay decisions {res.agent_id}`")
+    if res.report:
+        console.print(f"sweep report: {res.report}")
+    console.print(f"data directory: {api.dir}")
 
 
 if __name__ == "__main__":

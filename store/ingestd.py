@@ -34,7 +34,7 @@ log = logging.getLogger("assay.ingestd")
 
 POLL = 0.05  # seconds between scans of the WAL folder
 IDLE_EXIT = float(os.environ.get("ASSAY_INGESTD_IDLE", "30"))
-INGEST_INTERVAL = float(os.environ.get("ASSAY_INGEST_INTERVAL", "2.0"))
+INGEST_INTERVAL = float(os.environ.get("ASSAY_INGEST_INTERVAL", "1.0"))
 COMPACT_EVERY = 200  # commits between compactions
 
 

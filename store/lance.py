@@ -9,6 +9,7 @@ several processes at once can fail with commit conflicts.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +17,11 @@ from typing import Any
 
 import lancedb
 import pyarrow as pa
+
+# lancedb warns at every fork of a process that loaded it. Our forks (subprocess, Ray's
+# process launches) exec at once, so no Python code of the child touches its runtime.
+warnings.filterwarnings("ignore", message="lancedb fork support is experimental",
+                        category=RuntimeWarning)
 
 from .base import Store
 from .records import RunRecord, run_from_row, run_to_row
