@@ -129,6 +129,36 @@ def test_researchers_write_only_their_own_runs(server, client, tokens, local_dir
     assert r.status_code == 200 and r.json()["durable_seq"] == (1 << 40) | 1
 
 
+def test_remote_logging_survives_a_server_restart(data_dir, tokens, local_dir, fast_ingest,
+                                                  helpers) -> None:
+    """Stop the server mid-run, log on, start it again: nothing lost, nothing duplicated."""
+    port = helpers.free_port()
+    srv = helpers.ThreadServer(data_dir, port).start()
+    run = helpers.RemoteRunHarness(local_dir, srv.url, tokens["researcher"])
+    try:
+        for step in range(100):
+            run.log({"loss": float(step)}, step)
+        assert run.sync()
+        srv.stop()
+        for step in range(100, 400):  # the network is down: training does not notice
+            run.log({"loss": float(step)}, step)
+        run.writer.flush(5)
+        helpers.wait_for(lambda: run.sender.retries > 0)
+        srv = helpers.ThreadServer(data_dir, port).start()
+        for step in range(400, 500):
+            run.log({"loss": float(step)}, step)
+        assert run.finish() is True
+        c = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {tokens['viewer']}"})
+        rec = helpers.wait_for(lambda: _finished(c, run.run_id))
+        assert rec["last_step"] == 499
+        chunks = Api(data_dir).store.metric_chunks(run.run_id, ["loss"])
+        steps = sorted(s for row in chunks.column("step").to_pylist() for s in row)
+        assert steps == list(range(500)), "every point exactly once"
+    finally:
+        srv.stop()
+
+
+@pytest.mark.slow
 def test_remote_logging_survives_a_killed_server(data_dir, tokens, local_dir, fast_ingest,
                                                  helpers) -> None:
     """SIGKILL the server mid-run, bring it back: nothing lost, nothing duplicated."""
