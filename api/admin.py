@@ -12,7 +12,7 @@ from .audit import AuditTrail
 from .auth import Admin, Role, Supervisor, TokenStore, Viewer, parse_duration
 from .http import ERROR_RESPONSES, StrictJSONRoute
 
-__all__ = ["router", "health_router", "TokenCreate"]
+__all__ = ["TokenCreate", "health_router", "router"]
 
 router = APIRouter(prefix="/api", tags=["admin"], route_class=StrictJSONRoute,
                    responses=ERROR_RESPONSES)

@@ -22,7 +22,7 @@ from .mlflow_state import MlflowState
 from .query import RunsIndex
 from .store_ext import ServerStore
 
-__all__ = ["create_app", "PUBLIC_PATHS", "DEFAULT_MAX_BODY"]
+__all__ = ["DEFAULT_MAX_BODY", "PUBLIC_PATHS", "create_app"]
 
 log = logging.getLogger("assay.api")
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..store.signing import AuditEntry, AuditLog, ChainedRecord, KeyPair, verify_audit_log
 
-__all__ = ["AuditTrail", "METRICS_FLUSH_INTERVAL"]
+__all__ = ["METRICS_FLUSH_INTERVAL", "AuditTrail"]
 
 METRICS_FLUSH_INTERVAL = 60.0
 _TAIL = 1 << 16

@@ -285,7 +285,8 @@ def require(role: Role) -> Callable[..., Principal]:
     """
 
     def dependency(request: Request,
-                   creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+                   creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                   ) -> Principal:
         tokens: TokenStore = request.app.state.tokens
         hdr = {"WWW-Authenticate": "Bearer"}
         if creds is None or not creds.credentials:

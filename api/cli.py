@@ -17,7 +17,7 @@ import typer
 
 from ..errors import AssayError
 
-__all__ = ["token_app", "server", "main"]
+__all__ = ["main", "server", "token_app"]
 
 token_app = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="Create, list and revoke API tokens (stored hashed).")

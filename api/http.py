@@ -69,7 +69,7 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, float):
         if math.isfinite(obj):
             return obj
-        return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
     if isinstance(obj, dict):
         return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

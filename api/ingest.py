@@ -41,7 +41,7 @@ from .audit import AuditTrail
 from .auth import Principal, Role
 from .store_ext import ServerStore
 
-__all__ = ["RemoteIngest", "AppendResult", "SEQ_BITS", "HOLD_FILE"]
+__all__ = ["HOLD_FILE", "SEQ_BITS", "AppendResult", "RemoteIngest"]
 
 log = logging.getLogger("assay.api.ingest")
 

@@ -14,14 +14,13 @@ Artifacts, datasets/inputs, logged models and traces are not served (404).
 from __future__ import annotations
 
 import base64
-import re
 import time
 import uuid
 from collections import defaultdict
 from typing import Annotated, Any
 
+import pyarrow as pa
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import NotFoundError, UserInputError
 from ..store.records import validate_name
@@ -29,122 +28,42 @@ from .auth import Principal, Researcher, Supervisor, Viewer
 from .downsample import load_curves
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
 from .ingest import RemoteIngest
+from .mlflow_models import (
+    KV,
+    CreateExperiment,
+    CreateRun,
+    DeleteTag,
+    ExperimentRef,
+    ExperimentTag,
+    LogBatch,
+    LogMetric,
+    LogParam,
+    MetricIn,
+    RunRef,
+    SearchExperiments,
+    SearchRuns,
+    SetTag,
+    UpdateExperiment,
+    UpdateRun,
+)
 from .mlflow_search import matches, parse_filter, parse_order_by, sort_key
 from .mlflow_state import MLFLOW_TO_STATUS, MlflowState, project_for
-from .mlflow_views import (experiment_json, experiment_view, pending_chunks, pending_latest,
-                           record_detail, run_entity)
+from .mlflow_views import (
+    experiment_json,
+    experiment_view,
+    pending_chunks,
+    pending_latest,
+    record_detail,
+    run_entity,
+)
 from .query import RunsIndex
 from .records import validate_record
 from .store_ext import ServerStore
 
-__all__ = ["router", "PREFIXES"]
+__all__ = ["PREFIXES", "router"]
 
 PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
-_RUN_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
 router = APIRouter(tags=["mlflow"], route_class=StrictJSONRoute, responses=ERROR_RESPONSES)
-Key = Annotated[str, Field(min_length=1, max_length=250)]
-
-
-class _M(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class KV(_M):
-    key: Key
-    value: Annotated[str, Field(max_length=65_536)] = ""
-
-
-class MetricIn(_M):
-    key: Key
-    value: float
-    timestamp: int = Field(default=0, ge=0, le=10**15)
-    step: int = Field(default=0, ge=0, le=2**62)
-
-
-class RunRef(_M):
-    run_id: str | None = Field(default=None, max_length=64)
-    run_uuid: str | None = Field(default=None, max_length=64)
-
-    def rid(self) -> str:
-        rid = self.run_id or self.run_uuid or ""
-        if not _RUN_RE.match(rid):
-            raise UserInputError(f"invalid run id {rid!r}", hint="pass run_id (letters, digits)")
-        return rid
-
-
-class CreateExperiment(_M):
-    name: Annotated[str, Field(min_length=1, max_length=500)]
-    artifact_location: str | None = Field(default=None, max_length=2000)
-    tags: list[KV] = Field(default_factory=list, max_length=100)
-
-
-class ExperimentRef(_M):
-    experiment_id: Annotated[str, Field(max_length=32)]
-
-
-class UpdateExperiment(ExperimentRef):
-    new_name: Annotated[str, Field(min_length=1, max_length=500)]
-
-
-class ExperimentTag(ExperimentRef):
-    key: Key
-    value: Annotated[str, Field(max_length=65_536)] = ""
-
-
-class SearchExperiments(_M):
-    max_results: int = Field(default=1000, ge=1, le=50_000)
-    page_token: str | None = Field(default=None, max_length=100)
-    filter: str | None = Field(default=None, max_length=10_000)
-    order_by: list[str] = Field(default_factory=list, max_length=20)
-    view_type: str | int = "ACTIVE_ONLY"
-
-
-class CreateRun(_M):
-    experiment_id: Annotated[str, Field(max_length=32)] = "0"
-    user_id: str = Field(default="", max_length=256)
-    start_time: int | None = Field(default=None, ge=0, le=10**15)
-    tags: list[KV] = Field(default_factory=list, max_length=1000)
-    run_name: str | None = Field(default=None, max_length=250)
-
-
-class UpdateRun(RunRef):
-    status: str | None = Field(default=None, pattern="^(RUNNING|SCHEDULED|FINISHED|FAILED|KILLED)$")
-    end_time: int | None = Field(default=None, ge=0, le=10**15)
-    run_name: str | None = Field(default=None, max_length=250)
-
-
-class SearchRuns(_M):
-    experiment_ids: list[Annotated[str, Field(max_length=32)]] = Field(default_factory=list,
-                                                                      max_length=1000)
-    filter: str | None = Field(default=None, max_length=10_000)
-    run_view_type: str | int = "ACTIVE_ONLY"
-    max_results: int = Field(default=1000, ge=1, le=50_000)
-    order_by: list[str] = Field(default_factory=list, max_length=20)
-    page_token: str | None = Field(default=None, max_length=100)
-
-
-class LogBatch(RunRef):
-    metrics: list[MetricIn] = Field(default_factory=list, max_length=1000)
-    params: list[KV] = Field(default_factory=list, max_length=100)
-    tags: list[KV] = Field(default_factory=list, max_length=100)
-
-
-class LogMetric(RunRef, MetricIn):
-    pass
-
-
-class LogParam(RunRef, KV):
-    pass
-
-
-class SetTag(RunRef, KV):
-    pass
-
-
-class DeleteTag(RunRef):
-    key: Key
-
-
 def _state(request: Request) -> MlflowState:
     return request.app.state.mlflow  # type: ignore[no-any-return]
 
@@ -342,12 +261,10 @@ def get_metric_history(request: Request, who: Viewer,
     stored = store.metric_chunks(rid, [metric_key])
     pend = _remote(request).pending_metrics(rid, rec.ingested_seq if rec else -1)
     extra = pending_chunks(pend, metric_key, set(stored.column("seq").to_pylist()))
-    import pyarrow as pa
-
     chunks = pa.concat_tables([stored.select(extra.column_names).cast(extra.schema), extra])
     curve = load_curves(chunks, dedupe=False).get(metric_key)
     metrics = [] if curve is None else [
-        {"key": metric_key, "value": v, "timestamp": int(round(t * 1000)), "step": s}
+        {"key": metric_key, "value": v, "timestamp": round(t * 1000), "step": s}
         for s, v, t in zip(curve.step.tolist(), curve.value.tolist(), curve.time.tolist(),
                            strict=True)]
     return ok({"metrics": metrics})

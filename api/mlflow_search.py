@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import UserInputError
 
-__all__ = ["Clause", "parse_filter", "matches", "parse_order_by", "sort_key"]
+__all__ = ["Clause", "matches", "parse_filter", "parse_order_by", "sort_key"]
 
 _TOKEN = re.compile(r"""
     \s*(?:

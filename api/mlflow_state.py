@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import ConflictError, NotFoundError, UserInputError
 
-__all__ = ["MlflowState", "project_for", "STATUS_TO_MLFLOW", "MLFLOW_TO_STATUS"]
+__all__ = ["MLFLOW_TO_STATUS", "STATUS_TO_MLFLOW", "MlflowState", "project_for"]
 
 STATUS_TO_MLFLOW = {"running": "RUNNING", "completed": "FINISHED", "failed": "FAILED",
                     "stopped": "KILLED", "crashed": "FAILED"}

@@ -12,8 +12,14 @@ import pyarrow as pa
 from ..store.records import RunRecord
 from .mlflow_state import STATUS_TO_MLFLOW
 
-__all__ = ["experiment_json", "experiment_view", "record_detail", "run_entity",
-           "pending_latest", "pending_chunks"]
+__all__ = [
+    "experiment_json",
+    "experiment_view",
+    "pending_chunks",
+    "pending_latest",
+    "record_detail",
+    "run_entity",
+]
 
 
 def experiment_json(e: Mapping[str, Any]) -> dict[str, Any]:
@@ -108,7 +114,7 @@ def run_entity(run_id: str, detail: Mapping[str, Any] | None, side: Mapping[str,
         k: (st.get("last"), int(st.get("step", 0)), ts)
         for k, st in (d.get("summary_stats") or {}).items()}
     for k, (v, step, t) in (pending or {}).items():
-        latest[k] = (v, step, int(round(t * 1000)))
+        latest[k] = (v, step, round(t * 1000))
     metrics = [{"key": k, "value": v if v is not None else math.nan, "timestamp": t, "step": st}
                for k, (v, st, t) in sorted(latest.items())]
     if side is not None:

@@ -30,7 +30,7 @@ import polars as pl
 from ..errors import UserInputError
 from .store_ext import ServerStore
 
-__all__ = ["RunsIndex", "RunsQuery", "RunsPage", "FULL_REFRESH", "CORE_COLUMNS"]
+__all__ = ["CORE_COLUMNS", "FULL_REFRESH", "RunsIndex", "RunsPage", "RunsQuery"]
 
 FULL_REFRESH = 120.0
 _OVERLAP = 10.0  # seconds of updated_at re-read on each incremental refresh
@@ -314,11 +314,11 @@ class RunsIndex:
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             d = json.loads(raw)
             value, rid, fp = d["v"], d["id"], d["q"]
-            if not isinstance(rid, str):
-                raise ValueError("id")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            rid = None
+        if not isinstance(rid, str):
             raise UserInputError("malformed cursor",
-                                 hint="pass next_cursor from the previous page unchanged") from None
+                                 hint="pass next_cursor from the previous page unchanged")
         if fp != q.fingerprint():
             raise UserInputError("this cursor belongs to a query with other filters or sort",
                                  hint="keep filters, sort and order unchanged while paging")

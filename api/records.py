@@ -29,7 +29,7 @@ from .http import ERROR_RESPONSES, StrictJSONRoute
 from .ingest import SEQ_BITS, AppendResult, RemoteIngest
 from .runs import RunId
 
-__all__ = ["router", "decode_frames", "validate_record", "MEDIA_TYPE", "MAX_BATCH_BYTES"]
+__all__ = ["MAX_BATCH_BYTES", "MEDIA_TYPE", "decode_frames", "router", "validate_record"]
 
 MEDIA_TYPE = "application/x-assay-wal"
 MAX_BATCH_BYTES = 64 << 20
@@ -136,7 +136,7 @@ def validate_record(rec: Any, run_id: str) -> dict[str, Any]:
         _check_dict(rec, "git")
     elif kind == "status":
         try:
-            st = RunStatus(rec.get("status"))
+            st = RunStatus(str(rec.get("status")))
         except ValueError:
             st = RunStatus.RUNNING
         if not st.finished:

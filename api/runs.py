@@ -15,7 +15,7 @@ from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
 from .query import RunsIndex, RunsQuery
 from .store_ext import ServerStore
 
-__all__ = ["router", "RUN_ID_PATTERN", "RunId", "run_public"]
+__all__ = ["RUN_ID_PATTERN", "RunId", "router", "run_public"]
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9]{1,64}$"
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="a run id (letters and digits)")]

@@ -30,6 +30,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -48,7 +49,9 @@ from .query import RunsIndex
 from .runs import RUN_ID_PATTERN
 from .store_ext import ServerStore
 
-__all__ = ["router", "StreamHub"]
+__all__ = ["StreamHub", "router"]
+
+log = logging.getLogger("assay.api.stream")
 
 HEARTBEAT = 15.0
 _MAX_CURSOR = 16_384
@@ -102,7 +105,8 @@ class StreamHub:
             await asyncio.sleep(self.poll)
             try:
                 await run_in_threadpool(self.index.refresh)
-            except Exception:  # the store may be mid-compaction; try again next poll
+            except Exception:
+                log.debug("stream poll failed; retrying", exc_info=True)
                 continue
             gen = self.index.generation
             changed = self.index.changed_since(self._generation)
@@ -176,7 +180,8 @@ class StreamHub:
         for s, steps in zip(chunks.column("seq").to_pylist(),
                             chunks.column("step").to_pylist(), strict=True):
             sizes[s] = sizes.get(s, 0) + len(steps)
-        take, used = [], 0
+        take: list[int] = []
+        used = 0
         for s in seqs:  # whole records only: the cursor is a seq
             if take and used + sizes[s] > budget:
                 break

@@ -39,7 +39,7 @@ from typing import Any
 from ..errors import AssayError, ConflictError, NotFoundError, PermissionDeniedError, UserInputError
 from ..store.wal import encode, try_lock_segment
 
-__all__ = ["RemoteSender", "RemoteClient", "outbox_segment", "sync_outbox", "MEDIA_TYPE"]
+__all__ = ["MEDIA_TYPE", "RemoteClient", "RemoteSender", "outbox_segment", "sync_outbox"]
 
 log = logging.getLogger(__name__)
 
@@ -266,14 +266,16 @@ class RemoteSender(threading.Thread):
 
     def _resume_point(self, http: Any) -> None:
         """Skip what the server already holds (a sender restarted by ``sync_outbox``)."""
+        import httpx
+
         try:
             if not self.segment.exists() or self.segment.stat().st_size == 0:
                 return
             resp = http.get(f"/api/runs/{self.run_id}/records")
-        except Exception:
+            if resp.status_code == 200:
+                self._advance(int(resp.json().get("durable_seq", -1)))
+        except (httpx.HTTPError, OSError, ValueError, KeyError, AttributeError):
             return  # unreachable now: start from 0; the server drops duplicates
-        if resp.status_code == 200:
-            self._advance(int(resp.json().get("durable_seq", -1)))
 
     def _advance(self, durable: int, sent: bytes | None = None) -> None:
         """Move the acknowledged offset past every frame with seq <= ``durable``.

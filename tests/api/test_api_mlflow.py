@@ -10,9 +10,9 @@ from assay.sdk.api import Api
 pytestmark = pytest.mark.integration
 
 mlflow = pytest.importorskip("mlflow")
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from assay.api.downsample import Curve, Method, downsample, load_curves, lttb, m
 from assay.api.query import RunsIndex, RunsQuery
 from assay.api.store_ext import ServerStore
 from assay.errors import UserInputError
-from assay.store.ingest import IngestLock, Ingester
+from assay.store.ingest import Ingester, IngestLock
 from assay.store.records import RunRecord, RunStatus
 from assay.store.wal import WalWriter, segment_path
 
