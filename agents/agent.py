@@ -22,6 +22,7 @@ import math
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ __all__ = ["Agent", "Trial"]
 
 log = logging.getLogger(__name__)
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+OVERRIDE_POLL_S = 0.25
 
 
 @dataclass
@@ -60,13 +62,22 @@ class Trial:
     origin: str = "searcher"
     reason: str = ""
     attempt: int = 1
+    _result: TrialResult | None = field(default=None, repr=False)
 
     def result(self) -> TrialResult:
-        return TrialResult(self.trial_id, self.config, self.status, self.curve, self.final)
+        """The policies' view, rebuilt only after a change (histories are read every step)."""
+        if self._result is None:
+            self._result = TrialResult(self.trial_id, self.config, self.status, self.curve,
+                                       self.final)
+        return self._result
+
+    def changed(self) -> None:
+        self._result = None
 
     def to_state(self) -> dict[str, Any]:
+        # The full curve lives in the store; the state keeps the tail for display.
         return {"config": self.config, "status": str(self.status), "final": self.final,
-                "origin": self.origin, "reason": self.reason, "curve": self.curve[-200:]}
+                "origin": self.origin, "reason": self.reason, "curve": self.curve[-20:]}
 
 
 class _Suggester(threading.Thread):
@@ -151,6 +162,8 @@ class Agent:
         self.status = AgentStatus.RUNNING
         self.best: Trial | None = None
         self._dirty = True
+        self._pending_decisions: list[Decision] = []
+        self._overrides_checked = -1e9
         self._mu = threading.RLock()  # the searcher thread reads trials while step() runs
         existing = control.get_agent(self.agent_id) if agent_id else None
         if existing is not None:
@@ -159,6 +172,7 @@ class Agent:
         if self._suggester is not None:
             self._suggester.start()
             self._suggester.want.set()
+        self._flush_decisions()
         self._persist(force=True)
 
     # -- the loop ----------------------------------------------------------------------------
@@ -175,6 +189,7 @@ class Agent:
             did["stopped"] = self._stop_hopeless()
             did["launched"] = self._launch()
         self._maybe_finish()
+        self._flush_decisions()
         self._persist()
         return did
 
@@ -205,6 +220,7 @@ class Agent:
             return
         self.ledger.record(ev, project=self.objective.project, agent=self.agent_id)
         self._dirty = True
+        t.changed()
         if ev.kind is EventKind.STARTED:
             t.status = TrialStatus.RUNNING
             t.attempt = ev.attempt
@@ -248,13 +264,18 @@ class Agent:
             pts = by_key.get(self.objective.metric)
             if pts:
                 self.trials[tid].curve.extend((int(s), float(v)) for s, v in pts)
+                self.trials[tid].changed()
                 n += len(pts)
-        if n:
-            self._dirty = True
-        return n
+        return n  # curves are in the store: new points alone do not need a state write
 
     # -- 2. overrides ----------------------------------------------------------------------------
     def _apply_overrides(self) -> int:
+        # Overrides come from people: checking 4 times a second is prompt enough, and keeps a
+        # store query out of steps that follow each other quickly (simulations, bursts).
+        now = time.monotonic()
+        if now - self._overrides_checked < OVERRIDE_POLL_S:
+            return 0
+        self._overrides_checked = now
         pending = self.control.overrides(self.agent_id, OverrideStatus.PENDING)
         for o in pending:
             self.hlc.update(o.hlc)
@@ -421,7 +442,12 @@ class Agent:
     def _decide(self, trial_id: str, kind: str, summary: str, evidence: Mapping[str, Any]) -> None:
         d = Decision(self.agent_id, self.objective.project, trial_id, kind, summary,
                      dict(evidence), str(self.hlc.now()), self.backend.clock.now())
-        self.control.add_decisions([d])
+        self._pending_decisions.append(d)  # written once per step: one commit, not one each
+
+    def _flush_decisions(self) -> None:
+        if self._pending_decisions:
+            batch, self._pending_decisions = self._pending_decisions, []
+            self.control.add_decisions(batch)
 
     def state(self) -> dict[str, Any]:
         return {"trials": {k: t.to_state() for k, t in self.trials.items()},

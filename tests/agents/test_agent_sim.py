@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import assay.agents.agent as agent_mod
 from assay.agents.agent import Agent
 from assay.agents.objective import Objective
 from assay.policies import TrialStatus
@@ -68,7 +69,8 @@ def test_runs_are_deterministic_with_inline_suggestions():
     assert a1.best.final == a2.best.final
 
 
-def test_overrides_pause_pin_concurrency_budget_stop_run_and_stop():
+def test_overrides_pause_pin_concurrency_budget_stop_run_and_stop(monkeypatch):
+    monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)  # every step reads overrides
     control = MemoryControlStore()
     agent, backend, clock = make(control=control)
     agent.step()
