@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import UserInputError
 from ..policies import Searcher, SearchSpace, Suggestion, TrialResult, TrialStatus, as_space
@@ -43,11 +43,21 @@ from .factory import make_searcher, make_stopper
 from .hlc import HybridLogicalClock
 from .objective import Objective, resolve_train
 
-__all__ = ["Agent", "Trial"]
+__all__ = ["Agent", "Trial", "ArtifactHooks"]
 
 log = logging.getLogger(__name__)
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 OVERRIDE_POLL_S = 0.25
+
+
+class ArtifactHooks(Protocol):
+    """What re-evaluation needs from the graph (the runner passes the store's; tests a fake)."""
+
+    def latest_version(self, name: str) -> int | None: ...
+
+    def mark_stale(self, run_ids: list[str], reason: str) -> None: ...
+
+    def link(self, old_run: str, new_run: str) -> None: ...
 
 
 @dataclass
@@ -136,12 +146,14 @@ class Agent:
         agent_id: Resume this agent (its persisted state) instead of starting a new one.
         prior: Finished trials of other agents to warm-start the searcher (not budgeted).
         ahead: Prepare suggestions in a background thread (False: inline, deterministic).
+        artifacts: Access to artifact versions, for cascading re-evaluation.
     """
 
     def __init__(self, objective: Objective, backend: Backend, metrics: MetricSource,
                  control: ControlStore, *, agent_id: str | None = None,
                  prior: list[TrialResult] | None = None, ahead: bool = True,
-                 searcher: Searcher | None = None) -> None:
+                 searcher: Searcher | None = None,
+                 artifacts: ArtifactHooks | None = None) -> None:
         self.objective = objective
         self.backend = backend
         self.metrics = metrics
@@ -164,6 +176,10 @@ class Agent:
         self._dirty = True
         self._pending_decisions: list[Decision] = []
         self._overrides_checked = -1e9
+        self._project_spent = False
+        self.artifacts = artifacts
+        self._reeval_checked = -1e9
+        self._seen_versions: dict[str, int] = {}
         self._mu = threading.RLock()  # the searcher thread reads trials while step() runs
         existing = control.get_agent(self.agent_id) if agent_id else None
         if existing is not None:
@@ -187,7 +203,7 @@ class Agent:
         did["overrides"] = self._apply_overrides()
         if self.status is AgentStatus.RUNNING:
             did["stopped"] = self._stop_hopeless()
-            did["launched"] = self._launch()
+            did["launched"] = self._reevaluate() + self._launch()
         self._maybe_finish()
         self._flush_decisions()
         self._persist()
@@ -401,24 +417,80 @@ class Agent:
                 break
             config, why, origin = nxt
             tid = "".join(secrets.choice(_ALNUM) for _ in range(10))
-            key = f"{self.objective.project}/{self.space.key(config)}"
-            holder = self.control.claim_lease(key, self.agent_id, tid, str(self.hlc.now()))
+            prefix = f"{self.objective.project}/"
+            pb = self.objective.project_budget
+            holder = self.control.claim_lease(prefix + self.space.key(config), self.agent_id, tid,
+                                              str(self.hlc.now()),
+                                              limit=(prefix, pb["trials"]) if pb else None)
+            if holder == "project budget":
+                self._project_spent = True
+                break
             if holder is not None:
                 self._decide(holder, "skip", "config already run or running elsewhere",
-                             {"config": config, "lease": key})
+                             {"config": config, "lease": prefix + self.space.key(config)})
                 continue
-            spec = TrialSpec(trial_id=tid, project=self.objective.project, config=config,
-                             target=self.target, resources=self.resources,
-                             max_retries=self.objective.max_retries,
-                             stop_grace_s=self.objective.stop_grace,
-                             report_timeout_s=_seconds(self.objective.trial_timeout))
-            with self._mu:
-                self.trials[tid] = Trial(tid, config, origin=origin)
-            self.backend.launch(spec)
-            self.ledger.record_launch(spec, agent=self.agent_id)
-            self._decide(tid, "launch", f"launch ({why.get('method', origin)})",
-                         {**why, "config": config})
+            self._start(tid, config, why, origin)
             launched += 1
+        return launched
+
+    def _start(self, tid: str, config: dict[str, Any], why: dict[str, Any], origin: str) -> None:
+        spec = TrialSpec(trial_id=tid, project=self.objective.project, config=config,
+                         target=self.target, resources=self.resources,
+                         max_retries=self.objective.max_retries,
+                         stop_grace_s=self.objective.stop_grace,
+                         report_timeout_s=_seconds(self.objective.trial_timeout))
+        with self._mu:
+            self.trials[tid] = Trial(tid, config, origin=origin)
+        self.backend.launch(spec)
+        self.ledger.record_launch(spec, agent=self.agent_id)
+        self._decide(tid, "launch", f"launch ({why.get('method', origin)})",
+                     {**why, "config": config})
+
+    # -- cascading re-evaluation ------------------------------------------------------------
+    def _reevaluate(self) -> int:
+        """When an artifact the objective names in ``reevaluate_on`` gets a new version, mark
+        the trials that used an older one stale and re-run the top ones on the new version.
+
+        A trial "uses" an artifact through a config value ``"<name>:v<n>"`` (the train
+        function passes it to ``run.use_artifact``), which the re-run swaps for the new one.
+        """
+        if not self.objective.reevaluate_on or self.artifacts is None:
+            return 0
+        now = time.monotonic()
+        if now - self._reeval_checked < 2.0:
+            return 0
+        self._reeval_checked = now
+        launched = 0
+        for name in self.objective.reevaluate_on:
+            latest = self.artifacts.latest_version(name)
+            if latest is None:
+                continue
+            seen = self._seen_versions.setdefault(name, latest)
+            if latest <= seen:
+                continue
+            self._seen_versions[name] = latest
+            new_ref = f"{name}:v{latest}"
+            users = [(t, k) for t in self.trials.values() for k, v in t.config.items()
+                     if isinstance(v, str) and v.startswith(f"{name}:") and v != new_ref]
+            stale = [t for t, _ in users if t.status is TrialStatus.COMPLETED]
+            if stale:
+                self.artifacts.mark_stale([t.trial_id for t in stale],
+                                          f"{name} has a new version v{latest}")
+                for t in stale:
+                    self._decide(t.trial_id, "stale", f"stale: {name} is now v{latest}",
+                                 {"artifact": name, "version": latest})
+            sign = 1.0 if self.objective.mode == "min" else -1.0
+            keyed = {t.trial_id: k for t, k in users}
+            top = sorted((t for t in stale if t.final is not None and t.final == t.final),
+                         key=lambda t: sign * float(t.final))[: self.objective.reevaluate_top]
+            for old in top:
+                tid = "".join(secrets.choice(_ALNUM) for _ in range(10))
+                cfg = {**old.config, keyed[old.trial_id]: new_ref}
+                self._start(tid, cfg, {"method": "re-evaluation", "reevaluates": old.trial_id,
+                                       "artifact": new_ref, "was": old.final}, "reevaluate")
+                self.artifacts.link(old.trial_id, tid)
+                launched += 1
+        self._dirty = self._dirty or bool(launched)
         return launched
 
     # -- 5. finishing and persistence ----------------------------------------------------------
@@ -427,7 +499,10 @@ class Agent:
             return
         if self.status is AgentStatus.STOPPED:
             return
-        spent = self.ledger.exhausted()
+        spent = self.ledger.exhausted() or (
+            "project budget reached: the project's agents together launched "
+            f"{self.objective.project_budget['trials']} trials"  # type: ignore[index]
+            if self._project_spent else None)
         if (spent or self._space_exhausted()) and not self.active:
             self.status = AgentStatus.FINISHED
             b = self.best
@@ -454,7 +529,7 @@ class Agent:
                 "searcher": self.searcher.state_dict(), "concurrency": self.concurrency,
                 "budget": dict(self.objective.budget), "pinned": self.pinned,
                 "best": self.best.trial_id if self.best else None,
-                "ledger": self.ledger.state_dict()}
+                "ledger": self.ledger.state_dict(), "artifact_versions": self._seen_versions}
 
     def _persist(self, force: bool = False) -> None:
         if not (force or self._dirty):
@@ -487,6 +562,7 @@ class Agent:
                 self.searcher.load_state_dict(st["searcher"])
             except UserInputError:
                 log.warning("searcher state of %s does not fit; starting it fresh", self.agent_id)
+        self._seen_versions = dict(st.get("artifact_versions", {}))
         if st.get("ledger"):
             self.ledger.load_state_dict(st["ledger"])
 

@@ -121,6 +121,7 @@ class Objective:
     warm_start: bool = True
     reevaluate_on: tuple[str, ...] = ()
     reevaluate_top: int = 3
+    project_budget: Mapping[str, Any] | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -162,6 +163,14 @@ class Objective:
         _names(self.stoppers or [], STOPPERS, "stopper")
         for a in self.reevaluate_on:
             validate_name("artifact", a)
+        if self.project_budget is not None:
+            pt = self.project_budget.get("trials") if isinstance(self.project_budget, Mapping) \
+                else None
+            if isinstance(pt, bool) or not isinstance(pt, int) or pt < 1 \
+                    or set(self.project_budget) != {"trials"}:
+                raise UserInputError(
+                    f"project_budget must be {{trials: N}} with N >= 1, got {self.project_budget!r}",
+                    hint="it caps the trials of every agent of the project together")
 
     @property
     def searcher_spec(self) -> dict[str, Any]:
@@ -222,6 +231,7 @@ class Objective:
         d["budget"] = dict(self.budget)
         d["resources"] = dict(self.resources)
         d["reevaluate_on"] = list(self.reevaluate_on)
+        d["project_budget"] = dict(self.project_budget) if self.project_budget else None
         return d
 
     def run(self, **kwargs: Any) -> Any:

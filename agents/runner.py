@@ -61,6 +61,34 @@ def prior_trials(data_dir: Path, objective: Objective) -> list[Any]:
     return out
 
 
+class StoreArtifactHooks:
+    """Re-evaluation's view of the graph: latest artifact versions, stale marks, lineage."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from ..sdk.graph import open_graph
+
+        self.graph = open_graph(data_dir)
+
+    def latest_version(self, name: str) -> int | None:
+        return self.graph.artifacts._aliases(name).get("latest")  # type: ignore[no-any-return]
+
+    def mark_stale(self, run_ids: list[str], reason: str) -> None:
+        from dataclasses import replace
+
+        store = self.graph.store
+        with self.graph.lock:
+            runs = [r for r in (store.get_run(i) for i in run_ids) if r is not None]
+            store.upsert_runs([replace(r, tags=tuple(sorted({*r.tags, "stale"}))) for r in runs])
+        for r in run_ids:
+            self.graph.audit.append("agent", "run.stale", f"run:{r}", reason)
+
+    def link(self, old_run: str, new_run: str) -> None:
+        from ..store.lineage import add_edges, run_node
+
+        with self.graph.lock:
+            add_edges(self.graph.store, [(run_node(old_run), run_node(new_run), "reevaluated_as")])
+
+
 def _build_agent(spec: dict[str, Any], data_dir: str, agent_id: str, ahead: bool = True) -> Any:
     from ..scheduler.metrics import StoreMetricSource
     from ..scheduler.ray_backend import RayBackend
@@ -75,8 +103,9 @@ def _build_agent(spec: dict[str, Any], data_dir: str, agent_id: str, ahead: bool
     metrics = StoreMetricSource(root, keys=[objective.metric])
     control = LanceControlStore(LanceStore(root), IngestLock(root))
     prior = prior_trials(root, objective) if objective.warm_start else []
+    hooks = StoreArtifactHooks(root) if objective.reevaluate_on else None
     return Agent(objective, backend, metrics, control, agent_id=agent_id, prior=prior,
-                 ahead=ahead)
+                 ahead=ahead, artifacts=hooks)
 
 
 class _AgentLoop:

@@ -118,9 +118,16 @@ class ControlStore(ABC):
     def resolve_override(self, override_id: str, status: OverrideStatus, result: str) -> None: ...
 
     @abstractmethod
-    def claim_lease(self, key: str, agent_id: str, trial_id: str, hlc: str) -> str | None:
-        """Claim ``key`` for ``agent_id``: None if claimed now (or already ours), else the
-        trial id of the holder. Atomic across processes."""
+    def claim_lease(self, key: str, agent_id: str, trial_id: str, hlc: str,
+                    limit: tuple[str, int] | None = None) -> str | None:
+        """Claim ``key`` for ``agent_id``: None if claimed now (or already ours), else why
+        not: the trial id of the holder, or ``"project budget"`` when ``limit`` =
+        ``(prefix, n)`` and ``n`` leases with that prefix exist (a budget shared by every
+        agent of a project). Atomic across processes."""
+
+    @abstractmethod
+    def count_leases(self, prefix: str) -> int:
+        """Leases whose key starts with ``prefix`` (configs launched in a project)."""
 
 
 class MemoryControlStore(ControlStore):
@@ -167,13 +174,19 @@ class MemoryControlStore(ControlStore):
             self._overrides[override_id] = replace(self._overrides[override_id], status=status,
                                                    result=result)
 
-    def claim_lease(self, key: str, agent_id: str, trial_id: str, hlc: str) -> str | None:
+    def claim_lease(self, key: str, agent_id: str, trial_id: str, hlc: str,
+                    limit: tuple[str, int] | None = None) -> str | None:
         with self._mu:
             held = self._leases.get(key)
             if held is None:
+                if limit is not None and self.count_leases(limit[0]) >= limit[1]:
+                    return "project budget"
                 self._leases[key] = (agent_id, trial_id)
                 return None
             return None if held == (agent_id, trial_id) else held[1]
+
+    def count_leases(self, prefix: str) -> int:
+        return sum(1 for k in self._leases if k.startswith(prefix))
 
 
 def _json(obj: Any) -> str:
@@ -276,12 +289,22 @@ class LanceControlStore(ControlStore):
             tbl.update(where=f"override_id = {self._q(override_id)}",
                        values={"status": str(status), "result": result})
 
-    def claim_lease(self, key: str, agent_id: str, trial_id: str, hlc: str) -> str | None:
+    def claim_lease(self, key: str, agent_id: str, trial_id: str, hlc: str,
+                    limit: tuple[str, int] | None = None) -> str | None:
         with self.lock:
             rows = self._rows("leases", f"lease_key = {self._q(key)}")
             if rows:
                 r = rows[0]
                 return None if (r["agent_id"], r["trial_id"]) == (agent_id, trial_id) else r["trial_id"]
+            if limit is not None and self.count_leases(limit[0]) >= limit[1]:
+                return "project budget"
             self._add("leases", [{"lease_key": key, "agent_id": agent_id, "trial_id": trial_id,
                                   "hlc": hlc, "time": time.time()}])
             return None
+
+    def count_leases(self, prefix: str) -> int:
+        tbl = self.store.table("leases")
+        if tbl is None:
+            return 0
+        like = prefix.replace("'", "''").replace("%", "\\%").replace("_", "\\_")
+        return int(tbl.count_rows(f"lease_key LIKE '{like}%'"))

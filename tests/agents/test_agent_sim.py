@@ -160,3 +160,70 @@ def test_bad_objectives_are_rejected_with_hints():
         objective(budget={"trials": 2}, concurrency=4)
     with pytest.raises(UserInputError, match="unknown searcher 'botorc'"):
         objective(searcher="botorc")
+
+
+def test_two_agents_share_a_project_budget():
+    control = MemoryControlStore()
+    obj = objective(budget={"trials": 10}, project_budget={"trials": 12}, stoppers=[])
+    a, ba, ca = make(obj, control)
+    b, bb, cb = make(objective(budget={"trials": 10}, project_budget={"trials": 12},
+                               stoppers=[], seed=2), control)
+    for _ in range(2000):
+        live = False
+        for ag, be, cl in ((a, ba, ca), (b, bb, cb)):
+            if ag.status is AgentStatus.RUNNING:
+                live = True
+                ag.step()
+                cl.advance_to(be.next_event_time() or cl.now() + 1)
+        if not live:
+            break
+    assert len(a.trials) + len(b.trials) == 12
+    finish = [d for d in control.decisions() if d.kind == "finish"]
+    assert len(finish) == 2 and any("project budget" in d.summary for d in finish)
+
+
+class FakeArtifacts:
+    def __init__(self):
+        self.latest = {"data": 0}
+        self.stale: list[str] = []
+        self.links: list[tuple[str, str]] = []
+
+    def latest_version(self, name):
+        return self.latest.get(name)
+
+    def mark_stale(self, run_ids, reason):
+        self.stale += run_ids
+
+    def link(self, old, new):
+        self.links.append((old, new))
+
+
+def test_a_new_dataset_version_marks_users_stale_and_reruns_the_top_configs(monkeypatch):
+    import assay.agents.agent as mod
+
+    t = [0.0]
+    monkeypatch.setattr(mod.time, "monotonic", lambda: t[0])
+    space = {**SIM.space.to_dict(), "data": "data:v0"}
+    obj = objective(space=space, budget={"trials": 12}, stoppers=[], reevaluate_on=["data"],
+                    reevaluate_top=2)
+    clock = SimClock()
+    backend = SimBackend(clock, CurveSimulatorSource(SIM), cpus=4)
+    fake = FakeArtifacts()
+    agent = Agent(obj, backend, backend, MemoryControlStore(), ahead=False, artifacts=fake)
+    def done():
+        return [x for x in agent.trials.values() if x.status is TrialStatus.COMPLETED]
+
+    while len(done()) < 3:  # run part of the search on data:v0
+        agent.step()
+        t[0] += 3
+        clock.advance_to(backend.next_event_time() or clock.now() + 1)
+    done = done()
+    fake.latest["data"] = 1
+    agent.step()
+    re = [x for x in agent.trials.values() if x.origin == "reevaluate"]
+    assert len(re) == 2 and all(x.config["data"] == "data:v1" for x in re)
+    assert set(fake.stale) >= {x.trial_id for x in done}
+    best_two = sorted(done, key=lambda x: x.final)[:2]
+    assert {old for old, _ in fake.links} == {x.trial_id for x in best_two}
+    agent.step()
+    assert len([x for x in agent.trials.values() if x.origin == "reevaluate"]) == 2  # once

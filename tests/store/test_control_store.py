@@ -62,3 +62,11 @@ def test_a_lease_is_held_by_the_first_claimer(control):
     assert control.claim_lease("p/cfg1", "ag1", "t1", "2") is None  # idempotent
     assert control.claim_lease("p/cfg1", "ag2", "t9", "3") == "t1"
     assert control.claim_lease("p/cfg2", "ag2", "t9", "4") is None
+
+
+def test_a_project_limit_caps_leases_across_agents(control):
+    assert control.claim_lease("p_1/a", "ag1", "t1", "1", limit=("p_1/", 2)) is None
+    assert control.claim_lease("p_1/b", "ag2", "t2", "2", limit=("p_1/", 2)) is None
+    assert control.claim_lease("p_1/c", "ag1", "t3", "3", limit=("p_1/", 2)) == "project budget"
+    assert control.claim_lease("pX1/c", "ag1", "t3", "3", limit=("pX1/", 2)) is None  # '_' literal
+    assert control.count_leases("p_1/") == 2
