@@ -66,6 +66,12 @@ def create_app(data_dir: str | os.PathLike[str], *, max_body_bytes: int = DEFAUL
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(remote.start)
 
+        async def warm() -> None:  # parse the runs table before the first query needs it
+            with contextlib.suppress(Exception):
+                await run_in_threadpool(index.refresh)
+
+        warmer = asyncio.get_running_loop().create_task(warm())
+
         async def sweeper() -> None:
             while True:
                 await asyncio.sleep(sweep_interval)
@@ -78,6 +84,7 @@ def create_app(data_dir: str | os.PathLike[str], *, max_body_bytes: int = DEFAUL
         try:
             yield
         finally:
+            warmer.cancel()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

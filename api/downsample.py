@@ -60,8 +60,13 @@ def load_curves(chunks: pa.Table, *, dedupe: bool = True) -> dict[str, Curve]:
     """
     if chunks.num_rows == 0:
         return {}
-    order = pc.sort_indices(chunks, sort_keys=[("key", "ascending"), ("seq", "ascending")])
-    t = chunks.take(order)
+    keys_col = chunks.column("key")
+    seqs = np.asarray(chunks.column("seq").to_numpy(), dtype=np.int64)
+    if pc.count_distinct(keys_col).as_py() == 1 and bool(np.all(seqs[1:] >= seqs[:-1])):
+        t = chunks  # one key, rows already in seq order (the usual case): no copy at all
+    else:
+        order = pc.sort_indices(chunks, sort_keys=[("key", "ascending"), ("seq", "ascending")])
+        t = chunks.take(order)
     keys = t.column("key").to_pylist()
     out: dict[str, Curve] = {}
     start = 0

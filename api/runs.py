@@ -126,7 +126,10 @@ def run_history(
     ``total`` is the number of points before downsampling.
     """
     store = _store(request)
-    get_run_or_404(store, run_id)
+    index = _index(request)
+    index.refresh()  # a version check when nothing changed; cheaper than reading the run
+    if index.detail(run_id) is None:
+        get_run_or_404(store, run_id)
     curves = load_curves(store.metric_chunks(run_id, key or None))
     series: dict[str, Any] = {}
     for k, c in curves.items():
