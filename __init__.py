@@ -15,14 +15,21 @@ from .sdk import Run, init, seed
 
 __version__ = "0.1.0"
 
-__all__ = ["init", "Run", "Api", "seed", "AssayError", "UserInputError", "NotFoundError",
-           "ConflictError", "__version__"]
+__all__ = ["init", "Run", "Api", "seed", "Objective", "uniform", "loguniform", "integer",
+           "choice", "AssayError", "UserInputError", "NotFoundError", "ConflictError",
+           "__version__"]
+
+_LAZY = {"Api": ".sdk.api", "Objective": ".agents.objective", "uniform": ".policies.space",
+         "loguniform": ".policies.space", "integer": ".policies.space",
+         "choice": ".policies.space"}
 
 
 def __getattr__(name: str) -> Any:
-    # Heavy read-side names load on first use (see assay.sdk).
-    if name == "Api":
-        from .sdk.api import Api
+    # Read-side and search names load on first use: a training script that only logs
+    # never imports polars, LanceDB or NumPy through assay.
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'assay' has no attribute {name!r}")
+    import importlib
 
-        return Api
-    raise AttributeError(f"module 'assay' has no attribute {name!r}")
+    return getattr(importlib.import_module(mod, __name__), name)
