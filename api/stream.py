@@ -13,7 +13,8 @@ Events:
 - ``snapshot`` (first): each subscribed run's status, ``ingested_seq`` and last step;
 - ``delta``: ``{"runs": {run_id: {"status", "ingested_seq", "last_step", "points":
   {key: {"step", "value", "time"}}}}, "more": bool}``;
-- comments (``: keep-alive``) every 15 s of silence.
+- comments (``: keep-alive``) every 15 s of silence; the token is re-checked then, and a
+  revoked or expired one ends the stream with an ``error`` event.
 
 Each event's ``id`` is a cursor (per run, the last metric record delivered); a client that
 reconnects with ``Last-Event-ID`` (browsers do) or ``?since=`` continues without gaps or
@@ -42,7 +43,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import UserInputError
 from ..store.records import validate_name
-from .auth import Viewer
+from .auth import TokenStore, Viewer
 from .downsample import load_curves
 from .http import ERROR_RESPONSES, jsonable
 from .query import RunsIndex
@@ -254,6 +255,8 @@ async def stream(
     if project is not None:
         validate_name("project", project)
     hub: StreamHub = request.app.state.hub
+    tokens: TokenStore = request.app.state.tokens
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
     client = _Client(runs=frozenset(run) if run else None, project=project,
                      keys=list(key) or None, cursor=_decode_cursor(last_event_id or since),
                      max_points=max_points, resumed=bool(last_event_id or since))
@@ -269,6 +272,10 @@ async def stream(
                 try:
                     await asyncio.wait_for(client.wake.wait(), timeout=HEARTBEAT)
                 except TimeoutError:
+                    if tokens.authenticate(token) is None:  # revoked or expired meanwhile
+                        yield _sse("error", {"error": tokens.why_invalid(token),
+                                             "hint": "reconnect with a valid token"}, None)
+                        return
                     yield ": keep-alive\n\n"
                     continue
                 wait = min_interval - (time.monotonic() - last)
