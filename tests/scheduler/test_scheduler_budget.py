@@ -44,12 +44,23 @@ def test_format_duration_is_short():
     ({"trials": 0}, "at least 1"), ({"trials": -2}, "at least 1"), ({"trials": 2.5}, "int"),
     ({"trials": True}, "int"), ({"wall_clock_s": "-1h"}, "wall_clock_s"),
     ({"wall_clock_s": 0}, "zero"), ({"cpu_hours": -1}, "cpu_hours"),
-    ({"gpu_hours": "lots"}, "gpu_hours"), ({"gpu_hours": "0m"}, "zero"),
+    ({"gpu_hours": "lots"}, "gpu_hours"), ({"wall_clock_s": "0m"}, "zero"),
 ])
 def test_impossible_budgets_are_rejected(kw, match):
     with pytest.raises(UserInputError, match=match) as e:
         Budget(**kw)
     assert e.value.hint
+
+
+def test_zero_gpu_hours_forbid_gpu_trials_but_not_cpu_trials():
+    from assay.scheduler.base import Resources
+    from assay.scheduler.budget import BudgetLedger
+    from assay.scheduler.clock import SimClock
+
+    ledger = BudgetLedger(Budget.from_mapping({"trials": 40, "gpu_hours": 0}), SimClock())
+    assert ledger.exhausted() is None
+    assert ledger.launch_blocker(Resources(cpus=1)) is None
+    assert "gpu-hours" in ledger.launch_blocker(Resources(cpus=1, gpus=1))
 
 
 def test_budget_text_limits_convert_to_each_unit():
