@@ -122,6 +122,7 @@ class Objective:
     reevaluate_on: tuple[str, ...] = ()
     reevaluate_top: int = 3
     project_budget: Mapping[str, Any] | None = None
+    owner: str = ""
     description: str = ""
 
     def __post_init__(self) -> None:

@@ -1,0 +1,209 @@
+"""Routes for objectives, agents, decisions and human overrides.
+
+Reading is for viewers. Declaring an objective is for researchers (it starts an agent in a
+background process, as ``assay run --detach`` does). Overriding an agent (pause, resume,
+stop, budget, concurrency, space, pin, stop a run) is for supervisors, and for the
+researcher who declared that objective. Every override names who and why: it is stored for
+the agent (applied at its next step) and appended to the audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..agents.hlc import HybridLogicalClock
+from ..agents.objective import Objective
+from ..errors import NotFoundError, PermissionDeniedError, UserInputError
+from ..store.control import AgentRow, ControlStore, LanceControlStore, Override
+from ..store.ingest import IngestLock
+from ..store.lance import LanceStore
+from .auth import Principal, Researcher, Role, Viewer
+from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api", tags=["agents"], route_class=StrictJSONRoute,
+                   responses=ERROR_RESPONSES)
+AgentId = Annotated[str, Path(pattern=r"^[A-Za-z0-9]{4,64}$", description="an agent id")]
+_hlc = HybridLogicalClock("api")
+
+
+def _control(request: Request) -> ControlStore:
+    ctl = getattr(request.app.state, "control", None)
+    if ctl is None:
+        root = request.app.state.data_dir
+        ctl = request.app.state.control = LanceControlStore(LanceStore(root), IngestLock(root))
+    return ctl  # type: ignore[no-any-return]
+
+
+def _agent_or_404(request: Request, agent_id: str) -> AgentRow:
+    a = _control(request).get_agent(agent_id)
+    if a is None:
+        raise NotFoundError(f"no agent {agent_id!r}", hint="list agents with GET /api/agents")
+    return a
+
+
+def agent_public(a: AgentRow, *, trials: bool = False) -> dict[str, Any]:
+    ts = a.state.get("trials", {})
+    counts: dict[str, int] = {}
+    for t in ts.values():
+        counts[t["status"]] = counts.get(t["status"], 0) + 1
+    best_id = a.state.get("best")
+    best = ts.get(best_id) if best_id else None
+    out: dict[str, Any] = {
+        "agent_id": a.agent_id, "objective": a.objective, "project": a.project,
+        "status": str(a.status), "metric": a.spec.get("metric"), "mode": a.spec.get("mode"),
+        "owner": a.spec.get("owner", ""), "updated_at": a.updated_at, "hlc": a.hlc,
+        "counts": counts, "trials_total": len(ts),
+        "budget": a.spec.get("budget"), "concurrency": a.state.get("concurrency"),
+        "best": None if best is None else {"trial_id": best_id, "value": best.get("final"),
+                                           "config": best.get("config")},
+    }
+    if trials:
+        out["spec"] = a.spec
+        out["trials"] = [{"trial_id": k, **v} for k, v in ts.items()]
+    return out
+
+
+@router.get("/agents", summary="Agents and their progress")
+def list_agents(request: Request, who: Viewer,
+                project: Annotated[str | None, Query(max_length=128)] = None) -> SafeJSONResponse:
+    rows = _control(request).list_agents(project)
+    return ok({"agents": [agent_public(a) for a in rows]})
+
+
+@router.get("/agents/{agent_id}", summary="One agent: objective, trials, best")
+def get_agent(request: Request, who: Viewer, agent_id: AgentId) -> SafeJSONResponse:
+    return ok(agent_public(_agent_or_404(request, agent_id), trials=True))
+
+
+def _decision_public(d: Any) -> dict[str, Any]:
+    return {"decision_id": d.decision_id, "agent_id": d.agent_id, "project": d.project,
+            "trial_id": d.trial_id, "kind": d.kind, "summary": d.summary,
+            "explanation": d.explanation, "hlc": d.hlc, "time": d.time}
+
+
+@router.get("/decisions", summary="Decisions with their evidence (newest last)")
+def list_decisions(request: Request, who: Viewer,
+                   agent_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9]{4,64}$")] = None,
+                   project: Annotated[str | None, Query(max_length=128)] = None,
+                   trial_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9]{1,64}$")] = None,
+                   kind: Annotated[str | None, Query(max_length=32)] = None,
+                   limit: Annotated[int, Query(ge=1, le=5000)] = 200) -> SafeJSONResponse:
+    ds = _control(request).decisions(agent_id=agent_id, project=project, trial_id=trial_id)
+    if kind:
+        ds = [d for d in ds if d.kind == kind]
+    return ok({"decisions": [_decision_public(d) for d in ds[-limit:]], "total": len(ds)})
+
+
+class ObjectiveBody(BaseModel):
+    """An objective as in YAML (see ``assay.agents.objective``)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(max_length=128)
+    project: str = Field(max_length=128)
+    train: str | list[str]
+    metric: str = Field(max_length=256)
+
+
+@router.post("/objectives", summary="Declare an objective: starts an agent", status_code=202)
+def create_objective(request: Request, who: Researcher, body: ObjectiveBody) -> SafeJSONResponse:
+    spec = {**body.model_dump(), "owner": who.name}  # the declaring token owns the agent
+    obj = Objective.from_dict(spec)  # every key checked; 400 with a hint on a bad one
+    root = request.app.state.data_dir
+    agent_id = "ag" + secrets.token_hex(5)
+    folder = root / "objectives"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{agent_id}.json"
+    path.write_text(json.dumps(obj.to_dict()))
+    (root / "logs").mkdir(exist_ok=True)
+    with open(root / "logs" / f"agent-{agent_id}.log", "ab") as out:
+        subprocess.Popen([sys.executable, "-m", "assay.cli", "run", str(path), "--dir", str(root),
+                          "--agent-id", agent_id],
+                         stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                         start_new_session=True, env={**os.environ, "COLUMNS": "160"})
+    request.app.state.audit.record(who.name, "objective.create", f"agent:{agent_id}",
+                                   f"declared {obj.name}", {"objective": obj.name,
+                                                            "project": obj.project})
+    return ok({"agent_id": agent_id, "objective": obj.name, "status": "starting"}, 202)
+
+
+Action = Literal["pause", "resume", "stop", "stop_run", "budget", "concurrency", "space", "pin"]
+
+
+class OverrideBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: Action
+    reason: str = Field(min_length=1, max_length=2000,
+                        description="why: goes into the audit trail and the agent's decisions")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def _may_override(who: Principal, a: AgentRow) -> None:
+    if who.can(Role.SUPERVISOR):
+        return
+    if who.can(Role.RESEARCHER) and a.spec.get("owner") == who.name:
+        return
+    raise PermissionDeniedError(
+        f"{who.name} ({who.role}) may not override agent {a.agent_id}",
+        hint="supervisors may override any agent; researchers only the ones they declared")
+
+
+def _send(request: Request, who: Principal, a: AgentRow, action: str, params: dict[str, Any],
+          reason: str) -> dict[str, Any]:
+    o = Override(a.agent_id, action, params, who.name, reason, str(_hlc.now()), time.time())
+    _control(request).add_override(o)
+    request.app.state.audit.record(who.name, f"override.{action}", f"agent:{a.agent_id}", reason,
+                                   {"params": params, "override_id": o.override_id})
+    return {"override_id": o.override_id, "agent_id": a.agent_id, "action": action,
+            "status": "pending"}
+
+
+@router.post("/agents/{agent_id}/overrides", summary="Override an agent (applied at its next step)",
+             status_code=202)
+def override_agent(request: Request, who: Researcher, agent_id: AgentId,
+                   body: OverrideBody) -> SafeJSONResponse:
+    a = _agent_or_404(request, agent_id)
+    _may_override(who, a)
+    if body.action == "stop_run" and not isinstance(body.params.get("trial_id"), str):
+        raise UserInputError("stop_run needs params.trial_id", hint='{"trial_id": "<run id>"}')
+    return ok(_send(request, who, a, body.action, body.params, body.reason), 202)
+
+
+class StopRunBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+@router.post("/runs/{run_id}/stop", summary="Stop a running trial through its agent",
+             status_code=202)
+def stop_run(request: Request, who: Researcher,
+             run_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9]{1,64}$")],
+             body: StopRunBody) -> SafeJSONResponse:
+    owners = [d.agent_id for d in _control(request).decisions(trial_id=run_id)
+              if d.kind == "launch"]
+    if not owners:
+        raise NotFoundError(f"run {run_id!r} was not launched by an agent",
+                            hint="only agent trials can be stopped through the API")
+    a = _agent_or_404(request, owners[-1])
+    _may_override(who, a)
+    return ok(_send(request, who, a, "stop_run", {"trial_id": run_id}, body.reason), 202)
+
+
+@router.get("/agents/{agent_id}/overrides", summary="An agent's overrides and their outcome")
+def list_overrides(request: Request, who: Viewer, agent_id: AgentId) -> SafeJSONResponse:
+    _agent_or_404(request, agent_id)
+    rows = _control(request).overrides(agent_id)
+    return ok({"overrides": [{"override_id": o.override_id, "action": o.action,
+                              "params": o.params, "actor": o.actor, "reason": o.reason,
+                              "status": str(o.status), "result": o.result, "hlc": o.hlc,
+                              "time": o.time} for o in rows]})

@@ -1,0 +1,97 @@
+"""Agents, decisions and overrides over HTTP, against a real uvicorn server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from assay.store.control import AgentRow, Decision, LanceControlStore
+from assay.store.ingest import IngestLock
+from assay.store.lance import LanceStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def agent(data_dir):
+    ctl = LanceControlStore(LanceStore(data_dir), IngestLock(data_dir))
+    spec = {"name": "toy", "project": "p", "metric": "score", "mode": "max", "owner": "researcher",
+            "budget": {"trials": 4}}
+    state = {"trials": {"t1": {"config": {"x": 0.1}, "status": "completed", "final": 0.9,
+                               "origin": "searcher", "reason": "", "curve": [[0, 0.5]]},
+                        "t2": {"config": {"x": 0.7}, "status": "running", "final": None,
+                               "origin": "searcher", "reason": "", "curve": []}},
+             "best": "t1", "concurrency": 2}
+    ctl.save_agent(AgentRow("agtoy00001", "toy", "p", spec, state=state, hlc="1"))
+    ctl.add_decisions([Decision("agtoy00001", "p", "t1", "launch", "launch (sobol)", {"acq": 1},
+                                "2", 0.0),
+                       Decision("agtoy00001", "p", "t2", "launch", "launch (gp)", {"acq": 2},
+                                "3", 0.0)])
+    return ctl
+
+
+def test_viewers_read_agents_and_decisions(server, client, agent):
+    c = client("viewer")
+    got = c.get("/api/agents").json()["agents"]
+    assert got[0]["agent_id"] == "agtoy00001" and got[0]["counts"] == {"completed": 1,
+                                                                        "running": 1}
+    assert got[0]["best"]["value"] == 0.9
+    one = c.get("/api/agents/agtoy00001").json()
+    assert {t["trial_id"] for t in one["trials"]} == {"t1", "t2"}
+    ds = c.get("/api/decisions", params={"agent_id": "agtoy00001"}).json()["decisions"]
+    assert [d["trial_id"] for d in ds] == ["t1", "t2"] and ds[1]["explanation"] == {"acq": 2}
+    assert c.get("/api/agents/nosuchagent").status_code == 404
+
+
+def test_overrides_need_a_supervisor_or_the_owner_and_a_reason(server, client, agent):
+    body = {"action": "pause", "reason": "GPU maintenance"}
+    assert client("viewer").post("/api/agents/agtoy00001/overrides", json=body).status_code == 403
+    other = client("researcher2").post("/api/agents/agtoy00001/overrides", json=body)
+    assert other.status_code == 403 and "only the ones they declared" in other.json()["hint"]
+    r = client("supervisor").post("/api/agents/agtoy00001/overrides", json=body)
+    assert r.status_code == 202 and r.json()["status"] == "pending"
+    assert client("researcher").post("/api/agents/agtoy00001/overrides",
+                                     json=body).status_code == 202  # the owner
+    bad = client("supervisor").post("/api/agents/agtoy00001/overrides",
+                                    json={"action": "pause", "reason": ""})
+    assert bad.status_code in (400, 422) and "reason" in bad.text
+    nope = client("supervisor").post("/api/agents/agtoy00001/overrides",
+                                     json={"action": "explode", "reason": "x"})
+    assert nope.status_code in (400, 422)
+    ov = client("viewer").get("/api/agents/agtoy00001/overrides").json()["overrides"]
+    assert [(o["action"], o["actor"], o["reason"]) for o in ov] == [
+        ("pause", "supervisor", "GPU maintenance"), ("pause", "researcher", "GPU maintenance")]
+    stop = client("supervisor").post("/api/runs/t2/stop", json={"reason": "looks diverged"})
+    assert stop.status_code == 202
+    assert agent.overrides("agtoy00001")[-1].params == {"trial_id": "t2"}
+    assert client("supervisor").post("/api/runs/zzz/stop",
+                                     json={"reason": "x"}).status_code == 404
+
+
+def test_bad_objectives_get_400_with_a_hint(server, client):
+    r = client("researcher").post("/api/objectives", json={
+        "name": "o", "project": "p", "train": "examples.toy:train", "metric": "score",
+        "budgte": {"trials": 3}})
+    assert r.status_code == 400 and "budget" in r.json()["hint"]
+    r = client("researcher").post("/api/objectives", json={
+        "name": "o", "project": "p", "train": "nowhere.mod:train", "metric": "score"})
+    assert r.status_code == 400 and "cannot import" in r.json()["error"]
+    assert client("viewer").post("/api/objectives", json={}).status_code == 403
+
+
+@pytest.mark.slow
+def test_an_objective_declared_over_http_runs_to_the_end(server, client):
+    r = client("researcher").post("/api/objectives", json={
+        "name": "toy", "project": "httpproj", "train": "examples.toy:train", "metric": "score",
+        "mode": "max", "space": {"x": {"uniform": [0, 1]}, "y": {"uniform": [0, 1]}, "steps": 3},
+        "budget": {"trials": 2}, "concurrency": 1, "searcher": "random"})
+    assert r.status_code == 202
+    aid = r.json()["agent_id"]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        got = client("viewer").get(f"/api/agents/{aid}")
+        if got.status_code == 200 and got.json()["status"] == "finished":
+            break
+        time.sleep(1)
+    assert got.json()["status"] == "finished" and got.json()["owner"] == "researcher"
