@@ -86,11 +86,22 @@ class _Segment:
         raise HTTPException(503, f"could not open {path}", headers={"Retry-After": "1"})
 
     def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self.fd, view)
-            view = view[n:]
-        os.fsync(self.fd)
+        """Append and fsync; on failure cut the segment back so no torn frame hides later ones."""
+        size = os.fstat(self.fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+            os.fsync(self.fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(self.fd, size)
+            except OSError:
+                log.exception("could not cut %s back after a failed write", self.path)
+            raise HTTPException(503, f"the server could not write run {self.path.parent.name}'s "
+                                f"records: {exc.strerror or exc}",
+                                headers={"Retry-After": "5"}) from None
 
     def close(self) -> None:
         if self.fd >= 0:
