@@ -113,6 +113,8 @@ class AuditTrail:
         out = []
         with open(self.path, "rb") as f:
             for line in f:
+                if not line.endswith(b"\n"):
+                    break  # a line being appended right now: not a record yet
                 if line.strip():
                     out.append(ChainedRecord.from_row(json.loads(line)))
         return out
