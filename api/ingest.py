@@ -162,7 +162,8 @@ class RemoteIngest:
         self._server_lock = fd
         for hold in self.wal_dir.glob(f"*/{HOLD_FILE}"):
             self._get(hold.parent.name)  # its client gets stale_after seconds to come back
-        if self.start_daemon:
+        # The daemon starts when there is something to ingest (here, or at the first segment).
+        if self.start_daemon and next(self.wal_dir.glob("*/*.wal"), None) is not None:
             ensure_daemon(self.data_dir)
 
     def stop(self) -> None:
