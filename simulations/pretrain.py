@@ -60,6 +60,9 @@ def pretrain_examples(
             metric=str(rng.choice(["loss", "accuracy"])),
             noise=float(rng.choice([0.005, 0.02, 0.04])),
             crash_rate=0.03,
+            # Mostly the default shape mix, sometimes the harder one (more late bloomers
+            # and plateaus), so the model knows slow starters can still win.
+            shape_weights=(0.5, 0.4, 0.05, 0.05) if rng.random() < 0.7 else (0.4, 0.3, 0.15, 0.15),
         )
         n_trials = int(rng.choice([12, 20, 30, 40]))
         configs = (

@@ -92,7 +92,7 @@ class BoTorchSearcher(Searcher):
         raw_samples: int = 256,
         mc_samples: int = 128,
         fit_maxiter: int = 75,
-        optimize_maxiter: int = 100,
+        optimize_maxiter: int = 60,
         failed: str = "impute",
         use_stopped: bool = True,
         kernel: str = "matern",

@@ -32,6 +32,17 @@ if TYPE_CHECKING:
 __all__ = ["OptunaSearcher", "TPESearcher", "CMAESSearcher", "build_study", "optuna_distribution"]
 
 _ATTRS_KEPT = 256
+_ASK_RETRIES = 8
+
+
+def _fresh_random(space: SearchSpace, seen: set[str], rng: np.random.Generator) -> dict[str, Any]:
+    """A random config not in ``seen`` (any random config once the space is exhausted)."""
+    config = space.sample(rng)
+    for _ in range(64):
+        if space.key(config) not in seen:
+            break
+        config = space.sample(rng)
+    return config
 
 
 @contextlib.contextmanager
@@ -200,27 +211,42 @@ class OptunaSearcher(Searcher):
             system_attrs=self._attrs, use_stopped=self.use_stopped,
         )
         n_complete = sum(1 for t in study.trials if t.state.name == "COMPLETE")
+        seen = {self.space.key(t.config) for t in history}
+        rng = np.random.default_rng([self.seed, len(history), 1])
         out: list[Suggestion] = []
         with _quiet():
             for _ in range(n):
-                trial = study.ask()
-                config: dict[str, Any] = {}
-                for name, param in self.space.items():
-                    if not self.space.is_active(name, {**config, name: None}):
-                        continue
-                    config[name] = _ask_param(trial, name, param)
-                frozen = study.get_trials(deepcopy=False)[trial.number]
-                if frozen.system_attrs:
-                    self._remember(self.space.key(config), dict(frozen.system_attrs))
+                method = self.method
+                for _attempt in range(_ASK_RETRIES):
+                    # A repeated point stays in the study as running, so a constant-liar
+                    # sampler steers away from it on the next ask.
+                    config = self._ask(study)
+                    if self.space.key(config) not in seen:
+                        break
+                else:
+                    config = _fresh_random(self.space, seen, rng)
+                    method = f"{self.method} (random fill: the sampler kept repeating tried configs)"
+                seen.add(self.space.key(config))
                 out.append(
                     Suggestion(
                         config,
-                        {"method": self.method, "sampler": type(sampler).__name__,
+                        {"method": method, "sampler": type(sampler).__name__,
                          "n_complete": n_complete, "n_skipped_out_of_space": skipped,
                          "batch_position": len(out)},
                     )
                 )
         return out
+
+    def _ask(self, study: optuna.Study) -> dict[str, Any]:
+        trial = study.ask()
+        config: dict[str, Any] = {}
+        for name, param in self.space.items():
+            if self.space.is_active(name, {**config, name: None}):
+                config[name] = _ask_param(trial, name, param)
+        frozen = study.get_trials(deepcopy=False)[trial.number]
+        if frozen.system_attrs:
+            self._remember(self.space.key(config), dict(frozen.system_attrs))
+        return config
 
     def _remember(self, key: str, attrs: dict[str, Any]) -> None:
         self._attrs[key] = attrs

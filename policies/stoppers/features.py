@@ -34,6 +34,9 @@ FEATURES: tuple[str, ...] = (
     "slope",  # recent slope per unit of budget / spread (negative = improving)
     "curvature",  # change of slope between the older and recent halves / spread
     "noise",  # residual spread of the recent points / spread
+    "z_extrap_log",  # value extrapolated to max_step along a fit on log(step), vs median
+    "z_extrap_pow",  # extrapolated along a fit on step**-0.5, vs the median
+    "z_extrap_gap_ref",  # the more optimistic extrapolation minus the top-k reference
     "log_top_k",  # log k of the "top-k" reference
     "log_population",  # log(1 + trials compared at this step)
 )
@@ -77,18 +80,23 @@ class Context:
 
 
 def _spread(values: np.ndarray, own: float, own_range: float) -> tuple[float, float]:
+    """Centre and robust spread of the sweep at a step (quartiles, never the range: one
+    exploding run must not flatten every feature)."""
     pts = values[np.isfinite(values)]
     if math.isfinite(own):
         pts = np.append(pts, own)
     if pts.size >= 2:
         q25, q50, q75 = np.percentile(pts, [25, 50, 75])
-        spread = max(q75 - q25, 0.25 * (pts.max() - pts.min()))
+        mad = 1.4826 * float(np.median(np.abs(pts - q50)))
+        spread = max(q75 - q25, mad)
         center = float(q50)
     else:
         center = own if math.isfinite(own) else 0.0
+        spread = 0.0
+    if spread <= 0:
         spread = own_range
     floor = 1e-9 + 1e-3 * abs(center)
-    return center, float(max(spread, own_range * 0.05, floor))
+    return center, float(max(spread, floor))
 
 
 def curve_features(
@@ -107,7 +115,7 @@ def curve_features(
     best = curve.best_until(step)
     last = float(fv[-1]) if fv.size else math.nan
     first = float(fv[0]) if fv.size else math.nan
-    own_range = float(fv.max() - fv.min()) if fv.size >= 2 else 0.0
+    own_range = float(np.subtract(*np.percentile(fv, [90, 10]))) if fv.size >= 2 else 0.0
     pop = ctx.population
     center, spread = _spread(pop, best, own_range)
     slope = curvature = noise = math.nan
@@ -124,6 +132,22 @@ def curve_features(
             s_old = np.polyfit(x[:half], fv[:half], 1)[0]
             s_new = np.polyfit(x[half:], fv[half:], 1)[0]
             curvature = (s_new - s_old) / spread
+    extrap_log = extrap_pow = math.nan
+    if fv.size >= 3:
+        m = max(3, fv.size // 2)
+        ts, ys = fs[-m:], fv[-m:]
+        for basis, target in ((np.log, "log"), (lambda t: t ** -0.5, "pow")):
+            bx = basis(np.maximum(ts, 1e-9))
+            if np.ptp(bx) > 0:
+                coef = np.polyfit(bx, ys, 1)
+                guess = float(np.polyval(coef, basis(np.asarray(max_step, dtype=float))))
+                # Curves flatten: never extrapolate past the best or beyond a full spread.
+                guess = min(guess, best) if math.isfinite(best) else guess
+                if target == "log":
+                    extrap_log = guess
+                else:
+                    extrap_pow = guess
+    optimistic = np.nanmin([extrap_log, extrap_pow]) if fv.size >= 3 else math.nan
     pop_f = pop[np.isfinite(pop)]
     feats = np.array(
         [
@@ -138,6 +162,9 @@ def curve_features(
             slope,
             curvature,
             noise,
+            (extrap_log - center) / spread,
+            (extrap_pow - center) / spread,
+            (optimistic - ctx.reference) / spread if math.isfinite(ctx.reference) else math.nan,
             math.log(ctx.top_k),
             math.log1p(pop_f.size),
         ],

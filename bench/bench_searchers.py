@@ -1,0 +1,190 @@
+"""Searcher quality and latency: assay's BoTorchSearcher against Optuna's TPE and GP
+samplers, in the same process, on BoTorch's test functions.
+
+Quality: sequential optimisation (one suggestion at a time), regret of the best value
+found after 10, 20, 30, 40 and 60 trials, median over seeds. Problems: Branin (2-D),
+Hartmann6 (6-D), and the two-objective BraninCurrin (hypervolume regret against the
+known maximum hypervolume, reference point (18, 6)). Optuna runs through its own
+ask/tell loop, as its users run it.
+
+Latency: ``BoTorchSearcher.suggest(history, n=8)`` on Hartmann6 with 100, 500 and 1000
+observations (4 running trials pending): the first call (cold GP fit) and the next calls
+with 8 new observations each (warm-started hyperparameters).
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_searchers.py --quick
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_searchers.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import torch  # noqa: E402
+from botorch.test_functions import Branin, Hartmann  # noqa: E402
+from botorch.test_functions.multi_objective import BraninCurrin  # noqa: E402
+
+from assay.policies import BoTorchSearcher, TrialResult, uniform  # noqa: E402
+from assay.policies.searchers.gp import hypervolume  # noqa: E402
+from assay.policies.explain import pareto_mask  # noqa: E402
+
+torch.set_num_threads(1)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+RESULTS = Path(__file__).resolve().parent / "results"
+CHECKPOINTS = (10, 20, 30, 40, 60)
+
+
+class Problem:
+    def __init__(self, name: str, fn: Any, bounds: list[tuple[float, float]], multi: bool) -> None:
+        self.name, self.fn, self.bounds, self.multi = name, fn, bounds, multi
+        self.dim = len(bounds)
+
+    def space(self) -> dict[str, Any]:
+        return {f"x{i}": uniform(lo, hi) for i, (lo, hi) in enumerate(self.bounds)}
+
+    def evaluate(self, config: dict[str, float]) -> np.ndarray:
+        x = torch.tensor([[config[f"x{i}"] for i in range(self.dim)]], dtype=torch.float64)
+        return self.fn(x).reshape(-1).numpy()
+
+    def regret(self, ys: list[np.ndarray]) -> float:
+        Y = np.asarray(ys)
+        if not self.multi:
+            return float(Y[:, 0].min() - self.fn.optimal_value)
+        ref = -np.asarray(self.fn.ref_point)  # maximise -f
+        front = -Y[pareto_mask(-Y)]
+        return float(self.fn.max_hv - hypervolume(front, ref))
+
+
+PROBLEMS = {
+    "branin": lambda: Problem("branin", Branin(), [(-5.0, 10.0), (0.0, 15.0)], False),
+    "hartmann6": lambda: Problem("hartmann6", Hartmann(dim=6), [(0.0, 1.0)] * 6, False),
+    "branincurrin": lambda: Problem("branincurrin", BraninCurrin(), [(0.0, 1.0)] * 2, True),
+}
+
+
+def run_assay(problem: Problem, seed: int, budget: int) -> list[float]:
+    objectives = {"f0": "min", "f1": "min"} if problem.multi else None
+    searcher = BoTorchSearcher(
+        problem.space(), mode="min", seed=seed,
+        objectives=objectives, ref_point=[18.0, 6.0] if problem.multi else None,
+    )
+    history: list[TrialResult] = []
+    ys: list[np.ndarray] = []
+    regrets = []
+    for i in range(budget):
+        config = dict(searcher.suggest(history, n=1)[0].config)
+        y = problem.evaluate(config)
+        ys.append(y)
+        metrics = {f"f{j}": float(v) for j, v in enumerate(y)}
+        history.append(TrialResult(f"t{i}", config, "completed", [(1, float(y[0]))],
+                                   float(y[0]), metrics=metrics))
+        regrets.append(problem.regret(ys))
+    return regrets
+
+
+def run_optuna(problem: Problem, seed: int, budget: int, make: Callable[[int], Any]) -> list[float]:
+    study = optuna.create_study(
+        directions=["minimize"] * (2 if problem.multi else 1), sampler=make(seed)
+    )
+    ys: list[np.ndarray] = []
+    regrets = []
+    for _ in range(budget):
+        trial = study.ask()
+        config = {f"x{i}": trial.suggest_float(f"x{i}", lo, hi)
+                  for i, (lo, hi) in enumerate(problem.bounds)}
+        y = problem.evaluate(config)
+        study.tell(trial, [float(v) for v in y] if problem.multi else float(y[0]))
+        ys.append(y)
+        regrets.append(problem.regret(ys))
+    return regrets
+
+
+METHODS: dict[str, Callable[[Problem, int, int], list[float]]] = {
+    "assay BoTorchSearcher": run_assay,
+    "optuna GPSampler": lambda p, s, b: run_optuna(p, s, b, lambda seed: optuna.samplers.GPSampler(seed=seed)),
+    "optuna TPESampler": lambda p, s, b: run_optuna(
+        p, s, b, lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True)),
+}
+
+
+def quality(seeds: int, budget: int, problems: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pname in problems:
+        problem = PROBLEMS[pname]()
+        print(f"\n== {pname} ({problem.dim}-D{', hypervolume regret' if problem.multi else ''}): "
+              f"median regret over {seeds} seeds ==")
+        cps = [c for c in CHECKPOINTS if c <= budget]
+        print(f"{'method':24s}" + "".join(f"{'@' + str(c):>11s}" for c in cps) + f"{'s/run':>8s}")
+        for mname, method in METHODS.items():
+            runs, t0 = [], time.perf_counter()
+            for seed in range(seeds):
+                runs.append(method(problem, seed, budget))
+            secs = (time.perf_counter() - t0) / seeds
+            med = {c: float(np.median([r[c - 1] for r in runs])) for c in cps}
+            out.setdefault(pname, {})[mname] = {"median": med, "runs": runs, "s_per_run": secs}
+            print(f"{mname:24s}" + "".join(f"{med[c]:11.4g}" for c in cps) + f"{secs:8.1f}")
+    return out
+
+
+def latency(sizes: list[int], repeats: int) -> dict[str, Any]:
+    problem = PROBLEMS["hartmann6"]()
+    print("\n== BoTorchSearcher.suggest(n=8) latency, Hartmann6, 4 pending ==")
+    print(f"{'observations':>12s} {'cold s':>8s} {'warm s (median)':>16s} {'GP points':>10s}")
+    out = {}
+    rng = np.random.default_rng(0)
+    for n_obs in sizes:
+        X = rng.random((n_obs + 4 + 8 * repeats, 6))
+        def result(i: int, status: str = "completed") -> TrialResult:
+            config = {f"x{j}": float(X[i, j]) for j in range(6)}
+            y = float(problem.evaluate(config)[0])
+            return TrialResult(f"t{i}", config, status, [(1, y)], y if status == "completed" else None)
+        history = [result(i) for i in range(n_obs)]
+        pending = [TrialResult(f"p{i}", {f"x{j}": float(X[n_obs + i, j]) for j in range(6)},
+                               "running") for i in range(4)]
+        searcher = BoTorchSearcher(problem.space(), mode="min", seed=0)
+        t0 = time.perf_counter()
+        first = searcher.suggest(history + pending, n=8)
+        cold = time.perf_counter() - t0
+        warm = []
+        for r in range(repeats):
+            history += [result(n_obs + 4 + 8 * r + k) for k in range(8)]
+            t0 = time.perf_counter()
+            searcher.suggest(history + pending, n=8)
+            warm.append(time.perf_counter() - t0)
+        used = first[0].explanation.get("n_observations_used")
+        out[n_obs] = {"cold_s": cold, "warm_s": warm}
+        print(f"{n_obs:12d} {cold:8.3f} {np.median(warm):16.3f} {used!s:>10s}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="2 seeds, 30 trials, Hartmann6 only")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--skip-quality", action="store_true")
+    args = ap.parse_args()
+    seeds = args.seeds or (2 if args.quick else 5)
+    budget = 30 if args.quick else 60
+    problems = ["hartmann6"] if args.quick else ["branin", "hartmann6", "branincurrin"]
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {}
+    if not args.skip_quality:
+        results["quality"] = quality(seeds, budget, problems)
+    results["latency"] = latency([100, 500, 1000], 2 if args.quick else 4)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "searchers_quick.json" if args.quick else "searchers.json"
+    (RESULTS / name).write_text(json.dumps(results, indent=1, default=float))
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s; raw results in bench/results/{name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Compute saved and best kept by each early stopper, on simulated and real sweeps.
+
+Every sweep is replayed (``assay.policies.replay``) with 4 trials at a time; a stopper
+"keeps the best" when the trial with the best final value runs to completion. Figures
+printed per stopper: median and mean fraction of epochs saved, share of sweeps keeping
+the best trial, median and 95th-percentile regret (best value lost).
+
+Sweeps:
+* simulated: ``CurveSimulator`` problems with seeds 0.. (the shipped predictor was trained
+  on seeds from 1000 up), 30 random configs, 30 epochs, loss and accuracy alternately;
+* digits: real MLP runs on scikit-learn's digits (20 epochs, val_loss), a pool of random
+  configs trained once (cached under bench/results/) and resampled into sweeps; the
+  learned stopper is shown pretrained-only and refitted on the other half of the pool.
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_stoppers.py --quick
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_stoppers.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from assay.policies import (  # noqa: E402
+    AnyOf,
+    ASHAStopper,
+    FailurePredictor,
+    HyperbandStopper,
+    LearnedStopper,
+    MedianStopper,
+    NonFiniteStopper,
+    TrialResult,
+    replay,
+)
+from assay.simulations import CurveSimulator, simulate_sweep  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def stoppers(mode: str, max_step: int, predictors: dict[str, FailurePredictor],
+             thresholds: list[float]) -> dict[str, Any]:
+    nf = NonFiniteStopper(mode=mode)
+    out: dict[str, Any] = {
+        "none (non-finite only)": nf,
+        "median": AnyOf(nf, MedianStopper(mode=mode, warmup_steps=max(1, max_step // 6),
+                                          min_trials=3)),
+        "asha rf=3": AnyOf(nf, ASHAStopper(max_step, mode=mode, min_step=1, reduction_factor=3)),
+        "hyperband rf=3": AnyOf(nf, HyperbandStopper(max_step, mode=mode, reduction_factor=3)),
+    }
+    for name, predictor in predictors.items():
+        for t in thresholds:
+            out[f"learned[{name}] p>={t}"] = AnyOf(
+                nf, LearnedStopper(predictor, threshold=t, mode=mode, max_step=max_step)
+            )
+    return out
+
+
+def evaluate(sweeps: list[list[TrialResult]], make: Any, label: str) -> None:
+    reports: dict[str, list[Any]] = {}
+    t0 = time.perf_counter()
+    for sweep, (mode, max_step) in sweeps:
+        for name, stopper in make(mode, max_step).items():
+            reports.setdefault(name, []).append(replay(stopper, sweep, concurrency=4))
+    print(f"\n== {label}: {len(sweeps)} sweeps, {time.perf_counter() - t0:.0f} s ==")
+    print(f"{'stopper':34s} {'saved med':>9s} {'saved mean':>10s} {'best kept':>9s} "
+          f"{'regret med':>10s} {'regret p95':>10s}")
+    for name, reps in reports.items():
+        saved = np.array([r.saved_fraction for r in reps])
+        kept = np.mean([r.best_trial_kept for r in reps])
+        regret = np.array([r.regret if r.regret is not None else math.inf for r in reps])
+        print(f"{name:34s} {np.median(saved):9.1%} {saved.mean():10.1%} {kept:9.1%} "
+              f"{np.median(regret):10.4f} {np.percentile(regret, 95):10.4f}")
+
+
+def simulated_sweeps(n: int, trials: int, steps: int) -> list[Any]:
+    out = []
+    for seed in range(n):
+        sim = CurveSimulator(seed, max_steps=steps, metric="loss" if seed % 2 == 0 else "accuracy")
+        runs = simulate_sweep(sim, trials, seed=seed)
+        out.append(([r.to_result() for r in runs], (sim.mode, steps)))
+    return out
+
+
+def digits_pool(n_runs: int, epochs: int) -> list[dict[str, Any]]:
+    """Train (or load cached) digits runs of random configs."""
+    import torch
+
+    from assay.simulations import DIGITS_SPACE, train_digits
+
+    torch.set_num_threads(1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cache = RESULTS / f"digits_pool_{n_runs}x{epochs}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    rng = np.random.default_rng(12345)
+    pool = []
+    t0 = time.perf_counter()
+    for i in range(n_runs):
+        config = {**DIGITS_SPACE.sample(rng), "epochs": epochs, "seed": i}
+        curve: list[list[float]] = []
+        train_digits(config, lambda step, m: curve.append([step, m["val_loss"]]))
+        pool.append({"trial_id": f"d{i:04d}", "config": config, "curve": curve})
+    print(f"trained {n_runs} digits runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    cache.write_text(json.dumps(pool))
+    return pool
+
+
+def _digits_result(run: dict[str, Any]) -> TrialResult:
+    curve = run["curve"]
+    diverged = any(not math.isfinite(v) for _, v in curve)
+    status = "failed" if diverged else "completed"
+    return TrialResult(run["trial_id"], run["config"], status, [tuple(p) for p in curve],
+                       final=None if diverged else curve[-1][1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer sweeps (a few minutes)")
+    ap.add_argument("--skip-digits", action="store_true")
+    args = ap.parse_args()
+    n_sim = 30 if args.quick else 200
+    n_pool, n_dig = (120, 30) if args.quick else (400, 200)
+    thresholds = [0.9, 0.95] if args.quick else [0.8, 0.9, 0.95]
+    t0 = time.perf_counter()
+    pretrained = FailurePredictor.pretrained()
+    print(f"pretrained predictor ready in {time.perf_counter() - t0:.1f} s: {pretrained}")
+
+    sweeps = simulated_sweeps(n_sim, 30, 30)
+    evaluate(sweeps, lambda mode, steps: stoppers(mode, steps, {"pretrained": pretrained},
+                                                  thresholds), "simulated")
+    if args.skip_digits:
+        return
+    pool = [_digits_result(r) for r in digits_pool(n_pool, 20)]
+    half = len(pool) // 2
+    fit_part, eval_part = pool[:half], pool[half:]
+    rng = np.random.default_rng(7)
+    # Refit on the other half, cut into sweeps of 30 in launch order.
+    refit = FailurePredictor.pretrained().partial_fit(
+        [fit_part[i : i + 30] for i in range(0, len(fit_part), 30)], mode="min", max_step=20
+    )
+    predictors = {"pretrained": pretrained, "refit on digits": refit}
+    dsweeps = []
+    for _ in range(n_dig):
+        idx = rng.choice(len(eval_part), 30, replace=False)
+        dsweeps.append(([eval_part[i] for i in idx], ("min", 20)))
+    print(f"\ndigits pool: {len(pool)} runs, "
+          f"{sum(r.status == 'failed' for r in pool)} diverged; evaluation half {len(eval_part)}")
+    evaluate(dsweeps, lambda mode, steps: stoppers(mode, steps, predictors, thresholds),
+             "digits (val_loss)")
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
