@@ -79,7 +79,8 @@ def load_curves(chunks: pa.Table, *, dedupe: bool = True) -> dict[str, Curve]:
         sub = t.slice(start, end - start)
         step = _flat(sub.column("step"), np.int64)
         value = _flat(sub.column("value"), np.float64)
-        time = _flat(sub.column("time"), np.float64)
+        time = (_flat(sub.column("time"), np.float64) if "time" in sub.column_names
+                else np.full(len(step), np.nan))
         out[key] = _ordered(step, value, time, dedupe)
         start = end
     return out

@@ -119,6 +119,7 @@ def run_history(
     method: Method = Method.LTTB,
     step_min: Annotated[int | None, Query(ge=0)] = None,
     step_max: Annotated[int | None, Query(ge=0)] = None,
+    time: Annotated[bool, Query(description="include wall-clock times (false reads less)")] = True,
 ) -> SafeJSONResponse:
     """Each key's points (step, value, time) reduced to at most ``max_points``.
 
@@ -130,7 +131,7 @@ def run_history(
     index.refresh()  # a version check when nothing changed; cheaper than reading the run
     if index.detail(run_id) is None:
         get_run_or_404(store, run_id)
-    curves = load_curves(store.metric_chunks(run_id, key or None))
+    curves = load_curves(store.metric_chunks(run_id, key or None, with_time=time))
     series: dict[str, Any] = {}
     for k, c in curves.items():
         if step_min is not None or step_max is not None:
@@ -139,6 +140,8 @@ def run_history(
             c = c.take(slice(lo, hi))  # type: ignore[arg-type]
         d = downsample(c, max_points, method)
         series[k] = {"total": len(c), "returned": len(d), "step": d.step.tolist(),
-                     "value": d.value.tolist(), "time": d.time.tolist()}
+                     "value": d.value.tolist()}
+        if time:
+            series[k]["time"] = d.time.tolist()
     return ok({"run_id": run_id, "method": str(method), "max_points": max_points,
             "series": series})

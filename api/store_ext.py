@@ -41,6 +41,20 @@ class ServerStore(LanceStore):
             q = q.where(where)
         return q.select(list(columns)).limit(None).to_arrow()
 
+    def metric_chunks(self, run_id: str, keys: Sequence[str] | None = None, *,
+                      with_time: bool = True) -> pa.Table:
+        """:meth:`LanceStore.metric_chunks`; without ``time`` when not needed (40% less to read)."""
+        if with_time:
+            return super().metric_chunks(run_id, keys)
+        cols = ["key", "seq", "step", "value"]
+        tbl = self._table("metrics", create=False)
+        if tbl is None or (keys is not None and not keys):
+            return METRICS_SCHEMA.empty_table().select(cols)
+        where = f"run_id = {sql_str(run_id)}"
+        if keys is not None:
+            where += " AND key IN (" + ", ".join(sql_str(k) for k in keys) + ")"
+        return tbl.search().where(where).select(cols).limit(None).to_arrow()
+
     def metric_chunks_after(self, run_id: str, after_seq: int,
                             keys: Sequence[str] | None = None) -> pa.Table:
         """A run's metric chunks with ``seq > after_seq`` (columns key, seq, step, value, time)."""

@@ -199,6 +199,8 @@ def test_run_detail_keys_and_downsampled_history_over_http(server, client, data_
                        "step_max": 2999}).json()["series"]
     assert set(mm) == {"acc", "loss"} and mm["acc"]["total"] == 2000
     assert mm["loss"]["step"][0] == 1000 and mm["loss"]["step"][-1] == 2999
+    lean = c.get("/api/runs/curve00001/history", params={"key": "loss", "time": "false"}).json()
+    assert "time" not in lean["series"]["loss"] and lean["series"]["loss"]["returned"] == 1000
     listing = c.get("/api/runs", params={"project": "curves", "sort": "summary.acc"}).json()
     assert listing["total"] == 1 and listing["runs"][0]["summary"]["acc"] == pytest.approx(1.0, abs=1e-4)
     assert c.get("/api/projects").json()["projects"][0]["project"] == "curves"
