@@ -83,6 +83,9 @@ export class MetricGrid {
     const s = (chart.full || chart.series)[0];
     const last = s.y.length ? s.y[s.y.length - 1] : null;
     const total = this.totals.get(k) || s.x.length;
+    const card = this.cards.get(k);
+    card.dataset.points = String(s.x.length); // what the chart holds (tests read it)
+    card.dataset.last = String(s.x.length ? s.x[s.x.length - 1] : "");
     this.meta.get(k).textContent = `${fmtNum(total)} pts${total > s.x.length ? ` (${fmtNum(s.x.length)} shown)` : ""} · last ${fmtNum(last)}`;
   }
 

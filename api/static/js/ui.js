@@ -15,7 +15,7 @@ export function dialog(o) {
         placeholder: "Why? (recorded in the audit trail with your name)" });
     const err = h("p.form-error");
     const ok = h("button.btn" + (o.danger ? ".danger" : ".primary"), { type: "submit" }, o.submit || "Confirm");
-    const form = h("form.dialog", { method: "dialog" },
+    const form = h("form.dialog.ask", { method: "dialog", novalidate: true },
       h("h2", o.title), o.text ? h("p", o.text) : null,
       ...(o.fields || []),
       reason ? h("label.field", h("span", "Reason"), reason) : null,

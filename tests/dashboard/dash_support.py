@@ -1,0 +1,153 @@
+"""Helpers of the dashboard tests and benchmark: a restartable uvicorn server on 127.0.0.1,
+the seeding of a data directory (runs logged with the SDK, an artifact and its lineage, an
+agent whose trials are real runs, one run still running), and Chromium's launch settings.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+AGENT_ID = "agdash0001"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DashServer:
+    """uvicorn serving ``create_app(data_dir)`` in a thread; restartable on the same port."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir, self.port = data_dir, port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> DashServer:
+        import uvicorn
+
+        from assay.api.app import create_app
+
+        app = create_app(self.data_dir, stream_poll=0.2)
+        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                             lifespan="on", timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(cfg)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(20)
+            self._server = None
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
+    """Poll ``pred`` until truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(every)
+
+
+def seed(data_dir: Path) -> dict[str, Any]:
+    """Runs, system metrics, an artifact with lineage, an agent whose trials are real runs."""
+    import assay
+    from assay.store.control import AgentRow, Decision, LanceControlStore
+    from assay.store.ingest import IngestLock
+    from assay.store.lance import LanceStore
+
+    out: dict[str, Any] = {"trials": []}
+    src = data_dir.parent / "digits.csv"
+    src.write_text("x,y\n1,2\n3,4\n")
+    with assay.init(project="vision", name="prep-data", dir=data_dir,
+                    system_metrics_interval=0) as run:
+        run.log_artifact(str(src), name="digits", type="dataset", aliases=["prod"])
+        out["prep"] = run.id
+    trials: dict[str, Any] = {}
+    for i, lr in enumerate([0.1, 0.03, 0.01, 0.003]):
+        run = assay.init(project="vision", name=f"mlp-lr{lr}", dir=data_dir,
+                         config={"lr": lr, "depth": 2 + i % 2, "opt": "adam" if i % 2 else "sgd"},
+                         tags=["sweep"], system_metrics_interval=0.05)
+        run.use_artifact("digits:prod")
+        for step in range(200):
+            loss = (1.0 / (1 + step * lr)) + 0.02 * ((step * 7919) % 13) / 13
+            run.log({"train/loss": loss, "val/acc": 1 - loss / 2, "score": 1 - loss}, step=step)
+        if i == 3:
+            run.finish(status="failed", error="RuntimeError: CUDA out of memory")
+        else:
+            if i == 0:
+                model = data_dir.parent / "model.bin"
+                model.write_bytes(b"weights" * 10)
+                run.log_artifact(str(model), name="mlp", type="model")
+            run.finish()
+        out["trials"].append(run.id)
+        trials[run.id] = {"config": {"lr": lr}, "status": "failed" if i == 3 else "completed",
+                          "final": None if i == 3 else 1 - 1.0 / (1 + 199 * lr),
+                          "origin": "searcher", "reason": "", "curve": []}
+    # One trial still running (its curve grows while a page is open), with system metrics.
+    live = assay.init(project="vision", name="mlp-live", dir=data_dir,
+                      config={"lr": 0.05, "depth": 3, "opt": "adam"}, tags=["sweep"],
+                      system_metrics_interval=0.5)
+    for step in range(50):
+        live.log({"train/loss": 1.0 / (1 + step * 0.05), "val/acc": 0.5 + step / 200,
+                  "score": 0.5 + step / 200}, step=step)
+    live.flush()
+    out["live"] = live
+    out["live_step"] = 50
+    trials[live.id] = {"config": {"lr": 0.05}, "status": "running", "final": None,
+                       "origin": "searcher", "reason": "", "curve": []}
+    ctl = LanceControlStore(LanceStore(data_dir), IngestLock(data_dir))
+    now = time.time()
+    spec = {"name": "digits-mlp", "project": "vision", "metric": "score", "mode": "max",
+            "owner": "researcher", "budget": {"trials": 8, "gpu_hours": 2},
+            "searcher": "botorch", "stoppers": ["learned", "asha"], "concurrency": 2}
+    best = max((k for k, t in trials.items() if t["final"] is not None),
+               key=lambda k: trials[k]["final"])
+    ledger = {"started_at": now - 300, "runs": {
+        k: {"project": "vision", "agent": AGENT_ID, "cpus": 1.0, "gpus": 1.0, "wall_s": 60.0,
+            "cpu_s": 60.0, "gpu_s": 60.0, "started_at": None if k != live.id else now - 30,
+            "finished": k != live.id} for k in trials}}
+    state = {"trials": trials, "best": best, "concurrency": 2, "budget": spec["budget"],
+             "ledger": ledger}
+    ctl.save_agent(AgentRow(AGENT_ID, "digits-mlp", "vision", spec, state=state, hlc="1"))
+    ds = []
+    for n, k in enumerate(trials):
+        ds.append(Decision(AGENT_ID, "vision", k, "launch", f"launch (botorch): lr={trials[k]['config']['lr']}",
+                           {"acquisition": 0.12 * (n + 1), "predicted_mean": 0.8, "predicted_std": 0.05,
+                            "incumbent": 0.9}, f"{10 + 2 * n:04d}", now - 200 + n))
+    ds.append(Decision(AGENT_ID, "vision", out["trials"][3], "stop",
+                       "asha: below the rung median at step 100",
+                       {"rule": "asha", "rung": 100, "value": 0.41, "median": 0.62,
+                        "predicted_final": 0.45, "failure_probability": 0.83}, "0030", now - 50))
+    ctl.add_decisions(ds)
+    out["agent"] = AGENT_ID
+    out["best"] = best
+    return out
+
+
+def ingested(data_dir: Path, run_id: str, step: int) -> bool:
+    from assay.store.lance import LanceStore
+
+    r = LanceStore(data_dir).get_run(run_id)
+    return r is not None and r.last_step >= step
