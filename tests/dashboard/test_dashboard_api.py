@@ -1,0 +1,126 @@
+"""The routes behind the dashboard: its public page and assets, artifacts, lineage,
+verification, a run's diff, and the fleet overview (over HTTP against the seeded server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from assay.api.fleet import agent_budget
+from assay.store.control import AgentRow, AgentStatus
+
+from dash_support import AGENT_ID
+
+
+def _client(dash: dict[str, Any], role: str | None = "viewer") -> httpx.Client:
+    headers = {"Authorization": f"Bearer {dash['tokens'][role]}"} if role else {}
+    return httpx.Client(base_url=dash["server"].url, headers=headers, timeout=60)
+
+
+@pytest.mark.integration
+def test_the_page_and_its_assets_are_public_code_behind_a_strict_csp(dash) -> None:
+    anon = _client(dash, None)
+    r = anon.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["x-content-type-options"] == "nosniff"
+    js = anon.get("/ui/js/main.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    again = anon.get("/ui/js/main.js", headers={"If-None-Match": js.headers["etag"]})
+    assert again.status_code == 304
+    assert anon.get("/ui/vendor/uplot/LICENSE").status_code == 200
+    for bad in ("/ui/../dashboard.py", "/ui/%2e%2e/dashboard.py", "/ui/js/nothing.js",
+                "/ui/../../pyproject.toml", "/ui/"):
+        r = anon.get(bad)
+        assert r.status_code == 404 and "error" in r.json(), bad
+    assert anon.get("/api/fleet").status_code == 401  # the data is not public
+    assert anon.get("/api/artifacts").status_code == 401
+
+
+@pytest.mark.integration
+def test_artifacts_lineage_and_diff_routes(dash) -> None:
+    c = _client(dash)
+    arts = c.get("/api/artifacts").json()["artifacts"]
+    assert {a["id"] for a in arts} == {"digits:v0", "mlp:v0"}
+    one = c.get("/api/artifacts/digits/prod").json()
+    assert one["aliases"] == ["latest", "prod"] and one["manifest"][0]["path"] == "digits.csv"
+    r = c.get("/api/artifacts/digits/v7")
+    assert r.status_code == 404 and "v0..v0" in r.json()["hint"]
+    assert c.get("/api/artifacts/digits/not an alias").status_code == 400
+    run = dash["trials"][0]
+    g = c.get("/api/lineage", params={"node": f"run:{run}"}).json()
+    kinds = {n["id"]: n for n in g["nodes"]}
+    assert kinds[f"run:{run}"]["depth"] == 0 and kinds["artifact:digits:v0"]["depth"] == -1
+    assert kinds["artifact:mlp:v0"]["depth"] == 1 and kinds["artifact:mlp:v0"]["type"] == "model"
+    assert kinds[f"run:{dash['prep']}"]["label"] == "prep-data"
+    down = c.get("/api/lineage", params={"node": "digits:prod", "direction": "down",
+                                         "depth": 1}).json()
+    assert down["root"] == "artifact:digits:v0"
+    assert {n["run_id"] for n in down["nodes"] if n["kind"] == "run"} == set(dash["trials"])
+    cut = c.get("/api/lineage", params={"node": "digits:v0", "direction": "down",
+                                        "max_nodes": 2}).json()
+    assert cut["truncated"] and len(cut["nodes"]) == 2
+    for bad, status in [("run:nosuchrun", 404), ("nothing:v0", 404), ("bad node!", 400),
+                        ("artifact:x", 400)]:
+        assert c.get("/api/lineage", params={"node": bad}).status_code == status, bad
+    r = c.get(f"/api/runs/{run}/diff")
+    assert r.status_code == 404 and "captured no diff" in r.json()["error"]
+
+
+@pytest.mark.integration
+def test_verify_one_run_and_all(dash) -> None:
+    c = _client(dash)
+    one = c.get("/api/verify", params={"run_id": dash["trials"][0]}).json()
+    assert one["ok"] and one["sealed"] and one["checked"] == 1
+    running = c.get("/api/verify", params={"run_id": dash["live"].id}).json()
+    assert running["sealed"] is False and running["status"] == "running"
+    assert c.get("/api/verify", params={"run_id": "nosuchrun"}).status_code == 404
+    every = c.get("/api/verify").json()
+    assert every["ok"] and every["checked"] >= 5
+
+
+@pytest.mark.integration
+def test_fleet_overview_counts_runs_resources_agents_and_alerts(dash) -> None:
+    c = _client(dash)
+    f = c.get("/api/fleet").json()
+    assert f["runs"]["by_status"]["failed"] == 1 and f["runs"]["by_status"]["running"] >= 1
+    assert f["resources"]["running_runs"] >= 1 and f["resources"]["hosts"]
+    assert f["resources"]["hosts"][0]["cpu_percent"] is not None  # the live run's sys/ values
+    [a] = f["agents"]
+    assert a["agent_id"] == AGENT_ID and a["budget"]["trials"]["limit"] == 8
+    assert a["budget"]["trials"]["used"] == 5 and a["best"]["trial_id"] == dash["best"]
+    assert any(x["kind"] == "run_failed" and "CUDA out of memory" in x["message"]
+               for x in f["alerts"])
+    assert f["decisions"][0]["kind"] == "stop" and "asha" in f["decisions"][0]["summary"]
+    stalled = c.get("/api/fleet", params={"stall_after": 1}).json()
+    # The seeded agent was saved seconds ago: with stall_after=1 it counts as stalled.
+    assert any(x["kind"] == "agent_stalled" for x in stalled["alerts"])
+    one = c.get(f"/api/fleet/agents/{AGENT_ID}").json()
+    assert one["budget"]["gpu_hours"]["limit"] == 2
+    assert c.get("/api/fleet/agents/nosuchagent").status_code == 404
+    assert c.get("/api/fleet", params={"stall_after": 0}).status_code == 400
+
+
+def test_agent_budget_counts_running_attempts_and_stops_the_clock_when_finished() -> None:
+    now = 10_000.0
+    state = {"budget": {"trials": 4, "gpu_hours": 1, "wall_clock": "1h"},
+             "trials": {"a": {}, "b": {}},
+             "ledger": {"started_at": now - 1800, "runs": {
+                 "a": {"cpus": 2, "gpus": 1, "cpu_s": 7200, "gpu_s": 1800, "started_at": None,
+                       "finished": True},
+                 "b": {"cpus": 1, "gpus": 1, "cpu_s": 0, "gpu_s": 0, "started_at": now - 900,
+                       "finished": False}}}}
+    row = AgentRow("ag1234", "o", "p", {"budget": {"trials": 2}}, AgentStatus.RUNNING, state,
+                   updated_at=now - 60)
+    b = agent_budget(row, now)
+    assert b["trials"] == {"used": 2, "limit": 4.0, "left": 2.0, "fraction": 0.5}
+    assert b["gpu_hours"]["used"] == pytest.approx(0.75) and b["gpu_hours"]["left"] == pytest.approx(0.25)
+    assert b["cpu_hours"]["used"] == pytest.approx(2.25) and b["cpu_hours"]["limit"] is None
+    assert b["wall_clock_s"]["used"] == pytest.approx(1800) and b["wall_clock_s"]["limit"] == 3600
+    done = AgentRow("ag1234", "o", "p", {}, AgentStatus.FINISHED, state, updated_at=now - 600)
+    assert agent_budget(done, now)["wall_clock_s"]["used"] == pytest.approx(1200)
+    broken = AgentRow("ag1234", "o", "p", {}, AgentStatus.RUNNING,
+                      {"budget": {"gpu_hours": "soon"}, "ledger": {"runs": {"x": {"gpu_s": "?"}}}})
+    assert agent_budget(broken, now)["gpu_hours"]["limit"] is None  # never a 500
