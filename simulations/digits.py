@@ -29,7 +29,9 @@ DIGITS_SPACE = SearchSpace({
     "momentum": uniform(0.0, 0.95),
     "batch_size": choice([32, 64, 128]),
 })
-"""A search space over :func:`train_digits` configs where about one draw in eight diverges."""
+"""A search space over :func:`train_digits` configs. Of 400 random draws (20 epochs), 14
+diverged to NaN and a few more blew up to huge finite losses; about half barely learn
+(learning rates too small for the budget)."""
 
 _DEFAULTS: dict[str, Any] = {
     "lr": 0.05, "hidden": 64, "depth": 1, "act": "relu", "weight_decay": 0.0,
@@ -97,14 +99,14 @@ def train_digits(
     Xtr, Xva, ytr, yva = load_digits_split()
     gen = torch.Generator().manual_seed(int(c["seed"]))
     act = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}[c["act"]]
-    layers: list[nn.Module] = []
-    width_in = Xtr.shape[1]
-    for _ in range(int(c["depth"])):
-        layers += [nn.Linear(width_in, int(c["hidden"])), act()]
-        width_in = int(c["hidden"])
-    layers.append(nn.Linear(width_in, 10))
-    with torch.random.fork_rng():
+    with torch.random.fork_rng():  # seeded initial weights, global RNG left alone
         torch.manual_seed(int(c["seed"]))
+        layers: list[nn.Module] = []
+        width_in = Xtr.shape[1]
+        for _ in range(int(c["depth"])):
+            layers += [nn.Linear(width_in, int(c["hidden"])), act()]
+            width_in = int(c["hidden"])
+        layers.append(nn.Linear(width_in, 10))
         model = nn.Sequential(*layers)
     if c["optimizer"] == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(

@@ -1,7 +1,7 @@
 """Generate the simulated examples the failure predictor ships with.
 
-    python -m assay.simulations.pretrain            # rewrites policies/_pretrained/sim_examples.npz
-    python -m assay.simulations.pretrain --check    # regenerates and compares, writes nothing
+    python -m assay.simulations.pretrain            # rewrites policies/_pretrained/sim_*
+    python -m assay.simulations.pretrain --check    # regenerates the examples and compares
 
 The examples come from simulated sweeps over many problem instances (seeds from 1000 up,
 disjoint from the seeds benchmarks use), of varied length, budget, noise, metric
@@ -22,10 +22,15 @@ import numpy as np
 
 from ..policies.base import Mode
 from ..policies.stoppers.features import FEATURES, sweep_examples
-from ..policies.stoppers.predictor import PRETRAINED_FILE
+from ..policies.stoppers.predictor import (
+    PRETRAINED_FILE,
+    PRETRAINED_MODELS,
+    FailurePredictor,
+    models_to_bytes,
+)
 from .curves import CurveSimulator, simulate_sweep
 
-__all__ = ["pretrain_examples", "write_pretrained", "main"]
+__all__ = ["pretrain_examples", "fit_models", "write_pretrained", "main"]
 
 _DEFAULT_OUT = Path(__file__).resolve().parent.parent / "policies" / "_pretrained" / PRETRAINED_FILE
 
@@ -95,11 +100,25 @@ def _to_bytes(data: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
+def fit_models(data: dict[str, np.ndarray]) -> FailurePredictor:
+    """The predictor fitted on ``data`` (what ``FailurePredictor.pretrained`` would fit)."""
+    predictor = FailurePredictor(seed=int(data["seed"]))
+    predictor.add_examples(data["X"], data["rel"], data["fail"], data["groups"])
+    predictor._refit()
+    return predictor
+
+
 def write_pretrained(path: str | Path = _DEFAULT_OUT, seed: int = 0) -> Path:
-    """Generate the examples and write them to ``path`` (default: inside the package)."""
-    path = Path(path)
+    """Generate the examples and the models fitted on them, and write both next to each
+    other (default: inside the package). The examples are the source of truth; the
+    models file only saves the fit at first use."""
+    return _write(Path(path), pretrain_examples(seed))
+
+
+def _write(path: Path, data: dict[str, np.ndarray]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(_to_bytes(pretrain_examples(seed)))
+    path.write_bytes(_to_bytes(data))
+    path.with_name(PRETRAINED_MODELS).write_bytes(models_to_bytes(fit_models(data)))
     return path
 
 
@@ -116,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
                        for k in data)
         print("identical" if same else "DIFFERENT", args.out)
         return 0 if same else 1
-    path = write_pretrained(args.out, args.seed)
-    print(f"wrote {len(data['X'])} examples to {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    path = _write(Path(args.out), data)
+    models = path.with_name(PRETRAINED_MODELS)
+    print(f"wrote {len(data['X'])} examples to {path} ({path.stat().st_size / 1024:.0f} KiB) "
+          f"and models to {models.name} ({models.stat().st_size / 1024:.0f} KiB)")
     return 0
 
 

@@ -201,22 +201,21 @@ def fit_model(
     model = _make_model(X, Y, kernel, noise_floor)
     warmed = load_hyper_state(model, warm)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    def kwargs(iters: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"options": {"maxiter": iters}}
+        if Y.shape[-1] == 1:  # batched multi-output fitting warns (and so fails) on timeouts
+            out["timeout_sec"] = timeout_s
+        return out
+
     try:
-        fit_gpytorch_mll(
-            mll,
-            optimizer_kwargs={
-                "options": {"maxiter": warm_maxiter if warmed else maxiter},
-                "timeout_sec": timeout_s,
-            },
-            max_attempts=2,
-        )
+        fit_gpytorch_mll(mll, optimizer_kwargs=kwargs(warm_maxiter if warmed else maxiter),
+                         max_attempts=2)
     except ModelFittingError:
         if not warmed:
             raise
         model = _make_model(X, Y, kernel, noise_floor)
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
-        fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": maxiter},
-                                               "timeout_sec": timeout_s})
+        fit_gpytorch_mll(mll, optimizer_kwargs=kwargs(maxiter))
         warmed = False
     model.eval()
     return model, {"fit_seconds": round(time.perf_counter() - t0, 4), "warm_start": warmed}

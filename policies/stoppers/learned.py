@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from ...errors import UserInputError
-from .._history import population_at
 from ..base import EarlyStopper, Mode, running_pool
 from ..records import StopReason, TrialResult, TrialStatus
 from .features import FEATURES, Context, Curve, curve_features
@@ -108,6 +107,7 @@ class LearnedStopper(EarlyStopper):
                     reached[tid] = min(vals)
         if len(finals) + max(len(reached) - 1, 0) < self.top_k:
             return {}
+        curves = {tid: Curve.of(t, self.mode) for tid, t in pool.items() if t.curve}
         rows: list[np.ndarray] = []
         meta: list[tuple[str, float, float, float, float]] = []
         for tid in ids:
@@ -122,26 +122,32 @@ class LearnedStopper(EarlyStopper):
             if len(refs) < self.top_k:
                 continue
             reference = refs[self.top_k - 1]
-            pop, _ = population_at(pool, tid, step, self.mode)
+            pop = _population(curves, pool, tid, step)
             feats, center, spread = curve_features(
-                Curve.of(t, self.mode), step, max_step, Context(pop, reference, self.top_k)
+                curves[tid], step, max_step, Context(pop, reference, self.top_k)
             )
             rows.append(feats)
             meta.append((tid, step, center, spread, reference))
         if not rows:
             return {}
-        pred = self.predictor.predict(np.vstack(rows))
+        X = np.vstack(rows)
+        probs = self.predictor.predict_probability(X)
+        hits = [i for i, p in enumerate(probs) if p >= self.threshold]
+        if not hits:
+            return {}
+        # Quantiles only for the trials about to be stopped: they are the evidence.
+        qs = self.predictor.predict_quantiles(X[hits])
         out: dict[str, StopReason] = {}
-        for i, (tid, step, center, spread, reference) in enumerate(meta):
-            p = float(pred.probability_worse[i])
-            if not p >= self.threshold:
-                continue
-            optimistic = min(pred.lower[i], pred.median[i]) * spread + center
+        for j, i in enumerate(hits):
+            tid, step, center, spread, reference = meta[i]
+            p = float(probs[i])
+            lower, med, upper = (float(q) for q in qs[:, j])
+            optimistic = min(lower, med) * spread + center
             if self.require_interval and not optimistic > reference:
                 continue  # the optimistic end of the interval still beats the reference
             to_value = lambda r: relative_to_value(float(r), center, spread, self.mode)  # noqa: E731
-            median = to_value(pred.median[i])
-            bounds = sorted([to_value(pred.lower[i]), to_value(pred.upper[i])])
+            median = to_value(med)
+            bounds = sorted([to_value(lower), to_value(upper)])
             ref_value = reference * sign
             out[tid] = StopReason(
                 tid, self.rule,
@@ -151,6 +157,18 @@ class LearnedStopper(EarlyStopper):
                 _evidence(p, median, bounds, ref_value, self, step, max_step, rows[i]),
             )
         return out
+
+
+def _population(
+    curves: dict[str, Curve], pool: dict[str, TrialResult], exclude: str, step: float
+) -> np.ndarray:
+    """Other trials' best values at ``step`` (as :func:`.._history.population_at`)."""
+    vals = [
+        c.best_until(step) for tid, c in curves.items()
+        if tid != exclude and (c.steps[-1] >= step or pool[tid].status.is_finished)
+    ]
+    arr = np.asarray(vals, dtype=float)
+    return arr[np.isfinite(arr)]
 
 
 def _evidence(

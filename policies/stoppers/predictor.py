@@ -19,6 +19,7 @@ import functools
 import io
 import math
 import pickle
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -32,9 +33,10 @@ from ..base import Mode
 from ..records import TrialResult
 from .features import FEATURES, sweep_examples
 
-__all__ = ["FailurePredictor", "Prediction", "PRETRAINED_FILE"]
+__all__ = ["FailurePredictor", "Prediction", "PRETRAINED_FILE", "PRETRAINED_MODELS"]
 
 PRETRAINED_FILE = "sim_examples.npz"
+PRETRAINED_MODELS = "sim_models.pkl.z"
 _QUANTILES = (0.1, 0.5, 0.9)
 _MIN_ROWS = 40
 
@@ -209,8 +211,10 @@ class FailurePredictor:
             cv: Any = list(GroupKFold(n_splits=n_splits).split(X[cls_rows], y, groups))
         else:
             cv = 3
+        # ensemble=False: one booster on all rows, calibrated on out-of-fold predictions,
+        # so a prediction costs one model, not one per fold.
         classifier = CalibratedClassifierCV(
-            HistGradientBoostingClassifier(**common), method="isotonic", cv=cv
+            HistGradientBoostingClassifier(**common), method="isotonic", cv=cv, ensemble=False
         )
         classifier.fit(X[cls_rows], y, sample_weight=w[cls_rows])
         self._regressors, self._classifier = regressors, classifier
@@ -222,17 +226,30 @@ class FailurePredictor:
         Raises:
             UserInputError: when the predictor is not fitted.
         """
+        self._require_fitted()
+        X = np.atleast_2d(np.asarray(features, dtype=float))
+        qs = self.predict_quantiles(X)
+        return Prediction(qs[0], qs[1], qs[2], self.predict_probability(X))
+
+    def predict_probability(self, features: np.ndarray) -> np.ndarray:
+        """Only the probability of ending worse than the top-k reference (cheaper)."""
+        self._require_fitted()
+        X = np.atleast_2d(np.asarray(features, dtype=float))
+        p = self._classifier.predict_proba(X)[:, 1]
+        return np.where(np.isfinite(X[:, FEATURES.index("z_gap_ref")]), p, np.nan)
+
+    def predict_quantiles(self, features: np.ndarray) -> np.ndarray:
+        """The 10%, 50% and 90% quantiles of the relative final value (rows: quantiles)."""
+        self._require_fitted()
+        X = np.atleast_2d(np.asarray(features, dtype=float))
+        return np.sort(np.stack([m.predict(X) for m in self._regressors]), axis=0)
+
+    def _require_fitted(self) -> None:
         if not self.is_fitted:
             raise UserInputError(
                 "the failure predictor is not fitted",
                 hint="use FailurePredictor.pretrained() or call fit(...) first",
             )
-        X = np.atleast_2d(np.asarray(features, dtype=float))
-        qs = np.sort(np.stack([m.predict(X) for m in self._regressors]), axis=0)
-        p = self._classifier.predict_proba(X)[:, 1]
-        no_ref = ~np.isfinite(X[:, FEATURES.index("z_gap_ref")])
-        p = np.where(no_ref, np.nan, p)
-        return Prediction(qs[0], qs[1], qs[2], p)
 
     # --- persistence ------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -271,11 +288,36 @@ class FailurePredictor:
         return f"FailurePredictor({self.source})"
 
 
+def models_to_bytes(predictor: FailurePredictor) -> bytes:
+    """The fitted models alone (no examples), tagged with the scikit-learn version."""
+    import sklearn
+
+    return zlib.compress(pickle.dumps(
+        {"sklearn": sklearn.__version__, "features": FEATURES,
+         "regressors": predictor._regressors, "classifier": predictor._classifier},
+        protocol=pickle.HIGHEST_PROTOCOL,
+    ), 9)
+
+
+def _load_models(predictor: FailurePredictor, data: bytes) -> bool:
+    """Attach shipped models when they match this scikit-learn and feature set."""
+    import sklearn
+
+    try:
+        payload = pickle.loads(zlib.decompress(data))  # our own file, inside the package
+    except Exception:  # noqa: BLE001 - any unreadable file means: refit from the examples
+        return False
+    if payload.get("sklearn") != sklearn.__version__ or tuple(payload.get("features", ())) != FEATURES:
+        return False
+    predictor._regressors, predictor._classifier = payload["regressors"], payload["classifier"]
+    return True
+
+
 @functools.lru_cache(maxsize=1)
 def _pretrained() -> FailurePredictor:
-    ref = resources.files("assay.policies").joinpath("_pretrained", PRETRAINED_FILE)
+    base = resources.files("assay.policies").joinpath("_pretrained")
     try:
-        with ref.open("rb") as fh:
+        with base.joinpath(PRETRAINED_FILE).open("rb") as fh:
             data = np.load(io.BytesIO(fh.read()))
     except FileNotFoundError:
         raise UserInputError(
@@ -284,7 +326,14 @@ def _pretrained() -> FailurePredictor:
         ) from None
     predictor = FailurePredictor(seed=int(data["seed"]))
     predictor.add_examples(data["X"], data["rel"], data["fail"], data["groups"])
-    predictor._refit()
+    try:
+        models = base.joinpath(PRETRAINED_MODELS).read_bytes()
+    except FileNotFoundError:
+        models = b""
+    # The shipped models load instantly; with another scikit-learn (or none shipped) the
+    # same models are refitted from the examples, which takes a few seconds.
+    if not (models and _load_models(predictor, models)):
+        predictor._refit()
     predictor.source = f"pretrained on {predictor.n_examples} simulated examples"
     return predictor
 

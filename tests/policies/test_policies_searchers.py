@@ -1,0 +1,287 @@
+"""Behaviour of each searcher beyond the shared contract."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+
+from assay.errors import UserInputError
+from assay.policies import (
+    BoTorchSearcher,
+    CMAESSearcher,
+    GridSearcher,
+    OptunaSearcher,
+    RandomSearcher,
+    SobolSearcher,
+    TPESearcher,
+    TrialResult,
+    choice,
+    integer,
+    uniform,
+)
+from assay.policies.searchers._gp import parse_constraints, select_training_set
+
+FAST = dict(raw_samples=64, num_restarts=2, mc_samples=32, fit_maxiter=40, optimize_maxiter=40)
+
+
+def _done(i: int, config: dict, value: float, **metrics: float) -> TrialResult:
+    return TrialResult(f"t{i}", config, "completed", [(1, value)], value, metrics=metrics)
+
+
+def _run(searcher, f, n_trials: int, batch: int = 1) -> list[TrialResult]:
+    history: list[TrialResult] = []
+    while len(history) < n_trials:
+        for s in searcher.suggest(history, n=batch):
+            history.append(_done(len(history), dict(s.config), f(s.config)))
+    return history
+
+
+def test_grid_searcher_walks_the_grid_then_runs_dry():
+    space = {"a": choice(["x", "y"]), "b": integer(1, 3)}
+    searcher = GridSearcher(space)
+    history: list[TrialResult] = []
+    sizes = []
+    for _ in range(3):
+        out = searcher.suggest(history, n=4)
+        sizes.append(len(out))
+        history += [_done(len(history) + i, dict(s.config), 0.0) for i, s in enumerate(out)]
+    assert sizes == [4, 2, 0]
+    assert len({(t.config["a"], t.config["b"]) for t in history}) == 6
+
+
+def test_grid_searcher_shuffles_with_its_seed():
+    space = {"a": uniform(0, 1), "b": uniform(0, 1)}
+    a = [s.config for s in GridSearcher(space, shuffle=True, seed=1).suggest([], n=5)]
+    b = [s.config for s in GridSearcher(space, shuffle=True, seed=2).suggest([], n=5)]
+    plain = [s.config for s in GridSearcher(space).suggest([], n=5)]
+    assert a != b and plain[0] == {"a": 0.0, "b": 0.0}
+
+
+def test_random_searcher_draws_anew_as_the_history_grows(mixed_space, make_history):
+    s = RandomSearcher(mixed_space, seed=0)
+    assert s.suggest(make_history(2), n=1)[0].config != s.suggest(make_history(3), n=1)[0].config
+
+
+def test_sobol_searcher_fills_the_space_evenly():
+    out = SobolSearcher({"x": uniform(0.0, 1.0)}, seed=0).suggest([], n=8)
+    bins = sorted(int(s.config["x"] * 8) for s in out)
+    assert bins == list(range(8))
+
+
+def test_tpe_searcher_concentrates_near_the_optimum():
+    f = lambda c: (c["x"] - 0.7) ** 2  # noqa: E731
+    history = _run(TPESearcher({"x": uniform(0.0, 1.0)}, n_startup_trials=8, seed=0), f, 30)
+    late = [t.config["x"] for t in history[-10:]]
+    assert np.median(np.abs(np.array(late) - 0.7)) < 0.1
+
+
+def test_tpe_searcher_handles_several_objectives():
+    s = TPESearcher({"x": uniform(0, 1)}, objectives={"a": "min", "b": "max"},
+                    n_startup_trials=2, seed=0)
+    history = [_done(i, {"x": x}, 0.0, a=x, b=x * x) for i, x in enumerate([0.1, 0.5, 0.9])]
+    assert len(s.suggest(history, n=2)) == 2
+
+
+def test_optuna_searcher_wraps_any_sampler():
+    import optuna
+
+    s = OptunaSearcher({"x": uniform(0, 1)}, lambda seed: optuna.samplers.QMCSampler(seed=seed),
+                       method="qmc")
+    out = s.suggest([], n=2)
+    assert out[0].explanation["method"] == "qmc"
+    assert out[0].explanation["sampler"] == "QMCSampler"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cmaes") is not None, reason="cmaes installed")
+def test_cmaes_searcher_says_how_to_install_cmaes():
+    with pytest.raises(UserInputError) as err:
+        CMAESSearcher({"x": uniform(0, 1)})
+    assert "pip install cmaes" in err.value.hint
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cmaes") is None, reason="cmaes not installed")
+def test_cmaes_searcher_carries_its_evolution_state_across_calls():
+    space = {"x": uniform(-3, 3), "y": uniform(-3, 3)}
+    f = lambda c: (c["x"] - 1) ** 2 + (c["y"] + 1) ** 2  # noqa: E731
+    s = CMAESSearcher(space, seed=0, popsize=6)
+    history = _run(s, f, 60)
+    values = [t.value for t in history]
+    assert np.mean(values[-12:]) < 0.2 * np.mean(values[:12])
+    state = json.loads(json.dumps(s.state_dict()))
+    generations = [a.get("cma:generation", -1) for a in state["system_attrs"].values()]
+    assert max(generations) >= 5  # the evolution advanced across calls
+
+
+def test_botorch_searcher_starts_with_a_sobol_design(mixed_space):
+    out = BoTorchSearcher(mixed_space, n_initial=5, seed=0, **FAST).suggest([], n=3)
+    assert {s.explanation["method"] for s in out} == {"sobol initial design"}
+
+
+def test_botorch_searcher_explains_each_candidate(mixed_space, make_history):
+    s = BoTorchSearcher(mixed_space, n_initial=5, seed=0, **FAST)
+    out = s.suggest(make_history(12, pending=2), n=3)
+    assert len(out) == 3
+    for sug in out:
+        e = sug.explanation
+        assert e["method"] == "botorch qLogNEI"
+        assert math.isfinite(e["acquisition_value"]) and e["predicted_std"] >= 0
+        assert math.isfinite(e["predicted_mean"])
+        assert e["incumbent"]["trial_id"].startswith("t") and e["n_pending"] == 2
+    best = min(make_history(12), key=lambda t: t.value)
+    assert out[0].explanation["incumbent"]["value"] == pytest.approx(best.value)
+
+
+def test_botorch_searcher_batch_avoids_pending_points():
+    space = {"x": uniform(0.0, 1.0)}
+    history = [_done(i, {"x": x}, (x - 0.5) ** 2) for i, x in enumerate([0.0, 0.2, 0.4, 0.8, 1.0, 0.6])]
+    pending = [TrialResult("p", {"x": 0.5}, "running", [(1, 0.1)])]
+    out = BoTorchSearcher(space, n_initial=3, seed=0, **FAST).suggest(history + pending, n=3)
+    xs = sorted(s.config["x"] for s in out)
+    assert len(set(xs)) == 3
+    assert all(abs(x - 0.5) > 1e-3 for x in xs)
+
+
+def test_botorch_searcher_finds_the_minimum_of_a_smooth_function():
+    f = lambda c: (c["x"] - 0.3) ** 2 + (c["y"] - 0.8) ** 2  # noqa: E731
+    space = {"x": uniform(0.0, 1.0), "y": uniform(0.0, 1.0)}
+    history = _run(BoTorchSearcher(space, n_initial=5, seed=0, **FAST), f, 16)
+    assert min(t.value for t in history) < 2e-3
+
+
+def test_botorch_searcher_learns_which_choice_is_better():
+    space = {"act": choice(["a", "b", "c"]), "x": uniform(0.0, 1.0)}
+    f = lambda c: {"a": 1.0, "b": 0.0, "c": 2.0}[c["act"]] + 0.1 * c["x"]  # noqa: E731
+    history = _run(BoTorchSearcher(space, n_initial=6, seed=1, **FAST), f, 16)
+    chosen = [t.config["act"] for t in history[6:]]
+    assert chosen.count("b") > max(chosen.count("a"), chosen.count("c")), chosen
+
+
+def test_botorch_searcher_imputes_failed_trials_at_the_worst_outcome():
+    space = {"x": uniform(0.0, 1.0)}
+    history = [_done(i, {"x": x}, x) for i, x in enumerate([0.1, 0.3, 0.5, 0.7])]
+    history += [TrialResult(f"f{i}", {"x": x}, "failed", [(1, math.nan)])
+                for i, x in enumerate([0.02, 0.05, 0.08])]
+    s = BoTorchSearcher(space, n_initial=3, seed=0, mode="min", **FAST)
+    out = s.suggest(history, n=1)
+    assert out[0].explanation["n_failed_imputed"] == 3
+    assert out[0].config["x"] > 0.1  # the failed region near 0 is avoided
+    ignoring = BoTorchSearcher(space, n_initial=3, seed=0, failed="ignore", **FAST)
+    assert ignoring.suggest(history, n=1)[0].explanation["n_failed_imputed"] == 0
+
+
+def test_botorch_searcher_warm_starts_from_earlier_trials():
+    space = {"x": uniform(0.0, 1.0)}
+    earlier = [_done(i, {"x": x}, (x - 0.4) ** 2) for i, x in enumerate(np.linspace(0, 1, 8))]
+    s = BoTorchSearcher(space, n_initial=5, seed=0, warm_start=earlier, **FAST)
+    out = s.suggest([], n=1)
+    assert out[0].explanation["method"] == "botorch qLogNEI"
+    assert out[0].explanation["n_observations"] == 8
+
+
+def test_botorch_searcher_reuses_hyperparameters_and_persists_them(mixed_space, make_history):
+    s = BoTorchSearcher(mixed_space, n_initial=5, seed=0, **FAST)
+    first = s.suggest(make_history(10), n=1)[0].explanation
+    second = s.suggest(make_history(11), n=1)[0].explanation
+    assert not first["warm_start"] and second["warm_start"]
+    state = json.loads(json.dumps(s.state_dict()))
+    fresh = BoTorchSearcher(mixed_space, n_initial=5, seed=0, **FAST)
+    fresh.load_state_dict(state)
+    assert fresh.suggest(make_history(12), n=1)[0].explanation["warm_start"]
+
+
+def test_botorch_searcher_falls_back_to_sobol_when_the_model_fails(mixed_space, make_history,
+                                                                   monkeypatch):
+    from botorch.exceptions.errors import ModelFittingError
+
+    from assay.policies.searchers import _gp
+
+    def broken(*args, **kwargs):
+        raise ModelFittingError("all attempts failed")
+
+    monkeypatch.setattr(_gp, "fit_model", broken)
+    out = BoTorchSearcher(mixed_space, n_initial=5, seed=0, **FAST).suggest(make_history(8), n=2)
+    assert len(out) == 2
+    assert out[0].explanation["method"] == "sobol fallback (model failed)"
+    assert "ModelFittingError" in out[0].explanation["error"]
+
+
+def test_botorch_searcher_fits_a_bounded_subset_of_large_histories(mixed_space, make_history):
+    s = BoTorchSearcher(mixed_space, n_initial=5, seed=0, max_observations=40, **FAST)
+    e = s.suggest(make_history(150), n=1)[0].explanation
+    assert e["n_observations"] == 150 and e["n_observations_used"] == 40
+
+
+def test_training_subset_keeps_the_best_and_spreads_the_rest():
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 2))
+    score = -np.abs(X[:, 0] - 0.5)
+    idx = select_training_set(X, score, 40, rng)
+    assert len(idx) == 40 and len(set(idx)) == 40
+    assert set(np.argsort(-score)[:10]) <= set(idx)
+    spread = X[idx]
+    assert spread[:, 1].min() < 0.1 and spread[:, 1].max() > 0.9
+
+
+def test_botorch_searcher_multi_objective_front_and_hypervolume():
+    space = {"x": uniform(0.0, 1.0)}
+    xs = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    history = [_done(i, {"x": x}, 0.0, a=x, b=(1 - x) ** 2 + 0.1 * (i == 2)) for i, x in enumerate(xs)]
+    history.append(_done(9, {"x": 0.5}, 0.0, a=0.9, b=0.9))  # dominated
+    s = BoTorchSearcher(space, objectives={"a": "min", "b": "min"}, ref_point=[1.5, 1.5],
+                        n_initial=4, seed=0, **FAST)
+    front = {t.trial_id for t in s.pareto_front(history)}
+    assert "t9" not in front and {"t0", "t5"} <= front
+    assert s.hypervolume(history) > 0
+    out = s.suggest(history, n=2)
+    e = out[0].explanation
+    assert e["method"] == "botorch qLogNEHVI"
+    assert set(e["predicted_mean"]) == {"a", "b"}
+    assert e["incumbent"]["pareto_size"] == len(front)
+
+
+def test_botorch_searcher_respects_outcome_constraints():
+    space = {"x": uniform(0.0, 1.0)}
+    # The objective improves with x, but memory grows with it and must stay <= 0.5.
+    history = [_done(i, {"x": x}, 0.0, score=x, mem=x) for i, x in enumerate(np.linspace(0, 1, 9))]
+    s = BoTorchSearcher(space, mode="max", metric="score", constraints=["mem <= 0.5"],
+                        n_initial=4, seed=0, **FAST)
+    e = s.suggest(history, n=1)[0].explanation
+    assert e["incumbent"]["value"] == pytest.approx(0.5)
+    assert 0.0 <= e["probability_feasible"] <= 1.0 and "mem <= 0.5" in e["constraints"]
+    xs = [t.config["x"] for t in _run_constrained(s, 6, history)]
+    assert np.median(xs) < 0.65
+
+
+def _run_constrained(searcher, n, history):
+    history = list(history)
+    out = []
+    for _ in range(n):
+        config = dict(searcher.suggest(history, n=1)[0].config)
+        out.append(_done(len(history), config, 0.0, score=config["x"], mem=config["x"]))
+        history.append(out[-1])
+    return out
+
+
+@pytest.mark.parametrize("bad", [["mem < 3"], ["mem <= x"], "mem <= 3", {"mem": ("==", 3)},
+                                 {"mem": 3}])
+def test_constraint_parsing_rejects_bad_forms(bad):
+    with pytest.raises(UserInputError):
+        parse_constraints(bad)
+
+
+def test_constraint_parsing_accepts_both_forms():
+    a = parse_constraints(["mem <= 8", "acc >= 0.9"])
+    b = parse_constraints({"mem": ("<=", 8), "acc": {">=": 0.9}})
+    assert a == b and str(a[0]) == "mem <= 8"
+
+
+@pytest.mark.parametrize("bad", [{"n_initial": 0}, {"max_observations": 2}, {"failed": "drop"},
+                                 {"kernel": "rbf"}, {"objectives": {}},
+                                 {"objectives": {"a": "min", "b": "min"}, "ref_point": [1.0]}])
+def test_botorch_searcher_rejects_bad_settings(bad):
+    with pytest.raises(UserInputError):
+        BoTorchSearcher({"x": uniform(0, 1)}, **bad)
