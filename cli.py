@@ -20,6 +20,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
+def _register_server_commands() -> None:
+    from .api.cli import server as _server_command
+    from .api.cli import token_app
+
+    app.add_typer(token_app, name="token")
+    app.command("server")(_server_command)
+
+
+_register_server_commands()
+
 DirOpt = Annotated[Path | None, typer.Option("--dir", help="data directory (default: $ASSAY_DIR or ~/.assay)")]
 
 
@@ -97,7 +107,9 @@ def show(run_id: str, dir: DirOpt = None,
 
 @app.command()
 def sync(dir: DirOpt = None,
-         timeout: Annotated[float, typer.Option(help="seconds to wait for the ingest lock")] = 60.0) -> None:
+         timeout: Annotated[float, typer.Option(help="seconds to wait for the ingest lock")] = 60.0,
+         server: Annotated[str | None, typer.Option(help="assay server to ship remote runs' outbox to (default $ASSAY_SERVER)")] = None,
+         token: Annotated[str | None, typer.Option(help="researcher token (default $ASSAY_TOKEN)")] = None) -> None:
     """Ingest write-ahead logs left by crashed or killed runs (idempotent)."""
     from .sdk.settings import data_dir
     from .store.ingest import sync_orphans
@@ -112,6 +124,14 @@ def sync(dir: DirOpt = None,
     console.print(f"synced {len(st.segments_done)} WAL segment(s): {st.records} records, "
                   f"{st.points} points, {st.runs} run(s)"
                   + (f"; skipped {st.torn_bytes} torn bytes" if st.torn_bytes else ""))
+    import os
+
+    srv = server or os.environ.get("ASSAY_SERVER")
+    if srv:
+        from .sdk.remote import sync_outbox
+
+        done = sync_outbox(root, srv, token or os.environ.get("ASSAY_TOKEN"), timeout=timeout)
+        console.print(f"shipped {sum(done.values())}/{len(done)} outbox segment(s) to {srv}")
 
 
 @app.command()

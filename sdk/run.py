@@ -28,6 +28,7 @@ from ..store.records import RESERVED_PREFIX, RunStatus, validate_name
 from ..store.wal import WalWriter, segment_path
 from .capture import capture_env, capture_git
 from .jsonable import to_jsonable
+from .remote import RemoteSender, outbox_segment
 from .settings import FINISH_TIMEOUT, FLUSH_INTERVAL, INGEST_MODE, data_dir
 from .system import SystemSampler
 from .writer import Writer
@@ -43,6 +44,8 @@ _NOUN = ("otter", "falcon", "cedar", "comet", "delta", "ember", "fjord", "grove"
          "iris", "lynx", "meadow", "nova", "orbit", "pine", "quartz")
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 _SEQ_BITS = 40  # seq = attach << 40 | record number: monotonic across resumes
+#: Seconds finish() waits for the server to acknowledge a remote run's last records.
+REMOTE_FINISH_TIMEOUT = float(os.environ.get("ASSAY_REMOTE_FINISH_TIMEOUT", "60"))
 
 
 def _new_run_id() -> str:
@@ -156,7 +159,8 @@ class Run:
     def __init__(self, *, run_id: str, project: str, name: str, dir: Path, attach: int,
                  config: dict[str, Any], summary_auto: dict[str, dict[str, float]],
                  summary_set: dict[str, Any], next_step: int, init_record: dict[str, Any],
-                 system_metrics_interval: float | None, capture: bool) -> None:
+                 system_metrics_interval: float | None, capture: bool,
+                 server: str | None = None, token: str | None = None) -> None:
         self.id = run_id
         self.project = project
         self.name = name
@@ -169,7 +173,12 @@ class Run:
         self._env: dict[str, Any] = {}
         self._stop_reason: str | None = None
         self._stop_checked = 0.0
-        self.segment = segment_path(dir / "wal", run_id, attach)
+        self.server = server
+        self._sender: RemoteSender | None = None
+        # A remote run's WAL stays local, outside wal/: the server, not the local daemon,
+        # ingests it.
+        self.segment = (outbox_segment(dir, run_id, attach) if server
+                        else segment_path(dir / "wal", run_id, attach))
         try:
             wal = WalWriter(self.segment)
         except BlockingIOError:
@@ -183,7 +192,10 @@ class Run:
         self.summary = Summary(self, summary_set)
         self._enqueue(init_record)
         self._writer.start()
-        if INGEST_MODE == "daemon":
+        if server:
+            self._sender = RemoteSender(server, run_id, self.segment, token=token)
+            self._sender.start()
+        elif INGEST_MODE == "daemon":
             ensure_daemon(dir)
         self._sampler: SystemSampler | None = None
         if system_metrics_interval:
@@ -311,6 +323,8 @@ class Run:
         if self._writer.error is not None:
             raise ConflictError(f"writing the WAL of run {self.id} failed: {self._writer.error}",
                                 hint="check free space and permissions of the data directory")
+        if self._sender is not None:
+            self._sender.wake()
 
     # -- artifacts ---------------------------------------------------------------------------
     def log_artifact(self, path: str | os.PathLike[str], name: str, type: str = "dataset", *,
@@ -400,7 +414,11 @@ class Run:
         self._writer.stop()
         self._writer._wal.close()  # releases the segment: the daemon ingests it to the end
         _active_runs.discard(self)
-        if INGEST_MODE != "daemon":
+        if self._sender is not None:
+            # Never marks the run crashed: what the server did not acknowledge stays in the
+            # outbox for `assay sync --server`.
+            self._sender.close(REMOTE_FINISH_TIMEOUT)
+        elif INGEST_MODE != "daemon":
             _sync_and_get(self.dir, self.id)
         elif not wait_segment_ingested(self.dir, self.segment, FINISH_TIMEOUT):
             log.warning("assay: run %s is finished and durable, but not yet queryable: its WAL "
@@ -426,7 +444,8 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
          tags: list[str] | tuple[str, ...] | None = None, group: str | None = None,
          notes: str | None = None, dir: str | os.PathLike[str] | None = None,
          resume: str | None = None, id: str | None = None,
-         system_metrics_interval: float | None = 2.0, capture: bool = True) -> Run:
+         system_metrics_interval: float | None = 2.0, capture: bool = True,
+         server: str | None = None, token: str | None = None) -> Run:
     """Start (or, with ``resume=run_id``, continue) a tracked run.
 
     Args:
@@ -443,6 +462,9 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
             else a random id. ``ASSAY_RESUME_ID`` likewise defaults ``resume``.
         system_metrics_interval: seconds between ``sys/`` samples; None or 0 disables.
         capture: record git state, packages and environment (in the background).
+        server: an assay server URL (default ``$ASSAY_SERVER``): the WAL stays local and a
+            background thread ships it there (retries, backoff; training never waits).
+        token: the bearer token for ``server`` (default ``$ASSAY_TOKEN``), a researcher's.
     """
     if project is None:
         project = os.environ.get("ASSAY_PROJECT")
@@ -466,6 +488,8 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         raise UserInputError(f"system_metrics_interval must be seconds >= 0, got "
                              f"{system_metrics_interval!r}", hint="use e.g. 2.0, or 0 to disable")
     root = data_dir(dir)
+    server = server or os.environ.get("ASSAY_SERVER") or None
+    token = token or os.environ.get("ASSAY_TOKEN") or None
     summary_auto: dict[str, dict[str, float]] = {}
     summary_set: dict[str, Any] = {}
     attach = 0
@@ -481,7 +505,7 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         if not isinstance(resume, str) or not resume.isalnum():
             raise UserInputError(f"resume must be a run id, got {resume!r}",
                                  hint="pass the id of an earlier run: assay.init(..., resume=run.id)")
-        prior = _sync_and_get(root, resume)
+        prior = _remote_prior(server, token, resume) if server else _sync_and_get(root, resume)
         if prior is None:
             raise NotFoundError(f"cannot resume run {resume!r}: no such run in {root}",
                                 hint="check the id with `assay runs`, or the data directory "
@@ -507,7 +531,8 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
     return Run(run_id=run_id, project=project, name=name, dir=root, attach=attach,
                config=dict(cfg), summary_auto=summary_auto, summary_set=summary_set,
                next_step=next_step, init_record=record,
-               system_metrics_interval=system_metrics_interval, capture=capture)
+               system_metrics_interval=system_metrics_interval, capture=capture,
+               server=server, token=token)
 
 
 def _claim_run_id(root: Path, wanted: str | None) -> str:
@@ -526,6 +551,24 @@ def _claim_run_id(root: Path, wanted: str | None) -> str:
                                     hint=f"continue that run with resume={wanted!r}, or pick "
                                     "another id") from None
     raise ConflictError("could not find a free run id", hint="check the data directory")
+
+
+def _remote_prior(server: str, token: str | None, run_id: str) -> Any:
+    """The server's record of a run to resume (None if the server does not know it)."""
+    from types import SimpleNamespace
+
+    from .remote import RemoteClient
+
+    client = RemoteClient(server, token)
+    try:
+        d = client.get_run(run_id)
+    except NotFoundError:
+        return None
+    finally:
+        client.close()
+    return SimpleNamespace(project=d["project"], attach=d["attach"], config=d["config"],
+                           summary=d["summary_stats"], summary_set=d["summary_set"],
+                           last_step=d["last_step"], name=d["name"])
 
 
 def _sync_and_get(root: Path, run_id: str) -> Any:

@@ -309,7 +309,10 @@ def sync_orphans(data_dir: Path, store: Store, lock: IngestLock, ingester: Inges
             try:
                 st = ing.ingest([path])
                 run = store.get_run(path.parent.name)
-                if run is not None and run.status is RunStatus.RUNNING:
+                # An API server holds this run for a remote client (restarting, or waiting
+                # for the client to come back): not crashed; the server releases it.
+                held = (path.parent / "remote.hold").exists()
+                if run is not None and run.status is RunStatus.RUNNING and not held:
                     crashed = replace(
                         run,
                         status=RunStatus.CRASHED,
