@@ -9,6 +9,7 @@ actor restores the agent from the experiment graph, so no trial is repeated.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ class StoreArtifactHooks:
             runs = [r for r in (store.get_run(i) for i in run_ids) if r is not None]
             store.upsert_runs([replace(r, tags=tuple(sorted({*r.tags, "stale"}))) for r in runs])
         for r in run_ids:
-            self.graph.audit.append("agent", "run.stale", f"run:{r}", reason)
+            self.graph.audit.record("agent", "run.stale", f"run:{r}", reason)
 
     def link(self, old_run: str, new_run: str) -> None:
         from ..store.lineage import add_edges, run_node
@@ -145,9 +146,18 @@ class _AgentLoop:
                 "error": self.error}
 
 
+_ACTOR: list[Any] = []
+_ACTOR_LOCK = threading.Lock()
+
+
 def _actor_class() -> Any:
-    ray = ensure_ray()
-    return ray.remote(num_cpus=0, max_restarts=3, max_task_retries=-1)(_AgentLoop)
+    """The Ray actor class of the agent loop, made once per process (two threads starting
+    agents at once must not declare it twice)."""
+    with _ACTOR_LOCK:
+        if not _ACTOR:
+            ray = ensure_ray()
+            _ACTOR.append(ray.remote(num_cpus=0, max_restarts=3, max_task_retries=-1)(_AgentLoop))
+        return _ACTOR[0]
 
 
 @dataclass

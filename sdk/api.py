@@ -133,11 +133,12 @@ class Api:
         g = self._graph()
         if run_id is not None:
             self.run(run_id)
-        return verify(g.store, g.blobs, g.public_key_pem, run_id)
+        return verify(g.store, g.blobs, g.public_key_pem, run_id, g.audit)
 
     def audit_log(self) -> list[dict[str, Any]]:
-        """The audit log, oldest first: actor, action, target, reason, details, time."""
-        return self._graph().audit.entries()
+        """The audit trail, oldest first: seq, at, actor, action, target, reason, details."""
+        total, rows = self._graph().audit.entries(limit=10**9)
+        return rows[::-1]
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

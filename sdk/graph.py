@@ -32,13 +32,13 @@ def open_graph(data_dir: Path) -> Graph:
     from ..store.blobs import LocalBlobStore
     from ..store.ingest import IngestLock
     from ..store.lance import LanceStore
-    from ..store.provenance import AuditTrail
+    from ..store.audit import AuditTrail
     from ..store.signing import KeyPair
 
     store = LanceStore(data_dir)
     blobs = LocalBlobStore(data_dir / "blobs")
     lock = IngestLock(data_dir)
-    audit = AuditTrail(store, KeyPair.load_or_create(data_dir), lock)
+    audit = AuditTrail(data_dir, KeyPair.load_or_create(data_dir))
     return Graph(data_dir, store, blobs, lock, audit, ArtifactRegistry(store, blobs, lock, audit))
 
 

@@ -31,7 +31,7 @@ from .blobs import (
 from .ingest import IngestLock
 from .lance import LanceStore, sql_str
 from .lineage import add_edges, artifact_node, run_node
-from .provenance import AuditTrail
+from .audit import AuditTrail
 from .records import validate_name
 from .schemas import ALIASES_SCHEMA, ARTIFACTS_SCHEMA
 
@@ -160,7 +160,7 @@ class ArtifactRegistry:
         (self.store.write_table("aliases").merge_insert(["name", "alias"])
          .when_matched_update_all().when_not_matched_insert_all().execute(row))
         if self.audit is not None:
-            self.audit.append(actor, "artifact.alias", f"artifact:{name}", reason,
+            self.audit.record(actor, "artifact.alias", f"artifact:{name}", reason,
                               {"alias": alias, "from": cur, "to": version})
 
     # -- reads -------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ project (chain ``run:<project>``) and signed with the data directory's Ed25519 k
 :func:`verify` recomputes every one of those from the stored data and checks every chain, so
 a changed metric value, config entry, artifact byte, or a removed record is caught and named.
 
-Every change to shared state (a run's status, an alias move) appends an entry to the audit
-chain (``audit``): who, when, what, why. Chains are stored in the ``chain`` table; appends
-happen under the data directory's ingest lock, so each chain stays linear across processes.
+Every change to shared state (a run's status, an alias move, an override) appends an entry
+to the data directory's audit trail (:mod:`.audit`): who, when, what, why. Run chains are
+stored in the ``chain`` table; appends happen under the data directory's ingest lock, so each
+chain stays linear across processes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IntegrityError
+from .audit import AuditTrail
 from .blobs import BlobStore, get_manifest
 from .digest import rows_digest
 from .history import history_frame
@@ -29,30 +31,11 @@ from .ingest import IngestLock
 from .lance import LanceStore, sql_str
 from .records import RunRecord
 from .schemas import CHAIN_SCHEMA
-from .signing import (
-    AuditLog,
-    ChainedRecord,
-    KeyPair,
-    PublicKeyLike,
-    seal,
-    verify_audit_log,
-    verify_chain,
-)
+from .signing import ChainedRecord, KeyPair, PublicKeyLike, seal, verify_chain
 
-__all__ = [
-    "AUDIT_CHAIN",
-    "AuditTrail",
-    "ChainStore",
-    "Finalizer",
-    "Problem",
-    "run_record_payload",
-    "verify",
-]
+__all__ = ["ChainStore", "Finalizer", "Problem", "run_record_payload", "verify"]
 
 log = logging.getLogger(__name__)
-
-AUDIT_CHAIN = "audit"
-
 
 def run_chain(project: str) -> str:
     return f"run:{project}"
@@ -101,29 +84,6 @@ class ChainStore:
             self.store.write_table("chain").add(pa.Table.from_pylist(rows, schema=CHAIN_SCHEMA))
 
 
-class AuditTrail:
-    """Appends who/when/what/why entries to the signed ``audit`` chain."""
-
-    def __init__(self, store: LanceStore, key: KeyPair, lock: IngestLock) -> None:
-        self.chains = ChainStore(store)
-        self.key = key
-        self.lock = lock
-
-    def append(self, actor: str, action: str, target: str, reason: str = "",
-               details: Mapping[str, Any] | None = None) -> ChainedRecord:
-        with self.lock:
-            out: list[ChainedRecord] = []
-            log_ = AuditLog(self.key, self.chains.head(AUDIT_CHAIN), sink=out.append)
-            rec = log_.append(actor, action, target, reason, details=details)
-            self.chains.append(AUDIT_CHAIN, out)
-            return rec
-
-    def entries(self) -> list[dict[str, Any]]:
-        """The audit log, oldest first, as plain dicts (with ``seq`` and ``created_at``)."""
-        return [{"seq": r.seq, "created_at": r.created_at, **r.payload}
-                for r in self.chains.records(AUDIT_CHAIN)]
-
-
 def run_record_payload(store: LanceStore, run: RunRecord) -> dict[str, Any]:
     """What a finished run's signed record covers, recomputed from the stored data."""
     from .lineage import run_artifacts
@@ -155,7 +115,7 @@ class Finalizer:
         self.lock = lock
         self.key = KeyPair.load_or_create(data_dir)
         self.chains = ChainStore(store)
-        self.audit = AuditTrail(store, self.key, lock)
+        self.audit = AuditTrail(data_dir, self.key)
 
     def __call__(self, runs: list[RunRecord]) -> None:
         for run in runs:
@@ -164,7 +124,7 @@ class Finalizer:
                 rec = seal(run_record_payload(self.store, run), self.chains.head(chain), self.key,
                            kind="run", subject_id=run.run_id)
                 self.chains.append(chain, [rec])
-            self.audit.append(f"run:{run.run_id}", "run.status", f"run:{run.run_id}",
+            self.audit.record(f"run:{run.run_id}", "run.status", f"run:{run.run_id}",
                               run.error.splitlines()[-1] if run.error else "",
                               {"status": str(run.status), "record": rec.hash})
 
@@ -215,8 +175,9 @@ def _check_artifacts(blobs: BlobStore, payload: Mapping[str, Any]) -> list[str]:
 
 
 def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
-           run_id: str | None = None) -> tuple[int, list[Problem]]:
-    """Check every run record (or one run's) and the audit log. Returns (checked, problems)."""
+           run_id: str | None = None,
+           audit: AuditTrail | None = None) -> tuple[int, list[Problem]]:
+    """Check every run record (or one run's) and the audit trail. Returns (checked, problems)."""
     chains = ChainStore(store)
     problems: list[Problem] = []
     checked = 0
@@ -254,8 +215,7 @@ def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
             problems.append(Problem(run_chain(project), rid, -1,
                                     "finished run has no signed record (it was removed from "
                                     "the chain's end, or never sealed)"))
-    if run_id is None:
-        for p in verify_audit_log(chains.records(AUDIT_CHAIN), public_key):
-            problems.append(Problem(AUDIT_CHAIN, p.subject_id or "?",
-                                    p.seq if p.seq is not None else -1, str(p)))
+    if run_id is None and audit is not None:
+        for text in audit.verify():
+            problems.append(Problem("audit", "audit", -1, text))
     return checked, problems
