@@ -7,9 +7,10 @@ token-protected API, with the token the login form keeps in the browser's sessio
 storage. They are plain Starlette routes, not API routes: the route audit
 (``tests/api/test_api_auth.py``) accepts a non-API route only when its path is public.
 
-Assets are served from an allow-list of suffixes, never outside the folder, with an ETag
-(revalidated on every load: a new version of a module is picked up without a hard reload)
-and a Content-Security-Policy that allows scripts only from this origin.
+Assets are served from an allow-list of suffixes, never outside the folder, from memory
+(re-read when a file changes), with an ETag (revalidated on every load: a new version of a
+module is picked up without a hard reload) and a Content-Security-Policy that allows scripts
+only from this origin.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 
 __all__ = ["PUBLIC_PATHS", "STATIC_DIR", "router"]
 
@@ -45,14 +46,24 @@ def _not_found(path: str) -> JSONResponse:
                         status_code=404)
 
 
+#: path -> (mtime_ns, size, etag, bytes): assets are small (~400 KiB in all) and read on
+#: every page load, so they are kept in memory and re-read only when the file changes.
+_cache: dict[Path, tuple[int, int, str, bytes]] = {}
+
+
 def _serve(request: Request, file: Path) -> Response:
     st = file.stat()
-    etag = '"' + hashlib.sha1(f"{st.st_mtime_ns}-{st.st_size}".encode()).hexdigest()[:20] + '"'
+    hit = _cache.get(file)
+    if hit is None or hit[:2] != (st.st_mtime_ns, st.st_size):
+        data = file.read_bytes()
+        etag = '"' + hashlib.sha1(data).hexdigest()[:20] + '"'
+        hit = _cache[file] = (st.st_mtime_ns, st.st_size, etag, data)
+    etag, data = hit[2], hit[3]
     headers = {**_SECURITY, "ETag": etag, "Cache-Control": "no-cache"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     media = _TYPES.get(file.suffix) or mimetypes.guess_type(file.name)[0] or "text/plain"
-    return FileResponse(file, media_type=media, headers=headers, stat_result=st)
+    return Response(data, media_type=media, headers=headers)
 
 
 async def index(request: Request) -> Response:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+import time
 from typing import Annotated, Any, Literal
 
 import polars as pl
@@ -161,26 +163,68 @@ def _describe(index: RunsIndex, api: Api, nodes: list[dict[str, Any]]) -> None:
             n.update(label=f"{n['name']}:v{n['version']}", type=types.get(n["name"], ""))
 
 
+_VERIFY_TABLES = ("runs", "metrics", "chain", "edges", "artifacts")
+
+
+class _VerifyCache:
+    """Recent verification results, valid while no table they read has a new version.
+
+    Verifying a run re-reads every metric row (about a second for a million points); a run
+    page asks on every view, so a result is reused for up to ``VERIFY_TTL`` seconds while the
+    tables are unchanged (a write through LanceDB, tampering included, makes a new version).
+    ``fresh=true`` always recomputes.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: dict[str | None, tuple[tuple[int, ...], float, dict[str, Any]]] = {}
+
+
+VERIFY_TTL = 60.0
+
+
+def _versions(api: Api) -> tuple[int, ...]:
+    out = []
+    for name in _VERIFY_TABLES:
+        tbl = api.store.table(name)
+        out.append(-1 if tbl is None else int(tbl.version))
+    return tuple(out)
+
+
 @router.get("/verify", summary="Verify signed run records (and the audit chain)")
 def verify(request: Request, who: Viewer,
            run_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9]{1,64}$")] = None,
-           ) -> SafeJSONResponse:
+           fresh: bool = False) -> SafeJSONResponse:
     """Recompute and check every finished run's signed record, or one run's.
 
     ``sealed`` is false for a run that has no record yet (still running). Without
-    ``run_id`` the graph's audit chain is checked too. Slow on large directories.
+    ``run_id`` the graph's audit chain is checked too. Slow on large directories; a result
+    is reused while the tables it read are unchanged (at most a minute; ``fresh`` recomputes).
     """
     api = _api(request)
     status = None
     if run_id is not None:
         status = str(api.run(run_id).status)
+    cache: _VerifyCache | None = getattr(request.app.state, "verify_cache", None)
+    if cache is None:
+        cache = request.app.state.verify_cache = _VerifyCache()
+    key = _versions(api)
+    with cache.lock:
+        hit = cache.items.get(run_id)
+    if not fresh and hit is not None and hit[0] == key and time.monotonic() - hit[1] < VERIFY_TTL:
+        return ok({**hit[2], "cached": True})
     checked, problems = api.verify(run_id)
-    return ok({"ok": not problems, "checked": checked, "run_id": run_id,
-               "sealed": None if run_id is None else (checked > 0 and status != "running"),
-               "status": status,
-               "problems": [{"chain": p.chain, "subject_id": p.subject_id, "seq": p.seq,
-                             "reason": p.reason} for p in problems[:1000]],
-               "problem_count": len(problems)})
+    out = {"ok": not problems, "checked": checked, "run_id": run_id,
+           "sealed": None if run_id is None else (checked > 0 and status != "running"),
+           "status": status, "verified_at": time.time(),
+           "problems": [{"chain": p.chain, "subject_id": p.subject_id, "seq": p.seq,
+                         "reason": p.reason} for p in problems[:1000]],
+           "problem_count": len(problems)}
+    with cache.lock:
+        if len(cache.items) > 1000:
+            cache.items.clear()
+        cache.items[run_id] = (key, time.monotonic(), out)
+    return ok({**out, "cached": False})
 
 
 @router.get("/runs/{run_id}/diff", summary="The git diff a run captured (text)",

@@ -93,3 +93,8 @@ export function follow(params, onEvent, opts = {}) {
     },
   };
 }
+
+/** The stream cursor that resumes a run right after the given ingested seq. */
+export function cursorFor(seqs) {
+  return btoa(JSON.stringify(seqs)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}

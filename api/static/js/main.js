@@ -1,27 +1,39 @@
 // Boot: sign-in, theme, connection banner, keyboard shortcuts and the routes.
-import { api, forget, loggedIn, on, setToken, token } from "./api.js";
+import { ApiError, api, forget, loggedIn, on, setToken, token } from "./api.js";
 import { h, mount } from "./dom.js";
 import { start } from "./router.js";
-import { agentPage } from "./pages/agent.js";
-import { artifactPage, artifactsPage } from "./pages/artifacts.js";
-import { comparePage } from "./pages/compare.js";
-import { overviewPage } from "./pages/overview.js";
-import { runPage } from "./pages/run.js";
-import { runsPage } from "./pages/runs.js";
 import { setWho } from "./session.js";
+import { toast } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
 
+// Pages load on first use (boot.js already asked for the current page's modules, so the
+// first render has no extra round trip); the others are fetched when the browser is idle.
+const PAGES = {
+  overview: () => import("./pages/overview.js"),
+  runs: () => import("./pages/runs.js"),
+  run: () => import("./pages/run.js"),
+  agent: () => import("./pages/agent.js"),
+  compare: () => import("./pages/compare.js"),
+  artifacts: () => import("./pages/artifacts.js"),
+};
+const lazy = (page, name) => async (ctx, ...args) => (await PAGES[page]())[name](ctx, ...args);
+
 const routes = [
-  [/^\/$/, overviewPage],
-  [/^\/agents$/, overviewPage],
-  [/^\/runs$/, runsPage],
-  [/^\/runs\/([^/]+)$/, runPage],
-  [/^\/agents\/([^/]+)$/, agentPage],
-  [/^\/compare$/, comparePage],
-  [/^\/artifacts$/, artifactsPage],
-  [/^\/artifacts\/([^/]+)\/([^/]+)$/, artifactPage],
+  [/^\/$/, lazy("overview", "overviewPage")],
+  [/^\/agents$/, lazy("overview", "overviewPage")],
+  [/^\/runs$/, lazy("runs", "runsPage")],
+  [/^\/runs\/([^/]+)$/, lazy("run", "runPage")],
+  [/^\/agents\/([^/]+)$/, lazy("agent", "agentPage")],
+  [/^\/compare$/, lazy("compare", "comparePage")],
+  [/^\/artifacts$/, lazy("artifacts", "artifactsPage")],
+  [/^\/artifacts\/([^/]+)\/([^/]+)$/, lazy("artifacts", "artifactPage")],
 ];
+
+function prefetchPages() {
+  const idle = window.requestIdleCallback || ((f) => setTimeout(f, 1500));
+  idle(() => Object.values(PAGES).forEach((load) => load().catch(() => {})), { timeout: 5000 });
+}
 
 function highlight(route) {
   const section = route.parts[0] || "overview";
@@ -170,6 +182,15 @@ document.addEventListener("keydown", (e) => {
   }
 });
 
+// A request that fails outside a page's first render (a click, a filter, a poll): aborted
+// ones (the page was left) are expected, auth and network failures have their own banner
+// and form; anything else is shown in a toast instead of disappearing into the console.
+window.addEventListener("unhandledrejection", (e) => {
+  if (!(e.reason instanceof ApiError)) return;
+  e.preventDefault();
+  if (e.reason.kind === "http") toast(`${e.reason.error}${e.reason.hint ? " — " + e.reason.hint : ""}`, "error", 8000);
+});
+
 // -- start -----------------------------------------------------------------------------------
 async function boot() {
   if (!token()) {
@@ -180,7 +201,8 @@ async function boot() {
   }
   conn("online");
   whoami();
-  router.render(); // in parallel with whoami: the first paint waits for one round trip only
+  await router.render(); // in parallel with whoami: the first paint waits for one round trip only
+  prefetchPages();
 }
 
 async function whoami() {

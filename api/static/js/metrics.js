@@ -7,6 +7,14 @@ import { color, fmtNum } from "./format.js";
 
 /** Points to ask for: about two per pixel of a chart. */
 export const MAX_POINTS = 1000;
+/** Beyond this many points a curve is reduced by min/max per bucket (O(n) vectorised, and it
+ *  keeps every spike) instead of LTTB, whose per-bucket loop costs far more on long curves. */
+const MINMAX_ABOVE = 50_000;
+
+/** The downsampling method for curves of about n points. */
+export function methodFor(n) {
+  return n > MINMAX_ABOVE ? "minmax" : "lttb";
+}
 
 /**
  * Charts of a run's keys.
@@ -15,9 +23,10 @@ export const MAX_POINTS = 1000;
  * @param {string[]} keys
  * @param {{height?: number, smoothing?: number, log?: boolean, maxPoints?: number, signal?: AbortSignal,
  *          colorOf?: (key: string, i: number) => string, onFirstDraw?: () => void,
- *          t0?: number, groupOf?: (key: string) => string}} o
+ *          t0?: number, groupOf?: (key: string) => string, steps?: object}} o
  *   t0: plot against seconds since t0 (system metrics) instead of steps
  *   groupOf: a heading whenever it changes between consecutive keys
+ *   steps: the run's summary statistics (their last step estimates each curve's length)
  */
 export class MetricGrid {
   constructor(el, runId, keys, o = {}) {
@@ -38,8 +47,9 @@ export class MetricGrid {
       mount(this.el, h("p.empty", "No metrics logged yet."));
       return;
     }
-    const res = await api(`/api/runs/${encodeURIComponent(this.runId)}/history${qs({ key: this.keys, max_points: this.o.maxPoints })}`,
-      { signal: this.o.signal });
+    const longest = Math.max(0, ...this.keys.map((k) => (this.o.steps?.[k]?.step ?? 0) + 1));
+    const res = await api(`/api/runs/${encodeURIComponent(this.runId)}/history${qs({ key: this.keys, max_points: this.o.maxPoints,
+      method: methodFor(longest) })}`, { signal: this.o.signal });
     mount(this.el);
     let drawn = false;
     let group = null;
@@ -91,7 +101,7 @@ export class MetricGrid {
 
   async detail(k, c, lo, hi) {
     const res = await api(`/api/runs/${encodeURIComponent(this.runId)}/history${qs({ key: k, max_points: this.o.maxPoints,
-      step_min: Math.max(0, Math.floor(lo)), step_max: Math.max(0, Math.ceil(hi)) })}`, { signal: this.o.signal });
+      step_min: Math.max(0, Math.floor(lo)), step_max: Math.max(0, Math.ceil(hi)), method: methodFor(hi - lo) })}`, { signal: this.o.signal });
     const s = res.series[k];
     if (!s) return null;
     return [{ label: k, color: c, x: s.step, y: clean(s.value) }];
@@ -118,8 +128,8 @@ export class MetricGrid {
     this.refetch.set(k, true);
     setTimeout(async () => {
       try {
-        const res = await api(`/api/runs/${encodeURIComponent(this.runId)}/history${qs({ key: k, max_points: this.o.maxPoints })}`,
-          { signal: this.o.signal });
+        const res = await api(`/api/runs/${encodeURIComponent(this.runId)}/history${qs({ key: k, max_points: this.o.maxPoints,
+          method: methodFor(this.totals.get(k) || 0) })}`, { signal: this.o.signal });
         const s = res.series[k];
         const chart = this.charts.get(k);
         if (s && chart) {

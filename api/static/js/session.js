@@ -17,3 +17,15 @@ export function currentWho() {
 export function can(role) {
   return !!who && (RANKS[who.role] ?? -1) >= RANKS[role];
 }
+
+const SEL_KEY = "assay.selected";
+
+/** The runs selected for comparison (kept for the session). */
+export function selected() {
+  try { return new Set(JSON.parse(sessionStorage.getItem(SEL_KEY) || "[]")); } catch { return new Set(); }
+}
+
+/** Keep the selection. */
+export function saveSelected(s) {
+  sessionStorage.setItem(SEL_KEY, JSON.stringify([...s].slice(-50)));
+}

@@ -1,6 +1,7 @@
 // Shared widgets: dialogs (the reason every override asks for), toasts, keyboard-navigable
 // tables, and tabs.
-import { h, mount } from "./dom.js";
+import { expander, h, mount } from "./dom.js";
+import { ago, kvTable, pill } from "./format.js";
 
 /**
  * A modal form. Resolves to the form's values, or null when cancelled (Esc, Cancel).
@@ -138,4 +139,16 @@ export function empty(text) {
 /** Replace the contents of a panel body. */
 export function fill(el, ...children) {
   mount(el, ...children);
+}
+
+/** One decision: kind, agent, trial, summary, and its evidence behind a disclosure. */
+export function decisionItem(d, { showAgent = true } = {}) {
+  return h("div.item",
+    h("div.line", pill(d.kind),
+      showAgent ? h("a.mono", { href: `#/agents/${d.agent_id}` }, d.agent_id) : null,
+      d.trial_id ? h("a.mono", { href: `#/runs/${d.trial_id}` }, d.trial_id) : null,
+      h("span.when", ago(d.time))),
+    h("div.line", h("span.grow.wrap", { title: d.summary }, d.summary)),
+    Object.keys(d.explanation || {}).length
+      ? expander("evidence", () => h("div.evidence", kvTable(d.explanation))) : null);
 }

@@ -5,11 +5,9 @@ import { api, qs } from "../api.js";
 import { LineChart, clean } from "../chart.js";
 import { h, mount } from "../dom.js";
 import { ago, color, fmtDuration, fmtNum, fmtValue, pill } from "../format.js";
-import { follow } from "../live.js";
+import { cursorFor, follow } from "../live.js";
 import { can } from "../session.js";
-import { dialog, empty, field, toast } from "../ui.js";
-import { decisionItem } from "./overview.js";
-import { cursorFor } from "./run.js";
+import { decisionItem, dialog, empty, field, toast } from "../ui.js";
 
 const MAX_CURVES = 60;
 

@@ -5,12 +5,11 @@ import { LineChart, clean } from "../chart.js";
 import { h, mount } from "../dom.js";
 import { color, flatten, fmtNum, fmtValue, pill, ramp } from "../format.js";
 import { parallelCoordinates } from "../graphs.js";
-import { follow } from "../live.js";
+import { cursorFor, follow } from "../live.js";
 import { chartToolbar } from "../metrics.js";
 import { replaceQuery } from "../router.js";
+import { selected } from "../session.js";
 import { empty } from "../ui.js";
-import { cursorFor } from "./run.js";
-import { selected } from "./runs.js";
 
 const MAX_RUNS = 40;
 

@@ -2,9 +2,9 @@
 // alerts, the latest decisions with their reasons, and the most recently active runs.
 // One GET /api/fleet (plus one page of /api/runs) every few seconds.
 import { api, qs } from "../api.js";
-import { expander, h, mount } from "../dom.js";
-import { ago, bar, fmtDuration, fmtNum, fmtValue, kvTable, pill } from "../format.js";
-import { empty, navigable } from "../ui.js";
+import { h, mount } from "../dom.js";
+import { ago, bar, fmtDuration, fmtNum, fmtValue, pill } from "../format.js";
+import { decisionItem, empty, navigable } from "../ui.js";
 
 const STATES = ["running", "completed", "failed", "crashed", "stopped"];
 
@@ -120,18 +120,6 @@ function alertList(alerts, now) {
   if (!alerts.length) return [head, empty("All quiet: no failed runs, silent runs or stalled agents.")];
   return [head, h("div.list.scroll", alerts.slice(0, 40).map((a) => h(`div.item.alert-${a.level}`,
     h("div.line", h("a.grow", { href: a.href, title: a.message }, a.message), h("span.when", ago(a.time))))))];
-}
-
-/** One decision: kind, agent, trial, summary, and its evidence behind a disclosure. */
-export function decisionItem(d, { showAgent = true } = {}) {
-  return h("div.item",
-    h("div.line", pill(d.kind),
-      showAgent ? h("a.mono", { href: `#/agents/${d.agent_id}` }, d.agent_id) : null,
-      d.trial_id ? h("a.mono", { href: `#/runs/${d.trial_id}` }, d.trial_id) : null,
-      h("span.when", ago(d.time))),
-    h("div.line", h("span.grow.wrap", { title: d.summary }, d.summary)),
-    Object.keys(d.explanation || {}).length
-      ? expander("evidence", () => h("div.evidence", kvTable(d.explanation))) : null);
 }
 
 function decisionList(ds, now) {

@@ -4,16 +4,11 @@ import { ApiError, api, qs } from "../api.js";
 import { expander, h, mount } from "../dom.js";
 import { ago, fmtBytes, fmtDuration, fmtNum, fmtTime, fmtValue, kvTable, pill } from "../format.js";
 import { lineageGraph } from "../graphs.js";
-import { follow } from "../live.js";
+import { cursorFor, follow } from "../live.js";
 import { MetricGrid, chartToolbar } from "../metrics.js";
 import { replaceQuery } from "../router.js";
 import { can } from "../session.js";
 import { dialog, empty, tabs, toast } from "../ui.js";
-
-/** The stream cursor that resumes a run right after the given ingested seq. */
-export function cursorFor(seqs) {
-  return btoa(JSON.stringify(seqs)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
 
 /** Render the run page. */
 export async function runPage(ctx, id) {
@@ -80,6 +75,7 @@ export async function runPage(ctx, id) {
     };
     const ordered = [...sysKeys].sort((a, b) => groupOf(a).localeCompare(groupOf(b)) || a.localeCompare(b));
     sysGrid = new MetricGrid(box, run.run_id, ordered, { ...st, height: 150, maxPoints: 400, signal: ctx.signal,
+      steps: run.summary_stats,
       t0: run.created_at, groupOf });
     ctx.onDispose(() => sysGrid.destroy());
     await sysGrid.load();
@@ -87,13 +83,18 @@ export async function runPage(ctx, id) {
 
   // Curves first (the page's main content), then the rest in the background.
   grid = new MetricGrid(chartsBox, run.run_id, userKeys, { ...st, signal: ctx.signal,
-    onFirstDraw: () => performance.mark("assay:run-chart-rendered") });
+    steps: run.summary_stats, onFirstDraw: () => performance.mark("assay:run-chart-rendered") });
   ctx.onDispose(() => grid && grid.destroy());
   const gridLoaded = grid.load();
   if (!userKeys.length) performance.mark("assay:run-chart-rendered");
 
-  loadAgent(run, agentLine, actions, ctx, () => status);
-  loadVerify(run, verifyBadge, ctx);
+  // Secondary reads wait for the curves: verification re-reads every metric row of the run
+  // (a second of server time for a million points) and must not delay the first chart.
+  gridLoaded.catch(() => {}).then(() => {
+    if (!ctx.alive) return;
+    loadAgent(run, agentLine, actions, ctx, () => status);
+    loadVerify(run, verifyBadge, ctx);
+  });
 
   if (status === "running") {
     const stream = follow({ run: [run.run_id], since: cursorFor({ [run.run_id]: run.ingested_seq }), min_interval: 0.5 }, (ev, data) => {
@@ -247,12 +248,12 @@ async function renderLineage(el, run, ctx) {
       g.truncated ? h("p.muted", "Large graph: only the nearest nodes are shown.") : null));
 }
 
-async function renderVerify(el, run, ctx) {
+async function renderVerify(el, run, ctx, fresh = false) {
   mount(el, h("p.loading", "Recomputing the signed record…"));
-  const again = h("button.btn.small", { type: "button", onclick: () => renderVerify(el, run, ctx) }, "verify again");
+  const again = h("button.btn.small", { type: "button", onclick: () => renderVerify(el, run, ctx, true) }, "verify again");
   let v;
   try {
-    v = await api(`/api/verify${qs({ run_id: run.run_id })}`, { signal: ctx.signal });
+    v = await api(`/api/verify${qs({ run_id: run.run_id, fresh: fresh ? "true" : "" })}`, { signal: ctx.signal });
   } catch (e) {
     if (e instanceof ApiError && e.kind === "aborted") return;
     mount(el, h("div.panel", h("p.form-error", e.error), again));
@@ -265,7 +266,7 @@ async function renderVerify(el, run, ctx) {
         : h("div", h("p.verify-bad", `✗ ${v.problem_count} problem${v.problem_count === 1 ? "" : "s"} found`),
           h("table.data", h("thead", h("tr", ["Chain", "Record", "Problem"].map((x) => h("th", x)))),
             h("tbody", v.problems.map((p) => h("tr", h("td.mono", p.chain), h("td.num", `#${p.seq}`), h("td.wrap", p.reason)))))),
-    h("p.muted", `status ${v.status} · records checked: ${v.checked} · checked at ${fmtTime(Date.now() / 1000)}`),
+    h("p.muted", `status ${v.status} · records checked: ${v.checked} · verified at ${fmtTime(v.verified_at)}${v.cached ? " (recent result; tables unchanged since)" : ""}`),
     again,
     expander("what is checked", () => h("p.muted", "The record covers config, summary, status, a digest of all metric rows, the digests of artifacts produced and used, and the code and environment capture; it is chained to the previous record of the project and signed with the data directory's Ed25519 key (assay export-key)."))));
 }

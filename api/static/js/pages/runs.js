@@ -4,21 +4,11 @@ import { api, qs } from "../api.js";
 import { debounce, h, mount } from "../dom.js";
 import { ago, fmtDuration, fmtNum, fmtValue, pill } from "../format.js";
 import { replaceQuery } from "../router.js";
+import { saveSelected, selected } from "../session.js";
 import { empty, navigable } from "../ui.js";
 
 const LIMIT = 50;
 const STATUSES = ["running", "completed", "failed", "crashed", "stopped"];
-const SEL_KEY = "assay.selected";
-
-/** The runs selected for comparison (kept for the session). */
-export function selected() {
-  try { return new Set(JSON.parse(sessionStorage.getItem(SEL_KEY) || "[]")); } catch { return new Set(); }
-}
-
-function saveSelected(s) {
-  sessionStorage.setItem(SEL_KEY, JSON.stringify([...s].slice(-50)));
-}
-
 /** Render the runs page. */
 export async function runsPage(ctx) {
   const q = ctx.route.query;
