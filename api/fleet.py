@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import polars as pl
 from fastapi import APIRouter, Path, Query, Request
 
-from ..errors import NotFoundError
+from ..errors import NotFoundError, UserInputError
 from ..store.control import AgentRow, ControlStore, LanceControlStore
 from ..store.ingest import IngestLock
 from ..store.lance import LanceStore
@@ -63,7 +63,7 @@ def _limit(budget: dict[str, Any], key: str, unit_s: float) -> float | None:
         return None
     try:
         return parse_duration(v) / unit_s if isinstance(v, str) else float(v)
-    except Exception:  # an unreadable stored budget shows as unlimited, never a 500
+    except (UserInputError, TypeError, ValueError):  # unreadable: shown as unlimited, not a 500
         return None
 
 

@@ -7,6 +7,7 @@ it is not a test).
    agents and the first page of runs are in the DOM.
 2. A run page whose curve has 1,000,000 points (logged with the SDK): navigation start to
    ``assay:run-chart-rendered``, set after uPlot drew the (server-downsampled) curve.
+3. (Also) the runs table at 10,000 runs sorted by a summary metric: ``assay:runs-rendered``.
 
 Each is measured cold (a fresh browser context: empty cache, every module fetched) and warm
 (reload in the same context: modules revalidated by ETag). The server runs in its own process,
@@ -137,10 +138,11 @@ def measure(browser: Any, url: str, token: str, hash_: str, mark: str,
             repeats: int) -> dict[str, Any]:
     """Cold (new context per load) and warm (reload) times from navigation to ``mark``."""
     script = f"sessionStorage.setItem('assay.token', {token!r});"
-    read = ("() => { const m = performance.getEntriesByName(%r)[0]; "
-            "const api = performance.getEntriesByType('resource').filter(r => r.name.includes('/api/'))"
+    read = ("mark => { const m = performance.getEntriesByName(mark)[0]; "
+            "const api = performance.getEntriesByType('resource')"
+            ".filter(r => r.name.includes('/api/'))"
             ".map(r => [new URL(r.name).pathname, Math.round(r.duration)]); "
-            "return [m.startTime, api]; }" % mark)
+            "return [m.startTime, api]; }")
     wait = f"() => performance.getEntriesByName({mark!r}).length > 0"
     cold, warm, api_times = [], [], []
     for _ in range(repeats):
@@ -148,16 +150,17 @@ def measure(browser: Any, url: str, token: str, hash_: str, mark: str,
         ctx.add_init_script(script)
         page = ctx.new_page()
         errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("console", lambda m, errors=errors: errors.append(m.text)
+                if m.type == "error" else None)
         page.goto(f"{url}/{hash_}")
         page.wait_for_function(wait, timeout=60_000)
-        t, api = page.evaluate(read)
+        t, api = page.evaluate(read, mark)
         cold.append(t)
         api_times.append(api)
         for _ in range(2):
             page.reload()
             page.wait_for_function(wait, timeout=60_000)
-            warm.append(page.evaluate(read)[0])
+            warm.append(page.evaluate(read, mark)[0])
         if errors:
             raise RuntimeError(f"console errors on {hash_}: {errors}")
         ctx.close()
@@ -180,9 +183,8 @@ def main() -> None:
     a = ap.parse_args()
     if not Path(CHROMIUM).exists():
         sys.exit(f"{CHROMIUM} is missing: install Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
     from assay.api.auth import TokenStore
+    from playwright.sync_api import sync_playwright
 
     root = Path(tempfile.mkdtemp(prefix="assay-bench-dash-")) / "data"
     root.mkdir()
@@ -205,6 +207,8 @@ def main() -> None:
                                           a.repeats)
             results["run_1m"] = measure(browser, url, token, f"#/runs/{run_id}",
                                         "assay:run-chart-rendered", a.repeats)
+            results["runs_page"] = measure(browser, url, token, "#/runs?sort=summary.val/acc",
+                                           "assay:runs-rendered", a.repeats)
             browser.close()
     finally:
         proc.terminate()
@@ -215,6 +219,7 @@ def main() -> None:
           f"(cold: new context; warm: reload), target <= 500 ms:")
     print(summary(f"overview at {a.runs:,} runs", results["overview"]))
     print(summary(f"run page, {a.points:,}-point curve", results["run_1m"]))
+    print(summary(f"runs table at {a.runs:,} runs (by val/acc)", results["runs_page"]))
     out = Path(__file__).resolve().parent / "results" / "dashboard.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"runs": a.runs, "points": a.points, "repeats": a.repeats,

@@ -35,7 +35,6 @@ class DashServer:
 
     def start(self) -> DashServer:
         import uvicorn
-
         from assay.api.app import create_app
 
         app = create_app(self.data_dir, stream_poll=0.2)

@@ -7,10 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from assay.api.fleet import agent_budget
 from assay.store.control import AgentRow, AgentStatus
-
 from dash_support import AGENT_ID
 
 

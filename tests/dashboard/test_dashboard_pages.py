@@ -8,12 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from assay.api.audit import AuditTrail
 from assay.store.control import LanceControlStore
 from assay.store.ingest import IngestLock
 from assay.store.lance import LanceStore
-
 from dash_support import AGENT_ID, wait_for
 
 pytestmark = pytest.mark.integration
@@ -27,7 +25,7 @@ def _pages(dash: dict[str, Any]) -> list[tuple[str, str, Any]]:
     run = dash["trials"][0]
     live = dash["live"].id
     ids = ",".join(dash["trials"] + [live])
-    sel = lambda css, n=1: lambda p: p.wait_for_function(  # noqa: E731
+    sel = lambda css, n=1: lambda p: p.wait_for_function(
         f"() => document.querySelectorAll({css!r}).length >= {n}", timeout=15_000)
     return [
         ("overview", "#/", lambda p: _mark(p, "assay:overview-rendered")),

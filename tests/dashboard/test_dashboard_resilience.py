@@ -7,9 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from assay.api.auth import TokenStore
-
 from dash_support import DashServer
 
 pytestmark = pytest.mark.integration

@@ -42,8 +42,18 @@ export function fmtDuration(s) {
   return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
 }
 
+/** Epoch seconds of a time given as epoch seconds or an ISO 8601 string (audit entries). */
+export function toSec(ts) {
+  if (typeof ts === "string") {
+    const ms = Date.parse(ts);
+    return Number.isNaN(ms) ? null : ms / 1000;
+  }
+  return ts;
+}
+
 /** "12 s ago", "5 min ago", "3 h ago", else a date. */
 export function fmtAgo(ts, now = Date.now() / 1000) {
+  ts = toSec(ts);
   if (!ts) return "–";
   const d = now - ts;
   if (d < 0) return "just now";
@@ -55,6 +65,7 @@ export function fmtAgo(ts, now = Date.now() / 1000) {
 
 /** Local "YYYY-MM-DD HH:MM:SS". */
 export function fmtTime(ts) {
+  ts = toSec(ts);
   if (!ts) return "–";
   const d = new Date(ts * 1000);
   const p = (n) => String(n).padStart(2, "0");

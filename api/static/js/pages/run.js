@@ -131,6 +131,17 @@ export async function runPage(ctx, id) {
     rebuilding = false;
   }
 
+  // The header follows a running run (duration, step, status) even between stream deltas.
+  if (status === "running") {
+    ctx.every(5000, async () => {
+      const fresh = await api(`/api/runs/${encodeURIComponent(id)}`, { signal: ctx.signal });
+      const changed = fresh.status !== status;
+      Object.assign(run, { last_step: fresh.last_step, finished_at: fresh.finished_at, error: fresh.error });
+      status = fresh.status;
+      drawHead();
+      if (changed) setTimeout(() => loadVerify(run, verifyBadge, ctx), 1500);
+    });
+  }
   await gridLoaded;
 }
 
@@ -182,7 +193,8 @@ function renderConfig(el, run) {
   function draw() {
     const f = filter.value.trim().toLowerCase();
     mount(cfg, kvTable(run.config, { filter: f, empty: "No config." }));
-    const rows = Object.keys(run.summary).filter((k) => !f || k.toLowerCase().includes(f)).sort();
+    const rows = Object.keys(run.summary).filter((k) => !f || k.toLowerCase().includes(f))
+      .sort((a, b) => (a.startsWith("sys/") - b.startsWith("sys/")) || a.localeCompare(b));
     mount(sum, rows.length ? h("table.data", h("thead", h("tr", ["Key", "Last", "Min", "Max", "Step"].map((x) => h("th", x)))),
       h("tbody", rows.map((k) => h("tr", h("td", k), h("td.num", fmtValue(run.summary[k])),
         h("td.num", fmtValue(stats[k]?.min)), h("td.num", fmtValue(stats[k]?.max)), h("td.num", fmtValue(stats[k]?.step))))))

@@ -68,6 +68,7 @@ export async function runsPage(ctx) {
 
   let detach = null;
   let lastSig = "";
+  let marked = false;
   async function load(quiet = false) {
     const filters = st.filter.split(";").map((s) => s.trim()).filter(Boolean);
     if (st.search) filters.push(`name~${st.search}`);
@@ -88,6 +89,7 @@ export async function runsPage(ctx) {
     lastSig = sig;
     document.getElementById("runs-total").textContent = `${fmtNum(page.total)} matching`;
     drawTable(page);
+    if (!marked) { marked = true; performance.mark("assay:runs-rendered"); }
     const end = Math.min(st.offset + LIMIT, page.total);
     mount(pager, `${page.total ? st.offset + 1 : 0}–${end} of ${fmtNum(page.total)}`,
       h("button.btn.small", { type: "button", disabled: st.offset === 0, onclick: () => { st.offset = Math.max(0, st.offset - LIMIT); load(); } }, "← prev"),
