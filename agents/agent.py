@@ -177,6 +177,9 @@ class Agent:
         self._pending_decisions: list[Decision] = []
         self._overrides_checked = -1e9
         self._project_spent = False
+        self._foreign: dict[str, TrialResult] = {}  # configs other agents hold leases on
+        self._no_more = False
+        self._skips = 0  # lease collisions since the last launch
         self.artifacts = artifacts
         self._reeval_checked = -1e9
         self._seen_versions: dict[str, int] = {}
@@ -372,7 +375,8 @@ class Agent:
 
     # -- 4. launches -----------------------------------------------------------------------------
     def _history(self) -> list[TrialResult]:
-        return self.prior + [t.result() for t in self.trials.values()]
+        return (self.prior + list(self._foreign.values())
+                + [t.result() for t in self.trials.values()])
 
     def _suggest(self, n: int) -> list[Suggestion]:
         """Ask the searcher, with queued-but-unlaunched suggestions as pending trials (so
@@ -414,6 +418,7 @@ class Agent:
                 break
             nxt = self._next_config()
             if nxt is None:
+                self._no_more = True  # the searcher has nothing left to propose
                 break
             config, why, origin = nxt
             tid = "".join(secrets.choice(_ALNUM) for _ in range(10))
@@ -426,9 +431,18 @@ class Agent:
                 self._project_spent = True
                 break
             if holder is not None:
-                self._decide(holder, "skip", "config already run or running elsewhere",
-                             {"config": config, "lease": prefix + self.space.key(config)})
+                # Another agent holds it: show it to the searcher as pending, so it moves on.
+                if holder not in self._foreign:
+                    self._decide(holder, "skip", "config already run or running elsewhere",
+                                 {"config": config, "lease": prefix + self.space.key(config)})
+                    self._foreign[holder] = TrialResult(f"lease{holder}", config,
+                                                        TrialStatus.PENDING)
+                self._skips += 1
+                if self._skips > 4 * self.concurrency + 16:
+                    self._no_more = True  # every config proposed is taken: the space is done
+                    break
                 continue
+            self._skips = 0
             self._start(tid, config, why, origin)
             launched += 1
         return launched
@@ -512,7 +526,7 @@ class Agent:
             self.close()
 
     def _space_exhausted(self) -> bool:
-        return bool(getattr(self.searcher, "exhausted", False))
+        return self._no_more or bool(getattr(self.searcher, "exhausted", False))
 
     def _decide(self, trial_id: str, kind: str, summary: str, evidence: Mapping[str, Any]) -> None:
         d = Decision(self.agent_id, self.objective.project, trial_id, kind, summary,

@@ -30,13 +30,14 @@ def test_objective_runs_end_to_end_and_everything_is_recorded(ray_local, data_di
     assert res.status == "finished" and res.best_value is not None and res.best_value > 0
     api = assay.Api(data_dir)
     runs = api.runs(project="toyproj")
+    runs = runs.filter(~runs["name"].str.starts_with("report-"))
     assert runs.height == 4 and set(runs["status"].to_list()) <= {"completed", "stopped"}
     best = api.run(res.best_run)
     assert best.config["x"] == res.best_config["x"]
     kinds = [d.kind for d in _control(data_dir).decisions(agent_id=res.agent_id)]
     assert kinds.count("launch") == 4 and kinds[-1] == "finish"
     checked, problems = api.verify()
-    assert checked == 4 and not problems
+    assert checked == 5 and not problems  # 4 trials and the sweep report's run
 
 
 def _wait_for_agent(data_dir, timeout=60):
@@ -91,3 +92,23 @@ def test_killed_agent_actor_is_restarted_from_the_graph_and_repeats_no_trial(ray
     configs = [(t["config"]["x"], t["config"]["y"]) for t in trials.values()]
     assert len(set(configs)) == 6
     assert any("restarted" in t["reason"] for t in trials.values())
+
+
+def test_two_agents_share_a_project_budget_and_never_duplicate_a_config(ray_local, data_dir):
+    space = {"x": {"choice": [0.1, 0.3, 0.5, 0.7, 0.9]}, "y": {"choice": [0.2, 0.7]},
+             "steps": 4, "step_s": 0.05}
+    objs = [toy(name=f"toy{i}", space=space, searcher="grid", stoppers=[], seed=i,
+                budget={"trials": 6}, project_budget={"trials": 8}) for i in range(2)]
+    out: dict[int, object] = {}
+    threads = [threading.Thread(target=lambda i=i: out.update({i: run_objective(
+        objs[i], dir=data_dir, poll_interval=0.2)})) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(240)
+    assert len(out) == 2 and all(r.status == "finished" for r in out.values())
+    runs = assay.Api(data_dir).runs(project="toyproj")
+    runs = runs.filter(~runs["name"].str.starts_with("report-"))  # sweep reports' own runs
+    assert runs.height == 8  # the project budget, shared
+    configs = list(zip(runs["config.x"].to_list(), runs["config.y"].to_list()))
+    assert len(set(configs)) == 8  # leases: no config ran twice
