@@ -89,12 +89,36 @@ async function probe() {
   probing = false;
 }
 
+const early = new Map(); // path -> {at, promise}: reads started before the page asked
+
+/**
+ * Start a GET now for a page that will ask for it shortly (see prefetch.js). The page's
+ * api(path) call takes it over if it comes within 10 s; otherwise it is dropped.
+ * @returns {Promise<any>}
+ */
+export function prefetch(path) {
+  const promise = api(path, { early: true });
+  promise.catch(() => { /* reported when the page takes it over */ });
+  early.set(path, { at: Date.now(), promise });
+  return promise;
+}
+
 /**
  * A request to the API; resolves to the parsed JSON (or text for text/plain).
  * @param {string} path "/api/..." with its query
  * @param {{method?: string, body?: any, signal?: AbortSignal, tok?: string, text?: boolean}} [opts]
  */
 export async function api(path, opts = {}) {
+  const pre = !opts.early && !opts.method && !opts.tok && early.get(path);
+  if (pre) {
+    early.delete(path);
+    if (Date.now() - pre.at < 10_000) {
+      return pre.promise.catch((e) => {
+        if (e instanceof ApiError && e.kind === "auth") emit("auth", e.error); // held back early
+        throw e;
+      });
+    }
+  }
   const headers = { Accept: "application/json" };
   const t = opts.tok ?? token();
   if (t) headers.Authorization = `Bearer ${t}`;
@@ -124,7 +148,7 @@ export async function api(path, opts = {}) {
     /* not JSON */
   }
   if (r.status === 401) {
-    if (!opts.tok) emit("auth", err.error || "sign in");
+    if (!opts.tok && !opts.early) emit("auth", err.error || "sign in");
     throw new ApiError(401, err.error || "not signed in", err.hint, "auth");
   }
   if (r.status === 503) {

@@ -1,5 +1,5 @@
 // Boot: sign-in, theme, connection banner, keyboard shortcuts and the routes.
-import { ApiError, api, forget, loggedIn, on, setToken, token } from "./api.js";
+import { ApiError, api, forget, isOnline, loggedIn, on, setToken, token } from "./api.js";
 import { h, mount } from "./dom.js";
 import { start } from "./router.js";
 import { setWho } from "./session.js";
@@ -193,13 +193,15 @@ window.addEventListener("unhandledrejection", (e) => {
 
 // -- start -----------------------------------------------------------------------------------
 async function boot() {
+  performance.mark("assay:main-start");
+  window.__assayStarted = true; // prefetch.js, if it runs later, leaves the reads to the pages
   if (!token()) {
     conn("online");
     showLogin("");
     mount($("page"), h("div.panel.error-panel", h("h2", "Sign in"), h("p", "This dashboard needs an API token.")));
     return;
   }
-  conn("online");
+  conn(isOnline() ? "online" : "offline"); // an early read may have found the server down
   whoami();
   await router.render(); // in parallel with whoami: the first paint waits for one round trip only
   prefetchPages();

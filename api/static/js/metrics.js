@@ -1,20 +1,11 @@
 // A grid of one chart per metric key of a run: downsampled history (never every point of a
 // million-point curve), full resolution when zoomed in, live appends from the stream.
 import { api, qs } from "./api.js";
+import { MAX_POINTS, historyPath, methodFor } from "./paths.js";
 import { LineChart, clean } from "./chart.js";
 import { debounce, h, mount } from "./dom.js";
 import { color, fmtNum } from "./format.js";
 
-/** Points to ask for: about two per pixel of a chart. */
-export const MAX_POINTS = 1000;
-/** Beyond this many points a curve is reduced by min/max per bucket (O(n) vectorised, and it
- *  keeps every spike) instead of LTTB, whose per-bucket loop costs far more on long curves. */
-const MINMAX_ABOVE = 50_000;
-
-/** The downsampling method for curves of about n points. */
-export function methodFor(n) {
-  return n > MINMAX_ABOVE ? "minmax" : "lttb";
-}
 
 /**
  * Charts of a run's keys.
@@ -23,10 +14,11 @@ export function methodFor(n) {
  * @param {string[]} keys
  * @param {{height?: number, smoothing?: number, log?: boolean, maxPoints?: number, signal?: AbortSignal,
  *          colorOf?: (key: string, i: number) => string, onFirstDraw?: () => void,
- *          t0?: number, groupOf?: (key: string) => string, steps?: object}} o
+ *          t0?: number, groupOf?: (key: string) => string, steps?: object, series?: object}} o
  *   t0: plot against seconds since t0 (system metrics) instead of steps
  *   groupOf: a heading whenever it changes between consecutive keys
  *   steps: the run's summary statistics (their last step estimates each curve's length)
+ *   series: curves already read (a history response's series), instead of asking again
  */
 export class MetricGrid {
   constructor(el, runId, keys, o = {}) {
@@ -47,9 +39,8 @@ export class MetricGrid {
       mount(this.el, h("p.empty", "No metrics logged yet."));
       return;
     }
-    const longest = Math.max(0, ...this.keys.map((k) => (this.o.steps?.[k]?.step ?? 0) + 1));
-    const res = await api(`/api/runs/${encodeURIComponent(this.runId)}/history${qs({ key: this.keys, max_points: this.o.maxPoints,
-      method: methodFor(longest) })}`, { signal: this.o.signal });
+    const res = this.o.series ? { series: this.o.series }
+      : await api(historyPath(this.runId, this.keys, this.o.steps, this.o.maxPoints), { signal: this.o.signal });
     mount(this.el);
     let drawn = false;
     let group = null;

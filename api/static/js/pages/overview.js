@@ -1,7 +1,8 @@
 // The fleet overview: runs by state, CPU/GPU use, agents with their objectives and budgets,
 // alerts, the latest decisions with their reasons, and the most recently active runs.
 // One GET /api/fleet (plus one page of /api/runs) every few seconds.
-import { api, qs } from "../api.js";
+import { api } from "../api.js";
+import { fleetPath, recentRunsPath } from "../paths.js";
 import { h, mount } from "../dom.js";
 import { ago, bar, fmtDuration, fmtNum, fmtValue, pill } from "../format.js";
 import { decisionItem, empty, navigable } from "../ui.js";
@@ -28,8 +29,8 @@ export async function overviewPage(ctx) {
 
   async function refresh() {
     const [f, runs] = await Promise.all([
-      api(`/api/fleet${qs({ decisions: 12 })}`, { signal: ctx.signal }),
-      api(`/api/runs${qs({ sort: "updated_at", order: "desc", limit: 15 })}`, { signal: ctx.signal }),
+      api(fleetPath(), { signal: ctx.signal }),
+      api(recentRunsPath(), { signal: ctx.signal }),
     ]);
     if (!ctx.alive) return;
     mount(stats, ...statCards(f));

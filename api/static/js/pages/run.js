@@ -6,15 +6,20 @@ import { ago, fmtBytes, fmtDuration, fmtNum, fmtTime, fmtValue, kvTable, pill } 
 import { lineageGraph } from "../graphs.js";
 import { cursorFor, follow } from "../live.js";
 import { MetricGrid, chartToolbar } from "../metrics.js";
+import { runHistoryPath, runPath, userKeys as userKeysOf } from "../paths.js";
 import { replaceQuery } from "../router.js";
 import { can } from "../session.js";
 import { dialog, empty, tabs, toast } from "../ui.js";
 
 /** Render the run page. */
 export async function runPage(ctx, id) {
-  const run = await api(`/api/runs/${encodeURIComponent(id)}`, { signal: ctx.signal });
+  performance.mark("assay:run-page-start");
+  // The run and all its curves at once (the same requests as the early prefetch's).
+  const history = api(runHistoryPath(id), { signal: ctx.signal });
+  history.catch(() => {}); // an unknown run: the run's own 404 is the one reported
+  const run = await api(runPath(id), { signal: ctx.signal });
   const keys = Object.keys(run.summary_stats || {}).sort();
-  const userKeys = keys.filter((k) => !k.startsWith("sys/"));
+  const userKeys = userKeysOf(run);
   const sysKeys = keys.filter((k) => k.startsWith("sys/"));
   const head = h("div");
   const verifyBadge = h("span.muted", "verifying…");
@@ -75,7 +80,7 @@ export async function runPage(ctx, id) {
     };
     const ordered = [...sysKeys].sort((a, b) => groupOf(a).localeCompare(groupOf(b)) || a.localeCompare(b));
     sysGrid = new MetricGrid(box, run.run_id, ordered, { ...st, height: 150, maxPoints: 400, signal: ctx.signal,
-      steps: run.summary_stats,
+      steps: run.summary_stats, series: (await history).series,
       t0: run.created_at, groupOf });
     ctx.onDispose(() => sysGrid.destroy());
     await sysGrid.load();
@@ -83,7 +88,8 @@ export async function runPage(ctx, id) {
 
   // Curves first (the page's main content), then the rest in the background.
   grid = new MetricGrid(chartsBox, run.run_id, userKeys, { ...st, signal: ctx.signal,
-    steps: run.summary_stats, onFirstDraw: () => performance.mark("assay:run-chart-rendered") });
+    steps: run.summary_stats, series: (await history).series,
+    onFirstDraw: () => performance.mark("assay:run-chart-rendered") });
   ctx.onDispose(() => grid && grid.destroy());
   const gridLoaded = grid.load();
   if (!userKeys.length) performance.mark("assay:run-chart-rendered");
@@ -97,7 +103,10 @@ export async function runPage(ctx, id) {
   });
 
   if (status === "running") {
-    const stream = follow({ run: [run.run_id], since: cursorFor({ [run.run_id]: run.ingested_seq }), min_interval: 0.5 }, (ev, data) => {
+    // The run and its history were read in parallel: resume a little before the run's seq
+    // (points already shown are dropped by step), so nothing read in between is missed.
+    const since = cursorFor({ [run.run_id]: Math.max(-1, run.ingested_seq - 50) });
+    const stream = follow({ run: [run.run_id], since, min_interval: 0.5 }, (ev, data) => {
       if (ev !== "delta" || !data.runs) return;
       const d = data.runs[run.run_id];
       if (!d) return;
