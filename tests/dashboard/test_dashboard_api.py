@@ -9,7 +9,7 @@ import httpx
 import pytest
 from assay.api.fleet import agent_budget
 from assay.store.control import AgentRow, AgentStatus
-from dash_support import AGENT_ID
+from dash_support import AGENT_ID, wait_for
 
 
 def _client(dash: dict[str, Any], role: str | None = "viewer") -> httpx.Client:
@@ -92,9 +92,9 @@ def test_fleet_overview_counts_runs_resources_agents_and_alerts(dash) -> None:
     assert any(x["kind"] == "run_failed" and "CUDA out of memory" in x["message"]
                for x in f["alerts"])
     assert f["decisions"][0]["kind"] == "stop" and "asha" in f["decisions"][0]["summary"]
-    stalled = c.get("/api/fleet", params={"stall_after": 1}).json()
-    # The seeded agent was saved seconds ago: with stall_after=1 it counts as stalled.
-    assert any(x["kind"] == "agent_stalled" for x in stalled["alerts"])
+    # With stall_after=1 the seeded agent counts as stalled a second after it was saved.
+    wait_for(lambda: any(x["kind"] == "agent_stalled" for x in c.get(
+        "/api/fleet", params={"stall_after": 1}).json()["alerts"]), timeout=10)
     one = c.get(f"/api/fleet/agents/{AGENT_ID}").json()
     assert one["budget"]["gpu_hours"]["limit"] == 2
     assert c.get("/api/fleet/agents/nosuchagent").status_code == 404

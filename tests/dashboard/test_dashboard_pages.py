@@ -174,3 +174,59 @@ def test_runs_page_filters_sorts_and_selects_for_compare(tab, dash) -> None:
     _mark(page, "assay:compare-rendered")
     assert page.locator(".chart-card .legend a").count() == 2
     assert not t.errors, t.errors
+
+
+def test_run_charts_zoom_to_full_resolution_smooth_and_use_a_log_scale(tab, dash) -> None:
+    t = tab("viewer")
+    page = t.open(f"#/runs/{dash['trials'][0]}")
+    _mark(page, "assay:run-chart-rendered")
+    over = page.locator('.chart-card[data-key="train/loss"] .u-over')
+    box = over.bounding_box()
+    y = box["y"] + box["height"] / 2
+    with page.expect_request(lambda r: "step_min=" in r.url and "history" in r.url) as req:
+        page.mouse.move(box["x"] + box["width"] * 0.2, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+        page.mouse.up()
+    assert "key=train%2Floss" in req.value.url
+    page.wait_for_timeout(200)
+    t.shot("run-zoomed")
+    over.dblclick()
+    page.locator("input[type=range]").fill("0.9")
+    page.locator("input[type=range]").dispatch_event("change")
+    page.wait_for_function("() => location.hash.includes('smooth=0.9')")
+    page.locator("h1").click()  # keys go to the page, not the slider
+    page.keyboard.press("l")
+    page.wait_for_function("() => location.hash.includes('log=1')")
+    page.wait_for_selector('.chart-card[data-key="train/loss"] .uplot')
+    t.shot("run-smoothed-log")
+    assert not t.errors, t.errors
+
+
+def test_budget_concurrency_and_pin_dialogs_send_their_params(tab, dash) -> None:
+    ctl = LanceControlStore(LanceStore(dash["data_dir"]), IngestLock(dash["data_dir"]))
+    t = tab("supervisor")
+    page = t.open(f"#/agents/{AGENT_ID}")
+    page.click('button[data-action="concurrency"]')
+    page.fill("form.ask input[name=concurrency]", "3")
+    page.fill("form.ask textarea[name=reason]", "more GPUs free tonight")
+    page.click("form.ask button[type=submit]")
+    page.wait_for_selector(".toast.ok >> text=concurrency")
+    page.click('button[data-action="budget"]')
+    page.fill("form.ask input[name=trials]", "12")
+    page.fill("form.ask textarea[name=reason]", "promising region")
+    page.click("form.ask button[type=submit]")
+    page.wait_for_selector(".toast.ok >> text=budget")
+    page.click('button[data-action="pin"]')
+    page.fill("form.ask textarea[name=config]", "{lr: 0.2")
+    page.fill("form.ask textarea[name=reason]", "try the paper's setting")
+    page.click("form.ask button[type=submit]")
+    assert "not valid JSON" in page.inner_text("form.ask .form-error")
+    page.fill("form.ask textarea[name=config]", '{"lr": 0.2}')
+    page.click("form.ask button[type=submit]")
+    page.wait_for_selector(".toast.ok >> text=pin")
+    got = {o.action: (o.params, o.reason) for o in ctl.overrides(AGENT_ID)}
+    assert got["concurrency"] == ({"concurrency": 3}, "more GPUs free tonight")
+    assert got["budget"][0] == {"budget": {"trials": 12, "gpu_hours": 2}}
+    assert got["pin"] == ({"config": {"lr": 0.2}}, "try the paper's setting")
+    assert not t.errors, t.errors

@@ -60,11 +60,11 @@ function tooltipPlugin(getLabels) {
         if (!rows.length) { tip.style.display = "none"; return; }
         rows.sort((a, b) => b[1] - a[1]);
         const more = rows.length > 8 ? rows.length - 8 : 0;
-        tip.replaceChildren(
+        tip.replaceChildren(...[
           h("div.tip-x", `${labels.x} ${fmtNum(u.data[0][i])}`),
           ...rows.slice(0, 8).map(([l, v, c]) => h("div.tip-row",
             h("span.swatch", { style: { background: c } }), h("span.tip-l", l), h("span.tip-v", fmtNum(v)))),
-          more ? h("div.tip-more", `+${more} more`) : null);
+          more ? h("div.tip-more", `+${more} more`) : null].filter(Boolean));
         tip.style.display = "block";
         const left = u.cursor.left, w = u.over.clientWidth;
         tip.style.left = left > w / 2 ? "" : `${left + 12}px`;
@@ -136,7 +136,8 @@ export class LineChart {
     const font = "11px system-ui, sans-serif";
     const self = this;
     const ax = { stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1, size: 4 }, font, size: 28 };
-    const yax = { ...ax, size: 52, values: (u, vals) => vals.map((v) => fmtNum(v, 3)) };
+    const tick = (u, vals) => vals.map((v) => (v == null ? "" : fmtNum(v, 3)));
+    const yax = { ...ax, size: 52, values: tick };
     const opt = {
       width: Math.max(200, this.el.clientWidth || 400),
       height: this.o.height,
@@ -154,7 +155,7 @@ export class LineChart {
         },
       },
       scales: { x: { time: false }, y: this.o.log ? { distr: 3 } : { auto: true } },
-      axes: [{ ...ax, values: (u, vals) => vals.map((v) => fmtNum(v, 3)),
+      axes: [{ ...ax, values: tick,
         ...(this.o.integerX ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] } : {}) }, yax],
       series: [{ label: this.o.xLabel }, ...opts],
       plugins: [tooltipPlugin(() => ({ x: this.o.xLabel }))],
