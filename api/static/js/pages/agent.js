@@ -27,7 +27,7 @@ export async function agentPage(ctx, id) {
     h("div.grid.cols-2",
       h("div.chart-card", h("div.chart-title", h("span", `${a.metric} of every trial`), h("span.meta", "drag to zoom · double-click to reset")), curvesBox, legend),
       h("div.chart-card", h("div.chart-title", h("span", "best so far"), h("span.meta", "by trial, in launch order")), bestBox)),
-    h("div.grid.main-side", trials, h("div.grid", { style: { marginBottom: 0 } }, decisions, overrides)),
+    h("div.grid.main-side", trials, h("div.grid", { style: { marginBottom: 0, alignContent: "start" } }, overrides, decisions)),
     audit);
 
   let curves = null, bestChart = null;

@@ -8,7 +8,7 @@ import { parallelCoordinates } from "../graphs.js";
 import { cursorFor, follow } from "../live.js";
 import { chartToolbar } from "../metrics.js";
 import { replaceQuery } from "../router.js";
-import { selected } from "../session.js";
+import { saveSelected, selected } from "../session.js";
 import { empty } from "../ui.js";
 
 const MAX_RUNS = 40;
@@ -55,7 +55,8 @@ export async function comparePage(ctx) {
   toolbar.el.prepend(h("label", "metric", keySel));
   mount(ctx.root,
     h("div.page-head", h("h1", "Compare"), h("span.muted", `${runs.length} runs`),
-      h("div.actions", h("a.btn", { href: "#/runs" }, "+ add runs"))),
+      h("div.actions", h("a.btn", { href: "#/runs", title: "pick more runs (x selects, c compares)",
+        onclick: () => saveSelected(new Set(runs.map((r) => r.run_id))) }, "+ add runs"))),
     missing.length ? h("div.panel", { style: { borderLeft: "3px solid var(--warn)", marginBottom: "12px" } },
       `Not found: ${missing.map((m) => m.missing).join(", ")}`) : null,
     h("div.chart-card", toolbar.el, chartBox, h("div.legend", runs.map((r) => h("span", h("span.swatch", { style: { background: r._color } }),
