@@ -1,0 +1,709 @@
+"""Sweep reports: one objective's agent, summarised as a self-contained HTML page and Markdown.
+
+A report covers the objective (metric, mode, space, budget), the best configurations, the
+best-so-far and regret curves over trial index and over time, parameter importance
+(Optuna's fANOVA through :func:`assay.policies.param_importance`), every launch and stop
+with its evidence, what supervisors overrode, the compute used, and an estimate of what
+early stopping saved and what it may have cost in regret.
+
+:func:`write_report` writes ``<data dir>/reports/<objective>-<agent>.html`` and ``.md`` and
+stores both as one artifact (``type="report"``, name ``report-<objective>``) produced by a
+small run ``report-<agent>`` (tag ``report``) in the objective's project, so the report sits
+beside its runs: lineage goes report run -> artifact, and the artifact's metadata (and the
+run's config) name the trial runs it covers. Edges from the trial runs themselves are
+optional (``link_trials``): the trials' records are already sealed, and ``assay verify``
+reads every edge touching a run as part of its record. The runner calls :func:`write_report`
+when an objective ends; ``assay report OBJECTIVE`` calls :func:`report_command`.
+
+Everything is read from the experiment graph: the agent's persisted state (trials, curve
+tails, budget ledger), its decisions and overrides, and the trials' runs and full curves
+when the store has them (a simulated sweep has none: curve tails stand in).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import NotFoundError
+from ..policies import TrialResult, TrialStatus
+from ..store.control import AgentRow, ControlStore, Decision
+from . import report_html as _h
+
+__all__ = ["REPORT_TYPE", "SweepReport", "TrialRow", "build_report", "render_markdown",
+           "report_command", "write_report"]
+
+log = logging.getLogger(__name__)
+REPORT_TYPE = "report"
+#: fANOVA over fewer completed trials says nothing (Optuna itself accepts two).
+MIN_IMPORTANCE_TRIALS = 3
+
+
+@dataclass
+class TrialRow:
+    """One trial as the report shows it.
+
+    Attributes:
+        trial_id: The trial's id, which is also its run's id.
+        index: Launch order, from 1.
+        config: The config it ran with.
+        status: ``completed``, ``stopped``, ``failed``, ``running`` or ``pending``.
+        final: The objective value of a completed trial.
+        last: The last curve value (a stopped trial's value when it was stopped).
+        curve: ``(step, value)`` points (the full curve when the store has it).
+        method: How it was chosen (``random``, ``botorch qLogNEI``, ``pinned by a person``).
+        launched_s: Launch time, seconds since the sweep started.
+        ended_s: End time, seconds since the sweep started.
+        wall_s: Wall seconds of all its attempts.
+        cpu_s: CPU-seconds (reserved CPUs x wall seconds).
+        gpu_s: GPU-seconds.
+        run_name: Its run's display name ("" when the store has no run).
+    """
+
+    trial_id: str
+    index: int
+    config: dict[str, Any]
+    status: str
+    final: float | None = None
+    last: float | None = None
+    curve: list[tuple[float, float]] = field(default_factory=list)
+    method: str = ""
+    launched_s: float | None = None
+    ended_s: float | None = None
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    gpu_s: float = 0.0
+    run_name: str = ""
+
+
+@dataclass
+class SweepReport:
+    """Everything a report shows, computed once and rendered as HTML and Markdown.
+
+    Table sections (``launches``, ``stops``, ``others``, ``overrides``) are lists of row
+    dicts; ``progress`` holds best-so-far and regret points ``by_index`` and ``by_time``;
+    ``compute`` and ``saved`` are the figures of the compute sections; ``tunable`` names the
+    parameters the search varied.
+    """
+
+    agent_id: str
+    objective: str
+    project: str
+    status: str
+    spec: dict[str, Any]
+    metric: str
+    mode: str
+    generated_at: float
+    started_at: float | None
+    duration_s: float | None
+    real_clock: bool
+    trials: list[TrialRow]
+    best: list[TrialRow]
+    finish: dict[str, Any] | None
+    progress: dict[str, list[dict[str, Any]]]
+    importance: dict[str, float]
+    importance_note: str
+    launches: list[dict[str, Any]]
+    stops: list[dict[str, Any]]
+    others: list[dict[str, Any]]
+    overrides: list[dict[str, Any]]
+    compute: dict[str, Any]
+    saved: dict[str, Any]
+    tunable: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def best_trial(self) -> TrialRow | None:
+        return self.best[0] if self.best else None
+
+
+# -- reading the graph ---------------------------------------------------------------------
+def _control(root: Path) -> ControlStore:
+    from ..store.control import LanceControlStore
+    from ..store.ingest import IngestLock
+    from ..store.lance import LanceStore
+
+    return LanceControlStore(LanceStore(root), IngestLock(root))
+
+
+def _runs(root: Path, project: str, ids: set[str]) -> dict[str, Any]:
+    from ..store.lance import LanceStore
+    from ..store.records import run_from_row
+
+    out = {}
+    for row in LanceStore(root).runs_table(project).to_pylist():
+        if row["run_id"] in ids:
+            out[row["run_id"]] = run_from_row(row)
+    return out
+
+
+def _curves(root: Path, ids: list[str], metric: str) -> dict[str, list[tuple[float, float]]]:
+    """Full curves of ``metric`` for runs ``ids``, in batched queries (not one per run)."""
+    from ..store.history import history_frame
+    from ..store.lance import LanceStore, sql_str
+
+    tbl = LanceStore(root).table("metrics")
+    out: dict[str, list[tuple[float, float]]] = {}
+    if tbl is None or not ids:
+        return out
+    import pyarrow.compute as pc
+
+    for i in range(0, len(ids), 200):
+        part = ids[i:i + 200]
+        where = (f"key = {sql_str(metric)} AND run_id IN ("
+                 + ", ".join(sql_str(r) for r in part) + ")")
+        got = (tbl.search().where(where).select(["run_id", "key", "seq", "step", "value", "time"])
+               .limit(None).to_arrow())
+        for rid in part:
+            chunk = got.filter(pc.equal(got["run_id"], rid)).drop(["run_id"])
+            if chunk.num_rows:
+                df = history_frame(rid, chunk)
+                out[rid] = list(zip(df["step"].cast(float).to_list(), df["value"].to_list()))
+    return out
+
+
+def build_report(data_dir: str | Path, agent_id: str, *, top_k: int = 5,
+                 control: ControlStore | None = None) -> SweepReport:
+    """Read an agent's sweep from the graph and compute everything its report shows.
+
+    Args:
+        data_dir: The data directory.
+        agent_id: The agent (one objective's controller).
+        top_k: How many of the best configurations to list.
+        control: Where agents live (default: the data directory's LanceDB tables).
+
+    Raises:
+        NotFoundError: when no such agent exists.
+    """
+    root = Path(data_dir)
+    control = control or _control(root)
+    row = control.get_agent(agent_id)
+    if row is None:
+        known = ", ".join(a.agent_id for a in control.list_agents()[:10]) or "none"
+        raise NotFoundError(f"no agent {agent_id!r} in {root}",
+                            hint=f"known agents: {known}; see `assay agents`")
+    decisions = control.decisions(agent_id=agent_id)
+    try:
+        overrides = control.overrides(agent_id)
+    except Exception:  # noqa: BLE001 - an old store without the table: decisions suffice
+        overrides = []
+    return _assemble(root, row, decisions, overrides, top_k)
+
+
+def _assemble(root: Path, row: AgentRow, decisions: list[Decision], overrides: list[Any],
+              top_k: int) -> SweepReport:
+    spec = dict(row.spec)
+    metric = str(spec.get("metric", ""))
+    mode = str(spec.get("mode", "max"))
+    sign = 1.0 if mode == "max" else -1.0
+    state = dict(row.state)
+    st_trials: dict[str, dict[str, Any]] = dict(state.get("trials", {}))
+    ledger = dict(state.get("ledger") or {})
+    notes: list[str] = []
+
+    launches = [d for d in decisions if d.kind == "launch"]
+    order = list(dict.fromkeys([d.trial_id for d in launches if d.trial_id in st_trials]
+                               + list(st_trials)))
+    times = [d.time for d in decisions]
+    t0 = _h.as_float(ledger.get("started_at"))
+    if t0 is None:
+        t0 = min(times) if times else None
+    real_clock = t0 is not None and t0 > 1e9
+    ids = set(order)
+    runs = _runs(root, row.project, ids) if ids else {}
+    curves = _curves(root, [i for i in order if i in runs], metric) if runs else {}
+    if ids and not runs:
+        notes.append("the store has no runs for these trials (a simulated sweep?): curves are "
+                     "the agent's tails of at most 20 points")
+
+    by_trial_end: dict[str, float] = {}
+    for d in decisions:
+        if d.trial_id and (d.kind in ("complete", "stop", "fail") or (
+                d.kind == "override" and d.explanation.get("action") == "stop_run")):
+            by_trial_end.setdefault(d.trial_id, d.time)
+    launch_of = {d.trial_id: d for d in launches}
+    res = dict(spec.get("resources") or {})
+    trials: list[TrialRow] = []
+    for i, tid in enumerate(order, 1):
+        st = st_trials[tid]
+        run = runs.get(tid)
+        curve = curves.get(tid) or [(float(s), float(v)) for s, v in st.get("curve", [])]
+        status = str(st.get("status", ""))
+        final = _h.as_float(st.get("final")) if status == "completed" else None
+        last = next((v for _, v in reversed(curve) if math.isfinite(v)), None)
+        acct = (ledger.get("runs") or {}).get(tid) or {}
+        wall = _h.as_float(acct.get("wall_s")) or 0.0
+        cpu = _h.as_float(acct.get("cpu_s")) or 0.0
+        gpu = _h.as_float(acct.get("gpu_s")) or 0.0
+        if not wall and run is not None and run.finished_at:
+            wall = max(0.0, run.finished_at - run.created_at)
+            cpu = wall * float(res.get("cpus", 1) or 0)
+            gpu = wall * float(res.get("gpus", 0) or 0)
+        ld = launch_of.get(tid)
+        launched = ld.time if ld is not None else (run.created_at if run and real_clock else None)
+        end: float | None = by_trial_end.get(tid)
+        if run is not None and run.finished_at and real_clock:
+            end = run.finished_at
+        trials.append(TrialRow(
+            trial_id=tid, index=i, config=dict(st.get("config", {})), status=status,
+            final=final, last=last, curve=curve,
+            method=str((ld.explanation.get("method") if ld else None) or st.get("origin", "")),
+            launched_s=None if launched is None or t0 is None else launched - t0,
+            ended_s=None if end is None or t0 is None else end - t0,
+            wall_s=wall, cpu_s=cpu, gpu_s=gpu, run_name=run.name if run is not None else ""))
+
+    done = [t for t in trials if t.final is not None]
+    ranked = sorted(done, key=lambda t: -sign * (t.final or 0.0))
+    finish = next((dict(d.explanation, summary=d.summary, time=d.time)
+                   for d in reversed(decisions) if d.kind == "finish"), None)
+    t_end = finish["time"] if finish else max(times, default=None)
+    if finish is None and real_clock and str(row.status) in ("running", "paused"):
+        t_end = time.time()  # a live sweep: as of now
+    duration = None if t0 is None or t_end is None else max(0.0, t_end - t0)
+    imp, imp_note = importance(trials, spec, mode)
+    index_of = {t.trial_id: t.index for t in trials}
+    keys = _tunable(spec, trials)
+    return SweepReport(
+        agent_id=row.agent_id, objective=row.objective, project=row.project,
+        status=str(row.status), spec=spec, metric=metric, mode=mode,
+        generated_at=time.time(), started_at=t0, duration_s=duration, real_clock=real_clock,
+        trials=trials, best=ranked[:top_k], finish=finish,
+        progress=best_so_far(trials, mode),
+        importance=imp, importance_note=imp_note,
+        launches=_h.launch_rows(launches, index_of, t0, trials, keys),
+        stops=_h.stop_rows(decisions, index_of, t0, trials),
+        others=_h.other_rows(decisions, index_of, t0),
+        overrides=_h.override_rows(overrides, decisions, t0),
+        compute=compute_used(trials, spec, duration, ledger),
+        saved=savings(trials, spec, mode, decisions), tunable=keys, notes=notes)
+
+
+# -- analysis ------------------------------------------------------------------------------
+def _tunable(spec: dict[str, Any], trials: list[TrialRow]) -> list[str]:
+    from ..policies import as_space
+
+    try:
+        return list(as_space(dict(spec.get("space", {}))).tunable)
+    except Exception:  # noqa: BLE001 - a report never fails on an odd space
+        return sorted({k for t in trials for k in t.config})
+
+
+def best_so_far(trials: list[TrialRow], mode: str) -> dict[str, list[dict[str, Any]]]:
+    """Best value so far and regret after each trial, in launch order (``by_index``) and in
+    the order trials ended (``by_time``), through :func:`assay.policies.regret_curve`.
+
+    Only completed trials count: a stopped trial's last value is not its result. Regret is
+    the gap to the sweep's final best (the true optimum is unknown)."""
+    from ..policies.explain import regret_curve
+
+    sign = 1.0 if mode == "max" else -1.0
+    finals = [t.final for t in trials if t.final is not None]
+    optimum = max(finals, key=lambda v: sign * v) if finals else None
+
+    def curve(rows: list[TrialRow]) -> list[dict[str, Any]]:
+        hist = [TrialResult(t.trial_id, {}, TrialStatus.COMPLETED if t.final is not None
+                            else TrialStatus.FAILED, (), t.final) for t in rows]
+        out = regret_curve(hist, mode=mode, optimum=optimum)
+        for p, t in zip(out, rows):
+            p.update(trial=t.index, t=t.ended_s, status=t.status,
+                     value=t.final if t.final is not None else t.last)
+            p.setdefault("regret", None)
+        return out
+
+    ended = sorted((t for t in trials if t.ended_s is not None), key=lambda t: t.ended_s or 0.0)
+    return {"by_index": curve(trials), "by_time": curve(ended)}
+
+
+def importance(trials: list[TrialRow], spec: dict[str, Any],
+               mode: str) -> tuple[dict[str, float], str]:
+    """fANOVA importances over the completed trials, with a note when there are too few."""
+    from ..policies.explain import param_importance
+
+    done = [TrialResult(t.trial_id, t.config, TrialStatus.COMPLETED, (), t.final)
+            for t in trials if t.final is not None]
+    if len(done) < MIN_IMPORTANCE_TRIALS:
+        return {}, (f"parameter importance needs at least {MIN_IMPORTANCE_TRIALS} completed "
+                    f"trials; this sweep has {len(done)}")
+    try:
+        imp = param_importance(done, dict(spec.get("space", {})), mode=mode)
+    except Exception as e:  # noqa: BLE001 - importance is a nicety, never a failure
+        return {}, f"parameter importance could not be computed: {getattr(e, 'message', e)}"
+    if not imp:
+        return {}, "the search space has no tunable parameter"
+    note = (f"fANOVA over {len(done)} completed trials" +
+            (": with so few trials, read these as rough" if len(done) < 10 else ""))
+    return imp, note
+
+
+def compute_used(trials: list[TrialRow], spec: dict[str, Any], duration: float | None,
+                 ledger: dict[str, Any]) -> dict[str, Any]:
+    """Trials by status, wall clock, CPU- and GPU-hours (from the agent's budget ledger,
+    else from the runs' start and end times)."""
+    by_status: dict[str, int] = {}
+    for t in trials:
+        by_status[t.status] = by_status.get(t.status, 0) + 1
+    wall = sum(t.wall_s for t in trials)
+    conc = int(spec.get("concurrency") or 1)
+    return {"trials": len(trials), "by_status": by_status, "sweep_wall_s": duration,
+            "trial_wall_s": wall, "cpu_hours": sum(t.cpu_s for t in trials) / 3600.0,
+            "gpu_hours": sum(t.gpu_s for t in trials) / 3600.0, "concurrency": conc,
+            "utilization": (wall / (duration * conc)) if duration else None,
+            "budget": dict(spec.get("budget") or {}),
+            "source": "the agent's budget ledger" if ledger.get("runs") else
+            "the runs' start and end times"}
+
+
+def _full_length(trials: list[TrialRow], spec: dict[str, Any]) -> tuple[int | None, str]:
+    done = [len(t.curve) for t in trials if t.status == "completed" and t.curve]
+    if done:
+        return max(done), "the longest completed trial"
+    space = dict(spec.get("space", {}))
+    for name in ("epochs", "steps", "max_steps", "max_epochs"):
+        v = space.get(name)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return int(v), f"the objective's {name}"
+    return None, ""
+
+
+def _project(t: TrialRow, ev: dict[str, Any], done: list[TrialRow]
+             ) -> tuple[float | None, tuple[float, float] | None, str]:
+    """A stopped trial's projected final value: the learned stopper's prediction when it made
+    one, else its value when stopped plus what completed trials gained from that point on."""
+    pred, iv = _h.as_float(ev.get("predicted_final")), ev.get("interval")
+    if pred is not None:
+        bounds = (float(iv[0]), float(iv[1])) if isinstance(iv, list) and len(iv) == 2 else None
+        return pred, bounds, "learned stopper's prediction"
+    k = len(t.curve)
+    if t.last is None or k == 0:
+        return None, None, ""
+    g = sorted(c.final - c.curve[k - 1][1] for c in done
+               if c.final is not None and len(c.curve) >= k and math.isfinite(c.curve[k - 1][1]))
+    if len(g) < 2:
+        return None, None, ""
+    med = (g[(len(g) - 1) // 2] + g[len(g) // 2]) / 2
+    return (t.last + med, (t.last + g[0], t.last + g[-1]),
+            f"value when stopped + completed trials' gain from point {k} ({len(g)} trials)")
+
+
+def _replay(trials: list[TrialRow], spec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+    """Replay the completed trials (whose outcome is known) through the objective's stoppers
+    (:func:`assay.policies.replay`): the regret early stopping would have cost on them."""
+    from ..policies.replay import replay
+    from .factory import make_stopper
+    from .objective import Objective
+
+    done = [t for t in trials if t.status == "completed" and t.curve and t.final is not None]
+    if not spec.get("stoppers"):
+        return None, "No stoppers were configured, so there is nothing to replay."
+    if len(done) < 2:
+        return None, ("Replay needs at least 2 completed trials with full curves; "
+                      f"this sweep has {len(done)}.")
+    if sum(len(t.curve) for t in done) > 20_000:
+        return None, "Replay skipped: the completed curves are too long to replay quickly."
+    try:
+        stopper = make_stopper(Objective.from_dict(spec))
+        if stopper is None:
+            return None, "No stoppers were configured, so there is nothing to replay."
+        rep = replay(stopper, [TrialResult(t.trial_id, t.config, TrialStatus.COMPLETED,
+                                           t.curve, t.final) for t in done],
+                     concurrency=int(spec.get("concurrency") or 1))
+    except Exception as e:  # noqa: BLE001 - a replay is an estimate, never a failure
+        return None, f"Replay unavailable: {getattr(e, 'message', e)}"
+    out = {**rep.summary(), "best_value": rep.best_value, "kept_value": rep.kept_value}
+    note = (f"Replay of the {rep.n_trials} completed trials through the same stoppers: they "
+            f"would have stopped {len(rep.stopped)} and saved {rep.saved_fraction:.0%} of "
+            "their points; " + ("the best trial would still have finished (regret 0)."
+                                if rep.best_trial_kept else
+                                "the best trial would have been stopped (regret "
+                                f"{_h.fmt_num(abs(rep.regret or 0.0))})."))
+    return out, note
+
+
+def _regret_note(stopped: list[dict[str, Any]], best: float | None, sign: float
+                 ) -> tuple[float | None, str]:
+    proj = [s for s in stopped if s["projected"] is not None]
+    if not stopped:
+        return 0.0, "No regret from stopping: nothing was stopped."
+    if best is None or not proj:
+        return None, ("The regret cost of stopping cannot be estimated: no projection of the "
+                      "stopped trials' final values is possible yet.")
+    top = max(proj, key=lambda s: sign * s["projected"])
+    gap = max(0.0, sign * (top["projected"] - best))
+    risky = sum(1 for s in proj if s["may_beat_best"])
+    text = (f"Estimated regret cost: {_h.fmt_num(gap)}: trial #{top['index']} was projected to "
+            f"reach {top['projection']}, beyond the best found ({_h.fmt_num(best)})." if gap > 0
+            else "Estimated regret cost: 0. No stopped trial was projected to beat the best "
+            f"found ({_h.fmt_num(best)}); the most promising, #{top['index']}, was projected to "
+            f"{top['projection']}.")
+    if risky:
+        text += f" {risky} stopped trial(s) had an optimistic bound past the best."
+    return gap, text
+
+
+def savings(trials: list[TrialRow], spec: dict[str, Any], mode: str,
+            decisions: list[Decision]) -> dict[str, Any]:
+    """What early stopping saved (points, wall time and CPU-hours, against running every
+    stopped trial to the full length) and what it may have cost in regret: projections of
+    the stopped trials' finals, and a replay of the completed trials."""
+    sign = 1.0 if mode == "max" else -1.0
+    full, source = _full_length(trials, spec)
+    done = [t for t in trials if t.final is not None]
+    finals = [t.final for t in done if t.final is not None]
+    best = max(finals, key=lambda v: sign * v) if finals else None
+    stops = {d.trial_id: dict(d.explanation) for d in decisions if d.kind == "stop"}
+    stopped: list[dict[str, Any]] = []
+    for t in (t for t in trials if t.status == "stopped"):
+        pts = len(t.curve)
+        saved = max(0, full - pts) if full else 0
+        proj, iv, how = _project(t, _h.stop_evidence(stops.get(t.trial_id, {})), done)
+        hi = None if proj is None else max(iv or (proj,), key=lambda v: sign * v)
+        stopped.append({
+            "trial_id": t.trial_id, "index": t.index, "points": pts, "saved_points": saved,
+            "saved_s": saved * t.wall_s / pts if pts else 0.0,
+            "saved_cpu_s": saved * t.cpu_s / pts if pts else 0.0, "value": t.last,
+            "projected": proj, "interval": iv, "how": how,
+            "projection": _h.with_interval(proj, iv),
+            "beats_best": best is not None and proj is not None and sign * (proj - best) > 0,
+            "may_beat_best": best is not None and hi is not None and sign * (hi - best) > 0})
+    used = sum(len(t.curve) for t in trials)
+    saved_pts = sum(s["saved_points"] for s in stopped)
+    total = used + saved_pts
+    wall_s = sum(s["saved_s"] for s in stopped)
+    cpu_h = sum(s["saved_cpu_s"] for s in stopped) / 3600.0
+    frac = saved_pts / total if total else 0.0
+    if not stopped:
+        headline = "No trial was stopped early, so stopping saved nothing."
+    elif not full:
+        headline = (f"{len(stopped)} trial(s) were stopped, but the full length of a trial is "
+                    "unknown (no completed trial, no epochs/steps in the space).")
+    else:
+        headline = (f"{len(stopped)} of {len(trials)} trials were stopped early. Running them to "
+                    f"the full {full} points ({source}) would have taken {saved_pts} more "
+                    f"points: stopping saved {frac:.0%} of {total} points, about "
+                    f"{_h.fmt_duration(wall_s)} of trial time and {cpu_h:.3g} CPU-hours.")
+    cost, note = _regret_note(stopped, best, sign)
+    replayed, replay_note = _replay(trials, spec)
+    return {"full_points": full, "full_source": source, "stopped": stopped, "used_points": used,
+            "without_stopping_points": total, "saved_points": saved_pts, "saved_fraction": frac,
+            "saved_wall_s": wall_s, "saved_cpu_hours": cpu_h, "headline": headline,
+            "regret_cost": cost, "regret_note": note, "replay": replayed,
+            "replay_note": replay_note}
+
+
+# -- Markdown --------------------------------------------------------------------------------
+def _md_cell(v: Any) -> str:
+    s = v if isinstance(v, str) else _h.fmt_num(v)
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(head: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    return out + [""]
+
+
+def render_markdown(r: SweepReport) -> str:
+    """The report as Markdown: every section's figures as text and tables (no charts)."""
+    from .report_html import compute_rows, describe_param, settings_rows
+
+    s = r.spec
+    L = [f"# Sweep report: {r.objective}", "",
+         (f"Agent `{r.agent_id}` · project `{r.project}` · status **{r.status}** · "
+         f"generated {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.generated_at))}"), ""]
+    b = r.best_trial
+    if b is not None:
+        cfg = ", ".join(f"{k}={_h.fmt_num(b.config.get(k))}" for k in r.tunable)
+        L += [f"**Best {r.metric}: {_h.fmt_num(b.final)}** (trial #{b.index}, run `{b.trial_id}`"
+              + (f" {b.run_name}" if b.run_name else "") + f") with {cfg or 'the fixed config'}", ""]
+    else:
+        L += ["No trial has completed: there is no best configuration yet.", ""]
+    L += ["## Objective", ""]
+    L += _md_table(["setting", "value"], [list(x) for x in settings_rows(r)])
+    L += _md_table(["parameter", "search space"],
+                   [[f"`{k}`", describe_param(v)] for k, v in dict(s.get("space", {})).items()])
+    L += [f"## Best configurations (top {len(r.best)})", ""]
+    L += _md_table(["rank", "trial", "run", r.metric, *r.tunable, "wall"],
+                   [[str(i), f"#{t.index}", f"`{t.trial_id}`", t.final,
+                     *[t.config.get(k) for k in r.tunable], _h.fmt_duration(t.wall_s)]
+                    for i, t in enumerate(r.best, 1)])
+    L += ["## Progress (best so far and regret)", "",
+          "Regret is the gap between the best value found so far and the sweep's final best.", ""]
+    L += _md_table(["trial", "value", "best so far", "regret", "ended"],
+                   [[f"#{p['trial']}", p["value"], p["best"], p["regret"],
+                     _h.fmt_when(p.get("t"))] for p in r.progress["by_index"]])
+    L += ["## Parameter importance (fANOVA)", ""]
+    if r.importance:
+        L += _md_table(["parameter", "importance", ""],
+                       [[f"`{k}`", f"{v:.1%}", "█" * max(1, round(v * 20))]
+                        for k, v in r.importance.items()])
+    if r.importance_note:
+        L += [f"_{r.importance_note}_", ""]
+    L += [f"## Launches ({len(r.launches)})", ""]
+    L += _md_table(["when", "trial", "config", "why", "outcome"],
+                   [[_h.fmt_when(x["t"]), f"#{x['index']}", x["config"], x["why"], x["outcome"]]
+                    for x in r.launches])
+    L += [f"## Early stops ({len(r.stops)})", ""]
+    if r.stops:
+        L += _md_table(["when", "trial", "rule", "at step", "value then", "predicted final",
+                        "why"],
+                       [[_h.fmt_when(x["t"]), f"#{x['index']}", x["rule"], x["step"], x["value"],
+                         x["predicted"], x["message"]] for x in r.stops])
+    else:
+        L += ["No trial was stopped early.", ""]
+    if r.others:
+        L += ["## Other decisions", ""]
+        L += _md_table(["when", "kind", "trial", "what"],
+                       [[_h.fmt_when(x["t"]), x["kind"], x["trial"], x["summary"]]
+                        for x in r.others])
+    L += [f"## Supervisor overrides ({len(r.overrides)})", ""]
+    if r.overrides:
+        L += _md_table(["when", "actor", "action", "reason", "status", "result"],
+                       [[_h.fmt_when(o["t"]), o["actor"], o["action"], o["reason"], o["status"],
+                         o["result"]] for o in r.overrides])
+    else:
+        L += ["Nobody overrode this agent.", ""]
+    L += ["## Compute used", ""]
+    L += _md_table(["measure", "value"], [list(x) for x in compute_rows(r.compute)])
+    v = r.saved
+    L += ["## Compute saved by early stopping", ""]
+    L += [v["headline"], ""]
+    if v["stopped"]:
+        L += _md_table(["trial", "points run", "points saved", "value then", "projected final",
+                        "could beat best?"],
+                       [[f"#{x['index']}", str(x["points"]), str(x["saved_points"]), x["value"],
+                         x["projection"], "yes" if x["beats_best"] else "no"]
+                        for x in v["stopped"]])
+    L += [v["regret_note"], "", v["replay_note"], ""]
+    if r.notes:
+        L += ["## Notes", ""] + [f"- {n}" for n in r.notes] + [""]
+    return "\n".join(L).rstrip() + "\n"
+
+
+# -- writing and storing -------------------------------------------------------------------
+def _store_artifact(root: Path, r: SweepReport, html: Path, md: Path,
+                    link_trials: bool) -> Any:
+    from .. import sdk
+
+    with tempfile.TemporaryDirectory(dir=html.parent, prefix=".staging-") as tmp:
+        for p in (html, md):
+            shutil.copy2(p, Path(tmp) / p.name)
+        b = r.best_trial
+        run = sdk.init(r.project, name=f"report-{r.agent_id}", dir=root, tags=["report"],
+                       config={"agent_id": r.agent_id, "objective": r.objective,
+                               "trial_runs": [t.trial_id for t in r.trials]},
+                       notes=f"sweep report of agent {r.agent_id}",
+                       system_metrics_interval=0, capture=False)
+        try:
+            art = run.log_artifact(
+                tmp, name=f"report-{r.objective}", type=REPORT_TYPE,
+                description=f"sweep report of {r.objective} (agent {r.agent_id})",
+                metadata={"agent_id": r.agent_id, "objective": r.objective,
+                          "metric": r.metric, "mode": r.mode,
+                          "best": b.final if b else None, "best_run": b.trial_id if b else None,
+                          "trial_runs": [t.trial_id for t in r.trials],
+                          "files": [html.name, md.name]})
+        except BaseException:
+            run.finish("failed")
+            raise
+        run.finish()
+    if link_trials:
+        from ..sdk.graph import open_graph
+        from ..store.lineage import add_edges, artifact_node, run_node
+
+        g = open_graph(root)
+        node = artifact_node(art.name, art.version)
+        with g.lock:
+            add_edges(g.store, [(run_node(t.trial_id), node, "summarized_in") for t in r.trials])
+    return art
+
+
+def write_report(data_dir: str | Path, agent_id: str, *, store: bool = True,
+                 link_trials: bool = False, top_k: int = 5) -> Path:
+    """Write an agent's sweep report and store it as an artifact; returns the HTML path.
+
+    Writes ``<data_dir>/reports/<objective>-<agent_id>.html`` (one self-contained file:
+    inline CSS and SVG, no scripts, no external references) and ``.md`` beside it.
+
+    Args:
+        data_dir: The data directory.
+        agent_id: The agent whose sweep to report.
+        store: Also store both files as artifact ``report-<objective>`` (type ``report``),
+            produced by a run ``report-<agent_id>`` in the objective's project; the artifact's
+            metadata lists the trial runs it covers.
+        link_trials: Also add lineage edges ``run:<trial> -> artifact:report-...`` (kind
+            ``summarized_in``). Off by default: ``assay verify`` recomputes a finished run's
+            produced/used artifacts from every edge touching it, so edges added after a
+            trial was sealed read as a change to its signed record.
+        top_k: How many of the best configurations to list.
+    """
+    from ..sdk.settings import data_dir as resolve
+    from .report_html import render_html
+
+    root = resolve(data_dir)
+    r = build_report(root, agent_id, top_k=top_k)
+    out = root / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    html = out / f"{r.objective}-{r.agent_id}.html"
+    md = html.with_suffix(".md")
+    for path, text in ((html, render_html(r)), (md, render_markdown(r))):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    if store:
+        try:
+            _store_artifact(root, r, html, md, link_trials)
+        except Exception:  # the files are written; a failed store must not fail the sweep
+            log.warning("assay: report %s was written but not stored as an artifact", html,
+                        exc_info=True)
+    return html
+
+
+def report_command(objective_or_agent: str, dir: Path | None = None,
+                   out: Path | None = None) -> Path:
+    """``assay report OBJECTIVE``: write (and store) the report of an agent, named by its id or
+    by its objective's name (the most recently updated agent of that objective).
+
+    Args:
+        objective_or_agent: An agent id or an objective name.
+        dir: The data directory (default ``$ASSAY_DIR``, else ``~/.assay``).
+        out: Also copy the report there: a ``.html`` file path (the ``.md`` goes beside it)
+            or a folder.
+
+    Returns:
+        The HTML report's path (the copy under ``out`` when given).
+
+    Raises:
+        NotFoundError: when neither an agent nor an objective has that name.
+    """
+    from ..sdk.settings import data_dir
+
+    root = data_dir(dir)
+    control = _control(root)
+    row = control.get_agent(objective_or_agent)
+    if row is None:
+        agents = [a for a in control.list_agents() if a.objective == objective_or_agent]
+        if not agents:
+            names = sorted({a.objective for a in control.list_agents()})
+            raise NotFoundError(f"no agent or objective named {objective_or_agent!r} in {root}",
+                                hint=("objectives: " + ", ".join(names[:20])) if names
+                                else "run an objective first: assay run objective.yaml")
+        row = max(agents, key=lambda a: a.updated_at)
+    html = write_report(root, row.agent_id)
+    if out is None:
+        return html
+    out = Path(out).expanduser()
+    if out.suffix.lower() in (".html", ".htm"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        dest = out
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        dest = out / html.name
+    shutil.copyfile(html, dest)
+    shutil.copyfile(html.with_suffix(".md"), dest.with_suffix(".md"))
+    return dest
