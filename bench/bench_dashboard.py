@@ -10,7 +10,8 @@ it is not a test).
 3. (Also) the runs table at 10,000 runs sorted by a summary metric: ``assay:runs-rendered``.
 
 Each is measured cold (a fresh browser context: empty cache, every module fetched) and warm
-(reload in the same context: modules revalidated by ETag). The server runs in its own process,
+(reload in the same context: modules revalidated by ETag). The pages also set
+``assay:main-start`` (code loaded) and ``assay:run-page-start`` marks, for profiling. The server runs in its own process,
 as ``assay server`` does. Target: <= 500 ms each.
 
 Run: ``nice -n 10 .venv/bin/python bench/bench_dashboard.py [--runs 10000] [--points 1000000]
