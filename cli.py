@@ -306,6 +306,20 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
 
 
 @app.command()
+def report(objective: Annotated[str, typer.Argument(help="objective name or agent id")],
+           dir: DirOpt = None,
+           out: Annotated[Path | None, typer.Option(help="an .html path or a folder")] = None) -> None:
+    """Write the sweep report (self-contained HTML + Markdown), stored as an artifact."""
+    from .agents.report import report_command
+
+    try:
+        path = report_command(objective, dir=dir, out=out)
+    except AssayError as e:
+        _fail(e)
+    console.print(f"report: {path}\nsummary: {path.with_suffix('.md')}")
+
+
+@app.command()
 def agents(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
            dir: DirOpt = None) -> None:
     """List agents with their objective, status and progress."""

@@ -198,7 +198,7 @@ def run_objective(objective: Objective, *, dir: str | os.PathLike[str] | None = 
         try:
             snap = ray.get(actor.snapshot.remote(), timeout=60)
             down_since = None
-        except ray.exceptions.RayActorError as e:
+        except (ray.exceptions.RayActorError, ray.exceptions.RaySystemError) as e:
             from ..errors import AssayError
 
             if "creation task" in str(e):  # __init__ raised: a restart cannot help
@@ -210,6 +210,14 @@ def run_objective(objective: Objective, *, dir: str | os.PathLike[str] | None = 
                                  hint="check the Ray logs; `assay run --agent-id "
                                  f"{aid}` resumes it") from None
             time.sleep(1.0)  # the actor is restarting; it restores itself from the graph
+            continue
+        except Exception as e:  # "Can't find actor": its registration is not visible yet
+            if "find actor" not in str(e):
+                raise
+            down_since = down_since or time.monotonic()
+            if time.monotonic() - down_since > 120:
+                raise
+            time.sleep(0.5)
             continue
         if on_progress is not None:
             on_progress(snap)
@@ -228,7 +236,9 @@ def run_objective(objective: Objective, *, dir: str | os.PathLike[str] | None = 
         from .report import write_report
 
         report = write_report(root, aid)
-    except ImportError:
-        pass
+    except Exception:  # a report that cannot be written must not lose the sweep's result
+        import logging
+
+        logging.getLogger(__name__).exception("the sweep report of %s could not be written", aid)
     return SweepResult(aid, snap["status"], best.get("config"), best.get("value"),
                        best.get("trial_id"), snap.get("counts", {}), report)

@@ -127,8 +127,12 @@ def run_artifacts(store: LanceStore, run_id: str) -> tuple[list[dict[str, Any]],
         return [], []
     me = sql_str(run_node(run_id))
     t = tbl.search().where(f"src = {me} OR dst = {me}").limit(None).to_arrow().to_pylist()
-    produced = [parse_node(e["dst"]) for e in t if e["src"] == run_node(run_id)]
-    used = [parse_node(e["src"]) for e in t if e["dst"] == run_node(run_id)]
+    # Only data edges count: run -> run links (re-evaluations) and edges added after a run
+    # was sealed (a report built on it) are not what the run produced or used.
+    produced = [parse_node(e["dst"]) for e in t if e["src"] == run_node(run_id)
+                and e["kind"] == "produced" and e["dst"].startswith("artifact:")]
+    used = [parse_node(e["src"]) for e in t if e["dst"] == run_node(run_id)
+            and e["kind"] == "consumed" and e["src"].startswith("artifact:")]
     return _describe(store, produced), _describe(store, used)
 
 
