@@ -48,6 +48,7 @@ __all__ = ["Agent", "Trial", "ArtifactHooks"]
 log = logging.getLogger(__name__)
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 OVERRIDE_POLL_S = 0.25
+HEARTBEAT_S = 60.0
 
 
 class ArtifactHooks(Protocol):
@@ -163,7 +164,8 @@ class Agent:
         self.space: SearchSpace = as_space(dict(objective.space))
         self.searcher = searcher or make_searcher(objective, self.space)
         self.stopper = make_stopper(objective)
-        self.budget = Budget.from_mapping(dict(objective.budget))
+        self._budget_spec = dict(objective.budget)
+        self.budget = Budget.from_mapping(self._budget_spec)
         self.ledger = BudgetLedger(self.budget, backend.clock)
         self.concurrency = objective.concurrency
         self.resources = Resources(**dict(objective.resources))
@@ -180,6 +182,7 @@ class Agent:
         self._foreign: dict[str, TrialResult] = {}  # configs other agents hold leases on
         self._no_more = False
         self._skips = 0  # lease collisions since the last launch
+        self._persisted = 0.0
         self.artifacts = artifacts
         self._reeval_checked = -1e9
         self._seen_versions: dict[str, int] = {}
@@ -333,8 +336,9 @@ class Agent:
             self.backend.stop(tid, f"stopped by {o.actor}: {o.reason}")
             return f"stopping run {tid}"
         if o.action == "budget":
-            merged = {**dict(self.objective.budget), **dict(p.get("budget", {}))}
+            merged = {**self._budget_spec, **dict(p.get("budget", {}))}
             self.budget = Budget.from_mapping(merged)
+            self._budget_spec = merged
             self.ledger.budget = self.budget
             return f"budget now {merged}"
         if o.action == "concurrency":
@@ -541,13 +545,16 @@ class Agent:
     def state(self) -> dict[str, Any]:
         return {"trials": {k: t.to_state() for k, t in self.trials.items()},
                 "searcher": self.searcher.state_dict(), "concurrency": self.concurrency,
-                "budget": dict(self.objective.budget), "pinned": self.pinned,
+                "budget": self._budget_spec, "pinned": self.pinned,
                 "best": self.best.trial_id if self.best else None,
                 "ledger": self.ledger.state_dict(), "artifact_versions": self._seen_versions}
 
     def _persist(self, force: bool = False) -> None:
-        if not (force or self._dirty):
+        # A heartbeat at least once a minute, so a healthy agent waiting on long trials is
+        # never mistaken for a stalled one.
+        if not (force or self._dirty or time.monotonic() - self._persisted > HEARTBEAT_S):
             return
+        self._persisted = time.monotonic()
         row = AgentRow(self.agent_id, self.objective.name, self.objective.project,
                        self.objective.to_dict(), self.status, self.state(),
                        str(self.hlc.now()), host=socket.gethostname())

@@ -64,7 +64,8 @@ def agent_public(a: AgentRow, *, trials: bool = False) -> dict[str, Any]:
         "status": str(a.status), "metric": a.spec.get("metric"), "mode": a.spec.get("mode"),
         "owner": a.spec.get("owner", ""), "updated_at": a.updated_at, "hlc": a.hlc,
         "counts": counts, "trials_total": len(ts),
-        "budget": a.spec.get("budget"), "concurrency": a.state.get("concurrency"),
+        "budget": a.state.get("budget", a.spec.get("budget")),
+        "concurrency": a.state.get("concurrency"),
         "best": None if best is None else {"trial_id": best_id, "value": best.get("final"),
                                            "config": best.get("config")},
     }
