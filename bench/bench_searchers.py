@@ -27,15 +27,14 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-import torch  # noqa: E402
-from botorch.test_functions import Branin, Hartmann  # noqa: E402
-from botorch.test_functions.multi_objective import BraninCurrin  # noqa: E402
-
-from assay.policies import BoTorchSearcher, TrialResult, uniform  # noqa: E402
-from assay.policies.searchers.gp import hypervolume  # noqa: E402
-from assay.policies.explain import pareto_mask  # noqa: E402
+import numpy as np
+import optuna
+import torch
+from assay.policies import BoTorchSearcher, TrialResult, uniform
+from assay.policies.explain import pareto_mask
+from assay.policies.searchers.gp import hypervolume
+from botorch.test_functions import Branin, Hartmann
+from botorch.test_functions.multi_objective import BraninCurrin
 
 torch.set_num_threads(1)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -143,7 +142,7 @@ def latency(sizes: list[int], repeats: int) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     for n_obs in sizes:
         X = rng.random((n_obs + 4 + 8 * repeats, 6))
-        def result(i: int, status: str = "completed") -> TrialResult:
+        def result(i: int, status: str = "completed", X: np.ndarray = X) -> TrialResult:
             config = {f"x{j}": float(X[i, j]) for j in range(6)}
             y = float(problem.evaluate(config)[0])
             return TrialResult(f"t{i}", config, status, [(1, y)], y if status == "completed" else None)

@@ -29,9 +29,8 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-
-from assay.policies import (  # noqa: E402
+import numpy as np
+from assay.policies import (
     AnyOf,
     ASHAStopper,
     FailurePredictor,
@@ -42,7 +41,7 @@ from assay.policies import (  # noqa: E402
     TrialResult,
     replay,
 )
-from assay.simulations import CurveSimulator, simulate_sweep  # noqa: E402
+from assay.simulations import CurveSimulator, simulate_sweep
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -54,6 +53,8 @@ def stoppers(mode: str, max_step: int, predictors: dict[str, FailurePredictor],
         "none (non-finite only)": nf,
         "median": AnyOf(nf, MedianStopper(mode=mode, warmup_steps=max(1, max_step // 6),
                                           min_trials=3)),
+        "percentile 33 (warmup 2)": AnyOf(nf, MedianStopper(mode=mode, percentile=33,
+                                                            warmup_steps=2, min_trials=3)),
         "asha rf=3": AnyOf(nf, ASHAStopper(max_step, mode=mode, min_step=1, reduction_factor=3)),
         "hyperband rf=3": AnyOf(nf, HyperbandStopper(max_step, mode=mode, reduction_factor=3)),
     }
@@ -94,7 +95,6 @@ def simulated_sweeps(n: int, trials: int, steps: int) -> list[Any]:
 def digits_pool(n_runs: int, epochs: int) -> list[dict[str, Any]]:
     """Train (or load cached) digits runs of random configs."""
     import torch
-
     from assay.simulations import DIGITS_SPACE, train_digits
 
     torch.set_num_threads(1)
@@ -108,7 +108,7 @@ def digits_pool(n_runs: int, epochs: int) -> list[dict[str, Any]]:
     for i in range(n_runs):
         config = {**DIGITS_SPACE.sample(rng), "epochs": epochs, "seed": i}
         curve: list[list[float]] = []
-        train_digits(config, lambda step, m: curve.append([step, m["val_loss"]]))
+        train_digits(config, lambda step, m, curve=curve: curve.append([step, m["val_loss"]]))
         pool.append({"trial_id": f"d{i:04d}", "config": config, "curve": curve})
     print(f"trained {n_runs} digits runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     cache.write_text(json.dumps(pool))

@@ -24,7 +24,7 @@ from ..errors import UserInputError
 from .records import StopReason, Suggestion, TrialResult, TrialStatus
 from .space import SearchSpace, as_space
 
-__all__ = ["Mode", "Searcher", "EarlyStopper", "check_history", "running_pool"]
+__all__ = ["EarlyStopper", "Mode", "Searcher", "check_history", "running_pool"]
 
 
 class Mode(StrEnum):

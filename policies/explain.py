@@ -13,7 +13,7 @@ from .base import Mode, check_history
 from .records import TrialResult, TrialStatus
 from .space import SearchSpace, as_space
 
-__all__ = ["param_importance", "regret_curve", "pareto_front", "pareto_mask"]
+__all__ = ["param_importance", "pareto_front", "pareto_mask", "regret_curve"]
 
 
 def pareto_mask(Y: np.ndarray) -> np.ndarray:

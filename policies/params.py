@@ -18,8 +18,19 @@ from ..errors import UserInputError
 from .records import FrozenDict
 
 __all__ = [
-    "ParamKind", "Param", "Uniform", "LogUniform", "Integer", "Choice", "Fixed",
-    "uniform", "loguniform", "integer", "choice", "fixed", "PARAM_TYPES",
+    "PARAM_TYPES",
+    "Choice",
+    "Fixed",
+    "Integer",
+    "LogUniform",
+    "Param",
+    "ParamKind",
+    "Uniform",
+    "choice",
+    "fixed",
+    "integer",
+    "loguniform",
+    "uniform",
 ]
 
 

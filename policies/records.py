@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import UserInputError
 
-__all__ = ["TrialStatus", "TrialResult", "Suggestion", "StopReason", "FrozenDict", "json_safe"]
+__all__ = ["FrozenDict", "StopReason", "Suggestion", "TrialResult", "TrialStatus", "json_safe"]
 
 
 class FrozenDict(dict[str, Any]):
@@ -193,7 +193,7 @@ class TrialResult:
         return TrialResult(
             trial_id=self.trial_id,
             config=self.config,
-            status=TrialStatus.RUNNING if status is None else status,
+            status=TrialStatus.RUNNING if status is None else TrialStatus(status),
             curve=[p for p in self.curve if p[0] <= step],
             final=None,
             metrics={},
@@ -262,7 +262,7 @@ class TrialResult:
         return cls(
             trial_id=trial_id,
             config=config,
-            status=status,
+            status=status,  # type: ignore[arg-type]  # a string is coerced in __post_init__
             curve=curve,
             final=final,
             metrics=metrics or {},

@@ -52,8 +52,20 @@ from .params import (
 )
 
 __all__ = [
-    "SearchSpace", "as_space", "Param", "ParamKind", "Uniform", "LogUniform", "Integer",
-    "Choice", "Fixed", "uniform", "loguniform", "integer", "choice", "fixed",
+    "Choice",
+    "Fixed",
+    "Integer",
+    "LogUniform",
+    "Param",
+    "ParamKind",
+    "SearchSpace",
+    "Uniform",
+    "as_space",
+    "choice",
+    "fixed",
+    "integer",
+    "loguniform",
+    "uniform",
 ]
 
 _SPEC_EXTRAS = {"when", "log"}
@@ -89,11 +101,12 @@ def _parse_param(name: str, value: Any) -> Param:
                     f"parameter {name!r}: {kind} takes [low, high], got {args!r}",
                     hint=f"write {{{kind}: [low, high]}}",
                 )
+            # None bounds (a mapping without low/high) fail the number checks below.
             if kind == "uniform":
-                return uniform(low, high, when=when)
+                return uniform(low, high, when=when)  # type: ignore[arg-type]
             if kind == "loguniform":
-                return loguniform(low, high, when=when)
-            return integer(low, high, log=bool(value.get("log", False)), when=when)
+                return loguniform(low, high, when=when)  # type: ignore[arg-type]
+            return integer(low, high, log=bool(value.get("log", False)), when=when)  # type: ignore[arg-type]
         if kind == "choice":
             return choice(args, when=when)
         if kind == "fixed":
@@ -118,9 +131,11 @@ class SearchSpace(Mapping[str, Param]):
             unknown or later parents or values outside the parent's domain.
     """
 
+    _params: dict[str, Param]
+
     def __init__(self, params: Mapping[str, Any]) -> None:
         if isinstance(params, SearchSpace):
-            params = params._params
+            params = dict(params._params)
         if not isinstance(params, Mapping) or not params:
             raise UserInputError(
                 "a search space needs at least one parameter",
@@ -251,7 +266,7 @@ class SearchSpace(Mapping[str, Param]):
         """A canonical string for ``config``'s active values, for duplicate detection."""
         active = {n: config.get(n) for n in self._params if self.is_active(n, config)}
         return json.dumps(
-            {n: (round(float(v), 10) if _num(v) else v) for n, v in active.items()},
+            {n: (round(float(v), 10) if _num(v) else v) for n, v in active.items()},  # type: ignore[arg-type]
             sort_keys=True,
             default=repr,
         )

@@ -22,7 +22,17 @@ _LAZY = {
     "write_pretrained": ".pretrain",
 }
 
-__all__ = ["CurveSimulator", "SimulatedRun", "simulate_sweep", "SHAPES", *_LAZY]
+__all__ = [
+    "DIGITS_SPACE",
+    "SHAPES",
+    "CurveSimulator",
+    "SimulatedRun",
+    "load_digits_split",
+    "pretrain_examples",
+    "simulate_sweep",
+    "train_digits",
+    "write_pretrained",
+]
 
 
 def __getattr__(name: str) -> Any:

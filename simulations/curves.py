@@ -25,7 +25,7 @@ from ..errors import UserInputError
 from ..policies.records import TrialResult, TrialStatus
 from ..policies.space import SearchSpace, choice, integer, loguniform, uniform
 
-__all__ = ["CurveSimulator", "SimulatedRun", "simulate_sweep", "SHAPES"]
+__all__ = ["SHAPES", "CurveSimulator", "SimulatedRun", "simulate_sweep"]
 
 SHAPES = ("power", "exp", "plateau", "late")
 _ACTS = ("relu", "gelu", "tanh")
@@ -102,7 +102,7 @@ class CurveSimulator:
         metric: str = "loss",
         noise: float = 0.02,
         crash_rate: float = 0.03,
-        shape_weights: Sequence[float] = (0.5, 0.4, 0.05, 0.05),
+        shape_weights: Sequence[float] = (0.55, 0.41, 0.02, 0.02),
     ) -> None:
         if metric not in ("loss", "accuracy"):
             raise UserInputError(f"metric must be 'loss' or 'accuracy', got {metric!r}")
@@ -118,13 +118,15 @@ class CurveSimulator:
         self.noise, self.crash_rate = noise, crash_rate
         self.shape_weights = w / w.sum()
         rng = np.random.default_rng(_stable_seed("problem", seed))
-        self.lr_opt = float(10 ** rng.uniform(-3.5, -2.0))
+        # Divergence sets in near the top of the range (10-20% of log-uniform draws), and
+        # the best learning rate sits 4-20x below it, at the edge of stability.
+        self.lr_diverge = float(10 ** rng.uniform(-1.0, -0.5))
+        self.lr_opt = self.lr_diverge / float(10 ** rng.uniform(0.6, 1.3))
         self.width_opt = float(2 ** rng.uniform(6, 9))
         self.depth_opt = int(rng.integers(2, 6))
         self.dropout_opt = float(rng.uniform(0.0, 0.4))
         penalties = rng.permutation([0.0, 0.03, 0.08])
         self.act_penalty = {a: float(p) for a, p in zip(_ACTS, penalties)}
-        self.lr_diverge = self.lr_opt * float(10 ** rng.uniform(1.5, 2.2))
         self.base = float(rng.uniform(0.05, 0.3))
         self.init_loss = float(rng.uniform(1.8, 2.6))
         self.space = SearchSpace({
@@ -159,7 +161,7 @@ class CurveSimulator:
     def best_config(self) -> dict[str, Any]:
         """The config with the best true final value."""
         act = min(self.act_penalty, key=self.act_penalty.__getitem__)
-        width = int(round(min(max(self.width_opt, 16), 1024)))
+        width = round(min(max(self.width_opt, 16), 1024))
         lr = self.lr_opt * 10 ** (-0.15 * math.log2(width / self.width_opt))
         return {"lr": lr, "width": width, "depth": self.depth_opt,
                 "dropout": self.dropout_opt, "act": act}
@@ -195,7 +197,11 @@ class CurveSimulator:
         slow = min(max((self.lr_opt / lr) ** 0.3, 0.5), 4.0) * (0.3 + 2.5 * quality)
         g = _shape(shape, tau, slow, rng)
         clean = final + (self.init_loss - final) * g
-        values = clean + _noise(rng, T, self.noise) * (0.3 + clean)
+        # Near the edge of stability (learning rates approaching divergence) training is
+        # jumpy: noise grows up to tenfold, as in real sweeps.
+        edge = min(lr / self.lr_diverge, 1.0)
+        level = self.noise * (1.0 + 9.0 * edge**2)
+        values = clean + _noise(rng, T, level) * (0.3 + clean)
         values = np.maximum(values, 0.25 * final)
         failure = None
         n = T

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import UserInputError
 from ..policies.space import SearchSpace, choice, integer, loguniform, uniform
 
-__all__ = ["train_digits", "DIGITS_SPACE", "load_digits_split"]
+__all__ = ["DIGITS_SPACE", "load_digits_split", "train_digits"]
 
 DIGITS_SPACE = SearchSpace({
     "lr": loguniform(1e-4, 3.0),
@@ -48,7 +48,7 @@ def load_digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     X, y = load_digits(return_X_y=True)
     Xtr, Xva, ytr, yva = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)
     mean, std = Xtr.mean(axis=0), Xtr.std(axis=0) + 1.0  # +1: constant pixels stay finite
-    scale = lambda a: ((a - mean) / std).astype(np.float32)  # noqa: E731
+    scale = lambda a: ((a - mean) / std).astype(np.float32)
     return scale(Xtr), scale(Xva), ytr.astype(np.int64), yva.astype(np.int64)
 
 

@@ -11,11 +11,11 @@ from .gp import BoTorchSearcher
 from .optuna_based import CMAESSearcher, OptunaSearcher, TPESearcher
 
 __all__ = [
+    "BoTorchSearcher",
+    "CMAESSearcher",
     "GridSearcher",
+    "OptunaSearcher",
     "RandomSearcher",
     "SobolSearcher",
-    "OptunaSearcher",
     "TPESearcher",
-    "CMAESSearcher",
-    "BoTorchSearcher",
 ]

@@ -8,7 +8,7 @@ one-hot groups to their arg-max. Inactive conditional parameters sit at a consta
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +57,7 @@ class GPEncoder:
                 x[c.start] = p.to_unit(config[c.name]) if active else 0.5
         return x
 
-    def encode_many(self, configs: list[Mapping[str, Any]]) -> np.ndarray:
+    def encode_many(self, configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Rows of :meth:`encode`."""
         if not configs:
             return np.zeros((0, self.dim))

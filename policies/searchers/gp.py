@@ -26,7 +26,7 @@ from ..base import Mode, Searcher, check_history
 from ..records import Suggestion, TrialResult, json_safe
 from ..space import SearchSpace
 from ._encoding import GPEncoder
-from ._gp import fit_model, hyper_state, parse_constraints, select_training_set
+from ._gp import hyper_state, parse_constraints, select_training_set
 from .basic import sobol_points
 
 __all__ = ["BoTorchSearcher", "pareto_mask"]
@@ -286,8 +286,8 @@ class BoTorchSearcher(Searcher):
             score = score + np.where(feas, 0.0, -1e9)
         rng = np.random.default_rng([self.seed, len(X)])
         idx = select_training_set(X, score, self.max_observations, rng)
-        facts = {"n_observations": int(len(data.observed)), "n_failed_imputed": n_imputed,
-                 "n_observations_used": int(len(idx)), "n_skipped_out_of_space": len(data.skipped)}
+        facts = {"n_observations": len(data.observed), "n_failed_imputed": n_imputed,
+                 "n_observations_used": len(idx), "n_skipped_out_of_space": len(data.skipped)}
         return X[idx], Y[idx], facts
 
 

@@ -3,8 +3,10 @@ build the acquisition function, optimise a batch, round it, and explain each can
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,7 +45,12 @@ def propose(
 
     X, Y, facts = s._training_set(data)
     seed = int(np.random.SeedSequence([s.seed, len(history)]).generate_state(1)[0] % 2**31)
-    with torch.random.fork_rng():
+    from linear_operator.utils.warnings import NumericalWarning
+
+    with torch.random.fork_rng(), warnings.catch_warnings():
+        # Jitter added to a nearly singular covariance (close or repeated points) is
+        # routine, not news for whoever reads the agent's log.
+        warnings.simplefilter("ignore", NumericalWarning)
         torch.manual_seed(seed)
         try:
             cand, model, acq, timings = _optimise(s, X, Y, data, n, seed)
@@ -79,20 +86,21 @@ def _optimise(
     pending = s.encoder.encode_many(data.pending)
     tP = torch.as_tensor(pending, dtype=torch.float64) if len(pending) else None
     sampler = SobolQMCNormalSampler(torch.Size([s.mc_samples]), seed=seed)
-    cons = [
-        (lambda Z, j=k + i, c=c: c.slack(Z[..., j])) for i, c in enumerate(s.constraints)
+    cons: list[Any] | None = [
+        functools.partial(_slack, column=k + i, constraint=c) for i, c in enumerate(s.constraints)
     ] or None
+    acq: Any
     if k == 1:
-        objective = GenericMCObjective(lambda Z, X=None: Z[..., 0]) if cons else None
+        objective = GenericMCObjective(_first_output) if cons else None
         acq = qLogNoisyExpectedImprovement(
             model, X_baseline=tX, sampler=sampler, objective=objective, X_pending=tP,
             constraints=cons, prune_baseline=True, cache_root=True,
         )
     else:
         ref = torch.as_tensor(s._ref_point_max(data), dtype=torch.float64)
-        objective = IdentityMCMultiOutputObjective(outcomes=list(range(k))) if cons else None
+        mo_objective = IdentityMCMultiOutputObjective(outcomes=list(range(k))) if cons else None
         acq = qLogNoisyExpectedHypervolumeImprovement(
-            model, ref_point=ref, X_baseline=tX, sampler=sampler, objective=objective,
+            model, ref_point=ref, X_baseline=tX, sampler=sampler, objective=mo_objective,
             constraints=cons, X_pending=tP, prune_baseline=True, cache_pending=True,
         )
     d = s.encoder.dim
@@ -106,6 +114,15 @@ def _optimise(
     timings = {**fit_facts, "acquisition_seconds": round(time.perf_counter() - t1, 4),
                "model_seconds": round(t1 - t0, 4)}
     return cand.detach().numpy(), model, acq, timings
+
+
+def _first_output(Z: Any, X: Any = None) -> Any:
+    return Z[..., 0]
+
+
+def _slack(Z: Any, column: int, constraint: Any) -> Any:
+    """BoTorch's constraint convention: negative when ``constraint`` holds."""
+    return constraint.slack(Z[..., column])
 
 
 def _explain(
@@ -160,12 +177,12 @@ def _explain(
         if s.constraints:
             p_feas = 1.0
             cons: dict[str, Any] = {}
-            for j, c in enumerate(s.constraints):
+            for j, oc in enumerate(s.constraints):
                 mu, sd = float(mean[row, k + j]), max(float(std[row, j + k]), 1e-12)
-                p = 0.5 * (1 + math.erf((c.bound - mu) / sd / math.sqrt(2)))
-                p = p if c.op == "<=" else 1 - p
+                p = 0.5 * (1 + math.erf((oc.bound - mu) / sd / math.sqrt(2)))
+                p = p if oc.op == "<=" else 1 - p
                 p_feas *= p
-                cons[str(c)] = {"predicted_mean": mu, "predicted_std": sd, "probability": p}
+                cons[str(oc)] = {"predicted_mean": mu, "predicted_std": sd, "probability": p}
             expl["constraints"] = cons
             expl["probability_feasible"] = p_feas
         out.append(Suggestion(configs[i], expl))

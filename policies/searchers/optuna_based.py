@@ -29,7 +29,7 @@ from ..space import Choice, Integer, LogUniform, Param, SearchSpace, Uniform
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["OptunaSearcher", "TPESearcher", "CMAESSearcher", "build_study", "optuna_distribution"]
+__all__ = ["CMAESSearcher", "OptunaSearcher", "TPESearcher", "build_study", "optuna_distribution"]
 
 _ATTRS_KEPT = 256
 _ASK_RETRIES = 8
@@ -119,8 +119,9 @@ def build_study(
             active = space.validate(t.config)
             params, dists = _to_params(space, active)
             attrs = dict((system_attrs or {}).get(space.key(active), {}))
-            values = [t.metric(m) for m in metrics]
-            finite = all(v is not None and np.isfinite(v) for v in values)
+            raw = [t.metric(m) for m in metrics]
+            values = [float(v) for v in raw if v is not None]
+            finite = len(values) == len(raw) and all(np.isfinite(values))
             if t.status.is_active:
                 state, vals = TrialState.RUNNING, None
             elif t.status is TrialStatus.COMPLETED or (

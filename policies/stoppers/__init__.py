@@ -15,16 +15,16 @@ from .predictor import FailurePredictor, Prediction
 from .rules import DivergenceStopper, NonFiniteStopper, PatienceStopper, ThresholdStopper
 
 __all__ = [
-    "MedianStopper",
     "ASHAStopper",
-    "HyperbandStopper",
-    "NonFiniteStopper",
-    "DivergenceStopper",
-    "ThresholdStopper",
-    "PatienceStopper",
-    "AnyOf",
     "AllOf",
-    "LearnedStopper",
+    "AnyOf",
+    "DivergenceStopper",
     "FailurePredictor",
+    "HyperbandStopper",
+    "LearnedStopper",
+    "MedianStopper",
+    "NonFiniteStopper",
+    "PatienceStopper",
     "Prediction",
+    "ThresholdStopper",
 ]

@@ -9,7 +9,7 @@ from ...errors import UserInputError
 from ..base import EarlyStopper, running_pool
 from ..records import StopReason, TrialResult
 
-__all__ = ["AnyOf", "AllOf"]
+__all__ = ["AllOf", "AnyOf"]
 
 
 def _check(stoppers: tuple[EarlyStopper, ...], name: str) -> tuple[EarlyStopper, ...]:

@@ -20,7 +20,7 @@ import numpy as np
 from ..base import Mode
 from ..records import TrialResult, TrialStatus
 
-__all__ = ["FEATURES", "Curve", "Context", "curve_features", "sweep_examples", "TOP_KS"]
+__all__ = ["FEATURES", "TOP_KS", "Context", "Curve", "curve_features", "sweep_examples"]
 
 FEATURES: tuple[str, ...] = (
     "budget_fraction",  # step / max_step
@@ -37,6 +37,8 @@ FEATURES: tuple[str, ...] = (
     "z_extrap_log",  # value extrapolated to max_step along a fit on log(step), vs median
     "z_extrap_pow",  # extrapolated along a fit on step**-0.5, vs the median
     "z_extrap_gap_ref",  # the more optimistic extrapolation minus the top-k reference
+    "zl_gap_ref",  # best so far minus the reference, in units of the leaders' spread
+    "zl_extrap_gap_ref",  # optimistic extrapolation minus the reference, same units
     "log_top_k",  # log k of the "top-k" reference
     "log_population",  # log(1 + trials compared at this step)
 )
@@ -121,7 +123,7 @@ def curve_features(
     slope = curvature = noise = math.nan
     if fv.size >= 3:
         x = fs / max_step
-        m = max(3, int(math.ceil(0.4 * fv.size)))
+        m = max(3, math.ceil(0.4 * fv.size))
         xr, yr = x[-m:], fv[-m:]
         if np.ptp(xr) > 0:
             coef = np.polyfit(xr, yr, 1)
@@ -149,6 +151,14 @@ def curve_features(
                     extrap_pow = guess
     optimistic = np.nanmin([extrap_log, extrap_pow]) if fv.size >= 3 else math.nan
     pop_f = pop[np.isfinite(pop)]
+    # The spread among the leaders (best quarter): the scale on which the top-k race is
+    # decided, which a sweep full of hopeless runs would otherwise drown.
+    lead = np.append(pop_f, best) if math.isfinite(best) else pop_f
+    lead_scale = float(np.percentile(lead, 25) - lead.min()) if lead.size >= 4 else math.nan
+    if not lead_scale > 0:
+        lead_scale = spread
+    lead_scale = max(lead_scale, 1e-9 + 1e-3 * abs(center))
+    has_ref = math.isfinite(ctx.reference)
     feats = np.array(
         [
             step / max_step,
@@ -164,7 +174,9 @@ def curve_features(
             noise,
             (extrap_log - center) / spread,
             (extrap_pow - center) / spread,
-            (optimistic - ctx.reference) / spread if math.isfinite(ctx.reference) else math.nan,
+            (optimistic - ctx.reference) / spread if has_ref else math.nan,
+            (best - ctx.reference) / lead_scale if has_ref else math.nan,
+            (optimistic - ctx.reference) / lead_scale if has_ref else math.nan,
             math.log(ctx.top_k),
             math.log1p(pop_f.size),
         ],

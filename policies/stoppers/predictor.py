@@ -33,7 +33,7 @@ from ..base import Mode
 from ..records import TrialResult
 from .features import FEATURES, sweep_examples
 
-__all__ = ["FailurePredictor", "Prediction", "PRETRAINED_FILE", "PRETRAINED_MODELS"]
+__all__ = ["PRETRAINED_FILE", "PRETRAINED_MODELS", "FailurePredictor", "Prediction"]
 
 PRETRAINED_FILE = "sim_examples.npz"
 PRETRAINED_MODELS = "sim_models.pkl.z"
@@ -194,8 +194,10 @@ class FailurePredictor:
                 f"regression, {int(cls_rows.sum())} classification; need {_MIN_ROWS})",
                 hint="fit on more finished trials, or start from FailurePredictor.pretrained()",
             )
-        common = dict(max_iter=self.max_iter, learning_rate=0.08, max_leaf_nodes=24,
-                      min_samples_leaf=40, l2_regularization=1.0, random_state=self.seed)
+        common: dict[str, Any] = {
+            "max_iter": self.max_iter, "learning_rate": 0.08, "max_leaf_nodes": 24,
+            "min_samples_leaf": 40, "l2_regularization": 1.0, "random_state": self.seed,
+        }
         X, w = self._X, self._weights
         regressors = []
         for q in _QUANTILES:

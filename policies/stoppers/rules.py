@@ -19,7 +19,7 @@ from .._history import best_until, oriented_curve
 from ..base import EarlyStopper, Mode, running_pool
 from ..records import StopReason, TrialResult
 
-__all__ = ["NonFiniteStopper", "DivergenceStopper", "ThresholdStopper", "PatienceStopper"]
+__all__ = ["DivergenceStopper", "NonFiniteStopper", "PatienceStopper", "ThresholdStopper"]
 
 
 def _positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> Any:

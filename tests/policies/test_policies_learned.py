@@ -7,11 +7,16 @@ import math
 
 import numpy as np
 import pytest
-
 from assay.errors import UserInputError
 from assay.policies import FailurePredictor, LearnedStopper, TrialResult
 from assay.policies.base import Mode
-from assay.policies.stoppers.features import FEATURES, Context, Curve, curve_features, sweep_examples
+from assay.policies.stoppers.features import (
+    FEATURES,
+    Context,
+    Curve,
+    curve_features,
+    sweep_examples,
+)
 
 
 def _trial(tid, values, status="running", final=None):
@@ -30,10 +35,10 @@ def _finished(n=6, steps=10):
 def test_features_are_scale_free():
     ctx = Context(np.array([1.0, 1.2, 1.5, 2.0]), reference=0.9, top_k=1)
     curve = _trial("a", [2.0, 1.6, 1.4, 1.3])
-    f1, c1, s1 = curve_features(Curve.of(curve, Mode.MIN), 4, 10, ctx)
+    f1, _, s1 = curve_features(Curve.of(curve, Mode.MIN), 4, 10, ctx)
     scaled = _trial("a", [v * 1000 + 7 for v in [2.0, 1.6, 1.4, 1.3]])
     ctx2 = Context(ctx.population * 1000 + 7, reference=0.9 * 1000 + 7, top_k=1)
-    f2, c2, s2 = curve_features(Curve.of(scaled, Mode.MIN), 4, 10, ctx2)
+    f2, _, s2 = curve_features(Curve.of(scaled, Mode.MIN), 4, 10, ctx2)
     np.testing.assert_allclose(f1, f2, rtol=1e-6, atol=1e-9)
     assert s2 == pytest.approx(1000 * s1)
 
@@ -133,7 +138,8 @@ def test_learned_stopper_starts_warm_from_the_pretrained_model():
 def test_learned_stopper_stops_a_hopeless_run_with_evidence(small_predictor):
     history = _finished() + [_trial("hopeless", [2.1, 2.1, 2.1, 2.1]),
                              _trial("leader", [1.0, 0.5, 0.3, 0.2])]
-    decided = LearnedStopper(small_predictor, threshold=0.8, max_step=10).should_stop(history)
+    decided = LearnedStopper(small_predictor, threshold=0.8, max_step=10,
+                             top_k=2).should_stop(history)
     assert "hopeless" in decided and "leader" not in decided
     ev = decided["hopeless"].evidence
     assert ev["probability_worse"] >= 0.8 and ev["top_k"] == 2
@@ -173,3 +179,22 @@ def test_learned_stopper_can_use_running_trials_as_the_reference(small_predictor
 def test_learned_stopper_rejects_bad_settings(bad, small_predictor):
     with pytest.raises(UserInputError):
         LearnedStopper(**({"predictor": small_predictor} | bad))
+
+
+def test_learned_stopper_never_stops_a_leader_at_its_step(small_predictor):
+    history = _finished() + [_trial("leader", [1.5, 1.2, 1.0, 0.9])] + [
+        _trial(f"r{i}", [2.0, 1.9, 1.8, 1.7]) for i in range(3)
+    ]
+    eager = {"threshold": 0.01, "max_step": 10, "min_fraction": 0.0, "confirm": 1}
+    assert "leader" in LearnedStopper(small_predictor, protect_top=0.0, **eager).should_stop(
+        history
+    )
+    guarded = LearnedStopper(small_predictor, protect_top=0.5, **eager).should_stop(history)
+    assert "leader" not in guarded and {"r0", "r1", "r2"} <= set(guarded)
+
+
+def test_learned_stopper_confirms_on_earlier_points(small_predictor):
+    history = _finished() + [_trial("short", [2.1, 2.1])]
+    eager = {"threshold": 0.01, "max_step": 10, "min_fraction": 0.0, "min_points": 2, "protect_top": 0.0}
+    assert "short" in LearnedStopper(small_predictor, confirm=2, **eager).should_stop(history)
+    assert LearnedStopper(small_predictor, confirm=3, **eager).should_stop(history) == {}

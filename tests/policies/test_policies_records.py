@@ -9,7 +9,6 @@ import pickle
 
 import numpy as np
 import pytest
-
 from assay.errors import UserInputError
 from assay.policies import StopReason, Suggestion, TrialResult, TrialStatus
 
@@ -53,7 +52,7 @@ def test_trial_result_rejects_malformed_input(kwargs, words):
 
 def test_trial_result_is_immutable_yet_pickles_and_deep_copies():
     t = TrialResult("a", {"lr": 0.1}, "completed", [(1, 0.5)], 0.5, metrics={"mem": 3.0})
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):
         t.final = 1.0  # type: ignore[misc]
     with pytest.raises(TypeError):
         t.config["lr"] = 1.0  # type: ignore[index]

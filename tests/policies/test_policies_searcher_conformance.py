@@ -9,7 +9,6 @@ import json
 import math
 
 import pytest
-
 from assay.errors import UserInputError
 from assay.policies import (
     BoTorchSearcher,

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from assay.errors import UserInputError
 from assay.policies import SearchSpace, choice, fixed, integer, loguniform, uniform
 from assay.policies.searchers._encoding import GPEncoder

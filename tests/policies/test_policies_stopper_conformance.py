@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 import pytest
-
 from assay.errors import UserInputError
 from assay.policies import (
     AllOf,

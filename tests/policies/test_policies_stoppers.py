@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from assay.errors import UserInputError
 from assay.policies import (
     AllOf,

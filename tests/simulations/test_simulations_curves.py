@@ -7,7 +7,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 from assay.errors import UserInputError
 from assay.policies import TrialStatus
 from assay.simulations import SHAPES, CurveSimulator, simulate_sweep
@@ -85,7 +84,7 @@ def test_good_configs_learn_faster_as_in_real_sweeps():
     sim = CurveSimulator(5, noise=0.0, shape_weights=(1, 0, 0, 0))
     good = np.asarray(sim.run(sim.best_config).values)
     worse = np.asarray(sim.run({**sim.best_config, "depth": 8, "dropout": 0.0}).values)
-    progress = lambda v: (v[0] - v[2]) / (v[0] - v[-1])  # noqa: E731
+    progress = lambda v: (v[0] - v[2]) / (v[0] - v[-1])
     assert progress(good) > progress(worse)
 
 

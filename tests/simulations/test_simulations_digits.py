@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from assay.errors import UserInputError
 from assay.simulations import DIGITS_SPACE, load_digits_split, train_digits
 
@@ -18,7 +17,7 @@ def _train(config):
 
 
 def test_digits_split_is_fixed_and_standardised():
-    Xtr, Xva, ytr, yva = load_digits_split()
+    Xtr, Xva, ytr, _ = load_digits_split()
     assert Xtr.shape == (1437, 64) and Xva.shape == (360, 64)
     assert set(np.unique(ytr)) == set(range(10))
     assert abs(float(Xtr.mean())) < 0.05
