@@ -78,9 +78,12 @@ def evaluate(sweeps: list[list[TrialResult]], make: Any, label: str) -> None:
     for name, reps in reports.items():
         saved = np.array([r.saved_fraction for r in reps])
         kept = np.mean([r.best_trial_kept for r in reps])
-        regret = np.array([r.regret if r.regret is not None else math.inf for r in reps])
+        # No regret when no trial survived to completion: count those sweeps apart.
+        regret = np.array([r.regret for r in reps if r.regret is not None])
+        none_kept = sum(r.regret is None and r.best_value is not None for r in reps)
         print(f"{name:34s} {np.median(saved):9.1%} {saved.mean():10.1%} {kept:9.1%} "
-              f"{np.median(regret):10.4f} {np.percentile(regret, 95):10.4f}")
+              f"{np.median(regret):10.4f} {np.percentile(regret, 95):10.4f}"
+              + (f"  ({none_kept} sweeps kept no finisher)" if none_kept else ""))
 
 
 def simulated_sweeps(n: int, trials: int, steps: int) -> list[Any]:

@@ -3,11 +3,17 @@
 Each problem instance (a seed) has a known best config and a noise-free final value for
 every config. A run's curve falls from an initial loss to that final value along one of
 several shapes - power law, exponential saturation, a plateau then a drop, or a late
-bloomer that stays flat and drops late - with autocorrelated noise. Learning rates far
-above the optimum diverge (the loss blows up, then NaN); some runs crash at a step.
-Every step has a duration (wider, deeper models are slower), so a simulated clock can
-play runs back in simulated time. Everything is deterministic from the seed and the
-config.
+bloomer that stays flat and drops late - with autocorrelated noise. As in real sweeps,
+good configs also learn fast (early and final ranks agree), deep nets plateau and tiny
+learning rates bloom late more often, and the best learning rate sits a few times below
+the divergence threshold, where training is noisy; beyond it the loss blows up, then
+turns NaN. Some runs crash at a step. Every step has a duration (wider, deeper models
+are slower), so a simulated clock can play runs back in simulated time. Everything is
+deterministic from the seed and the config.
+
+The shape mix was checked against real digits sweeps (``bench/bench_stoppers.py``): at
+10% of the budget the eventual best trial ranks on average in the top 12% here and the
+top 8% there; the simulator keeps rare late bloomers that no stopper can foresee.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def propose(
         try:
             cand, model, acq, timings = _optimise(s, X, Y, data, n, seed)
         except _model_errors() as err:
-            return s._sobol(history, n, seen, "sobol fallback (model failed)",
+            return s._design(history, n, seen, f"{s.initial_design} fallback (model failed)",
                             error=f"{type(err).__name__}: {err}"[:300], **facts)
         rounded = s.encoder.round(cand)
         return _explain(s, history, data, rounded, model, acq, seen, {**facts, **timings})
@@ -139,15 +139,27 @@ def _explain(
 
     k = len(s.objectives)
     multi = k > 1
-    method = "botorch qLogNEHVI" if multi else "botorch qLogNEI"
-    configs = [s.encoder.decode(row) for row in rounded]
-    keep: list[int] = []
-    for i, c in enumerate(configs):
+    wanted = len(rounded)
+    base_method = "botorch qLogNEHVI" if multi else "botorch qLogNEI"
+    configs: list[dict[str, Any]] = []
+    methods: list[str] = []
+    kept_rows: list[np.ndarray] = []
+    for row in rounded:
+        c = s.encoder.decode(row)
         key = s.space.key(c)
         if key not in seen:
             seen.add(key)
-            keep.append(i)
-    tR = torch.as_tensor(rounded[keep], dtype=torch.float64)
+            configs.append(c)
+            methods.append(base_method)
+            kept_rows.append(row)
+    missing = len(rounded) - len(configs)
+    if missing:  # rounding (or convergence) put candidates on tried configs
+        for row in _next_best(s, acq, rounded, seen, missing, len(history)):
+            configs.append(s.encoder.decode(row))
+            methods.append(f"{base_method} (next best: the optimum repeats a tried config)")
+            kept_rows.append(row)
+    keep = list(range(len(configs)))
+    tR = torch.as_tensor(np.asarray(kept_rows).reshape(len(configs), -1), dtype=torch.float64)
     with torch.no_grad():
         post = model.posterior(tR) if keep else None
         mean = post.mean.numpy() if post is not None else np.zeros((0, 1))
@@ -164,7 +176,7 @@ def _explain(
         pred_mean = {nm: float(mean[row, j] * signs[j]) for j, nm in enumerate(names)}
         pred_std = {nm: float(std[row, j]) for j, nm in enumerate(names)}
         expl: dict[str, Any] = {
-            "method": method,
+            "method": methods[i],
             "acquisition_value": float(point_acq[row]),
             "batch_acquisition_value": batch_acq,
             "predicted_mean": pred_mean if multi else pred_mean[names[0]],
@@ -186,10 +198,34 @@ def _explain(
             expl["constraints"] = cons
             expl["probability_feasible"] = p_feas
         out.append(Suggestion(configs[i], expl))
-    if len(out) < len(rounded):  # rounding collapsed candidates onto tried configs
-        fill = s._sobol(history, len(rounded) - len(out), seen,
-                        "sobol fill (GP candidate repeated a tried config after rounding)")
-        out.extend(fill)
+    if len(out) < wanted:  # a small discrete space with (nearly) everything tried
+        out.extend(s._design(history, wanted - len(out), seen,
+                             f"{s.initial_design} fill (no untried config scores)"))
+    return out
+
+
+def _next_best(
+    s: BoTorchSearcher, acq: Any, rounded: np.ndarray, seen: set[str], m: int, salt: int
+) -> list[np.ndarray]:
+    """The ``m`` untried configs with the highest acquisition value among perturbations of
+    the optimised batch and uniform draws (marks them seen); random draws if none score."""
+    import torch
+
+    d = s.encoder.dim
+    rng = np.random.default_rng([s.seed, salt, 11])
+    local = rounded[rng.integers(len(rounded), size=256)] + rng.normal(0.0, 0.05, (256, d))
+    cand = s.encoder.round(np.clip(np.vstack([local, rng.random((256, d))]), 0.0, 1.0))
+    with torch.no_grad():
+        values = acq(torch.as_tensor(cand, dtype=torch.float64).unsqueeze(1)).numpy()
+    out: list[np.ndarray] = []
+    for i in np.argsort(-values, kind="stable"):
+        key = s.space.key(s.encoder.decode(cand[i]))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(cand[i])
+        if len(out) == m:
+            break
     return out
 
 

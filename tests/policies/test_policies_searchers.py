@@ -116,9 +116,12 @@ def test_cmaes_searcher_carries_its_evolution_state_across_calls():
     assert max(generations) >= 5  # the evolution advanced across calls
 
 
-def test_botorch_searcher_starts_with_a_sobol_design(mixed_space):
-    out = BoTorchSearcher(mixed_space, n_initial=5, seed=0, **FAST).suggest([], n=3)
-    assert {s.explanation["method"] for s in out} == {"sobol initial design"}
+@pytest.mark.parametrize("design", ["random", "sobol"])
+def test_botorch_searcher_starts_with_an_initial_design(mixed_space, design):
+    s = BoTorchSearcher(mixed_space, n_initial=5, seed=0, initial_design=design, **FAST)
+    out = s.suggest([], n=3)
+    assert {x.explanation["method"] for x in out} == {f"{design} initial design"}
+    assert len({mixed_space.key(x.config) for x in out}) == 3
 
 
 def test_botorch_searcher_explains_each_candidate(mixed_space, make_history):
@@ -193,7 +196,7 @@ def test_botorch_searcher_reuses_hyperparameters_and_persists_them(mixed_space, 
     assert fresh.suggest(make_history(12), n=1)[0].explanation["warm_start"]
 
 
-def test_botorch_searcher_falls_back_to_sobol_when_the_model_fails(mixed_space, make_history,
+def test_botorch_searcher_falls_back_to_its_design_when_the_model_fails(mixed_space, make_history,
                                                                    monkeypatch):
     from assay.policies.searchers import _gp
     from botorch.exceptions.errors import ModelFittingError
@@ -204,7 +207,7 @@ def test_botorch_searcher_falls_back_to_sobol_when_the_model_fails(mixed_space, 
     monkeypatch.setattr(_gp, "fit_model", broken)
     out = BoTorchSearcher(mixed_space, n_initial=5, seed=0, **FAST).suggest(make_history(8), n=2)
     assert len(out) == 2
-    assert out[0].explanation["method"] == "sobol fallback (model failed)"
+    assert out[0].explanation["method"] == "random fallback (model failed)"
     assert "ModelFittingError" in out[0].explanation["error"]
 
 
@@ -279,7 +282,7 @@ def test_constraint_parsing_accepts_both_forms():
 
 
 @pytest.mark.parametrize("bad", [{"n_initial": 0}, {"max_observations": 2}, {"failed": "drop"},
-                                 {"kernel": "rbf"}, {"objectives": {}},
+                                 {"kernel": "rbf"}, {"objectives": {}}, {"initial_design": "lhs"},
                                  {"objectives": {"a": "min", "b": "min"}, "ref_point": [1.0]}])
 def test_botorch_searcher_rejects_bad_settings(bad):
     with pytest.raises(UserInputError):
