@@ -96,7 +96,7 @@ class BoTorchSearcher(Searcher):
         num_restarts: int = 4,
         raw_samples: int = 256,
         mc_samples: int = 128,
-        fit_maxiter: int = 75,
+        fit_maxiter: int = 50,
         optimize_maxiter: int = 60,
         failed: str = "impute",
         use_stopped: bool = True,
