@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserInputError
 from .base import Mode
 from .records import TrialResult, TrialStatus
 from .space import SearchSpace
@@ -55,7 +56,7 @@ def collect(
     for trial in history:
         try:
             config = space.validate(trial.config)
-        except Exception:  # noqa: BLE001 - any invalid config is skipped, not fatal
+        except UserInputError:  # outside the (possibly changed) space: skipped, not fatal
             out.skipped.append(trial.trial_id)
             continue
         status = trial.status

@@ -6,8 +6,9 @@ equal histories give equal suggestions and a restarted agent needs no saved stat
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -79,23 +80,27 @@ class GridSearcher(Searcher):
             raise UserInputError(f"points_per_dim must be a positive int, got {points_per_dim!r}")
         self.points_per_dim = points_per_dim
         self.shuffle = shuffle
-        self._grid: list[dict[str, Any]] | None = None
+        self._shuffled: list[dict[str, Any]] | None = None
 
-    def _all(self) -> list[dict[str, Any]]:
-        if self._grid is None:
+    @property
+    def grid_size(self) -> int:
+        """Points in the grid (an upper bound when conditions merge some of them)."""
+        return math.prod(len(self.space[n].grid(self.points_per_dim)) for n in self.space.tunable)
+
+    def _walk(self) -> Iterable[dict[str, Any]]:
+        if not self.shuffle:
+            return self.space.grid(self.points_per_dim)  # lazy: grids can be huge
+        if self._shuffled is None:
             grid = list(self.space.grid(self.points_per_dim))
-            if self.shuffle:
-                order = np.random.default_rng(self.seed).permutation(len(grid))
-                grid = [grid[i] for i in order]
-            self._grid = grid
-        return self._grid
+            order = np.random.default_rng(self.seed).permutation(len(grid))
+            self._shuffled = [grid[i] for i in order]
+        return self._shuffled
 
     def suggest(self, history: Sequence[TrialResult], n: int = 1) -> list[Suggestion]:
         n = self._check_n(n)
         seen = _seen_keys(self.space, check_history(history))
-        grid = self._all()
         out: list[Suggestion] = []
-        for i, config in enumerate(grid):
+        for i, config in enumerate(self._walk()):
             if len(out) == n:
                 break
             if self.space.key(config) in seen:
@@ -103,7 +108,7 @@ class GridSearcher(Searcher):
             out.append(
                 Suggestion(
                     config,
-                    {"method": "grid", "grid_index": i, "grid_size": len(grid),
+                    {"method": "grid", "grid_index": i, "grid_size": self.grid_size,
                      "points_per_dim": self.points_per_dim},
                 )
             )
@@ -117,7 +122,7 @@ class GridSearcher(Searcher):
         super().load_state_dict(state)
         self.points_per_dim = int(state.get("points_per_dim", self.points_per_dim))
         self.shuffle = bool(state.get("shuffle", self.shuffle))
-        self._grid = None
+        self._shuffled = None
 
 
 class RandomSearcher(Searcher):

@@ -1,11 +1,12 @@
 """Successive halving, asynchronous (ASHA, Li et al. 2020) and with Hyperband brackets.
 
 Rungs sit at ``min_step * reduction_factor**k`` below ``max_step``. A running trial is
-judged at the highest rung it has reached, against every trial that reached that rung:
-it goes on only if its best value by the rung is in the top ``1 / reduction_factor``.
-The decision depends on the history alone (no promotion bookkeeping), so replays and
-restarted agents decide alike; a trial keeps being compared at its rung while the rung
-fills, which is slightly stricter than promotion-once ASHA.
+judged when its latest point is the first to reach a rung, against every trial that
+reached that rung before it: it goes on only if its best value by the rung is in the top
+``1 / reduction_factor``. As in ASHA, a promoted trial is never judged again at a lower
+rung, so the first trials always get to finish. The decision depends on the history
+alone (no promotion bookkeeping), so replays and restarted agents decide alike; an agent
+that polls less often than every step may let a trial pass a rung unjudged.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def _judge(
         if not reached:
             continue
         k, rung = reached[-1]
+        if steps.size > 1 and steps[-2] >= rung:
+            continue  # judged at this rung when it got there; promoted since
         mine = best_until(steps, values, rung)
         at_rung = [
             best_until(s, v, rung)

@@ -53,6 +53,12 @@ def test_grid_searcher_walks_the_grid_then_runs_dry():
     assert len({(t.config["a"], t.config["b"]) for t in history}) == 6
 
 
+def test_grid_searcher_walks_huge_grids_lazily():
+    space = {f"x{i}": uniform(0, 1) for i in range(12)}  # 5**12 points
+    out = GridSearcher(space).suggest([], n=2)
+    assert out[0].explanation["grid_size"] == 5**12 and out[1].explanation["grid_index"] == 1
+
+
 def test_grid_searcher_shuffles_with_its_seed():
     space = {"a": uniform(0, 1), "b": uniform(0, 1)}
     a = [s.config for s in GridSearcher(space, shuffle=True, seed=1).suggest([], n=5)]

@@ -81,6 +81,16 @@ def test_asha_stopper_stops_trials_outside_the_top_third_at_a_rung(curve):
     assert ev["n_kept"] == ev["n_at_rung"] // 3
 
 
+def test_asha_stopper_does_not_rejudge_a_promoted_trial(curve):
+    # "early" passed rung 3 (step 3) and is now at step 5; better trials arrived since.
+    history = [curve(f"d{i}", [0.1] * 10, "completed") for i in range(5)]
+    history.append(curve("early", [0.5] * 5))
+    asha = ASHAStopper(27, min_step=1, reduction_factor=3)
+    assert asha.should_stop(history) == {}
+    at_rung_9 = history[:-1] + [curve("early", [0.5] * 9)]
+    assert set(asha.should_stop(at_rung_9)) == {"early"}
+
+
 def test_asha_stopper_waits_until_a_rung_has_enough_trials(curve):
     history = [curve("a", [0.5, 0.5, 0.5], "completed"), curve("b", [1.0, 1.0, 1.0])]
     assert ASHAStopper(10, reduction_factor=3).should_stop(history) == {}
