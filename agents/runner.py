@@ -143,7 +143,10 @@ class _AgentLoop:
                                                      "config": a.best.config,
                                                      "value": a.best.final},
                 "remaining": {"trials": rem.trials, "wall_clock_s": rem.wall_clock_s},
-                "error": self.error}
+                "error": self.error,
+                # The status turns terminal inside a step; the step then writes its decisions
+                # and state. Only a finished loop thread means everything is in the graph.
+                "done": not self._t.is_alive()}
 
 
 _ACTOR: list[Any] = []
@@ -221,7 +224,7 @@ def run_objective(objective: Objective, *, dir: str | os.PathLike[str] | None = 
             continue
         if on_progress is not None:
             on_progress(snap)
-        if snap["status"] not in (str(AgentStatus.RUNNING), str(AgentStatus.PAUSED)):
+        if snap.get("done"):
             break
         time.sleep(poll_interval)
     ray.kill(actor, no_restart=True)
