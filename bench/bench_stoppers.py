@@ -12,6 +12,10 @@ Sweeps:
   configs trained once (cached under bench/results/) and resampled into sweeps; the
   learned stopper is shown pretrained-only and refitted on the other half of the pool.
 
+The learned rows: ``default`` is ``LearnedStopper``'s default configuration (whose
+schedules were chosen on other sweeps: simulated seeds 500-699 and the digits pool's
+training half); ``p>=t`` rows use a constant threshold ``t`` (default leader guard).
+
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_stoppers.py --quick
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_stoppers.py
 """
@@ -59,6 +63,10 @@ def stoppers(mode: str, max_step: int, predictors: dict[str, FailurePredictor],
         "hyperband rf=3": AnyOf(nf, HyperbandStopper(max_step, mode=mode, reduction_factor=3)),
     }
     for name, predictor in predictors.items():
+        # The default configuration (threshold and leader-guard schedules over the budget).
+        out[f"learned[{name}] default"] = AnyOf(
+            nf, LearnedStopper(predictor, mode=mode, max_step=max_step)
+        )
         for t in thresholds:
             out[f"learned[{name}] p>={t}"] = AnyOf(
                 nf, LearnedStopper(predictor, threshold=t, mode=mode, max_step=max_step)

@@ -198,3 +198,59 @@ def test_learned_stopper_confirms_on_earlier_points(small_predictor):
     eager = {"threshold": 0.01, "max_step": 10, "min_fraction": 0.0, "min_points": 2, "protect_top": 0.0}
     assert "short" in LearnedStopper(small_predictor, confirm=2, **eager).should_stop(history)
     assert LearnedStopper(small_predictor, confirm=3, **eager).should_stop(history) == {}
+
+
+def test_learned_stopper_defaults_are_budget_schedules():
+    from assay.policies.stoppers.learned import DEFAULT_PROTECT_TOP, DEFAULT_THRESHOLD
+
+    stopper = LearnedStopper(max_step=10)
+    assert stopper.threshold == DEFAULT_THRESHOLD and stopper.protect_top == DEFAULT_PROTECT_TOP
+    # Stricter early, looser once the curve has more to say; flat past the ends.
+    assert stopper._threshold(0.0) == stopper._threshold(0.1) > stopper._threshold(0.3)
+    assert stopper._threshold(0.2) == pytest.approx(0.85)
+    assert stopper._protect(0.0) > stopper._protect(0.5) == stopper._protect(1.0)
+    # Numbers keep working as before: a constant over the budget.
+    old = LearnedStopper(threshold=0.9, protect_top=0.33, max_step=10)
+    assert old.threshold == 0.9 and old._threshold(0.05) == old._threshold(0.95) == 0.9
+    assert old._protect(0.7) == 0.33
+
+
+def test_learned_stopper_threshold_schedule_decides_by_budget_fraction(small_predictor):
+    history = _finished() + [_trial("hopeless", [2.1, 2.1, 2.1, 2.1])]
+    p = float(small_predictor.predict_probability(
+        curve_features(Curve.of(history[-1], Mode.MIN), 4, 10,
+                       Context(np.array([_finished()[0].curve[3][1]]), 0.3, 1))[0]
+    )[0])
+    assert p > 0.5
+    eager = {"max_step": 10, "min_fraction": 0.0, "protect_top": 0.0, "confirm": 1}
+    # At 40% of the budget: impossible threshold there -> kept; reachable one -> stopped.
+    keep = LearnedStopper(small_predictor, threshold=[(0.0, 0.01), (0.4, 1.0)], **eager)
+    assert keep.should_stop(history) == {}
+    stop = LearnedStopper(small_predictor, threshold=[(0.0, 1.0), (0.4, 0.01)], **eager)
+    reason = stop.should_stop(history)["hopeless"]
+    assert reason.evidence["threshold"] == pytest.approx(0.01)
+
+
+def test_learned_stopper_leader_guard_schedule(small_predictor):
+    history = _finished() + [_trial("leader", [1.5, 1.2, 1.0, 0.9])] + [
+        _trial(f"r{i}", [2.0, 1.9, 1.8, 1.7]) for i in range(3)
+    ]
+    eager = {"threshold": 0.01, "max_step": 10, "min_fraction": 0.0, "confirm": 1}
+    wide_now = LearnedStopper(small_predictor, protect_top=[(0.0, 0.5), (0.5, 0.5), (0.6, 0.0)],
+                              **eager)
+    assert "leader" not in wide_now.should_stop(history)
+    off_now = LearnedStopper(small_predictor, protect_top=[(0.0, 0.5), (0.3, 0.0)], **eager)
+    assert "leader" in off_now.should_stop(history)
+
+
+@pytest.mark.parametrize("bad", [
+    {"threshold": []}, {"threshold": "high"}, {"threshold": [(0.1, 0.9), (0.1, 0.8)]},
+    {"threshold": [(0.5, 0.9), (0.2, 0.8)]}, {"threshold": [(0.1, 1.5)]},
+    {"threshold": [(-0.1, 0.9)]}, {"threshold": [(0.1, 0.0)]}, {"threshold": [(0.1,)]},
+    {"threshold": [0.9]}, {"threshold": float("nan")}, {"threshold": True},
+    {"protect_top": [(0.0, 1.0)]}, {"protect_top": [(0.0, -0.1)]}, {"protect_top": 1.0},
+    {"protect_top": [(2.0, 0.3)]}, {"protect_top": [("a", 0.3)]},
+])
+def test_learned_stopper_rejects_bad_schedules(bad, small_predictor):
+    with pytest.raises(UserInputError, match="threshold|protect_top"):
+        LearnedStopper(**({"predictor": small_predictor} | bad))
