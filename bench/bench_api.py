@@ -19,8 +19,6 @@ import argparse
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,6 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pyarrow as pa
+from _server import start_server  # bench/ is on sys.path when run as a script
 from assay.api.auth import TokenStore
 from assay.api.store_ext import ServerStore
 from assay.store.ingest import IngestLock
@@ -42,23 +41,6 @@ MEDIA = {"Content-Type": "application/x-assay-wal"}
 
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1000, q))
-
-
-def start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "assay.api.cli", "server", "--dir", str(root),
-                             "--port", str(port), "--log-level", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
 
 
 def bench_ingest(root: Path, clients: int, batches: int) -> None:

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,51 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from assay.api.app import create_app
 from assay.api.auth import TokenStore
 from assay.sdk.remote import RemoteSender, outbox_segment
 from assay.sdk.writer import Writer
 from assay.store.wal import WalWriter
+from loopback_server import ThreadServer, free_port  # tests/ is on sys.path (rootdir conftest)
 
 ROLES = ("viewer", "researcher", "supervisor", "admin")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ThreadServer:
-    """uvicorn serving ``create_app(data_dir)`` in a thread of the test process."""
-
-    def __init__(self, data_dir: Path, port: int | None = None, **app_kwargs: Any) -> None:
-        self.data_dir, self.port = data_dir, port or free_port()
-        self.app_kwargs = app_kwargs
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> ThreadServer:
-        self.app = create_app(self.data_dir, **self.app_kwargs)
-        cfg = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                             lifespan="on", timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(cfg)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(20)
-            self._server = None
 
 
 class ProcessServer:

@@ -34,7 +34,8 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     os.environ["ASSAY_INGEST_INTERVAL"] = "0.2"  # the ingest daemon started now keeps it
     try:
         info = seed(data_dir)
-        wait_for(lambda: ingested(data_dir, info["live"].id, 49), timeout=30)
+        done = (info["prep"], *info["trials"])
+        wait_for(lambda: ingested(data_dir, info["live"].id, 49, done), timeout=30)
         store = TokenStore(data_dir)
         tokens = {r: store.create(r, r)[0] for r in ("viewer", "researcher", "supervisor")}
         state = {"server": DashServer(data_dir).start(), "data_dir": data_dir, "tokens": tokens,

@@ -5,12 +5,12 @@ agent whose trials are real runs, one run still running), and Chromium's launch 
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from loopback_server import ThreadServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -18,43 +18,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 AGENT_ID = "agdash0001"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class DashServer:
-    """uvicorn serving ``create_app(data_dir)`` in a thread; restartable on the same port."""
-
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.data_dir, self.port = data_dir, port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> DashServer:
-        import uvicorn
-        from assay.api.app import create_app
-
-        app = create_app(self.data_dir, stream_poll=0.2)
-        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                             lifespan="on", timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(cfg)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(20)
-            self._server = None
+def DashServer(data_dir: Path, port: int | None = None) -> ThreadServer:
+    """The dashboard's server: a :class:`ThreadServer` whose streams poll every 0.2 s."""
+    return ThreadServer(data_dir, port, stream_poll=0.2)
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
@@ -145,8 +111,14 @@ def seed(data_dir: Path) -> dict[str, Any]:
     return out
 
 
-def ingested(data_dir: Path, run_id: str, step: int) -> bool:
+def ingested(data_dir: Path, run_id: str, step: int, finished: tuple[str, ...] = ()) -> bool:
+    """Whether ``run_id``'s points up to ``step`` and the final records of the ``finished``
+    runs (their artifacts and lineage come before their end) are in the store; the ingest
+    daemon takes the runs' logs in no particular order."""
     from assay.store.lance import LanceStore
 
-    r = LanceStore(data_dir).get_run(run_id)
-    return r is not None and r.last_step >= step
+    store = LanceStore(data_dir)
+    r = store.get_run(run_id)
+    if r is None or r.last_step < step:
+        return False
+    return all((f := store.get_run(k)) is not None and f.status != "running" for k in finished)
