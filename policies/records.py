@@ -18,29 +18,9 @@ from enum import StrEnum
 from typing import Any
 
 from ..errors import UserInputError
+from ..frozen import FrozenDict
 
 __all__ = ["FrozenDict", "StopReason", "Suggestion", "TrialResult", "TrialStatus", "json_safe"]
-
-
-class FrozenDict(dict[str, Any]):
-    """A read-only dict: records are shared between policies and must not be mutated.
-
-    A ``dict`` subclass (not ``types.MappingProxyType``) so records still pickle, deep-copy and
-    ``json.dumps`` like plain dicts, which Ray and the store rely on.
-    """
-
-    def _readonly(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError("this mapping is read-only; copy it with dict(...) to change it")
-
-    __setitem__ = __delitem__ = _readonly
-    clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
-    __ior__ = _readonly  # type: ignore[assignment]
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (FrozenDict, (dict(self),))
-
-    def __hash__(self) -> int:  # type: ignore[override]
-        return hash(tuple(sorted((k, repr(v)) for k, v in self.items())))
 
 
 class TrialStatus(StrEnum):

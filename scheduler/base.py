@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any, Self
 
 from ..errors import UserInputError
+from ..frozen import FrozenDict
 from ..sdk.jsonable import to_jsonable
 from ..store.records import validate_name
 from .clock import Clock, RealClock, SimClock, _non_negative
@@ -48,21 +49,6 @@ Points = dict[str, dict[str, list[tuple[int, float]]]]
 returns it."""
 
 _IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-class _ReadOnlyDict(dict[str, Any]):
-    """A dict that refuses changes (specs and events are shared between threads and agents),
-    yet pickles, copies and ``json.dumps`` like a plain dict, as Ray needs."""
-
-    def _readonly(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError("this mapping is read-only; copy it with dict(...) to change it")
-
-    __setitem__ = __delitem__ = _readonly
-    clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
-    __ior__ = _readonly  # type: ignore[assignment]
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_ReadOnlyDict, (dict(self),))
 
 
 # -- what a trial is -------------------------------------------------------------------------
@@ -144,7 +130,7 @@ class TrialSpec:
             raise UserInputError(f"trial {tid}: config must be a mapping, "
                                  f"got {type(self.config).__name__}", hint="pass a dict")
         cfg = to_jsonable(dict(self.config), what="config")
-        object.__setattr__(self, "config", _ReadOnlyDict(cfg))
+        object.__setattr__(self, "config", FrozenDict(cfg))
         self._check_target()
         if not isinstance(self.resources, Resources):
             raise UserInputError(f"trial {tid}: resources must be a Resources",
@@ -166,7 +152,7 @@ class TrialSpec:
                 isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()):
             raise UserInputError(f"trial {tid}: env must map strings to strings",
                                  hint='e.g. env={"OMP_NUM_THREADS": "1"}')
-        object.__setattr__(self, "env", _ReadOnlyDict(self.env))
+        object.__setattr__(self, "env", FrozenDict(self.env))
 
     def _check_target(self) -> None:
         t = self.target
@@ -279,7 +265,7 @@ class TrialEvent:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", EventKind(self.kind))
-        object.__setattr__(self, "result", _ReadOnlyDict(self.result))
+        object.__setattr__(self, "result", FrozenDict(self.result))
 
 
 # -- who runs it -----------------------------------------------------------------------------
