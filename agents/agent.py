@@ -500,7 +500,7 @@ class Agent:
             sign = 1.0 if self.objective.mode == "min" else -1.0
             keyed = {t.trial_id: k for t, k in users}
             top = sorted((t for t in stale if t.final is not None and t.final == t.final),
-                         key=lambda t: sign * float(t.final))[: self.objective.reevaluate_top]
+                         key=lambda t: sign * float(t.final or 0.0))[: self.objective.reevaluate_top]
             for old in top:
                 tid = "".join(secrets.choice(_ALNUM) for _ in range(10))
                 cfg = {**old.config, keyed[old.trial_id]: new_ref}

@@ -83,7 +83,7 @@ def _names(value: Any, allowed: tuple[str, ...], what: str) -> list[dict[str, An
     out = []
     for it in items:
         if isinstance(it, str):
-            name, opts = it, {}
+            name, opts = it, dict[str, Any]()
         elif isinstance(it, Mapping) and len(it) == 1:
             name, opts = next(iter(it.items()))
             opts = dict(opts or {})

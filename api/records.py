@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
-import zlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -24,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import UserInputError
 from ..store.records import RunStatus, validate_name
+from ..store.wal import FrameError, iter_frames
 from .auth import Researcher
 from .http import ERROR_RESPONSES, StrictJSONRoute
 from .ingest import SEQ_BITS, AppendResult, RemoteIngest
@@ -33,7 +32,6 @@ __all__ = ["MAX_BATCH_BYTES", "MEDIA_TYPE", "decode_frames", "router", "validate
 
 MEDIA_TYPE = "application/x-assay-wal"
 MAX_BATCH_BYTES = 64 << 20
-_HEADER = struct.Struct("<2sII")
 _MAX_SEQ = (1 << 63) - 1
 _KINDS = {"run", "metrics", "config", "summary", "env", "status"}
 
@@ -153,29 +151,20 @@ def decode_frames(body: bytes, run_id: str) -> list[tuple[dict[str, Any], bytes]
             increase.
     """
     out: list[tuple[dict[str, Any], bytes]] = []
-    pos, n, last = 0, len(body), 0
-    while pos < n:
-        if n - pos < _HEADER.size:
-            raise _bad(f"truncated frame header at byte {pos}")
-        magic, length, crc = _HEADER.unpack_from(body, pos)
-        start, end = pos + _HEADER.size, pos + _HEADER.size + length
-        if magic != b"AW":
-            raise _bad(f"bad frame magic at byte {pos}")
-        if end > n:
-            raise _bad(f"frame at byte {pos} is truncated ({length} bytes announced)")
-        payload = body[start:end]
-        if zlib.crc32(payload) != crc:
-            raise _bad(f"frame at byte {pos} fails its CRC")
-        try:
-            rec = json.loads(payload)
-        except (ValueError, RecursionError):
-            raise _bad(f"frame at byte {pos} is not JSON") from None
-        validate_record(rec, run_id)
-        if rec["seq"] <= last:
-            raise _bad(f"seq {rec['seq']} does not increase (after {last})")
-        last = rec["seq"]
-        out.append((rec, body[pos:end]))
-        pos = end
+    last = 0
+    try:
+        for start, end, payload in iter_frames(body, strict=True):
+            try:
+                rec = json.loads(payload)
+            except (ValueError, RecursionError):
+                raise _bad(f"frame at byte {start} is not JSON") from None
+            validate_record(rec, run_id)
+            if rec["seq"] <= last:
+                raise _bad(f"seq {rec['seq']} does not increase (after {last})")
+            last = rec["seq"]
+            out.append((rec, body[start:end]))
+    except FrameError as e:
+        raise _bad(str(e)) from None
     return out
 
 

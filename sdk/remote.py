@@ -28,23 +28,20 @@ import logging
 import os
 import random
 import re
-import struct
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import AssayError, ConflictError, NotFoundError, PermissionDeniedError, UserInputError
-from ..store.wal import encode, try_lock_segment
+from ..store.wal import FRAME_HEADER, FRAME_MAGIC, encode, iter_frames, try_lock_segment
 
 __all__ = ["MEDIA_TYPE", "RemoteClient", "RemoteSender", "outbox_segment", "sync_outbox"]
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/x-assay-wal"
-_HEADER = struct.Struct("<2sII")
 _METRICS_PREFIX = b'{"k":"metrics","seq":'
 _SEQ_TAIL = re.compile(rb'"seq":(\d+)\}$')
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -70,17 +67,8 @@ def _seq_of(payload: bytes) -> int:
 
 def _frames(data: bytes, base: int) -> Iterator[tuple[int, int, int]]:
     """``(start, end, seq)`` of each complete, intact frame in ``data`` (file offset ``base``)."""
-    pos, n = 0, len(data)
-    while pos + _HEADER.size <= n:
-        magic, length, crc = _HEADER.unpack_from(data, pos)
-        end = pos + _HEADER.size + length
-        if magic != b"AW" or end > n:
-            return
-        payload = data[pos + _HEADER.size:end]
-        if zlib.crc32(payload) != crc:
-            return
-        yield base + pos, base + end, _seq_of(payload)
-        pos = end
+    for start, end, payload in iter_frames(data):
+        yield base + start, base + end, _seq_of(payload)
 
 
 def _auth_headers(token: str | None) -> dict[str, str]:
@@ -307,11 +295,11 @@ class RemoteSender(threading.Thread):
                 end, last = 0, -1
                 for _, e, seq in _frames(data, 0):
                     end, last = e, seq
-                if end == 0 and len(data) >= _HEADER.size:
-                    magic, length, _ = _HEADER.unpack_from(data, 0)
-                    if magic == b"AW" and length + _HEADER.size > len(data):
+                if end == 0 and len(data) >= FRAME_HEADER.size:
+                    magic, length, _ = FRAME_HEADER.unpack_from(data, 0)
+                    if magic == FRAME_MAGIC and length + FRAME_HEADER.size > len(data):
                         f.seek(self.acked_offset)
-                        data = f.read(_HEADER.size + length)  # one large record, alone
+                        data = f.read(FRAME_HEADER.size + length)  # one large record, alone
                         for _, e, seq in _frames(data, 0):
                             end, last = e, seq
         except FileNotFoundError:
@@ -371,7 +359,7 @@ def _finish_orphan(path: Path) -> None:
     end, last_seq, last_kind = 0, -1, b""
     for start, e, seq in _frames(data, 0):
         end, last_seq = e, seq
-        last_kind = data[start + _HEADER.size: start + _HEADER.size + 16]
+        last_kind = data[start + FRAME_HEADER.size: start + FRAME_HEADER.size + 16]
     with open(path, "r+b") as f:
         f.truncate(end)
         if last_seq >= 0 and not last_kind.startswith(b'{"k":"status"'):

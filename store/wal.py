@@ -34,10 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WalRecord", "WalWriter", "list_segments", "read_wal", "segment_path", "try_lock_segment"]
+__all__ = ["FRAME_HEADER", "FRAME_MAGIC", "FrameError", "WalRecord", "WalWriter", "iter_frames", "list_segments", "read_wal",
+           "segment_path", "try_lock_segment"]
 
 _MAGIC = b"AW"
 _HEADER = struct.Struct("<2sII")
+FRAME_MAGIC, FRAME_HEADER = _MAGIC, _HEADER
+"""A frame: magic ``AW``, payload length and CRC-32 (little-endian), then the JSON payload."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,41 @@ class WalWriter:
             self._fd = -1
 
 
+class FrameError(ValueError):
+    """A frame that is truncated or corrupt, at byte ``pos`` of the buffer."""
+
+    def __init__(self, pos: int, why: str) -> None:
+        super().__init__(f"frame at byte {pos} {why}")
+        self.pos, self.why = pos, why
+
+
+def iter_frames(data: bytes, *, strict: bool = False) -> Iterator[tuple[int, int, bytes]]:
+    """``(start, end, payload)`` of each complete, intact frame of ``data``, in order.
+
+    The one decoder of the frame format (magic, length, CRC-32, payload), shared by the WAL
+    reader, the remote sender and the server. At a torn or corrupt frame it stops (a torn
+    tail is normal in a WAL), or with ``strict`` raises :class:`FrameError` (a request body
+    must be whole).
+    """
+    pos, n = 0, len(data)
+    while pos < n:
+        if n - pos < _HEADER.size:
+            if strict:
+                raise FrameError(pos, "has a truncated header")
+            return
+        magic, length, crc = _HEADER.unpack_from(data, pos)
+        start, end = pos + _HEADER.size, pos + _HEADER.size + length
+        why = ("has a bad magic" if magic != _MAGIC else
+               f"is truncated ({length} bytes announced)" if end > n else
+               "fails its CRC" if zlib.crc32(data[start:end]) != crc else "")
+        if why:
+            if strict:
+                raise FrameError(pos, why)
+            return
+        yield pos, end, data[start:end]
+        pos = end
+
+
 def read_wal(path: Path, offset: int = 0) -> Iterator[WalRecord]:
     """Yield the complete, intact records of a segment from ``offset`` on.
 
@@ -108,22 +146,12 @@ def read_wal(path: Path, offset: int = 0) -> Iterator[WalRecord]:
     with open(path, "rb") as f:
         f.seek(offset)
         data = f.read()
-    pos = 0
-    n = len(data)
-    while pos + _HEADER.size <= n:
-        magic, length, crc = _HEADER.unpack_from(data, pos)
-        start = pos + _HEADER.size
-        if magic != _MAGIC or start + length > n:
-            return
-        payload = data[start : start + length]
-        if zlib.crc32(payload) != crc:
-            return
+    for _, end, payload in iter_frames(data):
         try:
             rec = json.loads(payload)
         except ValueError:
             return
-        pos = start + length
-        yield WalRecord(rec, offset + pos)
+        yield WalRecord(rec, offset + end)
 
 
 def try_lock_segment(path: Path) -> int | None:
