@@ -115,19 +115,19 @@ METHODS: dict[str, Callable[[Problem, int, int], list[float]]] = {
 }
 
 
-def quality(seeds: int, budget: int, problems: list[str]) -> dict[str, Any]:
+def quality(seeds: range, budget: int, problems: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pname in problems:
         problem = PROBLEMS[pname]()
         print(f"\n== {pname} ({problem.dim}-D{', hypervolume regret' if problem.multi else ''}): "
-              f"median regret over {seeds} seeds ==")
+              f"median regret over {len(seeds)} seeds ({seeds.start}-{seeds.stop - 1}) ==")
         cps = [c for c in CHECKPOINTS if c <= budget]
         print(f"{'method':24s}" + "".join(f"{'@' + str(c):>11s}" for c in cps) + f"{'s/run':>8s}")
         for mname, method in METHODS.items():
             runs, t0 = [], time.perf_counter()
-            for seed in range(seeds):
+            for seed in seeds:
                 runs.append(method(problem, seed, budget))
-            secs = (time.perf_counter() - t0) / seeds
+            secs = (time.perf_counter() - t0) / len(seeds)
             med = {c: float(np.median([r[c - 1] for r in runs])) for c in cps}
             out.setdefault(pname, {})[mname] = {"median": med, "runs": runs, "s_per_run": secs}
             print(f"{mname:24s}" + "".join(f"{med[c]:11.4g}" for c in cps) + f"{secs:8.1f}")
@@ -168,19 +168,31 @@ def latency(sizes: list[int], repeats: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, 30 trials, Hartmann6 only")
-    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--seeds", type=int, default=None, help="how many seeds (default 5)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds run from here (e.g. 5 for seeds held out from the default 0-4)")
+    ap.add_argument("--problems", default=None,
+                    help="comma-separated subset of " + ", ".join(PROBLEMS))
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-latency", action="store_true")
     args = ap.parse_args()
     seeds = args.seeds or (2 if args.quick else 5)
     budget = 30 if args.quick else 60
-    problems = ["hartmann6"] if args.quick else ["branin", "hartmann6", "branincurrin"]
+    problems = (args.problems.split(",") if args.problems
+                else ["hartmann6"] if args.quick else ["branin", "hartmann6", "branincurrin"])
+    unknown = [p for p in problems if p not in PROBLEMS]
+    if unknown:
+        ap.error(f"unknown problems {unknown}; choose from {', '.join(PROBLEMS)}")
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
     if not args.skip_quality:
-        results["quality"] = quality(seeds, budget, problems)
-    results["latency"] = latency([100, 500, 1000], 2 if args.quick else 4)
+        results["quality"] = quality(range(args.first_seed, args.first_seed + seeds), budget,
+                                     problems)
+    if not args.skip_latency:
+        results["latency"] = latency([100, 500, 1000], 2 if args.quick else 4)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "searchers_quick.json" if args.quick else "searchers.json"
+    name = ("searchers_quick.json" if args.quick else "searchers.json"
+            if not (args.problems or args.first_seed or args.seeds) else "searchers_custom.json")
     (RESULTS / name).write_text(json.dumps(results, indent=1, default=float))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; raw results in bench/results/{name}")
 
