@@ -12,9 +12,10 @@ Sweeps:
   configs trained once (cached under bench/results/) and resampled into sweeps; the
   learned stopper is shown pretrained-only and refitted on the other half of the pool.
 
-The learned rows: ``default`` is ``LearnedStopper``'s default configuration (whose
-schedules were chosen on other sweeps: simulated seeds 500-699 and the digits pool's
-training half); ``p>=t`` rows use a constant threshold ``t`` (default leader guard).
+The learned rows: ``default`` is ``LearnedStopper``'s default configuration (its
+threshold schedule was chosen on other sweeps: simulated seeds 500-899, the digits pool's
+training half and a separately trained digits pool); ``p>=t`` rows use a constant
+threshold ``t`` (and the default leader guard).
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_stoppers.py --quick
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_stoppers.py

@@ -208,7 +208,7 @@ def test_learned_stopper_defaults_are_budget_schedules():
     # Stricter early, looser once the curve has more to say; flat past the ends.
     assert stopper._threshold(0.0) == stopper._threshold(0.1) > stopper._threshold(0.3)
     assert stopper._threshold(0.2) == pytest.approx(0.85)
-    assert stopper._protect(0.0) > stopper._protect(0.5) == stopper._protect(1.0)
+    assert stopper._protect(0.0) == stopper._protect(1.0) == DEFAULT_PROTECT_TOP
     # Numbers keep working as before: a constant over the budget.
     old = LearnedStopper(threshold=0.9, protect_top=0.33, max_step=10)
     assert old.threshold == 0.9 and old._threshold(0.05) == old._threshold(0.95) == 0.9
