@@ -53,8 +53,7 @@ def make_stopper(objective: Objective) -> EarlyStopper | None:
         try:
             if name == "learned":
                 predictor = p.FailurePredictor.pretrained()
-                built.append(p.LearnedStopper(predictor, threshold=opts.pop("threshold", 0.9),
-                                              mode=mode, max_step=top, **opts))
+                built.append(p.LearnedStopper(predictor, mode=mode, max_step=top, **opts))
             elif name == "asha":
                 built.append(p.ASHAStopper(opts.pop("max_step", top), mode=mode, **opts))
             elif name == "hyperband":
