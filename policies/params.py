@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -83,7 +84,7 @@ def _freeze_when(when: Mapping[str, Any] | None) -> FrozenDict | None:
 
 
 @dataclass(frozen=True)
-class Param:
+class Param(ABC):
     """Base of all parameter types.
 
     Attributes:
@@ -103,17 +104,17 @@ class Param:
         """True for constants, which take no dimension of the search."""
         return False
 
+    @abstractmethod
     def contains(self, value: Any) -> bool:
         """Whether ``value`` lies in this parameter's domain."""
-        raise NotImplementedError
 
+    @abstractmethod
     def from_unit(self, u: float) -> Any:
         """Map ``u`` in [0, 1] to a value (log scale for log parameters)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def to_unit(self, value: Any) -> float:
         """Inverse of :meth:`from_unit`: the position of ``value`` in [0, 1]."""
-        raise NotImplementedError
 
     def grid(self, points: int) -> list[Any]:
         """``points`` evenly spaced values (all values of a discrete parameter, at most)."""
@@ -121,9 +122,9 @@ class Param:
             self.from_unit(0.5)
         ]
 
+    @abstractmethod
     def spec(self) -> Any:
         """The dict-form spec of this parameter."""
-        raise NotImplementedError
 
     def _with_when(self, spec: dict[str, Any]) -> dict[str, Any]:
         if self.when:
