@@ -137,6 +137,21 @@ class Searcher(ABC):
             raise UserInputError(f"seed must be an int, got {seed!r}")
         self.seed = seed
 
+    def _seen_keys(self, history: Sequence[TrialResult]) -> set[str]:
+        """``space.key`` of every config in ``history``, memoised per trial id (an agent asks
+        after every launch, and keying a long history each time made that quadratic)."""
+        memo: dict[str, tuple[Any, str]] = self.__dict__.setdefault("_key_memo", {})
+        if self.__dict__.get("_key_memo_space") is not self.space:
+            memo.clear()
+            self.__dict__["_key_memo_space"] = self.space
+        out = set()
+        for t in history:
+            hit = memo.get(t.trial_id)
+            if hit is None or (hit[0] is not t.config and hit[0] != t.config):
+                hit = memo[t.trial_id] = (t.config, self.space.key(t.config))
+            out.add(hit[1])
+        return out
+
     @abstractmethod
     def suggest(self, history: Sequence[TrialResult], n: int = 1) -> list[Suggestion]:
         """Propose up to ``n`` configurations.

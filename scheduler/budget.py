@@ -281,6 +281,8 @@ class BudgetLedger:
         if b.wall_clock_s is not None and self.elapsed_s >= b.wall_clock_s:
             return (f"wall-clock budget reached: {format_duration(self.elapsed_s)} of "
                     f"{format_duration(b.wall_clock_s)} elapsed")
+        if b.cpu_hours is None and b.gpu_hours is None:
+            return None  # no resource budget: skip summing every run's usage (the hot path)
         used = self.usage()
         if b.cpu_hours is not None and used.cpu_hours >= b.cpu_hours \
                 and (res.cpus > 0 if res is not None else b.cpu_hours > 0):

@@ -23,10 +23,6 @@ __all__ = ["GridSearcher", "RandomSearcher", "SobolSearcher", "sobol_points"]
 _MAX_RETRIES = 64
 
 
-def _seen_keys(space: SearchSpace, history: Sequence[TrialResult]) -> set[str]:
-    return {space.key(t.config) for t in history}
-
-
 def _dedup_fill(
     space: SearchSpace,
     seen: set[str],
@@ -98,7 +94,7 @@ class GridSearcher(Searcher):
 
     def suggest(self, history: Sequence[TrialResult], n: int = 1) -> list[Suggestion]:
         n = self._check_n(n)
-        seen = _seen_keys(self.space, check_history(history))
+        seen = self._seen_keys(check_history(history))
         out: list[Suggestion] = []
         for i, config in enumerate(self._walk()):
             if len(out) == n:
@@ -141,7 +137,7 @@ class RandomSearcher(Searcher):
         def draw(k: int) -> list[dict[str, Any]]:
             return [self.space.sample(rng) for _ in range(k)]
 
-        picked = _dedup_fill(self.space, _seen_keys(self.space, history), n, draw)
+        picked = _dedup_fill(self.space, self._seen_keys(history), n, draw)
         return [
             Suggestion(c, {"method": "random", "repeat_of_tried_config": dup})
             for c, dup in picked
@@ -181,7 +177,7 @@ class SobolSearcher(Searcher):
             return [self.space.from_unit(p) for p in pts]
 
         start = cursor[0]
-        picked = _dedup_fill(self.space, _seen_keys(self.space, history), n, draw)
+        picked = _dedup_fill(self.space, self._seen_keys(history), n, draw)
         return [
             Suggestion(
                 c,

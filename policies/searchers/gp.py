@@ -202,7 +202,7 @@ class BoTorchSearcher(Searcher):
         n = self._check_n(n)
         history = check_history(history)
         data = self._collect(history)
-        seen = {self.space.key(t.config) for t in history}
+        seen = self._seen_keys(history)
         if not self.space.tunable:
             return [Suggestion(self.space.complete({}), {"method": "fixed space"}) for _ in range(n)]
         if len(data.observed) < self.n_initial:

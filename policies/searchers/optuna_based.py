@@ -212,7 +212,7 @@ class OptunaSearcher(Searcher):
             system_attrs=self._attrs, use_stopped=self.use_stopped,
         )
         n_complete = sum(1 for t in study.trials if t.state.name == "COMPLETE")
-        seen = {self.space.key(t.config) for t in history}
+        seen = self._seen_keys(history)
         rng = np.random.default_rng([self.seed, len(history), 1])
         out: list[Suggestion] = []
         with _quiet():

@@ -293,3 +293,15 @@ def test_constraint_parsing_accepts_both_forms():
 def test_botorch_searcher_rejects_bad_settings(bad):
     with pytest.raises(UserInputError):
         BoTorchSearcher({"x": uniform(0, 1)}, **bad)
+
+
+def test_seen_configs_are_memoised_per_trial_but_follow_a_changed_config():
+    space = {"a": choice([1, 2, 3])}
+    s = RandomSearcher(space, seed=0)
+    first = [TrialResult("t0", {"a": 1}, "completed", final=1.0),
+             TrialResult("t1", {"a": 2}, "completed", final=1.0)]
+    assert all(c.config["a"] == 3 for c in s.suggest(first, n=1))
+    # The same trial ids now hold other configs: the memo must not answer with the old keys.
+    again = [TrialResult("t0", {"a": 3}, "completed", final=1.0),
+             TrialResult("t1", {"a": 2}, "completed", final=1.0)]
+    assert [c.config["a"] for c in s.suggest(again, n=1)] == [1]
