@@ -1,11 +1,13 @@
-"""A real uvicorn server for the API and dashboard tests: ``create_app(data_dir)`` served in a
-thread of the test process on 127.0.0.1, restartable on the same port."""
+"""Support shared by the API and dashboard tests: a real uvicorn server (``create_app(data_dir)``
+served in a thread of the test process on 127.0.0.1, restartable on the same port) and a
+polling wait."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +50,16 @@ class ThreadServer:
             self._server.should_exit = True
             self._thread.join(20)
             self._server = None
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
+    """Poll ``pred`` until it returns something truthy (and return that); fail after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(every)

@@ -23,7 +23,11 @@ from assay.api.auth import TokenStore
 from assay.sdk.remote import RemoteSender, outbox_segment
 from assay.sdk.writer import Writer
 from assay.store.wal import WalWriter
-from loopback_server import ThreadServer, free_port  # tests/ is on sys.path (rootdir conftest)
+from loopback_server import (  # tests/ is on sys.path (rootdir conftest)
+    ThreadServer,
+    free_port,
+    wait_for,
+)
 
 ROLES = ("viewer", "researcher", "supervisor", "admin")
 
@@ -139,18 +143,6 @@ def local_dir(tmp_path: Path) -> Path:
     d = tmp_path / "client-data"
     d.mkdir()
     return d
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
-    """Poll ``pred`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(every)
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dash_support import CHROMIUM, CHROMIUM_ARGS, DashServer, ingested, seed, wait_for
+from dash_support import CHROMIUM, CHROMIUM_ARGS, DashServer, ingested, seed
+from loopback_server import wait_for
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 

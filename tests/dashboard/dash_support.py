@@ -6,7 +6,6 @@ agent whose trials are real runs, one run still running), and Chromium's launch 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +20,6 @@ AGENT_ID = "agdash0001"
 def DashServer(data_dir: Path, port: int | None = None) -> ThreadServer:
     """The dashboard's server: a :class:`ThreadServer` whose streams poll every 0.2 s."""
     return ThreadServer(data_dir, port, stream_poll=0.2)
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 30.0, every: float = 0.1) -> Any:
-    """Poll ``pred`` until truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(every)
 
 
 def seed(data_dir: Path) -> dict[str, Any]:

@@ -9,7 +9,8 @@ import httpx
 import pytest
 from assay.api.fleet import agent_budget
 from assay.store.control import AgentRow, AgentStatus
-from dash_support import AGENT_ID, wait_for
+from dash_support import AGENT_ID
+from loopback_server import wait_for
 
 
 def _client(dash: dict[str, Any], role: str | None = "viewer") -> httpx.Client:

@@ -12,7 +12,8 @@ from assay.api.audit import AuditTrail
 from assay.store.control import LanceControlStore
 from assay.store.ingest import IngestLock
 from assay.store.lance import LanceStore
-from dash_support import AGENT_ID, wait_for
+from dash_support import AGENT_ID
+from loopback_server import wait_for
 
 pytestmark = pytest.mark.integration
 
