@@ -39,9 +39,10 @@ from ..store.control import (
     Override,
     OverrideStatus,
 )
-from .factory import make_searcher, make_stopper
+from .factory import make_searcher, make_stopper, refit_every
 from .hlc import HybridLogicalClock
 from .objective import Objective, resolve_train
+from .refit import PredictorRefitter, find_learned
 
 __all__ = ["Agent", "Trial", "ArtifactHooks"]
 
@@ -164,6 +165,9 @@ class Agent:
         self.space: SearchSpace = as_space(dict(objective.space))
         self.searcher = searcher or make_searcher(objective, self.space)
         self.stopper = make_stopper(objective)
+        learned, every = find_learned(self.stopper), refit_every(objective)
+        self._refitter = (PredictorRefitter(learned, objective.mode, every)
+                          if learned is not None and every else None)
         self._budget_spec = dict(objective.budget)
         self.budget = Budget.from_mapping(self._budget_spec)
         self.ledger = BudgetLedger(self.budget, backend.clock)
@@ -205,6 +209,7 @@ class Agent:
         for ev in events:
             self._on_event(ev)
         did["events"] = len(events)
+        self._refit_predictor()
         did["points"] = self._read_points()
         did["overrides"] = self._apply_overrides()
         if self.status is AgentStatus.RUNNING:
@@ -362,6 +367,18 @@ class Agent:
                              hint="pause, resume, stop, stop_run, budget, concurrency, space, pin")
 
     # -- 3. stops --------------------------------------------------------------------------------
+    def _refit_predictor(self) -> None:
+        """The learned stopper retrains on this sweep's finished curves as trials finish
+        (in a thread; a finished refit is swapped in here, between two stop decisions)."""
+        if self._refitter is None:
+            return
+        finished = [t.result() for t in self.trials.values()
+                    if t.status.is_finished and len(t.curve) >= 2]
+        done = self._refitter.poll(finished)
+        if done is not None:
+            self._decide("", "retrain", f"failure predictor refitted on {done.trials} finished "
+                         f"trials in {done.seconds:.1f} s", done.evidence())
+
     def _stop_hopeless(self) -> int:
         if self.stopper is None:
             return 0

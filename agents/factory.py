@@ -8,7 +8,7 @@ from ..errors import UserInputError
 from ..policies import EarlyStopper, Searcher, SearchSpace
 from .objective import Objective
 
-__all__ = ["make_searcher", "make_stopper", "max_step"]
+__all__ = ["make_searcher", "make_stopper", "max_step", "refit_every"]
 
 
 def max_step(objective: Objective) -> float:
@@ -53,6 +53,7 @@ def make_stopper(objective: Objective) -> EarlyStopper | None:
         try:
             if name == "learned":
                 predictor = p.FailurePredictor.pretrained()
+                opts.pop("refit_every", None)  # the agent's business: see refit_every()
                 built.append(p.LearnedStopper(predictor, mode=mode, max_step=top, **opts))
             elif name == "asha":
                 built.append(p.ASHAStopper(opts.pop("max_step", top), mode=mode, **opts))
@@ -72,3 +73,18 @@ def make_stopper(objective: Objective) -> EarlyStopper | None:
     if not any(isinstance(s, p.NonFiniteStopper) for s in built):
         built.insert(0, p.NonFiniteStopper(mode=objective.mode))  # a NaN curve is always hopeless
     return built[0] if len(built) == 1 else p.AnyOf(*built)
+
+
+def refit_every(objective: Objective) -> int:
+    """Finished trials between refits of the learned stopper's predictor: the ``learned``
+    stopper's ``refit_every`` option, else :data:`~.refit.DEFAULT_REFIT_EVERY`; 0 = never."""
+    from .refit import DEFAULT_REFIT_EVERY
+
+    for spec in objective.stopper_specs:
+        if spec["name"] == "learned":
+            n = spec.get("refit_every", DEFAULT_REFIT_EVERY)
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise UserInputError(f"stopper learned: refit_every must be an int >= 0, got {n!r}",
+                                     hint="e.g. {learned: {refit_every: 8}}; 0 turns it off")
+            return n
+    return 0

@@ -7,6 +7,7 @@ import pytest
 import assay.agents.agent as agent_mod
 from assay.agents.agent import Agent
 from assay.agents.objective import Objective
+from assay.errors import UserInputError
 from assay.policies import TrialStatus
 from assay.scheduler.base import SimClock
 from assay.scheduler.sim_backend import CurveSimulatorSource, SimBackend
@@ -227,3 +228,35 @@ def test_a_new_dataset_version_marks_users_stale_and_reruns_the_top_configs(monk
     assert {old for old, _ in fake.links} == {x.trial_id for x in best_two}
     agent.step()
     assert len([x for x in agent.trials.values() if x.origin == "reevaluate"]) == 2  # once
+
+
+def test_the_learned_stopper_retrains_on_the_sweeps_finished_curves():
+    obj = objective(stoppers=[{"learned": {"refit_every": 4}}], budget={"trials": 12},
+                    space={**SIM.space.to_dict()})
+    agent, backend, clock = make(obj)
+    learned = agent._refitter.stopper
+    before = learned.predictor
+    for _ in range(10_000):  # step until the first refit has started
+        agent.step()
+        if agent._refitter.busy or agent.status is not AgentStatus.RUNNING:
+            break
+        t = backend.next_event_time()
+        clock.advance_to(t if t is not None else clock.now() + 1.0)
+    agent._refitter.wait(120)
+    agent.step()  # the finished refit is swapped in between two steps
+    assert learned.predictor is not before
+    assert learned.predictor.n_examples > before.n_examples
+    retrain = [d for d in agent.control.decisions(agent_id=agent.agent_id) if d.kind == "retrain"]
+    assert retrain and retrain[0].explanation["trials"] >= 4
+    assert retrain[0].explanation["examples"] == learned.predictor.n_examples
+
+
+def test_refit_every_is_validated_and_zero_turns_it_off():
+    with pytest.raises(UserInputError, match="refit_every"):
+        make(objective(stoppers=[{"learned": {"refit_every": -1}}]))
+    with pytest.raises(UserInputError, match="refit_every"):
+        make(objective(stoppers=[{"learned": {"refit_every": "often"}}]))
+    agent, _, _ = make(objective(stoppers=[{"learned": {"refit_every": 0}}]))
+    assert agent._refitter is None
+    agent, _, _ = make(objective(stoppers=["asha"]))
+    assert agent._refitter is None
