@@ -46,6 +46,7 @@ _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 _SEQ_BITS = 40  # seq = attach << 40 | record number: monotonic across resumes
 #: Seconds finish() waits for the server to acknowledge a remote run's last records.
 REMOTE_FINISH_TIMEOUT = float(os.environ.get("ASSAY_REMOTE_FINISH_TIMEOUT", "60"))
+CAPTURE_WAIT_S = 10.0  # the most finish() waits for a capture still running (git on a huge repo)
 
 
 def _new_run_id() -> str:
@@ -201,8 +202,12 @@ class Run:
         if system_metrics_interval:
             self._sampler = SystemSampler(self._log_system, system_metrics_interval)
             self._sampler.start()
+        self._capturing: threading.Thread | None = None
         if capture:
-            threading.Thread(target=self._capture, name="assay-capture", daemon=True).start()
+            # The working directory is read now: the script may chdir before the thread runs.
+            self._capturing = threading.Thread(target=self._capture, args=(os.getcwd(),),
+                                               name="assay-capture", daemon=True)
+            self._capturing.start()
         _active_runs.add(self)
 
     # -- logging -----------------------------------------------------------------------------
@@ -295,7 +300,7 @@ class Run:
         self._env.update(env_update)
         self._enqueue({"k": "env", "env": dict(self._env)})
 
-    def _capture(self) -> None:
+    def _capture(self, cwd: str) -> None:
         try:
             from ..store.blobs import LocalBlobStore
 
@@ -304,7 +309,7 @@ class Run:
             def put(data: bytes) -> str:
                 return blobs.put_bytes(data).digest
 
-            git = capture_git(os.getcwd(), put)
+            git = capture_git(cwd, put)
             env = capture_env()
         except Exception:  # capture is best effort; training must go on
             log.warning("assay could not capture the environment", exc_info=True)
@@ -409,6 +414,9 @@ class Run:
                                  hint="use 'completed', 'failed', 'stopped' or 'crashed'")
         if self._sampler is not None:
             self._sampler.stop()
+        if self._capturing is not None:
+            # A run shorter than its capture still records its code and environment.
+            self._capturing.join(CAPTURE_WAIT_S)
         self._enqueue({"k": "status", "status": st.value, "error": error})
         self._finished = True
         self._writer.stop()

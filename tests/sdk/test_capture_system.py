@@ -134,3 +134,26 @@ def test_system_sampler_reports_cpu_memory_and_io_rates():
     assert m["sys/memory.process_rss_mb"] > 1 and 0 <= m["sys/cpu.system_percent"] <= 100
     assert "sys/disk.read_mb_s" in m and "sys/network.sent_mb_s" in m
     assert m["sys/gpu.0.utilization_percent"] == 50
+
+
+def test_a_run_shorter_than_its_capture_still_records_the_code_it_started_in(tmp_path,
+                                                                             data_dir,
+                                                                             monkeypatch):
+    import assay
+
+    code = tmp_path / "code"
+    code.mkdir()
+    _git(code, "init", "-q", "-b", "main")
+    _git(code, "config", "user.email", "t@example.com")
+    _git(code, "config", "user.name", "t")
+    (code / "train.py").write_text("lr = 0.1\n")
+    _git(code, "add", ".")
+    _git(code, "commit", "-qm", "init")
+    (code / "train.py").write_text("lr = 0.01\n")
+    monkeypatch.chdir(code)
+    run = assay.init(project="cap", system_metrics_interval=0)
+    monkeypatch.chdir(tmp_path)  # the script moves on at once: capture must use the start cwd
+    run.finish()
+    rec = assay.Api().run(run.id)
+    assert rec.git["dirty"] is True and rec.git["diff_blob"]
+    assert rec.env["python"]
