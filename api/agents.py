@@ -37,7 +37,7 @@ AgentId = Annotated[str, Path(pattern=r"^[A-Za-z0-9]{4,64}$", description="an ag
 _hlc = HybridLogicalClock("api")
 
 
-def _control(request: Request) -> ControlStore:
+def control_store(request: Request) -> ControlStore:
     ctl = getattr(request.app.state, "control", None)
     if ctl is None:
         root = request.app.state.data_dir
@@ -46,7 +46,7 @@ def _control(request: Request) -> ControlStore:
 
 
 def _agent_or_404(request: Request, agent_id: str) -> AgentRow:
-    a = _control(request).get_agent(agent_id)
+    a = control_store(request).get_agent(agent_id)
     if a is None:
         raise NotFoundError(f"no agent {agent_id!r}", hint="list agents with GET /api/agents")
     return a
@@ -78,7 +78,7 @@ def agent_public(a: AgentRow, *, trials: bool = False) -> dict[str, Any]:
 @router.get("/agents", summary="Agents and their progress")
 def list_agents(request: Request, who: Viewer,
                 project: Annotated[str | None, Query(max_length=128)] = None) -> SafeJSONResponse:
-    rows = _control(request).list_agents(project)
+    rows = control_store(request).list_agents(project)
     return ok({"agents": [agent_public(a) for a in rows]})
 
 
@@ -100,7 +100,7 @@ def list_decisions(request: Request, who: Viewer,
                    trial_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9]{1,64}$")] = None,
                    kind: Annotated[str | None, Query(max_length=32)] = None,
                    limit: Annotated[int, Query(ge=1, le=5000)] = 200) -> SafeJSONResponse:
-    ds = _control(request).decisions(agent_id=agent_id, project=project, trial_id=trial_id)
+    ds = control_store(request).decisions(agent_id=agent_id, project=project, trial_id=trial_id)
     if kind:
         ds = [d for d in ds if d.kind == kind]
     return ok({"decisions": [_decision_public(d) for d in ds[-limit:]], "total": len(ds)})
@@ -162,7 +162,7 @@ def _may_override(who: Principal, a: AgentRow) -> None:
 def _send(request: Request, who: Principal, a: AgentRow, action: str, params: dict[str, Any],
           reason: str) -> dict[str, Any]:
     o = Override(a.agent_id, action, params, who.name, reason, str(_hlc.now()), time.time())
-    _control(request).add_override(o)
+    control_store(request).add_override(o)
     request.app.state.audit.record(who.name, f"override.{action}", f"agent:{a.agent_id}", reason,
                                    {"params": params, "override_id": o.override_id})
     return {"override_id": o.override_id, "agent_id": a.agent_id, "action": action,
@@ -190,7 +190,7 @@ class StopRunBody(BaseModel):
 def stop_run(request: Request, who: Researcher,
              run_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9]{1,64}$")],
              body: StopRunBody) -> SafeJSONResponse:
-    owners = [d.agent_id for d in _control(request).decisions(trial_id=run_id)
+    owners = [d.agent_id for d in control_store(request).decisions(trial_id=run_id)
               if d.kind == "launch"]
     if not owners:
         raise NotFoundError(f"run {run_id!r} was not launched by an agent",
@@ -203,7 +203,7 @@ def stop_run(request: Request, who: Researcher,
 @router.get("/agents/{agent_id}/overrides", summary="An agent's overrides and their outcome")
 def list_overrides(request: Request, who: Viewer, agent_id: AgentId) -> SafeJSONResponse:
     _agent_or_404(request, agent_id)
-    rows = _control(request).overrides(agent_id)
+    rows = control_store(request).overrides(agent_id)
     return ok({"overrides": [{"override_id": o.override_id, "action": o.action,
                               "params": o.params, "actor": o.actor, "reason": o.reason,
                               "status": str(o.status), "result": o.result, "hlc": o.hlc,

@@ -23,9 +23,8 @@ import polars as pl
 from fastapi import APIRouter, Path, Query, Request
 
 from ..errors import NotFoundError, UserInputError
-from ..store.control import AgentRow, ControlStore, LanceControlStore
-from ..store.ingest import IngestLock
-from ..store.lance import LanceStore
+from ..store.control import AgentRow, ControlStore
+from .agents import control_store  # the one lazily made control store of the app
 from .auth import Viewer
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
 from .query import RunsIndex
@@ -37,15 +36,6 @@ router = APIRouter(prefix="/api", tags=["fleet"], route_class=StrictJSONRoute,
 
 _ACTIVE = ("running", "paused")
 _FAILED = ("failed", "crashed")
-
-
-def _control(request: Request) -> ControlStore:
-    # The same lazily made store the agents routes use (one per app).
-    ctl = getattr(request.app.state, "control", None)
-    if ctl is None:
-        root = request.app.state.data_dir
-        ctl = request.app.state.control = LanceControlStore(LanceStore(root), IngestLock(root))
-    return ctl  # type: ignore[no-any-return]
 
 
 def _num(v: Any) -> float | None:
@@ -167,7 +157,7 @@ def _agents_and_decisions(request: Request, n: int) -> tuple[list[AgentRow], lis
     cache: _Cache | None = getattr(request.app.state, "fleet_cache", None)
     if cache is None:
         cache = request.app.state.fleet_cache = _Cache()
-    ctl = _control(request)
+    ctl = control_store(request)
     key = (_version(ctl, "agents"), _version(ctl, "decisions"))
     with cache.lock:
         if key != cache.key or len(cache.decisions) < n:
@@ -288,7 +278,7 @@ def agent_fleet(request: Request, who: Viewer,
                 stall_after: Annotated[float, Query(ge=1, le=86400 * 30)] = 600.0,
                 ) -> SafeJSONResponse:
     """The overview's row of one agent (status, counts, best, stalled, budget)."""
-    a = _control(request).get_agent(agent_id)
+    a = control_store(request).get_agent(agent_id)
     if a is None:
         raise NotFoundError(f"no agent {agent_id!r}", hint="list agents with GET /api/agents")
     return ok(_agent_row(a, time.time(), stall_after))
