@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dash_support import CHROMIUM, CHROMIUM_ARGS, DashServer, ingested, seed
+from dash_support import CHROMIUM, CHROMIUM_ARGS, DashServer, git_checkout, ingested, seed
 from loopback_server import wait_for
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
@@ -34,7 +34,8 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     old = os.environ.get("ASSAY_INGEST_INTERVAL")
     os.environ["ASSAY_INGEST_INTERVAL"] = "0.2"  # the ingest daemon started now keeps it
     try:
-        info = seed(data_dir)
+        with git_checkout(root / "code"):  # clean: the seeded runs capture no diff
+            info = seed(data_dir)
         done = (info["prep"], *info["trials"])
         wait_for(lambda: ingested(data_dir, info["live"].id, 49, done), timeout=30)
         store = TokenStore(data_dir)

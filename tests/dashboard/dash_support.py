@@ -5,7 +5,11 @@ agent whose trials are real runs, one run still running), and Chromium's launch 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,31 @@ AGENT_ID = "agdash0001"
 def DashServer(data_dir: Path, port: int | None = None) -> ThreadServer:
     """The dashboard's server: a :class:`ThreadServer` whose streams poll every 0.2 s."""
     return ThreadServer(data_dir, port, stream_poll=0.2)
+
+
+@contextlib.contextmanager
+def git_checkout(path: Path, *, dirty: bool = False) -> Iterator[Path]:
+    """Work inside a fresh one-commit git checkout at ``path`` (with an uncommitted change to
+    ``train.py`` when ``dirty``), so runs capture known git state, whatever the state of the
+    checkout the tests run from."""
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=assay-tests", "-c", "user.email=tests@localhost",
+                        "-c", "init.defaultBranch=main", *args], cwd=path, check=True,
+                       capture_output=True)
+
+    path.mkdir(parents=True, exist_ok=True)
+    git("init", "-q")
+    (path / "train.py").write_text("lr = 0.1\n")
+    git("add", "train.py")
+    git("commit", "-qm", "a first commit")
+    if dirty:
+        (path / "train.py").write_text("lr = 0.01  # tuned\n")
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield path
+    finally:
+        os.chdir(old)
 
 
 def seed(data_dir: Path) -> dict[str, Any]:

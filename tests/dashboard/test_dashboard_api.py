@@ -9,7 +9,7 @@ import httpx
 import pytest
 from assay.api.fleet import agent_budget
 from assay.store.control import AgentRow, AgentStatus
-from dash_support import AGENT_ID
+from dash_support import AGENT_ID, git_checkout, ingested
 from loopback_server import wait_for
 
 
@@ -66,6 +66,20 @@ def test_artifacts_lineage_and_diff_routes(dash) -> None:
         assert c.get("/api/lineage", params={"node": bad}).status_code == status, bad
     r = c.get(f"/api/runs/{run}/diff")
     assert r.status_code == 404 and "captured no diff" in r.json()["error"]
+
+
+@pytest.mark.integration
+def test_a_run_from_a_dirty_checkout_serves_its_diff(dash, tmp_path) -> None:
+    import assay
+
+    with git_checkout(tmp_path / "code", dirty=True):
+        run = assay.init(project="vision", name="dirty", dir=dash["data_dir"],
+                         system_metrics_interval=0)
+        run.log({"score": 0.5}, step=0)
+        run.finish()
+    wait_for(lambda: ingested(dash["data_dir"], run.id, 0, (run.id,)), timeout=30)
+    r = _client(dash).get(f"/api/runs/{run.id}/diff")
+    assert r.status_code == 200 and "+lr = 0.01  # tuned" in r.text
 
 
 @pytest.mark.integration
