@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
 
@@ -24,8 +23,6 @@ from assay.policies import (
     choice,
     integer,
 )
-
-HAS_CMAES = importlib.util.find_spec("cmaes") is not None
 
 
 def _optuna_gp(space, **kw):
@@ -51,11 +48,7 @@ FACTORIES = {
 
 
 @pytest.fixture(
-    params=[
-        pytest.param(name, marks=pytest.mark.skipif(not HAS_CMAES, reason="cmaes not installed"))
-        if name == "cmaes" else name
-        for name in FACTORIES
-    ]
+    params=list(FACTORIES)
 )
 def make_searcher(request):
     return FACTORIES[request.param]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
@@ -109,7 +108,6 @@ def test_cmaes_searcher_says_how_to_install_cmaes(monkeypatch):
     assert "pip install cmaes" in err.value.hint
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cmaes") is None, reason="cmaes not installed")
 def test_cmaes_searcher_carries_its_evolution_state_across_calls():
     space = {"x": uniform(-3, 3), "y": uniform(-3, 3)}
     f = lambda c: (c["x"] - 1) ** 2 + (c["y"] + 1) ** 2
