@@ -337,7 +337,14 @@ def _run_command(spec: TrialSpec, attempt: int, resume: bool, root: Path, watche
                 proc.kill()
                 rc = proc.wait()
     watcher.close()
-    req = watcher.request
+    # The driver writes the stop file before it tells the control actor, so a polite command
+    # can see the request and exit 0 before our last heartbeat did: ask once more.
+    req = watcher.request or watcher.check()
+    if req is None:
+        stop_file = root / "control" / f"{spec.trial_id}.stop"
+        if stop_file.exists():
+            req = (stop_file.read_text(errors="replace").strip() or "stop requested",
+                   RunStatus.STOPPED.value)
     if rc == 0 and req is None:
         status, reason, error = RunStatus.COMPLETED, "", ""
     elif rc == 0 or req is not None:
