@@ -33,13 +33,18 @@ def _git(cwd, *args):
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
 
 
+def _repo(path):
+    """A one-commit checkout at ``path`` whose ``train.py`` holds ``lr = 0.1``."""
+    _git(path, "init", "-q", "-b", "main")
+    _git(path, "config", "user.email", "t@example.com")
+    _git(path, "config", "user.name", "t")
+    (path / "train.py").write_text("lr = 0.1\n")
+    _git(path, "add", ".")
+    _git(path, "commit", "-qm", "init")
+
+
 def test_git_capture_records_commit_branch_dirty_flag_and_diff_blob(tmp_path):
-    _git(tmp_path, "init", "-q", "-b", "main")
-    _git(tmp_path, "config", "user.email", "t@example.com")
-    _git(tmp_path, "config", "user.name", "t")
-    (tmp_path / "train.py").write_text("lr = 0.1\n")
-    _git(tmp_path, "add", ".")
-    _git(tmp_path, "commit", "-qm", "init")
+    _repo(tmp_path)
     _git(tmp_path, "remote", "add", "origin", "https://me:secret@example.com/r.git")
     clean = capture_git(str(tmp_path))
     assert clean["branch"] == "main" and len(clean["commit"]) == 40 and clean["dirty"] is False
@@ -143,12 +148,7 @@ def test_a_run_shorter_than_its_capture_still_records_the_code_it_started_in(tmp
 
     code = tmp_path / "code"
     code.mkdir()
-    _git(code, "init", "-q", "-b", "main")
-    _git(code, "config", "user.email", "t@example.com")
-    _git(code, "config", "user.name", "t")
-    (code / "train.py").write_text("lr = 0.1\n")
-    _git(code, "add", ".")
-    _git(code, "commit", "-qm", "init")
+    _repo(code)
     (code / "train.py").write_text("lr = 0.01\n")
     monkeypatch.chdir(code)
     run = assay.init(project="cap", system_metrics_interval=0)
