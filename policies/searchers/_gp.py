@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +78,57 @@ def parse_constraints(
             raise UserInputError(f"constraint on {name!r}: bound is NaN")
         out.append(OutcomeConstraint(name, op, b))
     return out
+
+
+def warp_outcomes(Y: np.ndarray, k: int) -> tuple[np.ndarray, Callable[[Any], np.ndarray]]:
+    """Yeo-Johnson-transform the objective of a single-objective search (to maximise).
+
+    The column is z-scored, then power-transformed with the maximum-likelihood exponent
+    (scikit-learn's ``PowerTransformer``, as HEBO does). This straightens the long tail of
+    poor values that functions like Hartmann6 and Branin have, so the GP spends less of its
+    flexibility on them and models the region near the optimum more finely. The transform
+    is monotone, so the best observation stays best. Constraint columns (raw units,
+    compared with bounds) and several objectives (the hypervolume reference point is in
+    raw units) are left alone, as is a column with fewer than three distinct values.
+
+    Returns:
+        The transformed outcomes and a function mapping transformed objective values
+        (an array) back to raw units.
+    """
+    from sklearn.preprocessing import PowerTransformer
+
+    out = np.array(Y, dtype=float, copy=True)
+    col = out[:, 0] if out.ndim == 2 and out.shape[1] else np.zeros(0)
+    if k != 1 or len(np.unique(col)) < 3 or not np.all(np.isfinite(col)):
+        return out, _identity
+    mu, sd = float(col.mean()), float(col.std())
+    pt = PowerTransformer(method="yeo-johnson", standardize=False)
+    try:
+        with np.errstate(all="ignore"):
+            t = pt.fit_transform(((col - mu) / sd).reshape(-1, 1))[:, 0]
+    except (ValueError, FloatingPointError, OverflowError):
+        return out, _identity
+    if not (np.all(np.isfinite(t)) and np.ptp(t) > 0 and np.isfinite(pt.lambdas_).all()):
+        return out, _identity
+    lo, hi = float(col.min()), float(col.max())
+    span = hi - lo
+    out[:, 0] = t
+
+    def unwarp(v: Any) -> np.ndarray:
+        # Predictions past the transform's range (beyond an asymptote of the power) have no
+        # preimage: they stand for values past the observed ones, clipped one span beyond.
+        v = np.asarray(v, dtype=float)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "inverse-transformed data are NaN"
+            z = pt.inverse_transform(v.reshape(-1, 1))[:, 0]
+        raw = np.where(np.isnan(z), np.where(v >= 0, np.inf, -np.inf), mu + sd * z)
+        return np.clip(raw, lo - span, hi + span)
+
+    return out, unwarp
+
+
+def _identity(v: Any) -> np.ndarray:
+    return np.asarray(v, dtype=float)
 
 
 def select_training_set(

@@ -2,9 +2,14 @@
 
 One ``SingleTaskGP`` with independent outputs models every objective and outcome
 constraint over the encoded space (one-hot choices, relaxed integers; see
-:mod:`._encoding`). A batch of ``n`` candidates is optimised jointly (sequentially for
+:mod:`._encoding`). A single objective is modelled after a Yeo-Johnson power transform
+(as HEBO does), which pulls in the long tail of poor values so the GP resolves the region
+near the optimum. A batch of ``n`` candidates is optimised jointly (sequentially for
 several objectives) with pending and running trials as ``X_pending``, then rounded to
-valid configs. Failed and diverged trials are imputed at the worst observed outcome, so
+valid configs. One suggestion with nothing pending and no constraints uses analytic
+LogEI instead, optimised as Optuna's GP sampler does: local L-BFGS-B searches from the
+best of 2048 Sobol points, from others drawn in proportion to the acquisition, and from
+the incumbent. Failed and diverged trials are imputed at the worst observed outcome, so
 the model learns to avoid the region instead of crashing or ignoring it.
 
 It is built to answer within about a second at a thousand observations on two CPU cores:
@@ -62,11 +67,14 @@ class BoTorchSearcher(Searcher):
         warm_start: Finished trials from elsewhere (other agents, earlier sweeps) to fit
             on as well; history entries win on equal trial ids.
         max_observations: Most points the GP is fitted on.
-        num_restarts: Restarts of the acquisition optimiser.
-        raw_samples: Random candidates scored to pick the restarts.
+        num_restarts: Restarts of the acquisition optimiser (at least 10 for a single
+            analytic-LogEI suggestion).
+        raw_samples: Random candidates scored to pick the restarts (at least 2048 for a
+            single analytic-LogEI suggestion, whose acquisition is cheap to score).
         mc_samples: Quasi-Monte-Carlo samples of the acquisition function.
         fit_maxiter: L-BFGS-B iterations of a cold GP fit (a warm fit uses a third).
-        optimize_maxiter: L-BFGS-B iterations of the acquisition optimisation.
+        optimize_maxiter: L-BFGS-B iterations of the acquisition optimisation (at least
+            200 for a single analytic-LogEI suggestion).
         failed: ``"impute"`` (failed trials count at the worst observed outcome) or
             ``"ignore"``.
         use_stopped: Count early-stopped trials at their last value.

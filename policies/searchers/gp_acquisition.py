@@ -7,6 +7,7 @@ import functools
 import math
 import time
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,18 +54,20 @@ def propose(
         warnings.simplefilter("ignore", NumericalWarning)
         torch.manual_seed(seed)
         try:
-            cand, model, acq, timings = _optimise(s, X, Y, data, n, seed)
+            cand, model, acq, unwarp, timings = _optimise(s, X, Y, data, n, seed)
         except _model_errors() as err:
             return s._design(history, n, seen, f"{s.initial_design} fallback (model failed)",
                             error=f"{type(err).__name__}: {err}"[:300], **facts)
         rounded = s.encoder.round(cand)
-        return _explain(s, history, data, rounded, model, acq, seen, {**facts, **timings})
+        return _explain(s, history, data, rounded, model, acq, unwarp, seen,
+                        {**facts, **timings})
 
 
 def _optimise(
     s: BoTorchSearcher, X: np.ndarray, Y: np.ndarray, data: Collected, n: int, seed: int
-) -> tuple[np.ndarray, Any, Any, dict[str, Any]]:
+) -> tuple[np.ndarray, Any, Any, Callable[[Any], np.ndarray], dict[str, Any]]:
     import torch
+    from botorch.acquisition.analytic import LogExpectedImprovement
     from botorch.acquisition.logei import qLogNoisyExpectedImprovement
     from botorch.acquisition.multi_objective.logei import (
         qLogNoisyExpectedHypervolumeImprovement,
@@ -74,11 +77,12 @@ def _optimise(
     from botorch.optim import optimize_acqf
     from botorch.sampling import SobolQMCNormalSampler
 
-    from ._gp import fit_model
+    from ._gp import fit_model, warp_outcomes
 
     k = len(s.objectives)
     tX = torch.as_tensor(X, dtype=torch.float64)
-    tY = torch.as_tensor(Y, dtype=torch.float64)
+    Yw, unwarp = warp_outcomes(Y, k)
+    tY = torch.as_tensor(Yw, dtype=torch.float64)
     t0 = time.perf_counter()
     model, fit_facts = fit_model(tX, tY, s._hyper, s.fit_maxiter, max(10, s.fit_maxiter // 3),
                                  timeout_s=5.0, kernel=s.kernel, noise_floor=s.noise_floor)
@@ -90,7 +94,12 @@ def _optimise(
         functools.partial(_slack, column=k + i, constraint=c) for i, c in enumerate(s.constraints)
     ] or None
     acq: Any
-    if k == 1:
+    single = k == 1 and n == 1 and tP is None and not cons
+    if single:
+        # One candidate, nothing pending, no constraints: analytic LogEI against the best
+        # observation (deterministic, no Monte-Carlo error near convergence).
+        acq = LogExpectedImprovement(model, best_f=tY[:, 0].max())
+    elif k == 1:
         objective = GenericMCObjective(_first_output) if cons else None
         acq = qLogNoisyExpectedImprovement(
             model, X_baseline=tX, sampler=sampler, objective=objective, X_pending=tP,
@@ -106,14 +115,58 @@ def _optimise(
     d = s.encoder.dim
     bounds = torch.stack([torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64)])
     t1 = time.perf_counter()
-    cand, _ = optimize_acqf(
-        acq, bounds=bounds, q=n, num_restarts=s.num_restarts, raw_samples=s.raw_samples,
-        options={"maxiter": s.optimize_maxiter, "sample_around_best": True, "seed": seed},
-        sequential=k > 1, retry_on_optimization_warning=False,
-    )
+    if single:
+        # Optuna-style: local L-BFGS-B searches from the best of many Sobol points, from
+        # points drawn with probability ~ exp(log acquisition), and from the incumbent.
+        starts = _single_starts(acq, tX, tY, d, seed, max(s.raw_samples, _Q1_RAW_SAMPLES),
+                                max(s.num_restarts, _Q1_RESTARTS))
+        cand, _ = optimize_acqf(
+            acq, bounds=bounds, q=1, num_restarts=len(starts), batch_initial_conditions=starts,
+            options={"maxiter": max(s.optimize_maxiter, _Q1_MAXITER)},
+            retry_on_optimization_warning=False,
+        )
+    else:
+        cand, _ = optimize_acqf(
+            acq, bounds=bounds, q=n, num_restarts=s.num_restarts, raw_samples=s.raw_samples,
+            options={"maxiter": s.optimize_maxiter, "sample_around_best": True, "seed": seed},
+            sequential=k > 1, retry_on_optimization_warning=False,
+        )
     timings = {**fit_facts, "acquisition_seconds": round(time.perf_counter() - t1, 4),
                "model_seconds": round(t1 - t0, 4)}
-    return cand.detach().numpy(), model, acq, timings
+    return cand.detach().numpy(), model, acq, unwarp, timings
+
+
+# Acquisition optimisation for a single candidate (sequential search): the analytic
+# acquisition is cheap, so it is scored on many Sobol points and optimised from more starts
+# for longer than the Monte-Carlo batch acquisition. User settings above these win.
+_Q1_RAW_SAMPLES = 2048
+_Q1_RESTARTS = 10
+_Q1_MAXITER = 200
+
+
+def _single_starts(
+    acq: Any, tX: Any, tY: Any, d: int, seed: int, raw_samples: int, restarts: int
+) -> Any:
+    """Starting points (``restarts x 1 x d``) for optimising a q=1 acquisition: the best
+    of ``raw_samples`` scrambled Sobol points, others drawn from them with probability
+    proportional to exp(acquisition), and the best observation."""
+    import torch
+    from torch.quasirandom import SobolEngine
+
+    raw = SobolEngine(d, scramble=True, seed=seed).draw(raw_samples).to(torch.float64)
+    with torch.no_grad():
+        f = acq(raw.unsqueeze(1)).numpy()
+    f = np.where(np.isfinite(f), f, -np.inf)
+    top = int(np.argmax(f))
+    idx = [top]
+    probs = np.exp(f - f[top]) if np.isfinite(f[top]) else np.ones_like(f)
+    probs[top] = 0.0
+    m = min(restarts - 2, int(np.count_nonzero(probs > 0)))
+    if m > 0:
+        rng = np.random.default_rng(seed)
+        idx += list(rng.choice(len(raw), size=m, replace=False, p=probs / probs.sum()))
+    best = tX[int(torch.argmax(tY[:, 0]))].reshape(1, d)
+    return torch.cat([raw[idx], best], 0).unsqueeze(1)
 
 
 def _first_output(Z: Any, X: Any = None) -> Any:
@@ -132,15 +185,18 @@ def _explain(
     rounded: np.ndarray,
     model: Any,
     acq: Any,
+    unwarp: Callable[[Any], np.ndarray],
     seen: set[str],
     facts: dict[str, Any],
 ) -> list[Suggestion]:
     import torch
+    from botorch.acquisition.analytic import LogExpectedImprovement
 
     k = len(s.objectives)
     multi = k > 1
     wanted = len(rounded)
-    base_method = "botorch qLogNEHVI" if multi else "botorch qLogNEI"
+    base_method = ("botorch qLogNEHVI" if multi else "botorch LogEI"
+                   if isinstance(acq, LogExpectedImprovement) else "botorch qLogNEI")
     configs: list[dict[str, Any]] = []
     methods: list[str] = []
     kept_rows: list[np.ndarray] = []
@@ -164,6 +220,10 @@ def _explain(
         post = model.posterior(tR) if keep else None
         mean = post.mean.numpy() if post is not None else np.zeros((0, 1))
         std = post.variance.clamp_min(0).sqrt().numpy() if post is not None else mean
+        if len(mean):  # the objective may have been modelled warped: back to its units
+            hi, lo = unwarp(mean[:, 0] + std[:, 0]), unwarp(mean[:, 0] - std[:, 0])
+            mean, std = mean.copy(), std.copy()
+            mean[:, 0], std[:, 0] = unwarp(mean[:, 0]), (hi - lo) / 2
         point_acq = acq(tR.unsqueeze(1)).numpy() if keep else []
         batch_acq = (
             float(acq(tR.unsqueeze(0)).item()) if keep and (not multi or len(keep) <= 8) else None

@@ -21,7 +21,7 @@ from assay.policies import (
     integer,
     uniform,
 )
-from assay.policies.searchers._gp import parse_constraints, select_training_set
+from assay.policies.searchers._gp import parse_constraints, select_training_set, warp_outcomes
 
 FAST = {"raw_samples": 64, "num_restarts": 2, "mc_samples": 32, "fit_maxiter": 40,
         "optimize_maxiter": 40}
@@ -185,7 +185,7 @@ def test_botorch_searcher_warm_starts_from_earlier_trials():
     earlier = [_done(i, {"x": x}, (x - 0.4) ** 2) for i, x in enumerate(np.linspace(0, 1, 8))]
     s = BoTorchSearcher(space, n_initial=5, seed=0, warm_start=earlier, **FAST)
     out = s.suggest([], n=1)
-    assert out[0].explanation["method"] == "botorch qLogNEI"
+    assert out[0].explanation["method"] == "botorch LogEI"
     assert out[0].explanation["n_observations"] == 8
 
 
@@ -303,3 +303,55 @@ def test_seen_configs_are_memoised_per_trial_but_follow_a_changed_config():
     again = [TrialResult("t0", {"a": 3}, "completed", final=1.0),
              TrialResult("t1", {"a": 2}, "completed", final=1.0)]
     assert [c.config["a"] for c in s.suggest(again, n=1)] == [1]
+
+
+def test_warp_outcomes_is_monotone_and_invertible():
+    rng = np.random.default_rng(0)
+    y = -np.exp(rng.normal(0.0, 1.5, 40))  # a long tail of poor values (to maximise)
+    Y = np.column_stack([y, rng.normal(size=40)])  # a constraint column rides along
+    W, unwarp = warp_outcomes(Y, k=1)
+    order = np.argsort(y)
+    assert np.all(np.diff(W[order, 0]) > 0)  # monotone: the best observation stays best
+    np.testing.assert_allclose(unwarp(W[:, 0]), y, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(W[:, 1], Y[:, 1])  # constraints stay in raw units
+    # The tail is pulled in: the warped column is far less skewed than the raw one.
+    def skew(v: np.ndarray) -> float:
+        return float(np.mean(((v - v.mean()) / v.std()) ** 3))
+    assert abs(skew(W[:, 0])) < abs(skew(y)) / 3
+    # Several objectives, or too few distinct values: left alone.
+    for Z, k in ((np.column_stack([y, y]), 2), (np.array([[1.0], [1.0], [2.0]]), 1)):
+        V, f = warp_outcomes(Z, k)
+        np.testing.assert_array_equal(V, Z)
+        np.testing.assert_array_equal(f(Z[:, 0]), Z[:, 0])
+
+
+def test_single_suggestions_use_analytic_log_ei_and_explain_in_user_units():
+    space = {"x": uniform(0.0, 1.0), "y": uniform(0.0, 1.0)}
+    def f(c: dict) -> float:  # minimum 0.1 at (0.3, 0.7), a steep tail elsewhere
+        return 0.1 + 50.0 * ((c["x"] - 0.3) ** 2 + (c["y"] - 0.7) ** 2) ** 1.5
+    s = BoTorchSearcher(space, mode="min", n_initial=6, seed=0, **FAST)
+    history = _run(s, f, 24)
+    last = s.suggest(history, n=1)[0]
+    e = last.explanation
+    assert e["method"] == "botorch LogEI" and e["predicted_std"] >= 0
+    best = min(t.value for t in history)
+    assert best < 0.12  # converges on the basin's floor
+    # The prediction is in the objective's own units, near the observed best.
+    assert abs(e["predicted_mean"] - f(dict(last.config))) < 0.5
+    # With pending trials (or a batch) the Monte-Carlo qLogNEI takes over.
+    pending = [TrialResult("p0", {"x": 0.5, "y": 0.5}, "running")]
+    assert s.suggest(history + pending, n=1)[0].explanation["method"] == "botorch qLogNEI"
+    assert {x.explanation["method"] for x in s.suggest(history, n=2)} == {"botorch qLogNEI"}
+
+
+def test_warp_outcomes_maps_predictions_past_the_transform_to_the_ends():
+    # A tail that the power transform bounds: predictions beyond its asymptote have no
+    # preimage and must come back clipped past the observed values, never NaN.
+    y = np.array([-100.0, -30.0, -10.0, -3.0, -1.0, -0.5, -0.2, -0.1, 0.0])
+    W, unwarp = warp_outcomes(y[:, None], k=1)
+    far = unwarp(np.array([-1e6, W[:, 0].min(), W[:, 0].max(), 1e6]))
+    assert np.all(np.isfinite(far))
+    span = y.max() - y.min()
+    assert far[0] >= y.min() - span - 1e-9 and far[-1] <= y.max() + span + 1e-9
+    assert far[1] == pytest.approx(y.min()) and far[2] == pytest.approx(y.max(), abs=1e-9)
+    assert far[0] <= y.min() and far[-1] >= y.max()
