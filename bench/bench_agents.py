@@ -122,7 +122,6 @@ def tune_e2e(n: int) -> float:
 
 def optuna_e2e(n: int) -> float:
     import optuna
-
     from assay.examples.toy import target
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -13,9 +13,11 @@ Sweeps:
   learned stopper is shown pretrained-only and refitted on the other half of the pool.
 
 The learned rows: ``default`` is ``LearnedStopper``'s default configuration (its
-threshold schedule was chosen on other sweeps: simulated seeds 500-899, the digits pool's
-training half and a separately trained digits pool); ``p>=t`` rows use a constant
-threshold ``t`` (and the default leader guard).
+threshold schedule and leader threshold were chosen on other sweeps: simulated seeds
+500-899, the digits pool's training half and a separately trained digits pool);
+``leaders never`` is the default without leader stops (``leader_threshold=None``: the
+top third at each step always runs on); ``p>=t`` rows use a constant threshold ``t``
+(and the default leader guard).
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_stoppers.py --quick
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_stoppers.py
@@ -67,6 +69,9 @@ def stoppers(mode: str, max_step: int, predictors: dict[str, FailurePredictor],
         # The default configuration (threshold and leader-guard schedules over the budget).
         out[f"learned[{name}] default"] = AnyOf(
             nf, LearnedStopper(predictor, mode=mode, max_step=max_step)
+        )
+        out[f"learned[{name}] leaders never"] = AnyOf(
+            nf, LearnedStopper(predictor, mode=mode, max_step=max_step, leader_threshold=None)
         )
         for t in thresholds:
             out[f"learned[{name}] p>={t}"] = AnyOf(

@@ -16,12 +16,19 @@ from .features import FEATURES, Context, Curve, curve_features
 from .predictor import FailurePredictor, relative_to_value
 from .rules import _positive
 
-__all__ = ["DEFAULT_PROTECT_TOP", "DEFAULT_THRESHOLD", "LearnedStopper"]
+__all__ = ["DEFAULT_LEADER_THRESHOLD", "DEFAULT_PROTECT_TOP", "DEFAULT_THRESHOLD", "LearnedStopper"]
 
 DEFAULT_THRESHOLD: tuple[tuple[float, float], ...] = ((0.1, 0.9), (0.3, 0.8))
 """Default ``threshold`` schedule: (budget fraction, probability needed to stop)."""
+_Meta = tuple[str, float, float, float, float, bool]
+"""A candidate's trial id, step, centre, spread, top-k reference and whether it leads."""
+
 DEFAULT_PROTECT_TOP = 0.33
-"""Default ``protect_top``: the share of leaders at their step that is never stopped."""
+"""Default ``protect_top``: the share of leaders at their step that the ordinary
+threshold never stops."""
+DEFAULT_LEADER_THRESHOLD: tuple[float, float] | None = (0.3, 0.995)
+"""Default ``leader_threshold``: (budget fraction, probability) from which, and with which,
+a leader may still be stopped."""
 
 
 class LearnedStopper(EarlyStopper):
@@ -63,6 +70,11 @@ class LearnedStopper(EarlyStopper):
             ``(budget_fraction, share)`` pairs.
         confirm: Prefixes of the curve (the latest and ``confirm - 1`` before it) that must
             all reach ``threshold``, so one noisy point does not decide a stop.
+        leader_threshold: ``(budget_fraction, probability)``: from that fraction of the
+            budget on, a leader (see ``protect_top``) is stopped when the probability
+            reaches this much stricter bar - a trial in the top third whose curve has
+            flattened far from the reference still wastes the rest of its budget.
+            ``None`` never stops a leader.
 
     The defaults were chosen on tuning sweeps apart from those ``bench/bench_stoppers.py``
     reports: simulated seeds 500-899, the training half of its digits pool, and a second,
@@ -87,6 +99,7 @@ class LearnedStopper(EarlyStopper):
         require_interval: bool = False,
         protect_top: float | Sequence[tuple[float, float]] = DEFAULT_PROTECT_TOP,
         confirm: int = 2,
+        leader_threshold: tuple[float, float] | None = DEFAULT_LEADER_THRESHOLD,
     ) -> None:
         super().__init__(mode=mode)
         if predictor is not None and not isinstance(predictor, FailurePredictor):
@@ -113,9 +126,18 @@ class LearnedStopper(EarlyStopper):
             (float(f), float(v)) for f, v in protect_top
         )
         self.confirm = _positive("confirm", confirm, integer=True)
+        self.leader_threshold = _leader_threshold(leader_threshold)
+
+    def _need(self, fraction: float, leader: bool) -> float:
+        """The probability needed to stop at ``fraction`` of the budget (inf: never)."""
+        if not leader:
+            return self._threshold(fraction)
+        if self.leader_threshold is None or fraction < self.leader_threshold[0]:
+            return math.inf
+        return max(self.leader_threshold[1], self._threshold(fraction))
 
     def _confirmed(
-        self, hits: list[int], meta: list[tuple[str, float, float, float, float]],
+        self, hits: list[int], meta: list[_Meta],
         curves: dict[str, Curve], pool: dict[str, TrialResult], max_step: float,
     ) -> list[int]:
         return _confirmed_impl(self, hits, meta, curves, pool, max_step)
@@ -144,7 +166,7 @@ class LearnedStopper(EarlyStopper):
             return {}
         curves = {tid: Curve.of(t, self.mode) for tid, t in pool.items() if t.curve}
         rows: list[np.ndarray] = []
-        meta: list[tuple[str, float, float, float, float]] = []
+        meta: list[_Meta] = []
         for tid in ids:
             t = pool[tid]
             finite = [v for _, v in t.curve if math.isfinite(v)]
@@ -162,15 +184,18 @@ class LearnedStopper(EarlyStopper):
                 curves[tid], step, max_step, Context(pop, reference, self.top_k)
             )
             rank = feats[FEATURES.index("rank")]
-            if pop.size and rank < self._protect(step / max_step):
-                continue  # a leader at this step: the costliest trial to stop by mistake
+            # A leader at this step is the costliest trial to stop by mistake: it needs the
+            # (much stricter) leader threshold, or is never stopped.
+            leader = bool(pop.size and rank < self._protect(step / max_step))
+            if leader and not math.isfinite(self._need(step / max_step, True)):
+                continue
             rows.append(feats)
-            meta.append((tid, step, center, spread, reference))
+            meta.append((tid, step, center, spread, reference, leader))
         if not rows:
             return {}
         X = np.vstack(rows)
         probs = self.predictor.predict_probability(X)
-        hits = [i for i, p in enumerate(probs) if p >= self._threshold(meta[i][1] / max_step)]
+        hits = [i for i, p in enumerate(probs) if p >= self._need(meta[i][1] / max_step, meta[i][5])]
         hits = self._confirmed(hits, meta, curves, pool, max_step)
         if not hits:
             return {}
@@ -178,7 +203,7 @@ class LearnedStopper(EarlyStopper):
         qs = self.predictor.predict_quantiles(X[hits])
         out: dict[str, StopReason] = {}
         for j, i in enumerate(hits):
-            tid, step, center, spread, reference = meta[i]
+            tid, step, center, spread, reference, leader = meta[i]
             p = float(probs[i])
             lower, med, upper = (float(q) for q in qs[:, j])
             optimistic = min(lower, med) * spread + center
@@ -192,14 +217,15 @@ class LearnedStopper(EarlyStopper):
                 tid, self.rule,
                 f"{p:.0%} likely to end worse than the current top-{self.top_k} "
                 f"({ref_value:.4g}); predicted final {median:.4g} "
-                f"[{bounds[0]:.4g}, {bounds[1]:.4g}] at step {step:g} of {max_step:g}",
-                _evidence(p, median, bounds, ref_value, self, step, max_step, rows[i]),
+                f"[{bounds[0]:.4g}, {bounds[1]:.4g}] at step {step:g} of {max_step:g}"
+                + (" (a leader at its step: held to the leader threshold)" if leader else ""),
+                _evidence(p, median, bounds, ref_value, self, step, max_step, rows[i], leader),
             )
         return out
 
 
 def _confirmed_impl(
-    stopper: LearnedStopper, hits: list[int], meta: list[tuple[str, float, float, float, float]],
+    stopper: LearnedStopper, hits: list[int], meta: list[_Meta],
     curves: dict[str, Curve], pool: dict[str, TrialResult], max_step: float,
 ) -> list[int]:
     """Keep the hits whose earlier prefixes (``confirm - 1`` points back) also reach the
@@ -209,7 +235,7 @@ def _confirmed_impl(
             break
         rows, keep, need = [], [], []
         for i in hits:
-            tid, _, _, _, reference = meta[i]
+            tid, _, _, _, reference, leader = meta[i]
             c = curves[tid]
             if c.steps.size <= back:
                 continue
@@ -217,7 +243,7 @@ def _confirmed_impl(
             pop = _population(curves, pool, tid, step)
             rows.append(curve_features(c, step, max_step, Context(pop, reference, stopper.top_k))[0])
             keep.append(i)
-            need.append(stopper._threshold(step / max_step))
+            need.append(stopper._need(step / max_step, leader))
         if not rows:
             return []
         probs = stopper.predictor.predict_probability(np.vstack(rows))
@@ -255,7 +281,8 @@ def _schedule(
     if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
         raise UserInputError(f"{name} must be a number or a non-empty schedule, got {value!r}",
                              hint=hint)
-    xs, ys = [], []
+    xs: list[float] = []
+    ys: list[float] = []
     for pair in value:
         if isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2:
             raise UserInputError(f"{name} schedule entries must be (budget_fraction, value) "
@@ -272,6 +299,23 @@ def _schedule(
     return _Schedule(xs, ys)
 
 
+def _leader_threshold(value: Any) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    hint = "pass (budget_fraction, probability), e.g. (0.3, 0.995), or None to never stop a leader"
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) != 2:
+        raise UserInputError(f"leader_threshold must be a (budget_fraction, probability) pair, "
+                             f"got {value!r}", hint=hint)
+    f, p = value
+    for name, v, lo, hi in (("budget fraction", f, 0.0, 1.0), ("probability", p, 0.0, 1.0)):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+            raise UserInputError(f"leader_threshold {name} must be in [{lo:g}, {hi:g}], "
+                                 f"got {v!r}", hint=hint)
+    if p == 0:
+        raise UserInputError("leader_threshold probability must be above 0", hint=hint)
+    return float(f), float(p)
+
+
 def _population(
     curves: dict[str, Curve], pool: dict[str, TrialResult], exclude: str, step: float
 ) -> np.ndarray:
@@ -286,11 +330,12 @@ def _population(
 
 def _evidence(
     p: float, median: float, bounds: list[float], ref: float, s: LearnedStopper,
-    step: float, max_step: float, feats: np.ndarray,
+    step: float, max_step: float, feats: np.ndarray, leader: bool,
 ) -> dict[str, Any]:
     return {
         "probability_worse": p,
-        "threshold": s._threshold(step / max_step),
+        "threshold": s._need(step / max_step, leader),
+        "leader": leader,
         "predicted_final": median,
         "interval": bounds,
         "interval_level": 0.8,

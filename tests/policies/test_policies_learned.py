@@ -185,12 +185,41 @@ def test_learned_stopper_never_stops_a_leader_at_its_step(small_predictor):
     history = _finished() + [_trial("leader", [1.5, 1.2, 1.0, 0.9])] + [
         _trial(f"r{i}", [2.0, 1.9, 1.8, 1.7]) for i in range(3)
     ]
-    eager = {"threshold": 0.01, "max_step": 10, "min_fraction": 0.0, "confirm": 1}
+    eager = {"threshold": 0.01, "max_step": 10, "min_fraction": 0.0, "confirm": 1,
+             "leader_threshold": None}
     assert "leader" in LearnedStopper(small_predictor, protect_top=0.0, **eager).should_stop(
         history
     )
     guarded = LearnedStopper(small_predictor, protect_top=0.5, **eager).should_stop(history)
     assert "leader" not in guarded and {"r0", "r1", "r2"} <= set(guarded)
+
+
+def test_learned_stopper_holds_leaders_to_the_leader_threshold(small_predictor):
+    history = _finished() + [_trial("leader", [1.5, 1.2, 1.0, 0.9])] + [
+        _trial(f"r{i}", [2.0, 1.9, 1.8, 1.7]) for i in range(3)
+    ]  # the leader is at step 4 of 10: 40% of the budget
+    eager = {"threshold": 0.01, "max_step": 10, "min_fraction": 0.0, "confirm": 1}
+    unguarded = LearnedStopper(small_predictor, protect_top=0.0, **eager).should_stop(history)
+    p = unguarded["leader"].evidence["probability_worse"]
+    assert unguarded["leader"].evidence["leader"] is False
+    guard = {**eager, "protect_top": 0.5}
+    stop = LearnedStopper(small_predictor, leader_threshold=(0.3, p * 0.999), **guard)
+    reason = stop.should_stop(history)["leader"]
+    assert reason.evidence["leader"] is True
+    assert reason.evidence["threshold"] == pytest.approx(p * 0.999)
+    assert "leader threshold" in reason.message
+    # Too early in the budget, a bar above its probability, or None: the leader runs on.
+    for lt in [(0.5, 0.01), None] + ([(0.3, min(1.0, p + 1e-6))] if p < 1 else []):
+        out = LearnedStopper(small_predictor, leader_threshold=lt, **guard).should_stop(history)
+        assert "leader" not in out and {"r0", "r1", "r2"} <= set(out)
+    assert LearnedStopper(max_step=10).leader_threshold == (0.3, 0.995)
+
+
+@pytest.mark.parametrize("bad", [(0.3,), (1.5, 0.99), (0.3, 0.0), (0.3, 1.2), "high", (True, 0.9),
+                                 (0.3, float("nan"))])
+def test_learned_stopper_rejects_bad_leader_thresholds(bad, small_predictor):
+    with pytest.raises(UserInputError, match="leader_threshold"):
+        LearnedStopper(small_predictor, leader_threshold=bad)
 
 
 def test_learned_stopper_confirms_on_earlier_points(small_predictor):
