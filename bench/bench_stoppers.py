@@ -3,7 +3,8 @@
 Every sweep is replayed (``assay.policies.replay``) with 4 trials at a time; a stopper
 "keeps the best" when the trial with the best final value runs to completion. Figures
 printed per stopper: median and mean fraction of epochs saved, share of sweeps keeping
-the best trial, median and 95th-percentile regret (best value lost).
+the best trial with its 95% (Wilson) interval, median and 95th-percentile regret (best
+value lost).
 
 Sweeps:
 * simulated: ``CurveSimulator`` problems with seeds 0.. (the shipped predictor was trained
@@ -49,6 +50,7 @@ from assay.policies import (
     replay,
 )
 from assay.simulations import CurveSimulator, simulate_sweep
+from scipy.stats import binomtest
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -87,15 +89,19 @@ def evaluate(sweeps: list[list[TrialResult]], make: Any, label: str) -> None:
         for name, stopper in make(mode, max_step).items():
             reports.setdefault(name, []).append(replay(stopper, sweep, concurrency=4))
     print(f"\n== {label}: {len(sweeps)} sweeps, {time.perf_counter() - t0:.0f} s ==")
-    print(f"{'stopper':34s} {'saved med':>9s} {'saved mean':>10s} {'best kept':>9s} "
-          f"{'regret med':>10s} {'regret p95':>10s}")
+    print(f"{'stopper':40s} {'saved med':>9s} {'saved mean':>10s} {'best kept':>9s} "
+          f"{'95% CI':>13s} {'regret med':>10s} {'regret p95':>10s}")
     for name, reps in reports.items():
         saved = np.array([r.saved_fraction for r in reps])
-        kept = np.mean([r.best_trial_kept for r in reps])
+        n_kept = sum(bool(r.best_trial_kept) for r in reps)
+        kept = n_kept / len(reps)
+        # Wilson interval of the kept share: 200 sweeps cannot tell 98% from 99% apart.
+        ci = binomtest(n_kept, len(reps)).proportion_ci(confidence_level=0.95, method="wilson")
         # No regret when no trial survived to completion: count those sweeps apart.
         regret = np.array([r.regret for r in reps if r.regret is not None])
         none_kept = sum(r.regret is None and r.best_value is not None for r in reps)
-        print(f"{name:34s} {np.median(saved):9.1%} {saved.mean():10.1%} {kept:9.1%} "
+        print(f"{name:40s} {np.median(saved):9.1%} {saved.mean():10.1%} {kept:9.1%} "
+              f"{f'{ci.low:.1%}-{ci.high:.1%}':>13s} "
               f"{np.median(regret):10.4f} {np.percentile(regret, 95):10.4f}"
               + (f"  ({none_kept} sweeps kept no finisher)" if none_kept else ""))
 
