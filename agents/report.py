@@ -57,7 +57,7 @@ class TrialRow:
         final: The objective value of a completed trial.
         last: The last curve value (a stopped trial's value when it was stopped).
         curve: ``(step, value)`` points (the full curve when the store has it).
-        method: How it was chosen (``random``, ``botorch qLogNEI``, ``pinned by a person``).
+        method: How it was chosen (``random``, ``botorch qLogNEI``, ``botorch LogEI``, ``pinned by a person``).
         launched_s: Launch time, seconds since the sweep started.
         ended_s: End time, seconds since the sweep started.
         wall_s: Wall seconds of all its attempts.
