@@ -149,24 +149,21 @@ def _single_starts(
 ) -> Any:
     """Starting points (``restarts x 1 x d``) for optimising a q=1 acquisition: the best
     of ``raw_samples`` scrambled Sobol points, others drawn from them with probability
-    proportional to exp(acquisition), and the best observation."""
+    proportional to the acquisition (BoTorch's Boltzmann sampling at a temperature that
+    makes the weights ``exp(log acquisition)``), and the best observation."""
     import torch
+    from botorch.optim.initializers import initialize_q_batch
     from torch.quasirandom import SobolEngine
 
     raw = SobolEngine(d, scramble=True, seed=seed).draw(raw_samples).to(torch.float64)
     with torch.no_grad():
-        f = acq(raw.unsqueeze(1)).numpy()
-    f = np.where(np.isfinite(f), f, -np.inf)
-    top = int(np.argmax(f))
-    idx = [top]
-    probs = np.exp(f - f[top]) if np.isfinite(f[top]) else np.ones_like(f)
-    probs[top] = 0.0
-    m = min(restarts - 2, int(np.count_nonzero(probs > 0)))
-    if m > 0:
-        rng = np.random.default_rng(seed)
-        idx += list(rng.choice(len(raw), size=m, replace=False, p=probs / probs.sum()))
-    best = tX[int(torch.argmax(tY[:, 0]))].reshape(1, d)
-    return torch.cat([raw[idx], best], 0).unsqueeze(1)
+        f = acq(raw.unsqueeze(1))
+    finite = torch.isfinite(f)
+    f = torch.where(finite, f, f[finite].min() - 50.0 if finite.any() else torch.zeros_like(f))
+    eta = float(f.std()) if float(f.std()) > 0 else 1.0  # eta * standardised f = f - mean(f)
+    picked, _ = initialize_q_batch(raw.unsqueeze(1), f, n=max(1, restarts - 1), eta=eta)
+    best = tX[int(torch.argmax(tY[:, 0]))].reshape(1, 1, d)
+    return torch.cat([picked, best], 0)
 
 
 def _first_output(Z: Any, X: Any = None) -> Any:
