@@ -111,18 +111,25 @@ def warp_outcomes(Y: np.ndarray, k: int) -> tuple[np.ndarray, Callable[[Any], np
     if not (np.all(np.isfinite(t)) and np.ptp(t) > 0 and np.isfinite(pt.lambdas_).all()):
         return out, _identity
     lo, hi = float(col.min()), float(col.max())
-    span = hi - lo
+    t_lo, t_hi = float(t.min()), float(t.max())
     out[:, 0] = t
 
-    def unwarp(v: Any) -> np.ndarray:
-        # Predictions past the transform's range (beyond an asymptote of the power) have no
-        # preimage: they stand for values past the observed ones, clipped one span beyond.
-        v = np.asarray(v, dtype=float)
+    def inverse(v: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "inverse-transformed data are NaN"
-            z = pt.inverse_transform(v.reshape(-1, 1))[:, 0]
-        raw = np.where(np.isnan(z), np.where(v >= 0, np.inf, -np.inf), mu + sd * z)
-        return np.clip(raw, lo - span, hi + span)
+            return mu + sd * pt.inverse_transform(v.reshape(-1, 1))[:, 0]
+
+    # The power is fitted on the observed values only: past them (where it may even have
+    # no inverse, beyond an asymptote) predictions continue along the tangent at the ends.
+    h = 1e-3 * (t_hi - t_lo)
+    (lo2, hi2) = inverse(np.array([t_lo + h, t_hi - h]))
+    slope_lo, slope_hi = (lo2 - lo) / h, (hi - hi2) / h
+
+    def unwarp(v: Any) -> np.ndarray:
+        v = np.asarray(v, dtype=float)
+        inside = inverse(np.clip(v, t_lo, t_hi))
+        return np.where(v > t_hi, hi + (v - t_hi) * slope_hi,
+                        np.where(v < t_lo, lo - (t_lo - v) * slope_lo, inside))
 
     return out, unwarp
 
