@@ -260,3 +260,22 @@ def test_refit_every_is_validated_and_zero_turns_it_off():
     assert agent._refitter is None
     agent, _, _ = make(objective(stoppers=["asha"]))
     assert agent._refitter is None
+
+
+def test_objective_sets_the_learned_stoppers_leader_threshold():
+    from assay.agents.factory import make_stopper
+    from assay.policies import AnyOf, LearnedStopper
+
+    def learned(obj):
+        s = make_stopper(obj)
+        parts = s.stoppers if isinstance(s, AnyOf) else [s]
+        return next(x for x in parts if isinstance(x, LearnedStopper))
+
+    assert learned(objective(stoppers=["learned"])).leader_threshold == (0.3, 0.995)
+    # As YAML/JSON gives them: a list, or null for "never stop a leader".
+    assert learned(objective(stoppers=[{"learned": {"leader_threshold": [0.5, 0.99]}}])
+                   ).leader_threshold == (0.5, 0.99)
+    assert learned(objective(stoppers=[{"learned": {"leader_threshold": None}}])
+                   ).leader_threshold is None
+    with pytest.raises(UserInputError, match="leader_threshold"):
+        make_stopper(objective(stoppers=[{"learned": {"leader_threshold": 0.99}}]))
