@@ -144,16 +144,19 @@ def test_a_killed_worker_is_retried_by_resuming_then_failed_after_max_retries(
 
 
 def test_cooperative_stop_finishes_in_the_grace_and_forced_stop_kills_after_it(
-        ray_backend, data_dir):
+        ray_backend, data_dir, tmp_path):
     import assay
 
     case = ray_backend
-    polite = case.spec("long", stop_grace_s=30)
-    stubborn = case.spec("stubborn", stop_grace_s=1.0)
+    pid_files = tmp_path / "polite.pid", tmp_path / "stubborn.pid"
+    polite = case.spec("long", stop_grace_s=30, config={"pid_file": str(pid_files[0])})
+    stubborn = case.spec("stubborn", stop_grace_s=1.0, config={"pid_file": str(pid_files[1])})
     for s in (polite, stubborn):
         case.backend.launch(s)
     for s in (polite, stubborn):
         case.wait_for(s.trial_id, EventKind.STARTED)
+    for path in pid_files:  # the targets run (STARTED alone can come before the target does)
+        _pids(path, 1)
     t0 = time.monotonic()
     case.backend.stop(polite.trial_id, "median rule: worse than median at step 5")
     case.backend.stop(stubborn.trial_id, "asha: rung 1")
