@@ -10,9 +10,9 @@ helpers from ``assay`` stays cheap for training scripts.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import _lazy
 from .base import EarlyStopper, Mode, Searcher
 from .records import StopReason, Suggestion, TrialResult, TrialStatus
 from .space import (
@@ -56,6 +56,24 @@ _LAZY = {
     "replay": ".replay",
     "ReplayReport": ".replay",
 }
+
+if TYPE_CHECKING:  # the real names for type checkers; loaded lazily at run time
+    from .explain import param_importance, pareto_front, regret_curve
+    from .replay import ReplayReport, replay
+    from .searchers.basic import GridSearcher, RandomSearcher, SobolSearcher
+    from .searchers.gp import BoTorchSearcher
+    from .searchers.optuna_based import CMAESSearcher, OptunaSearcher, TPESearcher
+    from .stoppers.asha import ASHAStopper, HyperbandStopper
+    from .stoppers.compose import AllOf, AnyOf
+    from .stoppers.learned import LearnedStopper
+    from .stoppers.median import MedianStopper
+    from .stoppers.predictor import FailurePredictor
+    from .stoppers.rules import (
+        DivergenceStopper,
+        NonFiniteStopper,
+        PatienceStopper,
+        ThresholdStopper,
+    )
 
 __all__ = [
     "ASHAStopper",
@@ -105,12 +123,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+    return _lazy.load(__name__, _LAZY, name, globals())
 
 
 def __dir__() -> list[str]:

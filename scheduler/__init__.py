@@ -6,8 +6,9 @@ never import Ray or LanceDB.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import _lazy
 from .base import (
     Backend,
     EventKind,
@@ -38,13 +39,12 @@ __all__ = [
 ]
 
 
+_LAZY = {"RayBackend": ".ray_backend", "StoreMetricSource": ".metrics"}
+
+if TYPE_CHECKING:  # the real names for type checkers; loaded lazily at run time
+    from .metrics import StoreMetricSource
+    from .ray_backend import RayBackend
+
+
 def __getattr__(name: str) -> Any:
-    if name == "RayBackend":
-        from .ray_backend import RayBackend
-
-        return RayBackend
-    if name == "StoreMetricSource":
-        from .metrics import StoreMetricSource
-
-        return StoreMetricSource
-    raise AttributeError(f"module 'assay.scheduler' has no attribute {name!r}")
+    return _lazy.load(__name__, _LAZY, name, globals())

@@ -9,9 +9,9 @@ Torch (for the digits workload) loads on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import _lazy
 from .curves import SHAPES, CurveSimulator, SimulatedRun, simulate_sweep
 
 _LAZY = {
@@ -21,6 +21,10 @@ _LAZY = {
     "pretrain_examples": ".pretrain",
     "write_pretrained": ".pretrain",
 }
+
+if TYPE_CHECKING:  # the real names for type checkers; loaded lazily at run time
+    from .digits import DIGITS_SPACE, load_digits_split, train_digits
+    from .pretrain import pretrain_examples, write_pretrained
 
 __all__ = [
     "DIGITS_SPACE",
@@ -36,9 +40,4 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+    return _lazy.load(__name__, _LAZY, name, globals())
