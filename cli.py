@@ -21,10 +21,11 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 def _register_server_commands() -> None:
+    from .api.cli import artifact_app, token_app
     from .api.cli import server as _server_command
-    from .api.cli import token_app
 
     app.add_typer(token_app, name="token")
+    app.add_typer(artifact_app, name="artifact")
     app.command("server")(_server_command)
 
 

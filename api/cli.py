@@ -1,13 +1,17 @@
-"""Command-line functions of the server: ``assay server`` and ``assay token ...``.
+"""Command-line functions of the server and of store upkeep: ``assay server``,
+``assay token ...`` and ``assay artifact ...`` (delete versions, collect blobs).
 
-The main CLI registers them (``app.add_typer(token_app, name="token")`` and
-``app.command("server")(server)``); ``python -m assay.api.cli`` runs them standalone.
+The main CLI registers them (``app.add_typer(token_app, name="token")``,
+``app.add_typer(artifact_app, name="artifact")`` and ``app.command("server")(server)``);
+``python -m assay.api.cli`` runs them standalone.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,7 +21,7 @@ import typer
 
 from ..errors import AssayError
 
-__all__ = ["main", "server", "token_app"]
+__all__ = ["artifact_app", "main", "server", "token_app"]
 
 token_app = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="Create, list and revoke API tokens (stored hashed).")
@@ -100,6 +104,109 @@ def token_revoke(token_id: str, dir: DirOpt = None,
     typer.echo(f"revoked {rec.id} ({rec.name})")
 
 
+artifact_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                           help="Delete artifact versions and reclaim the space of their blobs.")
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _grace(text: str) -> float:
+    from ..errors import UserInputError
+    from .auth import parse_duration
+
+    if re.fullmatch(r"\s*\d+(\.\d+)?\s*", text):
+        return float(text)  # plain seconds; 0 allowed
+    secs = parse_duration(text)
+    if secs is None or not math.isfinite(secs):
+        raise UserInputError(f"invalid grace period {text!r}", hint="e.g. 1h, 30m, 90s or 0")
+    return secs
+
+
+@artifact_app.command("list")
+def artifact_list(
+    name: Annotated[str | None, typer.Option("--name", "-n")] = None,
+    deleted: Annotated[bool, typer.Option("--deleted", help="include deleted versions")] = False,
+    dir: DirOpt = None,
+) -> None:
+    """List artifact versions; with --deleted, deleted ones too (who, when, why)."""
+    from ..sdk.api import Api
+
+    try:
+        df = Api(_root(dir)).artifacts(name=name, include_deleted=deleted)
+    except AssayError as e:
+        _fail(e)
+    if df.height == 0:
+        typer.echo("no artifacts" + (f" named {name!r}" if name else ""))
+        return
+    for r in df.iter_rows(named=True):
+        line = (f"{r['name']}:v{r['version']}  {r['type']:<10} {r['files']:>6} files "
+                f"{_bytes(r['size']):>10}  {','.join(r.get('aliases') or [])}")
+        if r.get("deleted_at") is not None:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(r["deleted_at"]))
+            line += f"  DELETED {when} by {r['deleted_by']}" + (
+                f": {r['delete_reason']}" if r["delete_reason"] else "")
+        typer.echo(line)
+
+
+@artifact_app.command("delete")
+def artifact_delete(
+    spec: Annotated[str, typer.Argument(help="the exact version, NAME:vN")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="why (recorded in the audit "
+                                                                "trail)")] = "",
+    delete_aliases: Annotated[bool, typer.Option(
+        "--delete-aliases", "--force",
+        help="also remove the version's aliases ('latest' moves to the newest remaining "
+             "version)")] = False,
+    dir: DirOpt = None,
+) -> None:
+    """Delete an artifact version: it no longer resolves; its record and lineage stay.
+    Its blobs are freed by `assay artifact gc`."""
+    from ..sdk.api import Api
+
+    try:
+        av = Api(_root(dir)).delete_artifact(spec, reason=reason, delete_aliases=delete_aliases,
+                                             actor=f"cli:{getpass.getuser()}")
+    except AssayError as e:
+        _fail(e)
+    gone = f" (aliases removed: {', '.join(av.aliases)})" if av.aliases else ""
+    typer.echo(f"deleted {av.id}{gone}; run `assay artifact gc` to free its blobs")
+
+
+@artifact_app.command("gc")
+def artifact_gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report only; delete "
+                                                            "nothing")] = False,
+    grace: Annotated[str, typer.Option(help="keep blobs written or reused within this "
+                                            "period (1h, 30m, 90s, or seconds)")] = "1h",
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    dir: DirOpt = None,
+) -> None:
+    """Delete blobs that no live artifact version or run references (mark and sweep)."""
+    from ..sdk.api import Api
+
+    try:
+        rep = Api(_root(dir)).gc(grace=_grace(grace), dry_run=dry_run,
+                                 actor=f"cli:{getpass.getuser()}")
+    except AssayError as e:
+        _fail(e)
+    if as_json:
+        sys.stdout.write(json.dumps(rep.to_dict(), indent=2) + "\n")
+        return
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(f"{verb} {rep.swept} blob(s), {_bytes(rep.swept_bytes)}"
+               + (f", and {rep.partials} partial upload(s), {_bytes(rep.partial_bytes)}"
+                  if rep.partials else ""))
+    typer.echo(f"kept {rep.referenced} referenced blob(s) and {rep.young} younger than the "
+               f"grace period ({_bytes(rep.young_bytes)}); {rep.blobs} blob(s) scanned")
+
+
 def server(
     host: Annotated[str, typer.Option(help="address to bind (default: loopback only)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
@@ -123,6 +230,7 @@ def server(
 
 main = typer.Typer(add_completion=False, no_args_is_help=True, help="assay server commands")
 main.add_typer(token_app, name="token")
+main.add_typer(artifact_app, name="artifact")
 main.command("server")(server)
 
 if __name__ == "__main__":

@@ -105,10 +105,11 @@ def _resolve_node(api: Api, node: str) -> str:
     if node.startswith("run:"):
         api.run(node[4:])  # 404 for an unknown run
         return node
+    reg = api._graph().artifacts  # deleted versions keep their lineage
     if node.startswith("artifact:"):
         p = parse_node(node)
-        return str(api.artifact(f"{p['name']}:v{p['version']}").node)
-    return str(api.artifact(node).node)
+        return str(reg.get(f"{p['name']}:v{p['version']}", include_deleted=True).node)
+    return str(reg.get(node, include_deleted=True).node)
 
 
 @router.get("/lineage", summary="Lineage graph around a run or artifact version")
@@ -163,7 +164,7 @@ def _describe(index: RunsIndex, api: Api, nodes: list[dict[str, Any]]) -> None:
             n.update(label=f"{n['name']}:v{n['version']}", type=types.get(n["name"], ""))
 
 
-_VERIFY_TABLES = ("runs", "metrics", "chain", "edges", "artifacts")
+_VERIFY_TABLES = ("runs", "metrics", "chain", "edges", "artifacts", "artifact_deletions")
 
 
 class _VerifyCache:

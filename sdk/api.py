@@ -101,9 +101,35 @@ class Api:
 
         return open_graph(self.dir)
 
-    def artifacts(self, project: str | None = None, name: str | None = None) -> pl.DataFrame:
-        """Artifact versions (name, version, type, digest, files, size, aliases, ...)."""
-        return self._graph().artifacts.list(project=project, name=name)
+    def artifacts(self, project: str | None = None, name: str | None = None, *,
+                  include_deleted: bool = False) -> pl.DataFrame:
+        """Artifact versions (name, version, type, digest, files, size, aliases, ...).
+
+        Deleted versions only with ``include_deleted`` (then with ``deleted_at``,
+        ``deleted_by`` and ``delete_reason`` columns)."""
+        return self._graph().artifacts.list(project=project, name=name,
+                                            include_deleted=include_deleted)
+
+    def delete_artifact(self, spec: str, *, reason: str = "", delete_aliases: bool = False,
+                        actor: str | None = None) -> Any:
+        """Delete one artifact version (``name:v3``), like W&B's ``artifact.delete()``.
+
+        The version stops resolving (``get``/``use``/aliases/listing); its record, digest and
+        lineage stay, and the deletion (who, when, ``reason``) is in the audit trail. A version
+        that still has aliases (``latest`` included) is refused unless ``delete_aliases``.
+        Its blobs are freed by :meth:`gc`. Returns the deleted version.
+        """
+        return self._graph().artifacts.delete(spec, actor=actor or _local_actor(),
+                                              reason=reason, delete_aliases=delete_aliases)
+
+    def gc(self, *, grace: float | None = None, dry_run: bool = False,
+           actor: str | None = None) -> Any:
+        """Remove blobs no live artifact version or run needs, older than ``grace`` seconds
+        (default an hour, so uploads in flight are safe). Returns a
+        :class:`~assay.store.gc.GcReport` (counts, bytes, digests); ``dry_run`` deletes
+        nothing. Local blob stores only."""
+        return self._graph().artifacts.gc(grace=grace, dry_run=dry_run,
+                                          actor=actor or _local_actor())
 
     def artifact(self, spec: str) -> Any:
         """One artifact version by ``name:latest`` / ``name:v3`` / ``name:ALIAS``."""
@@ -115,14 +141,15 @@ class Api:
     def lineage(self, spec: str, direction: str = "up",
                 depth: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Nodes and edges up (what it was made from) or down (what was built on it) from an
-        artifact version (``name:alias``) or a run (``run:<id>``). Returns (nodes, edges)."""
+        artifact version (``name:alias``, ``name:v3``; deleted versions too) or a run
+        (``run:<id>``). Returns (nodes, edges)."""
         from ..store.lineage import lineage, run_node
 
         g = self._graph()
         if spec.startswith("run:"):
             node = run_node(self.run(spec[4:]).run_id)
         else:
-            node = g.artifacts.get(spec).node
+            node = g.artifacts.get(spec, include_deleted=True).node
         return lineage(g.store, node, direction, depth)
 
     def verify(self, run_id: str | None = None) -> tuple[int, list[Any]]:
@@ -139,6 +166,15 @@ class Api:
         """The audit trail, oldest first: seq, at, actor, action, target, reason, details."""
         total, rows = self._graph().audit.entries(limit=10**9)
         return rows[::-1]
+
+
+def _local_actor() -> str:
+    import getpass
+
+    try:
+        return f"user:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (some containers)
+        return "user"
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

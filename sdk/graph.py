@@ -29,10 +29,10 @@ class Graph:
 @functools.lru_cache(maxsize=8)
 def open_graph(data_dir: Path) -> Graph:
     from ..store.artifacts import ArtifactRegistry
+    from ..store.audit import AuditTrail
     from ..store.blobs import LocalBlobStore
     from ..store.ingest import IngestLock
     from ..store.lance import LanceStore
-    from ..store.audit import AuditTrail
     from ..store.signing import KeyPair
 
     store = LanceStore(data_dir)
@@ -68,6 +68,13 @@ class Artifact:
         if len(entries) == 1 and "/" not in entries[0].path:
             return dest / entries[0].path
         return dest
+
+    def delete(self, *, reason: str = "", delete_aliases: bool = False) -> None:
+        """Delete this version (see :meth:`assay.Api.delete_artifact`)."""
+        from .api import _local_actor
+
+        self._g.artifacts.delete(self._v.id, actor=_local_actor(), reason=reason,
+                                 delete_aliases=delete_aliases)
 
     def files(self) -> list[Any]:
         """The manifest: (path, digest, size) per file."""

@@ -5,13 +5,22 @@ the blob store. Versions count v0, v1, ... per name and never change; logging co
 to the latest version's makes no new version. Aliases name versions: ``latest`` moves by
 itself, user aliases (``prod``, ``best``) move when a version claims them, one version per
 alias; every move is in the audit log.
+
+A version can be deleted (:meth:`ArtifactRegistry.delete`): a tombstone row (who, when, why)
+in the ``artifact_deletions`` table hides it from ``get``, ``use``, aliases and ``list``, while
+its own row, digest and lineage edges stay, so history, lineage and ``assay verify`` of the
+signed run records that name it keep working. Its blobs are reclaimed later by garbage
+collection (:mod:`assay.store.gc`), unless another live version shares them.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +29,7 @@ import polars as pl
 import pyarrow as pa
 
 from ..errors import ConflictError, NotFoundError, UserInputError
+from .audit import AuditTrail
 from .blobs import (
     BlobStore,
     build_manifest,
@@ -31,11 +41,11 @@ from .blobs import (
 from .ingest import IngestLock
 from .lance import LanceStore, sql_str
 from .lineage import add_edges, artifact_node, run_node
-from .audit import AuditTrail
 from .records import validate_name
-from .schemas import ALIASES_SCHEMA, ARTIFACTS_SCHEMA
+from .schemas import ALIASES_SCHEMA, ARTIFACT_DELETIONS_SCHEMA, ARTIFACTS_SCHEMA
 
-__all__ = ["ArtifactRegistry", "ArtifactVersion", "parse_spec"]
+__all__ = ["ArtifactRegistry", "ArtifactVersion", "deleted_versions", "parse_spec",
+           "parse_version_spec"]
 
 _ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 _VERSION_RE = re.compile(r"^v(\d+)$")
@@ -82,8 +92,36 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return name, sel
 
 
+def parse_version_spec(spec: str) -> tuple[str, int]:
+    """``"name:v3"`` -> ("name", 3); anything less exact (an alias, no version) is refused."""
+    name, sel = parse_spec(spec)
+    m = _VERSION_RE.match(sel)
+    if m is None or ":" not in spec:
+        raise UserInputError(
+            f"{spec!r} does not name an exact version",
+            hint=f"deleting takes NAME:vN (e.g. {name}:v3), never an alias that may move; "
+                 "see `assay artifacts` for versions")
+    return name, int(m.group(1))
+
+
+def deleted_versions(store: LanceStore, name: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
+    """Tombstones by (name, version): deleted_at, deleted_by, reason, aliases, digest."""
+    tbl = store.table("artifact_deletions")
+    if tbl is None:
+        return {}
+    q = tbl.search()
+    if name is not None:
+        q = q.where(f"name = {sql_str(name)}")
+    return {(r["name"], r["version"]): r for r in q.limit(None).to_arrow().to_pylist()}
+
+
 class ArtifactRegistry:
-    """Versions, aliases and lineage edges of artifacts, over a LanceStore and a BlobStore."""
+    """Versions, aliases and lineage edges of artifacts, over a LanceStore and a BlobStore.
+
+    Writes commit under the data directory's ingest lock (one writer per directory) and a
+    mutex of this object: :class:`IngestLock` is reentrant per object, so without the mutex
+    two threads of a server sharing this registry would both pass it.
+    """
 
     def __init__(self, store: LanceStore, blobs: BlobStore, lock: IngestLock,
                  audit: AuditTrail | None = None) -> None:
@@ -91,6 +129,12 @@ class ArtifactRegistry:
         self.blobs = blobs
         self.lock = lock
         self.audit = audit
+        self._mutex = threading.RLock()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        with self._mutex, self.lock:
+            yield
 
     # -- writes ------------------------------------------------------------------------------
     def log(self, path: str | Path, name: str, type: str, *, project: str, run_id: str = "",
@@ -112,15 +156,16 @@ class ArtifactRegistry:
         digest = manifest_digest(entries)
         mblob = put_manifest(self.blobs, entries)
         actor = actor or (f"run:{run_id}" if run_id else "user")
-        with self.lock:
-            latest = self._resolve_version(name, "latest", missing_ok=True)
-            if latest is not None and latest.type != type:
-                raise ConflictError(f"artifact {name!r} has type {latest.type!r}, not {type!r}",
+        with self._writing():
+            newest = self._newest_row(name)  # deleted versions count: numbers are never reused
+            if newest is not None and newest["type"] != type:
+                raise ConflictError(f"artifact {name!r} has type {newest['type']!r}, not {type!r}",
                                     hint="use another name for a different kind of artifact")
+            latest = self._resolve_version(name, "latest", missing_ok=True)
             if latest is not None and latest.digest == digest:
                 version = latest.version
             else:
-                version = 0 if latest is None else latest.version + 1
+                version = 0 if newest is None else int(newest["version"]) + 1
                 row = {"name": name, "version": version, "type": type, "project": project,
                        "digest": digest, "manifest_blob": mblob, "files": len(entries),
                        "size": sum(e.size for e in entries), "metadata": meta,
@@ -137,8 +182,8 @@ class ArtifactRegistry:
 
     def use(self, spec: str, run_id: str) -> ArtifactVersion:
         """Resolve ``spec`` and record that ``run_id`` consumed that version."""
-        av = self.get(spec)
-        with self.lock:
+        with self._writing():  # resolved under the lock: never an edge to a version just deleted
+            av = self.get(spec)
             add_edges(self.store, [(av.node, run_node(run_id), "consumed")])
         return av
 
@@ -146,10 +191,88 @@ class ArtifactRegistry:
         """Point ``alias`` at the version ``spec`` names (audited)."""
         if not _ALIAS_RE.match(alias) or _VERSION_RE.match(alias) or alias == "latest":
             raise UserInputError(f"invalid alias {alias!r}", hint="e.g. 'prod' or 'best'")
-        av = self.get(spec)
-        with self.lock:
+        with self._writing():
+            av = self.get(spec)
             self._move_alias(av.name, alias, av.version, actor, reason)
         return self.get(av.name, f"v{av.version}")
+
+    def delete(self, spec: str, *, actor: str, reason: str = "",
+               delete_aliases: bool = False) -> ArtifactVersion:
+        """Delete the version ``spec`` names exactly (``name:v3``); return it as it was.
+
+        Its row, digest and lineage edges stay; a tombstone (``actor``, ``reason``, time) hides
+        it from every resolution and listing, and the deletion is in the audit trail. Its blobs
+        go at the next :func:`~assay.store.gc.collect_garbage` unless a live version shares
+        them.
+
+        Args:
+            spec: ``name:vN``; an alias is refused (it may have moved since you looked).
+            actor: Who deletes (``user:<login>``, a token's name); recorded.
+            reason: Why; recorded.
+            delete_aliases: Remove the version's aliases with it. Without it a version that
+                still has aliases (``latest`` included) is refused. ``latest`` then moves
+                back to the newest remaining version.
+
+        Raises:
+            UserInputError: ``spec`` is not ``name:vN``.
+            NotFoundError: no such version.
+            ConflictError: already deleted, or it still has aliases.
+        """
+        name, version = parse_version_spec(spec)
+        if not isinstance(reason, str) or len(reason) > 2000:
+            raise UserInputError("reason must be a string of at most 2000 characters",
+                                 hint="say briefly why the version goes")
+        with self._writing():
+            tomb = deleted_versions(self.store, name).get((name, version))
+            if tomb is not None:
+                raise ConflictError(
+                    f"{name}:v{version} was already deleted by {tomb['deleted_by']} at "
+                    f"{_when(tomb['deleted_at'])}",
+                    hint="`assay artifact list --deleted` lists deleted versions")
+            av = self._resolve_version(name, f"v{version}", include_deleted=True)
+            if av is None:  # unreachable: without missing_ok a miss raises NotFoundError
+                raise NotFoundError(f"no artifact version {name}:v{version}")
+            if av.aliases and not delete_aliases:
+                raise ConflictError(
+                    f"{av.id} still has aliases {', '.join(av.aliases)}",
+                    hint="move them to another version first (set_alias), or delete with "
+                         "delete_aliases=True (CLI --delete-aliases) to remove them with it; "
+                         "'latest' then moves back to the newest remaining version")
+            # Aliases go first: a crash between the two writes leaves a live version
+            # without aliases, never an alias that names a deleted version.
+            for alias in av.aliases:
+                if alias == "latest":
+                    prev = self._newest_live(name, exclude=version)
+                    if prev is not None:
+                        self._move_alias(name, "latest", prev, actor, f"{av.id} deleted")
+                        continue
+                self._drop_alias(name, alias, version, actor, f"{av.id} deleted")
+            row = {"name": name, "version": version, "digest": av.digest,
+                   "deleted_at": time.time(), "deleted_by": actor, "reason": reason,
+                   "aliases": list(av.aliases)}
+            self.store.write_table("artifact_deletions").add(
+                pa.Table.from_pylist([row], schema=ARTIFACT_DELETIONS_SCHEMA))
+            if self.audit is not None:
+                self.audit.record(actor, "artifact.delete", f"artifact:{name}", reason,
+                                  {"version": version, "digest": av.digest,
+                                   "aliases": list(av.aliases)})
+        return av
+
+    def gc(self, *, grace: float | None = None, dry_run: bool = False,
+           actor: str = "") -> Any:
+        """Sweep blobs no live version or run references (see :func:`~.gc.collect_garbage`);
+        returns a :class:`~.gc.GcReport`."""
+        from .gc import DEFAULT_GRACE, collect_garbage
+
+        return collect_garbage(self, grace=DEFAULT_GRACE if grace is None else grace,
+                               dry_run=dry_run, actor=actor)
+
+    def _drop_alias(self, name: str, alias: str, version: int, actor: str, reason: str) -> None:
+        self.store.write_table("aliases").delete(
+            f"name = {sql_str(name)} AND alias = {sql_str(alias)}")
+        if self.audit is not None:
+            self.audit.record(actor, "artifact.alias", f"artifact:{name}", reason,
+                              {"alias": alias, "from": version, "to": None})
 
     def _move_alias(self, name: str, alias: str, version: int, actor: str, reason: str) -> None:
         cur = self._aliases(name).get(alias)
@@ -171,7 +294,39 @@ class ArtifactRegistry:
         t = tbl.search().where(f"name = {sql_str(name)}").limit(None).to_arrow()
         return dict(zip(t["alias"].to_pylist(), t["version"].to_pylist()))
 
-    def _resolve_version(self, name: str, sel: str, *, missing_ok: bool = False) -> ArtifactVersion | None:
+    def _rows(self, name: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
+        tbl = self.store.table("artifacts")
+        if tbl is None:
+            return []
+        q = tbl.search().where(f"name = {sql_str(name)}")
+        if columns is not None:
+            q = q.select(columns)
+        return q.limit(None).to_arrow().to_pylist()  # type: ignore[no-any-return]
+
+    def _newest_row(self, name: str) -> dict[str, Any] | None:
+        rows = self._rows(name, ["version", "type"])
+        return max(rows, key=lambda r: r["version"]) if rows else None
+
+    def _newest_live(self, name: str, exclude: int) -> int | None:
+        dead = {v for _, v in deleted_versions(self.store, name)} | {exclude}
+        live = [r["version"] for r in self._rows(name, ["version"]) if r["version"] not in dead]
+        return max(live) if live else None
+
+    def _versions_hint(self, name: str, aliases: dict[str, int]) -> str:
+        versions = sorted(r["version"] for r in self._rows(name, ["version"]))
+        if not versions:
+            return f"no artifact named {name!r}; see `assay artifacts`"
+        dead = {v for _, v in deleted_versions(self.store, name)}
+        live = [f"v{v}" for v in versions if v not in dead]
+        if not live:
+            return (f"every version of {name} (v0..v{versions[-1]}) was deleted; "
+                    "`assay artifact list --deleted` shows them")
+        shown = ", ".join(live[-10:]) if len(live) <= 10 else f"{live[0]}..{live[-1]}"
+        known = sorted(aliases)
+        return f"{name} has versions {shown}" + (f" and aliases {', '.join(known)}" if known else "")
+
+    def _resolve_version(self, name: str, sel: str, *, missing_ok: bool = False,
+                         include_deleted: bool = False) -> ArtifactVersion | None:
         m = _VERSION_RE.match(sel)
         aliases = self._aliases(name)
         version = int(m.group(1)) if m else aliases.get(sel)
@@ -180,14 +335,21 @@ class ArtifactRegistry:
         if version is not None and tbl is not None:
             rows = tbl.search().where(f"name = {sql_str(name)} AND version = {int(version)}").limit(
                 None).to_arrow().to_pylist()
-        if not rows:
+        tomb = None
+        if rows and not include_deleted:
+            tomb = deleted_versions(self.store, name).get((name, int(rows[0]["version"])))
+        if not rows or tomb is not None:
             if missing_ok:
                 return None
-            known = sorted(aliases)
-            raise NotFoundError(
-                f"no artifact version {name}:{sel}",
-                hint=(f"{name} has aliases {', '.join(known)} and versions v0..v{aliases['latest']}"
-                      if known else f"no artifact named {name!r}; see `assay artifacts`"))
+            if tomb is not None:
+                raise NotFoundError(
+                    f"artifact version {name}:v{tomb['version']} ({name}:{sel}) was deleted by "
+                    f"{tomb['deleted_by']} at {_when(tomb['deleted_at'])}"
+                    + (f": {tomb['reason']}" if tomb["reason"] else ""),
+                    hint="its record and lineage remain (`assay artifact list --deleted`); "
+                         "use another version")
+            raise NotFoundError(f"no artifact version {name}:{sel}",
+                                hint=self._versions_hint(name, aliases))
         r = rows[0]
         return ArtifactVersion(
             name=r["name"], version=r["version"], type=r["type"], project=r["project"],
@@ -196,10 +358,14 @@ class ArtifactRegistry:
             metadata=json.loads(r["metadata"] or "{}"), description=r["description"] or "",
             aliases=tuple(sorted(a for a, v in aliases.items() if v == r["version"])))
 
-    def get(self, spec: str, sel: str | None = None) -> ArtifactVersion:
-        """The version ``spec`` names (``name:latest``, ``name:v3``, ``name:prod``)."""
+    def get(self, spec: str, sel: str | None = None, *,
+            include_deleted: bool = False) -> ArtifactVersion:
+        """The version ``spec`` names (``name:latest``, ``name:v3``, ``name:prod``).
+
+        A deleted version is a NotFoundError saying who deleted it, unless ``include_deleted``
+        (for history and lineage: its record stays)."""
         name, s = (spec, sel) if sel is not None else parse_spec(spec)
-        av = self._resolve_version(name, s)
+        av = self._resolve_version(name, s, include_deleted=include_deleted)
         if av is None:  # unreachable: without missing_ok a miss raises NotFoundError
             raise NotFoundError(f"no artifact version {name}:{s}")
         return av
@@ -213,8 +379,13 @@ class ArtifactRegistry:
         materialize(self.manifest(av), self.blobs, dest)
         return dest
 
-    def list(self, project: str | None = None, name: str | None = None) -> pl.DataFrame:
-        """Versions as a DataFrame (newest last), with their aliases."""
+    def list(self, project: str | None = None, name: str | None = None, *,
+             include_deleted: bool = False) -> pl.DataFrame:
+        """Versions as a DataFrame (newest last), with their aliases.
+
+        Deleted versions are left out; ``include_deleted`` lists them too, with columns
+        ``deleted_at``, ``deleted_by`` and ``delete_reason`` (null for live versions).
+        """
         tbl = self.store.table("artifacts")
         if tbl is None:
             return _frame(ARTIFACTS_SCHEMA.empty_table())
@@ -227,12 +398,26 @@ class ArtifactRegistry:
         if conds:
             q = q.where(" AND ".join(conds))
         df = _frame(q.limit(None).to_arrow())
+        tombs = deleted_versions(self.store, name or None)
+        dels = pl.DataFrame(
+            [{"name": n, "version": v, "deleted_at": t["deleted_at"], "deleted_by": t["deleted_by"],
+              "delete_reason": t["reason"]} for (n, v), t in tombs.items()],
+            schema={"name": pl.String, "version": pl.Int64, "deleted_at": pl.Float64,
+                    "deleted_by": pl.String, "delete_reason": pl.String})
+        if include_deleted:
+            df = df.join(dels, on=["name", "version"], how="left")
+        else:
+            df = df.join(dels, on=["name", "version"], how="anti")
         al = self.store.table("aliases")
         if al is not None and df.height:
             a = _frame(al.to_arrow()).group_by("name", "version").agg(
                 pl.col("alias").sort().alias("aliases"))
             df = df.join(a, on=["name", "version"], how="left")
         return df.sort("name", "version")
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
 def _frame(t: pa.Table) -> pl.DataFrame:

@@ -46,6 +46,7 @@ __all__ = [
     "FsspecBlobStore",
     "LocalBlobStore",
     "ManifestEntry",
+    "StoredBlob",
     "build_manifest",
     "get_manifest",
     "hash_bytes",
@@ -60,6 +61,16 @@ __all__ = [
 
 CHUNK_SIZE = 1 << 20
 _DIGEST_RE = re.compile(r"sha256:([0-9a-f]{64})")
+_HEX_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """A blob as listed by :meth:`BlobStore.iter_blobs`: digest, size, last write time."""
+
+    digest: str
+    size: int
+    mtime: float
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,33 @@ class BlobStore(ABC):
     @abstractmethod
     def _open_raw(self, digest: str) -> IO[bytes]:
         """Open the stored bytes for reading, unverified; NotFoundError if absent."""
+
+    # -- garbage collection (see assay.store.gc) --------------------------------------------
+    def iter_blobs(self) -> Iterator[StoredBlob]:
+        """Every stored blob with its size and last write (or dedup) time.
+
+        Only stores that can prove a blob untouched for a while support garbage collection:
+        a put of content already stored must refresh that time (see
+        :meth:`LocalBlobStore.put_stream`), or a sweep could remove a blob an upload in flight
+        just reused.
+        """
+        raise self._no_gc()
+
+    def sweep(self, digest: str, cutoff: float) -> bool:
+        """Remove the blob if it was last written or reused before ``cutoff`` (epoch seconds).
+
+        Atomic against a concurrent put of the same content: either the put sees the blob
+        gone and stores it again, or the sweep sees the put's fresh time and keeps the blob.
+        Returns whether the blob was removed.
+        """
+        raise self._no_gc()
+
+    def _no_gc(self) -> UserInputError:
+        return UserInputError(
+            f"garbage collection is not supported for {type(self).__name__} ({self.uri})",
+            hint="gc supports local blob stores (a folder, LocalBlobStore) only: an object "
+                 "store cannot refresh the time of a blob an upload reuses, so gc could not "
+                 "tell a blob in use by an upload in flight from garbage")
 
     def put_file(self, path: str | os.PathLike[str]) -> BlobRef:
         """Store the file at ``path`` (streamed in chunks); return its digest and size."""
@@ -328,7 +366,7 @@ class LocalBlobStore(BlobStore):
                     os.fsync(out.fileno())
             ref = BlobRef("sha256:" + h.hexdigest(), size)
             final = self.path_of(ref.digest)
-            if final.is_file():
+            if self._freshen(final):
                 os.unlink(tmp)  # already stored: identical content is kept once
                 return ref
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -340,6 +378,21 @@ class LocalBlobStore(BlobStore):
         if self.durable:
             _fsync_dir(final.parent)
         return ref
+
+    @staticmethod
+    def _freshen(final: Path) -> bool:
+        """Mark a stored blob as just written (git's "freshen"); False if it is not there.
+
+        Garbage collection keeps blobs written within its grace period, so an upload that
+        reuses an old, unreferenced blob keeps it alive until its version record commits.
+        """
+        try:
+            os.utime(final)
+        except FileNotFoundError:
+            return False
+        except PermissionError:  # owned by another user: exists, but cannot be freshened
+            return final.is_file()
+        return True
 
     def delete(self, digest: str) -> bool:
         try:
@@ -353,6 +406,56 @@ class LocalBlobStore(BlobStore):
             return open(self.path_of(digest), "rb")
         except FileNotFoundError:
             raise self._not_found(digest) from None
+
+    def iter_blobs(self) -> Iterator[StoredBlob]:
+        top = self.root / "sha256"
+        for dirpath, _, names in os.walk(top):
+            for name in names:
+                if not _HEX_RE.fullmatch(name):
+                    continue
+                with suppress(FileNotFoundError):
+                    st = os.stat(os.path.join(dirpath, name))
+                    yield StoredBlob("sha256:" + name, st.st_size, st.st_mtime)
+
+    def sweep(self, digest: str, cutoff: float) -> bool:
+        # Move the blob aside first (atomic), then look at its time: a put that freshened it
+        # before the move shows a new time (the blob goes back), a put after the move finds
+        # no blob and stores the content again. A plain stat-then-unlink would leave a window.
+        final = self.path_of(digest)
+        trash = self._tmp / f"{parse_digest(digest)}.gc"
+        try:
+            os.rename(final, trash)
+        except FileNotFoundError:
+            return False
+        if os.stat(trash).st_mtime >= cutoff:
+            os.replace(trash, final)
+            return False
+        trash.unlink()
+        return True
+
+    def recover_sweeps(self) -> int:
+        """Put back blobs a sweep that crashed left aside (gc calls this first)."""
+        n = 0
+        for trash in self._tmp.glob("*.gc"):
+            final = self.path_of("sha256:" + trash.stem)
+            if final.is_file():
+                trash.unlink()
+            else:
+                os.replace(trash, final)
+                n += 1
+        return n
+
+    def sweep_partials(self, cutoff: float, *, dry_run: bool = False) -> tuple[int, int]:
+        """Remove partial uploads (``tmp/*.part``) untouched since ``cutoff``: (count, bytes)."""
+        count = size = 0
+        for part in self._tmp.glob("*.part"):
+            with suppress(FileNotFoundError):
+                st = part.stat()
+                if st.st_mtime < cutoff:
+                    if not dry_run:
+                        part.unlink()
+                    count, size = count + 1, size + st.st_size
+        return count, size
 
 
 def _fsync_dir(path: Path) -> None:

@@ -76,6 +76,21 @@ ALIASES_SCHEMA = pa.schema(
     ]
 )
 
+# Tombstones of deleted artifact versions (one row per deletion). A table of its own rather
+# than columns of ``artifacts``: data directories written before deletions existed stay
+# readable as they are, and the version rows (digests, lineage) never change.
+ARTIFACT_DELETIONS_SCHEMA = pa.schema(
+    [
+        ("name", pa.string()),
+        ("version", pa.int64()),
+        ("digest", pa.string()),  # the version's manifest digest, for the record
+        ("deleted_at", pa.float64()),
+        ("deleted_by", pa.string()),  # actor, as in the audit trail
+        ("reason", pa.string()),
+        ("aliases", pa.list_(pa.string())),  # aliases removed with it
+    ]
+)
+
 # Lineage: run -> artifact version ("produced"), artifact version -> run ("consumed").
 # Node ids: "run:<run_id>", "artifact:<name>:v<version>".
 EDGES_SCHEMA = pa.schema(
@@ -169,6 +184,7 @@ TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
     "metrics": (METRICS_SCHEMA, ("run_id",)),
     "artifacts": (ARTIFACTS_SCHEMA, ("name",)),
     "aliases": (ALIASES_SCHEMA, ()),
+    "artifact_deletions": (ARTIFACT_DELETIONS_SCHEMA, ("name",)),
     "edges": (EDGES_SCHEMA, ("src", "dst")),
     "chain": (CHAIN_SCHEMA, ("chain",)),
     "agents": (AGENTS_SCHEMA, ("agent_id",)),

@@ -1,0 +1,69 @@
+"""Write routes over artifacts: delete a version, collect unreferenced blobs.
+
+``DELETE /api/artifacts/{name}/v{n}`` is for researchers (the role that logs artifacts: it
+writes runs and their artifacts); the deletion records the token's name as its actor, in the
+version's tombstone and in the audit trail. ``POST /api/artifacts/gc`` frees the blobs of the
+whole data directory, so it is for admins. Both go through the data directory's artifact
+registry, whose writes commit under the single-writer ingest lock (see
+:mod:`assay.store.artifacts` and :mod:`assay.store.gc`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..store.gc import DEFAULT_GRACE
+from .auth import Admin, Researcher
+from .graph import _api
+from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api", tags=["artifacts"], route_class=StrictJSONRoute,
+                   responses=ERROR_RESPONSES)
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+_SELECTOR = r"^(v\d{1,9}|[A-Za-z][A-Za-z0-9_.\-]{0,63})$"
+
+
+@router.delete("/artifacts/{name}/{version}", summary="Delete an artifact version")
+def delete_artifact(request: Request, who: Researcher,
+                    name: Annotated[str, Path(pattern=_NAME)],
+                    version: Annotated[str, Path(pattern=_SELECTOR,
+                                                 description="the exact version, v3")],
+                    reason: Annotated[str, Query(max_length=2000,
+                                                 description="why (audited)")] = "",
+                    delete_aliases: Annotated[bool, Query(description=(
+                        "also remove its aliases; without it a version with aliases "
+                        "(latest included) is refused with 409"))] = False,
+                    ) -> SafeJSONResponse:
+    """Tombstone one version: it no longer resolves or lists; its record and lineage stay.
+
+    An alias instead of ``vN`` is a 400 (aliases move); an unknown version a 404; a version
+    already deleted, or one that still has aliases without ``delete_aliases``, a 409.
+    """
+    graph = _api(request)._graph()
+    av = graph.artifacts.delete(f"{name}:{version}", actor=who.name, reason=reason,
+                                delete_aliases=delete_aliases)
+    return ok({"deleted": av.id, "name": av.name, "version": av.version,
+               "digest": av.digest, "aliases_removed": list(av.aliases)})
+
+
+class GcBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dry_run: bool = False
+    grace_seconds: float = Field(default=DEFAULT_GRACE, ge=0, le=10 * 365 * 86400)
+
+
+@router.post("/artifacts/gc", summary="Collect blobs no live version or run references")
+def collect_garbage(request: Request, who: Admin, body: GcBody) -> SafeJSONResponse:
+    """Mark and sweep the blob store; ``dry_run`` reports what would go. Blobs written or
+    reused within ``grace_seconds`` always stay (uploads in flight)."""
+    graph = _api(request)._graph()
+    rep = graph.artifacts.gc(grace=body.grace_seconds, dry_run=body.dry_run, actor=who.name)
+    out = rep.to_dict()
+    out["digests"] = out["digests"][:1000]
+    return ok(out)
