@@ -13,6 +13,11 @@ Sweeps:
   configs trained once (cached under bench/results/) and resampled into sweeps; the
   learned stopper is shown pretrained-only and refitted on the other half of the pool.
 
+Before each set of sweeps it prints, in hindsight, how often the eventual best trial
+trails the others at 10-50% of the budget (outside the top third, in the bottom half):
+those sweeps are lost by any stopper that judges by the curves alone and stops trailing
+trials at that point, so they bound what saving compute early can keep.
+
 The learned rows: ``default`` is ``LearnedStopper``'s default configuration (its
 threshold schedule and leader threshold were chosen on other sweeps: simulated seeds
 500-899, the digits pool's training half and a separately trained digits pool);
@@ -106,6 +111,39 @@ def evaluate(sweeps: list[list[TrialResult]], make: Any, label: str) -> None:
               + (f"  ({none_kept} sweeps kept no finisher)" if none_kept else ""))
 
 
+HINDSIGHT_FRACTIONS = (0.1, 0.2, 0.3, 0.5)
+
+
+def best_rank_share(sweep: list[TrialResult], mode: str, max_step: int,
+                    fraction: float) -> float:
+    """The share of the other trials that are ahead of the sweep's eventual best trial
+    (by best value so far) at ``fraction`` of the budget: 0 when it already leads."""
+    sign = 1.0 if mode == "min" else -1.0
+    done = [t for t in sweep if t.status == "completed" and t.value is not None]
+    best = min(done, key=lambda t: t.value * sign)
+    step = max(1, round(fraction * max_step))
+    reached = {}
+    for t in sweep:
+        vals = [v * sign for s, v in t.curve if s <= step and math.isfinite(v)]
+        if vals:
+            reached[t.trial_id] = min(vals)
+    mine = reached.get(best.trial_id, math.inf)
+    others = [v for tid, v in reached.items() if tid != best.trial_id]
+    return float(np.mean([v < mine for v in others])) if others else 0.0
+
+
+def hindsight(sweeps: list[Any], label: str) -> None:
+    """How often the eventual best trial trails at a point of the budget: a stopper that
+    acts on curves alone and stops trailing trials there loses those sweeps."""
+    shares = np.array([[best_rank_share(sweep, mode, ms, f) for f in HINDSIGHT_FRACTIONS]
+                       for sweep, (mode, ms) in sweeps])
+    print(f"\n{label}: share of sweeps whose eventual best trial trails at a budget fraction")
+    print(f"{'at budget':>28s}" + "".join(f"{f:>8.0%}" for f in HINDSIGHT_FRACTIONS))
+    for name, cut in (("outside the top third", 1 / 3), ("in the bottom half", 0.5)):
+        print(f"{name:>28s}" + "".join(f"{(shares[:, i] > cut).mean():8.1%}"
+                                       for i in range(len(HINDSIGHT_FRACTIONS))))
+
+
 def simulated_sweeps(n: int, trials: int, steps: int) -> list[Any]:
     out = []
     for seed in range(n):
@@ -159,6 +197,7 @@ def main() -> None:
     print(f"pretrained predictor ready in {time.perf_counter() - t0:.1f} s: {pretrained}")
 
     sweeps = simulated_sweeps(n_sim, 30, 30)
+    hindsight(sweeps, "simulated")
     evaluate(sweeps, lambda mode, steps: stoppers(mode, steps, {"pretrained": pretrained},
                                                   thresholds), "simulated")
     if args.skip_digits:
@@ -178,6 +217,7 @@ def main() -> None:
         dsweeps.append(([eval_part[i] for i in idx], ("min", 20)))
     print(f"\ndigits pool: {len(pool)} runs, "
           f"{sum(r.status == 'failed' for r in pool)} diverged; evaluation half {len(eval_part)}")
+    hindsight(dsweeps, "digits")
     evaluate(dsweeps, lambda mode, steps: stoppers(mode, steps, predictors, thresholds),
              "digits (val_loss)")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
