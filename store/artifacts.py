@@ -316,14 +316,14 @@ class ArtifactRegistry:
         versions = sorted(r["version"] for r in self._rows(name, ["version"]))
         if not versions:
             return f"no artifact named {name!r}; see `assay artifacts`"
-        dead = {v for _, v in deleted_versions(self.store, name)}
-        live = [f"v{v}" for v in versions if v not in dead]
-        if not live:
+        dead = sorted(v for _, v in deleted_versions(self.store, name))
+        if len(dead) == len(versions):
             return (f"every version of {name} (v0..v{versions[-1]}) was deleted; "
                     "`assay artifact list --deleted` shows them")
-        shown = ", ".join(live[-10:]) if len(live) <= 10 else f"{live[0]}..{live[-1]}"
         known = sorted(aliases)
-        return f"{name} has versions {shown}" + (f" and aliases {', '.join(known)}" if known else "")
+        gone = ", ".join(f"v{v}" for v in dead[-10:])
+        return (f"{name} has " + (f"aliases {', '.join(known)} and " if known else "")
+                + f"versions v0..v{versions[-1]}" + (f" (deleted: {gone})" if dead else ""))
 
     def _resolve_version(self, name: str, sel: str, *, missing_ok: bool = False,
                          include_deleted: bool = False) -> ArtifactVersion | None:

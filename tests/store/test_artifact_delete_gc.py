@@ -90,6 +90,9 @@ def test_new_version_after_deleting_latest_never_reuses_a_number(two_versions, t
     d = _tree(tmp_path / "m", **{"w.bin": "one"})  # v1's content again: a new version
     v = reg.log(d, "model", "model", project="p")
     assert v.version == 2 and reg.get("model:latest").version == 2
+    with pytest.raises(NotFoundError) as e:
+        reg.get("model:v9")
+    assert "versions v0..v2 (deleted: v1)" in e.value.hint
 
 
 def test_deleting_every_version_drops_latest(reg, tmp_path):
