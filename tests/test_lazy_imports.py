@@ -30,6 +30,8 @@ def test_importing_the_packages_loads_no_heavy_library():
 @pytest.mark.parametrize(("package", "name", "module"), [
     ("assay", "Api", "assay.sdk.api"),
     ("assay", "uniform", "assay.policies.space"),
+    ("assay.sdk", "Api", "assay.sdk.api"),
+    ("assay.agents", "Agent", "assay.agents.agent"),
     ("assay.policies", "LearnedStopper", "assay.policies.stoppers.learned"),
     ("assay.scheduler", "StoreMetricSource", "assay.scheduler.metrics"),
     ("assay.simulations", "DIGITS_SPACE", "assay.simulations.digits"),
@@ -43,7 +45,7 @@ def test_a_lazy_name_resolves_to_the_real_object_and_is_cached(package, name, mo
     assert name in vars(pkg)  # the next lookup is a plain attribute
 
 
-@pytest.mark.parametrize("package", ["assay", "assay.policies", "assay.scheduler",
+@pytest.mark.parametrize("package", ["assay", "assay.sdk", "assay.policies", "assay.scheduler",
                                      "assay.agents", "assay.simulations"])
 def test_an_unknown_name_is_an_attribute_error_naming_the_package(package):
     import importlib
