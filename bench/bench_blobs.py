@@ -33,14 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from assay.store.blobs import (
-    BlobStore,
-    FsspecBlobStore,
-    LocalBlobStore,
-    build_manifest,
-    materialize,
-)
+from assay.store.blobs import BlobStore, FsspecBlobStore, LocalBlobStore
 from assay.store.canonical import rows_digest
+from assay.store.manifests import build_manifest, materialize
 
 MB = 1e6
 LOOPBACK_ENV = {

@@ -30,17 +30,11 @@ import pyarrow as pa
 
 from ..errors import ConflictError, NotFoundError, UserInputError
 from .audit import AuditTrail
-from .blobs import (
-    BlobStore,
-    build_manifest,
-    get_manifest,
-    manifest_digest,
-    materialize,
-    put_manifest,
-)
+from .blobs import BlobStore
 from .ingest import IngestLock
 from .lance import LanceStore, sql_str
 from .lineage import add_edges, artifact_node, run_node
+from .manifests import build_manifest, get_manifest, manifest_digest, materialize, put_manifest
 from .records import validate_name
 from .schemas import ALIASES_SCHEMA, ARTIFACT_DELETIONS_SCHEMA, ARTIFACTS_SCHEMA
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AssayError, IntegrityError, UserInputError
-from .blobs import BlobStore, LocalBlobStore, get_manifest
+from .blobs import BlobStore, LocalBlobStore
+from .manifests import get_manifest
 
 if TYPE_CHECKING:
     from .artifacts import ArtifactRegistry

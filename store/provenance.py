@@ -25,11 +25,12 @@ from typing import Any
 from ..errors import IntegrityError
 from .artifacts import deleted_versions
 from .audit import AuditTrail
-from .blobs import BlobStore, get_manifest
+from .blobs import BlobStore
 from .digest import rows_digest
 from .history import history_frame
 from .ingest import IngestLock
 from .lance import LanceStore, sql_str
+from .manifests import get_manifest
 from .records import RunRecord
 from .schemas import CHAIN_SCHEMA
 from .signing import ChainedRecord, KeyPair, PublicKeyLike, seal, verify_chain

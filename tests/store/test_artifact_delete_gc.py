@@ -10,11 +10,12 @@ from assay.errors import ConflictError, IntegrityError, NotFoundError, UserInput
 from assay.sdk.graph import open_graph
 from assay.store.artifacts import ArtifactRegistry
 from assay.store.audit import AuditTrail
-from assay.store.blobs import FsspecBlobStore, LocalBlobStore, get_manifest
+from assay.store.blobs import FsspecBlobStore, LocalBlobStore
 from assay.store.gc import collect_garbage
 from assay.store.ingest import IngestLock
 from assay.store.lance import LanceStore
 from assay.store.lineage import lineage
+from assay.store.manifests import get_manifest
 
 pytestmark = pytest.mark.integration
 

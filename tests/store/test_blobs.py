@@ -17,15 +17,17 @@ from assay.store.blobs import (
     BlobStore,
     FsspecBlobStore,
     LocalBlobStore,
+    hash_bytes,
+    hash_file,
+    open_blob_store,
+    parse_digest,
+)
+from assay.store.manifests import (
     ManifestEntry,
     build_manifest,
     get_manifest,
-    hash_bytes,
-    hash_file,
     manifest_digest,
     materialize,
-    open_blob_store,
-    parse_digest,
     put_manifest,
 )
 
