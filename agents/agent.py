@@ -12,6 +12,13 @@
    config so no other agent runs it, record why it was chosen, launch it;
 5. persist the agent's state, so a restarted agent resumes without repeating a trial.
 
+A restarted agent (its Ray actor died and came back) restores that state. The trials it was
+running died with it (Ray ends the tasks of a dead owner), but their runs are durable: each
+is relaunched with ``TrialSpec(resume=True)``, its same id and config, ahead of any new
+config and within the concurrency, and continues its run. A trial lost this way more than
+``max_retries`` times (the objective's setting for dead workers) is failed instead, so a
+trial that kills its agent cannot loop forever. A relaunch is not a new trial for the budget.
+
 Policies never see Ray or the store: the agent turns trials into ``TrialResult`` records.
 """
 
@@ -74,6 +81,7 @@ class Trial:
     origin: str = "searcher"
     reason: str = ""
     attempt: int = 1
+    relaunches: int = 0  # times a restarted agent relaunched it (resuming its run)
     _result: TrialResult | None = field(default=None, repr=False)
 
     def result(self) -> TrialResult:
@@ -89,7 +97,8 @@ class Trial:
     def to_state(self) -> dict[str, Any]:
         # The full curve lives in the store; the state keeps the tail for display.
         return {"config": self.config, "status": str(self.status), "final": self.final,
-                "origin": self.origin, "reason": self.reason, "curve": self.curve[-20:]}
+                "origin": self.origin, "reason": self.reason, "curve": self.curve[-20:],
+                "relaunches": self.relaunches}
 
 
 class _Suggester(threading.Thread):
@@ -190,6 +199,7 @@ class Agent:
         self.artifacts = artifacts
         self._reeval_checked = -1e9
         self._seen_versions: dict[str, int] = {}
+        self._relaunch: list[str] = []  # trials lost in a restart, waiting to be relaunched
         self._mu = threading.RLock()  # the searcher thread reads trials while step() runs
         existing = control.get_agent(self.agent_id) if agent_id else None
         if existing is not None:
@@ -331,14 +341,14 @@ class Agent:
             return "resumed"
         if o.action == "stop":
             for t in self.active:
-                self.backend.stop(t.trial_id, f"agent stopped by {o.actor}: {o.reason}")
+                self._stop_trial(t.trial_id, f"agent stopped by {o.actor}: {o.reason}")
             self.status = AgentStatus.STOPPED
             return f"stopped; {len(self.active)} running trial(s) asked to stop"
         if o.action == "stop_run":
             tid = p.get("trial_id")
             if tid not in self.trials or not self.trials[tid].status.is_active:
                 raise UserInputError(f"run {tid!r} is not a running trial of this agent")
-            self.backend.stop(tid, f"stopped by {o.actor}: {o.reason}")
+            self._stop_trial(tid, f"stopped by {o.actor}: {o.reason}")
             return f"stopping run {tid}"
         if o.action == "budget":
             merged = {**self._budget_spec, **dict(p.get("budget", {}))}
@@ -365,6 +375,19 @@ class Agent:
             return f"pinned {cfg}"
         raise UserInputError(f"unknown override action {o.action!r}",
                              hint="pause, resume, stop, stop_run, budget, concurrency, space, pin")
+
+    def _stop_trial(self, tid: str, reason: str) -> None:
+        """Ask the backend to stop a trial; one still waiting to be relaunched after a
+        restart is never relaunched (the backend does not know it), and ends stopped now."""
+        if tid not in self._relaunch:
+            self.backend.stop(tid, reason)
+            return
+        self._relaunch.remove(tid)
+        t = self.trials[tid]
+        t.status, t.reason = TrialStatus.STOPPED, reason
+        t.changed()
+        self.ledger.record_lost(tid, finished=True)
+        self._dirty = True
 
     # -- 3. stops --------------------------------------------------------------------------------
     def _refit_predictor(self) -> None:
@@ -429,7 +452,9 @@ class Agent:
         return dict(s.config), dict(s.explanation), "searcher"
 
     def _launch(self) -> int:
-        launched = 0
+        launched = self._relaunch_lost()
+        if self._relaunch:
+            return launched  # trials lost in a restart go first: no new config before them
         for _ in range(64):
             free = min(self.concurrency - len(self.active), self.backend.capacity(self.resources))
             if free <= 0:
@@ -468,18 +493,48 @@ class Agent:
             launched += 1
         return launched
 
-    def _start(self, tid: str, config: dict[str, Any], why: dict[str, Any], origin: str) -> None:
-        spec = TrialSpec(trial_id=tid, project=self.objective.project, config=config,
+    def _spec(self, tid: str, config: dict[str, Any], *, resume: bool = False) -> TrialSpec:
+        return TrialSpec(trial_id=tid, project=self.objective.project, config=config,
                          target=self.target, resources=self.resources,
                          max_retries=self.objective.max_retries,
                          stop_grace_s=self.objective.stop_grace,
-                         report_timeout_s=_seconds(self.objective.trial_timeout))
+                         report_timeout_s=_seconds(self.objective.trial_timeout), resume=resume)
+
+    def _start(self, tid: str, config: dict[str, Any], why: dict[str, Any], origin: str) -> None:
+        spec = self._spec(tid, config)
         with self._mu:
             self.trials[tid] = Trial(tid, config, origin=origin)
         self.backend.launch(spec)
         self.ledger.record_launch(spec, agent=self.agent_id)
+        self._dirty = True  # a restarted agent must know the trial, to relaunch it
         self._decide(tid, "launch", f"launch ({why.get('method', origin)})",
                      {**why, "config": config})
+
+    def _relaunch_lost(self) -> int:
+        """Relaunch the trials a restart lost, resuming their runs, while slots are free.
+
+        They count against the concurrency while they wait. The budget is not asked: each
+        is a trial it admitted before (already counted), continuing, like a backend retry.
+        """
+        n = 0
+        while self._relaunch:
+            running = len(self.active) - len(self._relaunch)
+            free = min(self.concurrency - running, self.backend.capacity(self.resources))
+            if free <= 0:
+                break
+            tid = self._relaunch.pop(0)
+            t = self.trials[tid]
+            t.relaunches += 1
+            spec = self._spec(tid, t.config, resume=True)
+            self.backend.launch(spec)
+            self.ledger.record_launch(spec, agent=self.agent_id)  # known: not counted again
+            self._decide(tid, "resume", "the agent restarted while it ran; relaunched, "
+                         "resuming its run",
+                         {"relaunch": t.relaunches, "max_retries": self.objective.max_retries,
+                          "config": t.config})
+            self._dirty = True
+            n += 1
+        return n
 
     # -- cascading re-evaluation ------------------------------------------------------------
     def _reevaluate(self) -> int:
@@ -583,14 +638,15 @@ class Agent:
         self.status = AgentStatus(row.status)
         if self.status in (AgentStatus.FINISHED, AgentStatus.STOPPED):
             return
+        if st.get("ledger"):
+            self.ledger.load_state_dict(st["ledger"])
         for tid, t in st.get("trials", {}).items():
             tr = Trial(tid, dict(t["config"]), TrialStatus(t["status"]),
                        [tuple(p) for p in t.get("curve", [])], t.get("final"),
-                       t.get("origin", "searcher"), t.get("reason", ""))
+                       t.get("origin", "searcher"), t.get("reason", ""),
+                       relaunches=int(t.get("relaunches", 0)))
             if tr.status.is_active:
-                tr.status = TrialStatus.FAILED
-                tr.reason = "lost when the agent restarted; its config is not run again"
-                self._decide(tid, "fail", tr.reason, {"reason": tr.reason})
+                self._lost(tr)
             self.trials[tid] = tr
             self._track_best(tr)
         self.pinned = list(st.get("pinned", []))
@@ -601,8 +657,25 @@ class Agent:
             except UserInputError:
                 log.warning("searcher state of %s does not fit; starting it fresh", self.agent_id)
         self._seen_versions = dict(st.get("artifact_versions", {}))
-        if st.get("ledger"):
-            self.ledger.load_state_dict(st["ledger"])
+
+    def _lost(self, tr: Trial) -> None:
+        """A trial that was running (or queued) when the agent died: its Ray task died with
+        the agent, its run did not. Queue it to be relaunched, resuming that run, unless it
+        was relaunched ``max_retries`` times already."""
+        cap = self.objective.max_retries
+        if tr.relaunches >= cap:
+            tr.status = TrialStatus.FAILED
+            tr.reason = (f"lost when the agent restarted while it ran, {tr.relaunches + 1} "
+                         f"time(s); not relaunched again (max_retries={cap})")
+            self.ledger.record_lost(tr.trial_id, finished=True)
+            self._decide(tr.trial_id, "fail", tr.reason,
+                         {"reason": tr.reason, "relaunches": tr.relaunches, "max_retries": cap})
+            return
+        tr.status = TrialStatus.PENDING
+        # The metric source reports a resumed run's curve again from its first step.
+        tr.curve = []
+        self.ledger.record_lost(tr.trial_id)
+        self._relaunch.append(tr.trial_id)
 
 
 def _seconds(v: Any) -> float | None:

@@ -115,7 +115,7 @@ class Objective:
     searcher: Any = "botorch"
     stoppers: Any = field(default_factory=list)
     seed: int = 0
-    max_retries: int = 1
+    max_retries: int = 1  # per trial: dead workers retried, and restarted-agent relaunches
     trial_timeout: str | float | None = None
     stop_grace: float = 10.0
     warm_start: bool = True

@@ -189,8 +189,9 @@ def stop_rows(decisions: list[Decision], index_of: dict[str, int], t0: float | N
 
 def other_rows(decisions: list[Decision], index_of: dict[str, int],
                t0: float | None) -> list[dict[str, Any]]:
-    """Retries, failures, skips, stale marks and the finish, in order."""
-    kinds = ("retry", "fail", "skip", "stale", "reevaluate", "finish")
+    """Retries, relaunches after an agent restart, failures, skips, stale marks and the
+    finish, in order."""
+    kinds = ("retry", "resume", "fail", "skip", "stale", "reevaluate", "finish")
     return [{"t": _rel(d.time, t0), "kind": d.kind,
              "trial": f"#{index_of[d.trial_id]}" if d.trial_id in index_of else d.trial_id,
              "summary": d.summary} for d in decisions if d.kind in kinds]

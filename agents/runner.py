@@ -3,7 +3,8 @@
 The embedded default starts a local Ray on 127.0.0.1 (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
 keeps it off external interfaces); ``address=`` joins an existing cluster instead. The agent
 runs inside a Ray actor that Ray restarts if its process dies (``max_restarts``); a restarted
-actor restores the agent from the experiment graph, so no trial is repeated.
+actor restores the agent from the experiment graph, so no trial is repeated, and relaunches
+the trials that died with it, resuming their runs (see :mod:`assay.agents.agent`).
 """
 
 from __future__ import annotations

@@ -105,9 +105,13 @@ class TrialSpec:
         report_timeout_s: A started trial that logs no metric for this long is stopped and
             failed (``None``: no limit).
         env: Extra environment variables for command trials.
+        resume: Continue the trial's existing run (its id) instead of starting a new one,
+            e.g. when the agent that launched it restarted and relaunches it. A run that
+            never became durable is created as usual; command trials get ``ASSAY_RESUME_ID``
+            instead of ``ASSAY_RUN_ID``.
 
     Raises:
-        UserInputError: for an invalid id, project, config, target or limit.
+        UserInputError: for an invalid id, project, config, target, limit or flag.
     """
 
     trial_id: str
@@ -119,6 +123,7 @@ class TrialSpec:
     stop_grace_s: float = 30.0
     report_timeout_s: float | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    resume: bool = False
 
     def __post_init__(self) -> None:
         tid = self.trial_id
@@ -153,6 +158,10 @@ class TrialSpec:
             raise UserInputError(f"trial {tid}: env must map strings to strings",
                                  hint='e.g. env={"OMP_NUM_THREADS": "1"}')
         object.__setattr__(self, "env", FrozenDict(self.env))
+        if not isinstance(self.resume, bool):
+            raise UserInputError(f"trial {tid}: resume must be True or False, "
+                                 f"got {self.resume!r}",
+                                 hint="resume=True continues the trial's existing run")
 
     def _check_target(self) -> None:
         t = self.target

@@ -3,7 +3,8 @@
 A :class:`Budget` is what an objective allows; a :class:`BudgetLedger` is what has been
 spent, per run, per agent and per project. CPU-hours are reserved CPUs times wall hours of
 every attempt (a retried trial pays for each attempt), GPU-hours likewise; running trials
-count with what they have used so far. The agent asks :meth:`BudgetLedger.can_launch`
+count with what they have used so far. An attempt lost with a restarting agent adds nothing
+(:meth:`BudgetLedger.record_lost`): its usage is unknown. The agent asks :meth:`BudgetLedger.can_launch`
 before every launch and :meth:`BudgetLedger.exhausted` each step.
 """
 
@@ -205,6 +206,20 @@ class BudgetLedger:
         acct.closed = acct.closed + event.usage
         acct.started_at = None
         acct.finished = event.kind.finished
+
+    def record_lost(self, trial_id: str, *, finished: bool = False) -> None:
+        """Close a trial's running attempt that ended without an event: the agent that ran
+        it restarted, and Ray ended the attempt with it. Its usage is unknown, so nothing is
+        added; it simply stops counting. The trial stays counted once in the trial budget
+        (a relaunch of it is not a new trial). ``finished``: it will not run again.
+
+        Unknown ids are ignored (there is nothing to close).
+        """
+        acct = self._runs.get(trial_id)
+        if acct is None:
+            return
+        acct.started_at = None
+        acct.finished = acct.finished or finished
 
     # -- reading -----------------------------------------------------------------------------
     def _usage(self, acct: _RunAccount) -> Usage:

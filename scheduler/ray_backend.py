@@ -2,7 +2,8 @@
 
 Each attempt of a trial is one Ray task with the trial's ``num_cpus``/``num_gpus``. The task
 (:func:`~assay.scheduler._ray_worker.run_trial`) opens the trial's run with its pre-assigned
-id, resuming it on a retry, runs the target and finishes the run itself. A small control
+id, resuming it on a retry (or from the first attempt for a spec with ``resume=True``, a
+trial relaunched by a restarted agent), runs the target and finishes the run itself. A small control
 actor (no CPU) carries starts, heartbeats and stop requests between the driver and its
 workers, so nothing relies on a shared filesystem.
 
@@ -124,7 +125,7 @@ class RayBackend(Backend):
                                  hint='set target=f, "module:func" or a command')
         self._check_fits(spec.resources)
         tr = _Trial(spec, None)
-        tr.ref = self._submit(tr, resume=False)
+        tr.ref = self._submit(tr, resume=spec.resume)
         self._trials[spec.trial_id] = tr
 
     def poll(self) -> list[TrialEvent]:

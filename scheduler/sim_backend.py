@@ -11,6 +11,9 @@ Nothing happens by itself: :meth:`SimBackend.poll` processes everything due by
 :meth:`SimBackend.next_event_time`. Events carry the simulated time they happened at, freed
 slots are refilled at the exact simulated moment, and ties are broken by launch order, so a
 run is deterministic and hundreds of trials take well under a second.
+
+A spec with ``resume=True`` (a trial that a restarted agent relaunches) runs like any other:
+a simulation keeps no run to continue, so the trial replays its curve from the first step.
 """
 
 from __future__ import annotations

@@ -71,27 +71,46 @@ def test_a_person_stops_a_running_agent_and_the_reason_is_recorded(ray_local, da
 
 
 @pytest.mark.slow
-def test_killed_agent_actor_is_restarted_from_the_graph_and_repeats_no_trial(ray_local,
-                                                                             data_dir):
+def test_killed_agent_actor_is_restarted_and_resumes_the_runs_of_its_trials(ray_local,
+                                                                           data_dir):
     import ray
 
-    obj = toy(budget={"trials": 6}, space={"x": {"uniform": [0, 1]}, "y": {"uniform": [0, 1]},
-                                           "steps": 30, "step_s": 0.1})
+    obj = toy(budget={"trials": 6}, stoppers=[],
+              space={"x": {"uniform": [0, 1]}, "y": {"uniform": [0, 1]}, "steps": 30,
+                     "step_s": 0.1})
     out = {}
     th = threading.Thread(target=lambda: out.update(r=run_objective(obj, dir=data_dir,
                                                                     poll_interval=0.2)))
     th.start()
     agent = _wait_for_agent(data_dir)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+            t["status"] == "running"
+            for t in _control(data_dir).get_agent(agent.agent_id).state["trials"].values()):
+        time.sleep(0.2)
+    time.sleep(1.0)  # the running trials' runs are durable and have logged a few steps
     actor = ray.get_actor(f"assay-agent-{agent.agent_id}")
     ray.kill(actor, no_restart=False)  # the process dies; Ray restarts the actor
     th.join(300)
     assert not th.is_alive() and out["r"].status == "finished"
     row = _control(data_dir).get_agent(agent.agent_id)
     trials = row.state["trials"]
-    assert len(trials) == 6
+    assert len(trials) == 6  # the relaunches are not new trials
     configs = [(t["config"]["x"], t["config"]["y"]) for t in trials.values()]
     assert len(set(configs)) == 6
-    assert any("restarted" in t["reason"] for t in trials.values())
+    assert all(t["status"] == "completed" for t in trials.values())
+    assert not any("restarted" in t["reason"] for t in trials.values())
+    ds = _control(data_dir).decisions(agent_id=agent.agent_id)
+    resumed = {d.trial_id for d in ds if d.kind == "resume"}
+    assert resumed and not [d for d in ds if d.kind == "fail"]
+    assert sum(1 for d in ds if d.kind == "launch") == 6
+    api = assay.Api(data_dir)
+    for tid in resumed:
+        rec = api.run(tid)  # the same run, continued by the relaunched trial
+        assert rec.status == "completed" and rec.attach >= 1
+        assert trials[tid]["relaunches"] == 1
+        steps = api.history(tid, "score")["step"].to_list()
+        assert steps == sorted(set(steps)) and steps[-1] == 29
 
 
 def test_two_agents_share_a_project_budget_and_never_duplicate_a_config(ray_local, data_dir):

@@ -114,22 +114,152 @@ def test_overrides_pause_pin_concurrency_budget_stop_run_and_stop(monkeypatch):
     assert agent.status is AgentStatus.STOPPED
 
 
-def test_restarted_agent_resumes_and_repeats_no_trial():
-    control = MemoryControlStore()
-    agent, backend, clock = make(control=control)
-    for _ in range(30):
+class RecordingBackend(SimBackend):
+    """A SimBackend that keeps every spec it was given, in order."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.specs = []
+
+    def launch(self, spec):
+        self.specs.append(spec)
+        super().launch(spec)
+
+
+def restart(control, agent_id, obj=None, cpus=4):
+    """What a restarted agent actor does: a fresh backend (the old trials died with the
+    old one) and the agent restored from the graph."""
+    clock = SimClock()
+    backend = RecordingBackend(clock, CurveSimulatorSource(SIM), cpus=cpus)
+    agent = Agent(obj or objective(), backend, backend, control, agent_id=agent_id, ahead=False)
+    return agent, backend, clock
+
+
+def run_for(agent, backend, clock, steps):
+    for _ in range(steps):
         agent.step()
         clock.advance_to(backend.next_event_time() or clock.now() + 1)
-    before = dict(agent.trials)
+
+
+def test_restarted_agent_relaunches_its_running_trials_resuming_them_and_repeats_no_trial():
+    control = MemoryControlStore()
+    agent, backend, clock = make(control=control)
+    run_for(agent, backend, clock, 30)
+    before = {tid: (t.status, t.reason, t.final) for tid, t in agent.trials.items()}
+    lost = [tid for tid, (st, _, _) in before.items() if st.is_active]
+    assert lost
     agent.close()
-    again, b2, c2 = make(control=control, agent_id=agent.agent_id)
-    assert set(before) <= set(again.trials)
-    lost = [t for t in again.trials.values() if "restarted" in t.reason]
-    assert len(lost) == sum(1 for t in before.values() if t.status.is_active)
+    again, b2, c2 = restart(control, agent.agent_id)
+    assert set(before) == set(again.trials)
+    assert {tid for tid, t in again.trials.items() if t.status is TrialStatus.PENDING} == set(lost)
+    for tid, (st, reason, final) in before.items():  # finished trials are left as they were
+        if not st.is_active:
+            t = again.trials[tid]
+            assert (t.status, t.reason, t.final, t.relaunches) == (st, reason, final, 0)
+    again.step()
+    first = b2.specs[:len(lost)]
+    assert [s.trial_id for s in first] == lost and all(s.resume for s in first)
+    assert all(not s.resume for s in b2.specs[len(lost):])  # new configs only after them
+    assert all(s.config == again.trials[s.trial_id].config for s in first)
+    resumed = [d for d in control.decisions(agent_id=agent.agent_id) if d.kind == "resume"]
+    assert [d.trial_id for d in resumed] == lost
+    assert all(d.explanation["relaunch"] == 1 and "restarted" in d.summary for d in resumed)
+    assert not [d for d in control.decisions(agent_id=agent.agent_id)
+                if d.kind == "fail" and d.trial_id in lost]
     drive(again, b2, c2)
-    assert len(again.trials) == 40  # the budget counts the trials before the restart
+    assert len(again.trials) == 40  # the budget counts the trials before the restart, once
+    assert again.ledger.trials_launched == 40
+    launches = [d for d in control.decisions(agent_id=agent.agent_id) if d.kind == "launch"]
+    assert len(launches) == 40 and len({d.trial_id for d in launches}) == 40
+    assert all(again.trials[tid].status.is_finished for tid in lost)
+    assert all(again.trials[tid].relaunches == 1 for tid in lost)
     configs = [repr(sorted(t.config.items())) for t in again.trials.values()]
     assert len(configs) == len(set(configs))
+
+
+def test_relaunched_trials_wait_for_free_slots_and_count_against_concurrency():
+    control = MemoryControlStore()
+    agent = make(control=control)[0]
+    agent.step()
+    lost = [t.trial_id for t in agent.active]
+    assert len(lost) == 4
+    agent.close()
+    again, b2, c2 = restart(control, agent.agent_id, cpus=2)  # room for 2 now
+    again.step()
+    assert [s.trial_id for s in b2.specs] == lost[:2] and all(s.resume for s in b2.specs)
+    assert len(again.active) == 4  # two running, two waiting for a slot
+    for _ in range(200):
+        if len(b2.specs) >= 5:
+            break
+        assert len(again.active) <= again.concurrency
+        c2.advance_to(b2.next_event_time() or c2.now() + 1)
+        again.step()
+    assert [s.trial_id for s in b2.specs[:4]] == lost
+    assert [s.resume for s in b2.specs[:5]] == [True] * 4 + [False]
+
+
+def test_a_trial_lost_in_more_restarts_than_max_retries_is_failed_with_the_reason():
+    control = MemoryControlStore()
+    obj = objective(max_retries=1)
+    agent = make(obj, control)[0]
+    agent.step()
+    lost = [t.trial_id for t in agent.active]
+    agent.close()
+    second = restart(control, agent.agent_id, obj)[0]
+    second.step()  # relaunched once; the agent dies again while they run
+    assert all(second.trials[t].relaunches == 1 for t in lost)
+    used = {t: second.ledger.usage(run=t) for t in lost}
+    second.close()
+    third, b3, c3 = restart(control, agent.agent_id, obj)
+    for tid in lost:
+        t = third.trials[tid]
+        assert t.status is TrialStatus.FAILED
+        assert "max_retries=1" in t.reason and "not relaunched again" in t.reason
+        c3.advance(3600)
+        assert third.ledger.usage(run=tid) == used[tid]  # the lost attempt adds nothing
+    fails = [d for d in control.decisions(agent_id=agent.agent_id) if d.kind == "fail"]
+    assert {d.trial_id for d in fails} == set(lost)
+    assert all(d.explanation["relaunches"] == 1 for d in fails)
+    third.step()
+    assert not any(s.trial_id in lost for s in b3.specs)
+    assert third.ledger.trials_launched == len(lost) + len(b3.specs)
+
+
+def test_with_max_retries_0_a_restart_fails_the_trials_it_lost():
+    control = MemoryControlStore()
+    obj = objective(max_retries=0)
+    agent = make(obj, control)[0]
+    agent.step()
+    lost = [t.trial_id for t in agent.active]
+    agent.close()
+    again = restart(control, agent.agent_id, obj)[0]
+    assert all(again.trials[t].status is TrialStatus.FAILED for t in lost)
+    assert all("max_retries=0" in again.trials[t].reason for t in lost)
+
+
+def test_stopping_a_restarted_agent_never_relaunches_its_waiting_trials(monkeypatch):
+    monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)
+    control = MemoryControlStore()
+    agent = make(control=control)[0]
+    agent.step()
+    lost = [t.trial_id for t in agent.active]
+    agent.close()
+    again, b2, _ = restart(control, agent.agent_id, cpus=2)
+    again.step()  # two relaunched, two waiting
+    waiting = lost[2:]
+    control.add_override(Override(agent.agent_id, "stop_run", {"trial_id": waiting[0]}, "alice",
+                                  "not this one", hlc=str(again.hlc.now()), time=0.0))
+    again.step()
+    assert again.trials[waiting[0]].status is TrialStatus.STOPPED
+    assert "alice" in again.trials[waiting[0]].reason
+    control.add_override(Override(agent.agent_id, "stop", {}, "alice", "enough",
+                                  hlc=str(again.hlc.now()), time=0.0))
+    again.step()
+    assert again.status is AgentStatus.STOPPED
+    assert [s.trial_id for s in b2.specs] == lost[:2]
+    assert again.trials[waiting[1]].status is TrialStatus.STOPPED
+    ov = [o for o in control.overrides(agent.agent_id) if o.status == "applied"]
+    assert len(ov) == 2
 
 
 def test_two_agents_never_run_the_same_config():
@@ -279,3 +409,19 @@ def test_objective_sets_the_learned_stoppers_leader_threshold():
                    ).leader_threshold is None
     with pytest.raises(UserInputError, match="leader_threshold"):
         make_stopper(objective(stoppers=[{"learned": {"leader_threshold": 0.99}}]))
+
+
+def test_a_lowered_concurrency_holds_back_relaunches_too(monkeypatch):
+    monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)
+    control = MemoryControlStore()
+    agent = make(control=control)[0]
+    agent.step()
+    lost = [t.trial_id for t in agent.active]
+    control.add_override(Override(agent.agent_id, "concurrency", {"concurrency": 2}, "alice",
+                                  "share the machine", hlc=str(agent.hlc.now()), time=0.0))
+    agent.step()
+    agent.close()
+    again, b2, _ = restart(control, agent.agent_id)  # cpus for 4, concurrency 2
+    again.step()
+    assert again.concurrency == 2
+    assert [s.trial_id for s in b2.specs] == lost[:2]

@@ -156,3 +156,27 @@ def test_ledger_state_survives_a_restart():
     assert restored.usage(agent="a") == ledger.usage(agent="a")
     with pytest.raises(UserInputError, match="not a budget ledger state"):
         restored.load_state_dict({"runs": 3})
+
+
+def test_an_attempt_lost_with_its_agent_stops_counting_and_adds_nothing():
+    clock = SimClock(100)
+    ledger = BudgetLedger(Budget(trials=2, cpu_hours=2), clock)
+    s = _spec(1, cpus=2)
+    ledger.record_launch(s, agent="a")
+    ledger.record(TrialEvent(s.trial_id, EventKind.STARTED, 100.0))
+    clock.advance(900)
+    restored = BudgetLedger(Budget(trials=2, cpu_hours=2), clock)
+    restored.load_state_dict(ledger.state_dict())
+    clock.advance(900)  # the agent was down: how long the attempt lived is unknown
+    restored.record_lost(s.trial_id)
+    restored.record_lost("neverseen")  # nothing to close
+    assert restored.usage(run=s.trial_id) == Usage()
+    clock.advance(900)
+    assert restored.usage(run=s.trial_id) == Usage()  # no longer counting
+    restored.record_launch(s, agent="a")  # relaunched: still one trial
+    assert restored.trials_launched == 1 and restored.remaining().trials == 1
+    restored.record(TrialEvent(s.trial_id, EventKind.STARTED, clock.now()))
+    clock.advance(60)
+    restored.record(TrialEvent(s.trial_id, EventKind.COMPLETED, clock.now(),
+                               usage=Usage.of(s.resources, 60)))
+    assert restored.usage(run=s.trial_id) == Usage.of(s.resources, 60)

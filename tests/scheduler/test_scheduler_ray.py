@@ -143,6 +143,30 @@ def test_a_killed_worker_is_retried_by_resuming_then_failed_after_max_retries(
     assert steps == sorted(set(steps)) and len(steps) >= 5
 
 
+def test_a_resume_spec_continues_the_existing_run_or_creates_a_missing_one(ray_backend,
+                                                                          data_dir):
+    import assay
+
+    case = ray_backend
+    earlier = case.spec("ok", config={"steps": 2})
+    with assay.init("conformance", id=earlier.trial_id, config=dict(earlier.config),
+                    dir=data_dir, system_metrics_interval=0, capture=False) as run:
+        run.log({"loss": 9.0}, step=0)  # an attempt that ran before its agent restarted
+    again = TrialSpec(earlier.trial_id, earlier.project, earlier.config, earlier.target,
+                      resume=True)
+    missing = case.spec("ok", resume=True)  # its first attempt never became durable
+    case.backend.launch(again)
+    case.backend.launch(missing)
+    case.wait_for(again.trial_id, EventKind.COMPLETED)
+    case.wait_for(missing.trial_id, EventKind.COMPLETED)
+    api = assay.Api(data_dir)
+    rec = api.run(again.trial_id)
+    assert rec.status == "completed" and rec.attach == 1
+    assert api.history(again.trial_id, "loss")["step"].to_list() == [0, 1]
+    made = api.run(missing.trial_id)
+    assert made.status == "completed" and made.attach == 0
+
+
 def test_cooperative_stop_finishes_in_the_grace_and_forced_stop_kills_after_it(
         ray_backend, data_dir, tmp_path):
     import assay

@@ -39,7 +39,8 @@ def test_specs_are_read_only_and_pickle():
     ({"target": ""}, "empty"), ({"max_retries": -1}, "max_retries"),
     ({"max_retries": 1.5}, "max_retries"), ({"stop_grace_s": -1}, "stop_grace_s"),
     ({"report_timeout_s": 0}, "report_timeout_s"), ({"env": {"A": 1}}, "env"),
-    ({"resources": (1, 0)}, "Resources"),
+    ({"resources": (1, 0)}, "Resources"), ({"resume": "yes"}, "resume"),
+    ({"resume": 1}, "resume"),
 ])
 def test_invalid_specs_are_user_errors(kw, match):
     args = {"trial_id": "abcd1234", "project": "proj", **kw}
@@ -67,3 +68,9 @@ def test_events_are_read_only_and_know_which_kinds_are_final():
     assert not EventKind.RETRIED.finished and not EventKind.STARTED.finished
     with pytest.raises(TypeError):
         e.result["loss"] = 2  # type: ignore[index]
+
+
+def test_resume_defaults_to_a_new_run_and_survives_pickling():
+    assert TrialSpec("abcd1234", "proj").resume is False
+    s = TrialSpec("abcd1234", "proj", resume=True)
+    assert pickle.loads(pickle.dumps(s)).resume is True
