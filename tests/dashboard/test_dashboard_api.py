@@ -142,3 +142,21 @@ def test_agent_budget_counts_running_attempts_and_stops_the_clock_when_finished(
     broken = AgentRow("ag1234", "o", "p", {}, AgentStatus.RUNNING,
                       {"budget": {"gpu_hours": "soon"}, "ledger": {"runs": {"x": {"gpu_s": "?"}}}})
     assert agent_budget(broken, now)["gpu_hours"]["limit"] is None  # never a 500
+
+
+def test_the_decision_filter_offers_every_kind_an_agent_records() -> None:
+    """The agent page's filter is a fixed list: a new decision kind must be added to it."""
+    import re
+    from pathlib import Path
+
+    import assay
+
+    root = Path(assay.__file__).parent
+    recorded = set(re.findall(r'_decide\([^,]+, "([a-z_]+)"', (root / "agents" / "agent.py")
+                              .read_text()))
+    page = (root / "api" / "static" / "js" / "pages" / "agent.js").read_text()
+    options = re.search(r'title: "decision kind" \}, \[([^\]]*)\]', page)
+    assert options is not None, "the decision-kind filter moved; update this test"
+    offered = set(re.findall(r'"([a-z_]+)"', options.group(1)))
+    assert {"launch", "stop", "resume", "fail"} <= recorded  # the pattern still finds them
+    assert recorded <= offered, f"kinds missing from the filter: {sorted(recorded - offered)}"
