@@ -1,7 +1,8 @@
 """The worker side of :class:`~assay.scheduler.ray_backend.RayBackend`.
 
 :func:`run_trial` runs inside a Ray task: it opens (or, on a retry, resumes) the trial's run,
-runs the target, and finishes the run completed, failed (with the traceback) or stopped. A
+runs the target, and finishes the run completed, failed (with the traceback) or stopped (a
+resumed attempt whose run had finished already reports that outcome instead of running). A
 watcher thread beside it heartbeats to the backend's :class:`TrialControl` actor with the
 number of metric records the run has logged so far (read from the run's write-ahead log,
 which works for function and command trials alike) and receives stop requests, which it
@@ -239,8 +240,11 @@ def run_trial(spec: TrialSpec, attempt: int, resume: bool, data_dir: str, contro
                            "started_at": t0}
     try:
         req = watcher.check()
+        finished = _finished_run(root, spec.trial_id) if resume else None
         if req is not None:
             out.update(status=RunStatus(req[1]).value, reason=req[0])
+        elif finished is not None:
+            out.update(finished)
         elif spec.target_kind is TargetKind.COMMAND:
             out.update(_run_command(spec, attempt, resume, root, watcher, cwd))
         else:
@@ -253,6 +257,28 @@ def run_trial(spec: TrialSpec, attempt: int, resume: bool, data_dir: str, contro
     out["ended_at"] = time.time()
     out["wall_s"] = time.monotonic() - m0
     return out
+
+
+def _finished_run(root: Path, run_id: str) -> dict[str, Any] | None:
+    """How the trial's run ended, when a resumed attempt finds it finished already.
+
+    The previous attempt (or the agent that launched it) can die after the run finished
+    but before anyone heard: running the target again would reopen a finished run and
+    log its steps twice, so the attempt reports the stored outcome instead.
+    """
+    from ..sdk.run import _sync_and_get
+
+    rec = _sync_and_get(root, run_id)  # what a dead attempt left in its WAL counts too
+    if rec is None:
+        return None
+    status = RunStatus(rec.status)
+    if status not in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED):
+        return None
+    first = (rec.error or "").strip().splitlines()
+    reason = f"its run had already {status.value}" + (f": {first[0]}" if first else "") \
+        + " (resumed, not run again)"
+    return {"status": status.value, "result": _command_result(root, run_id), "reason": reason,
+            "error": (rec.error or "") if status is RunStatus.FAILED else ""}
 
 
 def _open_run(spec: TrialSpec, resume: bool, root: Path) -> Any:

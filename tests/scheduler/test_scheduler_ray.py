@@ -9,7 +9,7 @@ import textwrap
 import time
 
 import pytest
-from assay.scheduler import EventKind, StoreMetricSource, TrialSpec
+from assay.scheduler import EventKind, RayBackend, StoreMetricSource, TrialEvent, TrialSpec
 
 pytestmark = pytest.mark.integration
 
@@ -143,15 +143,29 @@ def test_a_killed_worker_is_retried_by_resuming_then_failed_after_max_retries(
     assert steps == sorted(set(steps)) and len(steps) >= 5
 
 
+def _died_mid_run(data_dir, spec: TrialSpec, steps: int) -> None:
+    """An attempt that logged ``steps`` points and died without finishing its run."""
+    code = textwrap.dedent(f"""
+        import os, assay
+        run = assay.init({spec.project!r}, id={spec.trial_id!r}, config={dict(spec.config)!r},
+                         dir={str(data_dir)!r}, system_metrics_interval=0, capture=False)
+        for step in range({steps}):
+            run.log({{"loss": 9.0}}, step=step)
+        run.flush()
+        os._exit(0)  # no finish: the process is gone, its run is not
+    """)
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
 def test_a_resume_spec_continues_the_existing_run_or_creates_a_missing_one(ray_backend,
                                                                           data_dir):
     import assay
 
     case = ray_backend
     earlier = case.spec("ok", config={"steps": 2})
-    with assay.init("conformance", id=earlier.trial_id, config=dict(earlier.config),
-                    dir=data_dir, system_metrics_interval=0, capture=False) as run:
-        run.log({"loss": 9.0}, step=0)  # an attempt that ran before its agent restarted
+    _died_mid_run(data_dir, earlier, 1)  # an attempt that ran before its agent restarted
     again = TrialSpec(earlier.trial_id, earlier.project, earlier.config, earlier.target,
                       resume=True)
     missing = case.spec("ok", resume=True)  # its first attempt never became durable
@@ -165,6 +179,43 @@ def test_a_resume_spec_continues_the_existing_run_or_creates_a_missing_one(ray_b
     assert api.history(again.trial_id, "loss")["step"].to_list() == [0, 1]
     made = api.run(missing.trial_id)
     assert made.status == "completed" and made.attach == 0
+
+
+def test_a_resumed_trial_whose_run_had_finished_reports_it_without_running_again(
+        ray_backend, data_dir):
+    import assay
+
+    case = ray_backend
+    done = case.spec("ok", config={"steps": 3})
+    failed = case.spec("raise")
+    for spec in (done, failed):  # the attempts finished; their agent died before it heard
+        case.backend.launch(spec)
+    case.wait_for(done.trial_id, EventKind.COMPLETED)
+    case.wait_for(failed.trial_id, EventKind.FAILED)
+    api = assay.Api(data_dir)
+    before = api.history(done.trial_id, "loss")["step"].to_list()
+    again = [TrialSpec(s.trial_id, s.project, s.config, s.target, resume=True)
+             for s in (done, failed)]
+    backend = RayBackend(data_dir, heartbeat_s=0.2)  # a new one, as a restarted agent has
+    try:
+        for spec in again:
+            backend.launch(spec)
+        events: dict[str, TrialEvent] = {}
+        deadline = time.monotonic() + 60
+        while len(events) < 2 and time.monotonic() < deadline:
+            for ev in backend.poll():
+                if ev.kind is not EventKind.STARTED:
+                    events[ev.trial_id] = ev
+            time.sleep(0.05)
+    finally:
+        backend.shutdown()
+    ok, bad = events[done.trial_id], events[failed.trial_id]
+    assert ok.kind is EventKind.COMPLETED and ok.result["loss"] == pytest.approx(1 / 3)
+    assert "already completed" in ok.reason
+    assert bad.kind is EventKind.FAILED and "boom" in bad.error
+    rec = api.run(done.trial_id)
+    assert rec.status == "completed" and rec.attach == 0  # never reopened
+    assert api.history(done.trial_id, "loss")["step"].to_list() == before
 
 
 def test_cooperative_stop_finishes_in_the_grace_and_forced_stop_kills_after_it(
