@@ -2,7 +2,7 @@
 
 :func:`run_trial` runs inside a Ray task: it opens (or, on a retry, resumes) the trial's run,
 runs the target, and finishes the run completed, failed (with the traceback) or stopped (a
-resumed attempt whose run had finished already reports that outcome instead of running). A
+resumed attempt whose run had completed already reports its result instead of running). A
 watcher thread beside it heartbeats to the backend's :class:`TrialControl` actor with the
 number of metric records the run has logged so far (read from the run's write-ahead log,
 which works for function and command trials alike) and receives stop requests, which it
@@ -260,25 +260,21 @@ def run_trial(spec: TrialSpec, attempt: int, resume: bool, data_dir: str, contro
 
 
 def _finished_run(root: Path, run_id: str) -> dict[str, Any] | None:
-    """How the trial's run ended, when a resumed attempt finds it finished already.
+    """The stored outcome, when a resumed attempt finds its trial's run completed already.
 
-    The previous attempt (or the agent that launched it) can die after the run finished
-    but before anyone heard: running the target again would reopen a finished run and
-    log its steps twice, so the attempt reports the stored outcome instead.
+    The previous attempt (or the agent that launched it) can die after the run completed but
+    before anyone heard: running the target again would reopen a finished run and log its
+    steps twice, so the attempt reports the run's result instead. A failed or stopped run is
+    run again: that is what dying mid-run looks like (Ray ends an orphaned worker with a
+    ``SystemExit``, which the run records as a failure).
     """
     from ..sdk.run import _sync_and_get
 
     rec = _sync_and_get(root, run_id)  # what a dead attempt left in its WAL counts too
-    if rec is None:
+    if rec is None or RunStatus(rec.status) is not RunStatus.COMPLETED:
         return None
-    status = RunStatus(rec.status)
-    if status not in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED):
-        return None
-    first = (rec.error or "").strip().splitlines()
-    reason = f"its run had already {status.value}" + (f": {first[0]}" if first else "") \
-        + " (resumed, not run again)"
-    return {"status": status.value, "result": _command_result(root, run_id), "reason": reason,
-            "error": (rec.error or "") if status is RunStatus.FAILED else ""}
+    return {"status": RunStatus.COMPLETED.value, "result": _command_result(root, run_id),
+            "reason": "its run had already completed (resumed, not run again)", "error": ""}
 
 
 def _open_run(spec: TrialSpec, resume: bool, root: Path) -> Any:

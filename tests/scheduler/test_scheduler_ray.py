@@ -181,14 +181,14 @@ def test_a_resume_spec_continues_the_existing_run_or_creates_a_missing_one(ray_b
     assert made.status == "completed" and made.attach == 0
 
 
-def test_a_resumed_trial_whose_run_had_finished_reports_it_without_running_again(
+def test_a_resumed_trial_whose_run_had_completed_reports_it_without_running_again(
         ray_backend, data_dir):
     import assay
 
     case = ray_backend
     done = case.spec("ok", config={"steps": 3})
     failed = case.spec("raise")
-    for spec in (done, failed):  # the attempts finished; their agent died before it heard
+    for spec in (done, failed):  # the attempts ended; their agent died before it heard
         case.backend.launch(spec)
     case.wait_for(done.trial_id, EventKind.COMPLETED)
     case.wait_for(failed.trial_id, EventKind.FAILED)
@@ -213,6 +213,7 @@ def test_a_resumed_trial_whose_run_had_finished_reports_it_without_running_again
     assert ok.kind is EventKind.COMPLETED and ok.result["loss"] == pytest.approx(1 / 3)
     assert "already completed" in ok.reason
     assert bad.kind is EventKind.FAILED and "boom" in bad.error
+    assert api.run(failed.trial_id).attach == 1  # a failed run is run again: it may have died
     rec = api.run(done.trial_id)
     assert rec.status == "completed" and rec.attach == 0  # never reopened
     assert api.history(done.trial_id, "loss")["step"].to_list() == before
