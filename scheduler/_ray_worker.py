@@ -9,6 +9,10 @@ which works for function and command trials alike) and receives stop requests, w
 passes on with ``run.request_stop(reason)`` and a stop file, so cooperative stopping works
 even where workers do not share the driver's filesystem.
 
+A worker that Ray ends with SIGTERM (preemption, a draining node, an owner that died) is a
+dead worker, not a failed trial: Ray's ``SystemExit`` marks the run crashed and propagates,
+so the backend retries the trial by resuming its run. A trial's own ``sys.exit`` is a failure.
+
 The control actor also finalizes runs whose worker was killed: it resumes the run and
 finishes it with the status the backend decided (:func:`mark_run`).
 """
@@ -249,7 +253,9 @@ def run_trial(spec: TrialSpec, attempt: int, resume: bool, data_dir: str, contro
             out.update(_run_command(spec, attempt, resume, root, watcher, cwd))
         else:
             out.update(_run_function(spec, resume, root, watcher))
-    except BaseException as e:  # noqa: BLE001 - the driver must always hear how it ended
+    except BaseException as e:  # the driver must always hear how it ended (unless Ray ends us)
+        if _ray_ending(e):  # the worker itself is going (SIGTERM): a worker death, retryable
+            raise
         out.update(status="failed", reason=f"{type(e).__name__}: {e}",
                    error="".join(traceback.format_exception(e)))
     finally:
@@ -303,7 +309,11 @@ def _run_function(spec: TrialSpec, resume: bool, root: Path, watcher: _Watcher) 
         ret = fn(dict(spec.config), run)
     except KeyboardInterrupt:
         status, reason = RunStatus.STOPPED, run.stop_reason or "interrupted"
-    except BaseException as e:  # noqa: BLE001 - a trial's failure is data, not our crash
+    except BaseException as e:  # a trial's failure is data, not our crash
+        if ending := _ray_ending(e):  # SIGTERM: preemption, a dead owner, a draining node
+            watcher.close()
+            run.finish(RunStatus.CRASHED, f"the worker was ended: {ending}")
+            raise  # the driver sees a dead worker and retries, resuming this run
         status, reason = RunStatus.FAILED, f"{type(e).__name__}: {e}"
         error = "".join(traceback.format_exception(e))
     else:
@@ -315,6 +325,14 @@ def _run_function(spec: TrialSpec, resume: bool, root: Path, watcher: _Watcher) 
         result = _numbers(run.summary.to_dict())
     run.finish(status, error or reason)
     return {"status": status.value, "result": result, "reason": reason, "error": error}
+
+
+def _ray_ending(e: BaseException) -> str:
+    """Ray's message when it raised this ``SystemExit`` to end the worker (its SIGTERM
+    handler sets ``ray_terminate_msg``); empty for anything else, a trial's own
+    ``sys.exit`` included."""
+    msg = getattr(e, "ray_terminate_msg", None) if isinstance(e, SystemExit) else None
+    return str(msg) if msg is not None else ""
 
 
 def _stop_status(request: tuple[str, str] | None) -> RunStatus:

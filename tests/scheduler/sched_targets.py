@@ -32,6 +32,9 @@ def scripted(config: Mapping[str, Any], run: Any) -> dict[str, float]:
     if behaviour == "raise":
         run.log({"loss": loss}, step=0)
         raise RuntimeError("boom: the trial raised on purpose")
+    if behaviour == "exit":  # the trial's own sys.exit: a failure like any other
+        run.log({"loss": loss}, step=0)
+        raise SystemExit(3)
     if behaviour == "nan":
         run.log({"loss": 1.0}, step=0)
         run.log({"loss": math.nan}, step=1)

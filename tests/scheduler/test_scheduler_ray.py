@@ -143,6 +143,37 @@ def test_a_killed_worker_is_retried_by_resuming_then_failed_after_max_retries(
     assert steps == sorted(set(steps)) and len(steps) >= 5
 
 
+def test_a_sigterm_to_the_worker_is_retried_by_resuming_and_sys_exit_is_a_failure(
+        ray_backend, data_dir, tmp_path):
+    import assay
+
+    case = ray_backend
+    pid_file = tmp_path / "pids"
+    spec = case.spec("long", max_retries=1, config={"pid_file": str(pid_file)})
+    quits = case.spec("exit", max_retries=1)
+    case.backend.launch(spec)
+    case.backend.launch(quits)
+    case.wait_for(spec.trial_id, EventKind.STARTED)
+    time.sleep(1.0)  # let it log a few steps
+    os.kill(_pids(pid_file, 1)[0], signal.SIGTERM)  # preemption, a draining node
+    retried = case.wait_for(spec.trial_id, EventKind.RETRIED)
+    assert retried.attempt == 2 and "worker died" in retried.reason
+    api = assay.Api(data_dir)
+    case.wait(lambda es: [e.kind for e in es if e.trial_id == spec.trial_id].count(
+        EventKind.STARTED) == 2)
+    _pids(pid_file, 2)  # the second attempt runs its target
+    case.backend.stop(spec.trial_id, "enough")
+    assert case.wait_for(spec.trial_id, EventKind.STOPPED).reason == "enough"
+    rec = api.run(spec.trial_id)
+    assert rec.status == "stopped" and rec.attach == 1  # resumed, never marked failed
+    steps = api.history(spec.trial_id, "loss")["step"].to_list()
+    assert steps == sorted(set(steps)) and len(steps) >= 5
+    failed = case.wait_for(quits.trial_id, EventKind.FAILED)
+    assert failed.reason == "SystemExit: 3" and case.of(quits.trial_id) == [
+        EventKind.STARTED, EventKind.FAILED]  # not retried: the trial chose to exit
+    assert api.run(quits.trial_id).status == "failed"
+
+
 def _died_mid_run(data_dir, spec: TrialSpec, steps: int) -> None:
     """An attempt that logged ``steps`` points and died without finishing its run."""
     code = textwrap.dedent(f"""
