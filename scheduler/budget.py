@@ -3,9 +3,10 @@
 A :class:`Budget` is what an objective allows; a :class:`BudgetLedger` is what has been
 spent, per run, per agent and per project. CPU-hours are reserved CPUs times wall hours of
 every attempt (a retried trial pays for each attempt), GPU-hours likewise; running trials
-count with what they have used so far. An attempt lost with a restarting agent adds nothing
-(:meth:`BudgetLedger.record_lost`): its usage is unknown. The agent asks :meth:`BudgetLedger.can_launch`
-before every launch and :meth:`BudgetLedger.exhausted` each step.
+count with what they have used so far. An attempt lost with a restarting agent is charged
+up to the ledger's last save (:meth:`BudgetLedger.record_lost`): when it died is unknown.
+The agent asks :meth:`BudgetLedger.can_launch` before every launch and
+:meth:`BudgetLedger.exhausted` each step.
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ class BudgetLedger:
         self.clock = clock
         self.started_at = clock.now()
         self._runs: dict[str, _RunAccount] = {}
+        self._saved_at: float | None = None  # clock time of the state a restart loaded
 
     # -- recording ---------------------------------------------------------------------------
     def record_launch(self, spec: TrialSpec, *, agent: str = "") -> None:
@@ -209,15 +211,20 @@ class BudgetLedger:
 
     def record_lost(self, trial_id: str, *, finished: bool = False) -> None:
         """Close a trial's running attempt that ended without an event: the agent that ran
-        it restarted, and Ray ended the attempt with it. Its usage is unknown, so nothing is
-        added; it simply stops counting. The trial stays counted once in the trial budget
-        (a relaunch of it is not a new trial). ``finished``: it will not run again.
+        it restarted, and Ray ended the attempt with it. When it ended is unknown: it is
+        charged up to the last time this ledger's state was saved (the agent saves it at
+        least once a minute), never beyond, and then stops counting. The trial stays
+        counted once in the trial budget (a relaunch of it is not a new trial).
+        ``finished``: it will not run again.
 
         Unknown ids are ignored (there is nothing to close).
         """
         acct = self._runs.get(trial_id)
         if acct is None:
             return
+        if acct.started_at is not None and self._saved_at is not None:
+            acct.closed = acct.closed + Usage.of(
+                acct.resources, max(0.0, self._saved_at - acct.started_at))
         acct.started_at = None
         acct.finished = acct.finished or finished
 
@@ -312,6 +319,7 @@ class BudgetLedger:
         """JSON-friendly state, so that a restarted agent keeps its spending."""
         return {
             "started_at": self.started_at,
+            "saved_at": self.clock.now(),
             "runs": {rid: {"project": a.project, "agent": a.agent, "cpus": a.resources.cpus,
                            "gpus": a.resources.gpus, "wall_s": a.closed.wall_s,
                            "cpu_s": a.closed.cpu_s, "gpu_s": a.closed.gpu_s,
@@ -335,8 +343,11 @@ class BudgetLedger:
                 for rid, r in state["runs"].items()
             }
             started = float(state["started_at"])
+            saved = state.get("saved_at")
+            saved_at = None if saved is None else float(saved)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise UserInputError(f"not a budget ledger state: {e}",
                                  hint="pass what BudgetLedger.state_dict() returned") from None
         self.started_at = started
+        self._saved_at = saved_at
         self._runs = runs

@@ -216,7 +216,7 @@ def test_a_trial_lost_in_more_restarts_than_max_retries_is_failed_with_the_reaso
         assert t.status is TrialStatus.FAILED
         assert "max_retries=1" in t.reason and "not relaunched again" in t.reason
         c3.advance(3600)
-        assert third.ledger.usage(run=tid) == used[tid]  # the lost attempt adds nothing
+        assert third.ledger.usage(run=tid) == used[tid]  # charged up to the last save, no more
     fails = [d for d in control.decisions(agent_id=agent.agent_id) if d.kind == "fail"]
     assert {d.trial_id for d in fails} == set(lost)
     assert all(d.explanation["relaunches"] == 1 for d in fails)

@@ -158,7 +158,7 @@ def test_ledger_state_survives_a_restart():
         restored.load_state_dict({"runs": 3})
 
 
-def test_an_attempt_lost_with_its_agent_stops_counting_and_adds_nothing():
+def test_an_attempt_lost_with_its_agent_is_charged_until_the_last_save_then_stops():
     clock = SimClock(100)
     ledger = BudgetLedger(Budget(trials=2, cpu_hours=2), clock)
     s = _spec(1, cpus=2)
@@ -166,17 +166,18 @@ def test_an_attempt_lost_with_its_agent_stops_counting_and_adds_nothing():
     ledger.record(TrialEvent(s.trial_id, EventKind.STARTED, 100.0))
     clock.advance(900)
     restored = BudgetLedger(Budget(trials=2, cpu_hours=2), clock)
-    restored.load_state_dict(ledger.state_dict())
-    clock.advance(900)  # the agent was down: how long the attempt lived is unknown
+    restored.load_state_dict(ledger.state_dict())  # saved 900 s after the start
+    clock.advance(900)  # the agent was down: when the attempt died is unknown
     restored.record_lost(s.trial_id)
     restored.record_lost("neverseen")  # nothing to close
-    assert restored.usage(run=s.trial_id) == Usage()
+    lost = Usage.of(s.resources, 900)  # charged up to the last save, never beyond
+    assert restored.usage(run=s.trial_id) == lost
     clock.advance(900)
-    assert restored.usage(run=s.trial_id) == Usage()  # no longer counting
+    assert restored.usage(run=s.trial_id) == lost  # no longer counting
     restored.record_launch(s, agent="a")  # relaunched: still one trial
     assert restored.trials_launched == 1 and restored.remaining().trials == 1
     restored.record(TrialEvent(s.trial_id, EventKind.STARTED, clock.now()))
     clock.advance(60)
     restored.record(TrialEvent(s.trial_id, EventKind.COMPLETED, clock.now(),
                                usage=Usage.of(s.resources, 60)))
-    assert restored.usage(run=s.trial_id) == Usage.of(s.resources, 60)
+    assert restored.usage(run=s.trial_id) == lost + Usage.of(s.resources, 60)
