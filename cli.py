@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -238,6 +240,17 @@ def _control(dir: Path | None) -> Any:
     return LanceControlStore(LanceStore(root), IngestLock(root))
 
 
+@contextmanager
+def live_progress(objective: Any) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A live table of an objective's progress; yields the ``on_progress`` callback."""
+    from rich.live import Live
+
+    with Live(console=console, refresh_per_second=2, transient=False) as live:
+        yield lambda snap: live.update(_progress_table(snap, objective))
+    if not console.is_terminal:  # piped or logged: rich ends the last frame without a newline
+        console.line()
+
+
 def _progress_table(snap: dict[str, Any], objective: Any) -> Table:
     t = Table(title=f"{objective.name}: agent {snap['agent_id']} ({snap['status']})")
     for c in ("running", "completed", "stopped", "failed", "budget left", f"best {objective.metric}",
@@ -286,14 +299,9 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
         console.print(f"agent {aid} started in the background; log: {log_path}\n"
                       f"watch it with `assay agents`; pause/stop with `assay pause {aid}`")
         return
-    from rich.live import Live
-
     from .agents.runner import run_objective
 
-    with Live(console=console, refresh_per_second=2, transient=False) as live:
-        def show(snap: dict[str, Any]) -> None:
-            live.update(_progress_table(snap, obj))
-
+    with live_progress(obj) as show:
         try:
             res = run_objective(obj, dir=root, address=address, agent_id=agent_id,
                                 on_progress=show)

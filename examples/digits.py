@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     from ..agents.objective import Objective
     from ..agents.runner import run_objective
-    from ..cli import _progress_table, console
+    from ..cli import console, live_progress
 
     obj = Objective.from_yaml(a.objective)
     data_ref = log_dataset(obj.project)
@@ -125,10 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.trials:
         spec["budget"] = {**spec["budget"], "trials": a.trials}
     obj = Objective.from_dict(spec)
-    from rich.live import Live
-
-    with Live(console=console, refresh_per_second=2) as live:
-        res = run_objective(obj, on_progress=lambda s: live.update(_progress_table(s, obj)))
+    with live_progress(obj) as show:
+        res = run_objective(obj, on_progress=show)
     console.print(f"best {obj.metric} = {res.best_value:.4f} (run {res.best_run}), config:")
     console.print({k: v for k, v in (res.best_config or {}).items()})
     from .. import cli
