@@ -51,7 +51,7 @@ from .hlc import HybridLogicalClock
 from .objective import Objective, resolve_train
 from .refit import PredictorRefitter, find_learned
 
-__all__ = ["Agent", "Trial", "ArtifactHooks"]
+__all__ = ["Agent", "ArtifactHooks", "Trial"]
 
 log = logging.getLogger(__name__)
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"

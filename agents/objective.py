@@ -32,7 +32,7 @@ from typing import Any
 from ..errors import UserInputError
 from ..store.records import validate_name
 
-__all__ = ["Objective", "SEARCHERS", "STOPPERS", "resolve_train"]
+__all__ = ["SEARCHERS", "STOPPERS", "Objective", "resolve_train"]
 
 SEARCHERS = ("botorch", "tpe", "cmaes", "random", "sobol", "grid")
 STOPPERS = ("learned", "asha", "hyperband", "median", "nan", "divergence", "threshold")

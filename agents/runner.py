@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserInputError
 from ..store.control import AgentStatus
 from .objective import Objective
 
-__all__ = ["ensure_ray", "run_objective", "SweepResult", "prior_trials"]
+__all__ = ["SweepResult", "ensure_ray", "prior_trials", "run_objective"]
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
@@ -57,7 +58,7 @@ def prior_trials(data_dir: Path, objective: Objective) -> list[Any]:
             continue
         try:
             cfg = space.validate({k: r.config[k] for k in space if k in r.config})
-        except Exception:  # noqa: BLE001 - a run outside the space is simply not evidence
+        except UserInputError:  # a run outside the space is simply not evidence
             continue
         out.append(TrialResult(r.run_id, cfg, TrialStatus.COMPLETED, (), float(v)))
     return out
@@ -128,7 +129,7 @@ class _AgentLoop:
 
         try:
             self.agent.run(self.poll_interval)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any crash of the loop is the agent's failure, recorded
             self.error = traceback.format_exc()
             self.agent.status = AgentStatus.FAILED
             self.agent._persist(force=True)

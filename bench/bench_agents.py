@@ -32,9 +32,9 @@ SPACE = {"x": {"uniform": [0, 1]}, "y": {"uniform": [0, 1]}, "steps": 1, "step_s
 def _objective(**kw: Any) -> Any:
     from assay.agents.objective import Objective
 
-    base = dict(name="bench", project="bench", train="examples.toy:train", metric="score",
-                mode="max", space=SPACE, budget={"trials": 40}, concurrency=2,
-                searcher="random", stoppers=[])
+    base = {"name": "bench", "project": "bench", "train": "examples.toy:train",
+            "metric": "score", "mode": "max", "space": SPACE, "budget": {"trials": 40},
+            "concurrency": 2, "searcher": "random", "stoppers": []}
     base.update(kw)
     return Objective.from_dict(base)
 

@@ -31,9 +31,8 @@ def main() -> int:
     for k, v in sorted(sample.items()):
         print(f"  {k} = {v:.1f}")
 
-    import torch
-
     import assay
+    import torch
     from assay.examples import digits
 
     if not torch.cuda.is_available():

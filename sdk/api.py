@@ -164,7 +164,7 @@ class Api:
 
     def audit_log(self) -> list[dict[str, Any]]:
         """The audit trail, oldest first: seq, at, actor, action, target, reason, details."""
-        total, rows = self._graph().audit.entries(limit=10**9)
+        _, rows = self._graph().audit.entries(limit=10**9)
         return rows[::-1]
 
 

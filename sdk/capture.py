@@ -83,7 +83,7 @@ def _gpu_names() -> list[str]:
         import pynvml
 
         pynvml.nvmlInit()
-    except Exception:  # no driver, no GPU: not an error for capture
+    except Exception:  # noqa: BLE001 - NVMLError or ImportError (no driver, no GPU): no GPUs
         return []
     try:
         names = []
@@ -91,7 +91,7 @@ def _gpu_names() -> list[str]:
             n = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))
             names.append(n.decode() if isinstance(n, bytes) else str(n))
         return names
-    except Exception:
+    except pynvml.NVMLError:  # a GPU that will not say its name: capture goes on without
         return []
 
 

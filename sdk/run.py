@@ -20,7 +20,8 @@ import traceback
 import weakref
 from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 from ..errors import ConflictError, NotFoundError, UserInputError
 from ..store.ingestd import ensure_daemon, wait_segment_ingested
@@ -433,10 +434,11 @@ class Run:
                         "%s will be ingested by the ingest daemon or `assay sync`",
                         self.id, self.segment)
 
-    def __enter__(self) -> Run:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is None:
             self.finish()
         elif issubclass(exc_type, KeyboardInterrupt):

@@ -37,7 +37,7 @@ class GpuProbe:
             self._handles = [nv.nvmlDeviceGetHandleByIndex(i)
                              for i in range(nv.nvmlDeviceGetCount())]
             self.available = True
-        except Exception as exc:  # NVMLError (no driver / no GPU) or ImportError
+        except Exception as exc:  # noqa: BLE001 - NVMLError (no driver / no GPU) or ImportError
             log.debug("NVML unavailable: %s", exc)
 
     def sample(self) -> dict[str, float]:
@@ -53,13 +53,13 @@ class GpuProbe:
                 out[p + "memory_utilization_percent"] = float(util.memory)
             except nv.NVMLError as e:  # a field this GPU does not support
                 log.debug("NVML utilization: %s", e)
-            for name, read in (
-                ("temperature_c", lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
-                ("power_w", lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000.0),
-                ("sm_clock_mhz", lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),
+            for name, read, args, scale in (
+                ("temperature_c", nv.nvmlDeviceGetTemperature, (h, nv.NVML_TEMPERATURE_GPU), 1.0),
+                ("power_w", nv.nvmlDeviceGetPowerUsage, (h,), 1e-3),  # milliwatts
+                ("sm_clock_mhz", nv.nvmlDeviceGetClockInfo, (h, nv.NVML_CLOCK_SM), 1.0),
             ):
                 try:
-                    out[p + name] = float(read())
+                    out[p + name] = float(read(*args)) * scale
                 except nv.NVMLError as e:
                     log.debug("NVML %s: %s", name, e)
             try:

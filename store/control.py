@@ -18,8 +18,17 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["AgentStatus", "AgentRow", "Decision", "Override", "OverrideStatus", "ControlStore",
-           "MemoryControlStore", "LanceControlStore", "new_id"]
+__all__ = [
+    "AgentRow",
+    "AgentStatus",
+    "ControlStore",
+    "Decision",
+    "LanceControlStore",
+    "MemoryControlStore",
+    "Override",
+    "OverrideStatus",
+    "new_id",
+]
 
 
 def new_id(prefix: str) -> str:

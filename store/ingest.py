@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pyarrow as pa
 
@@ -73,7 +73,7 @@ class IngestLock:
             os.close(self._fd)
             self._fd = -1
 
-    def __enter__(self) -> IngestLock:
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 

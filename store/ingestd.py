@@ -65,8 +65,9 @@ def ensure_daemon(data_dir: Path) -> None:
     logs.mkdir(exist_ok=True)
     with open(logs / "ingestd.log", "ab") as out:
         subprocess.Popen(
-            [sys.executable, "-c", "import sys; from assay.store.ingestd import main; "
-             "sys.exit(main())", str(data_dir)],
+            [sys.executable, "-c",
+             "import sys; from assay.store.ingestd import main; sys.exit(main())",
+             str(data_dir)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out,
             start_new_session=True, close_fds=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -5,9 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 import assay
+import pytest
 from assay.agents.objective import Objective
 from assay.agents.runner import run_objective
 from assay.cli import _control
@@ -17,10 +16,12 @@ pytestmark = pytest.mark.integration
 
 
 def toy(**kw):
-    base = dict(name="toy", project="toyproj", train="examples.toy:train", metric="score",
-                mode="max", space={"x": {"uniform": [0, 1]}, "y": {"uniform": [0, 1]},
-                                   "steps": 8, "step_s": 0.05},
-                budget={"trials": 4}, concurrency=2, searcher="random", stoppers=["median"])
+    base = {"name": "toy", "project": "toyproj", "train": "examples.toy:train",
+            "metric": "score", "mode": "max",
+            "space": {"x": {"uniform": [0, 1]}, "y": {"uniform": [0, 1]},
+                      "steps": 8, "step_s": 0.05},
+            "budget": {"trials": 4}, "concurrency": 2, "searcher": "random",
+            "stoppers": ["median"]}
     base.update(kw)
     return Objective.from_dict(base)
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import assay.agents.agent as agent_mod
+import pytest
 from assay.agents.agent import Agent
 from assay.agents.objective import Objective
 from assay.errors import UserInputError
@@ -18,9 +17,10 @@ SIM = CurveSimulator(seed=3, max_steps=20, metric="loss", crash_rate=0.05)
 
 
 def objective(**kw):
-    base = dict(name="sim", project="simproj", train="examples.digits:train", metric="loss",
-                mode="min", space=SIM.space.to_dict(), budget={"trials": 40}, concurrency=4,
-                searcher="random", stoppers=[{"asha": {"max_step": 19}}], seed=1)
+    base = {"name": "sim", "project": "simproj", "train": "examples.digits:train",
+            "metric": "loss", "mode": "min", "space": SIM.space.to_dict(),
+            "budget": {"trials": 40}, "concurrency": 4, "searcher": "random",
+            "stoppers": [{"asha": {"max_step": 19}}], "seed": 1}
     base.update(kw)
     return Objective.from_dict(base)
 
@@ -55,8 +55,8 @@ def test_agent_runs_the_trial_budget_with_stops_and_finds_a_best():
     assert kinds.count("launch") == 40 and kinds[-1] == "finish"
     stops = [x for x in d if x.kind == "stop"]
     assert stops and all(x.explanation["rule"] and x.explanation["evidence"] for x in stops)
-    best = min((t.final for t in agent.trials.values()
-                if t.status is TrialStatus.COMPLETED and t.final is not None))
+    best = min(t.final for t in agent.trials.values()
+               if t.status is TrialStatus.COMPLETED and t.final is not None)
     assert agent.best.final == best
     assert d[-1].explanation["best_config"] == agent.best.config
 
@@ -73,7 +73,7 @@ def test_runs_are_deterministic_with_inline_suggestions():
 def test_overrides_pause_pin_concurrency_budget_stop_run_and_stop(monkeypatch):
     monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)  # every step reads overrides
     control = MemoryControlStore()
-    agent, backend, clock = make(control=control)
+    agent, _backend, clock = make(control=control)
     agent.step()
     assert len(agent.active) == 4
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from assay.agents.hlc import HLC, HybridLogicalClock
 from assay.errors import UserInputError
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from assay.store.control import AgentRow, Decision, LanceControlStore
 from assay.store.ingest import IngestLock
 from assay.store.lance import LanceStore

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 import assay
+import pytest
 from assay.errors import NotFoundError
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from assay.store.schemas import METRICS_SCHEMA
 
 
 def make_run(run_id: str = "r1", project: str = "p", **kw) -> RunRecord:
-    base = dict(run_id=run_id, project=project, name=f"name-{run_id}", status=RunStatus.RUNNING,
-                created_at=1.0, updated_at=1.0)
+    base = {"run_id": run_id, "project": project, "name": f"name-{run_id}",
+            "status": RunStatus.RUNNING, "created_at": 1.0, "updated_at": 1.0}
     base.update(kw)
     return RunRecord(**base)
 
