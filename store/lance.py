@@ -62,7 +62,12 @@ class LanceStore(Store):
         if tbl is not None:
             return tbl
         if name in self._table_names():
-            tbl = self._db.open_table(name)
+            try:
+                tbl = self._db.open_table(name)
+            except ValueError:  # "was not found": listed while another process creates it
+                if create:
+                    raise
+                return None  # a reader: not there yet, as if not listed
         elif create:
             # Creation races are excluded by the ingest lock held by every writer.
             tbl = self._db.create_table(name, schema=TABLES[name][0], exist_ok=True)

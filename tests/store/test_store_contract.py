@@ -44,3 +44,24 @@ def test_lance_reader_sees_other_handles_commits(tmp_path):
     assert reader.get_run("a") is not None
     writer.upsert_runs([make_run("b")])
     assert reader.runs_table().num_rows == 2
+
+
+def test_lance_reader_treats_a_table_still_being_created_as_absent(tmp_path, monkeypatch):
+    """Another process's first commit can be listed before it opens ("was not found"): a
+    reader sees no table yet; a writer (holding the ingest lock) is told."""
+    from store_contract import make_run
+
+    s = LanceStore(tmp_path)
+    s.upsert_runs([make_run("a")])
+    reader = LanceStore(tmp_path)
+
+    def half_created(name, *a, **kw):
+        raise ValueError(f"Table '{name}' was not found")
+
+    monkeypatch.setattr(reader._db, "open_table", half_created)
+    assert reader.get_run("a") is None
+    assert reader.runs_table().num_rows == 0
+    with pytest.raises(ValueError, match="was not found"):
+        reader.write_table("runs")
+    monkeypatch.undo()
+    assert reader.get_run("a") is not None  # nothing was cached while it was absent
