@@ -340,31 +340,24 @@ def test_a_real_sweep_on_ray_ends_with_its_report(ray_local, data_dir):
 
 
 @pytest.mark.integration
-def test_the_report_opens_in_chromium_with_its_charts_drawn(sweep):
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian's chromium is not installed")
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+def test_the_report_opens_in_chromium_with_its_charts_drawn(sweep, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--no-first-run"])
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            requests: list[str] = []
-            page.on("request", lambda req: requests.append(req.url))
-            page.goto(sweep["html"].as_uri())
-            charts = page.eval_on_selector_all("svg.chart", """els => els.map(e => {
-                const b = e.getBoundingClientRect();
-                return [b.width, b.height, e.querySelectorAll('path, circle, rect').length];
-            })""")
-            marks = page.eval_on_selector_all(
-                "svg.chart path, svg.chart circle",
-                "els => els.filter(e => { const b = e.getBBox(); "
-                "return b.width > 0 || b.height > 0; }).length")
-            page.screenshot(path=str(SCREENSHOTS / "report.png"), full_page=True)
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        requests: list[str] = []
+        page.on("request", lambda req: requests.append(req.url))
+        page.goto(sweep["html"].as_uri())
+        charts = page.eval_on_selector_all("svg.chart", """els => els.map(e => {
+            const b = e.getBoundingClientRect();
+            return [b.width, b.height, e.querySelectorAll('path, circle, rect').length];
+        })""")
+        marks = page.eval_on_selector_all(
+            "svg.chart path, svg.chart circle",
+            "els => els.filter(e => { const b = e.getBBox(); "
+            "return b.width > 0 || b.height > 0; }).length")
+        page.screenshot(path=str(SCREENSHOTS / "report.png"), full_page=True)
+    finally:
+        page.close()
     assert len(charts) == 6
     assert all(w > 200 and h > 100 and n > 3 for w, h, n in charts), charts
     assert marks > 50

@@ -9,13 +9,12 @@ seconds); the restart test stops it and starts it again on the same port.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dash_support import CHROMIUM, CHROMIUM_ARGS, DashServer, git_checkout, ingested, seed
+from dash_support import DashServer, git_checkout, ingested, seed
 from loopback_server import wait_for
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
@@ -54,19 +53,6 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         state["server"].stop()
         if "live" in info:
             info["live"].finish()
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """Headless Debian Chromium through Playwright (skipped where it is not installed)."""
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip(f"{CHROMIUM} is not installed (scripts/test installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 class Tab:

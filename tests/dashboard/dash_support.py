@@ -15,9 +15,6 @@ from typing import Any
 
 from loopback_server import ThreadServer
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 AGENT_ID = "agdash0001"
 
 
