@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..store.control import Decision
-    from .report import SweepReport, TrialRow
+    from .report import SweepReport
+    from .report_analysis import TrialRow
 
 __all__ = ["bar_chart", "compute_rows", "describe_param", "fmt_duration", "fmt_num",
            "fmt_when", "launch_rows", "line_chart", "other_rows", "override_rows",
