@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 import tempfile
@@ -176,12 +177,16 @@ class BlobStore(ABC):
         """
         raise self._no_gc()
 
+    def recover_sweeps(self) -> int:
+        """Put back blobs a sweep that crashed left aside (gc calls this first); the count."""
+        return 0
+
     def _no_gc(self) -> UserInputError:
         return UserInputError(
             f"garbage collection is not supported for {type(self).__name__} ({self.uri})",
-            hint="gc supports local blob stores (a folder, LocalBlobStore) only: an object "
-                 "store cannot refresh the time of a blob an upload reuses, so gc could not "
-                 "tell a blob in use by an upload in flight from garbage")
+            hint="gc supports LocalBlobStore and FsspecBlobStore; another store must refresh "
+                 "the time of a blob an upload reuses, or gc could not tell a blob in use by "
+                 "an upload in flight from garbage")
 
     def put_file(self, path: str | os.PathLike[str]) -> BlobRef:
         """Store the file at ``path`` (streamed in chunks); return its digest and size."""
@@ -444,6 +449,24 @@ class LocalBlobStore(BlobStore):
         return count, size
 
 
+def _info_time(info: dict[str, Any]) -> Any:
+    """The write time in an fsspec info dict (S3: LastModified; local: mtime; memory: created)."""
+    for name in ("LastModified", "mtime", "created"):
+        if info.get(name) not in (None, ""):
+            return info[name]
+    return None
+
+
+def _epoch(value: Any) -> float:
+    """Epoch seconds from a datetime or a number; infinity when the backend gives no time
+    (such a blob always counts as just written, so gc never removes it)."""
+    if value is None or value == "":
+        return math.inf
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return float(value)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -523,11 +546,26 @@ class FsspecBlobStore(BlobStore):
     def put_bytes(self, data: bytes | bytearray | memoryview) -> BlobRef:
         data = bytes(data)  # immutable from here on: what is hashed is what is sent
         ref = hash_bytes(data)
-        if not self.exists(ref.digest):
+        if not self._reuse(ref.digest):
             key = self.key_of(ref.digest)
             self._makedirs(key)
             self._fs.pipe_file(key, data)
         return ref
+
+    def _reuse(self, digest: str) -> bool:
+        """Whether ``digest`` is stored, freshened for gc when it is (a put that reuses it).
+
+        An object's time cannot be changed in place, so a reuse writes a small marker,
+        ``<root>/touch/<hex>``, then looks again: a sweep that removed the blob in between
+        either sees the marker (and puts the blob back) or has removed it before this second
+        look, which then reports the blob absent so the put uploads it again.
+        """
+        if not self.exists(digest):
+            return False
+        touch = self._aux_key("touch", digest)
+        self._makedirs(touch)
+        self._fs.pipe_file(touch, b"")
+        return self.exists(digest)
 
     def put_file(self, path: str | os.PathLike[str]) -> BlobRef:
         with _open_source(path) as f:
@@ -536,7 +574,7 @@ class FsspecBlobStore(BlobStore):
                 return self.put_bytes(f.read())
             h, size = _copy(f, None)
         ref = BlobRef("sha256:" + h.hexdigest(), size)
-        if not self.exists(ref.digest):
+        if not self._reuse(ref.digest):
             self._put_large(Path(path), ref, before)
         return ref
 
@@ -551,7 +589,7 @@ class FsspecBlobStore(BlobStore):
                 spool.write(head)
                 h, rest = _copy(stream, spool, h=hashlib.sha256(head))
             ref = BlobRef("sha256:" + h.hexdigest(), len(head) + rest)
-            if not self.exists(ref.digest):
+            if not self._reuse(ref.digest):
                 self._put_large(Path(tmp), ref, os.stat(tmp))
             return ref
         finally:
@@ -580,7 +618,81 @@ class FsspecBlobStore(BlobStore):
             return False
         with suppress(FileNotFoundError):
             self._fs.rm(self.key_of(digest))
+        self._rm_quiet(self._aux_key("touch", digest))
         return True
+
+    # -- garbage collection (see assay.store.gc) --------------------------------------------
+    def _aux_key(self, kind: str, digest: str) -> str:
+        """A gc marker's key: ``touch`` (last reuse) or ``trash`` (a blob being swept)."""
+        return f"{self._root}/{kind}/{parse_digest(digest)}"
+
+    def _rm_quiet(self, key: str) -> None:
+        with suppress(FileNotFoundError):
+            self._fs.rm(key)
+
+    def _time(self, key: str) -> float | None:
+        """An object's last write time (epoch seconds, the server's clock), None if absent."""
+        if self._is_s3:  # a HEAD, never a listing cache another process may have outdated
+            bucket, name, _ = self._fs.split_path(key)
+            try:
+                head = self._fs.call_s3("head_object", Bucket=bucket, Key=name)
+            except FileNotFoundError:
+                return None
+            return _epoch(head.get("LastModified"))
+        try:
+            return _epoch(_info_time(self._fs.info(key)))
+        except FileNotFoundError:
+            return None
+
+    def _listing(self, kind: str) -> dict[str, dict[str, Any]]:
+        """``{hex: info}`` of the objects under ``<root>/<kind>/``, read fresh."""
+        self._fs.invalidate_cache(f"{self._root}/{kind}")
+        try:
+            found = self._fs.find(f"{self._root}/{kind}", detail=True)
+        except FileNotFoundError:
+            return {}
+        return {k.rsplit("/", 1)[-1]: v for k, v in found.items()
+                if _HEX_RE.fullmatch(k.rsplit("/", 1)[-1])}
+
+    def iter_blobs(self) -> Iterator[StoredBlob]:
+        """Every blob, its time the later of its upload and its last reuse (touch marker)."""
+        touched = {h: _epoch(_info_time(i)) for h, i in self._listing("touch").items()}
+        for hex_, info in self._listing("sha256").items():
+            t = max(_epoch(_info_time(info)), touched.get(hex_, 0.0))
+            yield StoredBlob("sha256:" + hex_, int(info.get("size") or 0), t)
+
+    def sweep(self, digest: str, cutoff: float) -> bool:
+        # No atomic rename on an object store: copy the blob to trash/, remove it, and only
+        # then read its touch marker. A put that saw the blob before the removal wrote its
+        # marker before looking (see _reuse), so the marker is seen here and the blob goes
+        # back; a put that looks after the removal finds nothing and uploads it again.
+        key, trash, touch = (self.key_of(digest), self._aux_key("trash", digest),
+                             self._aux_key("touch", digest))
+        written = self._time(key)
+        if written is None or written >= cutoff or (self._time(touch) or 0.0) >= cutoff:
+            return False
+        self._makedirs(trash)
+        self._fs.copy(key, trash)
+        self._fs.rm(key)
+        if (self._time(touch) or 0.0) >= cutoff:
+            self._fs.copy(trash, key)
+            self._rm_quiet(trash)
+            return False
+        self._rm_quiet(trash)
+        self._rm_quiet(touch)
+        return True
+
+    def recover_sweeps(self) -> int:
+        n = 0
+        for hex_ in self._listing("trash"):
+            digest = "sha256:" + hex_
+            trash = self._aux_key("trash", digest)
+            if not self.exists(digest):
+                self._makedirs(self.key_of(digest))
+                self._fs.copy(trash, self.key_of(digest))
+                n += 1
+            self._rm_quiet(trash)
+        return n
 
     def _download(self, digest: str, tmp: Path) -> BlobRef:
         # The backend's own download (s3fs: one streaming GET, or read_window parallel ranged

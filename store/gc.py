@@ -15,7 +15,12 @@ a sweep moves a blob aside before it looks at its time (see :meth:`LocalBlobStor
 So a blob is swept only if no put touched it within the grace period; an upload whose version
 commits within the grace period (default an hour) never loses a blob. That is also why gc
 takes no ingest lock: it writes no table, and holding the lock while reading every manifest
-would stall ingestion. Only stores that can freshen support gc (:class:`LocalBlobStore`).
+would stall ingestion. Only stores that can freshen support gc: :class:`LocalBlobStore` sets
+the file's time; :class:`FsspecBlobStore` (S3 and other object stores, whose objects cannot be
+touched in place) writes a ``touch/<hex>`` marker on reuse and sweeps through a ``trash/``
+copy, so the same race is closed there too (see :meth:`FsspecBlobStore.sweep`). Abandoned
+partial uploads are removed from local stores; on S3 they are multipart uploads, which a
+bucket lifecycle rule (AbortIncompleteMultipartUpload) removes.
 """
 
 from __future__ import annotations
@@ -162,7 +167,7 @@ def collect_garbage(registry: ArtifactRegistry, *, grace: float = DEFAULT_GRACE,
     cutoff = time.time() - grace
     blobs = registry.blobs
     listing = list(blobs.iter_blobs())  # fails fast for stores without gc
-    if isinstance(blobs, LocalBlobStore) and not dry_run:
+    if not dry_run:
         blobs.recover_sweeps()
     live = referenced_blobs(registry.store, blobs, Path(registry.store.root))
     referenced = young = young_bytes = swept_bytes = 0

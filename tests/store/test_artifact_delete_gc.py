@@ -268,11 +268,16 @@ def test_bad_grace_is_refused(reg, grace):
         collect_garbage(reg, grace=grace)  # type: ignore[arg-type]
 
 
-def test_gc_on_an_object_store_says_which_stores_are_supported(reg):
-    reg.blobs = FsspecBlobStore("memory://gc-test")
-    with pytest.raises(UserInputError, match="not supported for FsspecBlobStore") as e:
+def test_gc_on_a_store_that_cannot_freshen_says_which_stores_are_supported(reg):
+    from assay.store.blobs import BlobStore
+
+    class NoGc(FsspecBlobStore):
+        iter_blobs = BlobStore.iter_blobs  # a store that cannot list with reuse times
+
+    reg.blobs = NoGc("memory://gc-test")
+    with pytest.raises(UserInputError, match="not supported for NoGc") as e:
         reg.gc(dry_run=True)
-    assert "LocalBlobStore" in e.value.hint
+    assert "LocalBlobStore and FsspecBlobStore" in e.value.hint
 
 
 def test_existing_data_dirs_without_the_tombstone_table_read_as_before(two_versions):

@@ -1,0 +1,145 @@
+"""Garbage collection on object stores (FsspecBlobStore): in memory and on S3 (moto, loopback).
+
+An object cannot be touched in place, so a put that reuses a blob writes a ``touch/`` marker
+and a sweep removes a blob through a ``trash/`` copy; these tests drive the interleavings of a
+sweep and a concurrent put that reuses the blob. S3 object times have one-second resolution,
+hence the sleeps of two seconds and the grace of 1.5 s.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from assay.store.artifacts import ArtifactRegistry
+from assay.store.audit import AuditTrail
+from assay.store.ingest import IngestLock
+from assay.store.lance import LanceStore
+from assay.store.manifests import get_manifest
+
+OLD = 2.1  # seconds to wait until what was written counts as older than GRACE
+GRACE = 1.5
+
+
+def _files(reg, spec):
+    av = reg._resolve_version(*spec.split(":"))
+    return {e.digest for e in get_manifest(reg.blobs, av.manifest_blob)} | {av.manifest_blob}
+
+
+def _leftovers(store, kind):
+    return store._listing(kind)
+
+
+@pytest.mark.integration
+def test_gc_on_an_object_store_sweeps_unreferenced_blobs_and_keeps_reused_ones(fsspec_case, tmp_path):
+    store = fsspec_case.store
+    root = tmp_path / "data"
+    root.mkdir()
+    reg = ArtifactRegistry(LanceStore(root), store, IngestLock(root), AuditTrail(root))
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "shared.bin").write_text("S" * 100)
+    (d / "w.bin").write_text("zero")
+    reg.log(d, "model", "model", project="p", run_id="run0")
+    (d / "w.bin").write_text("one")
+    reg.log(d, "model", "model", project="p", run_id="run1")
+    v0, v1 = _files(reg, "model:v0"), _files(reg, "model:v1")
+    reg.delete("model:v0", actor="a")
+    only_v0 = v0 - v1
+    assert len(only_v0) == 2
+    young = reg.gc(grace=3600)
+    assert young.swept == 0 and young.young == 2 and young.referenced == len(v1)
+    time.sleep(OLD)
+    zero = store.put_bytes(b"zero").digest  # an upload in flight reuses v0's w.bin
+    assert zero in only_v0 and zero.split(":")[1] in _leftovers(store, "touch")
+    dry = reg.gc(grace=GRACE, dry_run=True)
+    assert set(dry.digests) == only_v0 - {zero} and dry.young == 1
+    assert all(store.exists(x) for x in only_v0)
+    rep = reg.gc(grace=GRACE, actor="user:ann")
+    assert set(rep.digests) == only_v0 - {zero} and rep.referenced == len(v1)
+    assert store.exists(zero) and all(store.exists(x) for x in v1)
+    assert not any(store.exists(x) for x in only_v0 - {zero})
+    assert not _leftovers(store, "trash")
+    out = reg.download(reg.get("model:v1"), tmp_path / "out")
+    assert (out / "w.bin").read_text() == "one" and (out / "shared.bin").read_text() == "S" * 100
+    time.sleep(OLD)
+    assert reg.gc(grace=GRACE).digests == (zero,)  # once the reuse is old too
+    assert not store.exists(zero) and zero.split(":")[1] not in _leftovers(store, "touch")
+
+
+def _interleave(monkeypatch, store, digest, action, *, before):
+    """Run ``action`` once, just before (or after) the sweep removes ``digest``'s object."""
+    real_rm = store.fs.rm
+    key = store.key_of(digest)
+    done = []
+
+    def rm(path, *args, **kwargs):
+        if path == key and not done:
+            done.append(True)
+            if before:
+                action()
+            out = real_rm(path, *args, **kwargs)
+            if not before:
+                action()
+            return out
+        return real_rm(path, *args, **kwargs)
+
+    monkeypatch.setattr(store.fs, "rm", rm)
+    return done
+
+
+@pytest.mark.integration
+def test_sweep_puts_back_a_blob_that_a_put_reused_just_before_its_removal(fsspec_case, monkeypatch):
+    store = fsspec_case.store
+    ref = store.put_bytes(b"abc")
+    time.sleep(OLD)
+    cutoff = time.time() - GRACE
+    # The put sees the blob, writes its touch marker, sees the blob again and uploads
+    # nothing; then the sweep removes the blob: it must see the marker and put it back.
+    done = _interleave(monkeypatch, store, ref.digest, lambda: store.put_bytes(b"abc"), before=True)
+    assert store.sweep(ref.digest, cutoff) is False and done
+    assert store.get_bytes(ref.digest) == b"abc"
+    assert not _leftovers(store, "trash")
+
+
+@pytest.mark.integration
+def test_a_put_that_looks_after_a_sweep_removed_the_blob_uploads_it_again(fsspec_case, monkeypatch):
+    store = fsspec_case.store
+    ref = store.put_bytes(b"abc")
+    time.sleep(OLD)
+    cutoff = time.time() - GRACE
+    done = _interleave(monkeypatch, store, ref.digest, lambda: store.put_bytes(b"abc"), before=False)
+    store.sweep(ref.digest, cutoff)
+    assert done and store.get_bytes(ref.digest) == b"abc"
+    assert not _leftovers(store, "trash")
+
+
+@pytest.mark.integration
+def test_a_reused_blob_is_not_swept_and_an_old_one_is(fsspec_case):
+    store = fsspec_case.store
+    ref = store.put_bytes(b"abc")
+    time.sleep(OLD)
+    cutoff = time.time() - GRACE
+    listed = {b.digest: b.mtime for b in store.iter_blobs()}
+    assert listed[ref.digest] < cutoff
+    store.put_bytes(b"abc")  # reused after the listing, before the sweep
+    assert {b.digest: b.mtime for b in store.iter_blobs()}[ref.digest] >= cutoff
+    assert store.sweep(ref.digest, cutoff) is False and store.exists(ref.digest)
+    time.sleep(OLD)
+    assert store.sweep(ref.digest, time.time() - GRACE) is True and not store.exists(ref.digest)
+    assert store.sweep(ref.digest, time.time()) is False  # already gone
+    assert store.put_bytes(b"abc").digest == ref.digest and store.get_bytes(ref.digest) == b"abc"
+
+
+@pytest.mark.integration
+def test_gc_puts_back_a_blob_a_crashed_object_store_sweep_left_in_trash(fsspec_case):
+    store = fsspec_case.store
+    kept, dup = store.put_bytes(b"kept"), store.put_bytes(b"dup")
+    for ref in (kept, dup):  # crashed between the copy to trash/ and the end of the sweep
+        trash = store._aux_key("trash", ref.digest)
+        store._makedirs(trash)
+        store.fs.copy(store.key_of(ref.digest), trash)
+    store.fs.rm(store.key_of(kept.digest))
+    assert store.recover_sweeps() == 1
+    assert store.get_bytes(kept.digest) == b"kept" and store.get_bytes(dup.digest) == b"dup"
+    assert not _leftovers(store, "trash")
