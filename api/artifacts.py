@@ -1,8 +1,10 @@
 """Write routes over artifacts: delete a version, collect unreferenced blobs.
 
-``DELETE /api/artifacts/{name}/v{n}`` is for researchers (the role that logs artifacts: it
-writes runs and their artifacts); the deletion records the token's name as its actor, in the
-version's tombstone and in the audit trail. ``POST /api/artifacts/gc`` frees the blobs of the
+``DELETE /api/artifacts/{name}/v{n}`` follows the rule for runs: a researcher may delete a
+version that one of their own runs logged (the run's owner is the token that created it on
+this server); a supervisor or admin may delete any version, including those logged straight
+into the data directory, whose runs have no owner here. The deletion records the token's name
+as its actor, in the version's tombstone and in the audit trail. ``POST /api/artifacts/gc`` frees the blobs of the
 whole data directory, so it is for admins. Both go through the data directory's artifact
 registry, whose writes commit under the single-writer ingest lock (see
 :mod:`assay.store.artifacts` and :mod:`assay.store.gc`).
@@ -10,13 +12,15 @@ registry, whose writes commit under the single-writer ingest lock (see
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import PermissionDeniedError
 from ..store.gc import DEFAULT_GRACE
-from .auth import Admin, Researcher
+from .auth import Admin, Principal, Researcher, Role
 from .graph import _api
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
 
@@ -46,10 +50,24 @@ def delete_artifact(request: Request, who: Researcher,
     already deleted, or one that still has aliases without ``delete_aliases``, a 409.
     """
     graph = _api(request)._graph()
+    if re.fullmatch(r"v\d+", version) and not who.can(Role.SUPERVISOR):  # an alias: 400 below
+        _check_owner(request, who, graph.artifacts.get(f"{name}:{version}", include_deleted=True))
     av = graph.artifacts.delete(f"{name}:{version}", actor=who.name, reason=reason,
                                 delete_aliases=delete_aliases)
     return ok({"deleted": av.id, "name": av.name, "version": av.version,
                "digest": av.digest, "aliases_removed": list(av.aliases)})
+
+
+def _check_owner(request: Request, who: Principal, av: Any) -> None:
+    run_id = av.created_by
+    owner = request.app.state.remote.owner(run_id) if run_id else None
+    if owner != who.name:
+        whose = (f"run {run_id}, which belongs to {owner}" if owner else
+                 f"run {run_id}, which no token of this server created" if run_id else
+                 "no run")
+        raise PermissionDeniedError(
+            f"artifact version {av.id} was logged by {whose}, not by a run of {who.name}",
+            hint="delete versions your own runs logged, or ask a supervisor")
 
 
 class GcBody(BaseModel):

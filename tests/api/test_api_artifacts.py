@@ -12,8 +12,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def model(data_dir, tmp_path):
-    """model:v0 (alias prod) and model:v1 (latest), logged straight into the registry."""
+def model(data_dir, tmp_path, server, tokens, local_dir, helpers):
+    """model:v0 (alias prod) and model:v1 (latest), logged straight into the registry: v0 by
+    run0, which the researcher token created on the server, v1 by run1, which has no owner."""
+    run = helpers.RemoteRunHarness(local_dir, server.url, tokens["researcher"], run_id="run0")
+    assert run.finish()
     reg = open_graph(data_dir.resolve()).artifacts
     d = tmp_path / "m"
     d.mkdir()
@@ -49,6 +52,26 @@ def test_researcher_deletes_a_version_and_viewers_no_longer_see_it(server, clien
                and e["reason"] == "leaked labels" for e in rows), rows
     again = c.delete("/api/artifacts/model/v0", params={"delete_aliases": "true"})
     assert again.status_code == 409 and "already deleted" in again.json()["error"]
+
+
+def test_researchers_delete_only_versions_their_own_runs_logged(server, client, model):
+    def listed():
+        return [(a["id"], a["aliases"]) for a in client("viewer").get("/api/artifacts").json()[
+            "artifacts"]]
+
+    before = listed()
+    r = client("researcher2").delete("/api/artifacts/model/v0", params={"delete_aliases": "1"})
+    assert r.status_code == 403, r.text
+    assert "logged by run run0, which belongs to researcher" in r.json()["error"]
+    assert "your own runs" in r.json()["hint"]
+    r = client("researcher").delete("/api/artifacts/model/v1", params={"delete_aliases": "1"})
+    assert r.status_code == 403 and "no token of this server created" in r.json()["error"]
+    assert listed() == before  # refusals change nothing
+    r = client("supervisor").delete("/api/artifacts/model/v1", params={"delete_aliases": "1"})
+    assert r.status_code == 200, r.text
+    assert listed() == [("model:v0", ["latest", "prod"])]  # latest moved back to v0
+    r = client("researcher").delete("/api/artifacts/model/v0", params={"delete_aliases": "1"})
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.parametrize("path, params, status, text", [
