@@ -3,8 +3,9 @@
 Every sweep is replayed (``assay.policies.replay``) with 4 trials at a time; a stopper
 "keeps the best" when the trial with the best final value runs to completion. Figures
 printed per stopper: median and mean fraction of epochs saved, share of sweeps keeping
-the best trial with its 95% (Wilson) interval, median and 95th-percentile regret (best
-value lost).
+the best trial with its 95% (Wilson) interval, the sweeps that lost it and (in brackets) how
+many distinct runs those best trials were (digits sweeps resample one pool), median and
+95th-percentile regret (best value lost).
 
 Sweeps:
 * simulated: ``CurveSimulator`` problems with seeds 0.. (the shipped predictor was trained
@@ -95,7 +96,7 @@ def evaluate(sweeps: list[list[TrialResult]], make: Any, label: str) -> None:
             reports.setdefault(name, []).append(replay(stopper, sweep, concurrency=4))
     print(f"\n== {label}: {len(sweeps)} sweeps, {time.perf_counter() - t0:.0f} s ==")
     print(f"{'stopper':40s} {'saved med':>9s} {'saved mean':>10s} {'best kept':>9s} "
-          f"{'95% CI':>13s} {'regret med':>10s} {'regret p95':>10s}")
+          f"{'95% CI':>13s} {'lost (runs)':>11s} {'regret med':>10s} {'regret p95':>10s}")
     for name, reps in reports.items():
         saved = np.array([r.saved_fraction for r in reps])
         n_kept = sum(bool(r.best_trial_kept) for r in reps)
@@ -105,8 +106,11 @@ def evaluate(sweeps: list[list[TrialResult]], make: Any, label: str) -> None:
         # No regret when no trial survived to completion: count those sweeps apart.
         regret = np.array([r.regret for r in reps if r.regret is not None])
         none_kept = sum(r.regret is None and r.best_value is not None for r in reps)
+        # Digits sweeps resample one pool, so one good run is the best of many sweeps: the
+        # distinct runs lost say how many independent mistakes the lost sweeps come from.
+        lost = [r.best_trial_id for r in reps if not r.best_trial_kept]
         print(f"{name:40s} {np.median(saved):9.1%} {saved.mean():10.1%} {kept:9.1%} "
-              f"{f'{ci.low:.1%}-{ci.high:.1%}':>13s} "
+              f"{f'{ci.low:.1%}-{ci.high:.1%}':>13s} {f'{len(lost)} ({len(set(lost))})':>11s} "
               f"{np.median(regret):10.4f} {np.percentile(regret, 95):10.4f}"
               + (f"  ({none_kept} sweeps kept no finisher)" if none_kept else ""))
 
