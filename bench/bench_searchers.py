@@ -15,6 +15,9 @@ with 8 new observations each (warm-started hyperparameters).
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_searchers.py --quick
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_searchers.py
+    # held-out seeds, assay's searcher only (quick iteration on the searcher)
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_searchers.py \
+        --problems hartmann6 --first-seed 20 --seeds 20 --methods assay --skip-latency
 """
 
 from __future__ import annotations
@@ -143,7 +146,9 @@ def run_optuna_from_assay_start(problem: Problem, seed: int, budget: int) -> lis
         seed=seed, n_startup_trials=len(start)), start=start)
 
 
-def quality(seeds: range, budget: int, problems: list[str]) -> dict[str, Any]:
+def quality(seeds: range, budget: int, problems: list[str],
+            methods: dict[str, Callable[[Problem, int, int], list[float]]] = METHODS,
+            ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pname in problems:
         problem = PROBLEMS[pname]()
@@ -151,7 +156,7 @@ def quality(seeds: range, budget: int, problems: list[str]) -> dict[str, Any]:
               f"median regret over {len(seeds)} seeds ({seeds.start}-{seeds.stop - 1}) ==")
         cps = [c for c in CHECKPOINTS if c <= budget]
         print(f"{'method':24s}" + "".join(f"{'@' + str(c):>11s}" for c in cps) + f"{'s/run':>8s}")
-        for mname, method in METHODS.items():
+        for mname, method in methods.items():
             runs, t0 = [], time.perf_counter()
             for seed in seeds:
                 runs.append(method(problem, seed, budget))
@@ -201,6 +206,10 @@ def main() -> None:
                     help="seeds run from here (e.g. 5 for seeds held out from the default 0-4)")
     ap.add_argument("--problems", default=None,
                     help="comma-separated subset of " + ", ".join(PROBLEMS))
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated prefixes; run only the methods whose name starts "
+                         "with one, ignoring case ('assay' for assay's searcher alone, "
+                         "'optuna gp' for both Optuna GP rows)")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
     args = ap.parse_args()
@@ -211,16 +220,24 @@ def main() -> None:
     unknown = [p for p in problems if p not in PROBLEMS]
     if unknown:
         ap.error(f"unknown problems {unknown}; choose from {', '.join(PROBLEMS)}")
+    methods = METHODS
+    if args.methods:
+        words = [w.strip().lower() for w in args.methods.split(",") if w.strip()]
+        methods = {k: v for k, v in METHODS.items()
+                   if any(k.lower().startswith(w) for w in words)}
+        if not methods:
+            ap.error(f"no method matches {args.methods!r}; methods: {', '.join(METHODS)}")
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
     if not args.skip_quality:
         results["quality"] = quality(range(args.first_seed, args.first_seed + seeds), budget,
-                                     problems)
+                                     problems, methods)
     if not args.skip_latency:
         results["latency"] = latency([100, 500, 1000], 2 if args.quick else 4)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = ("searchers_quick.json" if args.quick else "searchers.json"
-            if not (args.problems or args.first_seed or args.seeds) else "searchers_custom.json")
+            if not (args.problems or args.first_seed or args.seeds or args.methods)
+            else "searchers_custom.json")
     (RESULTS / name).write_text(json.dumps(results, indent=1, default=float))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; raw results in bench/results/{name}")
 
