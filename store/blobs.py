@@ -23,6 +23,7 @@ import math
 import os
 import re
 import tempfile
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import suppress
@@ -396,6 +397,14 @@ class LocalBlobStore(BlobStore):
         try:
             return open(self.path_of(digest), "rb")
         except FileNotFoundError:
+            pass
+        # A sweep that crashed between moving the blob aside and deciding may have left it
+        # in tmp/: put it back (gc would, on its next run) rather than fail the read.
+        with suppress(FileNotFoundError):
+            os.replace(self._tmp / f"{parse_digest(digest)}.gc", self.path_of(digest))
+        try:
+            return open(self.path_of(digest), "rb")
+        except FileNotFoundError:
             raise self._not_found(digest) from None
 
     def iter_blobs(self) -> Iterator[StoredBlob]:
@@ -416,12 +425,12 @@ class LocalBlobStore(BlobStore):
         trash = self._tmp / f"{parse_digest(digest)}.gc"
         try:
             os.rename(final, trash)
-        except FileNotFoundError:
+            if os.stat(trash).st_mtime >= cutoff:
+                os.replace(trash, final)
+                return False
+            trash.unlink()
+        except FileNotFoundError:  # gone, or a read put it back meanwhile
             return False
-        if os.stat(trash).st_mtime >= cutoff:
-            os.replace(trash, final)
-            return False
-        trash.unlink()
         return True
 
     def recover_sweeps(self) -> int:
@@ -541,6 +550,7 @@ class FsspecBlobStore(BlobStore):
             except FileNotFoundError:
                 return False
             return True
+        self._fresh(key)
         return bool(self._fs.isfile(key))
 
     def put_bytes(self, data: bytes | bytearray | memoryview) -> BlobRef:
@@ -557,14 +567,16 @@ class FsspecBlobStore(BlobStore):
 
         An object's time cannot be changed in place, so a reuse writes a small marker,
         ``<root>/touch/<hex>``, then looks again: a sweep that removed the blob in between
-        either sees the marker (and puts the blob back) or has removed it before this second
-        look, which then reports the blob absent so the put uploads it again.
+        either sees the new marker (and puts the blob back) or has removed it before this
+        second look, which then reports the blob absent so the put uploads it again.
         """
         if not self.exists(digest):
             return False
         touch = self._aux_key("touch", digest)
         self._makedirs(touch)
-        self._fs.pipe_file(touch, b"")
+        # A new body per reuse: a sweep compares the marker before and after it removes the
+        # blob, so it does not depend on clocks or on the server's one-second object times.
+        self._fs.pipe_file(touch, uuid.uuid4().hex.encode())
         return self.exists(digest)
 
     def put_file(self, path: str | os.PathLike[str]) -> BlobRef:
@@ -614,6 +626,7 @@ class FsspecBlobStore(BlobStore):
             self._fs.makedirs(self._fs._parent(key), exist_ok=True)
 
     def delete(self, digest: str) -> bool:
+        # Not gc-safe against a concurrent put that reuses the blob: gc uses sweep().
         if not self.exists(digest):  # S3 deletes of absent keys succeed silently
             return False
         with suppress(FileNotFoundError):
@@ -622,13 +635,26 @@ class FsspecBlobStore(BlobStore):
         return True
 
     # -- garbage collection (see assay.store.gc) --------------------------------------------
+    #: The smallest grace gc accepts here: object and marker times come from the server's
+    #: clock (S3: one-second resolution) and are compared with the gc host's clock.
+    min_gc_grace: float = 60.0
+
     def _aux_key(self, kind: str, digest: str) -> str:
-        """A gc marker's key: ``touch`` (last reuse) or ``trash`` (a blob being swept)."""
-        return f"{self._root}/{kind}/{parse_digest(digest)}"
+        """A gc key: ``touch/<hex>`` (the last reuse) or ``trash/<hex>.<unique>`` (a blob
+        being swept; unique per sweep, so sweeps never share one)."""
+        hex_ = parse_digest(digest)
+        if kind == "trash":
+            return f"{self._root}/trash/{hex_}.{uuid.uuid4().hex}"
+        return f"{self._root}/{kind}/{hex_}"
 
     def _rm_quiet(self, key: str) -> None:
         with suppress(FileNotFoundError):
             self._fs.rm(key)
+
+    def _fresh(self, key: str) -> None:
+        """Forget what the backend's listing cache knows of ``key``'s folder: gc decisions
+        must see other processes' writes (s3fs paths use HEAD and never need this)."""
+        self._fs.invalidate_cache(key.rsplit("/", 1)[0])
 
     def _time(self, key: str) -> float | None:
         """An object's last write time (epoch seconds, the server's clock), None if absent."""
@@ -639,60 +665,94 @@ class FsspecBlobStore(BlobStore):
             except FileNotFoundError:
                 return None
             return _epoch(head.get("LastModified"))
+        self._fresh(key)
         try:
             return _epoch(_info_time(self._fs.info(key)))
         except FileNotFoundError:
             return None
 
+    def _marker(self, digest: str) -> bytes | None:
+        """The body of ``digest``'s touch marker (each reuse writes a new one), None if none."""
+        touch = self._aux_key("touch", digest)
+        if not self._is_s3:
+            self._fresh(touch)
+        try:
+            return bytes(self._fs.cat_file(touch))
+        except FileNotFoundError:
+            return None
+
+    def _move(self, src: str, dst: str) -> None:
+        """Move an object: a rename on a local filesystem (atomic), else copy, then remove."""
+        self._makedirs(dst)
+        if "file" in _protocols(self._fs):
+            self._fs.mv(src, dst)
+            return
+        self._fs.copy(src, dst)
+        self._fs.rm(src)
+
     def _listing(self, kind: str) -> dict[str, dict[str, Any]]:
-        """``{hex: info}`` of the objects under ``<root>/<kind>/``, read fresh."""
+        """``{name: info}`` of the objects under ``<root>/<kind>/`` whose name starts with a
+        digest's hex, read fresh."""
         self._fs.invalidate_cache(f"{self._root}/{kind}")
         try:
             found = self._fs.find(f"{self._root}/{kind}", detail=True)
         except FileNotFoundError:
             return {}
         return {k.rsplit("/", 1)[-1]: v for k, v in found.items()
-                if _HEX_RE.fullmatch(k.rsplit("/", 1)[-1])}
+                if _HEX_RE.fullmatch(k.rsplit("/", 1)[-1].split(".", 1)[0])}
 
     def iter_blobs(self) -> Iterator[StoredBlob]:
         """Every blob, its time the later of its upload and its last reuse (touch marker)."""
         touched = {h: _epoch(_info_time(i)) for h, i in self._listing("touch").items()}
         for hex_, info in self._listing("sha256").items():
-            t = max(_epoch(_info_time(info)), touched.get(hex_, 0.0))
-            yield StoredBlob("sha256:" + hex_, int(info.get("size") or 0), t)
+            if _HEX_RE.fullmatch(hex_):
+                t = max(_epoch(_info_time(info)), touched.get(hex_, 0.0))
+                yield StoredBlob("sha256:" + hex_, int(info.get("size") or 0), t)
 
     def sweep(self, digest: str, cutoff: float) -> bool:
-        # No atomic rename on an object store: copy the blob to trash/, remove it, and only
-        # then read its touch marker. A put that saw the blob before the removal wrote its
-        # marker before looking (see _reuse), so the marker is seen here and the blob goes
-        # back; a put that looks after the removal finds nothing and uploads it again.
-        key, trash, touch = (self.key_of(digest), self._aux_key("trash", digest),
-                             self._aux_key("touch", digest))
+        # No atomic rename on an object store: move the blob to trash/ (copy, remove), then
+        # compare its touch marker with the one read before. A put that reused the blob
+        # before the removal wrote a new marker before its second look (see _reuse): the
+        # marker differs (or, written before the first read, is younger than the cutoff)
+        # and the blob goes back. A put that looks after the removal uploads it again.
+        key, touch = self.key_of(digest), self._aux_key("touch", digest)
+        marker = self._marker(digest)
         written = self._time(key)
         if written is None or written >= cutoff or (self._time(touch) or 0.0) >= cutoff:
             return False
-        self._makedirs(trash)
-        self._fs.copy(key, trash)
-        self._fs.rm(key)
-        if (self._time(touch) or 0.0) >= cutoff:
-            self._fs.copy(trash, key)
-            self._rm_quiet(trash)
+        trash = self._aux_key("trash", digest)
+        self._move(key, trash)
+        if self._marker(digest) != marker or (self._time(touch) or 0.0) >= cutoff:
+            self._move(trash, key)
             return False
         self._rm_quiet(trash)
         self._rm_quiet(touch)
         return True
 
     def recover_sweeps(self) -> int:
+        """Put back blobs a sweep that crashed left in ``trash/`` (gc calls this first, under
+        the data directory's gc lock, so no sweep is in flight)."""
         n = 0
-        for hex_ in self._listing("trash"):
-            digest = "sha256:" + hex_
-            trash = self._aux_key("trash", digest)
-            if not self.exists(digest):
-                self._makedirs(self.key_of(digest))
-                self._fs.copy(trash, self.key_of(digest))
-                n += 1
-            self._rm_quiet(trash)
+        for name in self._listing("trash"):
+            digest = "sha256:" + name.split(".", 1)[0]
+            trash = f"{self._root}/trash/{name}"
+            if self.exists(digest):
+                self._rm_quiet(trash)
+            else:
+                with suppress(FileNotFoundError):  # a reader restored it meanwhile
+                    self._move(trash, self.key_of(digest))
+                    n += 1
         return n
+
+    def _restore_from_trash(self, digest: str) -> bool:
+        """A read that misses: put back the blob if a sweep that crashed left it in trash."""
+        hex_ = parse_digest(digest)
+        for name in self._listing("trash"):
+            if name.split(".", 1)[0] == hex_:
+                with suppress(FileNotFoundError):  # moved back by someone else meanwhile
+                    self._move(f"{self._root}/trash/{name}", self.key_of(digest))
+                return self.exists(digest)
+        return False
 
     def _download(self, digest: str, tmp: Path) -> BlobRef:
         # The backend's own download (s3fs: one streaming GET, or read_window parallel ranged
@@ -703,15 +763,19 @@ class FsspecBlobStore(BlobStore):
         try:
             self._fs.get_file(self.key_of(digest), str(tmp), **extra)
         except FileNotFoundError:
-            raise self._not_found(digest) from None
+            if not self._restore_from_trash(digest):
+                raise self._not_found(digest) from None
+            self._fs.get_file(self.key_of(digest), str(tmp), **extra)
         return hash_file(tmp)
 
-    def _open_raw(self, digest: str) -> IO[bytes]:
+    def _open_raw(self, digest: str, retry: bool = True) -> IO[bytes]:
         key = self.key_of(digest)
         try:
             # One ranged GET reads most blobs whole, without a HEAD for the size first.
             first: bytes | None = self._fs.cat_file(key, start=0, end=self._block_size)
         except FileNotFoundError:
+            if retry and self._restore_from_trash(digest):
+                return self._open_raw(digest, retry=False)
             raise self._not_found(digest) from None
         except OSError:  # S3 answers 416 to a range on an empty object
             first = None

@@ -25,15 +25,19 @@ bucket lifecycle rule (AbortIncompleteMultipartUpload) removes.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import mmap
+import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import AssayError, IntegrityError, UserInputError
+from ..errors import AssayError, ConflictError, IntegrityError, UserInputError
 from .blobs import BlobStore, LocalBlobStore
 from .manifests import get_manifest
 
@@ -160,36 +164,80 @@ def collect_garbage(registry: ArtifactRegistry, *, grace: float = DEFAULT_GRACE,
         actor: Who runs it; a run that removes anything is recorded in the audit trail.
 
     Raises:
-        UserInputError: a bad ``grace``, or a blob store that does not support gc.
+        UserInputError: a bad ``grace``, one under the store's ``min_gc_grace`` (60 s on
+            object stores), or a blob store that does not support gc.
+        ConflictError: another collection is running on this data directory.
         IntegrityError: a live version's manifest is missing or damaged (nothing deleted).
+
+    A collection that fails part way (a network error) still records what it removed in
+    the audit trail, with the error.
     """
     grace = _check_grace(grace)
-    cutoff = time.time() - grace
     blobs = registry.blobs
+    floor = float(getattr(blobs, "min_gc_grace", 0.0))
+    if grace < floor:
+        raise UserInputError(
+            f"grace {grace:g} s is too short for {type(blobs).__name__} ({blobs.uri})",
+            hint=f"use at least {floor:g} s: its object times come from the server's clock, "
+                 "at one-second resolution")
+    root = Path(registry.store.root)
+    with nullcontext() if dry_run else _exclusive(root):
+        return _collect(registry, blobs, root, grace, dry_run, actor)
+
+
+@contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """One collection at a time per data directory (an ``flock`` on ``gc.lock``): two sweeps
+    of one blob, or a recovery during another's sweep, could undo each other's restore."""
+    fd = os.open(root / "gc.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConflictError(f"another garbage collection is running on {root}",
+                                hint="wait for it to finish; a dry run needs no lock") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _collect(registry: ArtifactRegistry, blobs: BlobStore, root: Path, grace: float,
+             dry_run: bool, actor: str) -> GcReport:
+    cutoff = time.time() - grace
     listing = list(blobs.iter_blobs())  # fails fast for stores without gc
     if not dry_run:
         blobs.recover_sweeps()
-    live = referenced_blobs(registry.store, blobs, Path(registry.store.root))
-    referenced = young = young_bytes = swept_bytes = 0
+    live = referenced_blobs(registry.store, blobs, root)
+    referenced = young = young_bytes = swept_bytes = partials = partial_bytes = 0
     swept: list[str] = []
-    for b in listing:
-        if b.digest in live:
-            referenced += 1
-        elif b.mtime >= cutoff:
-            young, young_bytes = young + 1, young_bytes + b.size
-        elif dry_run or blobs.sweep(b.digest, cutoff):
-            swept.append(b.digest)
-            swept_bytes += b.size
-        else:  # reused by a put while gc ran
-            young, young_bytes = young + 1, young_bytes + b.size
-    partials = partial_bytes = 0
-    if isinstance(blobs, LocalBlobStore):
-        partials, partial_bytes = blobs.sweep_partials(cutoff, dry_run=dry_run)
-    report = GcReport(dry_run, grace, len(listing), sum(b.size for b in listing), referenced,
-                      young, young_bytes, len(swept), swept_bytes, partials, partial_bytes,
-                      tuple(sorted(swept)))
-    if not dry_run and registry.audit is not None and (report.swept or report.partials):
-        details = {k: v for k, v in report.to_dict().items() if k != "digests"}
-        registry.audit.record(actor or "user", "blobs.gc", blobs.uri,
-                              f"garbage collection, grace {grace:g} s", details)
+    error: BaseException | None = None
+    try:
+        for b in listing:
+            if b.digest in live:
+                referenced += 1
+            elif b.mtime >= cutoff:
+                young, young_bytes = young + 1, young_bytes + b.size
+            elif dry_run or blobs.sweep(b.digest, cutoff):
+                swept.append(b.digest)
+                swept_bytes += b.size
+            else:  # reused by a put while gc ran, or already gone
+                young, young_bytes = young + 1, young_bytes + b.size
+        if isinstance(blobs, LocalBlobStore):
+            partials, partial_bytes = blobs.sweep_partials(cutoff, dry_run=dry_run)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        report = GcReport(dry_run, grace, len(listing), sum(b.size for b in listing),
+                          referenced, young, young_bytes, len(swept), swept_bytes, partials,
+                          partial_bytes, tuple(sorted(swept)))
+        # What was removed is recorded even when the collection failed part way.
+        if not dry_run and registry.audit is not None and (swept or partials or error):
+            details: dict[str, Any] = {k: v for k, v in report.to_dict().items()
+                                       if k != "digests"}
+            why = f"garbage collection, grace {grace:g} s"
+            if error is not None:
+                details["error"] = f"{type(error).__name__}: {error}"
+                why += f"; failed after removing {len(swept)} blobs"
+            registry.audit.record(actor or "user", "blobs.gc", blobs.uri, why, details)
     return report

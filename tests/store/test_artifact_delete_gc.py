@@ -215,6 +215,9 @@ def test_gc_puts_back_blobs_a_crashed_sweep_left_aside(reg):
     path = reg.blobs.path_of(ref.digest)
     os.rename(path, reg.blobs.root / "tmp" / f"{path.name}.gc")  # crashed mid-sweep
     assert reg.blobs.recover_sweeps() == 1 and reg.blobs.get_bytes(ref.digest) == b"kept"
+    os.rename(path, reg.blobs.root / "tmp" / f"{path.name}.gc")
+    assert reg.blobs.get_bytes(ref.digest) == b"kept"  # a read puts it back too
+    assert path.is_file() and not list((reg.blobs.root / "tmp").glob("*.gc"))
 
 
 def test_gc_keeps_blobs_runs_and_unsynced_wals_reference(reg):
