@@ -59,8 +59,8 @@ def delete_artifact(request: Request, who: Researcher,
 
 
 def _check_owner(request: Request, who: Principal, av: Any) -> None:
-    run_id = av.created_by
-    owner = request.app.state.remote.owner(run_id) if run_id else None
+    remote, run_id = request.app.state.remote, av.created_by
+    owner = remote.owner(run_id) if run_id else None
     if owner != who.name:
         whose = (f"run {run_id}, which belongs to {owner}" if owner else
                  f"run {run_id}, which no token of this server created" if run_id else
@@ -68,6 +68,14 @@ def _check_owner(request: Request, who: Principal, av: Any) -> None:
         raise PermissionDeniedError(
             f"artifact version {av.id} was logged by {whose}, not by a run of {who.name}",
             hint="delete versions your own runs logged, or ask a supervisor")
+    # Clients choose run ids: a run id that logged a version outside the server can be
+    # started on it later. Only a run owned before the version was logged counts as its own.
+    since = remote.owned_since(run_id)
+    if since is None or since > av.created_at:
+        raise PermissionDeniedError(
+            f"artifact version {av.id} was logged before {who.name} started run {run_id} on "
+            "this server, so it is not that run's version",
+            hint="ask a supervisor to delete it")
 
 
 class GcBody(BaseModel):

@@ -116,6 +116,7 @@ class _Run:
     run_id: str
     durable: int = -1
     owner: str | None = None
+    owned_since: float | None = None  # when this server gave the run to its owner (epoch s)
     known: bool = False  # exists somewhere (store, segments or state file)
     attaches: dict[str, str] = field(default_factory=dict)
     seg: _Segment | None = None
@@ -194,6 +195,7 @@ class RemoteIngest:
         if state.exists():
             d = json.loads(state.read_text())
             r.owner, r.attaches, r.known = d.get("owner"), d.get("attaches", {}), True
+            r.owned_since = d.get("owned_since")
         stored = self.store.get_run(run_id)
         if stored is not None:
             r.known = True
@@ -214,7 +216,8 @@ class RemoteIngest:
         path = self.state_dir / f"{r.run_id}.json"
         tmp = path.with_suffix(".tmp")
         with open(tmp, "w") as f:
-            json.dump({"owner": r.owner, "project": project, "attaches": r.attaches}, f)
+            json.dump({"owner": r.owner, "owned_since": r.owned_since, "project": project,
+                       "attaches": r.attaches}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -229,6 +232,10 @@ class RemoteIngest:
 
     def owner(self, run_id: str) -> str | None:
         return self._get(run_id).owner
+
+    def owned_since(self, run_id: str) -> float | None:
+        """When this server gave the run to its owner (None: unknown, or no owner)."""
+        return self._get(run_id).owned_since
 
     def check_writer(self, who: Principal, run_id: str) -> None:
         """Refuse a researcher who does not own an existing run (supervisors may write any)."""
@@ -320,7 +327,7 @@ class RemoteIngest:
             except FileExistsError:
                 raise ConflictError(f"run id {r.run_id!r} is already taken on the server",
                                     hint="start a new run (a fresh id)") from None
-            r.owner = who.name
+            r.owner, r.owned_since = who.name, time.time()
             r.known = True
         if r.seg is not None:
             self._close(r, keep_hold=True)

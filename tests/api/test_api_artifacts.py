@@ -74,6 +74,18 @@ def test_researchers_delete_only_versions_their_own_runs_logged(server, client, 
     assert r.status_code == 200, r.text
 
 
+def test_starting_a_run_under_the_id_that_logged_a_version_does_not_make_it_yours(
+        server, client, tokens, local_dir, model, helpers):
+    # model:v1 was logged straight into the data directory by run1; run ids are chosen by
+    # clients, so researcher2 can start a run with that id on the server afterwards.
+    run = helpers.RemoteRunHarness(local_dir, server.url, tokens["researcher2"], run_id="run1")
+    assert run.finish()
+    r = client("researcher2").delete("/api/artifacts/model/v1", params={"delete_aliases": "1"})
+    assert r.status_code == 403, r.text
+    assert "logged before researcher2 started run run1" in r.json()["error"]
+    assert client("viewer").get("/api/artifacts/model/v1").status_code == 200
+
+
 @pytest.mark.parametrize("path, params, status, text", [
     ("/api/artifacts/model/latest", {}, 400, "exact version"),
     ("/api/artifacts/model/prod", {"delete_aliases": "true"}, 400, "exact version"),
