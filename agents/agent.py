@@ -82,6 +82,7 @@ class Trial:
     reason: str = ""
     attempt: int = 1
     relaunches: int = 0  # times a restarted agent relaunched it (resuming its run)
+    stop_requested: str = ""  # why the agent asked the backend to stop it (not yet heard)
     _result: TrialResult | None = field(default=None, repr=False)
 
     def result(self) -> TrialResult:
@@ -98,7 +99,7 @@ class Trial:
         # The full curve lives in the store; the state keeps the tail for display.
         return {"config": self.config, "status": str(self.status), "final": self.final,
                 "origin": self.origin, "reason": self.reason, "curve": self.curve[-20:],
-                "relaunches": self.relaunches}
+                "relaunches": self.relaunches, "stop_requested": self.stop_requested}
 
 
 class _Suggester(threading.Thread):
@@ -225,6 +226,8 @@ class Agent:
         if self.status is AgentStatus.RUNNING:
             did["stopped"] = self._stop_hopeless()
             did["launched"] = self._reevaluate() + self._launch()
+        elif self.status is AgentStatus.PAUSED:  # no new trials; running ones continue,
+            did["launched"] = self._relaunch_lost()  # those a restart lost included
         self._maybe_finish()
         self._flush_decisions()
         self._persist()
@@ -340,10 +343,11 @@ class Agent:
             self.status = AgentStatus.RUNNING
             return "resumed"
         if o.action == "stop":
-            for t in self.active:
+            active = list(self.active)
+            for t in active:
                 self._stop_trial(t.trial_id, f"agent stopped by {o.actor}: {o.reason}")
             self.status = AgentStatus.STOPPED
-            return f"stopped; {len(self.active)} running trial(s) asked to stop"
+            return f"stopped; {len(active)} running trial(s) asked to stop"
         if o.action == "stop_run":
             tid = p.get("trial_id")
             if tid not in self.trials or not self.trials[tid].status.is_active:
@@ -380,7 +384,7 @@ class Agent:
         """Ask the backend to stop a trial; one still waiting to be relaunched after a
         restart is never relaunched (the backend does not know it), and ends stopped now."""
         if tid not in self._relaunch:
-            self.backend.stop(tid, reason)
+            self._request_stop(tid, reason)
             return
         self._relaunch.remove(tid)
         t = self.trials[tid]
@@ -388,6 +392,15 @@ class Agent:
         t.changed()
         self.ledger.record_lost(tid, finished=True)
         self._dirty = True
+
+    def _request_stop(self, tid: str, reason: str) -> None:
+        """Ask the backend to stop a trial, and remember it in the persisted state: an agent
+        that restarts before the stop lands ends the trial stopped instead of relaunching it."""
+        self.backend.stop(tid, reason)
+        t = self.trials[tid]
+        if not t.stop_requested:
+            t.stop_requested = reason
+            self._dirty = True
 
     # -- 3. stops --------------------------------------------------------------------------------
     def _refit_predictor(self) -> None:
@@ -413,7 +426,7 @@ class Agent:
             history = self._history()
         reasons = self.stopper.should_stop(history, running)
         for tid, r in reasons.items():
-            self.backend.stop(tid, f"{r.rule}: {r.message}")
+            self._request_stop(tid, f"{r.rule}: {r.message}")
             self._decide(tid, "stop", f"{r.rule}: {r.message}", r.to_dict())
         return len(reasons)
 
@@ -525,6 +538,9 @@ class Agent:
             tid = self._relaunch.pop(0)
             t = self.trials[tid]
             t.relaunches += 1
+            # Saved before the launch: a trial that takes its agent down with it is then
+            # counted, and max_retries ends the cycle.
+            self._persist(force=True)
             spec = self._spec(tid, t.config, resume=True)
             self.backend.launch(spec)
             self.ledger.record_launch(spec, agent=self.agent_id)  # known: not counted again
@@ -644,7 +660,8 @@ class Agent:
             tr = Trial(tid, dict(t["config"]), TrialStatus(t["status"]),
                        [tuple(p) for p in t.get("curve", [])], t.get("final"),
                        t.get("origin", "searcher"), t.get("reason", ""),
-                       relaunches=int(t.get("relaunches", 0)))
+                       relaunches=int(t.get("relaunches", 0)),
+                       stop_requested=str(t.get("stop_requested", "")))
             if tr.status.is_active:
                 self._lost(tr)
             self.trials[tid] = tr
@@ -663,6 +680,14 @@ class Agent:
         the agent, its run did not. Queue it to be relaunched, resuming that run, unless it
         was relaunched ``max_retries`` times already."""
         cap = self.objective.max_retries
+        if tr.stop_requested:  # the agent asked it to stop; relaunching would undo that
+            tr.status = TrialStatus.STOPPED
+            tr.reason = tr.stop_requested
+            self.ledger.record_lost(tr.trial_id, finished=True)
+            self._decide(tr.trial_id, "stop", "asked to stop before the agent restarted; "
+                         f"not relaunched ({tr.stop_requested})",
+                         {"reason": tr.stop_requested, "relaunches": tr.relaunches})
+            return
         if tr.relaunches >= cap:
             tr.status = TrialStatus.FAILED
             tr.reason = (f"lost when the agent restarted while it ran, {tr.relaunches + 1} "

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConflictError, NotFoundError, UserInputError
+from ..sdk.jsonable import to_jsonable
 from ..store.records import RunStatus
 from ..store.wal import read_wal
 from .base import TargetKind, TrialSpec
@@ -244,7 +245,7 @@ def run_trial(spec: TrialSpec, attempt: int, resume: bool, data_dir: str, contro
                            "started_at": t0}
     try:
         req = watcher.check()
-        finished = _finished_run(root, spec.trial_id) if resume else None
+        finished = _finished_run(root, spec) if resume else None
         if req is not None:
             out.update(status=RunStatus(req[1]).value, reason=req[0])
         elif finished is not None:
@@ -265,21 +266,40 @@ def run_trial(spec: TrialSpec, attempt: int, resume: bool, data_dir: str, contro
     return out
 
 
-def _finished_run(root: Path, run_id: str) -> dict[str, Any] | None:
+#: Summary key under which a function trial's attempt stores what the function returned,
+#: just before it completes the run: a resumed attempt reuses a completed run only with it.
+TRIAL_RESULT_KEY = "assay/trial_result"
+
+
+def _finished_run(root: Path, spec: TrialSpec) -> dict[str, Any] | None:
     """The stored outcome, when a resumed attempt finds its trial's run completed already.
 
     The previous attempt (or the agent that launched it) can die after the run completed but
     before anyone heard: running the target again would reopen a finished run and log its
     steps twice, so the attempt reports the run's result instead. A failed or stopped run is
     run again: that is what dying mid-run looks like (Ray ends an orphaned worker with a
-    ``SystemExit``, which the run records as a failure).
+    ``SystemExit``, which the run records as a failure). So is a run of another project or
+    config (a caller-chosen id), and a function trial's run completed without the result
+    its attempt stores last (:data:`TRIAL_RESULT_KEY`): the interpreter's exit handler
+    completes a run that a worker ending at the wrong moment left open.
     """
     from ..sdk.run import _sync_and_get
 
-    rec = _sync_and_get(root, run_id)  # what a dead attempt left in its WAL counts too
+    rec = _sync_and_get(root, spec.trial_id)  # what a dead attempt left in its WAL counts too
     if rec is None or RunStatus(rec.status) is not RunStatus.COMPLETED:
         return None
-    return {"status": RunStatus.COMPLETED.value, "result": _command_result(root, run_id),
+    wanted = to_jsonable(dict(spec.config), what="config")
+    if rec.project != spec.project or any(rec.config.get(k, wanted) != v
+                                          for k, v in wanted.items()):
+        return None  # the trial's own config keys must match (it may have added others)
+    if spec.target_kind is TargetKind.COMMAND:
+        result = _command_result(root, spec.trial_id)
+    else:
+        stored = rec.summary_set.get(TRIAL_RESULT_KEY)
+        if not isinstance(stored, Mapping):
+            return None
+        result = _numbers(stored)
+    return {"status": RunStatus.COMPLETED.value, "result": result,
             "reason": "its run had already completed (resumed, not run again)", "error": ""}
 
 
@@ -297,14 +317,14 @@ def _open_run(spec: TrialSpec, resume: bool, root: Path) -> Any:
 
 def _run_function(spec: TrialSpec, resume: bool, root: Path, watcher: _Watcher) -> dict[str, Any]:
     run = _open_run(spec, resume, root)
-    run.flush()  # the run is durable before the target starts: a retry can resume it
-    watcher.on_stop = run.request_stop
-    if watcher.request is not None:
-        run.request_stop(watcher.request[0])
-    watcher.start()
     ret: Any = None
     status, reason, error = RunStatus.COMPLETED, "", ""
-    try:
+    try:  # from here on, any way out finishes the run (Ray's SIGTERM as crashed)
+        run.flush()  # the run is durable before the target starts: a retry can resume it
+        watcher.on_stop = run.request_stop
+        if watcher.request is not None:
+            run.request_stop(watcher.request[0])
+        watcher.start()
         fn = resolve_target(spec.target)
         ret = fn(dict(spec.config), run)
     except KeyboardInterrupt:
@@ -323,6 +343,8 @@ def _run_function(spec: TrialSpec, resume: bool, root: Path, watcher: _Watcher) 
     result = _numbers(ret) if isinstance(ret, Mapping) else {}
     if not result:
         result = _numbers(run.summary.to_dict())
+    if status is RunStatus.COMPLETED:
+        run.summary[TRIAL_RESULT_KEY] = result
     run.finish(status, error or reason)
     return {"status": status.value, "result": result, "reason": reason, "error": error}
 

@@ -425,3 +425,51 @@ def test_a_lowered_concurrency_holds_back_relaunches_too(monkeypatch):
     again.step()
     assert again.concurrency == 2
     assert [s.trial_id for s in b2.specs] == lost[:2]
+
+
+def test_a_trial_asked_to_stop_before_a_restart_ends_stopped_instead_of_being_relaunched(
+        monkeypatch):
+    monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)
+    control = MemoryControlStore()
+    agent = make(control=control)[0]
+    agent.step()
+    lost = [t.trial_id for t in agent.active]
+    victim = lost[0]
+    control.add_override(Override(agent.agent_id, "stop_run", {"trial_id": victim}, "alice",
+                                  "wrong data", hlc=str(agent.hlc.now()), time=0.0))
+    agent.step()  # asked to stop; the agent dies before it hears the trial stopped
+    assert agent.trials[victim].status is TrialStatus.RUNNING
+    agent.close()
+    again, b2, _ = restart(control, agent.agent_id)
+    t = again.trials[victim]
+    assert t.status is TrialStatus.STOPPED and "alice" in t.reason
+    again.step()
+    assert victim not in [s.trial_id for s in b2.specs]  # the person's stop is not undone
+    assert [s.trial_id for s in b2.specs[:3]] == lost[1:]
+    ended = [d for d in control.decisions(agent_id=agent.agent_id)
+             if d.trial_id == victim and d.kind == "stop"]
+    assert ended and "not relaunched" in ended[-1].summary
+
+
+def test_a_paused_agent_that_restarts_still_relaunches_the_trials_it_lost(monkeypatch):
+    monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)
+    control = MemoryControlStore()
+    agent = make(control=control)[0]
+    agent.step()
+    lost = [t.trial_id for t in agent.active]
+    control.add_override(Override(agent.agent_id, "pause", {}, "alice", "let them drain",
+                                  hlc=str(agent.hlc.now()), time=0.0))
+    agent.step()
+    assert agent.status is AgentStatus.PAUSED
+    agent.close()
+    again, b2, c2 = restart(control, agent.agent_id)
+    assert again.status is AgentStatus.PAUSED
+    again.step()
+    assert [s.trial_id for s in b2.specs] == lost and all(s.resume for s in b2.specs)
+    for _ in range(500):  # they run to the end; nothing new starts while paused
+        if not again.active:
+            break
+        c2.advance_to(b2.next_event_time() or c2.now() + 1)
+        again.step()
+    assert not again.active and [s.trial_id for s in b2.specs] == lost
+    assert all(again.trials[t].status.is_finished for t in lost)

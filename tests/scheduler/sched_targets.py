@@ -28,6 +28,8 @@ def scripted(config: Mapping[str, Any], run: Any) -> dict[str, float]:
         for step in range(int(config.get("steps", 3))):
             loss = 1.0 / (step + 1)
             run.log({"loss": loss}, step=step)
+        if "returned" in config:  # a number the trial returns but never logs
+            return {"loss": loss, "returned": float(config["returned"])}
         return {"loss": loss}
     if behaviour == "raise":
         run.log({"loss": loss}, step=0)

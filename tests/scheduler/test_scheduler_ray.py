@@ -217,7 +217,7 @@ def test_a_resumed_trial_whose_run_had_completed_reports_it_without_running_agai
     import assay
 
     case = ray_backend
-    done = case.spec("ok", config={"steps": 3})
+    done = case.spec("ok", config={"steps": 3, "returned": 7.0})
     failed = case.spec("raise")
     for spec in (done, failed):  # the attempts ended; their agent died before it heard
         case.backend.launch(spec)
@@ -242,6 +242,7 @@ def test_a_resumed_trial_whose_run_had_completed_reports_it_without_running_agai
         backend.shutdown()
     ok, bad = events[done.trial_id], events[failed.trial_id]
     assert ok.kind is EventKind.COMPLETED and ok.result["loss"] == pytest.approx(1 / 3)
+    assert ok.result["returned"] == 7.0  # what the function returned, not only what it logged
     assert "already completed" in ok.reason
     assert bad.kind is EventKind.FAILED and "boom" in bad.error
     assert api.run(failed.trial_id).attach == 1  # a failed run is run again: it may have died

@@ -1,0 +1,63 @@
+"""When a resumed Ray attempt may reuse its run's stored result instead of running again
+(``scheduler._ray_worker._finished_run``), on real runs in a data directory, without Ray."""
+
+from __future__ import annotations
+
+import pytest
+from assay.scheduler import TrialSpec
+from assay.scheduler._ray_worker import TRIAL_RESULT_KEY, _finished_run
+
+pytestmark = pytest.mark.integration
+
+CONFIG = {"lr": 0.1, "depth": 3}
+
+
+def _run(data_dir, run_id, *, project="p", config=CONFIG, result=None, status="completed"):
+    import assay
+
+    run = assay.init(project, id=run_id, config=dict(config), dir=data_dir,
+                     system_metrics_interval=None, capture=False)
+    run.log({"loss": 0.5}, step=0)
+    if result is not None:
+        run.summary[TRIAL_RESULT_KEY] = result
+    run.finish(status)
+
+
+def _spec(run_id, *, project="p", config=CONFIG, target="pkg.mod:train"):
+    return TrialSpec(run_id, project, dict(config), target, resume=True)
+
+
+def test_a_completed_run_with_its_stored_result_is_reused(data_dir):
+    _run(data_dir, "trial1", result={"loss": 0.5, "returned": 7.0})
+    out = _finished_run(data_dir, _spec("trial1"))
+    assert out is not None and out["result"] == {"loss": 0.5, "returned": 7.0}
+    assert "already completed" in out["reason"]
+
+
+def test_a_run_completed_without_the_result_its_attempt_stores_last_runs_again(data_dir):
+    # What the interpreter's exit handler leaves when Ray ends a worker outside the trial.
+    _run(data_dir, "trial2")
+    assert _finished_run(data_dir, _spec("trial2")) is None
+
+
+@pytest.mark.parametrize("project, config, reused", [
+    ("other", CONFIG, False),  # a caller-chosen id that another project's run has
+    ("p", {**CONFIG, "lr": 0.2}, False),
+    ("p", {"lr": 0.1}, True),  # the trial's own keys match; its run may hold more
+])
+def test_only_a_run_of_the_same_project_and_config_is_reused(data_dir, project, config, reused):
+    _run(data_dir, "trial3", result={"loss": 0.5})
+    out = _finished_run(data_dir, _spec("trial3", project=project, config=config))
+    assert (out is not None) is reused
+
+
+def test_a_failed_or_missing_run_runs_again(data_dir):
+    _run(data_dir, "trial4", result={"loss": 0.5}, status="failed")
+    assert _finished_run(data_dir, _spec("trial4")) is None
+    assert _finished_run(data_dir, _spec("nope")) is None
+
+
+def test_a_command_trial_reuses_its_run_summary(data_dir):
+    _run(data_dir, "trial5")
+    out = _finished_run(data_dir, _spec("trial5", target=["python", "train.py"]))
+    assert out is not None and out["result"] == {"loss": 0.5}
