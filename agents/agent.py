@@ -391,7 +391,15 @@ class Agent:
         t.status, t.reason = TrialStatus.STOPPED, reason
         t.changed()
         self.ledger.record_lost(tid, finished=True)
+        self._end_run(tid, "stopped", reason)
         self._dirty = True
+
+    def _end_run(self, tid: str, status: str, reason: str) -> None:
+        """Finish the run of a lost trial the agent ends without relaunching it."""
+        try:
+            self.backend.end_unlaunched(self.objective.project, tid, status, reason)
+        except Exception:  # the agent's record stands; `assay sync` can mend the run
+            log.warning("could not finish the run of trial %s", tid, exc_info=True)
 
     def _request_stop(self, tid: str, reason: str) -> None:
         """Ask the backend to stop a trial, and remember it in the persisted state: an agent
@@ -684,6 +692,7 @@ class Agent:
             tr.status = TrialStatus.STOPPED
             tr.reason = tr.stop_requested
             self.ledger.record_lost(tr.trial_id, finished=True)
+            self._end_run(tr.trial_id, "stopped", tr.reason)
             self._decide(tr.trial_id, "stop", "asked to stop before the agent restarted; "
                          f"not relaunched ({tr.stop_requested})",
                          {"reason": tr.stop_requested, "relaunches": tr.relaunches})
@@ -693,6 +702,7 @@ class Agent:
             tr.reason = (f"lost when the agent restarted while it ran, {tr.relaunches + 1} "
                          f"time(s); not relaunched again (max_retries={cap})")
             self.ledger.record_lost(tr.trial_id, finished=True)
+            self._end_run(tr.trial_id, "failed", tr.reason)
             self._decide(tr.trial_id, "fail", tr.reason,
                          {"reason": tr.reason, "relaunches": tr.relaunches, "max_retries": cap})
             return

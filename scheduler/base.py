@@ -329,6 +329,13 @@ class Backend(ABC):
             NotFoundError: for a trial id this backend never launched.
         """
 
+    def end_unlaunched(self, project: str, trial_id: str, status: str, reason: str) -> None:
+        """Finish the run of a trial that ends without an attempt here: a restarted agent's
+        lost trial that it will not relaunch (asked to stop, or out of retries). Its run
+        would otherwise stay ``crashed`` or ``running``. Nothing to do where runs are not
+        stored (simulations); unfinished runs only.
+        """
+
     @abstractmethod
     def running(self) -> set[str]:
         """Ids of the trials launched and not yet finished (queued ones included)."""

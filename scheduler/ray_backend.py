@@ -141,6 +141,13 @@ class RayBackend(Backend):
                                 hint="check the id; running() lists the live trials")
         self._request_stop(tr, str(reason), EventKind.STOPPED)
 
+    def end_unlaunched(self, project: str, trial_id: str, status: str, reason: str) -> None:
+        from ..store.records import RunStatus
+        from ._ray_worker import mark_run
+
+        mark_run(self.data_dir, project, trial_id, RunStatus(status), reason,
+                 only_unfinished=True)
+
     def running(self) -> set[str]:
         return {tid for tid, t in self._trials.items() if t.state is not _State.DONE}
 

@@ -120,10 +120,14 @@ class RecordingBackend(SimBackend):
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.specs = []
+        self.ended = []  # runs it was asked to finish without an attempt
 
     def launch(self, spec):
         self.specs.append(spec)
         super().launch(spec)
+
+    def end_unlaunched(self, project, trial_id, status, reason):
+        self.ended.append((project, trial_id, status, reason))
 
 
 def restart(control, agent_id, obj=None, cpus=4):
@@ -219,6 +223,8 @@ def test_a_trial_lost_in_more_restarts_than_max_retries_is_failed_with_the_reaso
         assert third.ledger.usage(run=tid) == used[tid]  # charged up to the last save, no more
     fails = [d for d in control.decisions(agent_id=agent.agent_id) if d.kind == "fail"]
     assert {d.trial_id for d in fails} == set(lost)
+    assert sorted(e[1] for e in b3.ended) == sorted(lost)
+    assert {e[2] for e in b3.ended} == {"failed"}
     assert all(d.explanation["relaunches"] == 1 for d in fails)
     third.step()
     assert not any(s.trial_id in lost for s in b3.specs)
@@ -449,6 +455,7 @@ def test_a_trial_asked_to_stop_before_a_restart_ends_stopped_instead_of_being_re
     ended = [d for d in control.decisions(agent_id=agent.agent_id)
              if d.trial_id == victim and d.kind == "stop"]
     assert ended and "not relaunched" in ended[-1].summary
+    assert b2.ended == [("simproj", victim, "stopped", t.reason)]  # its run is finished too
 
 
 def test_a_paused_agent_that_restarts_still_relaunches_the_trials_it_lost(monkeypatch):

@@ -212,6 +212,21 @@ def test_a_resume_spec_continues_the_existing_run_or_creates_a_missing_one(ray_b
     assert made.status == "completed" and made.attach == 0
 
 
+def test_end_unlaunched_finishes_an_unfinished_run_and_leaves_a_finished_one(ray_backend,
+                                                                            data_dir):
+    import assay
+
+    case = ray_backend
+    lost = case.spec("ok")
+    _died_mid_run(data_dir, lost, 1)  # a restarted agent's lost trial it will not relaunch
+    case.backend.end_unlaunched(lost.project, lost.trial_id, "stopped", "stopped by alice")
+    api = assay.Api(data_dir)
+    rec = api.run(lost.trial_id)
+    assert rec.status == "stopped" and "alice" in rec.error
+    case.backend.end_unlaunched(lost.project, lost.trial_id, "failed", "out of retries")
+    assert api.run(lost.trial_id).status == "stopped"  # a finished run is left as it is
+
+
 def test_a_resumed_trial_whose_run_had_completed_reports_it_without_running_again(
         ray_backend, data_dir):
     import assay
