@@ -109,10 +109,10 @@ class TrialSpec:
             e.g. when the agent that launched it restarted and relaunches it. A run that
             never became durable is created as usual; command trials get ``ASSAY_RESUME_ID``
             instead of ``ASSAY_RUN_ID``. The target itself starts again from the top (its
-            ``run.attach`` is above 0; resuming from its own checkpoint is up to it), so log
-            with explicit steps (``step=epoch``): the new attempt then rewrites the curve in
-            place, a step's last write winning, where implicit steps would continue after
-            the last step logged.
+            ``run.attach`` is above 0; resuming from its own checkpoint is up to it). Its
+            implicit steps start again at 0 too, so the new attempt rewrites the curve in
+            place, a step's last write winning; a target that resumes from a checkpoint
+            logs with explicit steps (``step=epoch``).
 
     Raises:
         UserInputError: for an invalid id, project, config, target, limit or flag.

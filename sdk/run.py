@@ -469,7 +469,9 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         id: the id of the new run (4-64 letters/digits; agents and backends pre-assign ids
             this way); an id already taken is a ConflictError (continue it with ``resume``).
             Default: the ``ASSAY_RUN_ID`` environment variable (set for command trials),
-            else a random id. ``ASSAY_RESUME_ID`` likewise defaults ``resume``.
+            else a random id. ``ASSAY_RESUME_ID`` likewise defaults ``resume`` (a backend
+            relaunching a command trial sets it; the command starts again from the top, so
+            its implicit steps start again at 0 and rewrite the curve in place).
         system_metrics_interval: seconds between ``sys/`` samples; None or 0 disables.
         capture: record git state, packages and environment (in the background).
         server: an assay server URL (default ``$ASSAY_SERVER``): the WAL stays local and a
@@ -504,11 +506,13 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
     summary_set: dict[str, Any] = {}
     attach = 0
     next_step = 0
+    relaunched = False  # a backend relaunching a command trial: it starts from the top
     if id is None and resume is None:
         id = os.environ.get("ASSAY_RUN_ID") or None
         resume = os.environ.get("ASSAY_RESUME_ID") or None
         if id and resume:
             id = None
+        relaunched = resume is not None
     if id is not None and (not isinstance(id, str) or not id.isalnum() or not 4 <= len(id) <= 64):
         raise UserInputError(f"invalid run id {id!r}", hint="run ids are 4-64 letters and digits")
     if resume is not None:
@@ -528,7 +532,7 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         cfg = {**prior.config, **cfg}
         summary_auto = {k: dict(v) for k, v in prior.summary.items()}
         summary_set = dict(prior.summary_set)
-        next_step = prior.last_step + 1
+        next_step = 0 if relaunched else prior.last_step + 1
         name = name or prior.name
     else:
         run_id = _claim_run_id(root, id)

@@ -31,6 +31,10 @@ def scripted(config: Mapping[str, Any], run: Any) -> dict[str, float]:
         if "returned" in config:  # a number the trial returns but never logs
             return {"loss": loss, "returned": float(config["returned"])}
         return {"loss": loss}
+    if behaviour == "implicit":  # implicit steps; logs 10 + its attach, to tell attempts apart
+        for i in range(int(config.get("steps", 3))):
+            run.log({"loss": 10.0 * run.attach + i})
+        return {"loss": 10.0 * run.attach}
     if behaviour == "raise":
         run.log({"loss": loss}, step=0)
         raise RuntimeError("boom: the trial raised on purpose")

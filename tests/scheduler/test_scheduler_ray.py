@@ -212,6 +212,23 @@ def test_a_resume_spec_continues_the_existing_run_or_creates_a_missing_one(ray_b
     assert made.status == "completed" and made.attach == 0
 
 
+def test_a_resumed_target_with_implicit_steps_rewrites_its_curve_from_step_0(ray_backend,
+                                                                             data_dir):
+    import assay
+
+    case = ray_backend
+    earlier = case.spec("implicit", config={"steps": 2})
+    _died_mid_run(data_dir, earlier, 4)  # the attempt that died had reached step 3
+    again = TrialSpec(earlier.trial_id, earlier.project, earlier.config, earlier.target,
+                      resume=True)
+    case.backend.launch(again)
+    case.wait_for(again.trial_id, EventKind.COMPLETED)
+    hist = assay.Api(data_dir).history(again.trial_id, "loss").sort("step")
+    # Steps 0-1 are the new attempt's (attach 1: 10, 11); 2-3 remain from the one that died.
+    assert hist["step"].to_list() == [0, 1, 2, 3]
+    assert hist["value"].to_list() == [10.0, 11.0, 9.0, 9.0]
+
+
 def test_end_unlaunched_finishes_an_unfinished_run_and_leaves_a_finished_one(ray_backend,
                                                                             data_dir):
     import assay

@@ -204,9 +204,18 @@ def test_preassigned_ids_are_unique_and_resume_continues_them(data_dir, monkeypa
     with pytest.raises(UserInputError, match="invalid run id"):
         _init(project="p", id="no spaces!")
     monkeypatch.setenv("ASSAY_RESUME_ID", "trial0001")
-    again = _init(project="p")
+    again = _init(project="p")  # a backend relaunched the command: it starts from the top
     assert again.id == "trial0001" and again.attach == 1
+    again.log({"x": 2.0})  # its implicit steps start again at 0: the curve is rewritten
     again.finish()
+    monkeypatch.delenv("ASSAY_RESUME_ID")
+    explicit = _init(project="p", resume="trial0001")  # a person continuing the run
+    explicit.log({"x": 3.0})  # steps carry on
+    explicit.finish()
+    import assay
+
+    hist = assay.Api(data_dir).history("trial0001", "x").sort("step")
+    assert hist["step"].to_list() == [0, 1] and hist["value"].to_list() == [2.0, 3.0]
 
 
 def test_should_stop_follows_request_and_stop_file(data_dir):
