@@ -78,8 +78,7 @@ def test_overrides_pause_pin_concurrency_budget_stop_run_and_stop(monkeypatch):
     assert len(agent.active) == 4
 
     def say(action, **params):
-        control.add_override(Override(agent.agent_id, action, params, "alice", f"test {action}",
-                                      hlc=str(agent.hlc.now()), time=0.0))
+        override(control, agent, action, params, f"test {action}")
     say("pause")
     agent.step()
     assert agent.status is AgentStatus.PAUSED
@@ -137,6 +136,12 @@ def restart(control, agent_id, obj=None, cpus=4):
     backend = RecordingBackend(clock, CurveSimulatorSource(SIM), cpus=cpus)
     agent = Agent(obj or objective(), backend, backend, control, agent_id=agent_id, ahead=False)
     return agent, backend, clock
+
+
+def override(control, agent, action, params, reason):
+    """What a person's override through the API or CLI writes, signed by alice."""
+    control.add_override(Override(agent.agent_id, action, params, "alice", reason,
+                                  hlc=str(agent.hlc.now()), time=0.0))
 
 
 def run_for(agent, backend, clock, steps):
@@ -253,13 +258,11 @@ def test_stopping_a_restarted_agent_never_relaunches_its_waiting_trials(monkeypa
     again, b2, _ = restart(control, agent.agent_id, cpus=2)
     again.step()  # two relaunched, two waiting
     waiting = lost[2:]
-    control.add_override(Override(agent.agent_id, "stop_run", {"trial_id": waiting[0]}, "alice",
-                                  "not this one", hlc=str(again.hlc.now()), time=0.0))
+    override(control, again, "stop_run", {"trial_id": waiting[0]}, "not this one")
     again.step()
     assert again.trials[waiting[0]].status is TrialStatus.STOPPED
     assert "alice" in again.trials[waiting[0]].reason
-    control.add_override(Override(agent.agent_id, "stop", {}, "alice", "enough",
-                                  hlc=str(again.hlc.now()), time=0.0))
+    override(control, again, "stop", {}, "enough")
     again.step()
     assert again.status is AgentStatus.STOPPED
     assert [s.trial_id for s in b2.specs] == lost[:2]
@@ -423,8 +426,7 @@ def test_a_lowered_concurrency_holds_back_relaunches_too(monkeypatch):
     agent = make(control=control)[0]
     agent.step()
     lost = [t.trial_id for t in agent.active]
-    control.add_override(Override(agent.agent_id, "concurrency", {"concurrency": 2}, "alice",
-                                  "share the machine", hlc=str(agent.hlc.now()), time=0.0))
+    override(control, agent, "concurrency", {"concurrency": 2}, "share the machine")
     agent.step()
     agent.close()
     again, b2, _ = restart(control, agent.agent_id)  # cpus for 4, concurrency 2
@@ -441,8 +443,7 @@ def test_a_trial_asked_to_stop_before_a_restart_ends_stopped_instead_of_being_re
     agent.step()
     lost = [t.trial_id for t in agent.active]
     victim = lost[0]
-    control.add_override(Override(agent.agent_id, "stop_run", {"trial_id": victim}, "alice",
-                                  "wrong data", hlc=str(agent.hlc.now()), time=0.0))
+    override(control, agent, "stop_run", {"trial_id": victim}, "wrong data")
     agent.step()  # asked to stop; the agent dies before it hears the trial stopped
     assert agent.trials[victim].status is TrialStatus.RUNNING
     agent.close()
@@ -464,8 +465,7 @@ def test_a_paused_agent_that_restarts_still_relaunches_the_trials_it_lost(monkey
     agent = make(control=control)[0]
     agent.step()
     lost = [t.trial_id for t in agent.active]
-    control.add_override(Override(agent.agent_id, "pause", {}, "alice", "let them drain",
-                                  hlc=str(agent.hlc.now()), time=0.0))
+    override(control, agent, "pause", {}, "let them drain")
     agent.step()
     assert agent.status is AgentStatus.PAUSED
     agent.close()
