@@ -36,7 +36,7 @@ from fastapi import HTTPException
 
 from ..errors import ConflictError, PermissionDeniedError
 from ..store.ingestd import ensure_daemon
-from ..store.wal import encode, read_wal, segment_path
+from ..store.wal import encode, iter_frames, read_wal, segment_path
 from .audit import AuditTrail
 from .auth import Principal, Role
 from .store_ext import ServerStore
@@ -80,10 +80,24 @@ class _Segment:
                 same = False
             if same:
                 self.fd, self.path = fd, path
+                self._cut_torn_tail()
                 return
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
         raise HTTPException(503, f"could not open {path}", headers={"Retry-After": "1"})
+
+    def _cut_torn_tail(self) -> None:
+        """Cut a torn last frame (a server killed mid-write) before appending: records written
+        after it would be hidden, since readers stop at the first frame that is not intact."""
+        with open(self.path, "rb") as f:
+            data = f.read()
+        end = 0
+        for _, end, _payload in iter_frames(data):
+            pass
+        if end < len(data):
+            log.warning("cut a torn tail of %d bytes from %s", len(data) - end, self.path)
+            os.ftruncate(self.fd, end)
+            os.fsync(self.fd)
 
     def write(self, data: bytes) -> None:
         """Append and fsync; on failure cut the segment back so no torn frame hides later ones."""

@@ -218,6 +218,9 @@ class RemoteSender(threading.Thread):
         try:
             self._resume_point(http)
             while self.error is None and not self._abandoned:
+                # Read before the step: a close() that comes after this step read the file
+                # (the final status just written) must not end the loop before it is sent.
+                closing = self._closing
                 try:
                     sent_all = self._step(http)
                     backoff = 0.0
@@ -229,7 +232,7 @@ class RemoteSender(threading.Thread):
                     self._wake.wait(wait)
                     self._wake.clear()
                     continue
-                if sent_all and self._closing:
+                if sent_all and closing:
                     break
                 if sent_all:
                     self._wake.wait(self.poll)

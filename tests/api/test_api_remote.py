@@ -275,3 +275,62 @@ def test_records_endpoint_has_a_body_limit(server, client) -> None:
 
 def test_outbox_segments_live_outside_the_local_daemons_wal_folder(tmp_path: Path) -> None:
     assert outbox_segment(tmp_path, "abc", 3) == tmp_path / "outbox" / "abc" / "000003.wal"
+
+
+def test_a_torn_frame_a_killed_server_left_is_cut_before_appending(data_dir, tokens, local_dir,
+                                                                   helpers) -> None:
+    """A server killed mid-write leaves half a frame; the restarted server must not append
+    acknowledged records behind it, where no reader would ever see them."""
+    import subprocess
+    import sys
+
+    from assay.store.wal import FRAME_HEADER
+
+    port = helpers.free_port()
+    srv = helpers.ThreadServer(data_dir, port, start_daemon=False).start()
+    run = helpers.RemoteRunHarness(local_dir, srv.url, tokens["researcher"])
+    try:
+        for step in range(10):
+            run.log({"loss": float(step)}, step)
+        assert run.sync()
+        srv.stop()
+        seg = data_dir / "wal" / run.run_id / "000000.wal"
+        with open(seg, "ab") as f:  # the start of a frame whose write the kill cut short
+            f.write(FRAME_HEADER.pack(b"AW", 5000, 0) + b"x" * 700)
+        srv = helpers.ThreadServer(data_dir, port, start_daemon=False).start()
+        for step in range(10, 20):
+            run.log({"loss": float(step)}, step)
+        assert run.finish() is True
+        assert [r.data["seq"] for r in read_wal(seg)][-1] == run.sender.acked_seq
+    finally:
+        srv.stop()
+    subprocess.run([sys.executable, "-m", "assay.store.ingestd", str(data_dir), "--once"],
+                   check=True, timeout=120)
+    rec = Api(data_dir).run(run.run_id)
+    assert rec.status == "completed" and rec.last_step == 19
+
+
+def test_finish_never_ends_the_sender_before_the_final_status_is_sent(
+        server, tokens, local_dir, helpers, monkeypatch) -> None:
+    """close() that lands after the sender found nothing new, and before it checks whether
+    it is closing, must not end the sender with the status record unsent."""
+    run = helpers.RemoteRunHarness(local_dir, server.url, tokens["researcher"])
+    for step in range(10):
+        run.log({"loss": float(step)}, step)
+    assert run.sync()
+    real = RemoteSender._read_batch
+
+    def slow(self):  # descheduled right after finding nothing new
+        out = real(self)
+        if not out[0]:
+            time.sleep(0.3)
+        return out
+
+    monkeypatch.setattr(RemoteSender, "_read_batch", slow)
+    time.sleep(0.1)
+    assert run.finish() is True
+    c = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {tokens['viewer']}"})
+    # The status record reached the server: the run completes (without it the server would
+    # mark it crashed once it went quiet).
+    rec = helpers.wait_for(lambda: _finished(c, run.run_id), timeout=20)
+    assert rec["last_step"] == 9
