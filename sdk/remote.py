@@ -376,14 +376,15 @@ def _finish_orphan(path: Path) -> None:
 
 
 def sync_outbox(data_dir: Path, server: str, token: str | None = None, *,
-                timeout: float = 60.0) -> dict[str, bool]:
+                timeout: float = 60.0, run_id: str | None = None) -> dict[str, bool]:
     """Ship every orphaned remote segment under ``<dir>/outbox`` (writer gone) to ``server``.
 
     A segment whose run never finished gets a ``crashed`` status record first (its writer is
     dead). Returns ``{segment path: fully acknowledged}``; acknowledged segments are deleted.
+    ``run_id`` ships only that run's segments (``init(resume=..., server=...)`` does, first).
     """
     out: dict[str, bool] = {}
-    for path in sorted((Path(data_dir) / "outbox").glob("*/*.wal")):
+    for path in sorted((Path(data_dir) / "outbox").glob(f"{run_id or '*'}/*.wal")):
         fd = try_lock_segment(path)
         if fd is None:
             continue  # its run is still live in some process: its own sender ships it

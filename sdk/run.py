@@ -519,7 +519,8 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         if not isinstance(resume, str) or not resume.isalnum():
             raise UserInputError(f"resume must be a run id, got {resume!r}",
                                  hint="pass the id of an earlier run: assay.init(..., resume=run.id)")
-        prior = _remote_prior(server, token, resume) if server else _sync_and_get(root, resume)
+        prior = (_remote_prior(root, server, token, resume) if server
+                 else _sync_and_get(root, resume))
         if prior is None:
             raise NotFoundError(f"cannot resume run {resume!r}: no such run in {root}",
                                 hint="check the id with `assay runs`, or the data directory "
@@ -567,20 +568,50 @@ def _claim_run_id(root: Path, wanted: str | None) -> str:
     raise ConflictError("could not find a free run id", hint="check the data directory")
 
 
-def _remote_prior(server: str, token: str | None, run_id: str) -> Any:
-    """The server's record of a run to resume (None if the server does not know it)."""
+def _remote_prior(root: Path, server: str, token: str | None, run_id: str) -> Any:
+    """The server's record of a run to resume (None if the server does not know it).
+
+    First ships what an earlier process of this run left unsent in the local outbox: once a
+    new attach exists on the server, records of an older one would count as duplicates.
+    Then takes the attach from the server's durable records (the run's record lags them
+    until the ingester catches up, which it waits for, within ``REMOTE_FINISH_TIMEOUT``), so two
+    resumes in a row never share an attach.
+    """
     from types import SimpleNamespace
 
-    from .remote import RemoteClient
+    from .remote import RemoteClient, sync_outbox
 
+    unsent = [p for p, ok in sync_outbox(root, server, token, timeout=REMOTE_FINISH_TIMEOUT,
+                                         run_id=run_id).items() if not ok]
+    if unsent:
+        raise ConflictError(
+            f"cannot resume run {run_id}: records an earlier process logged could not be "
+            f"sent to {server} ({', '.join(unsent)})",
+            hint=f"check the server, then `assay sync --server {server}`, and resume again")
     client = RemoteClient(server, token)
     try:
-        d = client.get_run(run_id)
+        durable = client.durable_seq(run_id)
+        deadline = time.monotonic() + REMOTE_FINISH_TIMEOUT
+        while True:
+            try:
+                d: dict[str, Any] | None = client.get_run(run_id)
+            except NotFoundError:
+                d = None
+            if d is not None and int(d.get("ingested_seq", -1)) >= durable:
+                break
+            if time.monotonic() > deadline:
+                if d is None:
+                    return None
+                log.warning("assay: run %s is not fully ingested on %s yet; its summary and "
+                            "last step may lag", run_id, server)
+                break
+            time.sleep(0.2)
     except NotFoundError:
         return None
     finally:
         client.close()
-    return SimpleNamespace(project=d["project"], attach=d["attach"], config=d["config"],
+    attach = max(int(d["attach"]), durable >> _SEQ_BITS if durable >= 0 else 0)
+    return SimpleNamespace(project=d["project"], attach=attach, config=d["config"],
                            summary=d["summary_stats"], summary_set=d["summary_set"],
                            last_step=d["last_step"], name=d["name"])
 

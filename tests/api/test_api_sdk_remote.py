@@ -44,3 +44,77 @@ def test_sdk_logs_to_a_server_and_resumes_there(server, tokens, tmp_path, data_d
     h = settled(501)
     assert h.height == 501 and h["step"].max() == 500
     assert not (local / "lance").exists()  # nothing was ingested on the client
+
+
+def _ingest_once(data_dir):
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "assay.store.ingestd", str(data_dir), "--once"],
+                   check=True, timeout=120)
+
+
+def test_two_resumes_before_the_server_ingests_get_their_own_attaches(
+        data_dir, tokens, tmp_path, helpers, monkeypatch):
+    """The run's record lags the server's WAL until ingestion: a resume must take its attach
+    from the records the server holds, or it reuses one and its records are dropped."""
+    import assay.sdk.run as sdk_run
+
+    monkeypatch.setattr(sdk_run, "REMOTE_FINISH_TIMEOUT", 2.0)  # no ingester to wait for
+    srv = helpers.ThreadServer(data_dir, start_daemon=False).start()
+    kw = {"server": srv.url, "token": tokens["researcher"], "dir": tmp_path / "laptop",
+          "capture": False, "system_metrics_interval": None}
+    try:
+        r0 = assay.init("p", **kw)
+        for i in range(5):
+            r0.log({"loss": float(i)}, step=i)
+        r0.finish()
+        _ingest_once(data_dir)
+        r1 = assay.init("p", resume=r0.id, **kw)
+        for i in range(5, 10):
+            r1.log({"loss": float(i)}, step=i)
+        r1.finish()  # not ingested: the run's record still says attach 0
+        r2 = assay.init("p", resume=r0.id, **kw)
+        assert (r1.attach, r2.attach) == (1, 2)
+        for i in range(10, 20):
+            r2.log({"loss": float(i)}, step=i)
+            r2.flush()
+        r2.finish()
+    finally:
+        srv.stop()
+    _ingest_once(data_dir)
+    api = assay.Api(data_dir)
+    assert api.history(r0.id, "loss")["step"].sort().to_list() == list(range(20))
+    assert api.run(r0.id).status == "completed"
+
+
+def test_a_resume_first_ships_what_a_killed_process_left_unsent(server, tokens, local_dir,
+                                                                 data_dir, helpers):
+    h = helpers.RemoteRunHarness(local_dir, server.url, tokens["researcher"])
+    for i in range(10):
+        h.log({"loss": float(i)}, i)
+    assert h.sync()
+    h.sender.abandon()  # the network drops...
+    h.sender.join(5)
+    for i in range(10, 20):
+        h.log({"loss": float(i)}, i)
+    assert h.writer.flush(10)  # ...steps 10-19 are safe in the outbox...
+    h.writer.stop()
+    h.wal.close()  # ...and the process is killed
+    again = assay.init("remote", resume=h.run_id, server=server.url,
+                       token=tokens["researcher"], dir=local_dir, capture=False,
+                       system_metrics_interval=None)
+    for i in range(20, 25):
+        again.log({"loss": float(i)}, step=i)
+    again.finish()
+    assert not list((local_dir / "outbox").rglob("*.wal"))
+    api = assay.Api(data_dir)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if api.run(h.run_id).status == "completed":
+                break
+        except NotFoundError:
+            pass
+        time.sleep(0.1)
+    assert api.history(h.run_id, "loss")["step"].sort().to_list() == list(range(25))
