@@ -36,7 +36,7 @@ from fastapi import HTTPException
 
 from ..errors import ConflictError, PermissionDeniedError
 from ..store.ingestd import ensure_daemon
-from ..store.wal import encode, iter_frames, read_wal, segment_path
+from ..store.wal import encode, fsync_dirs, iter_frames, read_wal, segment_path
 from .audit import AuditTrail
 from .auth import Principal, Role
 from .store_ext import ServerStore
@@ -80,7 +80,10 @@ class _Segment:
                 same = False
             if same:
                 self.fd, self.path = fd, path
-                self._cut_torn_tail()
+                if os.fstat(fd).st_size == 0:
+                    fsync_dirs(path)
+                else:
+                    self._cut_torn_tail()
                 return
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

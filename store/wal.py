@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FRAME_HEADER", "FRAME_MAGIC", "FrameError", "WalRecord", "WalWriter", "iter_frames", "list_segments", "read_wal",
+__all__ = ["FRAME_HEADER", "FRAME_MAGIC", "FrameError", "WalRecord", "WalWriter", "fsync_dirs", "iter_frames", "list_segments", "read_wal",
            "segment_path", "try_lock_segment"]
 
 _MAGIC = b"AW"
@@ -67,6 +67,22 @@ def encode(data: dict[str, Any]) -> bytes:
     return _HEADER.pack(_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
+def fsync_dirs(path: Path) -> None:
+    """Make a new segment's name durable: fsync its folder and the folder above (both may
+    be new), so an acknowledged first record survives a power loss, not just a crash."""
+    for d in (path.parent, path.parent.parent):
+        try:
+            fd = os.open(d, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:  # some filesystems refuse fsync on folders
+            pass
+        finally:
+            os.close(fd)
+
+
 class WalWriter:
     """Appends records to one segment, holding its exclusive lock until :meth:`close`."""
 
@@ -80,6 +96,8 @@ class WalWriter:
             os.close(self._fd)
             raise
         self.bytes_written = os.fstat(self._fd).st_size
+        if self.bytes_written == 0:
+            fsync_dirs(path)
 
     def append(self, records: list[dict[str, Any]], *, sync: bool = True) -> None:
         """Write records in one ``write`` call, then fsync (the durability point)."""

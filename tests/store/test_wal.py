@@ -62,3 +62,30 @@ def test_segment_lock_tells_live_owner_from_orphan(tmp_path):
     assert fd is not None
     os.close(fd)
     assert try_lock_segment(tmp_path / "missing.wal") is None
+
+
+def test_a_new_segment_fsyncs_its_folders_and_a_reopened_one_does_not(tmp_path, monkeypatch):
+    """Without the folder fsyncs a power loss can drop a new segment's name, and with it an
+    acknowledged first record."""
+    import os
+    import stat
+
+    from assay.store import wal
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def spy(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(wal.os, "fsync", spy)
+    path = tmp_path / "wal" / "run1" / "000000.wal"
+    w = wal.WalWriter(path)
+    w.append([{"k": "run", "seq": 0}])
+    w.close()
+    assert synced == [str(path.parent), str(path.parent.parent)]
+    synced.clear()
+    wal.WalWriter(path).close()  # an existing, non-empty segment: its name is durable already
+    assert synced == []
