@@ -205,8 +205,11 @@ def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: 
            dir: DirOpt = None) -> None:
     """Recompute and check the signed records of finished runs and the audit log.
 
-    Exits 1 and names each record that fails (changed metrics, config, artifact bytes,
-    removed or reordered records, bad signatures)."""
+    Exits 1 and names each record that fails (changed metric values or steps, config,
+    summary values, status, artifact bytes, code and environment, removed or reordered
+    records, bad signatures). Not sealed: tags, notes, the error text and metric times. The
+    check uses the data directory's own key: it catches changes made without that key, not
+    by someone who can read it."""
     from .sdk.api import Api
 
     try:
@@ -218,7 +221,8 @@ def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: 
             err_console.print(f"[bold red]FAIL[/] {p}")
         err_console.print(f"{len(problems)} problem(s) in {checked} record(s) checked")
         raise typer.Exit(1)
-    console.print(f"OK: {checked} run record(s) and the audit log verify")
+    what = "" if run_id else " and the audit log"  # one run's check skips the audit log
+    console.print(f"OK: {checked} run record(s){what} verify")
 
 
 @app.command("export-key")

@@ -92,14 +92,23 @@ class KeyPair:
 
         Raises:
             UserInputError: the key file is readable by others, or is not an Ed25519 PEM key.
+            IntegrityError: the private key is missing but its public key is there (the key
+                was lost; a new one would make every earlier record fail verification).
         """
         folder = Path(directory).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / PRIVATE_KEY_FILE
+        pub = folder / PUBLIC_KEY_FILE
         if not path.exists():
+            if pub.exists():  # records were signed here: a new key would orphan all of them
+                raise IntegrityError(
+                    f"{path} is missing, but {pub} shows this data directory had a signing key "
+                    "(its records are signed with it)",
+                    hint=f"restore {PRIVATE_KEY_FILE} from a backup; to start a new key "
+                         f"instead, move {PUBLIC_KEY_FILE} aside (every record signed before "
+                         "then will fail `assay verify` against the new key)")
             cls._create(path)
         pair = cls._load(path)
-        pub = folder / PUBLIC_KEY_FILE
         pem = pair.export_public_key().encode("ascii")
         if not pub.exists() or pub.read_bytes() != pem:  # derived file: the private key rules
             _write_atomic(pub, pem, 0o644)

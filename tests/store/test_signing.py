@@ -214,6 +214,16 @@ def test_a_replaced_public_key_file_is_rewritten_from_the_private_key(tmp_path: 
     assert (tmp_path / "signing_key.pub.pem").read_text() == pair.export_public_key()
 
 
+def test_a_lost_private_key_is_an_error_not_a_new_key(tmp_path: Path) -> None:
+    pair = KeyPair.load_or_create(tmp_path)
+    (tmp_path / "signing_key.pem").unlink()
+    with pytest.raises(IntegrityError, match="missing") as e:
+        KeyPair.load_or_create(tmp_path)
+    assert "restore signing_key.pem" in e.value.hint
+    assert (tmp_path / "signing_key.pub.pem").read_text() == pair.export_public_key()
+    assert not (tmp_path / "signing_key.pem").exists()  # nothing created behind our back
+
+
 def test_concurrent_first_use_agrees_on_one_key(tmp_path: Path) -> None:
     ids: list[str] = []
     threads = [threading.Thread(target=lambda: ids.append(KeyPair.load_or_create(tmp_path).key_id))
