@@ -9,8 +9,10 @@ everything assay signs goes through :func:`canonical_json` first:
   ``-0.0``), which is exact and the same on every IEEE-754 platform;
 * NaN and infinities, which JSON lacks, as the strings ``"NaN"``, ``"Infinity"`` and
   ``"-Infinity"``. To keep the encoding unambiguous, a *string* with one of those three values
-  is rejected: otherwise ``float("nan")`` and ``"NaN"`` would hash alike. :func:`canonical_loads`
-  turns the three strings back into floats, so a decode/encode round trip gives the same bytes;
+  (a legal config value, such as a padding token) is written with a leading NUL character, as
+  is any string that starts with NUL; otherwise ``float("nan")`` and ``"NaN"`` would hash
+  alike. :func:`canonical_loads` undoes both, so a decode/encode round trip gives the same
+  bytes;
 * only JSON types: ``dict`` with ``str`` keys, ``list``/``tuple``, ``str``, ``int``, ``float``,
   ``bool``, ``None``, and NumPy scalars (converted to their Python twins). Anything else (sets,
   bytes, datetimes, objects, non-string keys) is a :class:`~assay.errors.UserInputError` that
@@ -39,6 +41,8 @@ __all__ = [
     "sha256_hex",
 ]
 
+_ESCAPE = "\x00"  # marks a string that would otherwise read as a float (or as escaped)
+
 NON_FINITE_STRINGS: dict[str, float] = {
     "NaN": math.nan,
     "Infinity": math.inf,
@@ -58,8 +62,8 @@ def canonical_json(obj: Any) -> bytes:
         The UTF-8 bytes of its canonical encoding.
 
     Raises:
-        UserInputError: if ``obj`` holds a non-JSON type, a non-str key, a string equal to
-            ``"NaN"``/``"Infinity"``/``"-Infinity"``, a lone surrogate, or a reference cycle.
+        UserInputError: if ``obj`` holds a non-JSON type, a non-str key, a lone surrogate,
+            or a reference cycle.
     """
     plain = _normalize(obj, "value", set())
     text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
@@ -100,11 +104,8 @@ def sha256_digest(obj: Any) -> str:
 def _normalize(obj: Any, where: str, active: set[int]) -> Any:
     # bool before int: bool is a subclass of int and must stay true/false.
     if obj is None or isinstance(obj, bool | str):
-        if isinstance(obj, str) and obj in NON_FINITE_STRINGS:
-            raise UserInputError(
-                f"{where} is the string {obj!r}, which canonical JSON reserves for the float",
-                hint=f"pass float({obj!r}) if you meant the number, or another string",
-            )
+        if isinstance(obj, str) and (obj in NON_FINITE_STRINGS or obj.startswith(_ESCAPE)):
+            return _ESCAPE + obj  # the string, not the float its text names
         return obj
     if isinstance(obj, int):
         return int(obj)
@@ -174,6 +175,8 @@ def _numpy_scalar(obj: Any, where: str) -> Any:
 
 def _restore(value: Any) -> Any:
     if isinstance(value, str):
+        if value.startswith(_ESCAPE):
+            return value[1:]
         return NON_FINITE_STRINGS.get(value, value)
     if isinstance(value, list):
         return [_restore(v) for v in value]

@@ -199,3 +199,13 @@ def test_cli_artifacts_lineage_verify_and_export_key(pipeline, data_dir):
     assert out.exit_code == 1 and pipeline["train"].id in out.output
     out = runner.invoke(app, ["lineage", "nope:v0", *d])
     assert out.exit_code == 2 and "no artifact" in out.output
+
+
+def test_a_run_whose_config_holds_the_string_nan_is_sealed_and_verifies(data_dir):
+    # "NaN" is a legal config string (a padding token); canonical JSON once refused it, so
+    # the run was never sealed and verify reported its record missing.
+    with _init(project="pad", config={"pad_value": "NaN", "fill": "-Infinity"}) as run:
+        run.log({"loss": 1.0})
+    checked, problems = assay.Api().verify()
+    assert problems == [] and checked == 1
+    assert assay.Api().run(run.id).config["pad_value"] == "NaN"
