@@ -155,11 +155,11 @@ class Ingester:
         if touched:
             now = time.time()
             runs = [replace(r, updated_at=now) for r in touched.values()]
-            for r in runs:
-                before = self._runs.get(r.run_id)
-                if r.status.finished and (before is None or not before.status.finished
-                                          or before.finished_at != r.finished_at):
-                    finished.append(r)
+            # A finished run that got records in this pass is sealed (again): its status
+            # changed, or records came after it ended (a remote client back after the
+            # server marked it crashed), which a seal of the older data would report as
+            # tampering. Each seal is a new record of the chain; verify reads the newest.
+            finished = [r for r in runs if r.status.finished]
             self.store.upsert_runs(runs)
             self._runs.update({r.run_id: r for r in runs})
         for seg, end in new_offsets:

@@ -209,3 +209,23 @@ def test_a_run_whose_config_holds_the_string_nan_is_sealed_and_verifies(data_dir
     checked, problems = assay.Api().verify()
     assert problems == [] and checked == 1
     assert assay.Api().run(run.id).config["pad_value"] == "NaN"
+
+
+def test_records_that_arrive_after_a_run_ended_are_sealed_again(data_dir):
+    """A remote client can come back after the server marked its run crashed: the metrics it
+    then sends must be sealed too, or verify reports the run's own data as tampered with."""
+    from assay.sdk.run import _sync_and_get
+    from assay.store.wal import WalWriter, segment_path
+
+    run = _init(project="late")
+    run.log({"loss": 1.0}, step=0)
+    run.finish("crashed")
+    seq = assay.Api().run(run.id).ingested_seq
+    w = WalWriter(segment_path(data_dir / "wal", run.id, 0))
+    w.append([{"k": "metrics", "seq": seq + 1, "chunks": [
+        {"keys": ["loss"], "step": [1], "time": [2.0], "vals": [[0.5]]}]}])
+    w.close()
+    _sync_and_get(data_dir, run.id)  # ingests the late segment
+    assert assay.Api().history(run.id, "loss")["step"].to_list() == [0, 1]
+    checked, problems = assay.Api().verify()
+    assert problems == [] and checked == 1
