@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import IntegrityError
 from .artifacts import deleted_versions
-from .audit import AuditTrail
+from .audit import AuditEntry, AuditTrail
 from .blobs import BlobStore
 from .digest import rows_digest
 from .history import history_frame
@@ -181,6 +181,20 @@ def _check_artifacts(blobs: BlobStore, payload: Mapping[str, Any],
     return bad
 
 
+def _audited_deletions(deleted: Mapping[tuple[str, int], Any],
+                       audit: AuditTrail | None) -> dict[tuple[str, int], Any]:
+    """The tombstones the signed audit trail confirms: a tombstone row alone (which anyone
+    who can write the table can add) must not excuse a version's bytes from the check."""
+    if not deleted or audit is None:
+        return dict(deleted) if audit is None else {}
+    confirmed = set()
+    for rec in audit.records():
+        e = AuditEntry.from_record(rec)
+        if e.action == "artifact.delete" and e.target.startswith("artifact:"):
+            confirmed.add((e.target[len("artifact:"):], int(e.details.get("version", -1))))
+    return {k: v for k, v in deleted.items() if k in confirmed}
+
+
 def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
            run_id: str | None = None,
            audit: AuditTrail | None = None) -> tuple[int, list[Problem]]:
@@ -193,7 +207,7 @@ def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
         run = store.get_run(run_id)
         names = [run_chain(run.project)] if run is not None else []
     sealed: set[str] = set()
-    deleted = deleted_versions(store)
+    deleted = _audited_deletions(deleted_versions(store), audit)
     for name in names:
         recs = chains.records(name)
         for p in verify_chain(recs, public_key):

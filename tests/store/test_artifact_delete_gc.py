@@ -367,3 +367,31 @@ def test_threads_sharing_a_registry_delete_without_lost_writes(reg, tmp_path):
     full = reg.list(include_deleted=True)
     assert full["deleted_by"].to_list() == ["t0", "t1", "t2", "t3", "t4", None]
     assert reg.get("m:latest").version == 5
+
+
+def test_a_tombstone_without_its_audit_entry_does_not_excuse_changed_bytes(data_dir, tmp_path):
+    """Anyone who can write the tables can add a tombstone row; only the signed audit entry
+    of a real delete lets verify skip a version's (possibly collected) bytes."""
+    import assay
+    import pyarrow as pa
+    from assay.store.schemas import ARTIFACT_DELETIONS_SCHEMA
+
+    kw = {"system_metrics_interval": None, "capture": False, "project": "p"}
+    data = _tree(tmp_path / "d", a="1" * 700)
+    with assay.init(**kw) as r1:
+        r1.log_artifact(data, name="ds", type="dataset")
+    api = assay.Api()
+    reg = open_graph(api.dir).artifacts
+    av = reg.get("ds:v0")
+    blob = next(e.digest for e in get_manifest(reg.blobs, av.manifest_blob))
+    path = reg.blobs.path_of(blob)
+    path.chmod(0o644)
+    path.write_text("2" * 700)  # the bytes are changed...
+    row = {"name": "ds", "version": 0, "digest": av.digest, "deleted_at": time.time(),
+           "deleted_by": "mallory", "reason": "", "aliases": []}
+    with reg.lock:  # ...and a tombstone row is forged to hide it
+        reg.store.write_table("artifact_deletions").add(
+            pa.Table.from_pylist([row], schema=ARTIFACT_DELETIONS_SCHEMA))
+    _, problems = api.verify()
+    assert any("artifact ds:v0" in str(p) and "corrupt" in str(p) for p in problems), \
+        problems
