@@ -240,4 +240,21 @@ def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
     if run_id is None and audit is not None:
         for text in audit.verify():
             problems.append(Problem("audit", "audit", -1, text))
+        problems += _sealed_but_missing(audit, {r.hash for n in names for r in chains.records(n)})
     return checked, problems
+
+
+def _sealed_but_missing(audit: AuditTrail, hashes: set[str]) -> list[Problem]:
+    """Every seal is also in the signed audit trail (``run.status`` with the record's hash):
+    a chain record (say, the newest run's, removed with its run) that the audit trail names
+    but the chain lacks was removed."""
+    out = []
+    for rec in audit.records():
+        e = AuditEntry.from_record(rec)
+        h = e.details.get("record") if e.action == "run.status" else None
+        if isinstance(h, str) and h not in hashes:
+            rid = e.target.removeprefix("run:")
+            out.append(Problem("audit", rid, -1, f"the audit trail names sealed record "
+                               f"{h[:12]} of run {rid}, which no chain holds (the record was "
+                               "removed)"))
+    return out

@@ -229,3 +229,17 @@ def test_records_that_arrive_after_a_run_ended_are_sealed_again(data_dir):
     assert assay.Api().history(run.id, "loss")["step"].to_list() == [0, 1]
     checked, problems = assay.Api().verify()
     assert problems == [] and checked == 1
+
+
+def test_deleting_the_newest_run_with_its_record_is_caught_by_the_audit_trail(pipeline,
+                                                                              data_dir):
+    """The newest record of a chain has no successor to break: removing it together with its
+    run leaves the chain valid. The signed audit trail names every seal, so verify sees it."""
+    rid = pipeline["train"].id  # the newest run of project "digits"
+    g = open_graph(data_dir)
+    _remove_record(g, rid, None)
+    for table in ("runs", "metrics"):
+        g.store.table(table).delete(f"run_id = {sql_str(rid)}")
+    _, problems = assay.Api().verify()
+    text = "\n".join(str(p) for p in problems)
+    assert "sealed record" in text and rid in text and "which no chain holds" in text
