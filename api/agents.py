@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..agents.hlc import HybridLogicalClock
 from ..agents.objective import Objective
 from ..errors import NotFoundError, PermissionDeniedError, UserInputError
+from ..scheduler.base import _IMPORT_RE
 from ..store.control import AgentRow, ControlStore, LanceControlStore, Override
 from ..store.ingest import IngestLock
 from ..store.lance import LanceStore
@@ -120,6 +121,14 @@ class ObjectiveBody(BaseModel):
 def create_objective(request: Request, who: Researcher, body: ObjectiveBody) -> SafeJSONResponse:
     spec = {**body.model_dump(), "owner": who.name}  # the declaring token owns the agent
     obj = Objective.from_dict(spec)  # every key checked; 400 with a hint on a bad one
+    if not (isinstance(body.train, str) and _IMPORT_RE.match(body.train)) and not who.can(
+            Role.SUPERVISOR):
+        # A command line runs as the server's user, which can read every token's record and
+        # the signing key: that is a supervisor's trust, not a researcher's.
+        raise PermissionDeniedError(
+            "a command-line train target runs any program on the server; researchers name a "
+            "training function (\"package.module:function\") instead",
+            hint="use a module:function target, or ask a supervisor to declare it")
     root = request.app.state.data_dir
     agent_id = "ag" + secrets.token_hex(5)
     folder = root / "objectives"

@@ -3,8 +3,9 @@
 Roles, each allowing everything the ones before it allow:
 
 - ``viewer``: read runs, curves, the live stream;
-- ``researcher``: create runs and log to their own runs (remote logging, MLflow), later
-  their own objectives;
+- ``researcher``: create runs and log to their own runs (remote logging, MLflow), declare
+  their own objectives with a training function (``module:function``; a command-line train
+  target runs any program as the server's user, so it needs a supervisor);
 - ``supervisor``: write to any run, and (with ``agents/``) override any agent or objective;
   reads the audit trail;
 - ``admin``: create, list and revoke tokens; verify the audit chain.

@@ -55,6 +55,7 @@ __all__ = ["StreamHub", "router"]
 log = logging.getLogger("assay.api.stream")
 
 HEARTBEAT = 15.0
+AUTH_CHECK_S = 2.0  # seconds between checks of a streaming token (revocation, expiry)
 _MAX_CURSOR = 16_384
 
 router = APIRouter(prefix="/api", tags=["stream"], responses=ERROR_RESPONSES)
@@ -266,16 +267,24 @@ async def stream(
         try:
             snap = await run_in_threadpool(hub.snapshot, client)
             yield _sse("snapshot", snap, client.cursor)
-            last = time.monotonic()
+            last = checked = time.monotonic()
             client.wake.set()  # a resumed cursor may be behind already: catch up at once
             while True:
                 try:
                     await asyncio.wait_for(client.wake.wait(), timeout=HEARTBEAT)
+                    woke = True
                 except TimeoutError:
-                    if tokens.authenticate(token) is None:  # revoked or expired meanwhile
+                    woke = False
+                # The token is checked again at least every AUTH_CHECK_S, busy or not (a
+                # stream of frequent deltas never times out): a revoked or expired token
+                # stops receiving within seconds. A check is a stat and a dict lookup.
+                if not woke or time.monotonic() - checked >= AUTH_CHECK_S:
+                    checked = time.monotonic()
+                    if tokens.authenticate(token) is None:
                         yield _sse("error", {"error": tokens.why_invalid(token),
                                              "hint": "reconnect with a valid token"}, None)
                         return
+                if not woke:
                     yield ": keep-alive\n\n"
                     continue
                 wait = min_interval - (time.monotonic() - last)

@@ -94,3 +94,13 @@ def test_an_objective_declared_over_http_runs_to_the_end(server, client):
             break
         time.sleep(1)
     assert got.json()["status"] == "finished" and got.json()["owner"] == "researcher"
+
+
+def test_a_command_train_target_needs_a_supervisor(server, client):
+    body = {"name": "o", "project": "p", "train": ["sh", "-c", "cat auth/tokens.json"],
+            "metric": "score", "space": {"x": {"uniform": [0, 1]}}, "budget": {"trials": 1}}
+    r = client("researcher").post("/api/objectives", json=body)
+    assert r.status_code == 403 and "module:function" in r.json()["hint"]
+    r = client("researcher").post("/api/objectives", json={**body, "train": "python train.py"})
+    assert r.status_code == 403  # a command as one string too
+    assert not list(server.data_dir.glob("objectives/*.json"))  # no agent was started

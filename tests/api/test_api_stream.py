@@ -142,3 +142,33 @@ def test_stream_rejects_bad_parameters(server, client) -> None:
     assert c.get("/api/stream", params={"since": "%%%"}).status_code == 400
     assert c.get("/api/stream", params={"min_interval": "0"}).status_code == 400
     assert httpx.get(f"{server.url}/api/stream").status_code == 401
+
+
+def test_a_revoked_token_stops_receiving_a_busy_stream(server, client, tokens, local_dir,
+                                                       helpers, monkeypatch) -> None:
+    """Deltas that keep arriving never let the stream's heartbeat time out; the token must
+    still be checked, or a revoked token keeps reading every run."""
+    from assay.api import stream
+
+    monkeypatch.setattr(stream, "AUTH_CHECK_S", 0.5, raising=False)
+    reader = SSEReader(server.url, tokens["viewer"], {})
+    reader.start()
+    run = helpers.RemoteRunHarness(local_dir, server.url, tokens["researcher"])
+    try:
+        for step in range(10):  # busy: a point every 0.1 s
+            run.log({"loss": float(step)}, step)
+            time.sleep(0.1)
+        tid = next(t["id"] for t in client("admin").get("/api/tokens").json()["tokens"]
+                   if t["name"] == "viewer")
+        assert client("admin").delete(f"/api/tokens/{tid}").status_code == 200
+        revoked = time.monotonic()
+        for step in range(10, 50):
+            run.log({"loss": float(step)}, step)
+            time.sleep(0.1)
+        run.finish()
+        errors = [e for e in reader.events if e.get("event") == "error"]
+        assert errors and "revoked" in errors[0]["data"]["error"]
+        late = [e for e in reader.events if e.get("event") == "delta" and e["at"] > revoked + 3]
+        assert late == []  # nothing after the check caught up with the revocation
+    finally:
+        reader.stop.set()
