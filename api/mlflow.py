@@ -22,9 +22,9 @@ from typing import Annotated, Any
 import pyarrow as pa
 from fastapi import APIRouter, Query, Request
 
-from ..errors import NotFoundError, UserInputError
+from ..errors import NotFoundError, PermissionDeniedError, UserInputError
 from ..store.records import validate_name
-from .auth import Principal, Researcher, Supervisor, Viewer
+from .auth import Principal, Researcher, Role, Supervisor, Viewer
 from .downsample import load_curves
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
 from .ingest import RemoteIngest
@@ -105,7 +105,7 @@ def _sort(items: list[Any], view_of: Any, order: list[tuple[str, str, bool]]) ->
 @router.post("/experiments/create")
 def create_experiment(request: Request, body: CreateExperiment, who: Researcher) -> dict[str, Any]:
     e = _state(request).create(body.name, body.artifact_location,
-                               {t.key: t.value for t in body.tags})
+                               {t.key: t.value for t in body.tags}, owner=who.name)
     request.app.state.audit.record(who.name, "mlflow_create_experiment", e["experiment_id"],
                                    "mlflow client", {"name": e["name"], "project": e["project"]})
     return {"experiment_id": e["experiment_id"]}
@@ -150,8 +150,21 @@ def search_experiments(request: Request, body: SearchExperiments, who: Viewer) -
     return out
 
 
+def _check_experiment_owner(request: Request, who: Principal, exp_id: str) -> None:
+    """Researchers rename and tag only the experiments they created; supervisors any (an
+    experiment made for a project, or by an older server, has no owner)."""
+    if who.can(Role.SUPERVISOR):
+        return
+    owner = _state(request).experiment(exp_id).get("owner") or ""
+    if owner != who.name:
+        raise PermissionDeniedError(
+            f"experiment {exp_id} belongs to {owner or 'no researcher'}, not {who.name}",
+            hint="rename and tag your own experiments, or ask a supervisor")
+
+
 @router.post("/experiments/update")
 def update_experiment(request: Request, body: UpdateExperiment, who: Researcher) -> dict[str, Any]:
+    _check_experiment_owner(request, who, body.experiment_id)
     _state(request).update_experiment(body.experiment_id, name=body.new_name)
     request.app.state.audit.record(who.name, "mlflow_rename_experiment", body.experiment_id,
                                    "mlflow client", {"name": body.new_name})
@@ -160,6 +173,7 @@ def update_experiment(request: Request, body: UpdateExperiment, who: Researcher)
 
 @router.post("/experiments/set-experiment-tag")
 def set_experiment_tag(request: Request, body: ExperimentTag, who: Researcher) -> dict[str, Any]:
+    _check_experiment_owner(request, who, body.experiment_id)
     _state(request).update_experiment(body.experiment_id, tags={body.key: body.value})
     request.app.state.audit.record(who.name, "mlflow_set_experiment_tag", body.experiment_id,
                                    "mlflow client", {"key": body.key})

@@ -130,8 +130,10 @@ class MlflowState:
         return None
 
     def create(self, name: str, artifact_location: str | None = None,
-               tags: dict[str, str] | None = None, *, exists_ok: bool = False) -> dict[str, Any]:
+               tags: dict[str, str] | None = None, *, exists_ok: bool = False,
+               owner: str = "") -> dict[str, Any]:
         """Create an experiment (``exists_ok``: return the one with that name instead).
+        ``owner`` is the creating token's name: researchers change only their own.
 
         Raises:
             UserInputError: empty name. ConflictError: the name exists.
@@ -155,7 +157,7 @@ class MlflowState:
                  "project": project_for(name, {x["project"] for x in exps.values()}, eid),
                  "artifact_location": artifact_location or f"mlflow-artifacts:/{eid}",
                  "lifecycle_stage": "active", "creation_time": now, "last_update_time": now,
-                 "tags": dict(tags or {})}
+                 "tags": dict(tags or {}), "owner": owner}
             exps[eid] = e
             return dict(e)
 

@@ -143,3 +143,20 @@ def test_mlflow_delete_and_restore_hide_runs_from_search(mlflow_env) -> None:
     assert {r.info.run_id for r in c.search_runs([exp], run_view_type=ViewType.ALL)} == {keep, drop}
     c.restore_run(drop)
     assert {r.info.run_id for r in c.search_runs([exp], order_by=["attributes.start_time ASC"])} == {keep, drop}
+
+
+def test_researchers_rename_and_tag_only_their_own_experiments(mlflow_env, tokens,
+                                                               monkeypatch) -> None:
+    exp = MlflowClient().create_experiment("alice-exp")
+    MlflowClient().set_experiment_tag(exp, "owner-note", "mine")  # its creator may
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["researcher2"])
+    for change in (lambda c: c.rename_experiment(exp, "pwned"),
+                   lambda c: c.set_experiment_tag(exp, "k", "v")):
+        with pytest.raises(MlflowException) as e:
+            change(MlflowClient())
+        assert e.value.error_code == "PERMISSION_DENIED"
+    got = MlflowClient().get_experiment(exp)
+    assert got.name == "alice-exp" and got.tags == {"owner-note": "mine"}
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["supervisor"])
+    MlflowClient().rename_experiment(exp, "alice-exp-2")  # a supervisor may
+    assert MlflowClient().get_experiment(exp).name == "alice-exp-2"
