@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..agents.hlc import HybridLogicalClock
 from ..agents.objective import Objective
 from ..errors import NotFoundError, PermissionDeniedError, UserInputError
-from ..scheduler.base import _IMPORT_RE
+from ..scheduler.base import is_import_target
 from ..store.control import AgentRow, ControlStore, LanceControlStore, Override
 from ..store.ingest import IngestLock
 from ..store.lance import LanceStore
@@ -121,8 +121,7 @@ class ObjectiveBody(BaseModel):
 def create_objective(request: Request, who: Researcher, body: ObjectiveBody) -> SafeJSONResponse:
     spec = {**body.model_dump(), "owner": who.name}  # the declaring token owns the agent
     obj = Objective.from_dict(spec)  # every key checked; 400 with a hint on a bad one
-    if not (isinstance(body.train, str) and _IMPORT_RE.match(body.train)) and not who.can(
-            Role.SUPERVISOR):
+    if not is_import_target(body.train) and not who.can(Role.SUPERVISOR):
         # A command line runs as the server's user, which can read every token's record and
         # the signing key: that is a supervisor's trust, not a researcher's.
         raise PermissionDeniedError(

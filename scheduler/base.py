@@ -51,6 +51,12 @@ returns it."""
 _IMPORT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
+def is_import_target(target: object) -> bool:
+    """Whether a trial target names a function (``"package.module:function"``) rather than
+    a command line."""
+    return isinstance(target, str) and bool(_IMPORT_RE.match(target))
+
+
 # -- what a trial is -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Resources:
@@ -193,7 +199,7 @@ class TrialSpec:
             return None
         if callable(t):
             return TargetKind.FUNCTION
-        if isinstance(t, str) and _IMPORT_RE.match(t):
+        if is_import_target(t):
             return TargetKind.IMPORT
         return TargetKind.COMMAND
 

@@ -144,6 +144,14 @@ def override(control, agent, action, params, reason):
                                   hlc=str(agent.hlc.now()), time=0.0))
 
 
+def started(obj=None):
+    """A fresh agent after its first step, with the ids of the trials it is running."""
+    control = MemoryControlStore()
+    agent = make(obj, control)[0]
+    agent.step()
+    return control, agent, [t.trial_id for t in agent.active]
+
+
 def run_for(agent, backend, clock, steps):
     for _ in range(steps):
         agent.step()
@@ -187,10 +195,7 @@ def test_restarted_agent_relaunches_its_running_trials_resuming_them_and_repeats
 
 
 def test_relaunched_trials_wait_for_free_slots_and_count_against_concurrency():
-    control = MemoryControlStore()
-    agent = make(control=control)[0]
-    agent.step()
-    lost = [t.trial_id for t in agent.active]
+    control, agent, lost = started()
     assert len(lost) == 4
     agent.close()
     again, b2, c2 = restart(control, agent.agent_id, cpus=2)  # room for 2 now
@@ -208,11 +213,8 @@ def test_relaunched_trials_wait_for_free_slots_and_count_against_concurrency():
 
 
 def test_a_trial_lost_in_more_restarts_than_max_retries_is_failed_with_the_reason():
-    control = MemoryControlStore()
     obj = objective(max_retries=1)
-    agent = make(obj, control)[0]
-    agent.step()
-    lost = [t.trial_id for t in agent.active]
+    control, agent, lost = started(obj)
     agent.close()
     second = restart(control, agent.agent_id, obj)[0]
     second.step()  # relaunched once; the agent dies again while they run
@@ -237,11 +239,8 @@ def test_a_trial_lost_in_more_restarts_than_max_retries_is_failed_with_the_reaso
 
 
 def test_with_max_retries_0_a_restart_fails_the_trials_it_lost():
-    control = MemoryControlStore()
     obj = objective(max_retries=0)
-    agent = make(obj, control)[0]
-    agent.step()
-    lost = [t.trial_id for t in agent.active]
+    control, agent, lost = started(obj)
     agent.close()
     again = restart(control, agent.agent_id, obj)[0]
     assert all(again.trials[t].status is TrialStatus.FAILED for t in lost)
@@ -250,10 +249,7 @@ def test_with_max_retries_0_a_restart_fails_the_trials_it_lost():
 
 def test_stopping_a_restarted_agent_never_relaunches_its_waiting_trials(monkeypatch):
     monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)
-    control = MemoryControlStore()
-    agent = make(control=control)[0]
-    agent.step()
-    lost = [t.trial_id for t in agent.active]
+    control, agent, lost = started()
     agent.close()
     again, b2, _ = restart(control, agent.agent_id, cpus=2)
     again.step()  # two relaunched, two waiting
@@ -422,10 +418,7 @@ def test_objective_sets_the_learned_stoppers_leader_threshold():
 
 def test_a_lowered_concurrency_holds_back_relaunches_too(monkeypatch):
     monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)
-    control = MemoryControlStore()
-    agent = make(control=control)[0]
-    agent.step()
-    lost = [t.trial_id for t in agent.active]
+    control, agent, lost = started()
     override(control, agent, "concurrency", {"concurrency": 2}, "share the machine")
     agent.step()
     agent.close()
@@ -438,10 +431,7 @@ def test_a_lowered_concurrency_holds_back_relaunches_too(monkeypatch):
 def test_a_trial_asked_to_stop_before_a_restart_ends_stopped_instead_of_being_relaunched(
         monkeypatch):
     monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)
-    control = MemoryControlStore()
-    agent = make(control=control)[0]
-    agent.step()
-    lost = [t.trial_id for t in agent.active]
+    control, agent, lost = started()
     victim = lost[0]
     override(control, agent, "stop_run", {"trial_id": victim}, "wrong data")
     agent.step()  # asked to stop; the agent dies before it hears the trial stopped
@@ -461,10 +451,7 @@ def test_a_trial_asked_to_stop_before_a_restart_ends_stopped_instead_of_being_re
 
 def test_a_paused_agent_that_restarts_still_relaunches_the_trials_it_lost(monkeypatch):
     monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)
-    control = MemoryControlStore()
-    agent = make(control=control)[0]
-    agent.step()
-    lost = [t.trial_id for t in agent.active]
+    control, agent, lost = started()
     override(control, agent, "pause", {}, "let them drain")
     agent.step()
     assert agent.status is AgentStatus.PAUSED
