@@ -41,8 +41,9 @@ class FsspecBlobStore(BlobStore):
     the upload when the digest is already stored. Sources up to ``block_size`` are read once
     into memory, hashed and sent in one PUT, so the bytes sent are exactly the bytes hashed.
     Bigger files go through the backend's parallel multipart upload; if the file's size,
-    mtime or inode changed between hashing and the end of the upload, the object is removed
-    and IntegrityError raised. ``get_to_path`` downloads to a temporary file with the backend's
+    mtime or inode changed between hashing and the end of the upload, IntegrityError is
+    raised and the object removed unless it holds exactly the hashed content (another put of
+    the same content may have stored it meanwhile). ``get_to_path`` downloads to a temporary file with the backend's
     own download and hashes that copy before renaming it into place; ``open``/``get_bytes``
     read ranges of ``block_size`` and verify as they go. ``read_window`` ranges are fetched at
     once: 1 (one streaming GET) suits S3-compatible servers on a LAN; raise it to 4-8 for
@@ -164,11 +165,33 @@ class FsspecBlobStore(BlobStore):
         after = os.stat(path)
         if (after.st_size, after.st_mtime_ns, after.st_ino) != (
                 before.st_size, before.st_mtime_ns, before.st_ino) or after.st_size != ref.size:
-            with suppress(FileNotFoundError):
-                self._fs.rm(key)
+            # The object under ``key`` may not be this upload: another put of the same
+            # content can have finished meanwhile (S3: the last PUT wins), and that blob may
+            # already back an acknowledged version. Remove only bytes that do not match.
+            removed = not self._holds(key, ref)
+            if removed:
+                with suppress(FileNotFoundError):
+                    self._fs.rm(key)
             raise IntegrityError(
-                f"{path} changed while it was stored as {ref.digest}; the upload was removed",
+                f"{path} changed while it was stored as {ref.digest}; "
+                + ("the upload was removed" if removed else
+                   "the stored object holds the content that was hashed, so it was kept"),
                 hint="do not modify files while storing them; put the file again")
+
+    def _holds(self, key: str, ref: BlobRef) -> bool:
+        """Whether the object under ``key`` has exactly ``ref``'s content (read back whole:
+        only after a failed upload). A narrow window remains: another put's object written
+        between this read and the removal that follows it is removed too."""
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with self._fs.open(key, "rb", block_size=self._block_size) as f:
+                while chunk := f.read(self._block_size):
+                    h.update(chunk)
+                    size += len(chunk)
+        except FileNotFoundError:
+            return False
+        return size == ref.size and "sha256:" + h.hexdigest() == ref.digest
 
     def _makedirs(self, key: str) -> None:
         if "file" in _protocols(self._fs):  # object stores have no folders to create

@@ -225,6 +225,31 @@ def test_fsspec_put_of_a_big_file_that_changes_meanwhile_is_removed(
     assert not store.exists(expected.digest)
 
 
+def test_fsspec_failed_big_put_keeps_a_concurrent_put_of_the_same_content(
+        fsspec_case: BlobCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two processes store the same checkpoint; one's copy changes under it mid-upload. The
+    # other's upload (acknowledged, maybe already backing a version) lands last and must
+    # survive the failed put's clean-up.
+    store = fsspec_case.store
+    assert isinstance(store, FsspecBlobStore)
+    data = os.urandom((6 << 20) + 5)
+    src = _write(tmp_path / "ckpt.bin", data)
+    expected = hash_file(src)
+    real_put_file = store.fs.put_file
+
+    def changed_then_overtaken(lpath: str, rpath: str, **kw: object) -> None:
+        with open(lpath, "ab") as f:
+            f.write(b"more")
+        real_put_file(lpath, rpath, **kw)
+        store.fs.pipe_file(rpath, data)  # the other put's PUT completes last
+
+    monkeypatch.setattr(store.fs, "put_file", changed_then_overtaken)
+    with pytest.raises(IntegrityError, match="was kept"):
+        store.put_file(src)
+    monkeypatch.undo()
+    assert store.get_bytes(expected.digest) == data
+
+
 def test_fsspec_put_stream_bigger_than_a_block_is_spooled_and_stored(
         fsspec_case: BlobCase) -> None:
     data = os.urandom((5 << 20) + 3)
