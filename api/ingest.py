@@ -36,7 +36,7 @@ from fastapi import HTTPException
 
 from ..errors import ConflictError, PermissionDeniedError
 from ..store.ingestd import ensure_daemon
-from ..store.wal import encode, fsync_dirs, iter_frames, read_wal, segment_path
+from ..store.wal import encode, fsync_dirs, iter_file_frames, read_wal, segment_path
 from .audit import AuditTrail
 from .auth import Principal, Role
 from .store_ext import ServerStore
@@ -92,13 +92,12 @@ class _Segment:
     def _cut_torn_tail(self) -> None:
         """Cut a torn last frame (a server killed mid-write) before appending: records written
         after it would be hidden, since readers stop at the first frame that is not intact."""
-        with open(self.path, "rb") as f:
-            data = f.read()
+        size = os.fstat(self.fd).st_size
         end = 0
-        for _, end, _payload in iter_frames(data):
+        for _, end, _payload in iter_file_frames(self.path):  # in pieces, never whole
             pass
-        if end < len(data):
-            log.warning("cut a torn tail of %d bytes from %s", len(data) - end, self.path)
+        if end < size:
+            log.warning("cut a torn tail of %d bytes from %s", size - end, self.path)
             os.ftruncate(self.fd, end)
             os.fsync(self.fd)
 

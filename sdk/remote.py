@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AssayError, ConflictError, NotFoundError, PermissionDeniedError, UserInputError
-from ..store.wal import FRAME_HEADER, FRAME_MAGIC, encode, iter_frames, try_lock_segment
+from ..store.wal import (
+    FRAME_HEADER,
+    FRAME_MAGIC,
+    encode,
+    iter_file_frames,
+    iter_frames,
+    try_lock_segment,
+)
 
 __all__ = ["MEDIA_TYPE", "RemoteClient", "RemoteSender", "outbox_segment", "sync_outbox"]
 
@@ -277,11 +284,10 @@ class RemoteSender(threading.Thread):
         if durable < self.acked_seq:
             self.acked_seq, self.acked_offset = -1, 0  # the server lost data: resend
             sent = None
-        if sent is None:
-            with open(self.segment, "rb") as f:
-                f.seek(self.acked_offset)
-                sent = f.read()
-        for _, end, seq in _frames(sent, self.acked_offset):
+        frames = (_frames(sent, self.acked_offset) if sent is not None else
+                  ((s, e, _seq_of(p)) for s, e, p in iter_file_frames(self.segment,
+                                                                      self.acked_offset)))
+        for _, end, seq in frames:
             if seq > durable:
                 break
             self.acked_offset, self.acked_seq = end, seq
@@ -358,11 +364,9 @@ class _Retry(Exception):
 
 def _finish_orphan(path: Path) -> None:
     """Cut a torn tail and, if the run never finished, append a ``crashed`` status record."""
-    data = path.read_bytes()
     end, last_seq, last_kind = 0, -1, b""
-    for start, e, seq in _frames(data, 0):
-        end, last_seq = e, seq
-        last_kind = data[start + FRAME_HEADER.size: start + FRAME_HEADER.size + 16]
+    for _, e, payload in iter_file_frames(path):  # in pieces: an outbox can hold many GB
+        end, last_seq, last_kind = e, _seq_of(payload), payload[:16]
     with open(path, "r+b") as f:
         f.truncate(end)
         if last_seq >= 0 and not last_kind.startswith(b'{"k":"status"'):

@@ -81,6 +81,10 @@ class IngestLock:
         self.release()
 
 
+INGEST_BATCH_BYTES = 64 << 20
+"""WAL bytes per segment applied in one batch (two commits) by :meth:`Ingester.ingest`."""
+
+
 @dataclass
 class IngestStats:
     """What one ingest pass did."""
@@ -124,13 +128,32 @@ class Ingester:
     def forget(self, path: Path) -> None:
         self._segments.pop(path, None)
 
-    def ingest(self, paths: Iterable[Path]) -> IngestStats:
-        """Apply every complete record past each segment's offset, in two commits.
+    def ingest(self, paths: Iterable[Path], *, batch_bytes: int = INGEST_BATCH_BYTES) -> IngestStats:
+        """Apply every complete record past each segment's offset.
 
-        The caller holds the ingest lock. On an exception nothing is marked ingested, so the
-        next call retries the same records.
+        Records go in batches of about ``batch_bytes`` per segment, two commits each, so a
+        backlog of many GB (a daemon back after a long gap) is never held in memory at once.
+        The caller holds the ingest lock. On an exception the batch that failed is not marked
+        ingested, so the next call retries its records.
         """
+        total = IngestStats()
+        runs: set[str] = set()
+        todo = list(paths)
+        while todo:
+            stats, todo, touched = self._ingest_batch(todo, batch_bytes)
+            total.records += stats.records
+            total.points += stats.points
+            total.torn_bytes += stats.torn_bytes
+            runs.update(touched)
+        total.runs = len(runs)
+        return total
+
+    def _ingest_batch(
+        self, paths: list[Path], batch_bytes: int
+    ) -> tuple[IngestStats, list[Path], list[str]]:
+        """One batch: returns its stats, the segments with more to read, the runs touched."""
         stats = IngestStats()
+        more: list[Path] = []
         touched: dict[str, RunRecord] = {}
         chunks: dict[tuple[str, str], list[Any]] = {}
         new_offsets: list[tuple[_Segment, int]] = []
@@ -143,10 +166,13 @@ class Ingester:
             except FileNotFoundError:
                 continue
             end = seg.offset
-            for rec in read_wal(path, seg.offset):
+            for rec in read_wal(path, seg.offset, max_bytes=batch_bytes):
                 end = rec.end
                 self._apply(seg, rec.data, touched, chunks, stats)
-            stats.torn_bytes += size - end
+            if end - seg.offset >= batch_bytes:
+                more.append(path)
+            else:
+                stats.torn_bytes += size - end
             new_offsets.append((seg, end))
         if chunks:
             table = _chunks_table(chunks)
@@ -166,7 +192,7 @@ class Ingester:
             seg.offset = end
         stats.runs = len(touched)
         self.finalize(finished)
-        return stats
+        return stats, more, list(touched)
 
     # -- record application ------------------------------------------------------------------
     def _run(self, seg: _Segment, touched: dict[str, RunRecord]) -> RunRecord | None:

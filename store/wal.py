@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FRAME_HEADER", "FRAME_MAGIC", "FrameError", "WalRecord", "WalWriter", "fsync_dirs", "iter_frames", "list_segments", "read_wal",
+__all__ = ["FRAME_HEADER", "FRAME_MAGIC", "FrameError", "WalRecord", "WalWriter", "fsync_dirs", "iter_file_frames", "iter_frames", "list_segments",
+           "read_wal",
            "segment_path", "try_lock_segment"]
 
 _MAGIC = b"AW"
@@ -155,21 +156,61 @@ def iter_frames(data: bytes, *, strict: bool = False) -> Iterator[tuple[int, int
         pos = end
 
 
-def read_wal(path: Path, offset: int = 0) -> Iterator[WalRecord]:
-    """Yield the complete, intact records of a segment from ``offset`` on.
+READ_CHUNK = 8 << 20
+"""Bytes a file reader takes at a time: a segment of many GB is never read whole."""
+
+
+def iter_file_frames(
+    path: Path, offset: int = 0, *, chunk: int = READ_CHUNK, max_bytes: int | None = None,
+) -> Iterator[tuple[int, int, bytes]]:
+    """``(start, end, payload)``, as file offsets, of each intact frame of a file from
+    ``offset`` on, read ``chunk`` bytes at a time (a frame larger than that is read whole).
+
+    Stops at a torn or corrupt frame, as :func:`iter_frames` does, and after the frame that
+    takes it to ``max_bytes`` past ``offset`` (so a caller can work through a large file in
+    bounded pieces).
+    """
+    with open(path, "rb") as f:
+        f.seek(offset)
+        buf, base, want = b"", offset, chunk
+        while True:
+            more = f.read(want)
+            buf += more
+            pos = 0
+            for start, end, payload in iter_frames(buf):
+                yield base + start, base + end, payload
+                pos = end
+                if max_bytes is not None and base + end - offset >= max_bytes:
+                    return
+            buf, base = buf[pos:], base + pos
+            need = _missing(buf)
+            if len(more) < want or need == 0:
+                return  # the end of the file, or a corrupt frame
+            want = max(chunk, need)
+
+
+def _missing(buf: bytes) -> int:
+    """Bytes still needed to complete the frame ``buf`` starts with (where
+    :func:`iter_frames` stopped); 0 when it is corrupt and more bytes cannot help."""
+    if len(buf) < _HEADER.size:
+        return _HEADER.size - len(buf)
+    magic, length, _ = _HEADER.unpack_from(buf, 0)
+    return max(0, _HEADER.size + length - len(buf)) if magic == _MAGIC else 0
+
+
+def read_wal(path: Path, offset: int = 0, *, max_bytes: int | None = None) -> Iterator[WalRecord]:
+    """Yield the complete, intact records of a segment from ``offset`` on (read in pieces,
+    never the whole file at once; at most about ``max_bytes`` of records when given).
 
     Stops silently at a torn or corrupt tail (the caller can compare the last ``end`` with the
     file size to report how many bytes were skipped).
     """
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read()
-    for _, end, payload in iter_frames(data):
+    for _, end, payload in iter_file_frames(path, offset, max_bytes=max_bytes):
         try:
             rec = json.loads(payload)
         except ValueError:
             return
-        yield WalRecord(rec, offset + end)
+        yield WalRecord(rec, end)
 
 
 def try_lock_segment(path: Path) -> int | None:

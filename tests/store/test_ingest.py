@@ -54,6 +54,37 @@ def test_ingesting_twice_never_duplicates(tmp_path):
     assert len(_history(store, "r1")) == 6
 
 
+class _CountsCommits(MemoryStore):
+    def __init__(self):
+        super().__init__()
+        self.appends = 0
+
+    def append_metrics(self, table):
+        self.appends += 1
+        super().append_metrics(table)
+
+
+def test_a_large_backlog_is_ingested_in_bounded_batches_with_the_same_result(tmp_path):
+    # Two segments, one with a torn tail: small batches must give exactly one pass's result.
+    whole, batched = MemoryStore(), _CountsCommits()
+    paths = [segment_path(tmp_path, rid, 0) for rid in ("r1", "r2")]
+    for rid, p in zip(("r1", "r2"), paths):
+        _write_run(p, rid, n=40, finish=rid == "r1").close()
+    with open(paths[1], "ab") as f:
+        f.write(b"AW\x05")  # a torn last frame
+    one = Ingester(whole).ingest(paths)
+    many = Ingester(batched).ingest(paths, batch_bytes=600)
+    assert batched.appends > 5  # it really went in pieces
+    assert (many.records, many.points, many.runs, many.torn_bytes) == (
+        one.records, one.points, one.runs, one.torn_bytes) == (85, 160, 2, 3)
+    for rid in ("r1", "r2"):
+        assert _history(batched, rid) == _history(whole, rid)
+        a, b = whole.get_run(rid), batched.get_run(rid)
+        assert (a.status, a.summary, a.config, a.last_step) == (b.status, b.summary, b.config,
+                                                                b.last_step)
+    assert batched.get_run("r1").status is RunStatus.COMPLETED
+
+
 class _FailsOnRunUpsert(MemoryStore):
     def __init__(self):
         super().__init__()

@@ -4,7 +4,14 @@ import math
 import os
 
 import pytest
-from assay.store.wal import WalWriter, read_wal, segment_path, try_lock_segment
+from assay.store.wal import (
+    WalWriter,
+    iter_file_frames,
+    iter_frames,
+    read_wal,
+    segment_path,
+    try_lock_segment,
+)
 
 
 def test_wal_round_trips_records_with_nan_and_inf(tmp_path):
@@ -89,3 +96,55 @@ def test_a_new_segment_fsyncs_its_folders_and_a_reopened_one_does_not(tmp_path, 
     synced.clear()
     wal.WalWriter(path).close()  # an existing, non-empty segment: its name is durable already
     assert synced == []
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
+def test_file_frames_in_small_pieces_match_a_whole_read(tmp_path, chunk):
+    # Frames straddle every piece boundary, and one frame is far larger than a piece.
+    p = tmp_path / "seg.wal"
+    w = WalWriter(p)
+    recs = [{"seq": i, "pad": "x" * (i * 37 % 300)} for i in range(40)]
+    recs.insert(20, {"seq": 99, "pad": "y" * 5000})
+    w.append(recs)
+    w.close()
+    whole = list(iter_frames(p.read_bytes()))
+    assert list(iter_file_frames(p, chunk=chunk)) == whole
+    mid = whole[10][0]
+    assert list(iter_file_frames(p, mid, chunk=chunk)) == [
+        (s, e, b) for s, e, b in whole if s >= mid]
+
+
+@pytest.mark.parametrize("chunk", [3, 50, 1 << 20])
+def test_file_frames_stop_at_a_torn_tail_and_at_a_corrupt_frame(tmp_path, chunk):
+    p = tmp_path / "seg.wal"
+    w = WalWriter(p)
+    w.append([{"seq": i, "pad": "z" * 40} for i in range(6)])
+    w.close()
+    data = p.read_bytes()
+    ends = [e for _, e, _ in iter_frames(data)]
+    p.write_bytes(data[:-5])
+    assert [e for _, e, _ in iter_file_frames(p, chunk=chunk)] == ends[:-1]
+    bad = bytearray(data)
+    bad[ends[2] + 12] ^= 0xFF  # a payload byte of the fourth frame
+    p.write_bytes(bytes(bad))
+    assert [e for _, e, _ in iter_file_frames(p, chunk=chunk)] == ends[:3]
+    bad = bytearray(data)
+    bad[ends[2]:ends[2] + 2] = b"XX"  # its magic
+    p.write_bytes(bytes(bad))
+    assert [e for _, e, _ in iter_file_frames(p, chunk=chunk)] == ends[:3]
+
+
+def test_read_wal_in_bounded_pieces_resumes_where_it_stopped(tmp_path):
+    p = tmp_path / "seg.wal"
+    w = WalWriter(p)
+    w.append([{"seq": i, "pad": "p" * 100} for i in range(50)])
+    w.close()
+    seen, offset = [], 0
+    while True:
+        part = list(read_wal(p, offset, max_bytes=1000))
+        if not part:
+            break
+        assert sum(len(str(r.data)) for r in part) < 2000  # about max_bytes, never the file
+        seen += [r.data["seq"] for r in part]
+        offset = part[-1].end
+    assert seen == list(range(50)) and offset == os.path.getsize(p)
