@@ -640,14 +640,31 @@ sys.excepthook = _excepthook
 
 @atexit.register
 def _finish_all() -> None:
-    """Finish runs the script left open: failed if it died of an exception, else completed."""
-    for r in list(_active_runs):
-        try:
-            if _last_exc:
-                e = _last_exc[-1]
-                r.finish(RunStatus.FAILED,
-                         "".join(traceback.format_exception(type(e), e, e.__traceback__)))
-            else:
-                r.finish()
-        except Exception:
-            log.exception("assay could not finish run %s at exit", r.id)
+    """Finish runs the script left open: failed if it died of an exception, else completed.
+
+    Several open runs finish at once, so exit waits for the slowest (a remote run whose
+    server is slow to acknowledge), not for the sum of their waits."""
+    runs = list(_active_runs)
+    if len(runs) <= 1:
+        for r in runs:
+            _finish_at_exit(r)
+        return
+    # Plain threads: an executor refuses new work once the interpreter is shutting down.
+    threads = [threading.Thread(target=_finish_at_exit, args=(r,), name=f"assay-exit-{r.id}")
+               for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _finish_at_exit(r: Run) -> None:
+    try:
+        if _last_exc:
+            e = _last_exc[-1]
+            r.finish(RunStatus.FAILED,
+                     "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+        else:
+            r.finish()
+    except Exception:
+        log.exception("assay could not finish run %s at exit", r.id)

@@ -115,3 +115,30 @@ def test_eight_processes_log_into_one_directory_without_loss_or_duplicates(data_
         assert len(counts) == 3 * n and max(counts.values()) == 1
         assert api.run(rid).status == "completed"
     assert not list((data_dir / "wal").glob("*/*.wal")), "finished runs left WAL segments"
+
+
+EXIT_THREE_REMOTE = """
+import atexit, sys, time
+t = {}
+atexit.register(lambda: print(f"EXIT {time.monotonic() - t['t0']:.2f}", flush=True))
+import assay
+# Port 9 on loopback refuses connections: the server never acknowledges.
+runs = [assay.init(project="p", server="http://127.0.0.1:9", token="x", dir=sys.argv[1])
+        for _ in range(3)]
+for r in runs:
+    r.log({"a": 1.0})
+atexit.register(lambda: t.setdefault("t0", time.monotonic()))  # runs before assay's
+"""
+
+
+def test_runs_left_open_finish_at_exit_together_not_one_after_another(tmp_path):
+    # Each remote run waits up to ASSAY_REMOTE_FINISH_TIMEOUT for its server at exit; three
+    # of them must cost one wait, not three, and each keeps its records in the outbox.
+    env = {**os.environ, "ASSAY_REMOTE_FINISH_TIMEOUT": "2"}
+    out = subprocess.run([sys.executable, "-c", EXIT_THREE_REMOTE, str(tmp_path)], check=False, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    exit_s = float(out.stdout.split("EXIT ")[1])
+    assert 1.9 < exit_s < 5.0, out.stdout  # one after another: at least 6 s
+    assert out.stderr.count("did not acknowledge everything within 2.0 s") == 3
+    assert len(list((tmp_path / "outbox").glob("*/*.wal"))) == 3
