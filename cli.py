@@ -202,18 +202,30 @@ def lineage(spec: Annotated[str, typer.Argument(help="NAME:VERSION, NAME:ALIAS o
 
 @app.command()
 def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: all)")] = None,
-           dir: DirOpt = None) -> None:
+           dir: DirOpt = None,
+           public_key: Annotated[Path | None, typer.Option(
+               "--public-key", help="PEM file from `assay export-key`: verify against this "
+                                    "pinned key, not the data directory's")] = None,
+           checkpoint: Annotated[list[Path] | None, typer.Option(
+               "--checkpoint", help="file from `assay checkpoint`; the chains must still "
+                                    "extend it (repeatable)")] = None) -> None:
     """Recompute and check the signed records of finished runs and the audit log.
 
     Exits 1 and names each record that fails (changed metric values or steps, config,
     summary values, status, artifact bytes, code and environment, removed or reordered
-    records, bad signatures). Not sealed: tags, notes, the error text and metric times. The
-    check uses the data directory's own key: it catches changes made without that key, not
-    by someone who can read it."""
+    records, bad signatures). Not sealed: tags, notes, the error text and metric times.
+
+    By default the check uses the data directory's own key, so it catches changes made
+    without that key, not by someone who can write the directory. Anchors kept outside close
+    that gap: --public-key FILE (saved earlier from `assay export-key`) catches a replaced key
+    pair and everything re-signed with it; --checkpoint FILE (saved earlier from `assay
+    checkpoint`) catches a chain or the audit log cut short or rewritten up to the point the
+    checkpoint noted. Exits 2 on a missing or invalid key or checkpoint file."""
     from .sdk.api import Api
 
     try:
-        checked, problems = Api(dir).verify(run_id)
+        checked, problems = Api(dir).verify(run_id, public_key=public_key,
+                                            checkpoint=checkpoint)
     except AssayError as e:
         _fail(e)
     if problems:
@@ -222,7 +234,40 @@ def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: 
         err_console.print(f"{len(problems)} problem(s) in {checked} record(s) checked")
         raise typer.Exit(1)
     what = "" if run_id else " and the audit log"  # one run's check skips the audit log
-    console.print(f"OK: {checked} run record(s){what} verify")
+    anchors = []
+    if public_key is not None:
+        anchors.append("against the pinned key")
+    if checkpoint:
+        anchors.append(f"extending {len(checkpoint)} checkpoint(s)")
+    console.print(f"OK: {checked} run record(s){what} verify" +
+                  (f" ({', '.join(anchors)})" if anchors else ""))
+
+
+@app.command()
+def checkpoint(out: Annotated[Path | None, typer.Option(
+                   "--out", "-o", help="write it to this file (default: print it)")] = None,
+               dir: DirOpt = None) -> None:
+    """Write a signed checkpoint: every chain's length and head hash, the key id and the time.
+
+    Keep it outside the data directory (or publish it); `assay verify --checkpoint FILE`
+    later proves that no run chain and not the audit log was truncated or rewritten up to
+    it."""
+    from .sdk.api import Api
+    from .sdk.settings import data_dir
+
+    try:
+        cp = Api(dir).checkpoint(out)
+    except AssayError as e:
+        _fail(e)
+    if out is None:
+        sys.stdout.write(cp.to_json())
+        return
+    console.print(f"wrote a checkpoint of {len(cp.heads)} chain(s), signed by {cp.key_id}, "
+                  f"to {out}")
+    if out.expanduser().resolve().is_relative_to(data_dir(dir)):
+        err_console.print("[yellow]warning:[/] the checkpoint is inside the data directory; "
+                          "whoever can rewrite the data can rewrite it too: keep a copy "
+                          "elsewhere")
 
 
 @app.command("export-key")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -13,6 +14,10 @@ from ..store.history import history_frame
 from ..store.lance import LanceStore
 from ..store.records import RunRecord, run_from_row
 from .settings import data_dir
+
+if TYPE_CHECKING:
+    from ..store.checkpoint import Checkpoint, CheckpointLike
+    from ..store.signing import PublicKeyLike
 
 __all__ = ["Api"]
 
@@ -152,15 +157,64 @@ class Api:
             node = g.artifacts.get(spec, include_deleted=True).node
         return lineage(g.store, node, direction, depth)
 
-    def verify(self, run_id: str | None = None) -> tuple[int, list[Any]]:
+    def verify(self, run_id: str | None = None, *,
+               public_key: PublicKeyLike | os.PathLike[str] | None = None,
+               checkpoint: CheckpointLike | Sequence[CheckpointLike] | None = None,
+               ) -> tuple[int, list[Any]]:
         """Recompute and check every signed run record (or one run's) and the audit chain.
-        Returns (records checked, problems); each problem names its record and why."""
-        from ..store.provenance import verify
+        Returns (records checked, problems); each problem names its record and why.
 
+        Args:
+            run_id: Check one run's chain only (the audit trail is then skipped).
+            public_key: A pinned key (PEM text, key object, or a PEM file's path, as
+                ``assay export-key`` printed it): records must verify against it, and a data
+                directory key that differs is reported.
+            checkpoint: Checkpoint(s) from :meth:`checkpoint` (objects or file paths): each
+                must be signed by the key in use, and every chain it names must still hold
+                the head it noted (appending since is fine; truncating or rewriting is not).
+                All its chains are checked, with a ``run_id`` too.
+
+        Raises:
+            UserInputError: a key or checkpoint file is missing or invalid (checked before
+                the data directory is opened; nothing in it changes).
+        """
+        from ..store import checkpoint as anchor
+        from ..store.provenance import ChainStore, verify
+
+        pinned = None if public_key is None else anchor.read_public_key(public_key)
+        checkpoints = anchor.load_checkpoints(checkpoint)
         g = self._graph()
         if run_id is not None:
             self.run(run_id)
-        return verify(g.store, g.blobs, g.public_key_pem, run_id, g.audit)
+        key = g.audit.key if pinned is None else pinned
+        problems: list[Any] = [] if pinned is None else anchor.check_pinned_key(g.audit.key,
+                                                                                  pinned)
+        checked, found = verify(g.store, g.blobs, key, run_id, g.audit)
+        problems += found
+        for cp in checkpoints:
+            problems += anchor.check_checkpoint(cp, ChainStore(g.store), g.audit, key)
+        return checked, problems
+
+    def checkpoint(self, out: str | os.PathLike[str] | None = None) -> Checkpoint:
+        """A signed note of every chain's length and head hash (run chains and the audit
+        trail), to keep outside the data directory or publish; pass it to
+        ``verify(checkpoint=...)`` later to prove that no chain was truncated or rewritten
+        up to it. Written as JSON to ``out`` when given. Returns the
+        :class:`~assay.store.checkpoint.Checkpoint` (``.to_json()`` gives the document)."""
+        from ..store.checkpoint import make_checkpoint
+        from ..store.provenance import ChainStore
+
+        g = self._graph()
+        cp = make_checkpoint(ChainStore(g.store), g.audit, g.audit.key)
+        if out is not None:
+            path = Path(out).expanduser()
+            try:
+                path.write_text(cp.to_json(), encoding="utf-8")
+            except OSError as exc:
+                raise UserInputError(f"cannot write checkpoint to {path}: {exc.strerror or exc}",
+                                     hint="pass a writable path outside the data directory"
+                                     ) from exc
+        return cp
 
     def audit_log(self) -> list[dict[str, Any]]:
         """The audit trail, oldest first: seq, at, actor, action, target, reason, details."""

@@ -33,7 +33,7 @@ from .lance import LanceStore, sql_str
 from .manifests import get_manifest
 from .records import RunRecord
 from .schemas import CHAIN_SCHEMA
-from .signing import ChainedRecord, KeyPair, PublicKeyLike, seal, verify_chain
+from .signing import ChainedRecord, KeyPair, PublicKeyLike, seal, verify_audit_log, verify_chain
 
 __all__ = ["ChainStore", "Finalizer", "Problem", "run_record_payload", "verify"]
 
@@ -238,8 +238,9 @@ def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
                                     "finished run has no signed record (it was removed from "
                                     "the chain's end, or never sealed)"))
     if run_id is None and audit is not None:
-        for text in audit.verify():
-            problems.append(Problem("audit", "audit", -1, text))
+        # Against ``public_key`` (a pinned key, say), not the audit trail's own key.
+        for p in verify_audit_log(audit.records(), public_key):
+            problems.append(Problem("audit", "audit", -1, str(p)))
         problems += _sealed_but_missing(audit, {r.hash for n in names for r in chains.records(n)})
     return checked, problems
 
