@@ -213,7 +213,8 @@ def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: 
 
     Exits 1 and names each record that fails (changed metric values or steps, config,
     summary values, status, artifact bytes, code and environment, removed or reordered
-    records, bad signatures). Not sealed: tags, notes, the error text and metric times.
+    records, bad signatures, error text, metric times, summary min/max). Not sealed: tags
+    and notes, which people edit after a run ends.
 
     By default the check uses the data directory's own key, so it catches changes made
     without that key, not by someone who can write the directory. Anchors kept outside close

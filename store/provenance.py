@@ -1,9 +1,11 @@
 """Signed run records, the audit log, and ``assay verify``.
 
-When a run finishes, the ingester seals its record: config, summary, status, a digest over
-all its metric rows, the digests of the artifact versions it produced and used, and its code
-and environment capture, canonicalized, hashed, chained to the previous record of its
-project (chain ``run:<project>``) and signed with the data directory's Ed25519 key.
+When a run finishes, the ingester seals its record: config, summary (with each metric's
+min/max), status and error text, digests over all its metric rows and their times, the
+digests of the artifact versions it produced and used, and its code and environment
+capture, canonicalized, hashed, chained to the previous record of its project (chain
+``run:<project>``) and signed with the data directory's Ed25519 key. Tags and notes are not
+sealed: people edit them after a run ends (and agents tag runs ``stale``).
 :func:`verify` recomputes every one of those from the stored data and checks every chain, so
 a changed metric value, config entry, artifact byte, or a removed record is caught and named.
 
@@ -93,13 +95,18 @@ def run_record_payload(store: LanceStore, run: RunRecord) -> dict[str, Any]:
     hist = history_frame(run.run_id, store.metric_chunks(run.run_id))
     produced, used = run_artifacts(store, run.run_id)
     return {
+        "v": RECORD_VERSION,
         "run_id": run.run_id,
         "project": run.project,
         "name": run.name,
         "status": str(run.status),
+        "error": run.error,
         "config": run.config,
         "summary": run.summary_values(),
-        "metrics": {"rows": hist.height, "digest": rows_digest(hist.select("key", "step", "value"))},
+        "summary_stats": {k: {f: v.get(f) for f in ("min", "max", "step")}
+                          for k, v in sorted(run.summary.items())},
+        "metrics": {"rows": hist.height, "digest": rows_digest(hist.select("key", "step", "value")),
+                    "times": _times_digest(hist)},
         "artifacts": {"produced": produced, "used": used},
         "git": run.git,
         "env": run.env,
@@ -107,6 +114,32 @@ def run_record_payload(store: LanceStore, run: RunRecord) -> dict[str, Any]:
         "finished_at": run.finished_at,
         "attach": run.attach,
     }
+
+
+RECORD_VERSION = 2
+"""Version 2 also seals the error text, each metric's min/max/step summary and the metric
+rows' times. Version 1 records (no ``v``) are checked on the fields they hold."""
+_V2_ONLY = ("v", "error", "summary_stats")
+
+
+def _times_digest(hist: Any) -> str:
+    """SHA-256 of the metric rows' times (microseconds), in the history's (key, step) order."""
+    import hashlib
+
+    import polars as pl
+
+    micros = hist.get_column("time").cast(pl.Int64).fill_null(-1).to_numpy()
+    return "sha256:" + hashlib.sha256(b"assay.times_digest.v1\n" +
+                                      micros.astype("<i8").tobytes()).hexdigest()
+
+
+def _as_sealed(payload: dict[str, Any], sealed: Mapping[str, Any]) -> dict[str, Any]:
+    """``payload`` cut to the fields a record of ``sealed``'s version holds."""
+    if sealed.get("v", 1) >= RECORD_VERSION:
+        return payload
+    old = {k: v for k, v in payload.items() if k not in _V2_ONLY}
+    old["metrics"] = {k: v for k, v in payload["metrics"].items() if k != "times"}
+    return old
 
 
 class Finalizer:
@@ -225,7 +258,7 @@ def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
             if run is None:
                 problems.append(Problem(name, rid, rec.seq, "the run is missing from the store"))
                 continue
-            for d in _diff(rec.payload, run_record_payload(store, run)):
+            for d in _diff(rec.payload, _as_sealed(run_record_payload(store, run), rec.payload)):
                 problems.append(Problem(name, rid, rec.seq, d))
             for d in _check_artifacts(blobs, rec.payload, deleted):
                 problems.append(Problem(name, rid, rec.seq, d))

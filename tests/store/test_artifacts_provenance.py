@@ -137,8 +137,34 @@ def _remove_record(g, run_id, _):
     g.store.table("chain").delete(f"subject_id = {sql_str(run_id)} AND kind = 'run'")
 
 
+def _tamper_metric_time(g, run_id):
+    tbl = g.store.table("metrics")
+    rows = tbl.search().where(f"run_id = {sql_str(run_id)}").limit(None).to_arrow().to_pylist()
+    row = next(r for r in rows if r["key"] == "loss")
+    row["time"] = [t + (3600.0 if i == 3 else 0.0) for i, t in enumerate(row["time"])]
+    tbl.delete(f"run_id = {sql_str(run_id)} AND key = 'loss' AND seq = {row['seq']}")
+    tbl.add(pa.Table.from_pylist([row], schema=tbl.schema))
+
+
+def _tamper_run_column(g, run_id, column, edit):
+    tbl = g.store.table("runs")
+    row = tbl.search().where(f"run_id = {sql_str(run_id)}").limit(1).to_arrow().to_pylist()[0]
+    tbl.update(where=f"run_id = {sql_str(run_id)}", values={column: edit(row[column])})
+
+
+def _lower_min(summary_json):
+    summary = json.loads(summary_json)
+    summary["loss"]["min"] -= 1.0  # a better best loss than was ever logged
+    return json.dumps(summary)
+
+
 @pytest.mark.parametrize("tamper,expect", [
     (lambda g, rid, d: _tamper_metrics(g, rid), "metrics.digest changed"),
+    (lambda g, rid, d: _tamper_metric_time(g, rid), "metrics.times changed"),
+    (lambda g, rid, d: _tamper_run_column(g, rid, "summary", _lower_min),
+     "summary_stats.loss.min changed"),
+    (lambda g, rid, d: _tamper_run_column(g, rid, "error", lambda e: "all fine"),
+     "error changed"),
     (lambda g, rid, d: _tamper_config(g, rid), "config.lr changed"),
     (_tamper_blob, "artifact digits-mlp:v0 (produced)"),
     (_remove_record, "no signed record"),
@@ -243,3 +269,25 @@ def test_deleting_the_newest_run_with_its_record_is_caught_by_the_audit_trail(pi
     _, problems = assay.Api().verify()
     text = "\n".join(str(p) for p in problems)
     assert "sealed record" in text and rid in text and "which no chain holds" in text
+
+
+def test_a_record_sealed_before_version_2_is_checked_on_the_fields_it_holds(pipeline, data_dir):
+    # Records sealed by an older assay hold no error text, summary stats or metric times:
+    # they must still verify, and still catch changes to what they do hold.
+    from assay.store.provenance import _V2_ONLY, ChainStore, run_chain, run_record_payload
+    from assay.store.signing import seal
+
+    rid = pipeline["train"].id
+    g = open_graph(data_dir)
+    run = g.store.get_run(rid)
+    v1 = {k: v for k, v in run_record_payload(g.store, run).items() if k not in _V2_ONLY}
+    v1["metrics"] = {k: v for k, v in v1["metrics"].items() if k != "times"}
+    chains, chain = ChainStore(g.store), run_chain(run.project)
+    chains.append(chain, [seal(v1, chains.head(chain), g.audit.key, kind="run",
+                               subject_id=rid)])
+    assert assay.Api().verify(rid) == (1, [])
+    _tamper_run_column(g, rid, "error", lambda e: "all fine")  # not in a v1 record
+    assert assay.Api().verify(rid) == (1, [])
+    _tamper_config(g, rid)
+    _, problems = assay.Api().verify(rid)
+    assert [p.reason for p in problems] == ["config.lr changed"]
