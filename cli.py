@@ -127,6 +127,9 @@ def sync(dir: DirOpt = None,
     console.print(f"synced {len(st.segments_done)} WAL segment(s): {st.records} records, "
                   f"{st.points} points, {st.runs} run(s)"
                   + (f"; skipped {st.torn_bytes} torn bytes" if st.torn_bytes else ""))
+    for path in st.failed:
+        err_console.print(f"[bold red]not ingested[/] {path}: kept (see the log above); "
+                          "nothing in it is lost")
     import os
 
     srv = server or os.environ.get("ASSAY_SERVER")
@@ -135,6 +138,8 @@ def sync(dir: DirOpt = None,
 
         done = sync_outbox(root, srv, token or os.environ.get("ASSAY_TOKEN"), timeout=timeout)
         console.print(f"shipped {sum(done.values())}/{len(done)} outbox segment(s) to {srv}")
+    if st.failed:
+        raise typer.Exit(1)
 
 
 @app.command()

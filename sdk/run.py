@@ -54,12 +54,26 @@ def _new_run_id() -> str:
     return "".join(secrets.choice(_ALNUM) for _ in range(10))
 
 
+_BIG_INT = 1 << 53
+"""Integers at or past this magnitude are stored as floats (the store's value column is
+float64; Arrow refuses integers past int64, which would stall ingest for every run)."""
+MAX_STEP = (1 << 63) - 1
+
+
+def _int_to_float(key: str, v: int) -> float:
+    try:
+        return float(v)
+    except OverflowError:
+        raise UserInputError(f"metric {key!r} has value {v}, too large for a float64",
+                             hint="log a float (say, its logarithm) instead") from None
+
+
 def _float_or_raise(key: str, v: Any) -> float:
     """Convert a Python, NumPy or torch scalar to float; anything else is an input error."""
     if isinstance(v, bool):
         return float(v)
     if isinstance(v, (int, float)):
-        return float(v)
+        return _int_to_float(key, v) if isinstance(v, int) else float(v)
     item = getattr(v, "item", None)
     if callable(item):
         size = getattr(v, "size", None)
@@ -71,7 +85,7 @@ def _float_or_raise(key: str, v: Any) -> float:
             except (ValueError, RuntimeError):
                 x = None
             if isinstance(x, (int, float)):
-                return float(x)
+                return _int_to_float(key, x) if isinstance(x, int) else float(x)
     raise UserInputError(
         f"metric {key!r} has value {v!r} of type {type(v).__name__}, which is not a number",
         hint="log int/float or NumPy/torch scalars (use .item() on one-element tensors); "
@@ -227,14 +241,14 @@ class Run:
             self._check_keys(metrics)
         for v in metrics.values():
             tv = type(v)
-            if tv is not float and tv is not int:
+            if tv is not float and (tv is not int or not -_BIG_INT < v < _BIG_INT):
                 metrics = self._coerce_values(metrics)
                 break
         else:
             metrics = metrics.copy()
         if step is None:
             step = self._step
-        elif type(step) is not int or step < 0:
+        elif type(step) is not int or not 0 <= step < MAX_STEP:
             step = self._check_step(step)
         self._step = step + 1
         self._queue_append((step, time.time(), metrics))
@@ -286,6 +300,9 @@ class Run:
         step = int(step)
         if step < 0:
             raise UserInputError(f"step must be >= 0, got {step}", hint="steps count from 0")
+        if step >= MAX_STEP:
+            raise UserInputError(f"step {step} is too large (steps are int64, below 2**63 - 1)",
+                                 hint="count steps from 0 in units of batches or samples")
         return step
 
     def _log_system(self, metrics: dict[str, float]) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +30,7 @@ from ..errors import ConflictError
 from .base import Store
 from .records import RunRecord, RunStatus, merge_summary
 from .schemas import METRICS_SCHEMA
-from .wal import list_segments, read_wal, try_lock_segment
+from .wal import FRAME_MAGIC, iter_frames, list_segments, read_wal, try_lock_segment
 
 __all__ = ["IngestLock", "IngestStats", "Ingester", "sync_orphans"]
 
@@ -94,6 +95,7 @@ class IngestStats:
     runs: int = 0
     torn_bytes: int = 0
     segments_done: list[Path] = field(default_factory=list)
+    failed: list[Path] = field(default_factory=list)  # segments kept for a retry after an error
 
 
 @dataclass
@@ -140,7 +142,14 @@ class Ingester:
         runs: set[str] = set()
         todo = list(paths)
         while todo:
-            stats, todo, touched = self._ingest_batch(todo, batch_bytes)
+            try:
+                stats, todo, touched = self._ingest_batch(todo, batch_bytes)
+            except Exception:
+                if len(todo) == 1:
+                    raise
+                # One segment's records fail: apply each segment on its own, so every other
+                # run still becomes queryable; the failing one is retried next pass.
+                stats, todo, touched = self._one_by_one(todo, batch_bytes, total)
             total.records += stats.records
             total.points += stats.points
             total.torn_bytes += stats.torn_bytes
@@ -148,10 +157,43 @@ class Ingester:
         total.runs = len(runs)
         return total
 
+    def _one_by_one(
+        self, paths: list[Path], batch_bytes: int, total: IngestStats
+    ) -> tuple[IngestStats, list[Path], list[str]]:
+        stats, more, touched = IngestStats(), [], []
+        for path in paths:
+            try:
+                st, rest, t = self._ingest_batch([path], batch_bytes)
+            except Exception:
+                log.exception("WAL %s could not be ingested; it is kept and retried", path)
+                total.failed.append(path)
+                continue
+            stats.records += st.records
+            stats.points += st.points
+            stats.torn_bytes += st.torn_bytes
+            more += rest
+            touched += t
+        return stats, more, touched
+
     def _ingest_batch(
         self, paths: list[Path], batch_bytes: int
     ) -> tuple[IngestStats, list[Path], list[str]]:
         """One batch: returns its stats, the segments with more to read, the runs touched."""
+        try:
+            return self._apply_batch(paths, batch_bytes)
+        except Exception:
+            # Part of the batch may be committed (metrics before runs): forget what this
+            # ingester believed, so a retry reads the store's state and adds no duplicate.
+            for path in paths:
+                seg = self._segments.get(path)
+                if seg is not None:
+                    seg.checkpoint = None
+                    self._runs.pop(seg.run_id, None)
+            raise
+
+    def _apply_batch(
+        self, paths: list[Path], batch_bytes: int
+    ) -> tuple[IngestStats, list[Path], list[str]]:
         stats = IngestStats()
         more: list[Path] = []
         touched: dict[str, RunRecord] = {}
@@ -232,6 +274,13 @@ class Ingester:
             last_step = run.last_step
             for ch in rec["chunks"]:
                 steps, times = ch["step"], ch["time"]
+                if not steps or not 0 <= min(steps) <= max(steps) < _STEP_LIMIT:
+                    # Steps the int64 column cannot hold (a writer without the SDK's
+                    # checks): skipping them keeps one bad record from stalling ingest.
+                    log.warning("WAL %s: record %s has steps outside [0, 2**63); its %d "
+                                "points of %s were skipped", seg.path, seq,
+                                len(steps) * len(ch["keys"]), ch["keys"])
+                    continue
                 merge_summary(summary, ch["keys"], steps, ch["vals"])
                 last_step = max(last_step, max(steps))
                 if seq > seg.metrics_in:
@@ -307,9 +356,51 @@ def _chunks_table(chunks: dict[tuple[str, str], list[Any]]) -> pa.Table:
         steps.append(st)
         vals.append(va)
         times.append(ti)
-    return pa.table(
-        [run_ids, keys, seqs, smin, smax, steps, vals, times], schema=METRICS_SCHEMA
-    )
+    try:
+        return pa.table(
+            [run_ids, keys, seqs, smin, smax, steps, vals, times], schema=METRICS_SCHEMA
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        # A value Arrow cannot take as float64 (an integer past 2**63, a string from a
+        # writer without the SDK's checks): convert value by value instead of stalling.
+        log.warning("metric values that are not float64 were converted (unrepresentable "
+                    "ones stored as NaN or +/-inf)")
+        vals = [[_as_float(v) for v in va] for va in vals]
+        return pa.table(
+            [run_ids, keys, seqs, smin, smax, steps, vals, times], schema=METRICS_SCHEMA
+        )
+
+
+_STEP_LIMIT = 1 << 63
+
+
+def _as_float(v: Any) -> float:
+    try:
+        return float(v)
+    except OverflowError:
+        return math.copysign(math.inf, v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _frames_after_tear(path: Path, end: int) -> bool:
+    """Whether an intact frame starts anywhere after ``end`` (where reading stopped)."""
+    with open(path, "rb") as f:
+        f.seek(end + 1)
+        tail = f.read(64 << 20)  # the next write after a failed one starts close by
+    pos = tail.find(FRAME_MAGIC)
+    while pos >= 0:
+        if next(iter_frames(tail[pos:]), None) is not None:
+            return True
+        pos = tail.find(FRAME_MAGIC, pos + 1)
+    return False
+
+
+def _quarantine(data_dir: Path, path: Path) -> Path:
+    dest = data_dir / "wal-quarantine" / path.parent.name / path.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, dest)
+    return dest
 
 
 def sync_orphans(data_dir: Path, store: Store, lock: IngestLock, ingester: Ingester | None = None,
@@ -333,7 +424,13 @@ def sync_orphans(data_dir: Path, store: Store, lock: IngestLock, ingester: Inges
                     hint="another process is ingesting; retry `assay sync` in a moment",
                 )
             try:
-                st = ing.ingest([path])
+                try:
+                    st = ing.ingest([path])
+                except Exception:
+                    # Kept for a retry; the other orphans still go in.
+                    log.exception("WAL %s could not be ingested; it is kept", path)
+                    total.failed.append(path)
+                    continue
                 run = store.get_run(path.parent.name)
                 # An API server holds this run for a remote client (restarting, or waiting
                 # for the client to come back): not crashed; the server releases it.
@@ -357,6 +454,15 @@ def sync_orphans(data_dir: Path, store: Store, lock: IngestLock, ingester: Inges
             total.torn_bytes += st.torn_bytes
             if st.torn_bytes:
                 log.warning("WAL %s: skipped a torn tail of %d bytes", path, st.torn_bytes)
+                if _frames_after_tear(path, path.stat().st_size - st.torn_bytes):
+                    # Intact records after the tear (a failed write in the middle): never
+                    # delete them; set the segment aside for a person to look at.
+                    kept = _quarantine(data_dir, path)
+                    log.error("WAL %s has intact records after a damaged one; moved to %s",
+                              path, kept)
+                    total.failed.append(kept)
+                    ing.forget(path)
+                    continue
             path.unlink(missing_ok=True)
             ing.forget(path)
             total.segments_done.append(path)

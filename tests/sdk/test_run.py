@@ -97,6 +97,26 @@ def test_bad_metric_values_and_reserved_keys_are_rejected_and_nothing_is_lost(da
     assert h["value"].to_list() == [1.0, 3.0]
 
 
+def test_huge_integers_and_steps_are_stored_as_floats_or_refused_not_left_to_stall_ingest(
+        data_dir):
+    # An int past int64 used to be accepted, then failed every ingest pass of the directory.
+    run = _init(project="p")
+    run.log({"count": 2**64, "small": 7})
+    run.log({"count": np.uint64(2**64 - 1)})
+    with pytest.raises(UserInputError, match="too large for a float64"):
+        run.log({"count": 10**400})
+    with pytest.raises(UserInputError, match="too large"):
+        run.log({"count": 1.0}, step=2**63)
+    run.log({"count": 3})
+    run.finish()
+    later = _init(project="p")  # the directory still ingests
+    later.log({"x": 1.0})
+    later.finish()
+    h = assay.Api().history(run.id)
+    assert h.filter(h["key"] == "count")["value"].to_list() == [2.0**64, 2.0**64, 3.0]
+    assert assay.Api().run(later.id).status == "completed"
+
+
 def test_non_json_config_is_rejected_with_the_entry_named(data_dir):
     with pytest.raises(UserInputError, match="'opt'"):
         _init(project="p", config={"opt": object()})

@@ -159,3 +159,106 @@ def test_ingest_lock_times_out_while_another_holder_has_it(tmp_path):
     a.release()
     assert b.acquire(0)
     b.release()
+
+
+def _poisoned(path, run_id):
+    # What a writer without the SDK's checks could leave: an int past int64, and steps past
+    # the int64 column, between good records.
+    w = WalWriter(path)
+    w.append([
+        {"k": "run", "seq": 1, "time": 1.0, "run_id": run_id, "project": "p", "name": "n",
+         "config": {}, "attach": 0},
+        {"k": "metrics", "seq": 2, "chunks": [
+            {"keys": ["n"], "step": [0], "time": [1.0], "vals": [[2**64]]}]},
+        {"k": "metrics", "seq": 3, "chunks": [
+            {"keys": ["n"], "step": [2**63], "time": [1.0], "vals": [[1.0]]}]},
+        {"k": "metrics", "seq": 4, "chunks": [
+            {"keys": ["n"], "step": [1], "time": [1.0], "vals": [[5.0]]}]},
+        {"k": "status", "seq": 5, "status": "completed", "time": 2.0},
+    ])
+    return w
+
+
+def test_values_and_steps_the_columns_cannot_hold_do_not_stall_other_runs(tmp_path):
+    store = MemoryStore()
+    good, bad = segment_path(tmp_path, "good", 0), segment_path(tmp_path, "bad", 0)
+    _write_run(good, "good").close()
+    _poisoned(bad, "bad").close()
+    Ingester(store).ingest([bad, good])
+    assert store.get_run("good").status is RunStatus.COMPLETED
+    assert _history(store, "good") and store.get_run("bad").status is RunStatus.COMPLETED
+    assert _history(store, "bad") == [("n", 0, 2.0**64), ("n", 1, 5.0)]  # step 2**63 skipped
+    assert store.get_run("bad").last_step == 1
+
+
+class _FailsFor(MemoryStore):
+    """Refuses metric rows of one run (an unexpected failure tied to a segment)."""
+
+    def __init__(self, run_id):
+        super().__init__()
+        self.bad = run_id
+
+    def append_metrics(self, table):
+        if self.bad in table.column("run_id").to_pylist():
+            raise OSError("this run's rows cannot be written")
+        super().append_metrics(table)
+
+
+def test_a_segment_that_fails_is_kept_and_the_others_still_go_in(tmp_path):
+    store = _FailsFor("r2")
+    paths = [segment_path(tmp_path / "wal", rid, 0) for rid in ("r1", "r2", "r3")]
+    for rid, p in zip(("r1", "r2", "r3"), paths):
+        _write_run(p, rid).close()
+    st = Ingester(store).ingest(paths)
+    assert st.failed == [paths[1]]
+    assert store.get_run("r1").status is store.get_run("r3").status is RunStatus.COMPLETED
+    assert store.get_run("r2") is None
+    st = sync_orphans(tmp_path, store, IngestLock(tmp_path))
+    assert st.failed == [paths[1]] and paths[1].exists()  # kept, nothing lost
+    assert not paths[0].exists() and not paths[2].exists()
+    store.bad = None
+    st = sync_orphans(tmp_path, store, IngestLock(tmp_path))
+    assert not st.failed and store.get_run("r2").status is RunStatus.COMPLETED
+    assert len(_history(store, "r2")) == 6
+
+
+class _FailsOnceOnRunUpsert(MemoryStore):
+    def __init__(self):
+        super().__init__()
+        self.fail = 1
+
+    def upsert_runs(self, runs):
+        if self.fail:
+            self.fail -= 1
+            raise OSError("a transient error between the two commits")
+        super().upsert_runs(runs)
+
+
+def test_the_same_ingester_retrying_after_a_failed_commit_adds_no_duplicates(tmp_path):
+    p = segment_path(tmp_path, "r1", 0)
+    _write_run(p).close()
+    store = _FailsOnceOnRunUpsert()
+    ing = Ingester(store)
+    with pytest.raises(OSError):
+        ing.ingest([p])
+    ing.ingest([p])  # the daemon's next pass, same ingester
+    t = store.metric_chunks("r1")
+    assert sum(len(s) for s in t["step"].to_pylist()) == 6  # raw rows, not deduplicated reads
+    assert store.get_run("r1").status is RunStatus.COMPLETED
+
+
+def test_a_segment_with_intact_records_after_a_damaged_one_is_set_aside_not_deleted(tmp_path):
+    p = segment_path(tmp_path / "wal", "r1", 0)
+    w = _write_run(p, finish=False)
+    w.close()
+    good = p.read_bytes()
+    tail = WalWriter(tmp_path / "x.wal")
+    tail.append([{"k": "status", "seq": 9, "status": "completed", "time": 3.0}])
+    tail.close()
+    p.write_bytes(good + b"AW\x10\x00\x00\x00junk" + (tmp_path / "x.wal").read_bytes())
+    store = MemoryStore()
+    st = sync_orphans(tmp_path, store, IngestLock(tmp_path))
+    assert not p.exists()
+    kept = tmp_path / "wal-quarantine" / "r1" / p.name
+    assert st.failed == [kept] and kept.read_bytes().endswith((tmp_path / "x.wal").read_bytes())
+    assert len(_history(store, "r1")) == 6  # what came before the damage is in
