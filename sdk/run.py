@@ -117,6 +117,7 @@ class Config(MutableMapping[str, Any]):
         return len(self._data)
 
     def update(self, other: Any = (), /, **kw: Any) -> None:  # type: ignore[override]
+        self._run._check_open("config changes are")
         upd = to_jsonable(dict(other, **kw), what="config")
         self._data.update(upd)
         self._run._enqueue({"k": "config", "update": upd})
@@ -144,6 +145,7 @@ class Summary(MutableMapping[str, Any]):
         return self._auto()[key]["last"]
 
     def __setitem__(self, key: str, value: Any) -> None:
+        self._run._check_open("summary changes are")
         upd = to_jsonable({key: value}, what="summary")
         self._explicit.update(upd)
         self._run._enqueue({"k": "summary", "update": upd})
@@ -360,7 +362,7 @@ class Run:
         """
         from .graph import Artifact, open_graph
 
-        self._check_open("log_artifact")
+        self._check_open("log_artifact() is")
         g = open_graph(self.dir)
         v = g.artifacts.log(path, name, type, project=self.project, run_id=self.id,
                             aliases=list(aliases), metadata=to_jsonable(metadata or {},
@@ -373,14 +375,16 @@ class Run:
         ``name:ALIAS``); returns the artifact, whose ``download()`` gives its files."""
         from .graph import Artifact, open_graph
 
-        self._check_open("use_artifact")
+        self._check_open("use_artifact() is")
         g = open_graph(self.dir)
         return Artifact(g.artifacts.use(spec, self.id), g)
 
     def _check_open(self, what: str) -> None:
         if self._finished:
-            raise ConflictError(f"run {self.id} is finished; {what}() is closed",
-                                hint="call it before finish(), or resume the run")
+            raise ConflictError(f"run {self.id} is finished; {what} closed (nothing more "
+                                "would be stored)",
+                                hint="set it before finish(), or resume the run: "
+                                     f"assay.init(project=..., resume={self.id!r})")
 
     def should_stop(self) -> bool:
         """Whether an agent or a person asked this run to stop (cooperative stopping).
@@ -536,6 +540,7 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         if not isinstance(resume, str) or not resume.isalnum():
             raise UserInputError(f"resume must be a run id, got {resume!r}",
                                  hint="pass the id of an earlier run: assay.init(..., resume=run.id)")
+        _refuse_if_live(root, resume)
         prior = (_remote_prior(root, server, token, resume) if server
                  else _sync_and_get(root, resume))
         if prior is None:
@@ -631,6 +636,26 @@ def _remote_prior(root: Path, server: str, token: str | None, run_id: str) -> An
     return SimpleNamespace(project=d["project"], attach=attach, config=d["config"],
                            summary=d["summary_stats"], summary_set=d["summary_set"],
                            last_step=d["last_step"], name=d["name"])
+
+
+def _refuse_if_live(root: Path, run_id: str) -> None:
+    """A run whose write-ahead log a live process still holds cannot be resumed: both would
+    write it, and the ingester keeps only the newer attach's records."""
+    from ..store.wal import read_wal, try_lock_segment
+
+    for folder in ("wal", "outbox"):
+        for seg in sorted((root / folder / run_id).glob("*.wal")):
+            fd = try_lock_segment(seg)
+            if fd is not None:
+                os.close(fd)
+                continue
+            first = next(iter(read_wal(seg, max_bytes=1)), None)
+            who = (f"process {first.data.get('pid')} on {first.data.get('host')}"
+                   if first is not None else "another process")
+            raise ConflictError(
+                f"cannot resume run {run_id}: {who} is still logging to it ({seg})",
+                hint="finish() it there first, or stop that process; a process that died "
+                     "without finishing leaves a run you can resume at once")
 
 
 def _sync_and_get(root: Path, run_id: str) -> Any:

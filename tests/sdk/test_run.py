@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import assay
 import numpy as np
@@ -127,6 +128,22 @@ def test_non_json_config_is_rejected_with_the_entry_named(data_dir):
     run.finish()
 
 
+def test_a_run_still_being_logged_cannot_be_resumed_until_it_finishes(data_dir):
+    # Two writers of one run: the ingester would keep only the newer attach's records.
+    run = _init(project="p")
+    run.log({"loss": 1.0})
+    run.flush()
+    with pytest.raises(ConflictError, match=f"process {os.getpid()} .* still logging"):
+        _init(project="p", resume=run.id)
+    run.log({"loss": 0.5})
+    run.finish()
+    again = _init(project="p", resume=run.id)
+    again.log({"loss": 0.25})
+    again.finish()
+    h = assay.Api().history(run.id)
+    assert h["value"].to_list() == [1.0, 0.5, 0.25]
+
+
 def test_unknown_resume_id_is_not_found(data_dir):
     with pytest.raises(NotFoundError, match="cannot resume"):
         _init(project="p", resume="doesnotexist")
@@ -173,6 +190,19 @@ def test_log_after_finish_is_a_conflict(data_dir):
     run.finish()  # idempotent
     with pytest.raises(ConflictError):
         run.log({"x": 1})
+
+
+def test_config_and_summary_changes_after_finish_are_refused_not_silently_dropped(data_dir):
+    run = _init(project="p", config={"lr": 0.1})
+    run.summary["best"] = 0.5
+    run.finish()
+    with pytest.raises(ConflictError, match="config changes are closed"):
+        run.config["late"] = 1
+    with pytest.raises(ConflictError, match="(?s)summary changes are closed.*resume="):
+        run.summary["best"] = 0.9
+    stored = assay.Api().run(run.id)
+    assert stored.config == {"lr": 0.1} and stored.summary_values()["best"] == 0.5
+    assert "late" not in run.config and run.summary["best"] == 0.5  # the local view agrees
 
 
 def test_api_run_unknown_id_and_filters(data_dir):
