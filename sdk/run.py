@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -21,7 +22,7 @@ import weakref
 from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 from ..errors import ConflictError, NotFoundError, UserInputError
 from ..store.ingestd import ensure_daemon, wait_segment_ingested
@@ -187,7 +188,10 @@ class Run:
         self._finished = False
         self._step = next_step
         self._known_keys: set[str] = set()
-        self._sys_step = 0
+        # System metrics count their own steps, continuing an earlier attach's (a resumed
+        # run must not overwrite the system curve it already has).
+        self._sys_step = 1 + max((int(v.get("step", -1)) for k, v in summary_auto.items()
+                                  if k.startswith(RESERVED_PREFIX)), default=-1)
         self._env: dict[str, Any] = {}
         self._stop_reason: str | None = None
         self._stop_checked = 0.0
@@ -215,6 +219,15 @@ class Run:
             self._sender.start()
         elif INGEST_MODE == "daemon":
             ensure_daemon(dir)
+        else:
+            # finish() ingests in this process; a run left to the exit hook would first import
+            # LanceDB after threading shut down, which fails (it registers exit callbacks).
+            import concurrent.futures.thread  # noqa: F401
+
+            from ..store import (
+                ingestd,  # noqa: F401
+                lance,  # noqa: F401
+            )
         self._sampler: SystemSampler | None = None
         if system_metrics_interval:
             self._sampler = SystemSampler(self._log_system, system_metrics_interval)
@@ -226,6 +239,7 @@ class Run:
                                                name="assay-capture", daemon=True)
             self._capturing.start()
         _active_runs.add(self)
+        _install_sigterm_handler()
 
     # -- logging -----------------------------------------------------------------------------
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -679,6 +693,43 @@ def _excepthook(tp: Any, val: BaseException, tb: Any) -> None:
 
 sys.excepthook = _excepthook
 
+_exit_code: list[Any] = []
+_real_exit = sys.exit
+
+
+def _exit(code: str | int | None = None, /) -> NoReturn:
+    """``sys.exit`` that notes its code, so a run left open is finished as failed when the
+    script exits non-zero (``sys.exit(1)``, argparse errors, ``sys.exit("message")``), as
+    W&B's exit hooks do. SystemExit raised directly is not seen."""
+    _exit_code.append(code)
+    _real_exit(code)
+
+
+sys.exit = _exit
+
+_signalled: list[str] = []
+
+
+def _install_sigterm_handler() -> None:
+    """Finish open runs on SIGTERM (a scheduler's stop, a preempted node, ``kill``): Python's
+    default ends the process without exit handlers, losing the points of the last flush
+    interval. Installed only from the main thread and only over the default action, so an
+    application's (or Ray's) own handler is left alone."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        return
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    _signalled.append(signal.Signals(signum).name)
+    try:
+        _finish_all()
+    finally:
+        # Then die of the signal as before, so parents see the same exit status.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
 
 @atexit.register
 def _finish_all() -> None:
@@ -702,7 +753,14 @@ def _finish_all() -> None:
 
 def _finish_at_exit(r: Run) -> None:
     try:
-        if _last_exc:
+        code = _exit_code[-1] if _exit_code else None
+        if _signalled:
+            r.finish(RunStatus.CRASHED, f"the process was terminated ({_signalled[-1]})")
+        elif _last_exc and isinstance(_last_exc[-1], KeyboardInterrupt):
+            r.finish(RunStatus.STOPPED, "KeyboardInterrupt")
+        elif code not in (None, 0) and not _last_exc:
+            r.finish(RunStatus.FAILED, f"the script exited with sys.exit({code!r})")
+        elif _last_exc:
             e = _last_exc[-1]
             r.finish(RunStatus.FAILED,
                      "".join(traceback.format_exception(type(e), e, e.__traceback__)))

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from ..errors import ConflictError
 from .base import Store
-from .records import RunRecord, RunStatus, merge_summary
+from .records import RESERVED_PREFIX, RunRecord, RunStatus, merge_summary
 from .schemas import METRICS_SCHEMA
 from .wal import FRAME_MAGIC, iter_frames, list_segments, read_wal, try_lock_segment
 
@@ -282,7 +282,9 @@ class Ingester:
                                 len(steps) * len(ch["keys"]), ch["keys"])
                     continue
                 merge_summary(summary, ch["keys"], steps, ch["vals"])
-                last_step = max(last_step, max(steps))
+                if not ch["keys"][0].startswith(RESERVED_PREFIX):
+                    # System metrics count their own steps: not the run's training step.
+                    last_step = max(last_step, max(steps))
                 if seq > seg.metrics_in:
                     for key, vals in zip(ch["keys"], ch["vals"]):
                         acc = chunks.setdefault((run.run_id, key), [seq, [], [], []])

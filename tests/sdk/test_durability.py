@@ -142,3 +142,49 @@ def test_runs_left_open_finish_at_exit_together_not_one_after_another(tmp_path):
     assert 1.9 < exit_s < 5.0, out.stdout  # one after another: at least 6 s
     assert out.stderr.count("did not acknowledge everything within 2.0 s") == 3
     assert len(list((tmp_path / "outbox").glob("*/*.wal"))) == 3
+
+
+EXIT_CASES = {
+    "exit 3": ("import sys\nsys.exit(3)", "failed", "sys.exit(3)"),
+    "exit message": ("import sys\nsys.exit('CUDA out of memory')", "failed", "out of memory"),
+    "exit 0": ("import sys\nsys.exit(0)", "completed", ""),
+    "ends": ("pass", "completed", ""),
+    "ctrl-c": ("raise KeyboardInterrupt", "stopped", "KeyboardInterrupt"),
+    "error": ("raise ValueError('bad batch')", "failed", "bad batch"),
+}
+
+
+@pytest.mark.parametrize("case", list(EXIT_CASES))
+def test_a_run_left_open_ends_with_the_status_the_script_exited_with(tmp_path, case):
+    body, status, error = EXIT_CASES[case]
+    script = ("import assay, sys\nr = assay.init(project='p', dir=sys.argv[1], capture=False,\n"
+              "                 system_metrics_interval=0)\nprint(r.id, flush=True)\n"
+              "r.log({'x': 1.0})\n" + body + "\n")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=False,
+                         capture_output=True, text=True, timeout=120)
+    run = assay.Api(tmp_path).run(out.stdout.split()[0])
+    assert (run.status, error in run.error) == (status, True), (run.status, run.error)
+
+
+SIGTERM_CHILD = """
+import sys, time, assay
+r = assay.init(project="p", dir=sys.argv[1], capture=False, system_metrics_interval=0)
+for i in range(100):
+    r.log({"x": float(i)})
+print(r.id, flush=True)
+time.sleep(60)
+"""
+
+
+def test_sigterm_flushes_what_was_logged_and_marks_the_run_crashed(tmp_path):
+    # Python's default SIGTERM skips exit handlers: the last flush interval was lost and the
+    # run was only found crashed by the next sync.
+    child = subprocess.Popen([sys.executable, "-c", SIGTERM_CHILD, str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    run_id = child.stdout.readline().split()[0]
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(60) == -signal.SIGTERM  # still dies of the signal
+    run = assay.Api(tmp_path).run(run_id)
+    assert run.status == "crashed" and "SIGTERM" in run.error
+    assert assay.Api(tmp_path).history(run_id, "x")["value"].to_list() == [float(i)
+                                                                             for i in range(100)]

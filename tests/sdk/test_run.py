@@ -232,6 +232,28 @@ def test_system_metrics_are_logged_under_sys(data_dir):
     assert not any(k.startswith("sys/gpu") for k in keys)  # no NVML on this machine
 
 
+def test_system_samples_neither_advance_the_training_step_nor_overwrite_on_resume(data_dir):
+    import time
+
+    key = "sys/cpu.process_percent"
+    run = _init(project="p", system_metrics_interval=0.05)
+    for epoch in range(3):
+        run.log({"val/acc": 0.1 * epoch})
+        time.sleep(0.2)  # several system samples per epoch
+    run.finish()
+    api = assay.Api()
+    assert api.run(run.id).last_step == 2
+    first = api.history(run.id, key)
+    again = _init(project="p", resume=run.id, system_metrics_interval=0.05)
+    again.log({"val/acc": 0.3})
+    time.sleep(0.2)
+    again.finish()
+    assert api.history(run.id, "val/acc")["step"].to_list() == [0, 1, 2, 3]
+    after = api.history(run.id, key)
+    assert after.height > first.height
+    assert after.head(first.height)["time"].to_list() == first["time"].to_list()
+
+
 def test_capture_records_env_and_seed(data_dir):
     assay.seed(123)
     run = assay.init(project="p", system_metrics_interval=None)
