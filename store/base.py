@@ -47,6 +47,11 @@ class Store(ABC):
     def metric_seqs(self, run_id: str, after: int) -> set[int]:
         """WAL sequence numbers above ``after`` already appended for a run (crash recovery)."""
 
+    def runs_version(self) -> int | None:
+        """A number that changes whenever the runs table changes (None: unknown, so callers
+        that cache runs must re-read them)."""
+        return None
+
     def compact(self) -> dict[str, int]:
         """Merge small files and refresh indices; returns a count per table. Optional."""
         return {}

@@ -118,6 +118,10 @@ class Ingester:
         self.finalizer = finalizer
         self._segments: dict[Path, _Segment] = {}
         self._runs: dict[str, RunRecord] = {}
+        # The runs table's version right after this ingester's last write: if it moved since,
+        # someone else wrote runs (another ingester, an agent's stale mark) and the cached
+        # records are stale - writing them back would undo that write.
+        self._runs_version: int | None = None
 
     def finalize(self, runs: list[RunRecord]) -> None:
         if self.finalizer is not None and runs:
@@ -194,6 +198,9 @@ class Ingester:
     def _apply_batch(
         self, paths: list[Path], batch_bytes: int
     ) -> tuple[IngestStats, list[Path], list[str]]:
+        version = self.store.runs_version()
+        if version is None or version != self._runs_version:
+            self._runs.clear()
         stats = IngestStats()
         more: list[Path] = []
         touched: dict[str, RunRecord] = {}
@@ -230,6 +237,7 @@ class Ingester:
             finished = [r for r in runs if r.status.finished]
             self.store.upsert_runs(runs)
             self._runs.update({r.run_id: r for r in runs})
+            self._runs_version = self.store.runs_version()  # under the ingest lock: ours
         for seg, end in new_offsets:
             seg.offset = end
         stats.runs = len(touched)

@@ -114,6 +114,10 @@ class LanceStore(Store):
         tbl.add(chunks.cast(METRICS_SCHEMA))
 
     # -- reads ----------------------------------------------------------------------------
+    def runs_version(self) -> int | None:
+        tbl = self._table("runs", create=False)
+        return None if tbl is None else int(tbl.version)  # the latest commit's version
+
     def get_run(self, run_id: str) -> RunRecord | None:
         tbl = self._table("runs", create=False)
         if tbl is None:

@@ -20,10 +20,15 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._runs: dict[str, RunRecord] = {}
         self._chunks: list[pa.Table] = []
+        self._runs_version = 0
 
     def upsert_runs(self, runs: Sequence[RunRecord]) -> None:
         for r in runs:
             self._runs[r.run_id] = r
+        self._runs_version += 1
+
+    def runs_version(self) -> int | None:
+        return self._runs_version
 
     def append_metrics(self, chunks: pa.Table) -> None:
         self._chunks.append(chunks.cast(METRICS_SCHEMA))

@@ -262,3 +262,35 @@ def test_a_segment_with_intact_records_after_a_damaged_one_is_set_aside_not_dele
     kept = tmp_path / "wal-quarantine" / "r1" / p.name
     assert st.failed == [kept] and kept.read_bytes().endswith((tmp_path / "x.wal").read_bytes())
     assert len(_history(store, "r1")) == 6  # what came before the damage is in
+
+
+def test_runs_written_by_someone_else_are_reread_not_overwritten_with_a_stale_copy(tmp_path):
+    # The daemon caches the runs it ingests; an agent's stale mark (or another ingester)
+    # written meanwhile must survive the daemon's next pass.
+    from dataclasses import replace
+
+    p = segment_path(tmp_path, "r1", 0)
+    w = _write_run(p, finish=False)
+    store = MemoryStore()
+    daemon = Ingester(store)
+    daemon.ingest([p])
+    run = store.get_run("r1")
+    store.upsert_runs([replace(run, tags=("stale",))])  # e.g. agents.runner mark_stale
+    w.append([{"k": "status", "seq": 10, "status": "completed", "time": 3.0}])
+    w.close()
+    daemon.ingest([p])
+    after = store.get_run("r1")
+    assert after.tags == ("stale",) and after.status is RunStatus.COMPLETED
+
+
+def test_lance_runs_version_moves_with_every_write(tmp_path):
+    from assay.store.lance import LanceStore
+    from assay.store.records import RunRecord
+
+    store = LanceStore(tmp_path)
+    assert store.runs_version() is None
+    store.upsert_runs([RunRecord("a", "p", "a", RunStatus.RUNNING, 1.0, 1.0)])
+    v1 = store.runs_version()
+    other = LanceStore(tmp_path)  # another process's handle
+    other.upsert_runs([RunRecord("b", "p", "b", RunStatus.RUNNING, 1.0, 1.0)])
+    assert store.runs_version() not in (None, v1)
