@@ -343,11 +343,16 @@ def _run_from_init(rec: dict[str, Any], prior: RunRecord | None) -> RunRecord:
             pid=rec.get("pid", 0),
             attach=rec.get("attach", 0),
         )
+    # A resume's own group, tags and notes count too (tags add up; a new note or group
+    # replaces the old one, as a new config entry does).
     return replace(
         prior,
         status=RunStatus.RUNNING,
         finished_at=None,
         error="",
+        group=rec.get("group") or prior.group,
+        tags=tuple(dict.fromkeys([*prior.tags, *rec.get("tags", ())])),
+        notes=rec.get("notes") or prior.notes,
         config={**prior.config, **rec.get("config", {})},
         host=rec.get("host", prior.host),
         pid=rec.get("pid", prior.pid),

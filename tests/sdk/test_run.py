@@ -164,6 +164,15 @@ def test_resume_continues_steps_config_and_summary(data_dir):
     assert assay.Api().run(run.id).attach == 1
 
 
+def test_a_resume_adds_its_tags_and_replaces_notes_and_group(data_dir):
+    run = _init(project="p", tags=["a"], notes="first try", group="g1")
+    run.finish()
+    again = _init(project="p", resume=run.id, tags=["b", "a"], notes="after the fix")
+    again.finish()
+    stored = assay.Api().run(run.id)
+    assert (stored.tags, stored.notes, stored.group) == (("a", "b"), "after the fix", "g1")
+
+
 def test_relogging_a_step_after_resume_keeps_the_last_value_once(data_dir):
     run = _init(project="p")
     run.log({"loss": 1.0}, step=0)
