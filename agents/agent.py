@@ -43,9 +43,8 @@ from ..store.control import (
     AgentStatus,
     ControlStore,
     Decision,
-    Override,
-    OverrideStatus,
 )
+from . import overrides
 from .factory import make_searcher, make_stopper, refit_every
 from .hlc import HybridLogicalClock
 from .objective import Objective, resolve_train
@@ -55,8 +54,10 @@ __all__ = ["Agent", "ArtifactHooks", "Trial"]
 
 log = logging.getLogger(__name__)
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
-OVERRIDE_POLL_S = 0.25
 HEARTBEAT_S = 60.0
+# A stopped agent waits this long past its trials' stop grace for their last events, then
+# shuts its backend down (killing what is left) and records them stopped.
+STOP_WAIT_S = 60.0
 
 
 class ArtifactHooks(Protocol):
@@ -113,6 +114,9 @@ class _Suggester(threading.Thread):
         self.want = threading.Event()
         self.closed = False
         self.busy = False
+        # Bumped when the space changes: a suggestion computed before (by the old searcher)
+        # is dropped instead of queued after the queue was cleared.
+        self.generation = 0
 
     def run(self) -> None:
         while not self.closed:
@@ -122,6 +126,7 @@ class _Suggester(threading.Thread):
                 return
             with self.mu:
                 need = self.agent.concurrency - len(self.ready)
+                gen = self.generation
             if need <= 0:
                 continue
             self.busy = True
@@ -133,7 +138,8 @@ class _Suggester(threading.Thread):
             finally:
                 self.busy = False
             with self.mu:
-                self.ready.extend(got)
+                if gen == self.generation:
+                    self.ready.extend(got)
 
     def take(self) -> Suggestion | None:
         with self.mu:
@@ -144,6 +150,7 @@ class _Suggester(threading.Thread):
     def invalidate(self) -> None:
         with self.mu:
             self.ready.clear()
+            self.generation += 1
         self.want.set()
 
 
@@ -178,7 +185,7 @@ class Agent:
         learned, every = find_learned(self.stopper), refit_every(objective)
         self._refitter = (PredictorRefitter(learned, objective.mode, every)
                           if learned is not None and every else None)
-        self._budget_spec = dict(objective.budget)
+        self._budget_spec = Budget.normalize(objective.budget)
         self.budget = Budget.from_mapping(self._budget_spec)
         self.ledger = BudgetLedger(self.budget, backend.clock)
         self.concurrency = objective.concurrency
@@ -201,7 +208,12 @@ class Agent:
         self._reeval_checked = -1e9
         self._seen_versions: dict[str, int] = {}
         self._relaunch: list[str] = []  # trials lost in a restart, waiting to be relaunched
+        # Re-runs on a new artifact version, waiting for a slot like any launch:
+        # (config, why) with why["reevaluates"] naming the trial re-run.
+        self._reeval: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self._stopped_at: float | None = None  # when a stop override landed (backend clock)
         self._mu = threading.RLock()  # the searcher thread reads trials while step() runs
+        self._project_cap = overrides.declare_project_budget(self)
         existing = control.get_agent(self.agent_id) if agent_id else None
         if existing is not None:
             self._restore(existing)
@@ -228,20 +240,31 @@ class Agent:
             did["launched"] = self._reevaluate() + self._launch()
         elif self.status is AgentStatus.PAUSED:  # no new trials; running ones continue,
             did["launched"] = self._relaunch_lost()  # those a restart lost included
+        elif self.status is AgentStatus.STOPPED:
+            self._wind_down()
         self._maybe_finish()
         self._flush_decisions()
         self._persist()
         return did
 
+    @property
+    def live(self) -> bool:
+        """Whether :meth:`run` still has work: running or paused, or stopped while trials it
+        asked to stop have not ended yet (their last events are still to be recorded)."""
+        return self.status in (AgentStatus.RUNNING, AgentStatus.PAUSED) or (
+            self.status is AgentStatus.STOPPED and bool(self.active))
+
     def run(self, poll_interval: float = 1.0, max_steps: int | None = None) -> Trial | None:
-        """Step until the objective is finished or stopped; returns the best trial."""
+        """Step until the objective is finished, or stopped and its trials ended; returns
+        the best trial."""
         n = 0
-        while self.status in (AgentStatus.RUNNING, AgentStatus.PAUSED):
+        while self.live:
             self.step()
             n += 1
             if max_steps is not None and n >= max_steps:
                 break
             self.backend.clock.sleep(poll_interval)
+        self._flush_decisions()  # a batch a failed write kept back gets one more try
         return self.best
 
     def close(self) -> None:
@@ -310,75 +333,15 @@ class Agent:
 
     # -- 2. overrides ----------------------------------------------------------------------------
     def _apply_overrides(self) -> int:
-        # Overrides come from people: checking 4 times a second is prompt enough, and keeps a
-        # store query out of steps that follow each other quickly (simulations, bursts).
-        now = time.monotonic()
-        if now - self._overrides_checked < OVERRIDE_POLL_S:
-            return 0
-        self._overrides_checked = now
-        pending = self.control.overrides(self.agent_id, OverrideStatus.PENDING)
-        for o in pending:
-            self.hlc.update(o.hlc)
-            try:
-                result = self._apply(o)
-                status = OverrideStatus.APPLIED
-            except UserInputError as e:
-                result, status = f"rejected: {e.message}", OverrideStatus.REJECTED
-            self.control.resolve_override(o.override_id, status, result)
-            self._decide(o.params.get("trial_id", ""), "override",
-                         f"{o.action} by {o.actor}: {result}",
-                         {"action": o.action, "params": o.params, "actor": o.actor,
-                          "reason": o.reason, "override_id": o.override_id, "status": str(status)})
-            self._dirty = True
-        return len(pending)
+        return overrides.apply_pending(self)
 
-    def _apply(self, o: Override) -> str:
-        p = o.params
-        if o.action == "pause":
-            self.status = AgentStatus.PAUSED
-            return "paused: no new trials; running ones continue"
-        if o.action == "resume":
-            if self.status is not AgentStatus.PAUSED:
-                raise UserInputError(f"agent is {self.status}, not paused")
-            self.status = AgentStatus.RUNNING
-            return "resumed"
-        if o.action == "stop":
-            active = list(self.active)
-            for t in active:
-                self._stop_trial(t.trial_id, f"agent stopped by {o.actor}: {o.reason}")
-            self.status = AgentStatus.STOPPED
-            return f"stopped; {len(active)} running trial(s) asked to stop"
-        if o.action == "stop_run":
-            tid = p.get("trial_id")
-            if tid not in self.trials or not self.trials[tid].status.is_active:
-                raise UserInputError(f"run {tid!r} is not a running trial of this agent")
-            self._stop_trial(tid, f"stopped by {o.actor}: {o.reason}")
-            return f"stopping run {tid}"
-        if o.action == "budget":
-            merged = {**self._budget_spec, **dict(p.get("budget", {}))}
-            self.budget = Budget.from_mapping(merged)
-            self._budget_spec = merged
-            self.ledger.budget = self.budget
-            return f"budget now {merged}"
-        if o.action == "concurrency":
-            n = p.get("concurrency")
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise UserInputError(f"concurrency must be an int >= 1, got {n!r}")
-            self.concurrency = n
-            return f"concurrency now {n}"
-        if o.action == "space":
-            new = as_space(dict(p.get("space", {})))
-            self.space = new
-            self.searcher = make_searcher(self.objective, new)
-            if self._suggester is not None:
-                self._suggester.invalidate()
-            return f"space now {new.to_dict()}"
-        if o.action == "pin":
-            cfg = self.space.validate(dict(p.get("config", {})))
-            self.pinned.append(cfg)
-            return f"pinned {cfg}"
-        raise UserInputError(f"unknown override action {o.action!r}",
-                             hint="pause, resume, stop, stop_run, budget, concurrency, space, pin")
+    def _set_space(self, new: SearchSpace) -> str:
+        return overrides.set_space(self, new)
+
+    def _searchable(self) -> None:
+        """Something new to launch (a pin, a new space): forget that the search ran dry."""
+        self._no_more, self._skips = False, 0
+        self._foreign.clear()
 
     def _stop_trial(self, tid: str, reason: str) -> None:
         """Ask the backend to stop a trial; one still waiting to be relaunched after a
@@ -426,8 +389,10 @@ class Agent:
     def _stop_hopeless(self) -> int:
         if self.stopper is None:
             return 0
+        # A trial asked to stop is winding down (its grace period): asking again each step
+        # would only repeat the decision.
         running = [t.trial_id for t in self.trials.values() if t.status is TrialStatus.RUNNING
-                   and t.curve]
+                   and t.curve and not t.stop_requested]
         if not running:
             return 0
         with self._mu:
@@ -456,10 +421,15 @@ class Agent:
     def _next_config(self) -> tuple[dict[str, Any], dict[str, Any], str] | None:
         if self.pinned:
             return self.pinned.pop(0), {"method": "pinned by a person"}, "pinned"
+        if self._reeval:
+            cfg, why = self._reeval.pop(0)
+            return cfg, why, "reevaluate"
         s = self._suggester.take() if self._suggester is not None else None
+        while s is not None and not self.space.contains(s.config):
+            s = self._suggester.take() if self._suggester is not None else None  # a stale one
         if s is None and self._suggester is None:
             got = self._suggest(1)
-            s = got[0] if got else None
+            s = got[0] if got and self.space.contains(got[0].config) else None
         if s is None:
             from ..policies import RandomSearcher
 
@@ -476,6 +446,8 @@ class Agent:
         launched = self._relaunch_lost()
         if self._relaunch:
             return launched  # trials lost in a restart go first: no new config before them
+        cap: int | None = None
+        cap_checked = False  # read once per step, and only when a config is about to launch
         for _ in range(64):
             free = min(self.concurrency - len(self.active), self.backend.capacity(self.resources))
             if free <= 0:
@@ -490,20 +462,20 @@ class Agent:
             config, why, origin = nxt
             tid = "".join(secrets.choice(_ALNUM) for _ in range(10))
             prefix = f"{self.objective.project}/"
-            pb = self.objective.project_budget
-            holder = self.control.claim_lease(prefix + self.space.key(config), self.agent_id, tid,
-                                              str(self.hlc.now()),
-                                              limit=(prefix, pb["trials"]) if pb else None)
+            if not cap_checked:
+                cap, cap_checked = overrides.project_budget(self), True
+            lease = prefix + self.space.key(config)
+            holder = self.control.claim_lease(lease, self.agent_id, tid, str(self.hlc.now()),
+                                              limit=(prefix, cap) if cap else None)
             if holder == "project budget":
                 self._project_spent = True
+                if origin in ("pinned", "reevaluate"):
+                    self._not_launched(config, why, origin, "the project budget is spent")
                 break
             if holder is not None:
-                # Another agent holds it: show it to the searcher as pending, so it moves on.
-                if holder not in self._foreign:
-                    self._decide(holder, "skip", "config already run or running elsewhere",
-                                 {"config": config, "lease": prefix + self.space.key(config)})
-                    self._foreign[holder] = TrialResult(f"lease{holder}", config,
-                                                        TrialStatus.PENDING)
+                self._on_taken(holder, config, why, origin, lease)
+                if origin in ("pinned", "reevaluate"):
+                    continue  # a person's or a re-evaluation's choice: not the search running dry
                 self._skips += 1
                 if self._skips > 4 * self.concurrency + 16:
                     self._no_more = True  # every config proposed is taken: the space is done
@@ -511,8 +483,38 @@ class Agent:
                 continue
             self._skips = 0
             self._start(tid, config, why, origin)
+            if origin == "reevaluate" and self.artifacts is not None:
+                self.artifacts.link(str(why["reevaluates"]), tid)
             launched += 1
         return launched
+
+    def _on_taken(self, holder: str, config: dict[str, Any], why: dict[str, Any], origin: str,
+                  lease: str) -> None:
+        """A config whose lease is held: by one of this agent's own trials (a duplicate), or
+        by another agent's (shown to the searcher as pending, so it moves on)."""
+        evidence = {"config": config, "lease": lease, "origin": origin}
+        if holder in self.trials:
+            if origin in ("pinned", "reevaluate"):
+                self._not_launched(config, why, origin,
+                                   f"it duplicates this agent's own trial {holder}")
+            return  # the searcher knows its own trials: nothing to tell it
+        if origin in ("pinned", "reevaluate"):
+            self._not_launched(config, why, origin,
+                               f"another agent runs or ran it (its trial {holder})")
+        if holder not in self._foreign:
+            self._decide(holder, "skip", "config already run or running elsewhere", evidence)
+            self._foreign[holder] = TrialResult(f"lease{holder}", config, TrialStatus.PENDING)
+
+    def _not_launched(self, config: dict[str, Any], why: dict[str, Any], origin: str,
+                      reason: str) -> None:
+        """Record that a pinned config or a re-run will not be launched, and why."""
+        if origin == "reevaluate":
+            old = str(why.get("reevaluates", ""))
+            self._decide(old, "skip", f"re-evaluation of {old} on {why.get('artifact')} not "
+                         f"launched: {reason}", {**why, "config": config, "reason": reason})
+        else:
+            self._decide("", "skip", f"pinned config not launched: {reason}",
+                         {"config": config, "reason": reason})
 
     def _spec(self, tid: str, config: dict[str, Any], *, resume: bool = False) -> TrialSpec:
         return TrialSpec(trial_id=tid, project=self.objective.project, config=config,
@@ -560,88 +562,96 @@ class Agent:
             n += 1
         return n
 
-    # -- cascading re-evaluation ------------------------------------------------------------
+    # -- cascading re-evaluation (agents/overrides.py) ---------------------------------------
     def _reevaluate(self) -> int:
-        """When an artifact the objective names in ``reevaluate_on`` gets a new version, mark
-        the trials that used an older one stale and re-run the top ones on the new version.
+        return overrides.reevaluate(self)
 
-        A trial "uses" an artifact through a config value ``"<name>:v<n>"`` (the train
-        function passes it to ``run.use_artifact``), which the re-run swaps for the new one.
-        """
-        if not self.objective.reevaluate_on or self.artifacts is None:
-            return 0
-        now = time.monotonic()
-        if now - self._reeval_checked < 2.0:
-            return 0
-        self._reeval_checked = now
-        launched = 0
-        for name in self.objective.reevaluate_on:
-            latest = self.artifacts.latest_version(name)
-            if latest is None:
-                continue
-            seen = self._seen_versions.setdefault(name, latest)
-            if latest <= seen:
-                continue
-            self._seen_versions[name] = latest
-            new_ref = f"{name}:v{latest}"
-            users = [(t, k) for t in self.trials.values() for k, v in t.config.items()
-                     if isinstance(v, str) and v.startswith(f"{name}:") and v != new_ref]
-            stale = [t for t, _ in users if t.status is TrialStatus.COMPLETED]
-            if stale:
-                self.artifacts.mark_stale([t.trial_id for t in stale],
-                                          f"{name} has a new version v{latest}")
-                for t in stale:
-                    self._decide(t.trial_id, "stale", f"stale: {name} is now v{latest}",
-                                 {"artifact": name, "version": latest})
-            sign = 1.0 if self.objective.mode == "min" else -1.0
-            keyed = {t.trial_id: k for t, k in users}
-            top = sorted((t for t in stale if t.final is not None and t.final == t.final),
-                         key=lambda t: sign * float(t.final or 0.0))[: self.objective.reevaluate_top]
-            for old in top:
-                tid = "".join(secrets.choice(_ALNUM) for _ in range(10))
-                cfg = {**old.config, keyed[old.trial_id]: new_ref}
-                self._start(tid, cfg, {"method": "re-evaluation", "reevaluates": old.trial_id,
-                                       "artifact": new_ref, "was": old.final}, "reevaluate")
-                self.artifacts.link(old.trial_id, tid)
-                launched += 1
-        self._dirty = self._dirty or bool(launched)
-        return launched
+    def _room(self) -> str | None:
+        """Why one more queued launch would not fit in the budget, or None if it would."""
+        blocker = self.ledger.launch_blocker(self.resources)
+        if blocker:
+            return blocker
+        rem = self.ledger.remaining().trials
+        if rem is not None and rem <= len(self._reeval) + len(self.pinned):
+            return (f"it does not fit in the trial budget: {rem} trial(s) left, "
+                    f"{len(self._reeval) + len(self.pinned)} already queued")
+        return None
 
     # -- 5. finishing and persistence ----------------------------------------------------------
     def _maybe_finish(self) -> None:
-        if self.status in (AgentStatus.FINISHED, AgentStatus.FAILED):
-            return
-        if self.status is AgentStatus.STOPPED:
+        if self.status not in (AgentStatus.RUNNING, AgentStatus.PAUSED):
             return
         spent = self.ledger.exhausted() or (
             "project budget reached: the project's agents together launched "
-            f"{self.objective.project_budget['trials']} trials"  # type: ignore[index]
-            if self._project_spent else None)
-        if (spent or self._space_exhausted()) and not self.active:
+            f"{overrides.project_budget(self)} trials" if self._project_spent else None)
+        # A paused agent is waiting for a person (who may change the space and resume):
+        # only a spent budget ends it. Queued pins and re-runs are still to launch.
+        dry = self.status is AgentStatus.RUNNING and self._space_exhausted() \
+            and not self.pinned and not self._reeval
+        if (spent or dry) and not self.active:
             self.status = AgentStatus.FINISHED
+            why = spent or "search space exhausted"
+            for cfg in self.pinned:
+                self._not_launched(cfg, {}, "pinned", why)
+            for cfg, w in self._reeval:
+                self._not_launched(cfg, w, "reevaluate", why)
+            self.pinned, self._reeval = [], []
             b = self.best
-            self._decide(b.trial_id if b else "", "finish", spent or "search space exhausted",
+            self._decide(b.trial_id if b else "", "finish", why,
                          {"best_config": b.config if b else None,
                           "best": b.final if b else None, "trials": len(self.trials)})
             self.close()
+
+    def _wind_down(self) -> None:
+        """A stopped agent keeps polling (the events above) until the trials it asked to stop
+        have ended, so their ends are recorded and a trial that ignores the request is killed
+        after its grace (backends enforce it while polled). One still running
+        :data:`STOP_WAIT_S` past the grace is ended by shutting the backend down."""
+        if not self.active:
+            return
+        now = self.backend.clock.now()
+        if self._stopped_at is None:
+            self._stopped_at = now  # restored stopped with trials still active
+        if now - self._stopped_at < self.objective.stop_grace + STOP_WAIT_S:
+            return
+        self.backend.shutdown()
+        for ev in self.backend.poll():
+            self._on_event(ev)
+        for t in self.active:  # the backend gave no last event: record the end ourselves
+            t.status, t.reason = TrialStatus.STOPPED, t.stop_requested or "agent stopped"
+            t.changed()
+            self.ledger.record_lost(t.trial_id, finished=True)
+            self._decide(t.trial_id, "stop", "no end reported after the agent stopped; its "
+                         "backend was shut down", {"reason": t.reason})
+            self._dirty = True
 
     def _space_exhausted(self) -> bool:
         return self._no_more or bool(getattr(self.searcher, "exhausted", False))
 
     def _decide(self, trial_id: str, kind: str, summary: str, evidence: Mapping[str, Any]) -> None:
-        d = Decision(self.agent_id, self.objective.project, trial_id, kind, summary,
+        # A decision row holds a str trial id: anything else would fail the whole batch.
+        tid = trial_id if isinstance(trial_id, str) else str(trial_id)
+        d = Decision(self.agent_id, self.objective.project, tid, kind, summary,
                      dict(evidence), str(self.hlc.now()), self.backend.clock.now())
         self._pending_decisions.append(d)  # written once per step: one commit, not one each
 
     def _flush_decisions(self) -> None:
-        if self._pending_decisions:
-            batch, self._pending_decisions = self._pending_decisions, []
+        if not self._pending_decisions:
+            return
+        batch, self._pending_decisions = self._pending_decisions, []
+        try:
             self.control.add_decisions(batch)
+        except Exception:  # kept for the next step: a decision is never lost
+            log.warning("could not write %d decisions; retrying at the next step", len(batch),
+                        exc_info=True)
+            self._pending_decisions = batch + self._pending_decisions
 
     def state(self) -> dict[str, Any]:
         return {"trials": {k: t.to_state() for k, t in self.trials.items()},
                 "searcher": self.searcher.state_dict(), "concurrency": self.concurrency,
                 "budget": self._budget_spec, "pinned": self.pinned,
+                "space": self.space.to_dict(),
+                "reevaluate": [{"config": c, "why": w} for c, w in self._reeval],
                 "best": self.best.trial_id if self.best else None,
                 "ledger": self.ledger.state_dict(), "artifact_versions": self._seen_versions}
 
@@ -662,6 +672,7 @@ class Agent:
         self.status = AgentStatus(row.status)
         if self.status in (AgentStatus.FINISHED, AgentStatus.STOPPED):
             return
+        self._restore_overrides(st)
         if st.get("ledger"):
             self.ledger.load_state_dict(st["ledger"])
         for tid, t in st.get("trials", {}).items():
@@ -682,6 +693,25 @@ class Agent:
             except UserInputError:
                 log.warning("searcher state of %s does not fit; starting it fresh", self.agent_id)
         self._seen_versions = dict(st.get("artifact_versions", {}))
+        self._reeval = [(dict(r["config"]), dict(r["why"])) for r in st.get("reevaluate", [])]
+
+    def _restore_overrides(self, st: Mapping[str, Any]) -> None:
+        """The budget and space people set by override, before the searcher state that was
+        fitted on that space is loaded."""
+        try:
+            if st.get("budget") is not None:
+                spec = Budget.normalize(st["budget"])
+                self.budget = Budget.from_mapping(spec)
+                self._budget_spec = spec
+                self.ledger.budget = self.budget
+            if st.get("space"):
+                space = as_space(st["space"])
+                if space != self.space:
+                    self.space = space
+                    self.searcher = make_searcher(self.objective, space)
+        except UserInputError as e:
+            log.warning("the saved budget or space of %s does not load (%s); using the "
+                        "objective's", self.agent_id, e.message)
 
     def _lost(self, tr: Trial) -> None:
         """A trial that was running (or queued) when the agent died: its Ray task died with

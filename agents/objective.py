@@ -27,12 +27,16 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserInputError
 from ..store.records import validate_name
 
-__all__ = ["SEARCHERS", "STOPPERS", "Objective", "resolve_train"]
+if TYPE_CHECKING:
+    from ..policies.space import SearchSpace
+
+__all__ = ["OVERRIDE_PARAMS", "SEARCHERS", "STOPPERS", "Objective", "check_override",
+           "resolve_train"]
 
 SEARCHERS = ("botorch", "tpe", "cmaes", "random", "sobol", "grid")
 STOPPERS = ("learned", "asha", "hyperband", "median", "nan", "divergence", "threshold")
@@ -86,6 +90,9 @@ def _names(value: Any, allowed: tuple[str, ...], what: str) -> list[dict[str, An
             name, opts = it, dict[str, Any]()
         elif isinstance(it, Mapping) and len(it) == 1:
             name, opts = next(iter(it.items()))
+            if opts is not None and not isinstance(opts, Mapping):
+                raise UserInputError(f"{what} {name!r}: options must be a mapping, got {opts!r}",
+                                     hint=f"e.g. {{{name}: {{option: value}}}}, or just {name}")
             opts = dict(opts or {})
         else:
             raise UserInputError(f"{what} entry {it!r} is not a name or {{name: options}}",
@@ -97,6 +104,18 @@ def _names(value: Any, allowed: tuple[str, ...], what: str) -> list[dict[str, An
                                  + f"choose from: {', '.join(allowed)}")
         out.append({"name": name, **opts})
     return out
+
+
+_SPACE_HINT = "e.g. space: {lr: {loguniform: [1.0e-4, 1.0]}, hidden: {integer: [16, 256]}}"
+_BUDGET_HINT = "e.g. budget: {trials: 40, wall_clock: 20m}"
+
+
+def _mapping(value: Any, what: str, hint: str) -> dict[str, Any]:
+    """``value`` as a dict, or a :class:`UserInputError` saying it is not a mapping (what a
+    person sends is checked before ``dict()`` could fail with a bare TypeError)."""
+    if not isinstance(value, Mapping):
+        raise UserInputError(f"{what} must be a mapping, got {type(value).__name__}", hint=hint)
+    return dict(value)
 
 
 @dataclass(frozen=True)
@@ -137,13 +156,10 @@ class Objective:
         resolve_train(self.train)
         from ..policies.space import as_space
 
-        as_space(dict(self.space))  # raises UserInputError naming the bad parameter
+        as_space(_mapping(self.space, "space", _SPACE_HINT))  # names the bad parameter
         from ..scheduler.budget import Budget
 
-        if not isinstance(self.budget, Mapping):
-            raise UserInputError("budget must be a mapping",
-                                 hint="e.g. budget: {trials: 40, wall_clock: 20m}")
-        Budget.from_mapping(dict(self.budget))
+        Budget.from_mapping(_mapping(self.budget, "budget", _BUDGET_HINT))
         for k, lo in (("concurrency", 1), ("reevaluate_top", 1)):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -159,9 +175,31 @@ class Objective:
             raise UserInputError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
         from ..scheduler.base import Resources
 
-        Resources(**dict(self.resources))
+        res = _mapping(self.resources, "resources", "e.g. resources: {cpus: 1, gpus: 0}")
+        if set(res) - {"cpus", "gpus"}:
+            raise UserInputError(f"unknown resources keys: {sorted(set(res) - {'cpus', 'gpus'})}",
+                                 hint="resources: {cpus: N, gpus: N}")
+        Resources(**res)
         _names(self.searcher, SEARCHERS, "searcher")
         _names(self.stoppers or [], STOPPERS, "stopper")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise UserInputError(f"seed must be an integer, got {self.seed!r}", hint="e.g. seed: 0")
+        if not isinstance(self.warm_start, bool):
+            raise UserInputError(f"warm_start must be true or false, got {self.warm_start!r}",
+                                 hint="true: finished runs of the project warm-start the searcher")
+        if self.trial_timeout is not None:
+            from ..scheduler.budget import parse_duration
+
+            if parse_duration(self.trial_timeout, what="trial_timeout") <= 0:
+                raise UserInputError("trial_timeout must be > 0",
+                                     hint="e.g. trial_timeout: 30m; leave it out for no limit")
+        # The stoppers are built once here, so bad options fail the declaration (a 400 from
+        # the API) instead of the agent it starts. (A learned stopper's first build in a
+        # process fits its predictor: about 2 s, then cached.)
+        from .factory import make_stopper, refit_every
+
+        make_stopper(self)
+        refit_every(self)
         for a in self.reevaluate_on:
             validate_name("artifact", a)
         if self.project_budget is not None:
@@ -241,3 +279,93 @@ class Objective:
         from .runner import run_objective
 
         return run_objective(self, **kwargs)
+
+
+# -- human overrides ---------------------------------------------------------------------------
+OVERRIDE_PARAMS: dict[str, tuple[str, str]] = {
+    # action: (its one parameter, an example of params), "" for actions without one
+    "pause": ("", "{}"), "resume": ("", "{}"), "stop": ("", "{}"),
+    "stop_run": ("trial_id", '{"trial_id": "<run id>"}'),
+    "budget": ("budget", '{"budget": {"trials": 40, "wall_clock": "2h"}}'),
+    "concurrency": ("concurrency", '{"concurrency": 2}'),
+    "space": ("space", '{"space": {"lr": {"loguniform": [1.0e-4, 0.1]}, "epochs": 10}}'),
+    "pin": ("config", '{"config": {"lr": 0.001, "epochs": 10}}'),
+}
+
+
+def check_override(action: str, params: Any, *, budget: Mapping[str, Any],
+                   space: SearchSpace | None) -> dict[str, Any]:
+    """Check what a person sent with an override, against the agent's current budget and
+    space; the agent calls it before applying one, the API before storing one (a 400 at
+    once instead of a rejection later).
+
+    Returns:
+        The parameter, parsed: ``budget`` the merged budget mapping (aliases normalised,
+        the override's limits over the current ones), ``space`` a :class:`SearchSpace`,
+        ``config`` the pinned config (its active values), ``concurrency`` an int,
+        ``trial_id`` a str; ``{}`` for pause, resume and stop. Without a ``space`` (one
+        that could not be read), a pinned config is only checked to be a mapping.
+
+    Raises:
+        UserInputError: naming what is wrong, with the expected form as the hint.
+    """
+    if action not in OVERRIDE_PARAMS:
+        raise UserInputError(f"unknown override action {action!r}",
+                             hint="one of: " + ", ".join(OVERRIDE_PARAMS))
+    key, example = OVERRIDE_PARAMS[action]
+    hint = f"{action} takes params {example}"
+    if not isinstance(params, Mapping):
+        raise UserInputError(f"params must be a mapping, got {type(params).__name__}", hint=hint)
+    extra = sorted(str(k) for k in params if k != key)
+    if extra:
+        raise UserInputError(f"{action} does not take params {extra}", hint=hint)
+    if not key:
+        return {}
+    if key not in params:
+        raise UserInputError(f"{action} needs params.{key}", hint=hint)
+    try:
+        return {key: _check_param(key, params[key], hint, budget, space)}
+    except UserInputError as e:
+        if e.hint:
+            raise
+        raise UserInputError(e.message, hint=hint) from None
+
+
+def _check_param(key: str, v: Any, hint: str, budget: Mapping[str, Any],
+                 space: SearchSpace | None) -> Any:
+    from ..policies.space import as_space
+    from ..scheduler.budget import Budget
+
+    if key == "trial_id":
+        if not isinstance(v, str) or not v:
+            raise UserInputError(f"params.trial_id must be a run id, got {v!r}", hint=hint)
+        return v
+    if key == "concurrency":
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise UserInputError(f"concurrency must be an int >= 1, got {v!r}", hint=hint)
+        return v
+    if key == "budget":
+        change = Budget.normalize(_mapping(v, "params.budget", hint))
+        if not change:
+            raise UserInputError("the budget override changes no limit", hint=hint)
+        merged = {**Budget.normalize(budget), **change}
+        Budget.from_mapping(merged)  # every limit checked, the kept ones included
+        return merged
+    if key == "space":
+        return as_space(_mapping(v, "params.space", hint))
+    cfg = _mapping(v, "params.config", hint)
+    if space is None:
+        return cfg
+    unknown = sorted(str(k) for k in cfg if k not in space)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(space), n=1)
+        raise UserInputError(f"the pinned config sets {unknown}, which the search space does "
+                             "not have", hint=(f"did you mean {close[0]!r}? " if close else "")
+                             + "parameters: " + ", ".join(space))
+    out = space.validate(cfg)
+    inactive = sorted(str(k) for k in cfg if k not in out)
+    if inactive:
+        raise UserInputError(f"the pinned config sets {inactive}, which its other values "
+                             "switch off (their conditions do not hold)",
+                             hint="leave them out, or change the values they depend on")
+    return out

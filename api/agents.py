@@ -21,8 +21,8 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..agents.hlc import HybridLogicalClock
-from ..agents.objective import Objective
-from ..errors import NotFoundError, PermissionDeniedError, UserInputError
+from ..agents.objective import Objective, check_override
+from ..errors import ConflictError, NotFoundError, PermissionDeniedError, UserInputError
 from ..scheduler.base import is_import_target
 from ..store.control import AgentRow, ControlStore, LanceControlStore, Override
 from ..store.ingest import IngestLock
@@ -128,6 +128,17 @@ def create_objective(request: Request, who: Researcher, body: ObjectiveBody) -> 
             "a command-line train target runs any program on the server; researchers name a "
             "training function (\"package.module:function\") instead",
             hint="use a module:function target, or ask a supervisor to declare it")
+    if obj.project_budget:
+        from ..agents.overrides import PROJECT_BUDGET_KEY
+
+        held = control_store(request).lease(PROJECT_BUDGET_KEY + obj.project)
+        n = obj.project_budget["trials"]
+        if held is not None and held[1] != str(n):  # its agent would refuse to start
+            raise ConflictError(
+                f"project {obj.project!r} has a project_budget of {held[1]} trials already; "
+                f"this objective declares {n}",
+                hint=f"declare project_budget: {{trials: {held[1]}}}, or leave it out to "
+                "share the project's")
     root = request.app.state.data_dir
     agent_id = "ag" + secrets.token_hex(5)
     folder = root / "objectives"
@@ -177,14 +188,41 @@ def _send(request: Request, who: Principal, a: AgentRow, action: str, params: di
             "status": "pending"}
 
 
+_TERMINAL = ("finished", "failed", "stopped")
+
+
+def _check(a: AgentRow, action: str, params: dict[str, Any]) -> None:
+    """What the agent would reject, refused before anything is stored: the same checks
+    (:func:`~assay.agents.objective.check_override`) against the agent's current budget
+    and space, as its last saved state has them."""
+    if str(a.status) in _TERMINAL:
+        raise ConflictError(f"agent {a.agent_id} is {a.status}: overrides no longer apply",
+                            hint="declare the objective again (POST /api/objectives) to go on")
+    from ..policies.space import as_space
+
+    try:
+        space = as_space(a.state.get("space") or a.spec.get("space") or {})
+    except UserInputError:
+        space = None  # the agent checks the pin against its own space
+    budget = a.state.get("budget") or a.spec.get("budget") or {}
+    p = check_override(action, params, budget=budget, space=space)
+    if action == "stop_run":
+        t = a.state.get("trials", {}).get(p["trial_id"])
+        if t is None:
+            raise NotFoundError(f"agent {a.agent_id} has no trial {p['trial_id']!r}",
+                                hint=f"GET /api/agents/{a.agent_id} lists its trials")
+        if t.get("status") not in ("pending", "running"):
+            raise ConflictError(f"trial {p['trial_id']} is {t.get('status')}, not running",
+                                hint="only a pending or running trial can be stopped")
+
+
 @router.post("/agents/{agent_id}/overrides", summary="Override an agent (applied at its next step)",
              status_code=202)
 def override_agent(request: Request, who: Researcher, agent_id: AgentId,
                    body: OverrideBody) -> SafeJSONResponse:
     a = _agent_or_404(request, agent_id)
     _may_override(who, a)
-    if body.action == "stop_run" and not isinstance(body.params.get("trial_id"), str):
-        raise UserInputError("stop_run needs params.trial_id", hint='{"trial_id": "<run id>"}')
+    _check(a, body.action, body.params)  # 400/404/409, and nothing stored
     return ok(_send(request, who, a, body.action, body.params, body.reason), 202)
 
 
@@ -205,6 +243,7 @@ def stop_run(request: Request, who: Researcher,
                             hint="only agent trials can be stopped through the API")
     a = _agent_or_404(request, owners[-1])
     _may_override(who, a)
+    _check(a, "stop_run", {"trial_id": run_id})
     return ok(_send(request, who, a, "stop_run", {"trial_id": run_id}, body.reason), 202)
 
 

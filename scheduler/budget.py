@@ -25,6 +25,7 @@ __all__ = ["Budget", "BudgetLedger", "Remaining", "format_duration", "parse_dura
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])")
+_ALIASES = {"wall_clock": "wall_clock_s"}  # what objectives may write -> the field
 _DURATION_HINT = 'write durations like "90s", "20m", "2h", "1h30m", "1.5d" or seconds as a number'
 
 
@@ -125,20 +126,35 @@ class Budget:
         ``wall_clock_s``), e.g. ``{"trials": 40, "wall_clock": "2h", "gpu_hours": 4}``.
 
         Raises:
-            UserInputError: for unknown keys and invalid limits.
+            UserInputError: for unknown keys, both spellings of one key, invalid limits.
+        """
+        return cls(**cls.normalize(data))
+
+    @staticmethod
+    def normalize(data: Mapping[str, Any]) -> dict[str, Any]:
+        """``data`` with every alias replaced by its field name (``wall_clock`` becomes
+        ``wall_clock_s``), so that two budget mappings merge key by key: an override's
+        ``wall_clock_s`` replaces an objective's ``wall_clock``. Values are not checked.
+
+        Raises:
+            UserInputError: for a non-mapping, unknown keys, or a key given in two spellings.
         """
         if not isinstance(data, Mapping):
             raise UserInputError(f"budget must be a mapping, got {type(data).__name__}",
                                  hint='e.g. {"trials": 40, "wall_clock": "2h"}')
-        known = {"trials", "wall_clock_s", "wall_clock", "cpu_hours", "gpu_hours"}
-        unknown = set(data) - known
+        known = {"trials", "wall_clock_s", "cpu_hours", "gpu_hours", *_ALIASES}
+        unknown = [k for k in data if k not in known]
         if unknown:
-            raise UserInputError(f"unknown budget keys: {sorted(unknown)}",
+            raise UserInputError(f"unknown budget keys: {sorted(map(str, unknown))}",
                                  hint=f"known keys: {sorted(known)}")
-        d = dict(data)
-        if "wall_clock" in d:
-            d["wall_clock_s"] = d.pop("wall_clock")
-        return cls(**d)
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            name = _ALIASES.get(k, k)
+            if name in out:
+                raise UserInputError(f"budget gives {name} twice (as {name!r} and an alias)",
+                                     hint=f"write it once, as {name!r}")
+            out[name] = v
+        return out
 
     @property
     def unlimited(self) -> bool:

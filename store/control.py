@@ -138,6 +138,10 @@ class ControlStore(ABC):
     def count_leases(self, prefix: str) -> int:
         """Leases whose key starts with ``prefix`` (configs launched in a project)."""
 
+    @abstractmethod
+    def lease(self, key: str) -> tuple[str, str] | None:
+        """Who holds ``key``: ``(agent_id, trial_id)``, or None when no one does."""
+
 
 class MemoryControlStore(ControlStore):
     """In-memory, thread-safe; for unit tests."""
@@ -196,6 +200,9 @@ class MemoryControlStore(ControlStore):
 
     def count_leases(self, prefix: str) -> int:
         return sum(1 for k in self._leases if k.startswith(prefix))
+
+    def lease(self, key: str) -> tuple[str, str] | None:
+        return self._leases.get(key)
 
 
 def _json(obj: Any) -> str:
@@ -317,3 +324,7 @@ class LanceControlStore(ControlStore):
             return 0
         like = prefix.replace("'", "''").replace("%", "\\%").replace("_", "\\_")
         return int(tbl.count_rows(f"lease_key LIKE '{like}%'"))
+
+    def lease(self, key: str) -> tuple[str, str] | None:
+        rows = self._rows("leases", f"lease_key = {self._q(key)}")
+        return (str(rows[0]["agent_id"]), str(rows[0]["trial_id"])) if rows else None

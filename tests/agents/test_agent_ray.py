@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -132,3 +133,54 @@ def test_two_agents_share_a_project_budget_and_never_duplicate_a_config(ray_loca
     assert runs.height == 8  # the project budget, shared
     configs = list(zip(runs["config.x"].to_list(), runs["config.y"].to_list()))
     assert len(set(configs)) == 8  # leases: no config ran twice
+
+
+def stubborn(config, run):
+    """A trial that never checks run.should_stop(): only a kill ends it."""
+    step = 0
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        run.log({"score": 0.01 * step}, step=step)
+        step += 1
+        time.sleep(0.1)
+    return {"score": 0.0}
+
+
+def test_a_stopped_agent_polls_on_until_a_trial_that_ignores_the_stop_is_killed(ray_local,
+                                                                               data_dir):
+    from assay.agents.agent import Agent
+    from assay.policies import TrialStatus
+    from assay.scheduler.metrics import StoreMetricSource
+    from assay.scheduler.ray_backend import RayBackend
+    from assay.store.control import AgentStatus
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import it
+    obj = Objective.from_dict({"name": "deaf", "project": "deafproj", "train": stubborn,
+                               "metric": "score", "space": {"x": {"uniform": [0, 1]}},
+                               "budget": {"trials": 2}, "concurrency": 1, "stop_grace": 2,
+                               "searcher": "random", "stoppers": []})
+    backend = RayBackend(data_dir, heartbeat_s=0.2)
+    control = _control(data_dir)
+    agent = Agent(obj, backend, StoreMetricSource(data_dir, keys=["score"]), control,
+                  ahead=False)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(t.status is TrialStatus.RUNNING for t in agent.trials.values()):
+            assert time.monotonic() < deadline, "the trial never started"
+            agent.step()
+            time.sleep(0.2)
+        control.add_override(Override(agent.agent_id, "stop", {}, "alice", "enough",
+                                      hlc="9" * 13 + ".0.x", time=time.time()))
+        agent.run(poll_interval=0.2, max_steps=600)
+        assert agent.status is AgentStatus.STOPPED and not agent.active
+        (t,) = agent.trials.values()
+        assert t.status is TrialStatus.STOPPED and "killed after 2 s grace" in t.reason
+        assert not backend.running()
+        row = control.get_agent(agent.agent_id)
+        assert {x["status"] for x in row.state["trials"].values()} == {"stopped"}
+        assert [d.kind for d in control.decisions(agent_id=agent.agent_id)
+                if d.trial_id == t.trial_id][-1] == "stop"
+    finally:
+        agent.close()
+        backend.shutdown()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import assay.agents.agent as agent_mod
+import assay.agents.overrides as overrides_mod
 import pytest
 from assay.agents.agent import Agent
 from assay.agents.objective import Objective
@@ -71,7 +71,7 @@ def test_runs_are_deterministic_with_inline_suggestions():
 
 
 def test_overrides_pause_pin_concurrency_budget_stop_run_and_stop(monkeypatch):
-    monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)  # every step reads overrides
+    monkeypatch.setattr(overrides_mod, "OVERRIDE_POLL_S", 0.0)  # every step reads overrides
     control = MemoryControlStore()
     agent, _backend, clock = make(control=control)
     agent.step()
@@ -248,7 +248,7 @@ def test_with_max_retries_0_a_restart_fails_the_trials_it_lost():
 
 
 def test_stopping_a_restarted_agent_never_relaunches_its_waiting_trials(monkeypatch):
-    monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)
+    monkeypatch.setattr(overrides_mod, "OVERRIDE_POLL_S", 0.0)
     control, agent, lost = started()
     agent.close()
     again, b2, _ = restart(control, agent.agent_id, cpus=2)
@@ -355,7 +355,12 @@ def test_a_new_dataset_version_marks_users_stale_and_reruns_the_top_configs(monk
         clock.advance_to(backend.next_event_time() or clock.now() + 1)
     done = done()
     fake.latest["data"] = 1
-    agent.step()
+    for _ in range(200):  # queued: they launch as slots free up, like any config
+        agent.step()
+        assert len(agent.active) <= agent.concurrency
+        if len([x for x in agent.trials.values() if x.origin == "reevaluate"]) == 2:
+            break
+        clock.advance_to(backend.next_event_time() or clock.now() + 1)
     re = [x for x in agent.trials.values() if x.origin == "reevaluate"]
     assert len(re) == 2 and all(x.config["data"] == "data:v1" for x in re)
     assert set(fake.stale) >= {x.trial_id for x in done}
@@ -417,7 +422,7 @@ def test_objective_sets_the_learned_stoppers_leader_threshold():
 
 
 def test_a_lowered_concurrency_holds_back_relaunches_too(monkeypatch):
-    monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)
+    monkeypatch.setattr(overrides_mod, "OVERRIDE_POLL_S", 0.0)
     control, agent, lost = started()
     override(control, agent, "concurrency", {"concurrency": 2}, "share the machine")
     agent.step()
@@ -430,7 +435,7 @@ def test_a_lowered_concurrency_holds_back_relaunches_too(monkeypatch):
 
 def test_a_trial_asked_to_stop_before_a_restart_ends_stopped_instead_of_being_relaunched(
         monkeypatch):
-    monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)
+    monkeypatch.setattr(overrides_mod, "OVERRIDE_POLL_S", 0.0)
     control, agent, lost = started()
     victim = lost[0]
     override(control, agent, "stop_run", {"trial_id": victim}, "wrong data")
@@ -450,7 +455,7 @@ def test_a_trial_asked_to_stop_before_a_restart_ends_stopped_instead_of_being_re
 
 
 def test_a_paused_agent_that_restarts_still_relaunches_the_trials_it_lost(monkeypatch):
-    monkeypatch.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)
+    monkeypatch.setattr(overrides_mod, "OVERRIDE_POLL_S", 0.0)
     control, agent, lost = started()
     override(control, agent, "pause", {}, "let them drain")
     agent.step()

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import assay
-import assay.agents.agent as agent_mod
+import assay.agents.overrides as overrides_mod
 import assay.sdk.run as run_mod
 import pytest
 from assay.agents.agent import Agent
@@ -66,7 +66,7 @@ def _simulate(root: Path) -> tuple[Agent, list[Override]]:
     mem.add_override(Override(agent.agent_id, "concurrency", {"concurrency": 2}, "alice",
                               "share the machine", hlc=_hlc(1), time=clock.now()))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(agent_mod, "OVERRIDE_POLL_S", 0.0)  # every step reads overrides
+        mp.setattr(overrides_mod, "OVERRIDE_POLL_S", 0.0)  # every step reads overrides
         for n in range(10_000):
             agent.step()
             if n == 4:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from assay.store.control import AgentRow, Decision, LanceControlStore
+from assay.store.control import AgentRow, AgentStatus, Decision, LanceControlStore
 from assay.store.ingest import IngestLock
 from assay.store.lance import LanceStore
 
@@ -104,3 +104,87 @@ def test_a_command_train_target_needs_a_supervisor(server, client):
     r = client("researcher").post("/api/objectives", json={**body, "train": "python train.py"})
     assert r.status_code == 403  # a command as one string too
     assert not list(server.data_dir.glob("objectives/*.json"))  # no agent was started
+
+
+def test_overrides_the_agent_would_reject_get_400_and_nothing_is_stored(server, client, agent):
+    agent.save_agent(AgentRow("agtoy00001", "toy", "p", {
+        "name": "toy", "project": "p", "metric": "score", "owner": "researcher",
+        "budget": {"trials": 4, "wall_clock": "1h"},
+        "space": {"x": {"uniform": [0, 1]}, "steps": 3}},
+        state=agent.get_agent("agtoy00001").state, hlc="1"))
+    sup = client("supervisor")
+    for params, action, says in [
+            ({"budget": {"trials": -5}}, "budget", "at least 1"),
+            ({"budget": "trials=3"}, "budget", "must be a mapping"),
+            ({}, "budget", "needs params.budget"),
+            ({"budget": {"wall_clock_s": 5, "wall_clock": "1h"}}, "budget", "twice"),
+            ({"space": [1, 2]}, "space", "must be a mapping"),
+            ({"spcae": {"x": {"uniform": [0, 1]}}}, "space", "does not take params"),
+            ({"space": {"x": {"uniform": [1, 0]}}}, "space", "x"),
+            ({"config": "x=0.1"}, "pin", "must be a mapping"),
+            ({"config": {"x": 0.5, "steps": 3, "y": 1}}, "pin", "'y'"),
+            ({"config": {"x": 5.0, "steps": 3}}, "pin", "outside"),
+            ({"concurrency": 0}, "concurrency", "int >= 1"),
+            ({"trial_id": 123}, "pause", "does not take params"),
+            ({"trial_id": 123}, "stop_run", "run id")]:
+        r = sup.post("/api/agents/agtoy00001/overrides",
+                     json={"action": action, "reason": "x", "params": params})
+        assert r.status_code == 400, (params, r.text)
+        assert says in r.json()["error"] and r.json()["hint"], (params, r.text)
+    ok_ = sup.post("/api/agents/agtoy00001/overrides", json={
+        "action": "budget", "reason": "x", "params": {"budget": {"wall_clock_s": 60}}})
+    assert ok_.status_code == 202
+    assert len(agent.overrides("agtoy00001")) == 1  # only the valid one
+
+
+def test_overrides_to_a_finished_agent_or_an_ended_run_get_409(server, client, agent):
+    sup = client("supervisor")
+    r = sup.post("/api/agents/agtoy00001/overrides",
+                 json={"action": "stop_run", "reason": "x", "params": {"trial_id": "t1"}})
+    assert r.status_code == 409 and "completed" in r.json()["error"]
+    assert sup.post("/api/runs/t1/stop", json={"reason": "x"}).status_code == 409
+    r = sup.post("/api/agents/agtoy00001/overrides",
+                 json={"action": "stop_run", "reason": "x", "params": {"trial_id": "t9"}})
+    assert r.status_code == 404
+    row = agent.get_agent("agtoy00001")
+    for status in ("finished", "failed", "stopped"):
+        agent.save_agent(AgentRow(row.agent_id, row.objective, row.project, row.spec,
+                                  status=AgentStatus(status), state=row.state, hlc="1"))
+        for action in ("resume", "stop", "pause"):
+            r = sup.post("/api/agents/agtoy00001/overrides",
+                         json={"action": action, "reason": "x"})
+            assert r.status_code == 409 and status in r.json()["error"]
+        assert sup.post("/api/runs/t2/stop", json={"reason": "x"}).status_code == 409
+    assert agent.overrides("agtoy00001") == []
+
+
+def test_objectives_with_mistyped_values_get_400_not_500_and_start_nothing(server, client,
+                                                                          monkeypatch):
+    import assay.api.agents as routes
+
+    started = []
+    monkeypatch.setattr(routes.subprocess, "Popen", lambda *a, **kw: started.append(a))
+    base = {"name": "o", "project": "p", "train": "examples.toy:train", "metric": "score",
+            "space": {"x": {"uniform": [0, 1]}}}
+    for extra in ({"space": [1, 2]}, {"space": None}, {"resources": "gpu"},
+                  {"stoppers": {"asha": 1}}, {"stoppers": [{"asha": {"max_step": "x"}}]},
+                  {"trial_timeout": "soon"}, {"seed": "x"}, {"warm_start": "yes"}):
+        r = client("researcher").post("/api/objectives", json={**base, **extra})
+        assert r.status_code == 400, (extra, r.text)
+    assert not started and not list(server.data_dir.glob("objectives/*.json"))
+
+
+def test_an_objective_with_a_different_project_budget_than_the_projects_gets_409(
+        server, client, agent, monkeypatch):
+    import assay.api.agents as routes
+    from assay.agents.overrides import PROJECT_BUDGET_KEY
+
+    monkeypatch.setattr(routes.subprocess, "Popen", lambda *a, **kw: None)
+    agent.claim_lease(PROJECT_BUDGET_KEY + "capped", "agother0001", "12", "1")
+    body = {"name": "o", "project": "capped", "train": "examples.toy:train", "metric": "score",
+            "space": {"x": {"uniform": [0, 1]}}, "project_budget": {"trials": 100}}
+    r = client("researcher").post("/api/objectives", json=body)
+    assert r.status_code == 409 and "12 trials already" in r.json()["error"]
+    r = client("researcher").post("/api/objectives",
+                                  json={**body, "project_budget": {"trials": 12}})
+    assert r.status_code == 202

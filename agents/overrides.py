@@ -1,0 +1,219 @@
+"""What people and other agents change in a running agent: human overrides (pause, resume,
+stop, stop a run, budget, concurrency, search space, pin a config), the project's shared
+trial cap, and cascading re-evaluation when an artifact gets a new version.
+
+Functions of an :class:`~.agent.Agent` (split from ``agent.py``, which stays the step loop);
+each is called from one of its steps and works on its state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ..errors import ConflictError, UserInputError
+from ..policies import SearchSpace, TrialStatus
+from ..scheduler.budget import Budget
+from ..store.control import AgentStatus, Override, OverrideStatus
+from .factory import make_searcher
+from .objective import check_override
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+__all__ = ["OVERRIDE_POLL_S", "PROJECT_BUDGET_KEY", "apply_pending", "declare_project_budget",
+           "project_budget", "reevaluate", "set_space"]
+
+log = logging.getLogger(__name__)
+OVERRIDE_POLL_S = 0.25
+# The lease row that holds a project's shared trial cap (its trial id is the cap): every
+# agent of the project enforces it, whether or not its own objective declares one.
+PROJECT_BUDGET_KEY = "#project_budget/"
+
+
+def apply_pending(agent: Agent) -> int:
+    """Apply the overrides people sent since the last look; each is recorded as a decision
+    with who and why, and resolved applied or rejected (never left pending)."""
+    # Overrides come from people: checking 4 times a second is prompt enough, and keeps a
+    # store query out of steps that follow each other quickly (simulations, bursts).
+    now = time.monotonic()
+    if now - agent._overrides_checked < OVERRIDE_POLL_S:
+        return 0
+    agent._overrides_checked = now
+    pending = agent.control.overrides(agent.agent_id, OverrideStatus.PENDING)
+    for o in pending:
+        try:
+            agent.hlc.update(o.hlc)
+            result = _apply(agent, o)
+            status = OverrideStatus.APPLIED
+        except UserInputError as e:
+            result, status = f"rejected: {e.message}", OverrideStatus.REJECTED
+        except Exception as e:  # one bad override must not end the agent
+            log.exception("override %s (%s) could not be applied", o.override_id, o.action)
+            result = f"rejected: it could not be applied ({type(e).__name__}: {e})"
+            status = OverrideStatus.REJECTED
+        agent.control.resolve_override(o.override_id, status, result)
+        tid = o.params.get("trial_id") if o.action == "stop_run" \
+            and isinstance(o.params, Mapping) else ""
+        agent._decide(tid if isinstance(tid, str) else "", "override",
+                      f"{o.action} by {o.actor}: {result}",
+                      {"action": o.action, "params": o.params, "actor": o.actor,
+                       "reason": o.reason, "override_id": o.override_id, "status": str(status)})
+        agent._dirty = True
+    return len(pending)
+
+
+def _apply(agent: Agent, o: Override) -> str:
+    """Apply one override; a UserInputError rejects it with its message."""
+    if agent.status is AgentStatus.STOPPED and o.action != "stop_run":
+        raise UserInputError(f"agent is stopped; {o.action} no longer applies",
+                             hint="a stopped agent launches nothing more")
+    p = check_override(o.action, o.params, budget=agent._budget_spec, space=agent.space)
+    if o.action == "pause":
+        agent.status = AgentStatus.PAUSED
+        return "paused: no new trials; running ones continue"
+    if o.action == "resume":
+        if agent.status is not AgentStatus.PAUSED:
+            raise UserInputError(f"agent is {agent.status}, not paused")
+        agent.status = AgentStatus.RUNNING
+        return "resumed"
+    if o.action == "stop":
+        active = list(agent.active)
+        why = f"agent stopped by {o.actor}: {o.reason}"
+        for t in active:
+            agent._stop_trial(t.trial_id, why)
+            agent._decide(t.trial_id, "stop", why,
+                          {"rule": "override", "actor": o.actor, "reason": o.reason})
+        agent.status = AgentStatus.STOPPED
+        agent._stopped_at = agent.backend.clock.now()
+        agent.close()
+        return f"stopped; {len(active)} running trial(s) asked to stop"
+    if o.action == "stop_run":
+        tid = p["trial_id"]
+        if tid not in agent.trials or not agent.trials[tid].status.is_active:
+            raise UserInputError(f"run {tid!r} is not a running trial of this agent")
+        agent._stop_trial(tid, f"stopped by {o.actor}: {o.reason}")
+        return f"stopping run {tid}"
+    if o.action == "budget":
+        agent._budget_spec = p["budget"]
+        agent.budget = Budget.from_mapping(agent._budget_spec)
+        agent.ledger.budget = agent.budget
+        return f"budget now {agent._budget_spec}"
+    if o.action == "concurrency":
+        agent.concurrency = p["concurrency"]
+        return f"concurrency now {agent.concurrency}"
+    if o.action == "space":
+        return agent._set_space(p["space"])
+    cfg = p["config"]  # pin
+    key = agent.space.key(cfg)
+    for t in agent.trials.values():
+        if agent.space.key(t.config) == key:
+            raise UserInputError(f"the pinned config duplicates this agent's trial "
+                                 f"{t.trial_id} ({t.status})",
+                                 hint="a config runs once per project; pin another one")
+    if any(agent.space.key(q) == key for q in agent.pinned):
+        raise UserInputError("this config is pinned already and waits for a slot")
+    agent.pinned.append(cfg)
+    agent._searchable()
+    return f"pinned {cfg}"
+
+
+def set_space(agent: Agent, new: SearchSpace) -> str:
+    """Search ``new`` from now on: a fresh searcher, the queue of suggestions from the old
+    one dropped, and pinned configs outside ``new`` unpinned (each with a decision)."""
+    agent.space = new
+    agent.searcher = make_searcher(agent.objective, new)
+    if agent._suggester is not None:
+        agent._suggester.invalidate()
+    agent._searchable()
+    kept = [c for c in agent.pinned if new.contains(c)]
+    for cfg in agent.pinned:
+        if not new.contains(cfg):
+            agent._decide("", "skip", "pinned config dropped: it is outside the new search "
+                          "space", {"config": cfg, "space": new.to_dict()})
+    dropped = len(agent.pinned) - len(kept)
+    agent.pinned = kept
+    return f"space now {new.to_dict()}" + (
+        f"; {dropped} pinned config(s) outside it dropped" if dropped else "")
+
+
+def declare_project_budget(agent: Agent) -> int | None:
+    """Store this objective's ``project_budget`` as the project's cap, once for all its
+    agents; a different cap declared before is a conflict (which one would hold?)."""
+    pb = agent.objective.project_budget
+    if not pb:
+        return None
+    n = int(pb["trials"])
+    key = PROJECT_BUDGET_KEY + agent.objective.project
+    held = agent.control.claim_lease(key, agent.agent_id, str(n), str(agent.hlc.now()))
+    if held is not None and held != str(n):
+        raise ConflictError(
+            f"project {agent.objective.project!r} has a project_budget of {held} trials "
+            f"already; this objective declares {n}",
+            hint=f"declare project_budget: {{trials: {held}}}, or leave it out to share "
+            "the project's")
+    return n
+
+
+def project_budget(agent: Agent) -> int | None:
+    """The project's shared trial cap: this objective's, else one another agent of the
+    project declared (read again each step: it may have been declared since)."""
+    if agent._project_cap is not None:
+        return agent._project_cap
+    held = agent.control.lease(PROJECT_BUDGET_KEY + agent.objective.project)
+    return int(held[1]) if held is not None and held[1].isdigit() else None
+
+
+def reevaluate(agent: Agent) -> int:
+    """When an artifact the objective names in ``reevaluate_on`` gets a new version, mark
+    the trials that used an older one stale and queue re-runs of the top ones on the new
+    version: they launch like any config (free slots, budget, leases, the project
+    budget), ahead of the searcher's; one that does not fit in the budget is not queued,
+    and a decision says so.
+
+    A trial "uses" an artifact through a config value ``"<name>:v<n>"`` (the train
+    function passes it to ``run.use_artifact``), which the re-run swaps for the new one.
+    """
+    if not agent.objective.reevaluate_on or agent.artifacts is None:
+        return 0
+    now = time.monotonic()
+    if now - agent._reeval_checked < 2.0:
+        return 0
+    agent._reeval_checked = now
+    queued = 0
+    for name in agent.objective.reevaluate_on:
+        latest = agent.artifacts.latest_version(name)
+        if latest is None:
+            continue
+        seen = agent._seen_versions.setdefault(name, latest)
+        if latest <= seen:
+            continue
+        agent._seen_versions[name] = latest
+        new_ref = f"{name}:v{latest}"
+        users = [(t, k) for t in agent.trials.values() for k, v in t.config.items()
+                 if isinstance(v, str) and v.startswith(f"{name}:") and v != new_ref]
+        stale = [t for t, _ in users if t.status is TrialStatus.COMPLETED]
+        if stale:
+            agent.artifacts.mark_stale([t.trial_id for t in stale],
+                                       f"{name} has a new version v{latest}")
+            for t in stale:
+                agent._decide(t.trial_id, "stale", f"stale: {name} is now v{latest}",
+                              {"artifact": name, "version": latest})
+        sign = 1.0 if agent.objective.mode == "min" else -1.0
+        keyed = {t.trial_id: k for t, k in users}
+        top = sorted((t for t in stale if t.final is not None and t.final == t.final),
+                     key=lambda t: sign * float(t.final or 0.0))[: agent.objective.reevaluate_top]
+        for old in top:
+            cfg = {**old.config, keyed[old.trial_id]: new_ref}
+            why = {"method": "re-evaluation", "reevaluation": True,
+                   "reevaluates": old.trial_id, "artifact": new_ref, "was": old.final}
+            room = agent._room()
+            if room is not None:
+                agent._not_launched(cfg, why, "reevaluate", room)
+                continue
+            agent._reeval.append((cfg, why))
+            queued += 1
+    agent._dirty = agent._dirty or bool(queued)
+    return 0  # queued: _launch starts them as slots, budget and leases allow
