@@ -416,13 +416,14 @@ def _override(agent_id: str, action: str, params: dict[str, Any], reason: str,
     import time as _time
 
     from .agents.hlc import HybridLogicalClock
+    from .agents.overrides import stamp
     from .store.control import Override
 
     ctl = _control(dir)
     if ctl.get_agent(agent_id) is None:
         _fail(AssayError(f"no agent {agent_id!r}", hint="list agents with `assay agents`"))
     o = Override(agent_id, action, params, f"cli:{getpass.getuser()}", reason,
-                 str(HybridLogicalClock("cli").now()), _time.time())
+                 stamp(ctl, agent_id, HybridLogicalClock("cli")), _time.time())
     ctl.add_override(o)
     console.print(f"{action} sent to agent {agent_id} (override {o.override_id}); it applies "
                   "at the agent's next step")

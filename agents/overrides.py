@@ -16,21 +16,32 @@ from typing import TYPE_CHECKING
 from ..errors import ConflictError, UserInputError
 from ..policies import SearchSpace, TrialStatus
 from ..scheduler.budget import Budget
-from ..store.control import AgentStatus, Override, OverrideStatus
+from ..store.control import AgentStatus, ControlStore, Override, OverrideStatus
 from .factory import make_searcher
 from .objective import check_override
 
 if TYPE_CHECKING:
     from .agent import Agent
+    from .hlc import HybridLogicalClock
 
 __all__ = ["OVERRIDE_POLL_S", "PROJECT_BUDGET_KEY", "apply_pending", "declare_project_budget",
-           "project_budget", "reevaluate", "set_space"]
+           "project_budget", "reevaluate", "set_space", "stamp"]
 
 log = logging.getLogger(__name__)
 OVERRIDE_POLL_S = 0.25
 # The lease row that holds a project's shared trial cap (its trial id is the cap): every
 # agent of the project enforces it, whether or not its own objective declares one.
 PROJECT_BUDGET_KEY = "#project_budget/"
+
+
+def stamp(control: ControlStore, agent_id: str, clock: HybridLogicalClock) -> str:
+    """The HLC of a new override for ``agent_id``: after every override already stored for
+    it, so overrides apply in the order people sent them even when the senders' clocks
+    disagree (a "resume" stamped by a lagging clock must not overtake the "pause" before)."""
+    sent = control.overrides(agent_id)
+    if sent:
+        clock.update(sent[-1].hlc)
+    return str(clock.now())
 
 
 def apply_pending(agent: Agent) -> int:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..agents.hlc import HybridLogicalClock
 from ..agents.objective import Objective, check_override
+from ..agents.overrides import stamp
 from ..errors import ConflictError, NotFoundError, PermissionDeniedError, UserInputError
 from ..scheduler.base import is_import_target
 from ..store.control import AgentRow, ControlStore, LanceControlStore, Override
@@ -180,8 +181,10 @@ def _may_override(who: Principal, a: AgentRow) -> None:
 
 def _send(request: Request, who: Principal, a: AgentRow, action: str, params: dict[str, Any],
           reason: str) -> dict[str, Any]:
-    o = Override(a.agent_id, action, params, who.name, reason, str(_hlc.now()), time.time())
-    control_store(request).add_override(o)
+    ctl = control_store(request)
+    o = Override(a.agent_id, action, params, who.name, reason,
+                 stamp(ctl, a.agent_id, _hlc), time.time())
+    ctl.add_override(o)
     request.app.state.audit.record(who.name, f"override.{action}", f"agent:{a.agent_id}", reason,
                                    {"params": params, "override_id": o.override_id})
     return {"override_id": o.override_id, "agent_id": a.agent_id, "action": action,

@@ -516,3 +516,19 @@ def test_a_conflicting_project_budget_is_refused_with_the_one_in_force():
         make(objective(project_budget={"trials": 100}, seed=2), control)
     assert "trials: 12" in e.value.hint
     make(objective(project_budget={"trials": 12}, seed=3), control)  # the same cap is fine
+
+
+def test_an_override_from_a_lagging_clock_is_ordered_after_the_ones_sent_before():
+    # A "pause" sent from a machine whose clock runs an hour ahead, then a "resume" from one
+    # on time: ordered by raw clocks, the resume would come first and the pause would stick.
+    from assay.agents.hlc import HybridLogicalClock
+    from assay.agents.overrides import stamp
+    from assay.store.control import Override
+
+    control = MemoryControlStore()
+    ahead = HybridLogicalClock("cli", physical_ms=lambda: 2_000_000_000_000 + 3_600_000)
+    on_time = HybridLogicalClock("api", physical_ms=lambda: 2_000_000_000_000)
+    for action, clock in (("pause", ahead), ("resume", on_time)):
+        control.add_override(Override("ag1", action, {}, "alice", "", stamp(control, "ag1", clock),
+                                      0.0))
+    assert [o.action for o in control.overrides("ag1")] == ["pause", "resume"]
