@@ -15,6 +15,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "UserInputError",
+    "WalWriteError",
 ]
 
 
@@ -45,6 +46,11 @@ class IntegrityError(AssayError):
 
 class PermissionDeniedError(AssayError):
     """The caller's role does not allow this action."""
+
+
+class WalWriteError(AssayError, OSError):
+    """Writing a run's write-ahead log failed: the disk refused the write (full, read-only,
+    an I/O error). The records are kept in memory and retried until the run finishes."""
 
 
 HTTP_STATUS: dict[type[AssayError], int] = {

@@ -356,12 +356,11 @@ class Run:
         """Block until every point logged so far is fsynced to the write-ahead log."""
         if not self._writer.is_alive():
             return
+        # A failed write raises WalWriteError here at once (the records stay in memory and
+        # are retried in order until the run finishes).
         if not self._writer.flush(timeout):
             raise ConflictError(f"flushing run {self.id} timed out after {timeout} s",
                                 hint="the disk may be stalled; the data is still buffered")
-        if self._writer.error is not None:
-            raise ConflictError(f"writing the WAL of run {self.id} failed: {self._writer.error}",
-                                hint="check free space and permissions of the data directory")
         if self._sender is not None:
             self._sender.wake()
 
@@ -455,9 +454,16 @@ class Run:
             self._capturing.join(CAPTURE_WAIT_S)
         self._enqueue({"k": "status", "status": st.value, "error": error})
         self._finished = True
-        self._writer.stop()
+        self._writer.stop()  # on a disk that refuses writes: retries for GIVE_UP_AFTER_S
         self._writer._wal.close()  # releases the segment: the daemon ingests it to the end
         _active_runs.discard(self)
+        try:
+            self._after_close()
+        finally:
+            if self._writer.lost is not None:  # every record before them is stored
+                raise self._writer.lost
+
+    def _after_close(self) -> None:
         if self._sender is not None:
             # Never marks the run crashed: what the server did not acknowledge stays in the
             # outbox for `assay sync --server`.

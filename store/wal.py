@@ -3,9 +3,11 @@
 Frame: ``b"AW"`` magic, 4-byte little-endian payload length, 4-byte CRC32 of the payload,
 payload (UTF-8 JSON, NaN and infinities written as JSON's common extensions). A reader stops
 at the first frame that is short or fails its CRC: that is a torn last write from a killed
-process, never an error. The owner of a segment holds an exclusive ``flock`` on it for as long
-as it writes, so recovery can tell a live segment from an orphan: if the lock can be taken,
-nobody owns the segment any more.
+process, never an error. A write that fails in a live process (a full disk) is cut back to
+the last complete frame at once, so a torn frame is only ever the last thing in a segment.
+The owner of a segment holds an exclusive ``flock`` on it for as long as it writes, so
+recovery can tell a live segment from an orphan: if the lock can be taken, nobody owns the
+segment any more.
 
 Records (JSON objects; ``seq`` is per run and strictly increasing across attaches,
 ``attach << 40 | n``; ``time`` is epoch seconds):
@@ -29,7 +31,7 @@ import json
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,29 +98,80 @@ class WalWriter:
         except BlockingIOError:
             os.close(self._fd)
             raise
-        self.bytes_written = os.fstat(self._fd).st_size
+        self.bytes_written = os.fstat(self._fd).st_size  # the end of the last complete write
+        self._torn = False  # a failed write may have left a partial frame past bytes_written
         if self.bytes_written == 0:
             fsync_dirs(path)
 
     def append(self, records: list[dict[str, Any]], *, sync: bool = True) -> None:
-        """Write records in one ``write`` call, then fsync (the durability point)."""
-        if not records:
-            return
-        buf = b"".join(encode(r) for r in records)
-        view = memoryview(buf)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        self.bytes_written += len(buf)
-        if sync:
-            os.fsync(self._fd)
+        """Encode records and write them as :meth:`write_frames` does."""
+        if records:
+            self.write_frames([encode(r) for r in records], sync=sync)
+
+    def write_frames(self, frames: Sequence[bytes], *, sync: bool = True) -> None:
+        """Write frames made by :func:`encode`, then fsync (the durability point). All or
+        nothing.
+
+        On any error (a full disk, a short write, a failed fsync) the file is cut back to its
+        length before the call and the error is raised: a torn frame left in the middle of
+        the segment would hide every later record from the readers, which stop at the first
+        torn frame. Writing the same frames again after an error puts the same bytes at the
+        same offsets, so a reader that saw some of them before the cut reads nothing twice.
+        Frames are joined ``_WRITE_PIECE`` bytes at a time: a copy holds the GIL.
+        """
+        if self._torn:
+            self._cut_back()  # an earlier cut failed: nothing may follow its torn frame
+        written = 0
+        try:
+            for piece in _pieces(frames):
+                view = memoryview(piece)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+                written += len(piece)
+            if sync and written:
+                os.fsync(self._fd)
+        except BaseException:
+            self._torn = True
+            try:
+                self._cut_back()
+            except OSError:
+                pass  # retried before the next write; the write's own error says more
+            raise
+        self.bytes_written += written
+
+    def _cut_back(self) -> None:
+        """Truncate the segment to the end of its last complete write (the next fsync makes
+        the new length durable; until then a torn tail is what a reader already tolerates)."""
+        os.ftruncate(self._fd, self.bytes_written)
+        self._torn = False
 
     def close(self) -> None:
+        """Fsync and release the segment (its lock, then its file), even if the fsync fails."""
         if self._fd >= 0:
-            os.fsync(self._fd)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            try:
+                os.fsync(fd)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+
+_WRITE_PIECE = 1 << 20
+
+
+def _pieces(frames: Sequence[bytes]) -> Iterator[bytes]:
+    """The frames joined into pieces of about ``_WRITE_PIECE`` bytes (a frame is never cut)."""
+    piece: list[bytes] = []
+    size = 0
+    for f in frames:
+        piece.append(f)
+        size += len(f)
+        if size >= _WRITE_PIECE:
+            yield b"".join(piece)
+            piece, size = [], 0
+    if piece:
+        yield b"".join(piece)
 
 
 class FrameError(ValueError):
