@@ -57,17 +57,64 @@ class Artifact:
     def download(self, root: str | Path | None = None) -> Path:
         """Materialize the files read-only (default under ``<data dir>/artifacts``),
         verifying every file against its digest. Returns the folder (or the file, for a
-        single-file artifact)."""
+        single-file artifact).
+
+        A folder downloaded before is reused when its files still have the sizes and times
+        they were written with (a changed one is downloaded again). The record of what a
+        folder holds sits beside it, ``.<folder>.assay.json``, never inside it, so logging
+        a downloaded folder again gives the same content. Processes downloading the same
+        folder at once take turns (a lock beside it); a folder that holds another version,
+        or files that are not this version's, is refused rather than overwritten.
+        """
+        import fcntl
+
         dest = Path(root) if root is not None else (
             self._g.dir / "artifacts" / self._v.name / f"v{self._v.version}")
-        done = dest / ".assay-complete"
-        if not done.exists():
-            self._g.artifacts.download(self._v, dest)
-            done.touch()
+        dest.parent.mkdir(parents=True, exist_ok=True)
         entries = self._g.artifacts.manifest(self._v)
+        marker = dest.parent / f".{dest.name}.assay.json"
+        with open(dest.parent / f".{dest.name}.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self._reusable(dest, marker, entries, owned=root is None):
+                self._g.artifacts.download(self._v, dest)
+                _write_marker(marker, self._v, dest, entries)
         if len(entries) == 1 and "/" not in entries[0].path:
             return dest / entries[0].path
         return dest
+
+    def _reusable(self, dest: Path, marker: Path, entries: list[Any], *, owned: bool) -> bool:
+        """Whether ``dest`` already holds this version intact; clears what may be replaced.
+
+        Raises:
+            UserInputError: ``dest`` (a folder the caller chose) holds something else.
+        """
+        import json
+
+        from ..errors import UserInputError
+
+        want = f"{self._v.name}:v{self._v.version}"
+        try:
+            rec = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            rec = None
+        if rec is not None and rec.get("digest") != self._v.digest:
+            if not owned:
+                raise UserInputError(
+                    f"{dest} holds {rec.get('artifact')}, not {want}",
+                    hint="download each version into its own folder (or leave root out)")
+            rec = None
+        if rec is not None and dest.is_dir() and _unchanged(dest, rec.get("files", {})):
+            return True
+        if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())):
+            return False
+        if rec is None and not owned and not _holds(dest, entries):
+            raise UserInputError(f"{dest} already exists and does not hold {want}",
+                                 hint="download into a new or empty folder (or leave root out)")
+        # Ours to replace: our own cache folder, a changed download of this version, or a
+        # complete one whose record a crash kept from being written.
+        _remove_tree(dest)
+        marker.unlink(missing_ok=True)
+        return False
 
     def delete(self, *, reason: str = "", delete_aliases: bool = False) -> None:
         """Delete this version (see :meth:`assay.Api.delete_artifact`)."""
@@ -83,3 +130,56 @@ class Artifact:
     def __repr__(self) -> str:
         return (f"Artifact({self._v.name}:v{self._v.version}, type={self._v.type!r}, "
                 f"digest={self._v.digest[:19]}..., aliases={list(self._v.aliases)})")
+
+
+def _write_marker(marker: Path, version: Any, dest: Path, entries: list[Any]) -> None:
+    import json
+    import os
+
+    files = {}
+    for e in entries:
+        st = os.stat(dest / e.path)
+        files[e.path] = [st.st_size, st.st_mtime_ns]
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps({"artifact": f"{version.name}:v{version.version}",
+                               "digest": version.digest, "files": files}))
+    os.replace(tmp, marker)
+
+
+def _unchanged(dest: Path, files: dict[str, list[int]]) -> bool:
+    """Every file recorded at download still has its size and modification time."""
+    import os
+
+    try:
+        return bool(files) and all(
+            [(st := os.stat(dest / path)).st_size, st.st_mtime_ns] == list(sig)
+            for path, sig in files.items())
+    except OSError:
+        return False
+
+
+def _holds(dest: Path, entries: list[Any]) -> bool:
+    """Whether ``dest`` holds exactly the manifest's files with their digests (hashes them:
+    only for a folder left without its record)."""
+    from ..store.blobs import hash_file
+
+    try:
+        present = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+        return present == {e.path for e in entries} and all(
+            hash_file(dest / e.path).digest == e.digest for e in entries)
+    except OSError:
+        return False
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a downloaded tree (its files and folders are read-only)."""
+    import os
+    import shutil
+    import stat
+
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
+    for d, _, _ in os.walk(path):  # files in a writable folder can go, read-only or not
+        os.chmod(d, stat.S_IRWXU)
+    shutil.rmtree(path)

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import secrets
-import signal
 import socket
 import sys
 import threading
@@ -219,15 +218,6 @@ class Run:
             self._sender.start()
         elif INGEST_MODE == "daemon":
             ensure_daemon(dir)
-        else:
-            # finish() ingests in this process; a run left to the exit hook would first import
-            # LanceDB after threading shut down, which fails (it registers exit callbacks).
-            import concurrent.futures.thread  # noqa: F401
-
-            from ..store import (
-                ingestd,  # noqa: F401
-                lance,  # noqa: F401
-            )
         self._sampler: SystemSampler | None = None
         if system_metrics_interval:
             self._sampler = SystemSampler(self._log_system, system_metrics_interval)
@@ -238,8 +228,9 @@ class Run:
             self._capturing = threading.Thread(target=self._capture, args=(os.getcwd(),),
                                                name="assay-capture", daemon=True)
             self._capturing.start()
+        self._pid = os.getpid()  # a forked child must never finish (or unlock) this run
         _active_runs.add(self)
-        _install_sigterm_handler()
+        _exit_code.clear()  # a sys.exit caught before this run says nothing about it
 
     # -- logging -----------------------------------------------------------------------------
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -376,10 +367,12 @@ class Run:
         from .graph import Artifact, open_graph
 
         self._check_open("log_artifact() is")
+        self._check_local("log_artifact")
         g = open_graph(self.dir)
+        # A string is passed through for the registry to refuse (list("prod") is 4 aliases).
+        names = aliases if isinstance(aliases, str) else list(aliases)
         v = g.artifacts.log(path, name, type, project=self.project, run_id=self.id,
-                            aliases=list(aliases), metadata=to_jsonable(metadata or {},
-                                                                        what="metadata"),
+                            aliases=names, metadata=to_jsonable(metadata or {}, what="metadata"),
                             description=description)
         return Artifact(v, g)
 
@@ -389,8 +382,19 @@ class Run:
         from .graph import Artifact, open_graph
 
         self._check_open("use_artifact() is")
+        self._check_local("use_artifact")
         g = open_graph(self.dir)
         return Artifact(g.artifacts.use(spec, self.id), g)
+
+    def _check_local(self, what: str) -> None:
+        if self._sender is not None:
+            # The versions, blobs and lineage would land in this machine's data directory,
+            # which the server never reads: refuse rather than report a version it lacks.
+            raise UserInputError(
+                f"{what}() is not available for a run that logs to a server yet ({self.id} "
+                f"logs to {self._sender.server})",
+                hint="log artifacts from a run whose data directory is the server's "
+                     "(assay.init(dir=...) on that machine), or track this run locally")
 
     def _check_open(self, what: str) -> None:
         if self._finished:
@@ -434,6 +438,12 @@ class Run:
         """
         if self._finished:
             return
+        if os.getpid() != self._pid:
+            # A forked child (multiprocessing) shares the parent's WAL descriptor and its
+            # lock: closing it here would unlock the parent's live segment for the ingester.
+            log.warning("assay: finish() of run %s ignored in forked process %d: the run "
+                        "belongs to process %d", self.id, os.getpid(), self._pid)
+            return
         if status is None:
             status = RunStatus.STOPPED if self._stop_reason is not None else RunStatus.COMPLETED
             error = error or (self._stop_reason or "")
@@ -468,6 +478,10 @@ class Run:
             # Never marks the run crashed: what the server did not acknowledge stays in the
             # outbox for `assay sync --server`.
             self._sender.close(REMOTE_FINISH_TIMEOUT)
+        elif INGEST_MODE != "daemon" and _exiting:
+            # LanceDB cannot be loaded once the interpreter shuts down (it registers exit
+            # callbacks): the ingest daemon takes the closed segment instead.
+            ensure_daemon(self.dir)
         elif INGEST_MODE != "daemon":
             _sync_and_get(self.dir, self.id)
         elif not wait_segment_ingested(self.dir, self.segment, FINISH_TIMEOUT):
@@ -712,30 +726,17 @@ def _exit(code: str | int | None = None, /) -> NoReturn:
 
 
 sys.exit = _exit
-
-_signalled: list[str] = []
-
-
-def _install_sigterm_handler() -> None:
-    """Finish open runs on SIGTERM (a scheduler's stop, a preempted node, ``kill``): Python's
-    default ends the process without exit handlers, losing the points of the last flush
-    interval. Installed only from the main thread and only over the default action, so an
-    application's (or Ray's) own handler is left alone."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        return
-    signal.signal(signal.SIGTERM, _on_sigterm)
+_exiting: list[bool] = []
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    _signalled.append(signal.Signals(signum).name)
-    try:
-        _finish_all()
-    finally:
-        # Then die of the signal as before, so parents see the same exit status.
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+def _forget_runs_in_child() -> None:
+    """After a fork the child owns none of the parent's runs."""
+    _active_runs.clear()
+    _exit_code.clear()
+    _last_exc.clear()
 
+
+os.register_at_fork(after_in_child=_forget_runs_in_child)
 
 @atexit.register
 def _finish_all() -> None:
@@ -743,7 +744,8 @@ def _finish_all() -> None:
 
     Several open runs finish at once, so exit waits for the slowest (a remote run whose
     server is slow to acknowledge), not for the sum of their waits."""
-    runs = list(_active_runs)
+    _exiting.append(True)
+    runs = [r for r in _active_runs if r._pid == os.getpid()]  # never a forked parent's
     if len(runs) <= 1:
         for r in runs:
             _finish_at_exit(r)
@@ -760,9 +762,7 @@ def _finish_all() -> None:
 def _finish_at_exit(r: Run) -> None:
     try:
         code = _exit_code[-1] if _exit_code else None
-        if _signalled:
-            r.finish(RunStatus.CRASHED, f"the process was terminated ({_signalled[-1]})")
-        elif _last_exc and isinstance(_last_exc[-1], KeyboardInterrupt):
+        if _last_exc and isinstance(_last_exc[-1], KeyboardInterrupt):
             r.finish(RunStatus.STOPPED, "KeyboardInterrupt")
         elif code not in (None, 0) and not _last_exc:
             r.finish(RunStatus.FAILED, f"the script exited with sys.exit({code!r})")

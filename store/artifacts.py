@@ -16,6 +16,7 @@ collection (:mod:`assay.store.gc`), unless another live version shares them.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -40,6 +41,8 @@ from .schemas import ALIASES_SCHEMA, ARTIFACT_DELETIONS_SCHEMA, ARTIFACTS_SCHEMA
 
 __all__ = ["ArtifactRegistry", "ArtifactVersion", "deleted_versions", "parse_spec",
            "parse_version_spec"]
+
+log = logging.getLogger(__name__)
 
 _ALIAS_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 _VERSION_RE = re.compile(r"^v(\d+)$")
@@ -138,6 +141,9 @@ class ArtifactRegistry:
         if its content is identical), move aliases, and link it to the producing run."""
         validate_name("artifact", name)
         validate_name("artifact type", type)
+        if isinstance(aliases, str | bytes):
+            raise UserInputError(f"aliases must be a list of names, not the string {aliases!r}",
+                                 hint=f"aliases=[{aliases!r}]")
         for a in aliases:
             if not isinstance(a, str) or not _ALIAS_RE.match(a) or _VERSION_RE.match(a):
                 raise UserInputError(f"invalid alias {a!r}",
@@ -157,7 +163,13 @@ class ArtifactRegistry:
                                     hint="use another name for a different kind of artifact")
             latest = self._resolve_version(name, "latest", missing_ok=True)
             if latest is not None and latest.digest == digest:
-                version = latest.version
+                version = latest.version  # identical content: no new version
+                if (json.loads(meta), description) != (latest.metadata, latest.description) \
+                        and (metadata or description):
+                    log.warning("artifact %s: the content is identical to v%d, so no version "
+                                "was made and its metadata and description (immutable) stay "
+                                "as they were; change the content to record new ones",
+                                name, version)
             else:
                 version = 0 if newest is None else int(newest["version"]) + 1
                 row = {"name": name, "version": version, "type": type, "project": project,

@@ -356,11 +356,16 @@ class LocalBlobStore(BlobStore):
                     os.fsync(out.fileno())
             ref = BlobRef("sha256:" + h.hexdigest(), size)
             final = self.path_of(ref.digest)
-            if self._freshen(final):
-                os.unlink(tmp)  # already stored: identical content is kept once
-                return ref
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
+            try:
+                # Even when the blob is stored: the copy just written is verified, and it
+                # replaces one that rotted on disk (the new file is also "just written" for gc).
+                os.replace(tmp, final)
+            except PermissionError:  # a shared folder whose blob another user owns
+                if not self._freshen(final):
+                    raise
+                os.unlink(tmp)
+                return ref
         except BaseException:
             with suppress(FileNotFoundError):
                 os.unlink(tmp)

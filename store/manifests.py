@@ -148,7 +148,9 @@ def build_manifest(path: str | os.PathLike[str], blob_store: BlobStore | None = 
         raise UserInputError(f"no file or directory at {top}", hint="check the path")
     real_root = top.resolve()
     if real_root.is_file():
-        files = [(real_root.name, real_root)]
+        # The name the user gave, not a link's target (caches such as Hugging Face's link
+        # model.safetensors to blobs/<hash>).
+        files = [(top.name or real_root.name, real_root)]
     elif real_root.is_dir():
         files = sorted(_walk(real_root, real_root, "", (real_root,), top))
     else:

@@ -166,25 +166,63 @@ def test_a_run_left_open_ends_with_the_status_the_script_exited_with(tmp_path, c
     assert (run.status, error in run.error) == (status, True), (run.status, run.error)
 
 
-SIGTERM_CHILD = """
-import sys, time, assay
-r = assay.init(project="p", dir=sys.argv[1], capture=False, system_metrics_interval=0)
-for i in range(100):
-    r.log({"x": float(i)})
-print(r.id, flush=True)
-time.sleep(60)
+FORK_CHILD = """
+import multiprocessing as mp, sys, time, assay
+
+def work():
+    time.sleep(60)  # a pool task still running when the parent ends the pool
+
+if __name__ == "__main__":
+    r = assay.init(project="p", dir=sys.argv[1], capture=False, system_metrics_interval=0)
+    for i in range(100):
+        r.log({"x": float(i)})
+    p = mp.get_context("fork").Process(target=work)
+    p.start()
+    time.sleep(0.5)
+    p.terminate()  # SIGTERM to a child that inherited the parent's run
+    p.join()
+    import os
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(0)  # a plain forked child ends normally: its exit hooks run
+    os.waitpid(pid, 0)
+    for i in range(100, 200):
+        r.log({"x": float(i)})
+    r.finish()
+    print(r.id, flush=True)
 """
 
 
-def test_sigterm_flushes_what_was_logged_and_marks_the_run_crashed(tmp_path):
-    # Python's default SIGTERM skips exit handlers: the last flush interval was lost and the
-    # run was only found crashed by the next sync.
-    child = subprocess.Popen([sys.executable, "-c", SIGTERM_CHILD, str(tmp_path)],
-                             stdout=subprocess.PIPE, text=True)
-    run_id = child.stdout.readline().split()[0]
-    child.send_signal(signal.SIGTERM)
-    assert child.wait(60) == -signal.SIGTERM  # still dies of the signal
+def test_a_forked_child_never_finishes_or_unlocks_the_parents_run(tmp_path):
+    # The child shares the WAL descriptor and its lock: finishing the run there would let
+    # the ingester take the parent's live segment, losing everything logged after.
+    out = subprocess.run([sys.executable, "-c", FORK_CHILD, str(tmp_path)], check=True,
+                         capture_output=True, text=True, timeout=120)
+    run_id = out.stdout.split()[0]
     run = assay.Api(tmp_path).run(run_id)
-    assert run.status == "crashed" and "SIGTERM" in run.error
-    assert assay.Api(tmp_path).history(run_id, "x")["value"].to_list() == [float(i)
-                                                                             for i in range(100)]
+    assert run.status == "completed" and run.last_step == 199
+    assert assay.Api(tmp_path).history(run_id, "x").height == 200
+
+
+INPROCESS_LEFT_OPEN = """
+import sys, assay
+r = assay.init(project="p", dir=sys.argv[1], capture=False, system_metrics_interval=0)
+r.log({"x": 1.0})
+print(r.id, flush=True)
+"""
+
+
+def test_an_in_process_run_left_to_the_exit_hook_becomes_queryable(tmp_path):
+    env = {**os.environ, "ASSAY_INGEST": "inprocess"}
+    out = subprocess.run([sys.executable, "-c", INPROCESS_LEFT_OPEN, str(tmp_path)], env=env,
+                         check=True, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in out.stderr, out.stderr
+    run_id, deadline = out.stdout.split()[0], time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if assay.Api(tmp_path).run(run_id).status == "completed":
+                break
+        except assay.errors.NotFoundError:
+            pass
+        time.sleep(0.2)
+    assert assay.Api(tmp_path).run(run_id).status == "completed"
