@@ -67,7 +67,7 @@ def runs(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
         return
     df = df.tail(limit)
     metric_cols = [c for c in df.columns if c.startswith("summary.")
-                   and not c.startswith("summary.sys/") and not c.endswith((".min", ".max"))][:4]
+                   and not c.startswith("summary.sys/")][:4]
     t = Table(title=f"runs in {Api(dir).dir}" if project is None else f"runs of {project}")
     cols = ["run_id", *(["project"] if project is None else []), "name", "status", "last_step",
             *metric_cols]

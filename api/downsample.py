@@ -6,7 +6,8 @@ Two downsamplers, both O(n) NumPy:
 
 - :func:`lttb`: Largest-Triangle-Three-Buckets (Steinarsson 2013), the exact algorithm: the
   loop runs once per output point, each iteration vectorised over its bucket;
-- :func:`minmax`: the minimum and maximum of each bucket (keeps every spike; 2 points per bucket).
+- :func:`minmax`: the minimum and maximum of each bucket (keeps every spike; 2 points per bucket;
+  below 4 points, the first, the most extreme and the last).
 
 Both always keep the first and last point. Non-finite values (NaN, +-inf) are never chosen
 over finite ones within a bucket, but a bucket of only non-finite values keeps one of them.
@@ -145,7 +146,9 @@ def minmax(y: np.ndarray, n_out: int) -> np.ndarray:
     n = len(y)
     if n_out >= n:
         return np.arange(n)
-    nb = max(1, (n_out - 2) // 2)
+    if n_out < 4:  # no room for a bucket's pair: first, the most extreme point, last
+        return _few(y, n_out)
+    nb = (n_out - 2) // 2
     k = -(-n // nb)
     pad = nb * k - n
     finite = np.isfinite(y)
@@ -159,6 +162,23 @@ def minmax(y: np.ndarray, n_out: int) -> np.ndarray:
     imax = base + yhi.reshape(nb, k).argmax(axis=1)
     idx = np.unique(np.concatenate(([0], imin, imax, [n - 1])))
     return idx[idx < n]
+
+
+def _few(y: np.ndarray, n_out: int) -> np.ndarray:
+    """At most ``n_out`` (< 4) indices: first, last, then the interior point farthest from
+    the mean of the two (finite points preferred, as in the buckets)."""
+    n = len(y)
+    if n_out <= 1 or n == 1:
+        return np.array([0])
+    ends = np.array([0, n - 1])
+    if n_out == 2 or n == 2:
+        return ends
+    inner = y[1:-1]
+    finite = np.isfinite(inner)
+    end_vals = y[ends][np.isfinite(y[ends])]
+    ref = float(end_vals.mean()) if len(end_vals) else 0.0
+    score = np.where(finite, np.abs(inner - ref), -1.0)
+    return np.array([0, 1 + int(score.argmax()), n - 1])
 
 
 def downsample(curve: Curve, max_points: int, method: Method = Method.LTTB) -> Curve:

@@ -371,6 +371,11 @@ def update_run(request: Request, body: UpdateRun, who: Researcher) -> SafeJSONRe
 
 def _log(request: Request, who: Principal, rid: str, metrics: list[MetricIn],
          params: list[KV], tags: list[KV], why: str) -> dict[str, Any]:
+    keys = [p.key for p in params]
+    if len(set(keys)) < len(keys):  # as MLflow's stores do, even for equal values
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        raise UserInputError(f"duplicate parameter keys in one request: {dupes}",
+                             hint="send one value per param key")
     with _remote(request).run_lock(rid):
         side = _writable(request, who, rid)
         recs: list[dict[str, Any]] = []

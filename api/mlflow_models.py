@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import UserInputError
 
@@ -35,7 +35,17 @@ class MetricIn(_M):
     key: Key
     value: float
     timestamp: int = Field(default=0, ge=0, le=10**15)
-    step: int = Field(default=0, ge=0, le=2**62)
+    step: int = Field(default=0, le=2**62)
+
+    @field_validator("step")
+    @classmethod
+    def _step_from_zero(cls, v: int) -> int:
+        # MLflow accepts negative steps; assay's store (and its ingester) keeps steps >= 0,
+        # so refuse here with a reason rather than drop the points at ingest.
+        if v < 0:
+            raise ValueError("assay stores steps >= 0 (MLflow would accept a negative step); "
+                             "offset the steps so they start at 0")
+        return v
 
 
 class RunRef(_M):

@@ -142,8 +142,8 @@ def _like(pattern: str, value: str, flags: int = 0) -> bool:
 
 
 def _compare(have: Any, op: str, want: Any) -> bool:
-    if have is None:
-        return op == "!=" or op == "NOT IN"
+    if have is None:  # as in MLflow's SQL: a run lacking the key matches no comparison
+        return False
     if op in ("IN", "NOT IN"):
         return (str(have) in [str(w) for w in want]) == (op == "IN")
     if op in ("LIKE", "ILIKE"):

@@ -20,6 +20,12 @@ Each event's ``id`` is a cursor (per run, the last metric record delivered); a c
 reconnects with ``Last-Event-ID`` (browsers do) or ``?since=`` continues without gaps or
 repeats (runs missing from its cursor are new since: they come from their first point).
 Without a cursor the stream starts at "now" (load history with ``GET .../history`` first).
+A cursor is compressed JSON (``z...``); one still longer than :data:`INLINE_MAX` characters
+(a subscription of more than about a thousand runs) stays in the server's memory and the id
+is a token for it (``@...``: the last few per connection are kept, within a memory bound). A
+token the server no longer holds (it restarted, or evicted the cursor) is answered with a
+``reset`` event, ``{"error", "hint"}``, before the snapshot: the stream then starts at "now",
+and the client re-reads history for the gap instead of missing it silently.
 A message holds whole stored chunks (one per key and ingest pass), so ``max_points`` is
 exceeded only by a single chunk larger than it. Decisions and overrides join the delta when
 ``agents/`` exists.
@@ -32,7 +38,12 @@ import base64
 import contextlib
 import json
 import logging
+import re
+import secrets
+import threading
 import time
+import zlib
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -56,7 +67,11 @@ log = logging.getLogger("assay.api.stream")
 
 HEARTBEAT = 15.0
 AUTH_CHECK_S = 2.0  # seconds between checks of a streaming token (revocation, expiry)
-_MAX_CURSOR = 16_384
+_MAX_CURSOR = 16_384  # the longest id accepted back (h11 caps a whole request head at 16 KiB)
+INLINE_MAX = 8_192  # longer cursors are held by the server, the id is a token for them
+SPILL_BYTES = 64 << 20  # memory for held cursors, least recently used dropped first
+SPILL_PER_CLIENT = 8  # held cursors kept per connection (a client resumes from a recent one)
+_TOKEN_RE = re.compile(r"^@[A-Za-z0-9_-]{8,64}$")
 
 router = APIRouter(prefix="/api", tags=["stream"], responses=ERROR_RESPONSES)
 
@@ -69,6 +84,7 @@ class _Client:
     cursor: dict[str, int]
     max_points: int
     resumed: bool = False  # a cursor was given: runs missing from it are new since then
+    held: deque[str] = field(default_factory=deque)  # tokens of this client's held cursors
     status: dict[str, str] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -78,11 +94,44 @@ class _Client:
         return self.project is None or project == self.project
 
 
+class _HeldCursors:
+    """Cursors too long for an event id, under random tokens (thread-safe, LRU, bounded)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._d: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def put(self, blob: bytes) -> str:
+        token = "@" + secrets.token_urlsafe(18)
+        with self._lock:
+            self._d[token] = blob
+            self._size += len(blob)
+            while self._size > self.max_bytes and len(self._d) > 1:
+                self._size -= len(self._d.popitem(last=False)[1])
+        return token
+
+    def get(self, token: str) -> bytes | None:
+        with self._lock:
+            blob = self._d.get(token)
+            if blob is not None:
+                self._d.move_to_end(token)
+            return blob
+
+    def drop(self, token: str) -> None:
+        with self._lock:
+            blob = self._d.pop(token, None)
+            if blob is not None:
+                self._size -= len(blob)
+
+
 class StreamHub:
     """Polls for changed runs while clients listen, and wakes the clients concerned."""
 
     def __init__(self, index: RunsIndex, store: ServerStore, poll: float = 0.5) -> None:
         self.index, self.store, self.poll = index, store, poll
+        self.held = _HeldCursors(SPILL_BYTES)
         self.clients: set[_Client] = set()
         self._task: asyncio.Task[None] | None = None
         self._generation = 0
@@ -121,6 +170,34 @@ class StreamHub:
                     if c.covers(rid, d["project"] if d else None):
                         c.wake.set()
                         break
+
+    # -- cursors --------------------------------------------------------------------------
+    def cursor_id(self, c: _Client) -> str:
+        """The event id for ``c``'s cursor: the cursor itself, or a token for a held one."""
+        text = _encode_cursor(c.cursor)
+        if len(text) <= INLINE_MAX:
+            return text
+        token = self.held.put(text.encode())
+        c.held.append(token)
+        while len(c.held) > SPILL_PER_CLIENT:
+            self.held.drop(c.held.popleft())
+        return token
+
+    def resume(self, text: str | None) -> tuple[dict[str, int], bool]:
+        """The cursor an id stands for, and whether it was a token this server lost.
+
+        Raises:
+            UserInputError: a malformed id.
+        """
+        if text and text.startswith("@"):
+            if not _TOKEN_RE.match(text):
+                raise UserInputError("malformed stream cursor",
+                                     hint="pass the id of the last event received, unchanged")
+            blob = self.held.get(text)
+            if blob is None:
+                return {}, True
+            return _decode_cursor(blob.decode()), False
+        return _decode_cursor(text), False
 
     # -- building messages ----------------------------------------------------------------
     def _subscribed(self, c: _Client) -> list[dict[str, Any]]:
@@ -200,33 +277,37 @@ class StreamHub:
         return pts, take[-1], cut
 
 
-def _encode_cursor(cursor: dict[str, int]) -> str | None:
-    raw = base64.urlsafe_b64encode(json.dumps(cursor, separators=(",", ":")).encode()).decode()
-    return raw.rstrip("=") if len(raw) <= _MAX_CURSOR else None
+def _encode_cursor(cursor: dict[str, int]) -> str:
+    raw = json.dumps(cursor, separators=(",", ":"), sort_keys=True).encode()
+    return "z" + base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
 
 
 def _decode_cursor(text: str | None) -> dict[str, int]:
     if not text:
         return {}
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        packed = text.startswith("z")  # an uncompressed (older) id starts with "e" ({")
+        body = text[1:] if packed else text
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        if packed:
+            raw = zlib.decompressobj().decompress(raw, 64 * _MAX_CURSOR)
         d = json.loads(raw)
         if not isinstance(d, dict) or not all(
                 isinstance(k, str) and type(v) is int for k, v in d.items()):
             raise ValueError
         return d
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, zlib.error):
         raise UserInputError("malformed stream cursor",
                              hint="pass the id of the last event received, unchanged") from None
 
 
-def _sse(event: str, data: dict[str, Any], cursor: dict[str, int] | None) -> str:
+def _sse(event: str, data: dict[str, Any], cid: str | None) -> str:
     try:
         payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
     except ValueError:
         payload = json.dumps(jsonable(data), separators=(",", ":"), allow_nan=False)
     head = f"event: {event}\n"
-    if cursor is not None and (cid := _encode_cursor(cursor)) is not None:
+    if cid is not None:
         head += f"id: {cid}\n"
     return f"{head}data: {payload}\n\n"
 
@@ -248,8 +329,6 @@ async def stream(
     last_event_id: Annotated[str | None, Header(max_length=_MAX_CURSOR)] = None,
 ) -> StreamingResponse:
     """Follow runs: a snapshot, then at most one delta per ``min_interval`` seconds."""
-    import re
-
     for r in run:
         if not re.match(RUN_ID_PATTERN, r):
             raise UserInputError(f"invalid run id {r!r}", hint="run ids are letters and digits")
@@ -258,15 +337,22 @@ async def stream(
     hub: StreamHub = request.app.state.hub
     tokens: TokenStore = request.app.state.tokens
     token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    cursor, lost = hub.resume(last_event_id or since)
     client = _Client(runs=frozenset(run) if run else None, project=project,
-                     keys=list(key) or None, cursor=_decode_cursor(last_event_id or since),
-                     max_points=max_points, resumed=bool(last_event_id or since))
+                     keys=list(key) or None, cursor=cursor, max_points=max_points,
+                     resumed=bool(last_event_id or since) and not lost)
 
     async def events() -> AsyncIterator[str]:
         hub.add(client)
         try:
+            if lost:
+                yield _sse("reset", {
+                    "error": "this stream cursor is no longer held by the server (it restarted "
+                             "or dropped the cursor); the stream restarts at now",
+                    "hint": "re-read each run's history (GET /api/runs/{id}/history) to fill "
+                            "the gap"}, None)
             snap = await run_in_threadpool(hub.snapshot, client)
-            yield _sse("snapshot", snap, client.cursor)
+            yield _sse("snapshot", snap, hub.cursor_id(client))
             last = checked = time.monotonic()
             client.wake.set()  # a resumed cursor may be behind already: catch up at once
             while True:
@@ -293,7 +379,7 @@ async def stream(
                 client.wake.clear()
                 data, more = await run_in_threadpool(hub.delta, client)
                 if data:
-                    yield _sse("delta", data, client.cursor)
+                    yield _sse("delta", data, hub.cursor_id(client))
                 last = time.monotonic()
                 if more:
                     client.wake.set()

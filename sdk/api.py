@@ -37,7 +37,8 @@ class Api:
 
     def runs(self, project: str | None = None,
              filters: Mapping[str, Any] | pl.Expr | None = None) -> pl.DataFrame:
-        """One row per run: run columns, then ``config.*`` and ``summary.*`` columns.
+        """One row per run: run columns, then ``config.*``, ``summary.*`` (last or set value),
+        ``summary_min.*`` and ``summary_max.*`` columns.
 
         ``filters`` is a polars expression (``pl.col("config.lr") < 1e-3``) or a mapping of
         column to required value (``{"status": "completed", "config.depth": 2}``).
@@ -50,9 +51,11 @@ class Api:
             for k, v in _flatten(r.config).items():
                 row[f"config.{k}"] = v
             for k, s in r.summary.items():
+                # min/max in their own columns, as the server's runs query has them: a
+                # summary key named "loss.max" must not collide with the max of "loss".
                 row[f"summary.{k}"] = s["last"]
-                row[f"summary.{k}.min"] = s["min"]
-                row[f"summary.{k}.max"] = s["max"]
+                row[f"summary_min.{k}"] = s["min"]
+                row[f"summary_max.{k}"] = s["max"]
             for k, v in _flatten(r.summary_set).items():
                 row[f"summary.{k}"] = v
             rows.append(row)

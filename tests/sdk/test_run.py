@@ -26,7 +26,7 @@ def test_logged_points_come_back_from_history_with_config_and_summary(data_dir):
     assert df.height == 1
     row = df.row(0, named=True)
     assert row["config.lr"] == 3e-4 and row["config.batch"] == 64
-    assert row["summary.val/acc"] == 0.99 and row["summary.train/loss.min"] == 0.01
+    assert row["summary.val/acc"] == 0.99 and row["summary_min.train/loss"] == 0.01
     assert row["status"] == "completed" and row["tags"] == ["baseline"]
     h = api.history(run.id)
     assert h.columns == ["run_id", "key", "step", "value", "time"]

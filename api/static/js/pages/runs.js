@@ -58,8 +58,9 @@ export async function runsPage(ctx) {
   let columns = [];
   async function loadColumns() {
     const c = await api(`/api/runs/columns${qs({ project: st.project })}`, { signal: ctx.signal });
+    // min/max of a metric are summary_min.* / summary_max.* columns, not offered here.
     columns = c.columns.filter((x) => (x.startsWith("config.") || x.startsWith("summary.")) &&
-      !x.startsWith("summary.sys/") && !/\.(min|max)$/.test(x));
+      !x.startsWith("summary.sys/"));
     if (!st.cols.length) {
       st.cols = [...columns.filter((x) => x.startsWith("summary.")).slice(0, 3), ...columns.filter((x) => x.startsWith("config.")).slice(0, 3)];
     }
