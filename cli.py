@@ -226,7 +226,8 @@ def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: 
     that gap: --public-key FILE (saved earlier from `assay export-key`) catches a replaced key
     pair and everything re-signed with it; --checkpoint FILE (saved earlier from `assay
     checkpoint`) catches a chain or the audit log cut short or rewritten up to the point the
-    checkpoint noted. Exits 2 on a missing or invalid key or checkpoint file."""
+    checkpoint noted (a run resumed later is sealed again and checked against that seal).
+    Exits 2 on a missing or invalid key or checkpoint file."""
     from .sdk.api import Api
 
     try:

@@ -196,7 +196,8 @@ class StreamHub:
             blob = self.held.get(text)
             if blob is None:
                 return {}, True
-            return _decode_cursor(blob.decode()), False
+            # The server made this one: no cap on its size (50k runs exceed a client's).
+            return _decode_cursor(blob.decode(), limit=None), False
         return _decode_cursor(text), False
 
     # -- building messages ----------------------------------------------------------------
@@ -282,7 +283,8 @@ def _encode_cursor(cursor: dict[str, int]) -> str:
     return "z" + base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
 
 
-def _decode_cursor(text: str | None) -> dict[str, int]:
+def _decode_cursor(text: str | None, limit: int | None = 64 * _MAX_CURSOR) -> dict[str, int]:
+    """A cursor from an event id; ``limit`` caps what a client's id may decompress to."""
     if not text:
         return {}
     try:
@@ -290,7 +292,10 @@ def _decode_cursor(text: str | None) -> dict[str, int]:
         body = text[1:] if packed else text
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         if packed:
-            raw = zlib.decompressobj().decompress(raw, 64 * _MAX_CURSOR)
+            d = zlib.decompressobj()
+            raw = d.decompress(raw, limit or 0)
+            if d.unconsumed_tail:  # past the cap: refuse rather than read a cut cursor
+                raise ValueError
         d = json.loads(raw)
         if not isinstance(d, dict) or not all(
                 isinstance(k, str) and type(v) is int for k, v in d.items()):

@@ -60,15 +60,17 @@ class Artifact:
         single-file artifact).
 
         A folder downloaded before is reused when its files still have the sizes and times
-        they were written with (a changed one is downloaded again). The record of what a
-        folder holds sits beside it, ``.<folder>.assay.json``, never inside it, so logging
-        a downloaded folder again gives the same content. Processes downloading the same
-        folder at once take turns (a lock beside it); a folder that holds another version,
-        or files that are not this version's, is refused rather than overwritten.
+        they were written with. The record of what a folder holds sits beside it,
+        ``.<folder>.assay.json``, never inside it, so logging a downloaded folder again gives
+        the same content. Processes downloading the same folder at once take turns (a lock
+        beside it). A folder the caller chose is never deleted: if it holds another version,
+        or files that are not exactly this version's, it is refused. assay's own cache folder
+        (no ``root``) is downloaded again when a file in it changed.
         """
         import fcntl
+        import os
 
-        dest = Path(root) if root is not None else (
+        dest = Path(os.path.abspath(root)) if root is not None else (
             self._g.dir / "artifacts" / self._v.name / f"v{self._v.version}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         entries = self._g.artifacts.manifest(self._v)
@@ -106,12 +108,21 @@ class Artifact:
         if rec is not None and dest.is_dir() and _unchanged(dest, rec.get("files", {})):
             return True
         if not dest.exists() or (dest.is_dir() and not any(dest.iterdir())):
+            marker.unlink(missing_ok=True)
             return False
-        if rec is None and not owned and not _holds(dest, entries):
-            raise UserInputError(f"{dest} already exists and does not hold {want}",
-                                 hint="download into a new or empty folder (or leave root out)")
-        # Ours to replace: our own cache folder, a changed download of this version, or a
-        # complete one whose record a crash kept from being written.
+        if not owned:
+            # A folder the caller chose is never deleted: it may hold their own files (a
+            # record beside it only says what a folder of that name once held).
+            if _holds(dest, entries):
+                _write_marker(marker, self._v, dest, entries)
+                return True
+            raise UserInputError(
+                f"{dest} already exists and does not hold {want} as downloaded (files were "
+                "changed, added or removed)",
+                hint="download into a new or empty folder, or remove this one first "
+                     "(or leave root out to use assay's own cache)")
+        # assay's own cache folder: a changed download, or one a crash left without its
+        # record, is replaced.
         _remove_tree(dest)
         marker.unlink(missing_ok=True)
         return False

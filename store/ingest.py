@@ -142,6 +142,8 @@ class Ingester:
         The caller holds the ingest lock. On an exception the batch that failed is not marked
         ingested, so the next call retries its records.
         """
+        if isinstance(batch_bytes, bool) or not isinstance(batch_bytes, int) or batch_bytes < 1:
+            raise ValueError(f"batch_bytes must be a positive int, got {batch_bytes!r}")
         total = IngestStats()
         runs: set[str] = set()
         todo = list(paths)
@@ -164,8 +166,15 @@ class Ingester:
     def _one_by_one(
         self, paths: list[Path], batch_bytes: int, total: IngestStats
     ) -> tuple[IngestStats, list[Path], list[str]]:
-        stats, more, touched = IngestStats(), [], []
+        stats, more, touched = IngestStats(), list[Path](), list[str]()
         for path in paths:
+            run = path.parent.name
+            if any(p.parent.name == run for p in total.failed):
+                total.failed.append(path)  # its run's earlier attach failed: keep order
+                continue
+            if any(p.parent.name == run for p in more):
+                more.append(path)  # its run's earlier attach is not through yet
+                continue
             try:
                 st, rest, t = self._ingest_batch([path], batch_bytes)
             except Exception:
@@ -206,7 +215,11 @@ class Ingester:
         touched: dict[str, RunRecord] = {}
         chunks: dict[tuple[str, str], list[Any]] = {}
         new_offsets: list[tuple[_Segment, int]] = []
+        unfinished: set[str] = set()  # runs with a segment that has more to read
         for path in paths:
+            if path.parent.name in unfinished:
+                more.append(path)  # a run's later attach waits for its earlier one's end
+                continue
             seg = self._segments.get(path)
             if seg is None:
                 seg = self._segments[path] = _Segment(path, run_id=path.parent.name)
@@ -220,6 +233,7 @@ class Ingester:
                 self._apply(seg, rec.data, touched, chunks, stats)
             if end - seg.offset >= batch_bytes:
                 more.append(path)
+                unfinished.add(seg.run_id)
             else:
                 stats.torn_bytes += size - end
             new_offsets.append((seg, end))

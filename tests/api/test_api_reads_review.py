@@ -7,6 +7,7 @@ import base64
 import json
 import math
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,12 @@ def test_stream_cursor_of_thousands_of_runs_round_trips(tmp_path: Path) -> None:
     assert hub.resume(ids[0]) == ({}, True)  # beyond the per-connection few: lost, and said so
     with pytest.raises(UserInputError, match="malformed"):
         hub.resume("@bad token!")
+    huge = {f"run{i:07d}x": i for i in range(60_000)}  # held: no cap on the server's own
+    c = _Client(runs=None, project=None, keys=None, cursor=dict(huge), max_points=100)
+    assert hub.resume(hub.cursor_id(c)) == (huge, False)
+    bomb = "z" + base64.urlsafe_b64encode(zlib.compress(b'{"a":1}' + b" " * (4 << 20))).decode()
+    with pytest.raises(UserInputError, match="malformed"):
+        hub.resume(bomb.rstrip("="))  # a client's id may not decompress past the cap
 
 
 def _events(url: str, token: str, params: dict[str, Any], until: Callable[[list[dict[str, Any]]], bool],

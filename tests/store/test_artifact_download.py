@@ -56,19 +56,50 @@ def test_a_folder_holding_another_version_is_refused_not_returned(logged, tmp_pa
     assert _files(root) == ["a.txt", "sub/b.txt"]  # left as it was
 
 
-def test_a_changed_download_is_downloaded_again_and_foreign_folders_are_refused(
+def test_a_changed_cached_download_is_redone_but_a_chosen_folder_is_never_deleted(
         logged, tmp_path):
-    path = logged["ds"].download(tmp_path / "dl")
-    f = path / "a.txt"
+    cached = logged["ds"].download()
+    f = cached / "a.txt"
     os.chmod(f, 0o644)
     f.write_text("edited by hand")
-    assert (logged["ds"].download(tmp_path / "dl") / "a.txt").read_text() == "a"
+    assert (logged["ds"].download() / "a.txt").read_text() == "a"  # assay's own cache
+    chosen = logged["ds"].download(tmp_path / "dl")
+    os.chmod(chosen / "a.txt", 0o644)
+    (chosen / "a.txt").write_text("edited by hand")
+    os.chmod(chosen, 0o755)
+    (chosen / "my_results.csv").write_text("mine")
+    with pytest.raises(UserInputError, match="does not hold ds:v0"):
+        logged["ds"].download(tmp_path / "dl")
+    assert (chosen / "my_results.csv").read_text() == "mine"
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     with pytest.raises(UserInputError, match="does not hold ds:v0"):
         logged["ds"].download(mine)
     assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_a_folder_made_where_a_download_was_removed_is_not_deleted(logged, tmp_path):
+    import shutil
+
+    root = tmp_path / "dl"
+    logged["ds"].download(root)
+    for d, _, _ in os.walk(root):
+        os.chmod(d, 0o755)
+    shutil.rmtree(root)  # the user removes the download (its record stays beside it)
+    root.mkdir()
+    (root / "thesis.tex").write_text("years of work")
+    with pytest.raises(UserInputError):
+        logged["ds"].download(root)
+    assert (root / "thesis.tex").read_text() == "years of work"
+    assert _files(root) == ["thesis.tex"]
+
+
+def test_download_into_the_working_directory(logged, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert _files(logged["ds"].download(".")) == ["a.txt", "sub/b.txt"]
 
 
 def test_a_download_a_crash_left_without_its_record_is_redone(logged, data_dir):

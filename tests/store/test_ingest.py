@@ -294,3 +294,28 @@ def test_lance_runs_version_moves_with_every_write(tmp_path):
     other = LanceStore(tmp_path)  # another process's handle
     other.upsert_runs([RunRecord("b", "p", "b", RunStatus.RUNNING, 1.0, 1.0)])
     assert store.runs_version() not in (None, v1)
+
+
+def test_a_run_resumed_in_a_backlog_is_applied_attach_by_attach_whatever_the_batch(tmp_path):
+    # Attach 0 (finished) and attach 1 (resumed, running) wait together: a batch that ends
+    # inside attach 0 must not apply attach 1 before attach 0's tail (its 'completed').
+    a, b = segment_path(tmp_path, "r1", 0), segment_path(tmp_path, "r1", 1)
+    _write_run(a, "r1", n=40).close()
+    w = WalWriter(b)
+    w.append([{"k": "run", "seq": (1 << 40) | 1, "time": 5.0, "run_id": "r1", "project": "p",
+               "name": "n", "config": {}, "attach": 1},
+              {"k": "metrics", "seq": (1 << 40) | 2, "chunks": [
+                  {"keys": ["loss", "acc"], "step": [40], "time": [6.0], "vals": [[-1.0], [0.9]]}]}])
+    w.close()
+    results = []
+    for batch in (64 << 20, 600):
+        store = MemoryStore()
+        Ingester(store).ingest([a, b], batch_bytes=batch)
+        r = store.get_run("r1")
+        results.append((r.status, r.summary["loss"]["last"], r.last_step, r.ingested_seq))
+    assert results[0] == results[1] == (RunStatus.RUNNING, -1.0, 40, (1 << 40) | 2)
+
+
+def test_batch_bytes_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="positive"):
+        Ingester(MemoryStore()).ingest([segment_path(tmp_path, "r1", 0)], batch_bytes=0)
