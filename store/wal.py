@@ -26,6 +26,7 @@ into the store and deletes them once closed (see :mod:`assay.store.ingestd`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -133,10 +134,9 @@ class WalWriter:
                 os.fsync(self._fd)
         except BaseException:
             self._torn = True
-            try:
+            # A failed cut is retried before the next write; the write's own error says more.
+            with contextlib.suppress(OSError):
                 self._cut_back()
-            except OSError:
-                pass  # retried before the next write; the write's own error says more
             raise
         self.bytes_written += written
 

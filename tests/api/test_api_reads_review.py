@@ -25,6 +25,7 @@ from assay.errors import UserInputError
 from assay.store.ingest import IngestLock
 from assay.store.records import RunRecord, RunStatus
 from assay.store.schemas import METRICS_SCHEMA
+from sse import sse_events  # tests/ is on sys.path (rootdir conftest)
 
 
 def _store(root: Path, runs: list[RunRecord]) -> ServerStore:
@@ -206,22 +207,13 @@ def _events(url: str, token: str, params: dict[str, Any], until: Callable[[list[
     if last_event_id:
         headers["Last-Event-ID"] = last_event_id
     events: list[dict[str, Any]] = []
-    ev: dict[str, Any] = {}
     with httpx.Client(timeout=httpx.Timeout(30.0)) as c, \
             c.stream("GET", f"{url}/api/stream", params=params, headers=headers) as resp:
         assert resp.status_code == 200
-        for line in resp.iter_lines():
-            if line.startswith("event: "):
-                ev["event"] = line[7:]
-            elif line.startswith("id: "):
-                ev["id"] = line[4:]
-            elif line.startswith("data: "):
-                ev["data"] = json.loads(line[6:])
-            elif line == "" and ev:
-                events.append(ev)
-                ev = {}
-                if until(events):
-                    return events
+        for ev in sse_events(resp.iter_lines()):
+            events.append(ev)
+            if until(events):
+                return events
     return events
 
 

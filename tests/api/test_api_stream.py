@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 from typing import Any
 
 import httpx
 import pytest
+from sse import sse_events  # tests/ is on sys.path (rootdir conftest)
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +39,11 @@ class SSEReader(threading.Thread):
                 c.stream("GET", f"{self.url}/api/stream", params=self.params,
                          headers=self.headers) as resp:
             self.status = resp.status_code
-            ev: dict[str, Any] = {}
-            for line in resp.iter_lines():
+            for ev in sse_events(resp.iter_lines()):
                 if self.stop.is_set():
                     return
-                if line.startswith("event: "):
-                    ev["event"] = line[7:]
-                elif line.startswith("id: "):
-                    ev["id"] = line[4:]
-                elif line.startswith("data: "):
-                    ev["data"] = json.loads(line[6:])
-                elif line == "" and ev:
-                    ev["at"] = time.monotonic()
-                    self.events.append(ev)
-                    ev = {}
+                ev["at"] = time.monotonic()
+                self.events.append(ev)
 
     def points(self, run_id: str, key: str) -> list[int]:
         steps: list[int] = []
