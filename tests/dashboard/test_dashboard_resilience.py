@@ -102,3 +102,22 @@ def test_server_goes_away_and_comes_back(tab, dash, monkeypatch) -> None:
     t.shot("server-back")
     assert not t.unexpected("ERR_CONNECTION_REFUSED", "ERR_EMPTY_RESPONSE", "ERR_INCOMPLETE_CHUNKED",
                             "status of 503", "Failed to fetch", "network"), t.errors
+
+
+def test_a_stream_that_lost_its_place_makes_the_page_read_its_state_again(tab, dash) -> None:
+    # A server that no longer holds a (large) cursor answers with a "reset" event: points sent
+    # while the page was away will not come, so the page must re-read them, not keep a gap.
+    t = tab("viewer")
+    t.page.route("**/api/stream*", lambda route: route.fulfill(
+        status=200, headers={"Content-Type": "text/event-stream"},
+        body='event: reset\ndata: {"error": "the stream cursor was lost", "hint": "re-read"}\n\n'),
+        times=1)
+    page = t.open(f"#/runs/{dash['live'].id}")
+    # Performance marks survive only within one document: two page starts and two charts
+    # drawn mean the page rendered again in place, after the reset.
+    page.wait_for_function(
+        "() => performance.getEntriesByName('assay:run-page-start').length >= 2", timeout=15_000)
+    page.wait_for_function(
+        "() => performance.getEntriesByName('assay:run-chart-rendered').length >= 2",
+        timeout=15_000)
+    assert not t.unexpected(), t.errors

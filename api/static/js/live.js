@@ -51,6 +51,12 @@ export function follow(params, onEvent, opts = {}) {
         if (data) {
           let parsed;
           try { parsed = JSON.parse(data); } catch { continue; }
+          if (ev === "reset") {
+            // The server no longer holds our cursor: points sent while we were away are not
+            // coming. The page re-reads its state (main.js re-renders it).
+            window.dispatchEvent(new CustomEvent("assay:stream-reset", { detail: parsed }));
+            continue;
+          }
           onEvent(ev, parsed);
         }
       }

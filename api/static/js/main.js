@@ -43,6 +43,8 @@ function highlight(route) {
 }
 
 const router = start($("page"), routes, highlight);
+// A stream that lost its place: re-render the page from the API, so no gap stays on screen.
+window.addEventListener("assay:stream-reset", () => router.refresh());
 
 // -- sign-in ---------------------------------------------------------------------------------
 let waiting = false;

@@ -134,8 +134,9 @@ export function start(root, routes, onRoute) {
   window.addEventListener("hashchange", render);
   return {
     render,
-    /** Re-render the current page. */
-    refresh: render,
+    /** Re-render the current page (also right after replaceQuery, whose quiet marker only
+     * suppresses the hashchange that a query change would otherwise cause). */
+    refresh: () => { current.quiet = null; return render(); },
     /** After a reconnect: re-render a failed page, else let the page's pollers catch up. */
     reconnected() {
       if (!current.ctx) return;
