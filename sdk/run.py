@@ -275,6 +275,10 @@ class Run:
                                          hint="use string keys such as 'val/acc'")
                 if isinstance(v, Mapping):
                     walk(f"{prefix}{k}/", v)
+                elif prefix + k in flat:
+                    raise UserInputError(
+                        f"metric {prefix + k!r} is given twice (as a key with '/' and nested)",
+                        hint="give each metric once: either {'a/b': x} or {'a': {'b': x}}")
                 else:
                     flat[prefix + k] = v
 

@@ -92,6 +92,8 @@ def test_bad_metric_values_and_reserved_keys_are_rejected_and_nothing_is_lost(da
         run.log([1, 2])  # type: ignore[arg-type]
     with pytest.raises(UserInputError, match="not a number"):
         run.log({"arr": np.ones(3)})
+    with pytest.raises(UserInputError, match="given twice"):
+        run.log({"a/b": 1.0, "a": {"b": 2.0}})  # one would silently win
     run.log({"ok": 3.0})
     run.finish()
     h = assay.Api().history(run.id)
