@@ -231,3 +231,19 @@ def test_budget_concurrency_and_pin_dialogs_send_their_params(tab, dash) -> None
     assert got["budget"][0] == {"budget": {"trials": 12, "gpu_hours": 2}}
     assert got["pin"] == ({"config": {"lr": 0.2}}, "try the paper's setting")
     assert not t.errors, t.errors
+
+
+def test_the_runs_table_reads_config_columns_the_way_the_api_names_them(tab) -> None:
+    # {"a.b": 1, "a": {"b": 2}}: the API names the literal key config.a.b and the nested one
+    # config.["a","b"]; a picked column must show its own value, not blank or the other's.
+    t = tab("viewer")
+    page = t.open("#/runs")
+    page.wait_for_function("() => performance.getEntriesByName('assay:runs-rendered').length > 0")
+    got = page.evaluate("""async () => {
+        const { dig } = await import('/ui/js/pages/runs.js');
+        const cfg = {"a.b": 1, a: {b: 2}, lr: 0.1, net: {depth: 3}};
+        return [dig(cfg, 'a.b'), dig(cfg, '["a","b"]'), dig(cfg, 'lr'), dig(cfg, 'net.depth'),
+                dig(cfg, 'missing.key')];
+    }""")
+    assert got == [1, 2, 0.1, 3, None]
+    assert not t.unexpected(), t.errors

@@ -161,10 +161,14 @@ export async function runsPage(ctx) {
 }
 
 /** A value at a dotted path of a nested object. */
-function dig(obj, path) {
+/** A config value by its column name: the literal key first ("a.b"), else the dotted path,
+ * or a JSON list path (["a","b"]) for a key the API had to name apart from a dotted one. */
+export function dig(obj, path) {
   if (obj && path in obj) return obj[path];
   let cur = obj;
-  for (const p of path.split(".")) {
+  let parts = path.split(".");
+  if (path.startsWith("[")) { try { parts = JSON.parse(path); } catch { /* a plain key */ } }
+  for (const p of parts) {
     if (cur == null || typeof cur !== "object") return undefined;
     cur = cur[p];
   }
