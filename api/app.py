@@ -13,7 +13,19 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
-from . import admin, agents, artifacts, dashboard, fleet, graph, mlflow, records, runs, stream
+from . import (
+    admin,
+    agents,
+    artifacts,
+    blobs,
+    dashboard,
+    fleet,
+    graph,
+    mlflow,
+    records,
+    runs,
+    stream,
+)
 from .audit import AuditTrail
 from .auth import TokenStore
 from .http import SafeJSONResponse, TooLargeAsJSON, install_error_handlers
@@ -110,7 +122,7 @@ def create_app(data_dir: str | os.PathLike[str], *, max_body_bytes: int = DEFAUL
     app.add_middleware(TooLargeAsJSON)
     # Limits go on the routers, not the app: then a 413 passes through the error handlers.
     for r in (admin.health_router, admin.router, runs.router, records.router, stream.router,
-              agents.router, graph.router, artifacts.router, fleet.router, dashboard.router):
+              agents.router, graph.router, artifacts.router, blobs.router, fleet.router, dashboard.router):
         app.include_router(r, max_body_size=max_body_bytes)
     app.include_router(mlflow.router, prefix=mlflow.PREFIXES[0], max_body_size=16 << 20)
     app.include_router(mlflow.router, prefix=mlflow.PREFIXES[1], max_body_size=16 << 20,

@@ -1,4 +1,10 @@
-"""Write routes over artifacts: delete a version, collect unreferenced blobs.
+"""Write routes over artifacts: log and use versions from runs that log to this server,
+delete a version, collect unreferenced blobs.
+
+``POST /api/runs/{run_id}/artifacts`` commits a version whose files were uploaded with the
+blob routes (:mod:`.blobs`); ``POST /api/runs/{run_id}/used-artifacts`` records that a run
+consumes one. Both are for the run's owner (the token that started it on this server), or a
+supervisor.
 
 ``DELETE /api/artifacts/{name}/v{n}`` follows the rule for runs: a researcher may delete a
 version that one of their own runs logged (the run's owner is the token that created it on
@@ -18,11 +24,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import PermissionDeniedError
+from ..errors import NotFoundError, PermissionDeniedError
 from ..store.gc import DEFAULT_GRACE
+from ..store.manifests import ManifestEntry
 from .auth import Admin, Principal, Researcher, Role
-from .graph import _api
+from .graph import _api, _artifact_public
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
+from .runs import RunId
 
 __all__ = ["router"]
 
@@ -76,6 +84,81 @@ def _check_owner(request: Request, who: Principal, av: Any) -> None:
             f"artifact version {av.id} was logged before {who.name} started run {run_id} on "
             "this server, so it is not that run's version",
             hint="ask a supervisor to delete it")
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, max_length=4096)
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class LogArtifactBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=_NAME)
+    type: str = Field(default="dataset", pattern=_NAME)
+    project: str = Field(pattern=_NAME)
+    files: list[FileEntry] = Field(max_length=1_000_000)
+    aliases: list[str] = Field(default_factory=list, max_length=100)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    description: str = Field(default="", max_length=100_000)
+
+
+class UseArtifactBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    spec: str = Field(min_length=1, max_length=200)
+
+
+def _check_run_writer(request: Request, who: Principal, run_id: str) -> None:
+    """A run's artifacts are written by its owner (a supervisor: any run this server has)."""
+    remote = request.app.state.remote
+    if remote.owner(run_id) is not None:
+        remote.check_writer(who, run_id)
+        return
+    if who.can(Role.SUPERVISOR):
+        _api(request).run(run_id)  # a run written straight into the data directory: 404 if none
+        return
+    raise NotFoundError(
+        f"run {run_id} has sent no records to this server",
+        hint="log artifacts from a run started on this server (assay.init(server=...)); "
+             "its first records must arrive before its artifacts")
+
+
+def _version_public(av: Any) -> dict[str, Any]:
+    return {**_artifact_public({**av.__dict__, "aliases": av.aliases}),
+            "manifest_blob": av.manifest_blob}
+
+
+@router.post("/runs/{run_id}/artifacts", summary="Log an artifact version a run produced",
+             max_body_size=256 << 20)
+def log_artifact(request: Request, who: Researcher, run_id: RunId,
+                 body: LogArtifactBody) -> SafeJSONResponse:
+    """Commit a version from its manifest (each file's relative path, digest and size),
+    after the files' blobs were uploaded (``PUT /api/blobs/{digest}``).
+
+    Content equal to the latest version's makes no new version. A blob that is not stored
+    is a 404 naming the file (upload it, then commit again); a size that differs from the
+    stored blob's is a 400.
+    """
+    _check_run_writer(request, who, run_id)
+    entries = [ManifestEntry(f.path, f.digest, f.size) for f in body.files]
+    graph = _api(request)._graph()
+    av = graph.artifacts.log_manifest(
+        entries, body.name, body.type, project=body.project, run_id=run_id,
+        aliases=body.aliases, metadata=body.metadata, description=body.description,
+        actor=who.name)
+    return ok(_version_public(av))
+
+
+@router.post("/runs/{run_id}/used-artifacts", summary="Record that a run uses an artifact")
+def use_artifact(request: Request, who: Researcher, run_id: RunId,
+                 body: UseArtifactBody) -> SafeJSONResponse:
+    """Resolve ``spec`` (``name``, ``name:v3``, ``name:latest``, ``name:prod``), add the
+    lineage edge version -> run, and answer the version with its manifest blob's digest
+    (``GET /api/blobs/{manifest_blob}`` gives the file list)."""
+    _check_run_writer(request, who, run_id)
+    graph = _api(request)._graph()
+    return ok(_version_public(graph.artifacts.use(body.spec, run_id)))
 
 
 class GcBody(BaseModel):

@@ -6,6 +6,10 @@ server in a subprocess, with s3fs's own unhashed put/get of the same file as the
     file (MB/s: hashing plus one existence check, nothing uploaded);
   - get_to_path of that file, verifying its digest while copying (MB/s);
   - build_manifest + materialize of a tree of small files (files/s and MB/s);
+the same through a real ``assay server`` on loopback (a run started with
+``assay.init(server=...)``: ``log_artifact`` hashes, asks what the server lacks, streams it,
+commits; a repeat log sends nothing; ``download()`` verifies every digest), next to
+``log_artifact`` of a local run;
 and rows_digest over 1,000,000 metric rows (polars, pyarrow, a list of tuples), with plain
 SHA-256 and file copy speeds of this machine for reference. Each figure is the median of
 ``--repeats`` runs.
@@ -136,6 +140,70 @@ def bench_store(name: str, make: Callable[[], BlobStore], big: Path, small: Path
           f"({small_bytes / MB / t_mat:5.1f} MB/s)")
 
 
+def bench_server(big: Path, small: Path, work: Path, repeats: int) -> None:
+    """``log_artifact`` / ``download()`` of a run logging to a server, and of a local run."""
+    from assay.api.auth import TokenStore
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _server import start_server
+
+    for label in ("local run", "server run"):
+        root = work / f"srv-{uuid.uuid4().hex}"
+        root.mkdir()
+        proc = None
+        kw: dict[str, object] = {"dir": root}
+        if label == "server run":
+            token = TokenStore(root).create("bench", "researcher")[0]
+            proc, url = start_server(root)
+            kw = {"dir": work / f"client-{uuid.uuid4().hex}", "server": url, "token": token}
+        try:
+            _artifact_speeds(label, kw, big, small, work, repeats)
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+def _artifact_speeds(label: str, kw: dict[str, object], big: Path, small: Path, work: Path,
+                     repeats: int) -> None:
+    import assay
+
+    size = big.stat().st_size
+    n_small = len(os.listdir(small))
+    small_bytes = sum(p.stat().st_size for p in small.iterdir())
+    run = assay.init(project="bench", system_metrics_interval=None, capture=False,
+                     **kw)  # type: ignore[arg-type]
+    n = iter(range(10**6))
+    run.log_artifact(small, "warm-up")  # a server run's first call waits for the run's records
+    t_big = median_time(lambda: run.log_artifact(big, f"big{next(n)}"), 1)
+    # Under a new name: the same blobs, so nothing is stored or sent again.
+    t_again = median_time(lambda: run.log_artifact(big, f"big{next(n)}"), repeats)
+    art = run.use_artifact("big0:v0")
+    dest = work / "dl"
+
+    def clear() -> None:  # the folder and the record of it beside it
+        shutil.rmtree(dest, ignore_errors=True)
+        (work / ".dl.assay.json").unlink(missing_ok=True)
+
+    t_get = median_time(lambda: art.download(dest), repeats, clear)
+    clear()
+    fresh = work / f"tree-{uuid.uuid4().hex}"  # content new to the store
+    fresh.mkdir()
+    for p in small.iterdir():
+        (fresh / p.name).write_bytes(os.urandom(p.stat().st_size))
+    t_tree = median_time(lambda: run.log_artifact(fresh, "tree"), 1)
+    tree = run.use_artifact("tree:v0")
+    t_tree_get = median_time(lambda: tree.download(dest), repeats, clear)
+    clear()
+    run.finish()
+    print(f"{label:<12} log_artifact {size / MB:.0f} MB: {size / MB / t_big:8.0f} MB/s   "
+          f"again (dedup): {size / MB / t_again:8.0f} MB/s   "
+          f"download+verify: {size / MB / t_get:8.0f} MB/s")
+    print(f"{'':<12} {n_small} small files: log_artifact {n_small / t_tree:7.0f} files/s "
+          f"({small_bytes / MB / t_tree:5.1f} MB/s)   download {n_small / t_tree_get:7.0f} "
+          f"files/s")
+
+
 def bench_rows(n: int, repeats: int) -> None:
     rng = np.random.default_rng(0)
     keys = np.array(["loss", "acc", "lr", "val/loss", "grad_norm"])[rng.integers(0, 5, n)]
@@ -174,6 +242,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument("--no-server", action="store_true")
     args = parser.parse_args()
     if args.quick:
         args.size_mb, args.small, args.rows = 32, 200, 200_000
@@ -204,6 +273,8 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(timeout=10)
+        if not args.no_server:
+            bench_server(big, small, work, args.repeats)
         bench_rows(args.rows, args.repeats)
 
 

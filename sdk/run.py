@@ -196,6 +196,7 @@ class Run:
         self._stop_checked = 0.0
         self.server = server
         self._sender: RemoteSender | None = None
+        self._remote_artifacts: Any = None  # RemoteArtifacts, made by the first artifact call
         # A remote run's WAL stays local, outside wal/: the server, not the local daemon,
         # ingests it.
         self.segment = (outbox_segment(dir, run_id, attach) if server
@@ -371,14 +372,21 @@ class Run:
         from .graph import Artifact, open_graph
 
         self._check_open("log_artifact() is")
-        self._check_local("log_artifact")
-        g = open_graph(self.dir)
         # A string is passed through for the registry to refuse (list("prod") is 4 aliases).
         names = aliases if isinstance(aliases, str) else list(aliases)
-        v = g.artifacts.log(path, name, type, project=self.project, run_id=self.id,
-                            aliases=names, metadata=to_jsonable(metadata or {}, what="metadata"),
-                            description=description)
-        return Artifact(v, g)
+        meta = to_jsonable(metadata or {}, what="metadata")
+        if self._sender is not None:
+            from ..store.artifacts import check_version_args
+
+            check_version_args(name, type, names)  # before any file is hashed or sent
+            g = self._remote_graph()
+            v = g.artifacts.log(path, name, type, project=self.project, run_id=self.id,
+                                aliases=names, metadata=meta, description=description)
+            return Artifact(v, g)
+        graph = open_graph(self.dir)
+        v = graph.artifacts.log(path, name, type, project=self.project, run_id=self.id,
+                                aliases=names, metadata=meta, description=description)
+        return Artifact(v, graph)
 
     def use_artifact(self, spec: str) -> Any:
         """Declare that this run consumes ``spec`` (``name``, ``name:latest``, ``name:v0``,
@@ -386,19 +394,36 @@ class Run:
         from .graph import Artifact, open_graph
 
         self._check_open("use_artifact() is")
-        self._check_local("use_artifact")
+        if self._sender is not None:
+            from ..store.artifacts import parse_spec
+
+            parse_spec(spec)
+            rg = self._remote_graph()
+            return Artifact(rg.artifacts.use(spec, self.id), rg)
         g = open_graph(self.dir)
         return Artifact(g.artifacts.use(spec, self.id), g)
 
-    def _check_local(self, what: str) -> None:
-        if self._sender is not None:
-            # The versions, blobs and lineage would land in this machine's data directory,
-            # which the server never reads: refuse rather than report a version it lacks.
-            raise UserInputError(
-                f"{what}() is not available for a run that logs to a server yet ({self.id} "
-                f"logs to {self._sender.server})",
-                hint="log artifacts from a run whose data directory is the server's "
-                     "(assay.init(dir=...) on that machine), or track this run locally")
+    def _remote_graph(self) -> Any:
+        """The server's artifacts, for a run that logs to a server. The first call waits
+        until the server holds the run's records: a version names its producing run, and
+        only a run the server knows (and owns) may add one."""
+        from .remote_artifacts import RemoteArtifacts, RemoteGraph
+
+        sender = self._sender
+        assert sender is not None
+        if self._remote_artifacts is None:
+            self.flush()
+            acked = sender.wait(REMOTE_FINISH_TIMEOUT)
+            if sender.error is not None:  # the server refused the run (a token, a conflict)
+                raise sender.error
+            if not acked:
+                raise ConflictError(
+                    f"the server {sender.server} has not acknowledged run {self.id}'s records "
+                    f"after {REMOTE_FINISH_TIMEOUT:g} s, so it cannot take its artifacts yet",
+                    hint="check that the server is up and reachable, then log the artifact "
+                         "again")
+            self._remote_artifacts = RemoteArtifacts(sender.server, sender.token)
+        return RemoteGraph(self.dir, self._remote_artifacts)
 
     def _check_open(self, what: str) -> None:
         if self._finished:

@@ -35,12 +35,20 @@ from .blobs import BlobStore
 from .ingest import IngestLock
 from .lance import LanceStore, sql_str
 from .lineage import add_edges, artifact_node, run_node
-from .manifests import build_manifest, get_manifest, manifest_digest, materialize, put_manifest
+from .manifests import (
+    ManifestEntry,
+    build_manifest,
+    get_manifest,
+    manifest_digest,
+    manifest_json,
+    materialize,
+    put_manifest,
+)
 from .records import validate_name
 from .schemas import ALIASES_SCHEMA, ARTIFACT_DELETIONS_SCHEMA, ARTIFACTS_SCHEMA
 
-__all__ = ["ArtifactRegistry", "ArtifactVersion", "deleted_versions", "parse_spec",
-           "parse_version_spec"]
+__all__ = ["ArtifactRegistry", "ArtifactVersion", "check_version_args", "deleted_versions",
+           "parse_spec", "parse_version_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -139,20 +147,46 @@ class ArtifactRegistry:
             description: str = "", actor: str = "") -> ArtifactVersion:
         """Store a file or folder as the next version of ``name`` (or reuse the latest version
         if its content is identical), move aliases, and link it to the producing run."""
-        validate_name("artifact", name)
-        validate_name("artifact type", type)
-        if isinstance(aliases, str | bytes):
-            raise UserInputError(f"aliases must be a list of names, not the string {aliases!r}",
-                                 hint=f"aliases=[{aliases!r}]")
-        for a in aliases:
-            if not isinstance(a, str) or not _ALIAS_RE.match(a) or _VERSION_RE.match(a):
-                raise UserInputError(f"invalid alias {a!r}",
-                                     hint="aliases start with a letter (e.g. 'prod'); 'v3' is "
-                                     "a version, not an alias")
-            if a == "latest":
-                raise UserInputError("'latest' moves by itself", hint="drop it from aliases")
-        meta = json.dumps(metadata or {}, default=str, allow_nan=True)
+        check_version_args(name, type, aliases)
         entries = build_manifest(path, self.blobs)  # uploads every file's blob
+        return self._commit(entries, name, type, project=project, run_id=run_id,
+                            aliases=aliases, metadata=metadata, description=description,
+                            actor=actor)
+
+    def log_manifest(self, entries: list[ManifestEntry], name: str, type: str, *, project: str,
+                     run_id: str = "", aliases: list[str] | tuple[str, ...] = (),
+                     metadata: dict[str, Any] | None = None, description: str = "",
+                     actor: str = "") -> ArtifactVersion:
+        """Like :meth:`log`, for a manifest whose blobs were put beforehand (a client that
+        uploaded its files to a server). Every entry's blob must be stored with the size the
+        entry says; each is marked as just written, so garbage collection keeps it until the
+        version commits.
+
+        Raises:
+            NotFoundError: a blob is not stored (the message names the file).
+            UserInputError: a stored blob's size differs from the entry's.
+        """
+        check_version_args(name, type, aliases)
+        manifest_json(entries)  # duplicate paths, a file that is also a folder: refused here
+        for e in entries:
+            if not self.blobs.reuse(e.digest):
+                raise NotFoundError(f"{e.path}: blob {e.digest} is not stored",
+                                    hint="upload the file's content first (PUT /api/blobs/"
+                                         "{digest}), then log the version again")
+            size = self.blobs.size(e.digest)
+            if size != e.size:
+                raise UserInputError(f"{e.path}: the stored blob {e.digest} has {size} bytes, "
+                                     f"the manifest says {e.size}",
+                                     hint="send each file's own size")
+        return self._commit(entries, name, type, project=project, run_id=run_id,
+                            aliases=aliases, metadata=metadata, description=description,
+                            actor=actor)
+
+    def _commit(self, entries: list[ManifestEntry], name: str, type: str, *, project: str,
+                run_id: str, aliases: list[str] | tuple[str, ...],
+                metadata: dict[str, Any] | None, description: str,
+                actor: str) -> ArtifactVersion:
+        meta = json.dumps(metadata or {}, default=str, allow_nan=True)
         digest = manifest_digest(entries)
         mblob = put_manifest(self.blobs, entries)
         actor = actor or (f"run:{run_id}" if run_id else "user")
@@ -420,6 +454,22 @@ class ArtifactRegistry:
                 pl.col("alias").sort().alias("aliases"))
             df = df.join(a, on=["name", "version"], how="left")
         return df.sort("name", "version")
+
+
+def check_version_args(name: str, type: str, aliases: Any) -> None:
+    """Refuse a bad artifact name, type or alias list (before any file is read)."""
+    validate_name("artifact", name)
+    validate_name("artifact type", type)
+    if isinstance(aliases, str | bytes):
+        raise UserInputError(f"aliases must be a list of names, not the string {aliases!r}",
+                             hint=f"aliases=[{aliases!r}]")
+    for a in aliases:
+        if not isinstance(a, str) or not _ALIAS_RE.match(a) or _VERSION_RE.match(a):
+            raise UserInputError(f"invalid alias {a!r}",
+                                 hint="aliases start with a letter (e.g. 'prod'); 'v3' is "
+                                 "a version, not an alias")
+        if a == "latest":
+            raise UserInputError("'latest' moves by itself", hint="drop it from aliases")
 
 
 def _when(t: float) -> str:

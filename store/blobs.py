@@ -144,6 +144,18 @@ class BlobStore(ABC):
     def exists(self, digest: str) -> bool:
         """Whether a blob with this digest is stored (its bytes are not re-verified)."""
 
+    def reuse(self, digest: str) -> bool:
+        """Whether ``digest`` is stored; if so, mark it just written, as a put of the same
+        content does, so garbage collection keeps it through its grace period (an upload
+        that skips a blob the server already holds relies on that until its version
+        commits)."""
+        return self.exists(digest)
+
+    def size(self, digest: str) -> int:
+        """The stored blob's size in bytes (unverified); NotFoundError if absent."""
+        with self._open_raw(digest) as raw:
+            return _copy(raw, None, self.read_chunk)[1]
+
     @abstractmethod
     def put_stream(self, stream: IO[bytes]) -> BlobRef:
         """Store everything ``stream`` yields until EOF; return its digest and size."""
@@ -344,6 +356,15 @@ class LocalBlobStore(BlobStore):
 
     def exists(self, digest: str) -> bool:
         return self.path_of(digest).is_file()
+
+    def reuse(self, digest: str) -> bool:
+        return self._freshen(self.path_of(digest))
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.path_of(digest).stat().st_size
+        except FileNotFoundError:
+            raise self._not_found(digest) from None
 
     def put_stream(self, stream: IO[bytes]) -> BlobRef:
         fd, tmp = tempfile.mkstemp(dir=self._tmp, suffix=".part")

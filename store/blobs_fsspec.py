@@ -112,6 +112,15 @@ class FsspecBlobStore(BlobStore):
             self._fs.pipe_file(key, data)
         return ref
 
+    def reuse(self, digest: str) -> bool:
+        return self._reuse(digest)
+
+    def size(self, digest: str) -> int:
+        try:
+            return int(self._fs.size(self.key_of(digest)))
+        except FileNotFoundError:
+            raise self._not_found(digest) from None
+
     def _reuse(self, digest: str) -> bool:
         """Whether ``digest`` is stored, freshened for gc when it is (a put that reuses it).
 

@@ -9,7 +9,7 @@ import threading
 
 import assay
 import pytest
-from assay.errors import IntegrityError, UserInputError
+from assay.errors import ConflictError, IntegrityError, UserInputError
 from assay.sdk.graph import open_graph
 
 
@@ -155,15 +155,24 @@ def test_aliases_as_a_string_and_a_linked_file_name(logged, tmp_path, caplog):
     assert "identical to v0" in caplog.text
 
 
-def test_a_run_logging_to_a_server_refuses_artifacts_instead_of_keeping_them_locally(
-        tmp_path):
+def test_a_run_whose_server_is_unreachable_refuses_artifacts_and_keeps_none_locally(
+        tmp_path, monkeypatch):
+    """Its artifacts go to the server (tests/api/test_api_remote_artifacts.py); a server that
+    never acknowledges the run is a clear error, and nothing lands in the local directory
+    (which the server never reads)."""
+    import assay.sdk.run as sdk_run
+
+    monkeypatch.setattr(sdk_run, "REMOTE_FINISH_TIMEOUT", 1.0)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("a")
     run = assay.init(project="p", server="http://127.0.0.1:9", token="x", dir=tmp_path,
                      capture=False, system_metrics_interval=None)
     try:
-        with pytest.raises(UserInputError, match="logs to a server"):
-            run.log_artifact(tmp_path, name="ds")
-        with pytest.raises(UserInputError, match="logs to a server"):
+        with pytest.raises(ConflictError, match="has not acknowledged"):
+            run.log_artifact(tmp_path / "data", name="ds")
+        with pytest.raises(ConflictError, match="127.0.0.1:9"):
             run.use_artifact("ds:latest")
+        assert not (tmp_path / "blobs").exists() and not (tmp_path / "lance").exists()
     finally:
         run._sender.abandon()
         run.finish()

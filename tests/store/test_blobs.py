@@ -99,6 +99,24 @@ def test_unknown_digest_is_absent_and_reads_raise_not_found_naming_it(
     assert not (tmp_path / "x").exists()
 
 
+def test_reuse_and_size_of_stored_and_missing_blobs(blob_store: BlobStore) -> None:
+    """What a server answers a client that asks which blobs it lacks, and checks at commit."""
+    ref = blob_store.put_bytes(b"twelve bytes")
+    assert blob_store.reuse(ref.digest) and blob_store.size(ref.digest) == 12
+    missing = _digest(b"never stored")
+    assert not blob_store.reuse(missing)
+    with pytest.raises(NotFoundError, match=missing):
+        blob_store.size(missing)
+
+
+def test_local_reuse_marks_the_blob_just_written_for_gc(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    ref = store.put_bytes(b"old")
+    os.utime(store.path_of(ref.digest), (1, 1))
+    assert store.reuse(ref.digest)
+    assert store.path_of(ref.digest).stat().st_mtime > 1e9
+
+
 @pytest.mark.parametrize("bad", ["", "abc", "sha256:" + "A" * 64, "md5:" + "0" * 32,
                                  "sha256:" + "0" * 63, "sha256:../../etc/passwd"])
 def test_malformed_digest_is_rejected_before_touching_storage(

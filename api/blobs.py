@@ -1,0 +1,137 @@
+"""Blob routes: the content-addressed file store behind artifacts, over HTTP.
+
+A client that logs an artifact to a server (``run.log_artifact`` of a run started with
+``assay.init(server=...)``) hashes its files locally, asks which digests the server lacks
+(``POST /api/blobs/missing``), streams only those (``PUT /api/blobs/{digest}``), then commits
+the version's manifest (``POST /api/runs/{run_id}/artifacts``, in :mod:`.artifacts`).
+Downloads read ``GET /api/blobs/{digest}``; the client verifies every digest itself.
+
+- Uploads stream to disk in 1 MiB chunks (a checkpoint of many GB never sits in memory) and
+  land only whole: the server hashes what it received, and a body whose digest is not the
+  one in the path is refused (400) without replacing anything stored.
+- Putting content the server holds already is harmless (one copy per digest), and a blob
+  the server reports present is marked just written, so garbage collection keeps it through
+  its grace period while the client commits the version.
+- Viewers may read any blob, as they may read every run and artifact; writing needs a
+  researcher token.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio.from_thread
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from ..errors import NotFoundError, UserInputError
+from ..store.blobs import LocalBlobStore
+from .auth import Researcher, Viewer
+from .graph import _api
+from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
+
+__all__ = ["MAX_BLOB_BYTES", "router"]
+
+router = APIRouter(prefix="/api", tags=["artifacts"], route_class=StrictJSONRoute,
+                   responses=ERROR_RESPONSES)
+
+#: Largest blob one PUT may carry (the route's own limit, above the server's JSON limit).
+MAX_BLOB_BYTES = 1 << 40
+_DIGEST = r"^sha256:[0-9a-f]{64}$"
+Digest = Annotated[str, Path(pattern=_DIGEST, description='"sha256:" and 64 lowercase hex')]
+
+
+class MissingBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    digests: list[Annotated[str, StringConstraints(pattern=_DIGEST)]] = Field(max_length=10_000)
+
+
+@router.post("/blobs/missing", summary="Which of these blobs the server lacks")
+def missing_blobs(request: Request, who: Researcher, body: MissingBody) -> SafeJSONResponse:
+    """The digests (up to 10,000 per call) that are not stored; those that are stored are
+    kept by garbage collection through its grace period, for the version about to use them."""
+    blobs = _api(request)._graph().blobs
+    return ok({"missing": [d for d in dict.fromkeys(body.digests) if not blobs.reuse(d)]})
+
+
+class _BodyReader(io.RawIOBase):
+    """The request body as a blocking file, for a worker thread: each read pulls the next
+    chunk from the event loop (``anyio.from_thread``), so nothing is buffered but one chunk."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    async def _next(self) -> bytes | None:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf and not self._eof:
+            chunk = anyio.from_thread.run(self._next)
+            if chunk is None:
+                self._eof = True
+            else:
+                self._buf = chunk
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+@router.put("/blobs/{digest}", summary="Upload one blob (the raw bytes of a file)",
+            max_body_size=MAX_BLOB_BYTES,
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+async def put_blob(request: Request, who: Researcher, digest: Digest) -> SafeJSONResponse:
+    """Store the body under its SHA-256; 400 if that is not ``digest`` (nothing is replaced).
+
+    Answers ``{"digest", "size"}``. Sending a blob the server holds already is harmless.
+    """
+    blobs = _api(request)._graph().blobs
+    reader = io.BufferedReader(_BodyReader(request.stream().__aiter__()), buffer_size=1 << 20)
+    ref = await run_in_threadpool(blobs.put_stream, reader)
+    if ref.digest != digest:
+        # Stored under its own digest, referenced by nothing: garbage collection frees it.
+        raise UserInputError(
+            f"the body ({ref.size} bytes) hashes to {ref.digest}, not {digest}",
+            hint="the file changed while it was read, or the path names another file's "
+                 "digest; hash the file again and send it again")
+    return ok({"digest": ref.digest, "size": ref.size})
+
+
+@router.get("/blobs/{digest}", summary="Download one blob",
+            response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}},
+                             "description": "the blob's bytes"}})
+def get_blob(request: Request, who: Viewer, digest: Digest) -> Response:
+    """The stored bytes (verify them against the digest: this route does not, for a blob
+    the disk changed under it; ``assay verify`` and the SDK's downloads do)."""
+    blobs = _api(request)._graph().blobs
+    if not blobs.exists(digest):
+        raise NotFoundError(f"blob {digest} is not stored on this server",
+                            hint="it may belong to a deleted artifact version that garbage "
+                                 "collection freed; list versions with GET /api/artifacts")
+    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, immutable"}
+    if isinstance(blobs, LocalBlobStore):  # sendfile, Range requests, Content-Length
+        return FileResponse(blobs.path_of(digest), media_type="application/octet-stream",
+                            headers=headers)
+    f = blobs._open_raw(digest)
+
+    def chunks() -> Any:
+        with f:
+            while data := f.read(1 << 20):
+                yield data
+
+    return StreamingResponse(chunks(), media_type="application/octet-stream", headers=headers)

@@ -1,0 +1,308 @@
+"""Artifacts of a run that logs to a server: upload, commit, use and download over HTTP.
+
+``run.log_artifact(path, ...)`` of a run started with ``assay.init(server=...)``:
+
+1. hashes the files locally (nothing is sent yet, and a bad tree is refused before any
+   upload);
+2. asks the server which blobs it lacks (``POST /api/blobs/missing``): a file the server
+   holds already, from any run, is never sent again, so re-logging a checkpoint folder
+   sends only what changed;
+3. streams each missing file (``PUT /api/blobs/{digest}``, four at a time, from disk in
+   chunks), retrying network errors and busy answers with backoff; the server checks every
+   digest;
+4. commits the manifest (``POST /api/runs/{run_id}/artifacts``); the server checks that each
+   blob is there with its size, makes the version and the lineage edge.
+
+``run.use_artifact(spec)`` records the edge on the server and returns the same
+:class:`~assay.sdk.graph.Artifact` handle as a local run gets; its ``download()`` reads the
+manifest and files over ``GET /api/blobs/{digest}`` and verifies every digest before a file
+lands (the server's disk is not trusted either).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Self, cast
+
+from ..errors import AssayError, NotFoundError, UserInputError
+from ..store.artifacts import ArtifactVersion
+from ..store.blobs import BlobRef, BlobStore, hash_file
+from ..store.manifests import ManifestEntry, build_manifest, get_manifest, materialize
+from .remote import _RETRY_STATUS, _auth_headers, _raise_for
+
+__all__ = ["HttpBlobStore", "RemoteArtifacts", "RemoteGraph"]
+
+log = logging.getLogger(__name__)
+
+_MISSING_BATCH = 10_000
+
+
+class HttpBlobStore(BlobStore):
+    """A server's blob store seen through its blob routes.
+
+    Reads are verified here (:meth:`BlobStore.get_to_path`), puts hash the file first and
+    let the server check the digest. Garbage collection runs on the server, not here.
+    """
+
+    read_chunk = 1 << 20
+
+    def __init__(self, http: Any, server: str, attempts: int = 6,
+                 max_backoff: float = 20.0) -> None:
+        self._http = http
+        self._server = server.rstrip("/")
+        self.attempts, self.max_backoff = attempts, max_backoff
+
+    @property
+    def uri(self) -> str:
+        return f"{self._server}/api/blobs"
+
+    def location(self, digest: str) -> str:
+        return f"{self.uri}/{digest}"
+
+    def exists(self, digest: str) -> bool:
+        return not self.missing([digest])
+
+    def reuse(self, digest: str) -> bool:
+        return self.exists(digest)  # the server marks what it reports present as reused
+
+    def missing(self, digests: list[str]) -> list[str]:
+        """The digests the server does not hold (in the order given, once each)."""
+        uniq = list(dict.fromkeys(digests))
+        out: list[str] = []
+        for i in range(0, len(uniq), _MISSING_BATCH):
+            resp = self.request("POST", "/api/blobs/missing",
+                                json={"digests": uniq[i:i + _MISSING_BATCH]})
+            out += resp.json()["missing"]
+        return out
+
+    def put_file(self, path: str | os.PathLike[str]) -> BlobRef:
+        ref = hash_file(path)
+        self.upload(path, ref)
+        return ref
+
+    def upload(self, path: str | os.PathLike[str], ref: BlobRef) -> None:
+        """Send the file whose digest and size are ``ref`` (hashed before)."""
+        def send() -> Any:
+            with open(path, "rb") as f:
+                return self._http.put(f"/api/blobs/{ref.digest}", content=f,
+                                      headers={"Content-Type": "application/octet-stream"})
+        try:
+            self._retry(send, f"uploading {path}")
+        except UserInputError as exc:
+            if "hashes to" in exc.message:
+                raise UserInputError(
+                    f"{path} changed while it was uploaded (it hashed to {ref.digest} "
+                    "before): no version was made", hint="log it again once it is written "
+                    "(or log a copy)") from exc
+            raise
+
+    def put_stream(self, stream: IO[bytes]) -> BlobRef:
+        with tempfile.NamedTemporaryFile(prefix="assay-upload-") as tmp:
+            while data := stream.read(1 << 20):
+                tmp.write(data)
+            tmp.flush()
+            return self.put_file(tmp.name)
+
+    def delete(self, digest: str) -> bool:
+        raise UserInputError("blobs on a server are freed by its garbage collection",
+                             hint="an admin runs `assay artifact gc` (POST /api/artifacts/gc)")
+
+    def _open_raw(self, digest: str) -> IO[bytes]:
+        resp = self._retry(lambda: self._http.send(
+            self._http.build_request("GET", f"/api/blobs/{digest}"), stream=True),
+            f"reading blob {digest}", close_refused=True)
+        return cast(IO[bytes], _ResponseReader(resp))
+
+    def _download(self, digest: str, tmp: Path) -> BlobRef:
+        # A dropped connection restarts the file (the digest check catches a short read).
+        import httpx
+
+        for attempt in range(self.attempts):
+            try:
+                return super()._download(digest, tmp)
+            except (httpx.TransportError, httpx.StreamError) as exc:
+                if attempt + 1 == self.attempts:
+                    raise AssayError(f"reading blob {digest} from {self.uri} failed: {exc}",
+                                     hint="check the network and the server; then download "
+                                          "again (what was written is verified)") from exc
+                self._sleep(attempt, None)
+        raise AssertionError("unreachable")
+
+    # -- HTTP -----------------------------------------------------------------------------------
+    def request(self, method: str, url: str, **kw: Any) -> Any:
+        return self._retry(lambda: self._http.request(method, url, **kw), f"{method} {url}")
+
+    def _retry(self, call: Callable[[], Any], what: str, *, close_refused: bool = False) -> Any:
+        """``call()`` until it is answered with something other than a busy/unavailable
+        status, with exponential backoff and jitter (``Retry-After`` honoured); refusals
+        raise the matching AssayError."""
+        import httpx
+
+        for attempt in range(self.attempts):
+            try:
+                resp = call()
+            except httpx.TransportError as exc:
+                if attempt + 1 == self.attempts:
+                    raise AssayError(f"{what}: the server at {self.uri} did not answer ({exc})",
+                                     hint="check the network and the server, then try again; "
+                                          "nothing was committed") from exc
+                self._sleep(attempt, None)
+                continue
+            if resp.status_code in _RETRY_STATUS and attempt + 1 < self.attempts:
+                if close_refused:
+                    resp.read()
+                    resp.close()
+                self._sleep(attempt, resp.headers.get("Retry-After"))
+                continue
+            if resp.status_code >= 400:
+                if close_refused:
+                    resp.read()
+                    resp.close()
+                _raise_for(resp)
+            return resp
+        raise AssertionError("unreachable")
+
+    def _sleep(self, attempt: int, retry_after: str | None) -> None:
+        delay = min(self.max_backoff, 0.25 * 2 ** attempt) * (0.5 + random.random() / 2)
+        if retry_after:
+            try:
+                delay = max(delay, min(float(retry_after), self.max_backoff))
+            except ValueError:
+                pass
+        time.sleep(delay)
+
+
+class _ResponseReader:
+    """A streamed HTTP response as the raw file ``BlobStore`` reads from."""
+
+    def __init__(self, resp: Any) -> None:
+        self._resp = resp
+        self._it: Iterator[bytes] = resp.iter_bytes(1 << 20)
+        self._buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buf) < n:
+            chunk = next(self._it, None)
+            if chunk is None:
+                break
+            self._buf += chunk
+        if n < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def close(self) -> None:
+        self._resp.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _version(d: dict[str, Any]) -> ArtifactVersion:
+    return ArtifactVersion(
+        name=d["name"], version=int(d["version"]), type=d["type"], project=d["project"],
+        digest=d["digest"], manifest_blob=d["manifest_blob"], files=int(d["files"]),
+        size=int(d["size"]), created_by=d.get("created_by") or "",
+        created_at=float(d.get("created_at") or 0.0), metadata=dict(d.get("metadata") or {}),
+        description=d.get("description") or "", aliases=tuple(d.get("aliases") or ()))
+
+
+class RemoteArtifacts:
+    """What an :class:`~assay.sdk.graph.Artifact` handle needs of a registry, served by an
+    assay server: log, use, manifest, download, delete."""
+
+    def __init__(self, server: str, token: str | None, *, timeout: float = 60.0,
+                 workers: int = 4) -> None:
+        import httpx
+
+        self.server = server.rstrip("/")
+        self._http = httpx.Client(base_url=self.server, headers=_auth_headers(token),
+                                  timeout=timeout)
+        self.blobs = HttpBlobStore(self._http, self.server)
+        self.workers = workers
+
+    def close(self) -> None:
+        self._http.close()
+
+    def log(self, path: str | os.PathLike[str], name: str, type: str, *, project: str,
+            run_id: str, aliases: list[str], metadata: dict[str, Any],
+            description: str) -> ArtifactVersion:
+        """Upload what the server lacks, then commit the version (see the module doc)."""
+        entries = build_manifest(path, None)  # hashes only; refuses links out, special files
+        sources = _sources(Path(path), entries)
+        body = {"name": name, "type": type, "project": project, "aliases": aliases,
+                "metadata": metadata, "description": description,
+                "files": [e.to_dict() for e in entries]}
+        for attempt in range(2):
+            self._upload_missing(entries, sources)
+            try:
+                resp = self.blobs.request("POST", f"/api/runs/{run_id}/artifacts", json=body)
+                return _version(resp.json())
+            except NotFoundError as exc:
+                # A blob the server reported present was freed before the commit (its gc
+                # grace ran out): check again and send what is missing.
+                if attempt or "is not stored" not in exc.message:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _upload_missing(self, entries: list[ManifestEntry], sources: dict[str, Path]) -> None:
+        first: dict[str, ManifestEntry] = {}
+        for e in entries:
+            first.setdefault(e.digest, e)
+        todo = [first[d] for d in self.blobs.missing(list(first))]
+        if not todo:
+            return
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
+            list(pool.map(lambda e: self.blobs.upload(sources[e.path],
+                                                      BlobRef(e.digest, e.size)), todo))
+        log.debug("uploaded %d blobs (%d bytes) in %.1f s", len(todo),
+                  sum(e.size for e in todo), time.monotonic() - t0)
+
+    def use(self, spec: str, run_id: str) -> ArtifactVersion:
+        resp = self.blobs.request("POST", f"/api/runs/{run_id}/used-artifacts",
+                                  json={"spec": spec})
+        return _version(resp.json())
+
+    def manifest(self, av: ArtifactVersion) -> list[ManifestEntry]:
+        return get_manifest(self.blobs, av.manifest_blob)
+
+    def download(self, av: ArtifactVersion, dest: str | Path) -> Path:
+        materialize(self.manifest(av), self.blobs, dest, workers=self.workers)
+        return Path(dest)
+
+    def delete(self, spec: str, *, actor: str = "", reason: str = "",
+               delete_aliases: bool = False) -> None:
+        """Delete a version on the server (the token's name is the actor there)."""
+        name, _, version = spec.partition(":")
+        self.blobs.request("DELETE", f"/api/artifacts/{name}/{version}",
+                           params={"reason": reason,
+                                   "delete_aliases": "true" if delete_aliases else "false"})
+
+
+def _sources(path: Path, entries: list[ManifestEntry]) -> dict[str, Path]:
+    """Each entry's file on disk (links inside a folder were followed by the manifest)."""
+    if path.resolve().is_file():
+        return {entries[0].path: path}
+    return {e.path: path / e.path for e in entries}
+
+
+@dataclass(frozen=True)
+class RemoteGraph:
+    """The two parts of :class:`~assay.sdk.graph.Graph` an Artifact handle uses: where
+    downloads go by default (this machine's data directory) and the registry."""
+
+    dir: Path
+    artifacts: RemoteArtifacts

@@ -1,0 +1,295 @@
+"""Artifacts of runs that log to a server: upload only what the server lacks, commit the
+manifest, use and download with every digest verified (a real uvicorn server)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+
+import assay
+import httpx
+import polars as pl
+import pytest
+from assay.errors import (
+    AssayError,
+    IntegrityError,
+    NotFoundError,
+    PermissionDeniedError,
+    UserInputError,
+)
+from assay.sdk.remote_artifacts import HttpBlobStore
+
+pytestmark = pytest.mark.integration
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _remote_run(server, token, local, **kw):
+    return assay.init(project="remote-art", dir=local, server=server.url, token=token,
+                      system_metrics_interval=None, capture=False, **kw)
+
+
+@pytest.fixture
+def uploads(monkeypatch):
+    """The digests the client sends (PUT), in order."""
+    sent: list[str] = []
+    real = HttpBlobStore.upload
+
+    def counting(self, path, ref):
+        sent.append(ref.digest)
+        return real(self, path, ref)
+
+    monkeypatch.setattr(HttpBlobStore, "upload", counting)
+    return sent
+
+
+def _tree(root, files):
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return root
+
+
+def test_a_remote_run_logs_and_another_uses_and_downloads(server, tokens, tmp_path,
+                                                           data_dir, uploads):
+    big = os.urandom(3 << 20) + b"tail"  # several chunks each way
+    ckpt = _tree(tmp_path / "ckpt", {"model.bin": big, "cfg/a.json": b'{"a": 1}',
+                                     "cfg/copy.json": b'{"a": 1}'})
+    laptop = tmp_path / "laptop"
+    producer = _remote_run(server, tokens["researcher"], laptop)
+    producer.log({"loss": 0.5})
+    art = producer.log_artifact(ckpt, "ckpt", type="model", aliases=["best"],
+                                metadata={"epoch": 3}, description="after 3 epochs")
+    assert (art.name, art.version, art.type, art.aliases) == ("ckpt", 0, "model", ("best", "latest"))
+    # The duplicated file is sent once; the server checks and keeps every digest.
+    assert sorted(uploads) == sorted({_digest(big), _digest(b'{"a": 1}')})
+    assert len(uploads) == 2
+
+    # Logged again unchanged: the same version, nothing sent. One file changed: v1, that
+    # file only.
+    assert producer.log_artifact(ckpt, "ckpt", type="model").version == 0
+    assert len(uploads) == 2
+    (ckpt / "cfg" / "a.json").write_bytes(b'{"a": 2}')
+    v1 = producer.log_artifact(ckpt, "ckpt", type="model")
+    assert v1.version == 1 and uploads[2:] == [_digest(b'{"a": 2}')]
+    producer.finish()
+
+    # The server's own data directory holds the versions and the lineage.
+    api = assay.Api(data_dir)
+    stored = api.artifact("ckpt:best")
+    assert (stored.version, stored.digest, stored.metadata) == (0, art.digest, {"epoch": 3})
+    assert {e.path for e in stored.files()} == {"model.bin", "cfg/a.json", "cfg/copy.json"}
+
+    consumer = _remote_run(server, tokens["researcher2"], tmp_path / "other-laptop")
+    used = consumer.use_artifact("ckpt:best")
+    assert (used.version, used.digest) == (0, art.digest)
+    where = used.download()  # default: this machine's data directory
+    assert where == tmp_path / "other-laptop" / "artifacts" / "ckpt" / "v0"
+    assert (where / "model.bin").read_bytes() == big
+    assert (where / "cfg" / "a.json").read_bytes() == b'{"a": 1}'
+    assert not (where / "model.bin").stat().st_mode & stat.S_IWUSR  # read-only, as locally
+    assert used.download() == where  # reused, not fetched again
+    mine = tmp_path / "mine"
+    assert used.download(mine) == mine and (mine / "model.bin").read_bytes() == big
+    consumer.finish()
+
+    def edges():
+        _, e = api.lineage("ckpt:v0", direction="down")
+        return {(r["src"], r["dst"], r["kind"]) for r in e.to_dicts()}
+
+    deadline = time.monotonic() + 30
+    while (("artifact:ckpt:v0", f"run:{consumer.id}", "consumed") not in edges()
+           and time.monotonic() < deadline):
+        time.sleep(0.2)
+    assert ("artifact:ckpt:v0", f"run:{consumer.id}", "consumed") in edges()
+    _, up = api.lineage("ckpt:v1", direction="up")
+    assert (f"run:{producer.id}", "artifact:ckpt:v1", "produced") in {
+        (r["src"], r["dst"], r["kind"]) for r in up.to_dicts()}
+
+
+def api_status(api, run_id):
+    try:
+        return api.run(run_id).status
+    except NotFoundError:
+        return None
+
+
+def test_a_single_file_artifact_downloads_as_that_file(server, tokens, tmp_path, data_dir):
+    f = tmp_path / "weights.pt"
+    f.write_bytes(b"\x00\x01weights")
+    run = _remote_run(server, tokens["researcher"], tmp_path / "laptop")
+    run.log_artifact(f, "weights", type="model")
+    got = run.use_artifact("weights:v0").download(tmp_path / "dl")
+    assert got == tmp_path / "dl" / "weights.pt" and got.read_bytes() == b"\x00\x01weights"
+    f.write_bytes(b"retrained")
+    v1 = run.log_artifact(f, "weights", type="model")
+    v1.delete(reason="bad eval", delete_aliases=True)  # on the server, as the token's owner
+    run.finish()
+    api = assay.Api(data_dir)
+    gone = api.artifacts(include_deleted=True).filter(pl.col("version") == 1).row(0, named=True)
+    assert (gone["deleted_by"], gone["delete_reason"]) == ("researcher", "bad eval")
+    assert api.artifact("weights:latest").version == 0
+    deadline = time.monotonic() + 30
+    while api_status(api, run.id) != "completed" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    checked, problems = api.verify(run.id)  # sealed on the server, with its artifacts
+    assert checked >= 1 and problems == []
+
+
+def test_bad_artifact_input_is_refused_before_anything_is_sent(server, tokens, tmp_path,
+                                                                uploads):
+    run = _remote_run(server, tokens["researcher"], tmp_path / "laptop")
+    f = tmp_path / "x.txt"
+    f.write_text("x")
+    with pytest.raises(UserInputError, match="artifact"):
+        run.log_artifact(f, "bad name!")
+    with pytest.raises(UserInputError, match="alias"):
+        run.log_artifact(f, "ok", aliases=["v3"])
+    with pytest.raises(UserInputError, match="no file or directory"):
+        run.log_artifact(tmp_path / "nope", "ok")
+    with pytest.raises(NotFoundError, match="no artifact"):
+        run.use_artifact("never-logged:v0")
+    assert uploads == []
+    # A good one still goes through after all that.
+    assert run.log_artifact(f, "ok").version == 0
+    run.finish()
+
+
+def test_a_file_that_changes_while_it_uploads_makes_no_version(server, tokens, tmp_path,
+                                                               monkeypatch, data_dir):
+    from assay.sdk import remote_artifacts as ra
+
+    f = tmp_path / "growing.log"
+    f.write_bytes(b"first")
+    real = ra.HttpBlobStore.upload
+
+    def racing(self, path, ref):  # the writer appends between hashing and sending
+        with open(path, "ab") as out:
+            out.write(b" and more")
+        return real(self, path, ref)
+
+    monkeypatch.setattr(ra.HttpBlobStore, "upload", racing)
+    run = _remote_run(server, tokens["researcher"], tmp_path / "laptop")
+    with pytest.raises(UserInputError, match="changed while it was uploaded"):
+        run.log_artifact(f, "log")
+    run.finish()
+    assert assay.Api(data_dir).artifacts().height == 0
+
+
+def test_blob_and_commit_routes_check_digests_sizes_and_owners(server, client, tokens,
+                                                               tmp_path):
+    run = _remote_run(server, tokens["researcher"], tmp_path / "laptop")
+    run.log({"x": 1.0})
+    run.flush()
+    run._sender.wait(10)
+    me, other, viewer = client("researcher"), client("researcher2"), client("viewer")
+    data = b"payload"
+    d = _digest(data)
+
+    claimed = _digest(b"something else")
+    r = me.put(f"/api/blobs/{claimed}", content=data)
+    assert r.status_code == 400 and f"hashes to {d}" in r.json()["error"]
+    # Nothing is stored under the digest it claimed.
+    assert me.post("/api/blobs/missing", json={"digests": [claimed]}).json() == {
+        "missing": [claimed]}
+    assert viewer.put(f"/api/blobs/{d}", content=data).status_code == 403
+    assert me.put("/api/blobs/sha256:XYZ", content=data).status_code == 400
+    r = me.put(f"/api/blobs/{d}", content=data)
+    assert r.status_code == 200 and r.json() == {"digest": d, "size": len(data)}
+    assert me.post("/api/blobs/missing", json={"digests": [d, d]}).json() == {"missing": []}
+    assert viewer.get(f"/api/blobs/{d}").content == data
+    assert viewer.get(f"/api/blobs/{_digest(b'never')}").status_code == 404
+
+    body = {"name": "art", "type": "dataset", "project": "remote-art",
+            "files": [{"path": "a.txt", "digest": d, "size": len(data)}]}
+    missing = _digest(b"never sent")
+    r = me.post(f"/api/runs/{run.id}/artifacts",
+                json={**body, "files": [*body["files"],
+                                        {"path": "b.txt", "digest": missing, "size": 10}]})
+    assert r.status_code == 404 and "b.txt" in r.json()["error"]
+    r = me.post(f"/api/runs/{run.id}/artifacts",
+                json={**body, "files": [{"path": "a.txt", "digest": d, "size": 99}]})
+    assert r.status_code == 400 and "7 bytes" in r.json()["error"]
+    r = me.post(f"/api/runs/{run.id}/artifacts",
+                json={**body, "files": [{"path": "../a.txt", "digest": d, "size": 7}]})
+    assert r.status_code == 400 and "relative path" in r.json()["error"]
+    assert other.post(f"/api/runs/{run.id}/artifacts", json=body).status_code == 403
+    r = me.post("/api/runs/nosuchrun/artifacts", json=body)
+    assert r.status_code == 404 and "no records" in r.json()["error"]
+    assert viewer.post(f"/api/runs/{run.id}/artifacts", json=body).status_code == 403
+    r = me.post(f"/api/runs/{run.id}/artifacts", json=body)
+    assert r.status_code == 200 and r.json()["id"] == "art:v0"
+    assert r.json()["manifest_blob"].startswith("sha256:")
+    assert other.post(f"/api/runs/{run.id}/used-artifacts",
+                      json={"spec": "art"}).status_code == 403
+    r = me.post(f"/api/runs/{run.id}/used-artifacts", json={"spec": "art:nope!"})
+    assert r.status_code == 400
+    run.finish()
+
+
+def test_download_refuses_a_blob_that_changed_on_the_server(server, tokens, tmp_path,
+                                                            data_dir):
+    from assay.store.blobs import LocalBlobStore
+
+    f = tmp_path / "data.csv"
+    f.write_bytes(b"a,b\n1,2\n")
+    run = _remote_run(server, tokens["researcher"], tmp_path / "laptop")
+    run.log_artifact(f, "table")
+    path = LocalBlobStore(data_dir / "blobs").path_of(_digest(b"a,b\n1,2\n"))
+    os.chmod(path, 0o644)
+    path.write_bytes(b"a,b\n1,3\n")  # same size, other bytes
+    used = run.use_artifact("table:v0")
+    dest = tmp_path / "dl"
+    with pytest.raises(IntegrityError, match="corrupt"):
+        used.download(dest)
+    assert not dest.exists() or not any(dest.iterdir())
+    run.finish()
+
+
+def test_a_run_whose_records_the_server_refused_cannot_log_artifacts(server, tokens,
+                                                                    tmp_path):
+    f = tmp_path / "x.txt"
+    f.write_text("x")
+    run = _remote_run(server, "not-a-token", tmp_path / "laptop")
+    with pytest.raises(PermissionDeniedError):
+        run.log_artifact(f, "x")
+    run._sender.abandon()
+    run.finish()
+
+
+def test_busy_answers_and_dropped_connections_are_retried(tmp_path):
+    """Unit level: 503 with Retry-After, then a connection error, then the answer."""
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) == 1:
+            return httpx.Response(503, headers={"Retry-After": "0"}, json={"error": "busy"})
+        if len(calls) == 2:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, json={"missing": []})
+
+    http = httpx.Client(base_url="http://127.0.0.1:9", transport=httpx.MockTransport(handler))
+    blobs = HttpBlobStore(http, "http://127.0.0.1:9", max_backoff=0.01)
+    assert blobs.missing([_digest(b"x")]) == []
+    assert len(calls) == 3
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": "bad token", "hint": "use a token"})
+
+    http = httpx.Client(base_url="http://127.0.0.1:9", transport=httpx.MockTransport(refuse))
+    with pytest.raises(PermissionDeniedError, match="bad token"):
+        HttpBlobStore(http, "http://127.0.0.1:9", max_backoff=0.01).missing([_digest(b"x")])
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    http = httpx.Client(base_url="http://127.0.0.1:9", transport=httpx.MockTransport(down))
+    with pytest.raises(AssayError, match="did not answer"):
+        HttpBlobStore(http, "http://127.0.0.1:9", attempts=2, max_backoff=0.01).missing(
+            [_digest(b"x")])
