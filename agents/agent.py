@@ -15,8 +15,10 @@
 A restarted agent (its Ray actor died and came back) restores that state. The trials it was
 running died with it (Ray ends the tasks of a dead owner), but their runs are durable: each
 is relaunched with ``TrialSpec(resume=True)``, its same id and config, ahead of any new
-config and within the concurrency, and continues its run. A trial lost this way more than
-``max_retries`` times (the objective's setting for dead workers) is failed instead, so a
+config and within the concurrency, and continues its run, rewound to step 0: the target
+starts again from the top, so the lost attempt's points are superseded and the stoppers see
+only the new attempt's curve (so do they after a backend retry). A trial lost this way more
+than ``max_retries`` times (the objective's setting for dead workers) is failed instead, so a
 trial that kills its agent cannot loop forever. A relaunch is not a new trial for the budget.
 
 Policies never see Ray or the store: the agent turns trials into ``TrialResult`` records.
@@ -323,7 +325,15 @@ class Agent:
         if not ids:
             return 0
         n = 0
-        for tid, by_key in self.metrics.new_points(ids).items():
+        got = self.metrics.new_points(ids)
+        for tid in self.metrics.replaced():
+            # Its run was rewound (a retried or relaunched attempt restarted it): what the
+            # stoppers saw of the attempt before is superseded; the answer holds the curve.
+            t = self.trials.get(tid)
+            if t is not None and t.curve:
+                t.curve = []
+                t.changed()
+        for tid, by_key in got.items():
             pts = by_key.get(self.objective.metric)
             if pts:
                 self.trials[tid].curve.extend((int(s), float(v)) for s, v in pts)
@@ -555,9 +565,10 @@ class Agent:
             self.backend.launch(spec)
             self.ledger.record_launch(spec, agent=self.agent_id)  # known: not counted again
             self._decide(tid, "resume", "the agent restarted while it ran; relaunched, "
-                         "resuming its run",
+                         "resuming its run from step 0 (the lost attempt's points are "
+                         "superseded)",
                          {"relaunch": t.relaunches, "max_retries": self.objective.max_retries,
-                          "config": t.config})
+                          "config": t.config, "resume_from_step": 0})
             self._dirty = True
             n += 1
         return n

@@ -116,7 +116,7 @@ def validate_record(rec: Any, run_id: str) -> dict[str, Any]:
         tags = rec.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) and len(t) <= 64 for t in tags):
             raise _bad(f"record {seq}: tags must be a list of strings")
-        for f in ("pid", "attach"):
+        for f in ("pid", "attach", "resume_from_step"):  # the last: a rewind (store.rewind)
             if f in rec and not (type(rec[f]) is int and 0 <= rec[f] <= _MAX_SEQ):
                 raise _bad(f"record {seq}: {f} must be an integer >= 0")
         if rec.get("attach", 0) != seq >> SEQ_BITS:

@@ -309,7 +309,9 @@ def _open_run(spec: TrialSpec, resume: bool, root: Path) -> Any:
     kw: dict[str, Any] = {"config": dict(spec.config), "dir": root}
     if resume:
         try:
-            return sdk.init(spec.project, resume=spec.trial_id, **kw)
+            # The target starts again from the top: the run is rewound to step 0, so the
+            # points of the attempt that died are superseded, not mixed into the new curve.
+            return sdk.init(spec.project, resume=spec.trial_id, resume_from_step=0, **kw)
         except NotFoundError:  # the first attempt died before its run was durable
             pass
     return sdk.init(spec.project, id=spec.trial_id, **kw)
@@ -319,11 +321,6 @@ def _run_function(spec: TrialSpec, resume: bool, root: Path, watcher: _Watcher) 
     run = _open_run(spec, resume, root)
     ret: Any = None
     status, reason, error = RunStatus.COMPLETED, "", ""
-    if run.attach > 0:
-        # The target starts again from the top: its implicit steps do too, so the new
-        # attempt rewrites the curve in place (last write wins) instead of appending its
-        # first epochs after the last step of the attempt that died.
-        run._step = 0
     try:  # from here on, any way out finishes the run (Ray's SIGTERM as crashed)
         run.flush()  # the run is durable before the target starts: a retry can resume it
         watcher.on_stop = run.request_stop

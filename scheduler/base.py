@@ -115,10 +115,12 @@ class TrialSpec:
             e.g. when the agent that launched it restarted and relaunches it. A run that
             never became durable is created as usual; command trials get ``ASSAY_RESUME_ID``
             instead of ``ASSAY_RUN_ID``. The target itself starts again from the top (its
-            ``run.attach`` is above 0; resuming from its own checkpoint is up to it). Its
-            implicit steps start again at 0 too, so the new attempt rewrites the curve in
-            place, a step's last write winning; a target that resumes from a checkpoint
-            logs with explicit steps (``step=epoch``).
+            ``run.attach`` is above 0), so its run is rewound to step 0
+            (``assay.init(resume_from_step=0)``): the points of the attempt that died are
+            superseded and the run's history, summary and the agent's stoppers see only the
+            new attempt's curve. Backend retries of a dead worker resume the same way. A
+            command target that restarts from its own checkpoint at step ``k`` keeps the
+            points below ``k`` by calling ``assay.init(resume_from_step=k)`` itself.
 
     Raises:
         UserInputError: for an invalid id, project, config, target, limit or flag.
@@ -379,4 +381,13 @@ class MetricSource(ABC):
 
         Returns:
             ``{trial_id: {metric name: [(step, value), ...]}}``, each list sorted by step.
+            For a trial named by :meth:`replaced` afterwards, its whole current curve.
         """
+
+    def replaced(self) -> set[str]:
+        """Trials whose points in the last :meth:`new_points` answer replace every point
+        returned for them before (their stored curve changed other than by new steps: a
+        retried or relaunched attempt rewound the run, or a step was logged again). The
+        agent drops what it held for them first. Default: none (a source that only ever
+        adds points)."""
+        return set()

@@ -30,6 +30,7 @@ from ..store.wal import WalWriter, segment_path
 from .capture import capture_env, capture_git
 from .jsonable import to_jsonable
 from .remote import RemoteSender, outbox_segment
+from .rewind import REWIND_FIELD, check_resume_from_step, rewound_summary
 from .settings import FINISH_TIMEOUT, FLUSH_INTERVAL, INGEST_MODE, data_dir
 from .system import SystemSampler
 from .writer import Writer
@@ -537,7 +538,7 @@ class Run:
 def init(project: str | None = None, *, name: str | None = None, config: Mapping[str, Any] | None = None,
          tags: list[str] | tuple[str, ...] | None = None, group: str | None = None,
          notes: str | None = None, dir: str | os.PathLike[str] | None = None,
-         resume: str | None = None, id: str | None = None,
+         resume: str | None = None, resume_from_step: int | None = None, id: str | None = None,
          system_metrics_interval: float | None = 2.0, capture: bool = True,
          server: str | None = None, token: str | None = None) -> Run:
     """Start (or, with ``resume=run_id``, continue) a tracked run.
@@ -550,12 +551,15 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         tags, group, notes: free labels for filtering.
         dir: data directory; default ``$ASSAY_DIR``, else ``~/.assay``.
         resume: id of an earlier run to continue; its config, summary and step carry on.
+        resume_from_step: with ``resume``, the step the run restarts at (W&B's rewind): the
+            points its earlier attaches logged at this step or later are superseded, so its
+            history holds only this attach's from there on (summary and last step follow).
         id: the id of the new run (4-64 letters/digits; agents and backends pre-assign ids
             this way); an id already taken is a ConflictError (continue it with ``resume``).
             Default: the ``ASSAY_RUN_ID`` environment variable (set for command trials),
             else a random id. ``ASSAY_RESUME_ID`` likewise defaults ``resume`` (a backend
             relaunching a command trial sets it; the command starts again from the top, so
-            its implicit steps start again at 0 and rewrite the curve in place).
+            ``resume_from_step`` defaults to 0: the dead attempt's points are superseded).
         system_metrics_interval: seconds between ``sys/`` samples; None or 0 disables.
         capture: record git state, packages and environment (in the background).
         server: an assay server URL (default ``$ASSAY_SERVER``): the WAL stays local and a
@@ -597,6 +601,9 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         if id and resume:
             id = None
         relaunched = resume is not None
+        if relaunched and resume_from_step is None:
+            resume_from_step = 0
+    resume_from_step = check_resume_from_step(resume_from_step, resume)
     if id is not None and (not isinstance(id, str) or not id.isalnum() or not 4 <= len(id) <= 64):
         raise UserInputError(f"invalid run id {id!r}", hint="run ids are 4-64 letters and digits")
     if resume is not None:
@@ -618,7 +625,9 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         cfg = {**prior.config, **cfg}
         summary_auto = {k: dict(v) for k, v in prior.summary.items()}
         summary_set = dict(prior.summary_set)
-        next_step = 0 if relaunched else prior.last_step + 1
+        next_step = prior.last_step + 1 if resume_from_step is None else resume_from_step
+        if resume_from_step is not None:
+            summary_auto = rewound_summary(root, server, run_id, resume_from_step, summary_auto)
         name = name or prior.name
     else:
         run_id = _claim_run_id(root, id)
@@ -628,6 +637,8 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         "group": group or "", "tags": tag_list, "notes": notes or "", "config": cfg,
         "host": socket.gethostname(), "pid": os.getpid(), "attach": attach,
     }
+    if resume_from_step is not None:
+        record[REWIND_FIELD] = resume_from_step
     return Run(run_id=run_id, project=project, name=name, dir=root, attach=attach,
                config=dict(cfg), summary_auto=summary_auto, summary_set=summary_set,
                next_step=next_step, init_record=record,

@@ -1,9 +1,10 @@
 """The store interface: the one place the experiment graph's tables are read and written.
 
 Contract (every implementation passes ``tests/store/store_contract.py``):
-- ``append_metrics`` and ``upsert_runs`` are the write primitives; the ingester is their only
-  caller on a data directory, and it calls them under the directory's ingest lock, so an
-  implementation need not be safe against concurrent writers, only against concurrent readers.
+- ``append_metrics``, ``rewind_metrics`` and ``upsert_runs`` are the write primitives; the
+  ingester is their only caller on a data directory, and it calls them under the directory's
+  ingest lock, so an implementation need not be safe against concurrent writers, only against
+  concurrent readers.
 - Reads see every write committed before they started, from any process.
 - Records returned are immutable snapshots; callers must not expect them to update.
 """
@@ -42,6 +43,19 @@ class Store(ABC):
     @abstractmethod
     def metric_chunks(self, run_id: str, keys: Sequence[str] | None = None) -> pa.Table:
         """A run's metric chunks (columns key, seq, step, value, time), in no set order."""
+
+    @abstractmethod
+    def rewind_metrics(self, run_id: str, before_seq: int, step: int) -> int:
+        """Drop the run's points at steps ``>= step`` of chunks with ``seq < before_seq``,
+        system metrics (``sys/``) excepted; returns how many points were dropped.
+
+        Called by the ingester (under the ingest lock) to apply a rewind
+        (:mod:`assay.store.rewind`) before it appends the rewinding attach's points. A chunk
+        that straddles ``step`` is replaced by a trimmed copy with the same ``seq``. Must be
+        idempotent, and crash-safe: interrupted at any point, the run's curve reads either
+        as before or as after (a second call completes it), never with a point lost below
+        ``step``.
+        """
 
     @abstractmethod
     def metric_seqs(self, run_id: str, after: int) -> set[int]:

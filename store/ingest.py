@@ -25,10 +25,20 @@ from pathlib import Path
 from typing import Any, Self
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import ConflictError
 from .base import Store
 from .records import RESERVED_PREFIX, RunRecord, RunStatus, merge_summary
+from .rewind import (
+    REWIND_FIELD,
+    Rewind,
+    apply_rewinds,
+    chunk_tuples,
+    rebuild_summary,
+    rewinds,
+    valid_step,
+)
 from .schemas import METRICS_SCHEMA
 from .wal import FRAME_MAGIC, iter_frames, list_segments, read_wal, try_lock_segment
 
@@ -111,11 +121,19 @@ class Ingester:
     """Applies WAL segments to a :class:`Store`. Not thread-safe: one thread drives it."""
 
     def __init__(self, store: Store,
-                 finalizer: Callable[[list[RunRecord]], None] | None = None) -> None:
+                 finalizer: Callable[[list[RunRecord]], None] | None = None, *,
+                 on_rewind: Callable[[Rewind, int], None] | None = None) -> None:
         """``finalizer`` is called, after the commits, with the runs that finished in a pass
-        (it seals their records); a failure there never loses ingested data."""
+        (it seals their records); a failure there never loses ingested data. ``on_rewind``
+        is called with each rewind and the points it dropped, once it is applied to the store
+        and before the run's row records it (so a crash may repeat the call, never skip it)."""
         self.store = store
         self.finalizer = finalizer
+        self.on_rewind = on_rewind
+        # Declared in the batch being applied, in WAL order, with the points of the batch
+        # itself they dropped.
+        self._rewinds: list[tuple[Rewind, int]] = []
+        self._gen: dict[str, int] = {}  # per run: rewinds this batch, so no chunk spans one
         self._segments: dict[Path, _Segment] = {}
         self._runs: dict[str, RunRecord] = {}
         # The runs table's version right after this ingester's last write: if it moved since,
@@ -213,7 +231,8 @@ class Ingester:
         stats = IngestStats()
         more: list[Path] = []
         touched: dict[str, RunRecord] = {}
-        chunks: dict[tuple[str, str], list[Any]] = {}
+        chunks: dict[tuple[str, str, int], list[Any]] = {}
+        self._rewinds, self._gen = [], {}
         new_offsets: list[tuple[_Segment, int]] = []
         unfinished: set[str] = set()  # runs with a segment that has more to read
         for path in paths:
@@ -237,6 +256,15 @@ class Ingester:
             else:
                 stats.torn_bytes += size - end
             new_offsets.append((seg, end))
+        # Rewinds go first: the points of the attach that declared one (appended next) must
+        # never be seen beside the ones they supersede.
+        for rw, dropped in self._rewinds:
+            dropped += self.store.rewind_metrics(rw.run_id, rw.seq, rw.step)
+            if self.on_rewind is not None:
+                try:
+                    self.on_rewind(rw, dropped)
+                except Exception:
+                    log.exception("recording the rewind of run %s failed", rw.run_id)
         if chunks:
             table = _chunks_table(chunks)
             self.store.append_metrics(table)
@@ -277,7 +305,7 @@ class Ingester:
         seg: _Segment,
         rec: dict[str, Any],
         touched: dict[str, RunRecord],
-        chunks: dict[tuple[str, str], list[Any]],
+        chunks: dict[tuple[str, str, int], list[Any]],
         stats: IngestStats,
     ) -> None:
         run = self._run(seg, touched)
@@ -288,6 +316,8 @@ class Ingester:
         stats.records += 1
         if kind == "run":
             run = _run_from_init(rec, run)
+            if REWIND_FIELD in rec:
+                run = self._rewind(seg, rec, run, chunks)
         elif run is None:
             log.warning("WAL %s: record %s before its run record; skipped", seg.path, seq)
             return
@@ -308,8 +338,9 @@ class Ingester:
                     # System metrics count their own steps: not the run's training step.
                     last_step = max(last_step, max(steps))
                 if seq > seg.metrics_in:
+                    gen = self._gen.get(run.run_id, 0)
                     for key, vals in zip(ch["keys"], ch["vals"]):
-                        acc = chunks.setdefault((run.run_id, key), [seq, [], [], []])
+                        acc = chunks.setdefault((run.run_id, key, gen), [seq, [], [], []])
                         acc[0] = seq
                         acc[1].extend(steps)
                         acc[2].extend(vals)
@@ -333,6 +364,42 @@ class Ingester:
             log.warning("WAL %s: unknown record kind %r; skipped", seg.path, kind)
             return
         touched[run.run_id] = replace(run, ingested_seq=seq)
+
+    def _rewind(self, seg: _Segment, rec: dict[str, Any], run: RunRecord,
+                chunks: dict[tuple[str, str, int], list[Any]]) -> RunRecord:
+        """Apply a rewind declared by a run record: cut this batch's points of the run now,
+        queue the store's cut for the commit (before the batch's points are appended), and
+        recompute the summary and last step from the points that remain."""
+        step = rec[REWIND_FIELD]
+        if not valid_step(step):
+            log.warning("WAL %s: record %s declares %s=%r, not a step; ignored", seg.path,
+                        rec["seq"], REWIND_FIELD, step)
+            return run
+        rw = Rewind(run.run_id, rec["seq"], step, int(rec.get("attach", run.attach)))
+        mine: list[tuple[int, str, list[int], list[float]]] = []
+        dropped = 0
+        for ck, acc in list(chunks.items()):
+            if ck[0] != run.run_id or not rewinds(ck[1]):
+                continue
+            keep = [i for i, s in enumerate(acc[1]) if s < step]
+            dropped += len(acc[1]) - len(keep)
+            if not keep:
+                del chunks[ck]
+                continue
+            if len(keep) < len(acc[1]):
+                acc[1:] = [[col[i] for i in keep] for col in acc[1:]]
+            mine.append((acc[0], ck[1], acc[1], acc[2]))
+        # Stored chunks of later records are a replay's (a crash before the run's row was
+        # written): they are merged again as their records come. The batch's earlier
+        # rewinds of this run are not in the store yet.
+        stored = self.store.metric_chunks(run.run_id)
+        stored = stored.filter(pc.less(stored["seq"], rw.seq))
+        earlier = [r for r, _ in self._rewinds if r.run_id == run.run_id]
+        stored = apply_rewinds(stored, [*earlier, rw])
+        summary, last_step = rebuild_summary(chunk_tuples(stored) + mine, run.summary)
+        self._rewinds.append((rw, dropped))
+        self._gen[run.run_id] = self._gen.get(run.run_id, 0) + 1
+        return replace(run, summary=summary, last_step=last_step)
 
 
 def _copy_summary(s: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -374,9 +441,9 @@ def _run_from_init(rec: dict[str, Any], prior: RunRecord | None) -> RunRecord:
     )
 
 
-def _chunks_table(chunks: dict[tuple[str, str], list[Any]]) -> pa.Table:
+def _chunks_table(chunks: dict[tuple[str, str, int], list[Any]]) -> pa.Table:
     run_ids, keys, seqs, smin, smax, steps, vals, times = [], [], [], [], [], [], [], []
-    for (rid, key), (seq, st, va, ti) in chunks.items():
+    for (rid, key, _), (seq, st, va, ti) in chunks.items():
         run_ids.append(rid)
         keys.append(key)
         seqs.append(seq)

@@ -91,14 +91,15 @@ def wait_segment_ingested(data_dir: Path, segment: Path, timeout: float) -> bool
 
 def local_ingester(data_dir: Path) -> tuple[Any, Any, Any]:
     """``(store, lock, ingester)`` for a local data directory; the ingester seals the
-    records of runs that finish (see :mod:`assay.store.provenance`)."""
+    records of runs that finish and audits rewinds (see :mod:`assay.store.provenance`)."""
     from .ingest import Ingester, IngestLock
     from .lance import LanceStore
     from .provenance import Finalizer
 
     store = LanceStore(data_dir)
     lock = IngestLock(data_dir)
-    return store, lock, Ingester(store, Finalizer(store, data_dir, lock))
+    fin = Finalizer(store, data_dir, lock)
+    return store, lock, Ingester(store, fin, on_rewind=fin.rewound)
 
 
 class IngestDaemon:

@@ -24,7 +24,8 @@ warnings.filterwarnings("ignore", message="lancedb fork support is experimental"
                         category=RuntimeWarning)
 
 from .base import Store
-from .records import RunRecord, run_from_row, run_to_row
+from .records import RESERVED_PREFIX, RunRecord, run_from_row, run_to_row
+from .rewind import trim_chunks
 from .schemas import METRICS_SCHEMA, RUNS_SCHEMA, TABLES
 
 __all__ = ["LanceStore", "sql_str"]
@@ -112,6 +113,38 @@ class LanceStore(Store):
             return
         tbl = self._create_or_open("metrics")
         tbl.add(chunks.cast(METRICS_SCHEMA))
+
+    def rewind_metrics(self, run_id: str, before_seq: int, step: int) -> int:
+        """Two commits: trimmed copies of the chunks that straddle ``step`` are added, then
+        every superseded chunk is deleted (``table.delete``: no schema change, no migration).
+
+        Between the two the curve reads as before the rewind (a copy holds the same points
+        as its original below ``step``, with the same ``seq``). A repeated call finds the
+        copies already there (a row of the same key and ``seq`` ending below ``step``:
+        ``(run_id, key, seq)`` is unique otherwise) and only deletes.
+        """
+        tbl = self._table("metrics", create=False)
+        if tbl is None:
+            return 0
+        run, before, at = sql_str(run_id), int(before_seq), int(step)
+        scope = (f"run_id = {run} AND seq < {before} "
+                 f"AND NOT (key LIKE {sql_str(RESERVED_PREFIX + '%')})")
+        where = f"{scope} AND step_max >= {at}"
+        hit = tbl.search().where(where).limit(None).to_arrow().to_pylist()
+        if not hit:
+            return 0
+        copies = trim_chunks(hit, at)
+        if copies:
+            seqs = ", ".join(str(int(s)) for s in sorted({r["seq"] for r in copies}))
+            have = tbl.search().where(f"{scope} AND step_max < {at} AND seq IN ({seqs})") \
+                .select(["key", "seq"]).limit(None).to_arrow()
+            done = set(zip(have["key"].to_pylist(), have["seq"].to_pylist()))
+            copies = [r for r in copies if (r["key"], r["seq"]) not in done]
+        if copies:
+            tbl.add(pa.Table.from_pylist(copies, schema=METRICS_SCHEMA))
+        tbl.delete(where)
+        return sum(len(r["step"]) for r in hit) - sum(len(r["step"]) for r in
+                                                      trim_chunks(hit, at))
 
     # -- reads ----------------------------------------------------------------------------
     def runs_version(self) -> int | None:

@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 
 from .base import Store
 from .records import RunRecord, run_to_row
+from .rewind import Rewind, apply_rewinds
 from .schemas import METRICS_SCHEMA, RUNS_SCHEMA
 
 __all__ = ["MemoryStore"]
@@ -33,6 +34,12 @@ class MemoryStore(Store):
     def append_metrics(self, chunks: pa.Table) -> None:
         self._chunks.append(chunks.cast(METRICS_SCHEMA))
 
+    def rewind_metrics(self, run_id: str, before_seq: int, step: int) -> int:
+        t = self._all_chunks()
+        kept = apply_rewinds(t, [Rewind(run_id, before_seq, step)])
+        self._chunks = [kept]
+        return _points(t) - _points(kept)
+
     def get_run(self, run_id: str) -> RunRecord | None:
         return self._runs.get(run_id)
 
@@ -55,3 +62,7 @@ class MemoryStore(Store):
     def metric_seqs(self, run_id: str, after: int) -> set[int]:
         t = self.metric_chunks(run_id)
         return {s for s in t["seq"].to_pylist() if s > after}
+
+
+def _points(t: pa.Table) -> int:
+    return int(pc.sum(pc.list_value_length(t["step"])).as_py() or 0) if t.num_rows else 0

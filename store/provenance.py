@@ -34,6 +34,7 @@ from .ingest import IngestLock
 from .lance import LanceStore, sql_str
 from .manifests import get_manifest
 from .records import RunRecord
+from .rewind import Rewind
 from .schemas import CHAIN_SCHEMA
 from .signing import ChainedRecord, KeyPair, PublicKeyLike, seal, verify_audit_log, verify_chain
 
@@ -162,6 +163,14 @@ class Finalizer:
             self.audit.record(f"run:{run.run_id}", "run.status", f"run:{run.run_id}",
                               run.error.splitlines()[-1] if run.error else "",
                               {"status": str(run.status), "record": rec.hash})
+
+    def rewound(self, rw: Rewind, dropped: int) -> None:
+        """Audit a rewind the ingester applied (a replay after a crash may repeat the entry;
+        ``seq`` tells the copies apart from a second rewind)."""
+        self.audit.record(f"run:{rw.run_id}", "run.rewind", f"run:{rw.run_id}",
+                          f"attach {rw.attach} restarts the run at step {rw.step}",
+                          {"attach": rw.attach, "step": rw.step, "seq": rw.seq,
+                           "points_superseded": dropped})
 
 
 @dataclass(frozen=True)

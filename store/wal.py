@@ -13,7 +13,9 @@ Records (JSON objects; ``seq`` is per run and strictly increasing across attache
 ``attach << 40 | n``; ``time`` is epoch seconds):
 
 - ``{"k": "run", "seq", "time", "run_id", "project", "name", "group", "tags", "notes",
-  "config", "host", "pid", "attach"}``: first record of every segment (init or resume).
+  "config", "host", "pid", "attach"}``: first record of every segment (init or resume); a
+  resume that restarts at step ``s`` adds ``"resume_from_step": s`` (see
+  :mod:`assay.store.rewind`).
 - ``{"k": "metrics", "seq", "chunks": [{"keys": [k1, k2], "step": [s...], "time": [t...],
   "vals": [[v of k1 per step], [v of k2 per step]]}]}``: points, columnar.
 - ``{"k": "config", "seq", "time", "update": {...}}`` and ``{"k": "summary", ... "update"}``.

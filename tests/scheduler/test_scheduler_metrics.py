@@ -31,3 +31,35 @@ def test_store_source_returns_only_points_beyond_those_returned_before(data_dir)
     assert len(source.new_points(["curve0001"])["curve0001"]["val/loss"]) == 4
     with pytest.raises(UserInputError):
         StoreMetricSource(data_dir, keys=[""])
+
+
+def _attempt(data_dir, values, *, first=False, start=0):
+    """One attempt of trial ``curve0002``: the first, or a relaunch that restarts at ``start``."""
+    import assay
+
+    kw = {"dir": data_dir, "system_metrics_interval": 0, "capture": False}
+    run = (assay.init("curves", id="curve0002", **kw) if first
+           else assay.init("curves", resume="curve0002", resume_from_step=start, **kw))
+    for i, v in enumerate(values):
+        run.log({"loss": v}, step=start + i)
+    run.finish("completed" if not first else "crashed")
+
+
+def test_a_rewound_run_replaces_what_the_source_returned_for_it(data_dir):
+    _attempt(data_dir, [9.0, 8.0, 7.0, 6.0], first=True)
+    source = StoreMetricSource(data_dir)
+    assert source.new_points(["curve0002"]) == {
+        "curve0002": {"loss": [(0, 9.0), (1, 8.0), (2, 7.0), (3, 6.0)]}}
+    assert source.replaced() == set()
+    _attempt(data_dir, [1.0, 0.5], start=0)  # relaunched from the top: steps 0-1 again
+    assert source.new_points(["curve0002"]) == {"curve0002": {"loss": [(0, 1.0), (1, 0.5)]}}
+    assert source.replaced() == {"curve0002"}  # the agent drops the dead attempt's points
+    assert source.new_points(["curve0002"]) == {} and source.replaced() == set()
+    _attempt(data_dir, [0.4], start=2)  # a checkpoint restart at step 2 keeps 0-1
+    assert source.new_points(["curve0002"]) == {"curve0002": {"loss": [(2, 0.4)]}}
+    assert source.replaced() == set()  # new steps only: nothing to replace
+    _attempt(data_dir, [], start=1)  # a rewind alone, before the attempt logs anything
+    assert source.new_points(["curve0002"]) == {"curve0002": {"loss": [(0, 1.0)]}}
+    assert source.replaced() == {"curve0002"}
+    _attempt(data_dir, [], start=0)
+    assert source.new_points(["curve0002"]) == {} and source.replaced() == {"curve0002"}

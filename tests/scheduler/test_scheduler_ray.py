@@ -167,7 +167,9 @@ def test_a_sigterm_to_the_worker_is_retried_by_resuming_and_sys_exit_is_a_failur
     rec = api.run(spec.trial_id)
     assert rec.status == "stopped" and rec.attach == 1  # resumed, never marked failed
     steps = api.history(spec.trial_id, "loss")["step"].to_list()
-    assert steps == sorted(set(steps)) and len(steps) >= 5
+    # The retry restarted the target and rewound its run to step 0: the curve is the second
+    # attempt's alone (stopped soon after it started), none of the first one's ~10 steps.
+    assert steps == list(range(len(steps))) and 1 <= len(steps) <= rec.last_step + 1
     failed = case.wait_for(quits.trial_id, EventKind.FAILED)
     assert failed.reason == "SystemExit: 3" and case.of(quits.trial_id) == [
         EventKind.STARTED, EventKind.FAILED]  # not retried: the trial chose to exit
@@ -212,8 +214,8 @@ def test_a_resume_spec_continues_the_existing_run_or_creates_a_missing_one(ray_b
     assert made.status == "completed" and made.attach == 0
 
 
-def test_a_resumed_target_with_implicit_steps_rewrites_its_curve_from_step_0(ray_backend,
-                                                                             data_dir):
+def test_a_resumed_target_with_implicit_steps_restarts_its_curve_at_step_0(ray_backend,
+                                                                           data_dir):
     import assay
 
     case = ray_backend
@@ -224,9 +226,11 @@ def test_a_resumed_target_with_implicit_steps_rewrites_its_curve_from_step_0(ray
     case.backend.launch(again)
     case.wait_for(again.trial_id, EventKind.COMPLETED)
     hist = assay.Api(data_dir).history(again.trial_id, "loss").sort("step")
-    # Steps 0-1 are the new attempt's (attach 1: 10, 11); 2-3 remain from the one that died.
-    assert hist["step"].to_list() == [0, 1, 2, 3]
-    assert hist["value"].to_list() == [10.0, 11.0, 9.0, 9.0]
+    # The run was rewound to step 0: steps 0-1 are the new attempt's (attach 1: 10, 11), and
+    # the dead attempt's 2-3 are superseded, not mixed into its curve.
+    assert hist["step"].to_list() == [0, 1]
+    assert hist["value"].to_list() == [10.0, 11.0]
+    assert assay.Api(data_dir).run(again.trial_id).last_step == 1
 
 
 def test_end_unlaunched_finishes_an_unfinished_run_and_leaves_a_finished_one(ray_backend,

@@ -61,3 +61,47 @@ def test_a_command_trial_reuses_its_run_summary(data_dir):
     _run(data_dir, "trial5")
     out = _finished_run(data_dir, _spec("trial5", target=["python", "train.py"]))
     assert out is not None and out["result"] == {"loss": 0.5}
+
+
+class _NoWatcher:
+    """What ``_run_function`` needs of the watcher thread, without a Ray control actor."""
+
+    request = None
+
+    def __init__(self):
+        self.on_stop = lambda reason: None
+
+    def start(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def _implicit(config, run):
+    for i in range(int(config["steps"])):
+        run.log({"loss": 10.0 * run.attach + i})  # implicit steps, telling attempts apart
+    return {"loss": 10.0 * run.attach}
+
+
+def test_a_retried_function_trial_supersedes_the_dead_attempts_points(data_dir):
+    """A retry (or a relaunch) starts the target from the top, resuming its run rewound to
+    step 0: the run's history and summary hold the new attempt's two points, not the first
+    attempt's four (its tail at steps 2-3 is not mixed in)."""
+    import assay
+    from assay.scheduler._ray_worker import _run_function
+
+    spec = TrialSpec("trial6", "p", {"steps": 2}, _implicit, resume=True)
+    died = assay.init("p", id="trial6", config={"steps": 2}, dir=data_dir,
+                      system_metrics_interval=None, capture=False)
+    for i in range(4):
+        died.log({"loss": 9.0}, step=i)
+    died.finish("crashed")  # what recovery marks a run whose worker was killed
+    out = _run_function(spec, True, data_dir, _NoWatcher())
+    assert out["status"] == "completed"
+    api = assay.Api(data_dir)
+    h = api.history("trial6", "loss")
+    assert list(zip(h["step"], h["value"])) == [(0, 10.0), (1, 11.0)]
+    rec = api.run("trial6")
+    assert rec.attach == 1 and rec.last_step == 1
+    assert rec.summary["loss"] == {"last": 11.0, "step": 1, "min": 10.0, "max": 11.0}

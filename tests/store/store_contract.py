@@ -71,4 +71,29 @@ def check_quotes_in_ids_are_not_injection(store) -> None:
     assert store.get_run("a' OR '1'='1") is None
 
 
+def _points(store, run_id):
+    t = store.metric_chunks(run_id)
+    return sorted((k, st, v) for k, steps, vals in zip(t["key"].to_pylist(), t["step"].to_pylist(),
+                                                      t["value"].to_pylist())
+                  for st, v in zip(steps, vals))
+
+
+def check_rewind_drops_later_points_of_earlier_chunks_but_not_system_ones(store) -> None:
+    store.append_metrics(chunk_table([
+        ("a", "loss", 1, [0, 1, 2, 3], [1.0, 2.0, 3.0, 4.0]),  # straddles step 2
+        ("a", "loss", 2, [5, 4], [6.0, 5.0]),  # wholly at or past it
+        ("a", "sys/cpu", 2, [2, 3], [50.0, 60.0]),  # system metrics keep their own steps
+        ("a", "loss", 9, [7], [8.0]),  # a later record than the rewind's
+        ("b", "loss", 1, [3], [9.0]),  # another run
+    ]))
+    assert store.rewind_metrics("a", 5, 2) == 4
+    want = [("loss", 0, 1.0), ("loss", 1, 2.0), ("loss", 7, 8.0), ("sys/cpu", 2, 50.0),
+            ("sys/cpu", 3, 60.0)]
+    assert _points(store, "a") == want
+    assert sorted(store.metric_chunks("a")["seq"].to_pylist()) == [1, 2, 9]  # seq kept
+    assert store.rewind_metrics("a", 5, 2) == 0  # applying it again changes nothing
+    assert _points(store, "a") == want and _points(store, "b") == [("loss", 3, 9.0)]
+    assert store.rewind_metrics("zzz", 5, 0) == 0
+
+
 CHECKS = [v for k, v in sorted(globals().items()) if k.startswith("check_")]

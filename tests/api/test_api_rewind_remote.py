@@ -1,0 +1,58 @@
+"""A run resumed through a server with resume_from_step: the server validates the rewind in
+its run record and its ingester applies it like a local one."""
+
+from __future__ import annotations
+
+import time
+
+import assay
+import pytest
+from assay.api.records import validate_record
+from assay.errors import NotFoundError, UserInputError
+
+
+def _run_record(**extra):
+    return {"k": "run", "seq": (1 << 40) + 1, "time": 1.0, "run_id": "r1", "project": "p",
+            "name": "n", "attach": 1, **extra}
+
+
+@pytest.mark.parametrize("bad", [-1, "0", 1.5, True, 1 << 64])
+def test_the_server_refuses_a_rewind_that_is_not_a_step(bad):
+    with pytest.raises(UserInputError, match="resume_from_step must be an integer"):
+        validate_record(_run_record(resume_from_step=bad), "r1")
+    assert validate_record(_run_record(resume_from_step=3), "r1")["resume_from_step"] == 3
+
+
+@pytest.mark.integration
+def test_a_remote_resume_from_a_step_supersedes_the_dead_attempts_tail(server, tokens,
+                                                                      tmp_path, data_dir):
+    kw = {"dir": tmp_path / "laptop", "server": server.url, "token": tokens["researcher"],
+          "system_metrics_interval": None, "capture": False}
+    api = assay.Api(data_dir)  # the server's data directory
+
+    def settled(run_id, attach, steps):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                rec = api.run(run_id)
+                h = api.history(run_id, "loss")
+                if rec.attach == attach and rec.status != "running" \
+                        and h["step"].to_list() == steps:
+                    return rec, h
+            except NotFoundError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("the server never made the run queryable as expected")
+
+    run = assay.init(project="remote-rw", **kw)
+    for i in range(6):
+        run.log({"loss": 10.0 + i})
+    run.finish("crashed")
+    settled(run.id, 0, [0, 1, 2, 3, 4, 5])
+    again = assay.init(project="remote-rw", resume=run.id, resume_from_step=2, **kw)
+    again.log({"loss": 1.0})  # at step 2
+    again.finish()
+    rec, h = settled(run.id, 1, [0, 1, 2])
+    assert h["value"].to_list() == [10.0, 11.0, 1.0]
+    assert rec.summary["loss"] == {"last": 1.0, "step": 2, "min": 1.0, "max": 11.0}
+    assert rec.last_step == 2
