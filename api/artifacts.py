@@ -24,9 +24,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import NotFoundError, PermissionDeniedError
+from ..errors import ConflictError, NotFoundError, PermissionDeniedError, UserInputError
 from ..store.gc import DEFAULT_GRACE
 from ..store.manifests import ManifestEntry
+from ..store.records import RunStatus
 from .auth import Admin, Principal, Researcher, Role
 from .graph import _api, _artifact_public
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
@@ -97,7 +98,8 @@ class LogArtifactBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=_NAME)
     type: str = Field(default="dataset", pattern=_NAME)
-    project: str = Field(pattern=_NAME)
+    project: str | None = Field(default=None, pattern=_NAME,
+                                description="the run's project (checked; it is taken from the run)")
     files: list[FileEntry] = Field(max_length=1_000_000)
     aliases: list[str] = Field(default_factory=list, max_length=100)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -109,19 +111,31 @@ class UseArtifactBody(BaseModel):
     spec: str = Field(min_length=1, max_length=200)
 
 
-def _check_run_writer(request: Request, who: Principal, run_id: str) -> None:
-    """A run's artifacts are written by its owner (a supervisor: any run this server has)."""
+def _check_run_writer(request: Request, who: Principal, run_id: str) -> str:
+    """A running run's artifacts are written by its owner (a supervisor: any run this server
+    has). Returns the run's project.
+
+    A finished run is refused: its signed record is sealed with the artifacts it produced
+    and used, so a later edge would make ``assay verify`` report it as tampered with.
+    """
     remote = request.app.state.remote
     if remote.owner(run_id) is not None:
         remote.check_writer(who, run_id)
-        return
-    if who.can(Role.SUPERVISOR):
-        _api(request).run(run_id)  # a run written straight into the data directory: 404 if none
-        return
-    raise NotFoundError(
-        f"run {run_id} has sent no records to this server",
-        hint="log artifacts from a run started on this server (assay.init(server=...)); "
-             "its first records must arrive before its artifacts")
+        project, finished = remote.run_state(run_id)
+    elif who.can(Role.SUPERVISOR):
+        run = _api(request).run(run_id)  # a run written straight into the data directory
+        project, finished = run.project, RunStatus(run.status).finished
+    else:
+        raise NotFoundError(
+            f"run {run_id} has no owner on this server: it was not started here with a token",
+            hint="log artifacts from a run started on this server (assay.init(server=...)); "
+                 "its first records must arrive before its artifacts")
+    if finished:
+        raise ConflictError(
+            f"run {run_id} is finished: its signed record already lists the artifacts it "
+            "produced and used",
+            hint=f"resume it to add more (assay.init(project=..., resume={run_id!r}))")
+    return str(project)
 
 
 def _version_public(av: Any) -> dict[str, Any]:
@@ -138,13 +152,19 @@ def log_artifact(request: Request, who: Researcher, run_id: RunId,
 
     Content equal to the latest version's makes no new version. A blob that is not stored
     is a 404 naming the file (upload it, then commit again); a size that differs from the
-    stored blob's is a 400.
+    stored blob's is a 400; a finished run is a 409. Versions and aliases of a name are
+    shared by the researchers of this server, as in a W&B team project: anyone's run may
+    log the next version and move ``latest`` or a user alias to it (each move is audited);
+    only deleting a version is kept to the runs that logged it.
     """
-    _check_run_writer(request, who, run_id)
+    project = _check_run_writer(request, who, run_id)
+    if body.project is not None and body.project != project:
+        raise UserInputError(f"run {run_id} belongs to project {project!r}, not {body.project!r}",
+                             hint="leave project out: a version goes to its run's project")
     entries = [ManifestEntry(f.path, f.digest, f.size) for f in body.files]
     graph = _api(request)._graph()
     av = graph.artifacts.log_manifest(
-        entries, body.name, body.type, project=body.project, run_id=run_id,
+        entries, body.name, body.type, project=project, run_id=run_id,
         aliases=body.aliases, metadata=body.metadata, description=body.description,
         actor=who.name)
     return ok(_version_public(av))

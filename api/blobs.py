@@ -9,9 +9,13 @@ Downloads read ``GET /api/blobs/{digest}``; the client verifies every digest its
 - Uploads stream to disk in 1 MiB chunks (a checkpoint of many GB never sits in memory) and
   land only whole: the server hashes what it received, and a body whose digest is not the
   one in the path is refused (400) without replacing anything stored.
-- Putting content the server holds already is harmless (one copy per digest), and a blob
-  the server reports present is marked just written, so garbage collection keeps it through
-  its grace period while the client commits the version.
+- Putting content the server holds already is harmless (one copy per digest). The commit
+  checks every blob again under the write lock, so one that garbage collection freed after
+  ``missing`` reported it present is refused (404), and the client sends it and commits again.
+- Uploads run on their own few worker threads (:data:`UPLOAD_WORKERS`), never the pool the
+  other routes share: when all are busy the answer is 503 with ``Retry-After`` (the client
+  backs off and retries), and a body that sends nothing for :data:`UPLOAD_IDLE_S` seconds is
+  cut off (408). Stalled or slow uploads cannot starve ``/api/health`` or the dashboard.
 - Viewers may read any blob, as they may read every run and artifact; writing needs a
   researcher token.
 """
@@ -22,11 +26,14 @@ import io
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import anyio
 import anyio.from_thread
-from fastapi import APIRouter, Path, Request
+import anyio.to_thread
+from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from ..errors import NotFoundError, UserInputError
@@ -42,6 +49,10 @@ router = APIRouter(prefix="/api", tags=["artifacts"], route_class=StrictJSONRout
 
 #: Largest blob one PUT may carry (the route's own limit, above the server's JSON limit).
 MAX_BLOB_BYTES = 1 << 40
+#: Uploads stored at once (each holds a thread while its body arrives).
+UPLOAD_WORKERS = 8
+#: Seconds an upload may send nothing before it is cut off.
+UPLOAD_IDLE_S = 60.0
 _DIGEST = r"^sha256:[0-9a-f]{64}$"
 Digest = Annotated[str, Path(pattern=_DIGEST, description='"sha256:" and 64 lowercase hex')]
 
@@ -53,10 +64,9 @@ class MissingBody(BaseModel):
 
 @router.post("/blobs/missing", summary="Which of these blobs the server lacks")
 def missing_blobs(request: Request, who: Researcher, body: MissingBody) -> SafeJSONResponse:
-    """The digests (up to 10,000 per call) that are not stored; those that are stored are
-    kept by garbage collection through its grace period, for the version about to use them."""
+    """The digests (up to 10,000 per call) that are not stored (the commit checks again)."""
     blobs = _api(request)._graph().blobs
-    return ok({"missing": [d for d in dict.fromkeys(body.digests) if not blobs.reuse(d)]})
+    return ok({"missing": [d for d in dict.fromkeys(body.digests) if not blobs.exists(d)]})
 
 
 class _BodyReader(io.RawIOBase):
@@ -73,7 +83,8 @@ class _BodyReader(io.RawIOBase):
 
     async def _next(self) -> bytes | None:
         try:
-            return await self._chunks.__anext__()
+            with anyio.fail_after(UPLOAD_IDLE_S):
+                return await self._chunks.__anext__()
         except StopAsyncIteration:
             return None
 
@@ -99,9 +110,32 @@ async def put_blob(request: Request, who: Researcher, digest: Digest) -> SafeJSO
 
     Answers ``{"digest", "size"}``. Sending a blob the server holds already is harmless.
     """
-    blobs = _api(request)._graph().blobs
-    reader = io.BufferedReader(_BodyReader(request.stream().__aiter__()), buffer_size=1 << 20)
-    ref = await run_in_threadpool(blobs.put_stream, reader)
+    state = request.app.state
+    if getattr(state, "upload_slots", None) is None:
+        # Slots are taken without waiting (a busy server answers 503 at once); the threads
+        # they run on are the uploads' own, not the pool every other route shares.
+        state.upload_slots = anyio.CapacityLimiter(UPLOAD_WORKERS)
+        state.upload_threads = anyio.CapacityLimiter(UPLOAD_WORKERS)
+    slots: anyio.CapacityLimiter = state.upload_slots
+    try:
+        slots.acquire_nowait()
+    except anyio.WouldBlock:
+        raise HTTPException(503, f"{slots.total_tokens:g} uploads are in progress; try again "
+                            "shortly", headers={"Retry-After": "2"}) from None
+    try:
+        blobs = (await run_in_threadpool(_api(request)._graph)).blobs  # LanceDB: off the loop
+        reader = io.BufferedReader(_BodyReader(request.stream().__aiter__()),
+                                   buffer_size=1 << 20)
+        ref = await anyio.to_thread.run_sync(blobs.put_stream, reader,
+                                             limiter=state.upload_threads)
+    except ClientDisconnect:
+        # Nobody reads the answer; the partial upload was removed by put_stream.
+        return ok({"error": "the client disconnected before the body ended"}, 400)
+    except TimeoutError:
+        raise HTTPException(408, f"the upload sent nothing for {UPLOAD_IDLE_S:g} s",
+                            headers={"Connection": "close"}) from None
+    finally:
+        slots.release()
     if ref.digest != digest:
         # Stored under its own digest, referenced by nothing: garbage collection frees it.
         raise UserInputError(

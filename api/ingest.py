@@ -138,6 +138,7 @@ class _Run:
     seg: _Segment | None = None
     seg_attach: int = -1
     finished: bool = False
+    project: str = ""
     last_contact: float = field(default_factory=time.monotonic)
     pending: list[dict[str, Any]] | None = None  # metric records not yet seen ingested
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -212,9 +213,11 @@ class RemoteIngest:
             d = json.loads(state.read_text())
             r.owner, r.attaches, r.known = d.get("owner"), d.get("attaches", {}), True
             r.owned_since = d.get("owned_since")
+            r.project = d.get("project") or ""
         stored = self.store.get_run(run_id)
         if stored is not None:
             r.known = True
+            r.project = r.project or stored.project
             r.durable = stored.ingested_seq
             r.finished = stored.status.finished
         for seg in sorted((self.wal_dir / run_id).glob("*.wal")):
@@ -252,6 +255,12 @@ class RemoteIngest:
     def owned_since(self, run_id: str) -> float | None:
         """When this server gave the run to its owner (None: unknown, or no owner)."""
         return self._get(run_id).owned_since
+
+    def run_state(self, run_id: str) -> tuple[str, bool]:
+        """The run's project and whether its last durable record ends it (a status)."""
+        r = self._get(run_id)
+        with r.lock:
+            return r.project, r.finished
 
     def check_writer(self, who: Principal, run_id: str) -> None:
         """Refuse a researcher who does not own an existing run (supervisors may write any)."""
@@ -348,7 +357,8 @@ class RemoteIngest:
         if r.seg is not None:
             self._close(r, keep_hold=True)
         r.attaches[str(attach)] = origin
-        self._save_state(r, rec.get("project", ""))
+        r.project = rec.get("project") or r.project
+        self._save_state(r, r.project)
         r.seg_attach = attach
         self.audit.record(who.name, "start_run" if attach == 0 else "resume_run", r.run_id,
                           reason or "remote logging",

@@ -43,6 +43,12 @@ __all__ = ["HttpBlobStore", "RemoteArtifacts", "RemoteGraph"]
 log = logging.getLogger(__name__)
 
 _MISSING_BATCH = 10_000
+MAX_FILES = 1_000_000  # the server's limits on one commit (api/artifacts.py)
+MAX_COMMIT_BYTES = 256 << 20
+#: Seconds to wait for an answer (``ASSAY_HTTP_TIMEOUT``), and for the answer to an upload,
+#: which comes once the server has the file on its disk (``ASSAY_UPLOAD_TIMEOUT``).
+HTTP_TIMEOUT = float(os.environ.get("ASSAY_HTTP_TIMEOUT", "60"))
+UPLOAD_TIMEOUT = float(os.environ.get("ASSAY_UPLOAD_TIMEOUT", "600"))
 
 
 class HttpBlobStore(BlobStore):
@@ -55,10 +61,11 @@ class HttpBlobStore(BlobStore):
     read_chunk = 1 << 20
 
     def __init__(self, http: Any, server: str, attempts: int = 6,
-                 max_backoff: float = 20.0) -> None:
+                 max_backoff: float = 20.0, upload_timeout: float = 600.0) -> None:
         self._http = http
         self._server = server.rstrip("/")
         self.attempts, self.max_backoff = attempts, max_backoff
+        self.upload_timeout = upload_timeout
 
     @property
     def uri(self) -> str:
@@ -69,9 +76,6 @@ class HttpBlobStore(BlobStore):
 
     def exists(self, digest: str) -> bool:
         return not self.missing([digest])
-
-    def reuse(self, digest: str) -> bool:
-        return self.exists(digest)  # the server marks what it reports present as reused
 
     def missing(self, digests: list[str]) -> list[str]:
         """The digests the server does not hold (in the order given, once each)."""
@@ -89,14 +93,27 @@ class HttpBlobStore(BlobStore):
         return ref
 
     def upload(self, path: str | os.PathLike[str], ref: BlobRef) -> None:
-        """Send the file whose digest and size are ``ref`` (hashed before)."""
+        """Send the file whose digest and size are ``ref`` (hashed before).
+
+        The server answers once the blob is on its disk (fsynced), which for a large file
+        on a slow disk takes a while: the wait is ``upload_timeout``, and an attempt that
+        timed out anyway asks the server for the blob before sending it again."""
+        import httpx
+
+        tries = 0
+
         def send() -> Any:
+            nonlocal tries
+            tries += 1
+            if tries > 1 and not self.missing([ref.digest]):  # the lost answer was a success
+                return httpx.Response(200, json={"digest": ref.digest, "size": ref.size})
             with open(path, "rb") as f:
                 return self._http.put(f"/api/blobs/{ref.digest}", content=f,
-                                      headers={"Content-Type": "application/octet-stream"})
+                                      headers={"Content-Type": "application/octet-stream"},
+                                      timeout=httpx.Timeout(self.upload_timeout, connect=10.0))
         try:
             self._retry(send, f"uploading {path}")
-        except UserInputError as exc:
+        except UserInputError as exc:  # a 400 to a well-formed digest: the bytes differed
             if "hashes to" in exc.message:
                 raise UserInputError(
                     f"{path} changed while it was uploaded (it hashed to {ref.digest} "
@@ -137,23 +154,30 @@ class HttpBlobStore(BlobStore):
         raise AssertionError("unreachable")
 
     # -- HTTP -----------------------------------------------------------------------------------
-    def request(self, method: str, url: str, **kw: Any) -> Any:
-        return self._retry(lambda: self._http.request(method, url, **kw), f"{method} {url}")
+    def request(self, method: str, url: str, *, idempotent: bool = True, **kw: Any) -> Any:
+        return self._retry(lambda: self._http.request(method, url, **kw), f"{method} {url}",
+                           idempotent=idempotent)
 
-    def _retry(self, call: Callable[[], Any], what: str, *, close_refused: bool = False) -> Any:
+    def _retry(self, call: Callable[[], Any], what: str, *, close_refused: bool = False,
+               idempotent: bool = True) -> Any:
         """``call()`` until it is answered with something other than a busy/unavailable
         status, with exponential backoff and jitter (``Retry-After`` honoured); refusals
-        raise the matching AssayError."""
+        raise the matching AssayError. A call that is not ``idempotent`` is sent again only
+        when the first attempt never reached the server (a refused connection)."""
         import httpx
 
         for attempt in range(self.attempts):
             try:
                 resp = call()
             except httpx.TransportError as exc:
-                if attempt + 1 == self.attempts:
-                    raise AssayError(f"{what}: the server at {self.uri} did not answer ({exc})",
-                                     hint="check the network and the server, then try again; "
-                                          "nothing was committed") from exc
+                unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if attempt + 1 == self.attempts or not (idempotent or unsent):
+                    raise AssayError(
+                        f"{what}: the server at {self.uri} did not answer ({exc})",
+                        hint="check the network and the server, then try again" + (
+                            "; nothing reached it" if unsent else
+                            "; it may have acted on the request (uploads and commits are "
+                            "safe to repeat)")) from exc
                 self._sleep(attempt, None)
                 continue
             if resp.status_code in _RETRY_STATUS and attempt + 1 < self.attempts:
@@ -223,14 +247,16 @@ class RemoteArtifacts:
     """What an :class:`~assay.sdk.graph.Artifact` handle needs of a registry, served by an
     assay server: log, use, manifest, download, delete."""
 
-    def __init__(self, server: str, token: str | None, *, timeout: float = 60.0,
-                 workers: int = 4) -> None:
+    def __init__(self, server: str, token: str | None, *, timeout: float | None = None,
+                 upload_timeout: float | None = None, workers: int = 4) -> None:
         import httpx
 
         self.server = server.rstrip("/")
+        timeout = timeout if timeout is not None else HTTP_TIMEOUT
         self._http = httpx.Client(base_url=self.server, headers=_auth_headers(token),
                                   timeout=timeout)
-        self.blobs = HttpBlobStore(self._http, self.server)
+        self.blobs = HttpBlobStore(self._http, self.server, upload_timeout=(
+            upload_timeout if upload_timeout is not None else UPLOAD_TIMEOUT))
         self.workers = workers
 
     def close(self) -> None:
@@ -245,6 +271,7 @@ class RemoteArtifacts:
         body = {"name": name, "type": type, "project": project, "aliases": aliases,
                 "metadata": metadata, "description": description,
                 "files": [e.to_dict() for e in entries]}
+        _check_commit(body)  # what the server would refuse, refused before any upload
         for attempt in range(2):
             self._upload_missing(entries, sources)
             try:
@@ -287,9 +314,44 @@ class RemoteArtifacts:
                delete_aliases: bool = False) -> None:
         """Delete a version on the server (the token's name is the actor there)."""
         name, _, version = spec.partition(":")
-        self.blobs.request("DELETE", f"/api/artifacts/{name}/{version}",
+        self.blobs.request("DELETE", f"/api/artifacts/{name}/{version}", idempotent=False,
                            params={"reason": reason,
                                    "delete_aliases": "true" if delete_aliases else "false"})
+
+
+def _check_commit(body: dict[str, Any]) -> None:
+    """Refuse, before any file is sent, a commit the server's limits or its strict JSON
+    would refuse after the upload."""
+    import json
+
+    if len(body["files"]) > MAX_FILES:
+        raise UserInputError(f"{len(body['files'])} files are more than a server takes in one "
+                             f"version ({MAX_FILES})", hint="split it into several artifacts")
+    if len(body["aliases"]) > 100 or len(body["description"]) > 100_000:
+        raise UserInputError("at most 100 aliases and a description of 100,000 characters",
+                             hint="shorten them")
+    try:
+        data = json.dumps(body, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a ValueError too: first
+        bad = next((f["path"] for f in body["files"] if not _utf8(f["path"])), "a name")
+        raise UserInputError(f"the file name {bad!r} is not valid UTF-8",
+                             hint="rename it; names are sent to the server as UTF-8") from None
+    except ValueError as exc:  # NaN or infinity
+        raise UserInputError(f"the artifact's metadata holds a number JSON cannot carry to "
+                             f"the server ({exc})",
+                             hint="use None or a string for NaN and infinities") from None
+    if len(data) > MAX_COMMIT_BYTES:
+        raise UserInputError(f"the version's manifest is {len(data) >> 20} MiB, more than the "
+                             f"server takes ({MAX_COMMIT_BYTES >> 20} MiB)",
+                             hint="split it into several artifacts")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _sources(path: Path, entries: list[ManifestEntry]) -> dict[str, Path]:

@@ -159,8 +159,9 @@ class ArtifactRegistry:
                      actor: str = "") -> ArtifactVersion:
         """Like :meth:`log`, for a manifest whose blobs were put beforehand (a client that
         uploaded its files to a server). Every entry's blob must be stored with the size the
-        entry says; each is marked as just written, so garbage collection keeps it until the
-        version commits.
+        entry says. Each is checked again, and marked as just written, under the write lock
+        right before the version is written, so a garbage collection running meanwhile either
+        keeps it or is noticed.
 
         Raises:
             NotFoundError: a blob is not stored (the message names the file).
@@ -169,10 +170,7 @@ class ArtifactRegistry:
         check_version_args(name, type, aliases)
         manifest_json(entries)  # duplicate paths, a file that is also a folder: refused here
         for e in entries:
-            if not self.blobs.reuse(e.digest):
-                raise NotFoundError(f"{e.path}: blob {e.digest} is not stored",
-                                    hint="upload the file's content first (PUT /api/blobs/"
-                                         "{digest}), then log the version again")
+            self._reuse(e)
             size = self.blobs.size(e.digest)
             if size != e.size:
                 raise UserInputError(f"{e.path}: the stored blob {e.digest} has {size} bytes, "
@@ -191,6 +189,11 @@ class ArtifactRegistry:
         mblob = put_manifest(self.blobs, entries)
         actor = actor or (f"run:{run_id}" if run_id else "user")
         with self._writing():
+            # Garbage collection takes no ingest lock: a blob stored (or found) before it
+            # started and swept since would leave this version without its file. Freshened
+            # here, each is either kept by a sweep from now on or found gone (and refused).
+            for e in entries:
+                self._reuse(e)
             newest = self._newest_row(name)  # deleted versions count: numbers are never reused
             if newest is not None and newest["type"] != type:
                 raise ConflictError(f"artifact {name!r} has type {newest['type']!r}, not {type!r}",
@@ -219,6 +222,12 @@ class ArtifactRegistry:
             if run_id:
                 add_edges(self.store, [(run_node(run_id), artifact_node(name, version), "produced")])
         return self.get(name, f"v{version}")
+
+    def _reuse(self, e: ManifestEntry) -> None:
+        if not self.blobs.reuse(e.digest):
+            raise NotFoundError(f"{e.path}: blob {e.digest} is not stored",
+                                hint="upload the file's content first (PUT /api/blobs/"
+                                     "{digest}), then log the version again")
 
     def use(self, spec: str, run_id: str) -> ArtifactVersion:
         """Resolve ``spec`` and record that ``run_id`` consumed that version."""

@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -81,8 +82,9 @@ def _check_rel_path(path: str) -> None:
 def _check_tree(entries: list[ManifestEntry]) -> None:
     files = {e.path for e in entries}
     if len(files) != len(entries):
-        dup = sorted(p for p in files if sum(e.path == p for e in entries) > 1)
-        raise UserInputError(f"manifest lists {dup[0]!r} more than once",
+        counts = Counter(e.path for e in entries)
+        dup = min(p for p, n in counts.items() if n > 1)
+        raise UserInputError(f"manifest lists {dup!r} more than once",
                              hint="each path appears once")
     for e in entries:
         parts = e.path.split("/")

@@ -112,11 +112,20 @@ def test_a_remote_run_logs_and_another_uses_and_downloads(server, tokens, tmp_pa
         (r["src"], r["dst"], r["kind"]) for r in up.to_dicts()}
 
 
-def api_status(api, run_id):
-    try:
-        return api.run(run_id).status
-    except NotFoundError:
-        return None
+def _sealed(api, run_id, attach=0, timeout=30.0):
+    """verify()'s problems once the run's attach is ingested and sealed (the seal follows
+    the run's row by a moment), or its last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            run = api.run(run_id)
+            done = run.status == "completed" and run.attach == attach
+        except NotFoundError:
+            done = False
+        problems = api.verify(run_id)[1] if done else ["not ingested"]
+        if not problems or time.monotonic() > deadline:
+            return problems
+        time.sleep(0.2)
 
 
 def test_a_single_file_artifact_downloads_as_that_file(server, tokens, tmp_path, data_dir):
@@ -134,11 +143,7 @@ def test_a_single_file_artifact_downloads_as_that_file(server, tokens, tmp_path,
     gone = api.artifacts(include_deleted=True).filter(pl.col("version") == 1).row(0, named=True)
     assert (gone["deleted_by"], gone["delete_reason"]) == ("researcher", "bad eval")
     assert api.artifact("weights:latest").version == 0
-    deadline = time.monotonic() + 30
-    while api_status(api, run.id) != "completed" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    checked, problems = api.verify(run.id)  # sealed on the server, with its artifacts
-    assert checked >= 1 and problems == []
+    assert _sealed(api, run.id) == []  # sealed on the server, with its artifacts
 
 
 def test_bad_artifact_input_is_refused_before_anything_is_sent(server, tokens, tmp_path,
@@ -220,7 +225,7 @@ def test_blob_and_commit_routes_check_digests_sizes_and_owners(server, client, t
     assert r.status_code == 400 and "relative path" in r.json()["error"]
     assert other.post(f"/api/runs/{run.id}/artifacts", json=body).status_code == 403
     r = me.post("/api/runs/nosuchrun/artifacts", json=body)
-    assert r.status_code == 404 and "no records" in r.json()["error"]
+    assert r.status_code == 404 and "no owner" in r.json()["error"]
     assert viewer.post(f"/api/runs/{run.id}/artifacts", json=body).status_code == 403
     r = me.post(f"/api/runs/{run.id}/artifacts", json=body)
     assert r.status_code == 200 and r.json()["id"] == "art:v0"
@@ -293,3 +298,137 @@ def test_busy_answers_and_dropped_connections_are_retried(tmp_path):
     with pytest.raises(AssayError, match="did not answer"):
         HttpBlobStore(http, "http://127.0.0.1:9", attempts=2, max_backoff=0.01).missing(
             [_digest(b"x")])
+
+
+# -- from the review of the first version -----------------------------------------------------------
+def _ready_run(server, token, tmp_path):
+    run = _remote_run(server, token, tmp_path / "laptop")
+    run.log({"x": 1.0})
+    run.flush()
+    assert run._sender.wait(10)
+    return run
+
+
+def test_a_finished_run_takes_no_more_artifacts_and_the_project_is_the_runs(
+        server, client, tokens, tmp_path, data_dir):
+    """A sealed record lists the artifacts a run produced and used: adding one after the run
+    finished would make `assay verify` report it tampered with. A resumed run may."""
+    me = client("researcher")
+    data = b"abc"
+    d = _digest(data)
+    assert me.put(f"/api/blobs/{d}", content=data).status_code == 200
+    body = {"name": "late", "files": [{"path": "a", "digest": d, "size": 3}]}
+    run = _ready_run(server, tokens["researcher"], tmp_path)
+    r = me.post(f"/api/runs/{run.id}/artifacts", json={**body, "project": "elsewhere"})
+    assert r.status_code == 400 and "remote-art" in r.json()["error"]
+    r = me.post(f"/api/runs/{run.id}/artifacts", json=body)
+    assert r.status_code == 200 and r.json()["project"] == "remote-art"
+    run.finish()
+    for path, payload in ((f"/api/runs/{run.id}/artifacts", body),
+                          (f"/api/runs/{run.id}/used-artifacts", {"spec": "late"})):
+        r = me.post(path, json=payload)
+        assert r.status_code == 409 and "finished" in r.json()["error"]
+        assert "resume" in r.json()["hint"]
+    again = _remote_run(server, tokens["researcher"], tmp_path / "laptop", resume=run.id)
+    assert again.use_artifact("late").version == 0
+    again.finish()
+    api = assay.Api(data_dir)
+    assert _sealed(api, run.id, attach=1) == []  # sealed again with its resume's edge
+
+
+def test_stalled_uploads_cannot_starve_the_server(server, client, tokens, monkeypatch):
+    """Uploads have their own few threads: with all of them held by a client that stopped
+    sending, the next upload is told to come back (503) and /api/health still answers; the
+    stalled one is cut off after the idle limit (408)."""
+    import socket
+
+    from assay.api import blobs as blob_routes
+
+    monkeypatch.setattr(blob_routes, "UPLOAD_WORKERS", 1)
+    monkeypatch.setattr(blob_routes, "UPLOAD_IDLE_S", 1.5)
+    host, port = server.url.removeprefix("http://").split(":")
+    stalled = socket.create_connection((host, int(port)))
+    stalled.sendall((f"PUT /api/blobs/{_digest(b'x' * 100)} HTTP/1.1\r\nHost: {host}\r\n"
+                     f"Authorization: Bearer {tokens['researcher']}\r\n"
+                     "Content-Length: 100\r\n\r\n").encode() + b"x" * 10)
+    me = client("researcher")
+    deadline = time.monotonic() + 10
+    while True:  # wait until the stalled upload holds the one upload thread
+        r = me.put(f"/api/blobs/{_digest(b'y')}", content=b"y")
+        if r.status_code == 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    stalled.settimeout(10)
+    if r.status_code != 503:
+        stalled.settimeout(0.5)
+        raise AssertionError(f"{r.status_code}: the stalled upload got {stalled.recv(4096)!r}")
+    assert r.headers["Retry-After"]
+    assert me.get("/api/health").status_code == 200
+    answer = stalled.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 408")
+    stalled.close()
+    assert me.put(f"/api/blobs/{_digest(b'y')}", content=b"y").status_code == 200
+    # Nothing of the cut-off upload was stored.
+    assert me.post("/api/blobs/missing", json={"digests": [_digest(b"x" * 100)]}).json()[
+        "missing"] == [_digest(b"x" * 100)]
+
+
+def test_what_the_server_would_refuse_is_refused_before_any_upload(server, tokens, tmp_path,
+                                                                    uploads):
+    run = _remote_run(server, tokens["researcher"], tmp_path / "laptop")
+    f = tmp_path / "m.bin"
+    f.write_bytes(b"model")
+    with pytest.raises(UserInputError, match="NaN"):
+        run.log_artifact(f, "m", metadata={"loss": float("nan")})
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"latin-1 name")
+    with pytest.raises(UserInputError, match="UTF-8"):
+        run.log_artifact(odd, "odd")
+    with pytest.raises(UserInputError, match="100 aliases"):
+        run.log_artifact(f, "m", aliases=[f"a{i}" for i in range(101)])
+    assert uploads == []
+    run.finish()
+
+
+def test_a_delete_whose_answer_was_lost_is_not_sent_again():
+    """A DELETE that reached the server is not repeated (the repeat would answer 'already
+    deleted'); one that never reached it is. Uploads, which are idempotent, are."""
+    from assay.sdk.remote_artifacts import RemoteArtifacts
+
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    ra = RemoteArtifacts("http://127.0.0.1:9", "t")
+    ra._http = httpx.Client(base_url="http://127.0.0.1:9", transport=httpx.MockTransport(handler))
+    ra.blobs._http = ra._http
+    ra.blobs.max_backoff = 0.01
+    with pytest.raises(AssayError, match="did not answer") as e:
+        ra.delete("m:v0", reason="r")
+    assert calls == ["DELETE"] and "may have acted" in e.value.hint
+    calls.clear()
+    with pytest.raises(AssayError):
+        ra.blobs.missing([_digest(b"x")])
+    assert len(calls) == ra.blobs.attempts
+
+
+def test_an_upload_whose_answer_was_lost_is_not_sent_again_when_the_server_has_it(tmp_path):
+    from assay.store.blobs import BlobRef
+
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        if request.method == "PUT":
+            raise httpx.ReadTimeout("slow fsync", request=request)
+        return httpx.Response(200, json={"missing": []})  # it was stored after all
+
+    http = httpx.Client(base_url="http://127.0.0.1:9", transport=httpx.MockTransport(handler))
+    blobs = HttpBlobStore(http, "http://127.0.0.1:9", max_backoff=0.01)
+    f = tmp_path / "big"
+    f.write_bytes(b"0123")
+    blobs.upload(f, BlobRef(_digest(b"0123"), 4))
+    assert calls == ["PUT", "POST"]

@@ -395,3 +395,54 @@ def test_a_tombstone_without_its_audit_entry_does_not_excuse_changed_bytes(data_
     _, problems = api.verify()
     assert any("artifact ds:v0" in str(p) and "corrupt" in str(p) for p in problems), \
         problems
+
+
+# -- versions committed from a manifest (a client that uploaded to a server) ---------------------
+def test_log_manifest_checks_every_blob_and_its_size(reg):
+    from assay.store.manifests import ManifestEntry
+
+    ref = reg.blobs.put_bytes(b"weights")
+    e = ManifestEntry("w.bin", ref.digest, ref.size)
+    av = reg.log_manifest([e], "m", "model", project="p", run_id="r1")
+    assert (av.version, av.files, av.size) == (0, 1, 7)
+    assert [x.path for x in reg.manifest(av)] == ["w.bin"]
+    with pytest.raises(UserInputError, match="7 bytes, the manifest says 8"):
+        reg.log_manifest([ManifestEntry("w.bin", ref.digest, 8)], "m", "model", project="p")
+    gone = ManifestEntry("x.bin", "sha256:" + "0" * 64, 1)
+    with pytest.raises(NotFoundError, match="x.bin"):
+        reg.log_manifest([e, gone], "m", "model", project="p")
+    with pytest.raises(UserInputError, match="more than once"):
+        reg.log_manifest([e, e], "m", "model", project="p")
+    assert reg.list().height == 1  # nothing of the refused ones was written
+
+
+def test_a_blob_swept_after_the_check_is_caught_before_the_version_is_written(reg, monkeypatch):
+    """gc takes no ingest lock: one that sweeps a blob between log_manifest's first check and
+    its commit must not leave a version without its file."""
+    from assay.store.manifests import ManifestEntry
+
+    ref = reg.blobs.put_bytes(b"weights")
+    real = type(reg.blobs).reuse
+    seen = []
+
+    def reuse_then_sweep(store, digest):
+        seen.append(digest)
+        if len(seen) == 2:  # the sweep lands after the first check
+            os.chmod(store.path_of(digest), 0o644)
+            store.path_of(digest).unlink()
+        return real(store, digest)
+
+    monkeypatch.setattr(type(reg.blobs), "reuse", reuse_then_sweep)
+    with pytest.raises(NotFoundError, match="w.bin"):
+        reg.log_manifest([ManifestEntry("w.bin", ref.digest, 7)], "m", "model", project="p")
+    assert reg.list().height == 0
+
+
+def test_a_manifest_with_a_duplicate_among_many_entries_is_refused_at_once():
+    from assay.store.manifests import ManifestEntry, manifest_json
+
+    d = "sha256:" + "1" * 64
+    entries = [ManifestEntry(f"f{i:06d}", d, 1) for i in range(200_000)]
+    entries.append(ManifestEntry("f000123", d, 1))
+    with pytest.raises(UserInputError, match="'f000123' more than once"):
+        manifest_json(entries)
