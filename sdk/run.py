@@ -209,7 +209,8 @@ class Run:
                 f"run {run_id} is being written by another process",
                 hint="finish it there first, or start a new run",
             ) from None
-        self._writer = Writer(wal, attach << _SEQ_BITS, FLUSH_INTERVAL, summary_auto)
+        self._writer = Writer(wal, attach << _SEQ_BITS, FLUSH_INTERVAL, summary_auto,
+                              on_full=self._on_writer_full)
         self._queue_append = self._writer.queue.append
         self.config = Config(self, config)
         self.summary = Summary(self, summary_set)
@@ -318,14 +319,24 @@ class Run:
                                  hint="count steps from 0 in units of batches or samples")
         return step
 
+    def _on_writer_full(self, full: bool) -> None:
+        """The writer thread's signal: over a memory limit, log() waits after appending
+        (an attribute swap, so below the limits log() pays nothing for the check)."""
+        self._queue_append = self._append_when_room if full else self._writer.queue.append
+
+    def _append_when_room(self, item: Any) -> None:
+        self._writer.queue.append(item)
+        self._writer.wait_for_room()
+
     def _log_system(self, metrics: dict[str, float]) -> None:
-        if not self._finished and metrics:
-            self._queue_append((self._sys_step, time.time(), metrics))
+        if not self._finished and metrics:  # never waits: finish() joins this thread
+            self._writer.queue.append((self._sys_step, time.time(), metrics))
             self._sys_step += 1
 
     def _enqueue(self, record: dict[str, Any]) -> None:
+        # Config, summary and status records never wait for room: finish() must not hang.
         record.setdefault("time", time.time())
-        self._queue_append(record)
+        self._writer.queue.append(record)
 
     def _record_env_update(self, env_update: dict[str, Any]) -> None:
         self._env.update(env_update)

@@ -20,15 +20,25 @@ complete frame, the encoded frames stay in memory in order, and the writer retri
 them they are written once, in order, with the same bytes. After :meth:`Writer.stop` it keeps
 trying for ``give_up_after`` seconds, then stops and reports what it could not write in
 :attr:`Writer.lost`.
+
+Memory is bounded. When more than ``max_buffered_steps`` steps wait in the deque (a producer
+faster than the writer, millions of points a second) or more than ``max_pending_bytes`` of
+encoded records wait for a disk that refuses them, the writer marks itself :attr:`full` and
+tells the run (``on_full``), whose ``log()`` then waits after appending until the writer is
+back under half of both limits, with a warning that says why. Nothing is dropped: the choice
+is between a training loop that waits for a failing disk and one that is killed for memory,
+and losing the process loses everything. Below the limits ``log()`` never waits.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
@@ -52,6 +62,15 @@ GIVE_UP_AFTER_S = 10.0
 
 WRITE_EVERY_S = 0.05
 """A long drain writes and fsyncs what it encoded so far at least this often."""
+
+MAX_BUFFERED_STEPS = int(os.environ.get("ASSAY_MAX_BUFFERED_STEPS", "1000000"))
+"""Steps waiting in memory (about 0.5 KB each with 5 metrics) above which ``log()`` waits."""
+
+MAX_PENDING_BYTES = int(float(os.environ.get("ASSAY_MAX_PENDING_MB", "1024")) * (1 << 20))
+"""Encoded bytes held for a disk that refuses writes above which ``log()`` waits."""
+
+FULL_WARN_EVERY_S = 30.0
+"""While ``log()`` waits for room, a warning at least this often says why."""
 
 _WRITE_BYTES = 8 << 20
 """Bytes of a backlog written per ``write`` and fsync, so part of it goes in when the disk
@@ -92,7 +111,10 @@ class Writer(threading.Thread):
 
     def __init__(self, wal: WalWriter, seq_base: int, interval: float,
                  summary: dict[str, dict[str, float]], *,
-                 give_up_after: float = GIVE_UP_AFTER_S) -> None:
+                 give_up_after: float = GIVE_UP_AFTER_S,
+                 max_buffered_steps: int = MAX_BUFFERED_STEPS,
+                 max_pending_bytes: int = MAX_PENDING_BYTES,
+                 on_full: Callable[[bool], None] | None = None) -> None:
         super().__init__(name=f"assay-writer-{wal.path.parent.name}", daemon=True)
         self.queue: deque[Any] = deque()
         self._wal = wal
@@ -115,6 +137,12 @@ class Writer(threading.Thread):
         self.lost_points = 0
         self.dropped_records = 0  # records that could not be encoded (a bug upstream)
         self.points_written = 0
+        self.max_buffered_steps, self.max_pending_bytes = max_buffered_steps, max_pending_bytes
+        self.on_full = on_full
+        self.full = False  # over a memory limit: the run's log() waits for room
+        self.full_waits = 0  # times log() waited for room
+        self._room = threading.Condition()
+        self._full_warned = 0.0
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -124,6 +152,55 @@ class Writer(threading.Thread):
     def pending_records(self) -> int:
         """Records encoded but not yet durable (waiting for the disk after a failure)."""
         return sum(len(b.frames) for b in self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        return sum(b.nbytes for b in self._pending)
+
+    # -- bounded memory --------------------------------------------------------------------
+    def _update_full(self) -> None:
+        """Mark the writer full above a limit, and not full again below half of both."""
+        queued, pending = len(self.queue), self.pending_bytes
+        if not self.full:
+            if queued <= self.max_buffered_steps and pending <= self.max_pending_bytes:
+                return
+            self.full = True
+            self._full_warned = time.monotonic()
+            log.warning("assay: %s; log() waits until it is written, so memory stays bounded",
+                        self._full_reason(queued, pending))
+            if self.on_full is not None:
+                self.on_full(True)
+        elif queued <= self.max_buffered_steps // 2 and pending <= self.max_pending_bytes // 2:
+            with self._room:
+                self.full = False
+                self._room.notify_all()
+            if self.on_full is not None:
+                self.on_full(False)
+            log.warning("assay: the writer caught up with %s; log() no longer waits",
+                        self._wal.path)
+
+    def _full_reason(self, queued: int, pending: int) -> str:
+        if pending > self.max_pending_bytes:
+            return (f"{pending / 2**20:.1f} MB of records wait for the WAL {self._wal.path}, "
+                    f"which refuses writes ({self._cause}); free space or fix the disk (limit: "
+                    "ASSAY_MAX_PENDING_MB)")
+        return (f"{queued} logged steps wait to be written to {self._wal.path}: they are "
+                "logged faster than they can be encoded and written (limit: "
+                "ASSAY_MAX_BUFFERED_STEPS)")
+
+    def wait_for_room(self) -> None:
+        """Block while the writer is full (called by the run's ``log()`` after appending);
+        returns at once when the writer is stopping or dead, so ``finish()`` never hangs."""
+        if not self.full:
+            return
+        self.full_waits += 1
+        with self._room:
+            while self.full and not self._stopping and self.is_alive():
+                self._room.wait(1.0)
+                if self.full and time.monotonic() - self._full_warned >= FULL_WARN_EVERY_S:
+                    self._full_warned = time.monotonic()
+                    log.warning("assay: log() still waits: %s",
+                                self._full_reason(len(self.queue), self.pending_bytes))
 
     def run(self) -> None:
         started = time.monotonic()
@@ -191,6 +268,7 @@ class Writer(threading.Thread):
         """Write what is queued now, in slices of WRITE_EVERY_S of encoding: a point never
         waits for the encoding of a long backlog behind it to be durable."""
         self._flush_asked = False
+        self._update_full()
         n = len(self.queue)
         while True:
             if n:
@@ -202,8 +280,10 @@ class Writer(threading.Thread):
                 if n:
                     self._pending.append(self._batch(n, math.inf)[0])
                     self._fail_requests()
+                self._update_full()
                 return
             if not n:
+                self._update_full()
                 return
 
     def _batch(self, n: int, deadline: float) -> tuple[_Batch, int]:

@@ -335,3 +335,97 @@ def test_finish_on_a_disk_that_never_takes_the_writes_raises_what_was_lost(tmp_p
                                             r"written.*free space"):
         run.finish()
     assert run._finished  # finished all the same: log() refuses, the exit hook skips it
+
+
+# -- 5. bounded memory ------------------------------------------------------------------------------
+def test_log_waits_for_a_full_disk_above_the_memory_limit_and_loses_nothing(tmp_path,
+                                                                             monkeypatch, caplog):
+    """Above ``max_pending_bytes`` held for a disk that refuses writes, log() waits (instead
+    of growing until the process is killed), says why, and goes on once the disk takes them."""
+    import threading
+
+    import assay
+
+    run = assay.init(project="p", dir=tmp_path, capture=False, system_metrics_interval=0)
+    w = run._writer
+    w.max_pending_bytes = 4096
+    run.log({"x": 0.0})
+    run.flush()
+    disk = _Disk(monkeypatch, w._wal._fd)
+    disk.room = 0
+    done = threading.Event()
+    logged = []
+
+    def train():
+        for i in range(1, 400):
+            run.log({"x": float(i), "pad": float(i) / 3})
+            logged.append(i)
+            time.sleep(0.005)
+        done.set()
+
+    with caplog.at_level("WARNING", logger="assay.sdk.writer"):
+        t = threading.Thread(target=train)
+        t.start()
+        deadline = time.monotonic() + 20
+        while not w.full and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert w.full and not done.is_set()
+        stuck_at = len(logged)
+        time.sleep(0.5)
+        assert len(logged) == stuck_at  # waiting, not growing
+        assert w.pending_bytes > 4096
+        assert any("refuses writes" in r.getMessage() and "ASSAY_MAX_PENDING_MB" in r.getMessage()
+                   for r in caplog.records)
+        disk.room = None  # space is back
+        assert done.wait(20)
+        t.join(5)
+    assert not w.full and w.full_waits >= 1
+    run.finish()
+    api = assay.Api(tmp_path)
+    h = api.history(run.id, keys=["x"]).sort("step")
+    assert h["value"].to_list() == [float(i) for i in range(400)]
+
+
+def test_log_waits_when_more_steps_are_queued_than_the_limit(tmp_path):
+    """A producer faster than the writer: above ``max_buffered_steps`` waiting, log() waits
+    until the writer is back under half; below the limit it never waits."""
+    import assay
+
+    run = assay.init(project="p", dir=tmp_path, capture=False, system_metrics_interval=0)
+    w = run._writer
+    assert run._queue_append == w.queue.append  # no check on the fast path
+    w.max_buffered_steps = 1000
+    n, longest = 300_000, 0
+    for i in range(n):
+        run.log({"loss": float(i)})
+        if i % 1000 == 0:
+            longest = max(longest, len(w.queue))
+    # The writer looks twice per flush interval, so the queue may pass the limit by what is
+    # logged in between; it never holds the whole run.
+    assert w.full_waits >= 1 and longest < n // 2
+    run.finish()
+    assert run._queue_append == w.queue.append and not w.full
+    h = assay.Api(tmp_path).history(run.id, keys=["loss"]).sort("step")
+    assert h.height == n and h["value"].to_list() == [float(i) for i in range(n)]
+
+
+def test_finish_does_not_wait_for_room(tmp_path, monkeypatch):
+    """A full writer on a disk that never recovers: finish() still returns (raising what was
+    lost), it never waits for room for its own status record."""
+    import assay
+
+    run = assay.init(project="p", dir=tmp_path, capture=False, system_metrics_interval=0)
+    w = run._writer
+    w.max_pending_bytes = 1
+    disk = _Disk(monkeypatch, w._wal._fd)
+    disk.room = 0
+    run.log({"x": 1.0})
+    deadline = time.monotonic() + 10
+    while not w.full and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert w.full
+    w._give_up_after = 0.3
+    t = time.monotonic()
+    with pytest.raises(WalWriteError, match="not written"):
+        run.finish()
+    assert time.monotonic() - t < 10
