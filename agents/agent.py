@@ -546,11 +546,18 @@ class Agent:
     def _relaunch_lost(self) -> int:
         """Relaunch the trials a restart lost, resuming their runs, while slots are free.
 
-        They count against the concurrency while they wait. The budget is not asked: each
-        is a trial it admitted before (already counted), continuing, like a backend retry.
+        They count against the concurrency while they wait. Each is a trial admitted before
+        (counted in the trial budget once), continuing like a backend retry; but a spent
+        wall-clock, CPU-hours or GPU-hours budget ends them stopped instead, since running
+        them again would spend what is no longer there.
         """
         n = 0
         while self._relaunch:
+            spent = self.ledger.launch_blocker(self.resources, count_trials=False)
+            if spent:
+                self._stop_trial(self._relaunch[0], "lost when the agent restarted, and not "
+                                 f"relaunched: {spent}")
+                continue
             running = len(self.active) - len(self._relaunch)
             free = min(self.concurrency - running, self.backend.capacity(self.resources))
             if free <= 0:

@@ -308,13 +308,17 @@ class BudgetLedger:
         """
         return self.launch_blocker(resources) is None
 
-    def launch_blocker(self, resources: Resources | None = None) -> str | None:
-        """Why a trial of ``resources`` may not launch now, or None if it may."""
-        return self._blocker(resources or Resources())
+    def launch_blocker(self, resources: Resources | None = None, *,
+                       count_trials: bool = True) -> str | None:
+        """Why a trial of ``resources`` may not launch now, or None if it may.
 
-    def _blocker(self, res: Resources | None) -> str | None:
+        ``count_trials=False`` asks only about time and resources: for a trial counted
+        before, launched again (a relaunch after its agent restarted)."""
+        return self._blocker(resources or Resources(), count_trials=count_trials)
+
+    def _blocker(self, res: Resources | None, *, count_trials: bool = True) -> str | None:
         b = self.budget
-        if b.trials is not None and self.trials_launched >= b.trials:
+        if count_trials and b.trials is not None and self.trials_launched >= b.trials:
             return f"trial budget reached: {self.trials_launched} of {b.trials} trials launched"
         if b.wall_clock_s is not None and self.elapsed_s >= b.wall_clock_s:
             return (f"wall-clock budget reached: {format_duration(self.elapsed_s)} of "

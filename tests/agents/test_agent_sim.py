@@ -247,6 +247,24 @@ def test_with_max_retries_0_a_restart_fails_the_trials_it_lost():
     assert all("max_retries=0" in again.trials[t].reason for t in lost)
 
 
+def test_a_restart_after_the_wall_clock_budget_ran_out_ends_its_lost_trials_unrelaunched():
+    """A relaunch does not count as a new trial, but it spends time and resources: with the
+    wall-clock budget spent while the agent was down, its lost trials end stopped."""
+    obj = objective(budget={"trials": 40, "wall_clock": "30m"})
+    control, agent, lost = started(obj)
+    agent.close()
+    again, b2, c2 = restart(control, agent.agent_id, obj)
+    c2.advance(3600)  # the agent was down for an hour
+    again.step()
+    assert b2.specs == []  # nothing relaunched, nothing new
+    for tid in lost:
+        t = again.trials[tid]
+        assert t.status is TrialStatus.STOPPED
+        assert "not relaunched" in t.reason and "wall-clock budget reached" in t.reason
+    assert sorted(e[1] for e in b2.ended) == sorted(lost)
+    assert again.ledger.trials_launched == len(lost)  # counted once, before the restart
+
+
 def test_stopping_a_restarted_agent_never_relaunches_its_waiting_trials(monkeypatch):
     monkeypatch.setattr(overrides_mod, "OVERRIDE_POLL_S", 0.0)
     control, agent, lost = started()
