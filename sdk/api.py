@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from ..errors import NotFoundError, UserInputError
+from ..errors import ConflictError, NotFoundError, UserInputError
 from ..store.history import history_frame
 from ..store.lance import LanceStore
 from ..store.records import RunRecord, run_from_row
 from .settings import data_dir
+
+#: Seconds ``verify`` waits for an ingest pass in progress to finish.
+VERIFY_LOCK_TIMEOUT = float(os.environ.get("ASSAY_VERIFY_LOCK_TIMEOUT", "120"))
 
 if TYPE_CHECKING:
     from ..store.checkpoint import Checkpoint, CheckpointLike
@@ -192,10 +195,19 @@ class Api:
         key = g.audit.key if pinned is None else pinned
         problems: list[Any] = [] if pinned is None else anchor.check_pinned_key(g.audit.key,
                                                                                   pinned)
-        checked, found = verify(g.store, g.blobs, key, run_id, g.audit)
-        problems += found
-        for cp in checkpoints:
-            problems += anchor.check_checkpoint(cp, ChainStore(g.store), g.audit, key)
+        # Under the ingest lock: an ingest pass commits a run's points, then seals its record;
+        # read in between, a finished run would look unsealed (or, resumed, altered).
+        if not g.lock.acquire(VERIFY_LOCK_TIMEOUT):
+            raise ConflictError(
+                f"the data directory {self.dir} was being ingested for {VERIFY_LOCK_TIMEOUT:g} s",
+                hint="verify again in a moment (a large backlog is being ingested)")
+        try:
+            checked, found = verify(g.store, g.blobs, key, run_id, g.audit)
+            problems += found
+            for cp in checkpoints:
+                problems += anchor.check_checkpoint(cp, ChainStore(g.store), g.audit, key)
+        finally:
+            g.lock.release()
         return checked, problems
 
     def checkpoint(self, out: str | os.PathLike[str] | None = None) -> Checkpoint:
