@@ -35,7 +35,7 @@ class MetricIn(_M):
     key: Key
     value: float
     timestamp: int = Field(default=0, ge=0, le=10**15)
-    step: int = Field(default=0, le=2**62)
+    step: int = Field(default=0, lt=(1 << 63) - 1)  # the SDK's bound (int64 steps)
 
     @field_validator("step")
     @classmethod

@@ -160,3 +160,15 @@ def test_researchers_rename_and_tag_only_their_own_experiments(mlflow_env, token
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["supervisor"])
     MlflowClient().rename_experiment(exp, "alice-exp-2")  # a supervisor may
     assert MlflowClient().get_experiment(exp).name == "alice-exp-2"
+
+
+def test_mlflow_steps_take_the_sdks_int64_range(mlflow_env) -> None:
+    """Steps past 2**62 (nanosecond counters) are stored as the SDK stores them; the int64
+    maximum, which the store cannot hold as a step, is refused with a reason."""
+    c = MlflowClient()
+    rid = c.create_run(c.create_experiment("big steps")).info.run_id
+    big = 2**62 + 5
+    c.log_metric(rid, "loss", 0.5, step=big)
+    assert [m.step for m in c.get_metric_history(rid, "loss")] == [big]
+    with pytest.raises(MlflowException, match="step"):
+        c.log_metric(rid, "loss", 0.5, step=2**63 - 1)
