@@ -13,6 +13,13 @@ Events:
 - ``snapshot`` (first): each subscribed run's status, ``ingested_seq`` and last step;
 - ``delta``: ``{"runs": {run_id: {"status", "ingested_seq", "last_step", "points":
   {key: {"step", "value", "time"}}}}, "more": bool}``;
+- ``rewind``: ``{"runs": {run_id: {"from_step", "seq"}}}``, sent right before the delta
+  that moves a run's cursor past a resume that rewound it (``assay.init(resume=...,
+  resume_from_step=k)``, or an agent relaunching a trial from step 0: see
+  :mod:`assay.store.rewind`). The client drops every point of that run it holds at a step
+  ``>= from_step`` (``sys/`` keys excepted: system metrics are never rewound), then applies
+  the delta, whose points are the new attempt's; ``from_step`` is the lowest of the run's
+  rewinds in the delta's range and ``seq`` the last of their run records;
 - comments (``: keep-alive``) every 15 s of silence; the token is re-checked then, and a
   revoked or expired one ends the stream with an ``error`` event.
 
@@ -27,7 +34,15 @@ token the server no longer holds (it restarted, or evicted the cursor) is answer
 ``reset`` event, ``{"error", "hint"}``, before the snapshot: the stream then starts at "now",
 and the client re-reads history for the gap instead of missing it silently.
 A message holds whole stored chunks (one per key and ingest pass), so ``max_points`` is
-exceeded only by a single chunk larger than it. Decisions and overrides join the delta when
+exceeded only by a single chunk larger than it.
+
+Rewinds cost nothing per poll: one can lie in a cursor's range only where the range crosses
+an attach (``seq`` carries the attach in its high bits, :data:`~.ingest.SEQ_BITS`), and only
+then is the audit trail consulted: the ingester writes each rewind there (``run.rewind``)
+after cutting the store and before appending the new attempt's points or moving the run's
+row, so a range read after either holds the entry. The trail is read incrementally (only
+what it grew by; the first read takes it whole, once per server) and its rewinds are kept
+in memory (one small tuple per rewind). Decisions and overrides join the delta when
 ``agents/`` exists.
 """
 
@@ -38,6 +53,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import re
 import secrets
 import threading
@@ -46,7 +62,8 @@ import zlib
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -57,6 +74,7 @@ from ..store.records import validate_name
 from .auth import TokenStore, Viewer
 from .downsample import load_curves
 from .http import ERROR_RESPONSES, jsonable
+from .ingest import SEQ_BITS
 from .query import RunsIndex
 from .runs import RUN_ID_PATTERN
 from .store_ext import ServerStore
@@ -72,6 +90,8 @@ INLINE_MAX = 8_192  # longer cursors are held by the server, the id is a token f
 SPILL_BYTES = 64 << 20  # memory for held cursors, least recently used dropped first
 SPILL_PER_CLIENT = 8  # held cursors kept per connection (a client resumes from a recent one)
 _TOKEN_RE = re.compile(r"^@[A-Za-z0-9_-]{8,64}$")
+_REWIND_MARK = b"run.rewind"  # the audit action of a rewind (store.provenance.Finalizer)
+_READ_BLOCK = 1 << 20
 
 router = APIRouter(prefix="/api", tags=["stream"], responses=ERROR_RESPONSES)
 
@@ -126,12 +146,85 @@ class _HeldCursors:
                 self._size -= len(blob)
 
 
+class _Rewinds:
+    """The rewinds the ingester applied, from its ``run.rewind`` audit entries.
+
+    Read on demand, from where the last read stopped (complete lines only: an entry being
+    appended is taken next time); a trail replaced or cut short is read again from its start.
+    Thread-safe (client deltas run in the thread pool).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._ino: int | None = None
+        self._by_run: dict[str, list[tuple[int, int]]] = {}  # run -> [(seq, step)]
+        self._lock = threading.Lock()
+
+    def between(self, run_id: str, after: int, upto: int) -> list[tuple[int, int]]:
+        """``(seq, step)`` of each rewind of ``run_id`` whose run record has a seq in
+        ``(after, upto]``, in the order applied."""
+        with self._lock:
+            self._catch_up()
+            return [r for r in self._by_run.get(run_id, ()) if after < r[0] <= upto]
+
+    def _catch_up(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                self._read(f)
+        except FileNotFoundError:
+            return  # no audit entry yet: no rewind either
+
+    def _read(self, f: BinaryIO) -> None:
+        st = os.fstat(f.fileno())
+        if st.st_ino != self._ino or st.st_size < self._offset:
+            self._ino, self._offset = st.st_ino, 0
+            self._by_run.clear()
+        if st.st_size == self._offset:
+            return
+        f.seek(self._offset)
+        rest = b""
+        while block := f.read(_READ_BLOCK):
+            data = rest + block
+            end = data.rfind(b"\n") + 1
+            self._scan(data, end)
+            self._offset += end
+            rest = data[end:]
+
+    def _scan(self, data: bytes, end: int) -> None:
+        i = data.find(_REWIND_MARK, 0, end)
+        while i >= 0:  # a substring search first: most entries are not rewinds
+            start = data.rfind(b"\n", 0, i) + 1
+            stop = data.find(b"\n", i)
+            self._add(data[start:stop])
+            i = data.find(_REWIND_MARK, stop, end)
+
+    def _add(self, line: bytes) -> None:
+        try:
+            row = json.loads(line)
+            p = json.loads(row["payload_json"])
+            rid, d = p["target"].removeprefix("run:"), p["details"]
+            seq, step = d["seq"], d["step"]
+            if row["kind"] != "audit" or p["action"] != "run.rewind" \
+                    or type(seq) is not int or type(step) is not int:
+                return
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return  # not an entry of the ingester's (a reason that quotes the action name)
+        have = self._by_run.setdefault(rid, [])
+        if (seq, step) not in have:  # a replay after a crash repeats the entry
+            have.append((seq, step))
+
+
 class StreamHub:
     """Polls for changed runs while clients listen, and wakes the clients concerned."""
 
-    def __init__(self, index: RunsIndex, store: ServerStore, poll: float = 0.5) -> None:
+    def __init__(self, index: RunsIndex, store: ServerStore, poll: float = 0.5,
+                 audit_path: Path | None = None) -> None:
+        """``audit_path``: the data directory's audit trail (default: the store's, see
+        :class:`~assay.store.audit.AuditTrail`), where the ingester records rewinds."""
         self.index, self.store, self.poll = index, store, poll
         self.held = _HeldCursors(SPILL_BYTES)
+        self.rewinds = _Rewinds(audit_path or Path(store.root) / "audit" / "audit.jsonl")
         self.clients: set[_Client] = set()
         self._task: asyncio.Task[None] | None = None
         self._generation = 0
@@ -222,8 +315,11 @@ class StreamHub:
                          "ingested_seq": d["ingested_seq"], "last_step": d["last_step"]}
         return {"runs": runs}
 
-    def delta(self, c: _Client) -> tuple[dict[str, Any], bool]:
+    def delta(self, c: _Client) -> tuple[dict[str, Any], bool, dict[str, Any]]:
+        """What is new for ``c`` since its cursor (which moves): the delta, whether more is
+        waiting, and the ``rewind`` event's runs (to be sent first; empty when none)."""
         out: dict[str, Any] = {}
+        rewound: dict[str, Any] = {}
         budget, more = c.max_points, False
         for d in self._subscribed(c):
             rid = d["run_id"]
@@ -245,10 +341,27 @@ class StreamHub:
                 # chunks are read the cursor may move to ingested_seq (non-metric records).
                 c.cursor[rid] = last_seq if cut else max(last_seq, d["ingested_seq"])
                 more = more or cut
+                rw = self._rewound(rid, after, c.cursor[rid])
+                if rw:
+                    rewound[rid] = rw
             elif d["ingested_seq"] > after:
                 more = True
             out[rid] = entry
-        return ({"runs": out, "more": more} if out else {}), more
+        return ({"runs": out, "more": more} if out else {}), more, rewound
+
+    def _rewound(self, run_id: str, after: int, upto: int) -> dict[str, int] | None:
+        """The ``rewind`` entry for a run whose cursor moves from ``after`` to ``upto``.
+
+        Called after the run's row and chunks were read: a rewind at or below ``upto`` was
+        audited before either (the ingester's order), and its cut was made before them, so
+        the points read hold none it supersedes.
+        """
+        if after >> SEQ_BITS == upto >> SEQ_BITS:
+            return None  # no attach started in the range: no rewind either
+        rws = self.rewinds.between(run_id, after, upto)
+        if not rws:
+            return None
+        return {"from_step": min(s for _, s in rws), "seq": max(q for q, _ in rws)}
 
     def _points(self, run_id: str, after: int, keys: list[str] | None,
                 budget: int) -> tuple[dict[str, Any], int, bool]:
@@ -382,7 +495,9 @@ async def stream(
                 if wait > 0:
                     await asyncio.sleep(wait)  # coalesce: more changes, one message
                 client.wake.clear()
-                data, more = await run_in_threadpool(hub.delta, client)
+                data, more, rewound = await run_in_threadpool(hub.delta, client)
+                if rewound:  # no id: the delta right after carries the cursor past it
+                    yield _sse("rewind", {"runs": rewound}, None)
                 if data:
                     yield _sse("delta", data, hub.cursor_id(client))
                 last = time.monotonic()

@@ -225,6 +225,23 @@ export class LineChart {
     }
   }
 
+  /**
+   * Drop the points of series i at x >= fromX, in the overview and in a zoomed detail alike
+   * (a rewound run: the stream's "rewind" event supersedes its dead attempt's tail).
+   */
+  truncate(i, fromX) {
+    let changed = false;
+    for (const target of [this.full, this.series]) {
+      const s = target && target[i];
+      if (!s) continue;
+      const cut = cutFrom(s, fromX);
+      if (cut === s) continue;
+      target[i] = cut;
+      changed = true;
+    }
+    if (changed && this.u) this.u.setData(this.data().data, !this.full);
+  }
+
   /** Change log scale / smoothing (rebuilds). */
   configure(o) {
     Object.assign(this.o, o);
@@ -243,6 +260,14 @@ export class LineChart {
     if (this.u) this.u.destroy();
     this.u = null;
   }
+}
+
+/** Series s ({x, y, ...}) without its points at x >= fromX; s itself when it has none. */
+export function cutFrom(s, fromX) {
+  if (!s.x.some((x) => x >= fromX)) return s;
+  const x = [], y = [];
+  s.x.forEach((v, k) => { if (v < fromX) { x.push(v); y.push(s.y[k]); } });
+  return { ...s, x, y };
 }
 
 function fade(c) {

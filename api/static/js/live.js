@@ -6,7 +6,9 @@ import { ApiError, qs, reportAuth, reportOffline, token } from "./api.js";
 /**
  * Follow runs live.
  * @param {object} params query of /api/stream (run: [...], key: [...], project, min_interval)
- * @param {(event: string, data: object) => void} onEvent called for snapshot/delta/error
+ * @param {(event: string, data: object) => void} onEvent called for snapshot/delta/rewind/error
+ *   (a "rewind" comes right before the delta with the new attempt's points: drop the run's
+ *   points at steps >= from_step first)
  * @param {{onState?: (state: string) => void}} [opts] state: "live" | "reconnecting" | "closed"
  * @returns {{close: () => void}}
  */

@@ -113,6 +113,25 @@ export class MetricGrid {
     return missing;
   }
 
+  /**
+   * The run was rewound (the stream's "rewind" event): drop every chart's points at steps
+   * >= fromStep, before the new attempt's points are appended. Grids of system metrics
+   * (against time) keep theirs: those are never rewound.
+   */
+  rewind(fromStep) {
+    if (this.o.t0 != null) return;
+    for (const [k, chart] of this.charts) {
+      const before = (chart.full || chart.series)[0].x.length;
+      chart.truncate(0, fromStep);
+      const after = (chart.full || chart.series)[0].x.length;
+      if (after === before) continue;
+      const total = this.totals.get(k) || before;
+      this.totals.set(k, Math.max(after, total - (before - after)));
+      if (total > before) this.scheduleRefetch(k); // downsampled: the server counts what is left
+      this.describe(k);
+    }
+  }
+
   /** A long-running live curve is re-read downsampled now and then (bounded memory). */
   scheduleRefetch(k) {
     if (this.refetch.has(k)) return;

@@ -2,7 +2,7 @@
 // stop with its evidence, and the override controls (each asks for a reason, which goes
 // into the audit trail with the signed-in name).
 import { api, qs } from "../api.js";
-import { LineChart, clean } from "../chart.js";
+import { LineChart, clean, cutFrom } from "../chart.js";
 import { h, mount } from "../dom.js";
 import { ago, color, fmtDuration, fmtNum, fmtValue, pill } from "../format.js";
 import { cursorFor, follow } from "../live.js";
@@ -249,7 +249,16 @@ export async function agentPage(ctx, id) {
       const seqs = {};
       for (const r of page.runs) if (running.includes(r.run_id)) seqs[r.run_id] = r.ingested_seq;
       stream = follow({ run: running, key: [a.metric], since: cursorFor(seqs), min_interval: 0.5 }, (ev, data) => {
-        if (ev !== "delta" || !data.runs) return;
+        if ((ev !== "delta" && ev !== "rewind") || !data.runs) return;
+        if (ev === "rewind") { // a relaunched or resumed trial: its dead attempt's tail goes
+          for (const [rid, rw] of Object.entries(data.runs)) {
+            if (!series.has(rid) || a.metric.startsWith("sys/")) continue;
+            series.set(rid, cutFrom(series.get(rid), rw.from_step));
+            const idx = curves ? curves.series.findIndex((s) => s.label === rid) : -1;
+            if (idx >= 0) curves.truncate(idx, rw.from_step);
+          }
+          return;
+        }
         for (const [rid, d] of Object.entries(data.runs)) {
           const p = d.points && d.points[a.metric];
           if (!p || !series.has(rid)) continue;

@@ -157,7 +157,14 @@ export async function comparePage(ctx) {
   const running = runs.filter((r) => r.status === "running");
   if (running.length) {
     const stream = follow({ run: running.map((r) => r.run_id), since: cursorFor(Object.fromEntries(running.map((r) => [r.run_id, r.ingested_seq]))), min_interval: 1 }, (ev, data) => {
-      if (ev !== "delta" || !data.runs || !chart) return;
+      if ((ev !== "delta" && ev !== "rewind") || !data.runs || !chart) return;
+      if (ev === "rewind") { // resumed from a step: the dead attempts' tails go
+        for (const [rid, rw] of Object.entries(data.runs)) {
+          const idx = runs.findIndex((r) => r.run_id === rid);
+          if (idx >= 0 && !key.startsWith("sys/")) chart.truncate(idx, rw.from_step);
+        }
+        return;
+      }
       for (const [rid, d] of Object.entries(data.runs)) {
         const p = d.points && d.points[key];
         const idx = runs.findIndex((r) => r.run_id === rid);

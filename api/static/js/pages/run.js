@@ -107,9 +107,13 @@ export async function runPage(ctx, id) {
     // (points already shown are dropped by step), so nothing read in between is missed.
     const since = cursorFor({ [run.run_id]: Math.max(-1, run.ingested_seq - 50) });
     const stream = follow({ run: [run.run_id], since, min_interval: 0.5 }, (ev, data) => {
-      if (ev !== "delta" || !data.runs) return;
+      if ((ev !== "delta" && ev !== "rewind") || !data.runs) return;
       const d = data.runs[run.run_id];
       if (!d) return;
+      if (ev === "rewind") { // resumed from a step: the dead attempt's tail goes
+        if (grid) grid.rewind(d.from_step);
+        return;
+      }
       if (d.points) {
         const missing = [...(grid ? grid.append(filterKeys(d.points, false)) : []), ...(sysGrid ? sysGrid.append(filterKeys(d.points, true)) : [])];
         for (const k of missing) if (!keys.includes(k)) keys.push(k);
