@@ -24,7 +24,7 @@ def test_verify_waits_for_the_seal_of_a_run_being_ingested(tmp_path, monkeypatch
         run.log({"loss": 1.0 / (i + 1)})
     run.finish()
 
-    store, lock, ingester = local_ingester(tmp_path)
+    _, lock, ingester = local_ingester(tmp_path)
     seal = ingester.finalizer
     sealing = threading.Event()
 
