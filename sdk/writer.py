@@ -73,6 +73,10 @@ FULL_WARN_EVERY_S = 30.0
 """While ``log()`` waits for room, a warning at least this often says why."""
 
 _WRITE_BYTES = 8 << 20
+
+_HELD_FACTOR = 3
+"""Held batches keep their frames and their decoded records (about twice the frames' size,
+measured): memory held is counted as three times the encoded bytes."""
 """Bytes of a backlog written per ``write`` and fsync, so part of it goes in when the disk
 has room for part."""
 
@@ -142,7 +146,7 @@ class Writer(threading.Thread):
         self.full = False  # over a memory limit: the run's log() waits for room
         self.full_waits = 0  # times log() waited for room
         self._room = threading.Condition()
-        self._full_warned = 0.0
+        self._full_warned = -FULL_WARN_EVERY_S
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -155,7 +159,9 @@ class Writer(threading.Thread):
 
     @property
     def pending_bytes(self) -> int:
-        return sum(b.nbytes for b in self._pending)
+        """Memory held for a disk that refuses writes: the encoded frames, and the decoded
+        records kept for the summary (counted together as :data:`_HELD_FACTOR` times the frames)."""
+        return _HELD_FACTOR * sum(b.nbytes for b in self._pending)
 
     # -- bounded memory --------------------------------------------------------------------
     def _update_full(self) -> None:
@@ -165,9 +171,13 @@ class Writer(threading.Thread):
             if queued <= self.max_buffered_steps and pending <= self.max_pending_bytes:
                 return
             self.full = True
-            self._full_warned = time.monotonic()
-            log.warning("assay: %s; log() waits until it is written, so memory stays bounded",
-                        self._full_reason(queued, pending))
+            now = time.monotonic()
+            # Once per FULL_WARN_EVERY_S: a producer at the limit crosses it many times.
+            loud = now - self._full_warned >= FULL_WARN_EVERY_S
+            self._full_warned = now if loud else self._full_warned
+            log.log(logging.WARNING if loud else logging.DEBUG,
+                    "assay: %s; log() waits until it is written, so memory stays bounded",
+                    self._full_reason(queued, pending))
             if self.on_full is not None:
                 self.on_full(True)
         elif queued <= self.max_buffered_steps // 2 and pending <= self.max_pending_bytes // 2:
@@ -176,8 +186,13 @@ class Writer(threading.Thread):
                 self._room.notify_all()
             if self.on_full is not None:
                 self.on_full(False)
-            log.warning("assay: the writer caught up with %s; log() no longer waits",
-                        self._wal.path)
+            if self._cause is None:
+                log.info("assay: the writer caught up with %s; log() no longer waits",
+                         self._wal.path)
+            else:
+                log.warning("assay: log() no longer waits (below half of the limits), but %s "
+                            "still refuses writes (%s): the records are held in memory and "
+                            "retried", self._wal.path, self._cause)
 
     def _full_reason(self, queued: int, pending: int) -> str:
         if pending > self.max_pending_bytes:
@@ -207,8 +222,8 @@ class Writer(threading.Thread):
         while True:
             # Draining twice per interval (from the start of one drain to the next, so a long
             # drain is followed by the next at once) bounds the age of an un-fsynced point.
-            if self._pending:
-                wait = self._retry_at - time.monotonic()
+            if self._pending:  # between retries, still look at the limits twice an interval
+                wait = min(self._retry_at - time.monotonic(), self._interval / 2)
             elif self._stopping:
                 wait = 0.0
             else:
@@ -218,7 +233,9 @@ class Writer(threading.Thread):
             self._wake.clear()
             # After a failure, attempt at the backoff's pace, or at once for a flush request
             # (it gets its answer now, not a timeout).
-            if not self._pending or self._flush_asked or time.monotonic() >= self._retry_at:
+            if self._pending and not self._flush_asked and time.monotonic() < self._retry_at:
+                self._update_full()  # waiting to retry: the queue may still grow
+            else:
                 started = time.monotonic()
                 try:
                     self._drain()
@@ -276,6 +293,7 @@ class Writer(threading.Thread):
                 n -= taken
                 self._pending.append(b)
             self._write_pending()
+            self._update_full()  # every slice: log() keeps appending during a long drain
             if self._pending:  # the disk refuses: keep the rest too, answer its flushes now
                 if n:
                     self._pending.append(self._batch(n, math.inf)[0])
