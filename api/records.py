@@ -33,7 +33,7 @@ __all__ = ["MAX_BATCH_BYTES", "MEDIA_TYPE", "decode_frames", "router", "validate
 MEDIA_TYPE = "application/x-assay-wal"
 MAX_BATCH_BYTES = 64 << 20
 _MAX_SEQ = (1 << 63) - 1
-_KINDS = {"run", "metrics", "config", "summary", "env", "status"}
+_KINDS = {"run", "metrics", "config", "summary", "env", "status", "rewind"}
 
 router = APIRouter(prefix="/api", tags=["remote logging"], route_class=StrictJSONRoute,
                    responses=ERROR_RESPONSES)
@@ -127,6 +127,10 @@ def validate_record(rec: Any, run_id: str) -> dict[str, Any]:
             raise _bad(f"record {seq}: metrics records carry a list of chunks")
         for ch in chunks:
             _check_chunk(seq, ch)
+    elif kind == "rewind":  # resume_from_step="auto": the step of the attach's first log()
+        step = rec.get("resume_from_step")
+        if not (type(step) is int and 0 <= step < _MAX_SEQ):
+            raise _bad(f"record {seq}: resume_from_step must be an integer >= 0")
     elif kind in ("config", "summary"):
         _check_dict(rec, "update", required=True)
     elif kind == "env":

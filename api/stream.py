@@ -36,13 +36,14 @@ and the client re-reads history for the gap instead of missing it silently.
 A message holds whole stored chunks (one per key and ingest pass), so ``max_points`` is
 exceeded only by a single chunk larger than it.
 
-Rewinds cost nothing per poll: one can lie in a cursor's range only where the range crosses
-an attach (``seq`` carries the attach in its high bits, :data:`~.ingest.SEQ_BITS`), and only
-then is the audit trail consulted: the ingester writes each rewind there (``run.rewind``)
-after cutting the store and before appending the new attempt's points or moving the run's
-row, so a range read after either holds the entry. The trail is read incrementally (only
-what it grew by; the first read takes it whole, once per server) and its rewinds are kept
-in memory (one small tuple per rewind). Decisions and overrides join the delta when
+Rewinds cost a ``stat`` of the audit trail per run that moved in a poll: the ingester
+writes each rewind there (``run.rewind``) after cutting the store and before appending the
+new attempt's points or moving the run's row, so a range read after either holds the entry.
+A rewind is declared by an attach's run record, or (``resume_from_step="auto"``) by a
+``rewind`` record at the attach's first ``log()``, which may come in a later ingest pass:
+so every range is checked, not only one that crosses an attach. The trail is read
+incrementally (only what it grew by; the first read takes it whole, once per server) and
+its rewinds are kept in memory (one small tuple per rewind). Decisions and overrides join the delta when
 ``agents/`` exists.
 """
 
@@ -74,7 +75,6 @@ from ..store.records import validate_name
 from .auth import TokenStore, Viewer
 from .downsample import load_curves
 from .http import ERROR_RESPONSES, jsonable
-from .ingest import SEQ_BITS
 from .query import RunsIndex
 from .runs import RUN_ID_PATTERN
 from .store_ext import ServerStore
@@ -170,6 +170,9 @@ class _Rewinds:
 
     def _catch_up(self) -> None:
         try:
+            st = os.stat(self.path)
+            if st.st_ino == self._ino and st.st_size == self._offset:
+                return  # nothing new (the common case: a stat, no open)
             with open(self.path, "rb") as f:
                 self._read(f)
         except FileNotFoundError:
@@ -356,8 +359,6 @@ class StreamHub:
         audited before either (the ingester's order), and its cut was made before them, so
         the points read hold none it supersedes.
         """
-        if after >> SEQ_BITS == upto >> SEQ_BITS:
-            return None  # no attach started in the range: no rewind either
         rws = self.rewinds.between(run_id, after, upto)
         if not rws:
             return None

@@ -309,9 +309,11 @@ def _open_run(spec: TrialSpec, resume: bool, root: Path) -> Any:
     kw: dict[str, Any] = {"config": dict(spec.config), "dir": root}
     if resume:
         try:
-            # The target starts again from the top: the run is rewound to step 0, so the
-            # points of the attempt that died are superseded, not mixed into the new curve.
-            return sdk.init(spec.project, resume=spec.trial_id, resume_from_step=0, **kw)
+            # The run rewinds to the step the target logs first: 0 when it starts again
+            # from the top, k when it restores its own checkpoint at k. The points of the
+            # attempt that died from there on are superseded, not mixed into the new curve;
+            # those below it stay.
+            return sdk.init(spec.project, resume=spec.trial_id, resume_from_step="auto", **kw)
         except NotFoundError:  # the first attempt died before its run was durable
             pass
     return sdk.init(spec.project, id=spec.trial_id, **kw)

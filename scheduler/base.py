@@ -114,13 +114,13 @@ class TrialSpec:
         resume: Continue the trial's existing run (its id) instead of starting a new one,
             e.g. when the agent that launched it restarted and relaunches it. A run that
             never became durable is created as usual; command trials get ``ASSAY_RESUME_ID``
-            instead of ``ASSAY_RUN_ID``. The target itself starts again from the top (its
-            ``run.attach`` is above 0), so its run is rewound to step 0
-            (``assay.init(resume_from_step=0)``): the points of the attempt that died are
-            superseded and the run's history, summary and the agent's stoppers see only the
-            new attempt's curve. Backend retries of a dead worker resume the same way. A
-            command target that restarts from its own checkpoint at step ``k`` keeps the
-            points below ``k`` by calling ``assay.init(resume_from_step=k)`` itself.
+            instead of ``ASSAY_RUN_ID``. The target itself runs again (its ``run.attach``
+            is above 0), and its run rewinds to the step it logs first
+            (``assay.init(resume_from_step="auto")``): 0 when it starts from the top, ``k``
+            when it restores its own checkpoint at ``k`` (the points below ``k`` stay). The
+            points of the attempt that died from there on are superseded, so the run's
+            history, summary and the agent's stoppers see the new attempt's curve alone.
+            Backend retries of a dead worker resume the same way.
 
     Raises:
         UserInputError: for an invalid id, project, config, target, limit or flag.

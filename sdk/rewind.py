@@ -20,22 +20,32 @@ from ..store.rewind import (
     rewinds,
 )
 
-__all__ = ["REWIND_FIELD", "check_resume_from_step", "rewound_summary"]
+__all__ = ["AUTO", "REWIND_FIELD", "check_resume_from_step", "rewound_summary"]
 
 _MAX_STEP = (1 << 63) - 1
 _HINT = ("resume_from_step is the step the resumed run restarts at: points its earlier "
          "attempts logged from there on are superseded (e.g. resume_from_step=0 to start "
-         "the curve again, or the step of the checkpoint you restart from)")
+         "the curve again, the step of the checkpoint you restart from, or \"auto\": the "
+         "step of the first log())")
 
 
-def check_resume_from_step(step: Any, resume: str | None) -> int | None:
-    """``step`` as an int, or None when not given.
+AUTO = "auto"
+"""``resume_from_step="auto"``: the attach rewinds to the step of its first ``log()`` (a
+``rewind`` record written just before that point), so a target that starts again from the
+top rewinds to 0 and one that restores a checkpoint at step k keeps the points below k."""
+
+
+def check_resume_from_step(step: Any, resume: str | None) -> int | str | None:
+    """``step`` as an int, ``"auto"``, or None when not given.
 
     Raises:
-        UserInputError: not an integer in ``[0, 2**63 - 1)``, or given without ``resume``.
+        UserInputError: not an integer in ``[0, 2**63 - 1)`` or ``"auto"``, or given without
+            ``resume``.
     """
     if step is None:
         return None
+    if step == AUTO:  # without resume (a command trial's first attempt): nothing to rewind
+        return AUTO if resume is not None else None
     if isinstance(step, bool) or not hasattr(step, "__index__"):
         raise UserInputError(f"resume_from_step must be an integer >= 0, got {step!r}",
                              hint=_HINT)

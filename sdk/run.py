@@ -30,7 +30,7 @@ from ..store.wal import WalWriter, segment_path
 from .capture import capture_env, capture_git
 from .jsonable import to_jsonable
 from .remote import RemoteSender, outbox_segment
-from .rewind import REWIND_FIELD, check_resume_from_step, rewound_summary
+from .rewind import AUTO, REWIND_FIELD, check_resume_from_step, rewound_summary
 from .settings import FINISH_TIMEOUT, FLUSH_INTERVAL, INGEST_MODE, data_dir
 from .system import SystemSampler
 from .writer import Writer
@@ -240,7 +240,10 @@ class Run:
         """Record metric values at ``step`` (default: one past the last step logged).
 
         Returns in microseconds: the points are durable within ``ASSAY_FLUSH_INTERVAL``
-        seconds (0.2 s by default), or at once after :meth:`flush`.
+        seconds (0.2 s by default), or at once after :meth:`flush`. Only when the writer is
+        over a memory limit (``ASSAY_MAX_BUFFERED_STEPS`` steps waiting, or
+        ``ASSAY_MAX_PENDING_MB`` held for a disk that refuses writes) does it wait for room,
+        with a warning that says why.
         """
         if self._finished:
             raise ConflictError(f"run {self.id} is finished; log() is closed",
@@ -318,6 +321,18 @@ class Run:
             raise UserInputError(f"step {step} is too large (steps are int64, below 2**63 - 1)",
                                  hint="count steps from 0 in units of batches or samples")
         return step
+
+    def _rewind_at_first_log(self, item: Any) -> None:
+        """``resume_from_step="auto"``: the first point logged declares the rewind to its
+        step (a ``rewind`` record just before it); later ones go straight to the queue."""
+        step = item[0]
+        summary = rewound_summary(self.dir, self.server, self.id, step, self._writer.summary)
+        with self._writer.summary_lock:  # nothing of this attach is durable yet
+            self._writer.summary = summary
+        self._queue_append = self._writer.queue.append
+        self._writer.queue.append({"k": "rewind", "time": item[1], REWIND_FIELD: step,
+                                   "attach": self.attach})
+        self._writer.queue.append(item)
 
     def _on_writer_full(self, full: bool) -> None:
         """The writer thread's signal: over a memory limit, log() waits after appending
@@ -549,7 +564,8 @@ class Run:
 def init(project: str | None = None, *, name: str | None = None, config: Mapping[str, Any] | None = None,
          tags: list[str] | tuple[str, ...] | None = None, group: str | None = None,
          notes: str | None = None, dir: str | os.PathLike[str] | None = None,
-         resume: str | None = None, resume_from_step: int | None = None, id: str | None = None,
+         resume: str | None = None, resume_from_step: int | str | None = None,
+         id: str | None = None,
          system_metrics_interval: float | None = 2.0, capture: bool = True,
          server: str | None = None, token: str | None = None) -> Run:
     """Start (or, with ``resume=run_id``, continue) a tracked run.
@@ -565,12 +581,16 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         resume_from_step: with ``resume``, the step the run restarts at (W&B's rewind): the
             points its earlier attaches logged at this step or later are superseded, so its
             history holds only this attach's from there on (summary and last step follow).
+            ``"auto"``: the step of this attach's first ``log()`` (0 for a script that
+            starts again from the top, k for one that restores a checkpoint at step k).
         id: the id of the new run (4-64 letters/digits; agents and backends pre-assign ids
             this way); an id already taken is a ConflictError (continue it with ``resume``).
             Default: the ``ASSAY_RUN_ID`` environment variable (set for command trials),
             else a random id. ``ASSAY_RESUME_ID`` likewise defaults ``resume`` (a backend
-            relaunching a command trial sets it; the command starts again from the top, so
-            ``resume_from_step`` defaults to 0: the dead attempt's points are superseded).
+            relaunching a command trial sets it; ``resume_from_step`` then defaults to
+            ``"auto"``: the dead attempt's points from the first step logged on are
+            superseded). ``resume_from_step`` without any resume (the first attempt of a
+            command trial) is ignored when it is ``"auto"``.
         system_metrics_interval: seconds between ``sys/`` samples; None or 0 disables.
         capture: record git state, packages and environment (in the background).
         server: an assay server URL (default ``$ASSAY_SERVER``): the WAL stays local and a
@@ -613,8 +633,9 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
             id = None
         relaunched = resume is not None
         if relaunched and resume_from_step is None:
-            resume_from_step = 0
+            resume_from_step = AUTO  # from the top: 0; from its own checkpoint: that step
     resume_from_step = check_resume_from_step(resume_from_step, resume)
+    auto_rewind = resume_from_step == AUTO
     if id is not None and (not isinstance(id, str) or not id.isalnum() or not 4 <= len(id) <= 64):
         raise UserInputError(f"invalid run id {id!r}", hint="run ids are 4-64 letters and digits")
     if resume is not None:
@@ -636,9 +657,13 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         cfg = {**prior.config, **cfg}
         summary_auto = {k: dict(v) for k, v in prior.summary.items()}
         summary_set = dict(prior.summary_set)
-        next_step = prior.last_step + 1 if resume_from_step is None else resume_from_step
-        if resume_from_step is not None:
+        if auto_rewind:  # implicit steps start again from 0; the rewind waits for log()
+            next_step = 0
+        elif isinstance(resume_from_step, int):
+            next_step = resume_from_step
             summary_auto = rewound_summary(root, server, run_id, resume_from_step, summary_auto)
+        else:
+            next_step = prior.last_step + 1
         name = name or prior.name
     else:
         run_id = _claim_run_id(root, id)
@@ -648,13 +673,16 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         "group": group or "", "tags": tag_list, "notes": notes or "", "config": cfg,
         "host": socket.gethostname(), "pid": os.getpid(), "attach": attach,
     }
-    if resume_from_step is not None:
+    if isinstance(resume_from_step, int):
         record[REWIND_FIELD] = resume_from_step
-    return Run(run_id=run_id, project=project, name=name, dir=root, attach=attach,
-               config=dict(cfg), summary_auto=summary_auto, summary_set=summary_set,
-               next_step=next_step, init_record=record,
-               system_metrics_interval=system_metrics_interval, capture=capture,
-               server=server, token=token)
+    run = Run(run_id=run_id, project=project, name=name, dir=root, attach=attach,
+              config=dict(cfg), summary_auto=summary_auto, summary_set=summary_set,
+              next_step=next_step, init_record=record,
+              system_metrics_interval=system_metrics_interval, capture=capture,
+              server=server, token=token)
+    if auto_rewind:
+        run._queue_append = run._rewind_at_first_log
+    return run
 
 
 def _claim_run_id(root: Path, wanted: str | None) -> str:

@@ -347,6 +347,8 @@ class Ingester:
                         acc[3].extend(times)
                     stats.points += len(steps) * len(ch["keys"])
             run = replace(run, summary=summary, last_step=last_step)
+        elif kind == "rewind":  # declared at the attach's first log() ("auto")
+            run = self._rewind(seg, rec, run, chunks)
         elif kind == "config":
             run = replace(run, config={**run.config, **rec["update"]})
         elif kind == "summary":
@@ -367,7 +369,10 @@ class Ingester:
 
     def _rewind(self, seg: _Segment, rec: dict[str, Any], run: RunRecord,
                 chunks: dict[tuple[str, str, int], list[Any]]) -> RunRecord:
-        """Apply a rewind declared by a run record: cut this batch's points of the run now,
+        """Apply a rewind declared by a run record (or by a ``rewind`` record, written at
+        the first ``log()`` of an attach resumed with ``resume_from_step="auto"``; it comes
+        before that attach's points, so only earlier records are superseded): cut this
+        batch's points of the run now,
         queue the store's cut for the commit (before the batch's points are appended), and
         recompute the summary and last step from the points that remain."""
         step = rec[REWIND_FIELD]

@@ -56,3 +56,17 @@ def test_a_remote_resume_from_a_step_supersedes_the_dead_attempts_tail(server, t
     assert h["value"].to_list() == [10.0, 11.0, 1.0]
     assert rec.summary["loss"] == {"last": 1.0, "step": 2, "min": 1.0, "max": 11.0}
     assert rec.last_step == 2
+    # "auto": the rewind record comes with the first log() (here a checkpoint at step 1).
+    third = assay.init(project="remote-rw", resume=run.id, resume_from_step="auto", **kw)
+    third.log({"loss": 0.5}, step=1)
+    third.finish()
+    rec, h = settled(run.id, 2, [0, 1])
+    assert h["value"].to_list() == [10.0, 0.5]
+
+
+def test_the_server_validates_a_rewind_record():
+    rec = {"k": "rewind", "seq": (1 << 40) + 3, "time": 1.0, "resume_from_step": 4,
+           "attach": 1}
+    assert validate_record(rec, "r1")["resume_from_step"] == 4
+    with pytest.raises(UserInputError, match="resume_from_step must be an integer"):
+        validate_record({**rec, "resume_from_step": "auto"}, "r1")

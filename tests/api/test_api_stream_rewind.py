@@ -111,3 +111,31 @@ def test_an_open_stream_drops_the_points_a_resume_from_step_supersedes(
     assert rewinds[0]["data"]["runs"][run.id]["seq"] >> 40 == 1  # attach 1's run record
     # It comes right before the delta that carries the new attempt's points.
     assert kinds[kinds.index("rewind") + 1] == "delta"
+
+
+def test_an_auto_rewind_ingested_after_its_run_record_still_reaches_the_stream(
+        server, tokens, tmp_path, helpers) -> None:
+    """resume_from_step="auto" declares the rewind at the first log(): the run record of the
+    attach may reach the stream in an earlier pass (its config and status first)."""
+    import time
+
+    kw = {"dir": tmp_path / "laptop", "server": server.url, "token": tokens["researcher"],
+          "system_metrics_interval": None, "capture": False}
+    reader = _Reader(server.url, tokens["viewer"], {"project": "rw-auto", "min_interval": 0.1})
+    reader.start()
+    helpers.wait_for(lambda: reader.events)
+    run = assay.init(project="rw-auto", **kw)
+    for i in range(10):
+        run.log({"loss": 10.0 + i}, step=i)
+    run.finish("crashed")
+    helpers.wait_for(lambda: reader.curve(run.id, "loss") == {i: 10.0 + i for i in range(10)},
+                     timeout=30)
+    again = assay.init(project="rw-auto", resume=run.id, resume_from_step="auto", **kw)
+    again.config["phase"] = "restored"
+    again.flush()
+    time.sleep(1.5)  # the run record and config are ingested and streamed, no point yet
+    for i in range(4, 7):  # restored from a checkpoint at step 4
+        again.log({"loss": float(i)}, step=i)
+    again.finish()
+    want = {**{i: 10.0 + i for i in range(4)}, 4: 4.0, 5: 5.0, 6: 6.0}
+    helpers.wait_for(lambda: reader.curve(run.id, "loss") == want, timeout=30)

@@ -108,3 +108,37 @@ def test_system_metrics_are_never_rewound(data_dir):
     h = assay.Api().history(run.id)
     assert h.filter(h["key"].str.starts_with("sys/")).height == sys_before
     assert h.filter(h["key"] == "loss").height == 0
+
+
+def test_auto_rewinds_to_the_first_step_logged(data_dir):
+    """resume_from_step="auto": the rewind waits for the first log(); a target restoring its
+    checkpoint at step 3 keeps the points below 3, one starting over rewinds to 0."""
+    run = _died()
+    again = _init(project="p", resume=run.id, resume_from_step="auto")
+    assert again.summary.to_dict() == {"loss": 15.0, "acc": 0.5}  # nothing rewound yet
+    again.log({"loss": 1.0}, step=3)
+    assert again.summary.max("loss") == 12.0  # what remains below 3, and the new point
+    again.log({"loss": 0.5}, step=4)
+    again.finish()
+    api = assay.Api()
+    h = api.history(run.id, "loss").sort("step")
+    assert list(zip(h["step"], h["value"])) == [(0, 10.0), (1, 11.0), (2, 12.0), (3, 1.0),
+                                                (4, 0.5)]
+    assert api.run(run.id).summary["loss"] == {"last": 0.5, "step": 4, "min": 0.5, "max": 12.0}
+    assert api.verify(run.id)[1] == []
+    top = _init(project="p", resume=run.id, resume_from_step="auto")
+    top.log({"loss": 7.0})  # implicit steps start again at 0
+    top.finish()
+    h = api.history(run.id, "loss")
+    assert list(zip(h["step"], h["value"])) == [(0, 7.0)]
+
+
+def test_auto_without_a_first_log_supersedes_nothing_and_without_resume_is_ignored(data_dir):
+    run = _died()
+    quiet = _init(project="p", resume=run.id, resume_from_step="auto")
+    quiet.finish()
+    assert assay.Api().history(run.id, "loss").height == 6
+    fresh = _init(project="p", resume_from_step="auto")  # a command trial's first attempt
+    fresh.log({"loss": 1.0})
+    fresh.finish()
+    assert assay.Api().history(fresh.id, "loss")["step"].to_list() == [0]

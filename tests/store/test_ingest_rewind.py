@@ -21,9 +21,11 @@ def _metrics(seq, keys, steps, cols):
         {"keys": keys, "step": steps, "time": [float(s) for s in steps], "vals": cols}]}
 
 
-def _write(tmp_path, rewind=2):
+def _write(tmp_path, rewind=2, record=False):
     """Attach 0 logs loss/acc at steps 0-5 and sys/cpu at 0-5, then dies; attach 1 restarts
-    at ``rewind`` and logs loss at 2 and 3. Returns both segment paths."""
+    at ``rewind`` and logs loss at 2 and 3. Returns both segment paths. ``record``: the
+    rewind is a ``rewind`` record written at attach 1's first log() (resume_from_step="auto"),
+    after a config record, not a field of its run record."""
     p0, p1 = segment_path(tmp_path, "r1", 0), segment_path(tmp_path, "r1", 1)
     w = WalWriter(p0)
     w.append([{"k": "run", "seq": 1, "time": 1.0, "run_id": "r1", "project": "p",
@@ -35,6 +37,14 @@ def _write(tmp_path, rewind=2):
     w = WalWriter(p1)
     run = {"k": "run", "seq": A1 + 1, "time": 2.0, "run_id": "r1", "project": "p",
            "name": "n", "attach": 1}
+    if record:
+        w.append([run, {"k": "config", "seq": A1 + 2, "time": 2.0, "update": {"b": 1}},
+                  {"k": "rewind", "seq": A1 + 3, "time": 2.0, "resume_from_step": rewind,
+                   "attach": 1},
+                  _metrics(A1 + 4, ["loss"], [2, 3], [[3.0, 2.0]]),
+                  {"k": "status", "seq": A1 + 5, "status": "completed", "time": 3.0}])
+        w.close()
+        return [p0, p1]
     if rewind is not None:
         run["resume_from_step"] = rewind
     w.append([run, _metrics(A1 + 2, ["loss"], [2, 3], [[3.0, 2.0]]),
@@ -72,9 +82,10 @@ STORES = ["memory", pytest.param("lance", marks=pytest.mark.integration)]
 
 @pytest.mark.parametrize("kind", STORES)
 @pytest.mark.parametrize("how", ["one pass", "segment by segment", "tiny batches"])
+@pytest.mark.parametrize("record", [False, True], ids=["run record", "rewind record"])
 def test_a_rewind_supersedes_earlier_points_from_its_step_and_rebuilds_the_summary(
-        tmp_path, kind, how):
-    paths = _write(tmp_path)
+        tmp_path, kind, how, record):
+    paths = _write(tmp_path, record=record)
     store = _store(kind, tmp_path)
     seen = []
     ing = Ingester(store, on_rewind=lambda rw, n: seen.append((rw.step, rw.attach, n)))
@@ -91,8 +102,9 @@ def test_a_rewind_supersedes_earlier_points_from_its_step_and_rebuilds_the_summa
 
 
 @pytest.mark.parametrize("kind", STORES)
-def test_replaying_the_same_segments_applies_the_rewind_once(tmp_path, kind):
-    paths = _write(tmp_path)
+@pytest.mark.parametrize("record", [False, True], ids=["run record", "rewind record"])
+def test_replaying_the_same_segments_applies_the_rewind_once(tmp_path, kind, record):
+    paths = _write(tmp_path, record=record)
     store = _store(kind, tmp_path)
     Ingester(store).ingest(paths)
     calls = []
