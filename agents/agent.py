@@ -555,8 +555,11 @@ class Agent:
         while self._relaunch:
             spent = self.ledger.launch_blocker(self.resources, count_trials=False)
             if spent:
-                self._stop_trial(self._relaunch[0], "lost when the agent restarted, and not "
-                                 f"relaunched: {spent}")
+                tid = self._relaunch[0]
+                reason = f"lost when the agent restarted, and not relaunched: {spent}"
+                self._stop_trial(tid, reason)
+                self._decide(tid, "stop", reason, {"rule": "budget", "budget": spent,
+                                                   "relaunches": self.trials[tid].relaunches})
                 continue
             running = len(self.active) - len(self._relaunch)
             free = min(self.concurrency - running, self.backend.capacity(self.resources))

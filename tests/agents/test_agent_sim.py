@@ -263,6 +263,9 @@ def test_a_restart_after_the_wall_clock_budget_ran_out_ends_its_lost_trials_unre
         assert "not relaunched" in t.reason and "wall-clock budget reached" in t.reason
     assert sorted(e[1] for e in b2.ended) == sorted(lost)
     assert again.ledger.trials_launched == len(lost)  # counted once, before the restart
+    stops = [d for d in control.decisions(agent_id=agent.agent_id) if d.kind == "stop"]
+    assert sorted(d.trial_id for d in stops) == sorted(lost)  # every decision is a row
+    assert all(d.explanation["rule"] == "budget" for d in stops)
 
 
 def test_stopping_a_restarted_agent_never_relaunches_its_waiting_trials(monkeypatch):
