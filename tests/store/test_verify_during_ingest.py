@@ -47,3 +47,28 @@ def test_verify_waits_for_the_seal_of_a_run_being_ingested(tmp_path, monkeypatch
     checked, problems = api.verify(run.id)
     t.join(30)
     assert (checked, problems) == (1, [])
+
+
+def test_a_resumed_run_still_running_is_not_reported_against_its_older_seal(tmp_path,
+                                                                             monkeypatch):
+    """Its newest seal describes the attach it continues (and here rewinds): checked again
+    once it finishes, not reported as altered while it runs."""
+    monkeypatch.setattr(run_mod, "INGEST_MODE", "inprocess")
+    run = assay.init(project="p", dir=tmp_path, capture=False, system_metrics_interval=None)
+    for i in range(6):
+        run.log({"loss": 10.0 + i})
+    run.finish()
+    api = assay.Api(tmp_path)
+    assert api.verify(run.id) == (1, [])
+    again = assay.init(project="p", dir=tmp_path, resume=run.id, resume_from_step=2,
+                       capture=False, system_metrics_interval=None)
+    again.log({"loss": 1.0})
+    again.flush()
+    _, lock, ingester = local_ingester(tmp_path)
+    with lock:  # the live segment, as the daemon ingests it
+        ingester.ingest(list_segments(tmp_path / "wal"))
+    assert api.run(run.id).status == "running"
+    assert api.history(run.id, "loss")["step"].to_list() == [0, 1, 2]
+    assert api.verify(run.id) == (0, [])
+    again.finish()
+    assert api.verify(run.id) == (1, [])
