@@ -115,7 +115,7 @@ class _Trial:
     last_report: float = 0.0
     stop_reason: str | None = None
     stop_at: float | None = None
-    top_step: int = -1  # highest step already reported (a retry does not report it again)
+    top_step: int = -1  # highest step reported by this attempt
     last: dict[str, float] = field(default_factory=dict)
     version: int = 0
 
@@ -164,6 +164,8 @@ class SimBackend(Backend, MetricSource):
         self._heap: list[tuple[float, int, str, int]] = []
         self._events: list[tuple[float, int, TrialEvent]] = []
         self._points: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        self._rewound: set[str] = set()  # retried since their points were last read
+        self._replaced: set[str] = set()  # ... as of the last new_points answer
         self._order = 0
         self._used = [0.0, 0.0]
         self._closed = False
@@ -245,11 +247,20 @@ class SimBackend(Backend, MetricSource):
     # -- MetricSource ------------------------------------------------------------------------
     def new_points(self, trial_ids: Iterable[str]) -> Points:
         out: Points = {}
+        self._replaced = set()
         for tid in trial_ids:
+            if tid in self._rewound:
+                self._rewound.discard(tid)
+                self._replaced.add(tid)
             pts = self._points.pop(tid, None)
             if pts:
                 out[tid] = pts
         return out
+
+    def replaced(self) -> set[str]:
+        """Trials retried since the last answer: as on a real backend, the new attempt's run
+        rewinds to its first step, so its points replace the dead attempt's."""
+        return set(self._replaced)
 
     # -- simulation --------------------------------------------------------------------------
     def next_event_time(self) -> float | None:
@@ -334,6 +345,12 @@ class SimBackend(Backend, MetricSource):
         self._emit(t, TrialEvent(tr.spec.trial_id, EventKind.RETRIED, t, tr.attempt,
                                  reason=reason, usage=usage))
         tr.due = None
+        # The retried attempt starts its curve again (the run rewinds, resume_from_step
+        # "auto"): the dead attempt's points, read or not, are superseded.
+        tr.top_step = -1
+        tr.last = {}
+        self._points.pop(tr.spec.trial_id, None)
+        self._rewound.add(tr.spec.trial_id)
         self._start_attempt(tr, t)
 
     def _finish(self, tr: _Trial, t: float, kind: EventKind, *, reason: str = "",

@@ -133,6 +133,27 @@ def test_worker_loss_is_retried_then_fails_after_max_retries():
     assert "max_retries=1" in failed.reason
 
 
+def test_a_retried_trials_points_replace_the_dead_attempts_as_on_a_real_backend():
+    """A retry starts the curve again and the run rewinds (resume_from_step "auto"): the
+    agent is told to drop what it held (replaced()) and gets the new attempt's points."""
+    clock = SimClock()
+    backend = SimBackend(clock, ScriptedSimulator(), cpus=1)
+    backend.launch(spec(1, "lost", max_retries=1, config={"lost": 1}))
+    seen: list = []
+    replaced: list = []
+    events = backend.poll()
+    while (t := backend.next_event_time()) is not None:
+        clock.advance_to(t)
+        events += backend.poll()
+        got = backend.new_points(["sim00001"])
+        replaced.append("sim00001" in backend.replaced())
+        if replaced[-1]:
+            seen.clear()
+        seen += got.get("sim00001", {}).get("loss", [])
+    assert any(replaced)
+    assert seen == [(0, 1.0), (1, 0.5)]  # the new attempt's curve alone, step 0 included
+
+
 def test_nan_fails_as_diverged_and_crashes_fail_with_a_traceback():
     clock = SimClock()
     backend = SimBackend(clock, ScriptedSimulator(), cpus=2)
