@@ -131,6 +131,8 @@ def validate_record(rec: Any, run_id: str) -> dict[str, Any]:
         step = rec.get("resume_from_step")
         if not (type(step) is int and 0 <= step < _MAX_SEQ):
             raise _bad(f"record {seq}: resume_from_step must be an integer >= 0")
+        if rec.get("attach", seq >> SEQ_BITS) != seq >> SEQ_BITS:
+            raise _bad(f"record {seq}: attach {rec.get('attach')!r} does not match its seq")
     elif kind in ("config", "summary"):
         _check_dict(rec, "update", required=True)
     elif kind == "env":

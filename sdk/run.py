@@ -198,6 +198,8 @@ class Run:
         self.server = server
         self._sender: RemoteSender | None = None
         self._remote_artifacts: Any = None  # RemoteArtifacts, made by the first artifact call
+        self._rewind_pending = False  # resume_from_step="auto": until the first log()
+        self._rewind_lock = threading.Lock()
         # A remote run's WAL stays local, outside wal/: the server, not the local daemon,
         # ingests it.
         self.segment = (outbox_segment(dir, run_id, attach) if server
@@ -324,20 +326,38 @@ class Run:
 
     def _rewind_at_first_log(self, item: Any) -> None:
         """``resume_from_step="auto"``: the first point logged declares the rewind to its
-        step (a ``rewind`` record just before it); later ones go straight to the queue."""
-        step = item[0]
-        summary = rewound_summary(self.dir, self.server, self.id, step, self._writer.summary)
-        with self._writer.summary_lock:  # nothing of this attach is durable yet
-            self._writer.summary = summary
-        self._queue_append = self._writer.queue.append
-        self._writer.queue.append({"k": "rewind", "time": item[1], REWIND_FIELD: step,
-                                   "attach": self.attach})
-        self._writer.queue.append(item)
+        step (a ``rewind`` record just before it); later ones go straight to the queue.
+
+        Under a lock: threads logging at once at the start get one rewind, queued ahead of
+        every point of this attach (a point queued before it would be superseded by it)."""
+        w = self._writer
+        with self._rewind_lock:
+            if self._rewind_pending:
+                step = item[0]
+                with w.summary_lock:  # the writer merges sys/ samples into it meanwhile
+                    current = {k: dict(v) for k, v in w.summary.items()}
+                try:
+                    summary = rewound_summary(self.dir, self.server, self.id, step, current)
+                except Exception:  # run.summary only: the store's summary is rebuilt anyway
+                    log.warning("assay: could not recompute run %s's summary below step %d; "
+                                "run.summary may show the superseded points until it is "
+                                "ingested", self.id, step, exc_info=True)
+                    summary = current
+                with w.summary_lock:  # nothing of this attach is durable yet
+                    w.summary = summary
+                w.queue.append({"k": "rewind", "time": item[1], REWIND_FIELD: step,
+                                "attach": self.attach})
+                self._rewind_pending = False
+                self._queue_append = self._append_when_room if w.full else w.queue.append
+            w.queue.append(item)
 
     def _on_writer_full(self, full: bool) -> None:
         """The writer thread's signal: over a memory limit, log() waits after appending
         (an attribute swap, so below the limits log() pays nothing for the check)."""
-        self._queue_append = self._append_when_room if full else self._writer.queue.append
+        with self._rewind_lock:
+            if self._rewind_pending:
+                return  # the first log swaps in the right append once the rewind is queued
+            self._queue_append = self._append_when_room if full else self._writer.queue.append
 
     def _append_when_room(self, item: Any) -> None:
         self._writer.queue.append(item)
@@ -681,7 +701,9 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
               system_metrics_interval=system_metrics_interval, capture=capture,
               server=server, token=token)
     if auto_rewind:
-        run._queue_append = run._rewind_at_first_log
+        with run._rewind_lock:
+            run._rewind_pending = True
+            run._queue_append = run._rewind_at_first_log
     return run
 
 

@@ -40,7 +40,7 @@ from .rewind import (
     valid_step,
 )
 from .schemas import METRICS_SCHEMA
-from .wal import FRAME_MAGIC, iter_frames, list_segments, read_wal, try_lock_segment
+from .wal import FRAME_MAGIC, SEQ_BITS, iter_frames, list_segments, read_wal, try_lock_segment
 
 __all__ = ["IngestLock", "IngestStats", "Ingester", "sync_orphans"]
 
@@ -380,7 +380,7 @@ class Ingester:
             log.warning("WAL %s: record %s declares %s=%r, not a step; ignored", seg.path,
                         rec["seq"], REWIND_FIELD, step)
             return run
-        rw = Rewind(run.run_id, rec["seq"], step, int(rec.get("attach", run.attach)))
+        rw = Rewind(run.run_id, rec["seq"], step, rec["seq"] >> SEQ_BITS)
         mine: list[tuple[int, str, list[int], list[float]]] = []
         dropped = 0
         for ck, acc in list(chunks.items()):

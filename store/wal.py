@@ -39,9 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FRAME_HEADER", "FRAME_MAGIC", "FrameError", "WalRecord", "WalWriter", "fsync_dirs", "iter_file_frames", "iter_frames", "list_segments",
-           "read_wal",
+__all__ = ["FRAME_HEADER", "FRAME_MAGIC", "SEQ_BITS", "FrameError", "WalRecord", "WalWriter",
+           "fsync_dirs", "iter_file_frames", "iter_frames", "list_segments", "read_wal",
            "segment_path", "try_lock_segment"]
+
+SEQ_BITS = 40
+"""A record's ``seq`` is ``attach << SEQ_BITS | n``: monotonic across a run's resumes."""
 
 _MAGIC = b"AW"
 _HEADER = struct.Struct("<2sII")

@@ -70,3 +70,6 @@ def test_the_server_validates_a_rewind_record():
     assert validate_record(rec, "r1")["resume_from_step"] == 4
     with pytest.raises(UserInputError, match="resume_from_step must be an integer"):
         validate_record({**rec, "resume_from_step": "auto"}, "r1")
+    for bad in ("x", None, [1], 1e300, 99):  # one bad record would block the run's ingest
+        with pytest.raises(UserInputError, match="does not match its seq"):
+            validate_record({**rec, "attach": bad}, "r1")

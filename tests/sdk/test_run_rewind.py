@@ -142,3 +142,56 @@ def test_auto_without_a_first_log_supersedes_nothing_and_without_resume_is_ignor
     fresh.log({"loss": 1.0})
     fresh.finish()
     assert assay.Api().history(fresh.id, "loss")["step"].to_list() == [0]
+
+
+def test_auto_threads_logging_at_once_get_one_rewind_and_lose_no_point(data_dir, monkeypatch):
+    """Two threads at the first log() (a trainer and an eval thread): one rewind record,
+    queued ahead of every point of the attach, so none of them is superseded by it."""
+    import threading
+    import time
+
+    import assay.sdk.run as run_mod
+    from assay.store.wal import read_wal, segment_path
+
+    real = run_mod.rewound_summary
+
+    def slow(*a, **kw):  # the window in which the other thread logs too
+        time.sleep(0.3)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(run_mod, "rewound_summary", slow)
+    run = _died()
+    again = _init(project="p", resume=run.id, resume_from_step="auto")
+    go = threading.Barrier(2)
+
+    def logger(key):
+        go.wait()
+        again.log({key: 1.0}, step=3)
+        again.log({key: 2.0}, step=4)
+
+    threads = [threading.Thread(target=logger, args=(k,)) for k in ("loss", "val")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    again.flush()
+    kinds = [r.data["k"] for r in read_wal(segment_path(data_dir / "wal", run.id, 1))]
+    again.finish()
+    assert kinds.count("rewind") == 1
+    assert kinds.index("rewind") < kinds.index("metrics")
+    h = assay.Api().history(run.id)
+    got = set(zip(h["key"], h["step"], h["value"]))
+    assert {("loss", 3, 1.0), ("loss", 4, 2.0), ("val", 3, 1.0), ("val", 4, 2.0)} <= got
+    assert ("loss", 5, 15.0) not in got  # the dead attempt's tail from step 3 is gone
+
+
+def test_auto_survives_the_writer_being_full_before_the_first_log(data_dir, monkeypatch):
+    """A memory-limit swap of the append before the first log() must not drop the rewind."""
+    run = _died()
+    again = _init(project="p", resume=run.id, resume_from_step="auto")
+    again._on_writer_full(True)  # what the writer thread does over a limit...
+    again._on_writer_full(False)  # ...and once under half again
+    again.log({"loss": 1.0}, step=0)
+    again.finish()
+    h = assay.Api().history(run.id, "loss")
+    assert list(zip(h["step"], h["value"])) == [(0, 1.0)]
