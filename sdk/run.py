@@ -26,9 +26,11 @@ from typing import Any, NoReturn, Self
 from ..errors import ConflictError, NotFoundError, UserInputError
 from ..store.ingestd import ensure_daemon, wait_segment_ingested
 from ..store.records import RESERVED_PREFIX, RunStatus, validate_name
+from ..store.wal import SEQ_BITS as _SEQ_BITS
 from ..store.wal import WalWriter, segment_path
 from .capture import capture_env, capture_git
 from .jsonable import to_jsonable
+from .prior import _claim_run_id, _refuse_if_live, _remote_prior, _sync_and_get
 from .remote import RemoteSender, outbox_segment
 from .rewind import AUTO, REWIND_FIELD, check_resume_from_step, rewound_summary
 from .settings import FINISH_TIMEOUT, FLUSH_INTERVAL, INGEST_MODE, data_dir
@@ -44,15 +46,9 @@ _ADJ = ("amber", "brisk", "calm", "deft", "eager", "fair", "gentle", "hardy", "k
         "lucid", "mellow", "nimble", "quiet", "rapid", "sunny", "vivid")
 _NOUN = ("otter", "falcon", "cedar", "comet", "delta", "ember", "fjord", "grove", "heron",
          "iris", "lynx", "meadow", "nova", "orbit", "pine", "quartz")
-_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
-_SEQ_BITS = 40  # seq = attach << 40 | record number: monotonic across resumes
 #: Seconds finish() waits for the server to acknowledge a remote run's last records.
 REMOTE_FINISH_TIMEOUT = float(os.environ.get("ASSAY_REMOTE_FINISH_TIMEOUT", "60"))
 CAPTURE_WAIT_S = 10.0  # the most finish() waits for a capture still running (git on a huge repo)
-
-
-def _new_run_id() -> str:
-    return "".join(secrets.choice(_ALNUM) for _ in range(10))
 
 
 _BIG_INT = 1 << 53
@@ -663,7 +659,7 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
             raise UserInputError(f"resume must be a run id, got {resume!r}",
                                  hint="pass the id of an earlier run: assay.init(..., resume=run.id)")
         _refuse_if_live(root, resume)
-        prior = (_remote_prior(root, server, token, resume) if server
+        prior = (_remote_prior(root, server, token, resume, REMOTE_FINISH_TIMEOUT) if server
                  else _sync_and_get(root, resume))
         if prior is None:
             raise NotFoundError(f"cannot resume run {resume!r}: no such run in {root}",
@@ -705,102 +701,6 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
             run._rewind_pending = True
             run._queue_append = run._rewind_at_first_log
     return run
-
-
-def _claim_run_id(root: Path, wanted: str | None) -> str:
-    """Reserve a run id in ``<dir>/runs/`` (an atomic mkdir, so ids are unique across
-    processes without opening the store)."""
-    reg = root / "runs"
-    reg.mkdir(exist_ok=True)
-    for _ in range(8):
-        rid = wanted or _new_run_id()
-        try:
-            os.mkdir(reg / rid)
-            return rid
-        except FileExistsError:
-            if wanted:
-                raise ConflictError(f"run id {wanted!r} is already taken in {root}",
-                                    hint=f"continue that run with resume={wanted!r}, or pick "
-                                    "another id") from None
-    raise ConflictError("could not find a free run id", hint="check the data directory")
-
-
-def _remote_prior(root: Path, server: str, token: str | None, run_id: str) -> Any:
-    """The server's record of a run to resume (None if the server does not know it).
-
-    First ships what an earlier process of this run left unsent in the local outbox: once a
-    new attach exists on the server, records of an older one would count as duplicates.
-    Then takes the attach from the server's durable records (the run's record lags them
-    until the ingester catches up, which it waits for, within ``REMOTE_FINISH_TIMEOUT``), so two
-    resumes in a row never share an attach.
-    """
-    from types import SimpleNamespace
-
-    from .remote import RemoteClient, sync_outbox
-
-    unsent = [p for p, ok in sync_outbox(root, server, token, timeout=REMOTE_FINISH_TIMEOUT,
-                                         run_id=run_id).items() if not ok]
-    if unsent:
-        raise ConflictError(
-            f"cannot resume run {run_id}: records an earlier process logged could not be "
-            f"sent to {server} ({', '.join(unsent)})",
-            hint=f"check the server, then `assay sync --server {server}`, and resume again")
-    client = RemoteClient(server, token)
-    try:
-        durable = client.durable_seq(run_id)
-        deadline = time.monotonic() + REMOTE_FINISH_TIMEOUT
-        while True:
-            try:
-                d: dict[str, Any] | None = client.get_run(run_id)
-            except NotFoundError:
-                d = None
-            if d is not None and int(d.get("ingested_seq", -1)) >= durable:
-                break
-            if time.monotonic() > deadline:
-                if d is None:
-                    return None
-                log.warning("assay: run %s is not fully ingested on %s yet; its summary and "
-                            "last step may lag", run_id, server)
-                break
-            time.sleep(0.2)
-    except NotFoundError:
-        return None
-    finally:
-        client.close()
-    attach = max(int(d["attach"]), durable >> _SEQ_BITS if durable >= 0 else 0)
-    return SimpleNamespace(project=d["project"], attach=attach, config=d["config"],
-                           summary=d["summary_stats"], summary_set=d["summary_set"],
-                           last_step=d["last_step"], name=d["name"])
-
-
-def _refuse_if_live(root: Path, run_id: str) -> None:
-    """A run whose write-ahead log a live process still holds cannot be resumed: both would
-    write it, and the ingester keeps only the newer attach's records."""
-    from ..store.wal import read_wal, try_lock_segment
-
-    for folder in ("wal", "outbox"):
-        for seg in sorted((root / folder / run_id).glob("*.wal")):
-            fd = try_lock_segment(seg)
-            if fd is not None:
-                os.close(fd)
-                continue
-            first = next(iter(read_wal(seg, max_bytes=1)), None)
-            who = (f"process {first.data.get('pid')} on {first.data.get('host')}"
-                   if first is not None else "another process")
-            raise ConflictError(
-                f"cannot resume run {run_id}: {who} is still logging to it ({seg})",
-                hint="finish() it there first, or stop that process; a process that died "
-                     "without finishing leaves a run you can resume at once")
-
-
-def _sync_and_get(root: Path, run_id: str) -> Any:
-    """Ingest what a crashed owner left in the run's WAL, then read the run's record."""
-    from ..store.ingest import sync_orphans
-    from ..store.ingestd import local_ingester
-
-    store, lock, ingester = local_ingester(root)
-    sync_orphans(root, store, lock, ingester, run_id=run_id, timeout=FINISH_TIMEOUT)
-    return store.get_run(run_id)
 
 
 _last_exc: list[BaseException] = []

@@ -1,0 +1,121 @@
+"""What a new attach of a run starts from: a fresh run id claimed in the data directory, or,
+for ``assay.init(resume=...)``, the checks that nobody still logs to the run and its prior
+record (from the local store, ingesting what a crashed owner left first, or from a server)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConflictError, NotFoundError
+from ..store.wal import SEQ_BITS as _SEQ_BITS
+from .settings import FINISH_TIMEOUT
+
+log = logging.getLogger("assay.sdk.run")
+
+_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _new_run_id() -> str:
+    return "".join(secrets.choice(_ALNUM) for _ in range(10))
+
+
+def _claim_run_id(root: Path, wanted: str | None) -> str:
+    """Reserve a run id in ``<dir>/runs/`` (an atomic mkdir, so ids are unique across
+    processes without opening the store)."""
+    reg = root / "runs"
+    reg.mkdir(exist_ok=True)
+    for _ in range(8):
+        rid = wanted or _new_run_id()
+        try:
+            os.mkdir(reg / rid)
+            return rid
+        except FileExistsError:
+            if wanted:
+                raise ConflictError(f"run id {wanted!r} is already taken in {root}",
+                                    hint=f"continue that run with resume={wanted!r}, or pick "
+                                    "another id") from None
+    raise ConflictError("could not find a free run id", hint="check the data directory")
+
+
+def _remote_prior(root: Path, server: str, token: str | None, run_id: str,
+                  timeout: float) -> Any:
+    """The server's record of a run to resume (None if the server does not know it).
+
+    First ships what an earlier process of this run left unsent in the local outbox: once a
+    new attach exists on the server, records of an older one would count as duplicates.
+    Then takes the attach from the server's durable records (the run's record lags them
+    until the ingester catches up, which it waits for, within ``timeout`` seconds), so two
+    resumes in a row never share an attach.
+    """
+    from types import SimpleNamespace
+
+    from .remote import RemoteClient, sync_outbox
+
+    unsent = [p for p, ok in sync_outbox(root, server, token, timeout=timeout,
+                                         run_id=run_id).items() if not ok]
+    if unsent:
+        raise ConflictError(
+            f"cannot resume run {run_id}: records an earlier process logged could not be "
+            f"sent to {server} ({', '.join(unsent)})",
+            hint=f"check the server, then `assay sync --server {server}`, and resume again")
+    client = RemoteClient(server, token)
+    try:
+        durable = client.durable_seq(run_id)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                d: dict[str, Any] | None = client.get_run(run_id)
+            except NotFoundError:
+                d = None
+            if d is not None and int(d.get("ingested_seq", -1)) >= durable:
+                break
+            if time.monotonic() > deadline:
+                if d is None:
+                    return None
+                log.warning("assay: run %s is not fully ingested on %s yet; its summary and "
+                            "last step may lag", run_id, server)
+                break
+            time.sleep(0.2)
+    except NotFoundError:
+        return None
+    finally:
+        client.close()
+    attach = max(int(d["attach"]), durable >> _SEQ_BITS if durable >= 0 else 0)
+    return SimpleNamespace(project=d["project"], attach=attach, config=d["config"],
+                           summary=d["summary_stats"], summary_set=d["summary_set"],
+                           last_step=d["last_step"], name=d["name"])
+
+
+def _refuse_if_live(root: Path, run_id: str) -> None:
+    """A run whose write-ahead log a live process still holds cannot be resumed: both would
+    write it, and the ingester keeps only the newer attach's records."""
+    from ..store.wal import read_wal, try_lock_segment
+
+    for folder in ("wal", "outbox"):
+        for seg in sorted((root / folder / run_id).glob("*.wal")):
+            fd = try_lock_segment(seg)
+            if fd is not None:
+                os.close(fd)
+                continue
+            first = next(iter(read_wal(seg, max_bytes=1)), None)
+            who = (f"process {first.data.get('pid')} on {first.data.get('host')}"
+                   if first is not None else "another process")
+            raise ConflictError(
+                f"cannot resume run {run_id}: {who} is still logging to it ({seg})",
+                hint="finish() it there first, or stop that process; a process that died "
+                     "without finishing leaves a run you can resume at once")
+
+
+def _sync_and_get(root: Path, run_id: str) -> Any:
+    """Ingest what a crashed owner left in the run's WAL, then read the run's record."""
+    from ..store.ingest import sync_orphans
+    from ..store.ingestd import local_ingester
+
+    store, lock, ingester = local_ingester(root)
+    sync_orphans(root, store, lock, ingester, run_id=run_id, timeout=FINISH_TIMEOUT)
+    return store.get_run(run_id)
