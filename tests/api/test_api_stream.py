@@ -3,47 +3,17 @@
 from __future__ import annotations
 
 import itertools
-import threading
 import time
-from typing import Any
 
 import httpx
 import pytest
-from sse import sse_events  # tests/ is on sys.path (rootdir conftest)
+from sse import SSEReader as BaseSSEReader  # tests/ is on sys.path (rootdir conftest)
 
 pytestmark = pytest.mark.integration
 
 
-class SSEReader(threading.Thread):
+class SSEReader(BaseSSEReader):
     """Collects the events of one stream connection in the background."""
-
-    def __init__(self, url: str, token: str, params: dict[str, Any],
-                 last_event_id: str | None = None) -> None:
-        super().__init__(daemon=True)
-        self.url, self.params = url, params
-        self.headers = {"Authorization": f"Bearer {token}"}
-        if last_event_id:
-            self.headers["Last-Event-ID"] = last_event_id
-        self.events: list[dict[str, Any]] = []
-        self.stop = threading.Event()
-        self.status: int | None = None
-
-    def run(self) -> None:
-        try:
-            self._read()
-        except httpx.HTTPError:
-            pass  # the server went away at teardown
-
-    def _read(self) -> None:
-        with httpx.Client(timeout=httpx.Timeout(5.0, read=None)) as c, \
-                c.stream("GET", f"{self.url}/api/stream", params=self.params,
-                         headers=self.headers) as resp:
-            self.status = resp.status_code
-            for ev in sse_events(resp.iter_lines()):
-                if self.stop.is_set():
-                    return
-                ev["at"] = time.monotonic()
-                self.events.append(ev)
 
     def points(self, run_id: str, key: str) -> list[int]:
         steps: list[int] = []

@@ -3,16 +3,14 @@ open page drops the dead attempt's tail instead of keeping it until reloaded."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import assay
-import httpx
 import pytest
 from assay.api.stream import _Rewinds
 from assay.store.audit import AuditTrail
-from sse import sse_events  # tests/ is on sys.path (rootdir conftest)
+from sse import SSEReader  # tests/ is on sys.path (rootdir conftest)
 
 SEQ1 = 1 << 40  # the run record of attach 1
 
@@ -42,28 +40,16 @@ def test_rewinds_are_read_from_the_audit_trail_incrementally(tmp_path: Path) -> 
     assert rw.between("r2", 10, SEQ1) == [(SEQ1, 0)]
 
 
-class _Reader(threading.Thread):
+class _Reader(SSEReader):
     """One stream connection, applying what it receives as a client would: points by step
     (the last one received wins), and a ``rewind`` drops the run's points at or past its step."""
 
     def __init__(self, url: str, token: str, params: dict[str, Any]) -> None:
-        super().__init__(daemon=True)
-        self.url, self.token, self.params = url, token, params
-        self.events: list[dict[str, Any]] = []
+        super().__init__(url, token, params)
         self.curves: dict[tuple[str, str], dict[int, float]] = {}
-        self.lock = threading.Lock()
 
-    def run(self) -> None:
-        try:
-            with httpx.Client(timeout=httpx.Timeout(5.0, read=None)) as c, \
-                    c.stream("GET", f"{self.url}/api/stream", params=self.params,
-                             headers={"Authorization": f"Bearer {self.token}"}) as resp:
-                for ev in sse_events(resp.iter_lines()):
-                    with self.lock:
-                        self.events.append(ev)
-                        self._apply(ev)
-        except httpx.HTTPError:
-            pass  # the server went away at teardown
+    def handle(self, ev: dict[str, Any]) -> None:
+        self._apply(ev)
 
     def _apply(self, ev: dict[str, Any]) -> None:
         runs = ev.get("data", {}).get("runs", {})
@@ -83,20 +69,28 @@ class _Reader(threading.Thread):
             return dict(self.curves.get((run_id, key), {}))
 
 
-@pytest.mark.integration
-def test_an_open_stream_drops_the_points_a_resume_from_step_supersedes(
-        server, tokens, tmp_path, helpers) -> None:
+def _watched_dead_attempt(project, server, tokens, tmp_path, helpers):
+    """A stream client watching ``project``, and a remote run there that logged loss 10..19
+    at steps 0..9 and crashed, once the client holds all of it. Returns (reader, run, the
+    init keywords for resuming it)."""
     kw = {"dir": tmp_path / "laptop", "server": server.url, "token": tokens["researcher"],
           "system_metrics_interval": None, "capture": False}
-    reader = _Reader(server.url, tokens["viewer"], {"project": "rw-live", "min_interval": 0.1})
+    reader = _Reader(server.url, tokens["viewer"], {"project": project, "min_interval": 0.1})
     reader.start()
     helpers.wait_for(lambda: reader.events)
-    run = assay.init(project="rw-live", **kw)
+    run = assay.init(project=project, **kw)
     for i in range(10):
         run.log({"loss": 10.0 + i}, step=i)
     run.finish("crashed")
     first = {i: 10.0 + i for i in range(10)}
     helpers.wait_for(lambda: reader.curve(run.id, "loss") == first, timeout=30)  # the dead tail
+    return reader, run, kw
+
+
+@pytest.mark.integration
+def test_an_open_stream_drops_the_points_a_resume_from_step_supersedes(
+        server, tokens, tmp_path, helpers) -> None:
+    reader, run, kw = _watched_dead_attempt("rw-live", server, tokens, tmp_path, helpers)
 
     again = assay.init(project="rw-live", resume=run.id, resume_from_step=5, **kw)
     for i in range(5, 8):
@@ -119,17 +113,7 @@ def test_an_auto_rewind_ingested_after_its_run_record_still_reaches_the_stream(
     attach may reach the stream in an earlier pass (its config and status first)."""
     import time
 
-    kw = {"dir": tmp_path / "laptop", "server": server.url, "token": tokens["researcher"],
-          "system_metrics_interval": None, "capture": False}
-    reader = _Reader(server.url, tokens["viewer"], {"project": "rw-auto", "min_interval": 0.1})
-    reader.start()
-    helpers.wait_for(lambda: reader.events)
-    run = assay.init(project="rw-auto", **kw)
-    for i in range(10):
-        run.log({"loss": 10.0 + i}, step=i)
-    run.finish("crashed")
-    helpers.wait_for(lambda: reader.curve(run.id, "loss") == {i: 10.0 + i for i in range(10)},
-                     timeout=30)
+    reader, run, kw = _watched_dead_attempt("rw-auto", server, tokens, tmp_path, helpers)
     again = assay.init(project="rw-auto", resume=run.id, resume_from_step="auto", **kw)
     again.config["phase"] = "restored"
     again.flush()
