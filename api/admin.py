@@ -12,7 +12,13 @@ from .audit import AuditTrail
 from .auth import Admin, Role, Supervisor, TokenStore, Viewer, parse_duration
 from .http import ERROR_RESPONSES, StrictJSONRoute
 
-__all__ = ["TokenCreate", "health_router", "router"]
+__all__ = ["SERVER_FEATURES", "TokenCreate", "health_router", "router"]
+
+SERVER_FEATURES: tuple[str, ...] = ("rewind", "remote_artifacts")
+"""What this server takes beyond plain records, named in ``/api/health`` so a newer SDK can
+tell what an older server lacks before sending it (``rewind``: resume_from_step records;
+``remote_artifacts``: artifacts of runs that log to the server). A server without the list
+predates both."""
 
 router = APIRouter(prefix="/api", tags=["admin"], route_class=StrictJSONRoute,
                    responses=ERROR_RESPONSES)
@@ -44,8 +50,9 @@ def _audit(request: Request) -> AuditTrail:
 
 @health_router.get("/health", summary="Liveness (public)")
 def health(request: Request) -> dict[str, Any]:
-    """``ok`` while the server answers; no authentication, no data."""
-    return {"status": "ok", "version": __version__}
+    """``ok`` while the server answers, its version and features; no authentication, no
+    data."""
+    return {"status": "ok", "version": __version__, "features": list(SERVER_FEATURES)}
 
 
 @router.get("/whoami", summary="The caller's token name and role")

@@ -65,6 +65,7 @@ def _remote_prior(root: Path, server: str, token: str | None, run_id: str,
             hint=f"check the server, then `assay sync --server {server}`, and resume again")
     client = RemoteClient(server, token)
     try:
+        info = client.server_info()
         durable = client.durable_seq(run_id)
         deadline = time.monotonic() + timeout
         while True:
@@ -88,7 +89,7 @@ def _remote_prior(root: Path, server: str, token: str | None, run_id: str,
     attach = max(int(d["attach"]), durable >> _SEQ_BITS if durable >= 0 else 0)
     return SimpleNamespace(project=d["project"], attach=attach, config=d["config"],
                            summary=d["summary_stats"], summary_set=d["summary_set"],
-                           last_step=d["last_step"], name=d["name"])
+                           last_step=d["last_step"], name=d["name"], server=info)
 
 
 def _refuse_if_live(root: Path, run_id: str) -> None:

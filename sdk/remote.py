@@ -31,6 +31,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,8 @@ from ..store.wal import (
     try_lock_segment,
 )
 
-__all__ = ["MEDIA_TYPE", "RemoteClient", "RemoteSender", "outbox_segment", "sync_outbox"]
+__all__ = ["MEDIA_TYPE", "RemoteClient", "RemoteSender", "ServerInfo", "outbox_segment",
+           "sync_outbox"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,27 @@ def _raise_for(resp: Any) -> None:
     raise cls(f"server answered {resp.status_code}: {msg}", hint=hint)
 
 
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a server says of itself: an SDK newer than its server checks ``features``
+    before sending what the server would refuse (a server too old to list them has none)."""
+
+    server: str
+    version: str
+    features: frozenset[str]
+
+    def require(self, feature: str, what: str) -> None:
+        """Raise a clear error when the server lacks ``feature`` (needed for ``what``)."""
+        from .. import __version__
+
+        if feature not in self.features:
+            raise UserInputError(
+                f"the server {self.server} (assay {self.version}) is too old for {what}: it "
+                f"lacks the {feature!r} feature",
+                hint="upgrade the server to this SDK's version (the SDK is assay "
+                     f"{__version__}), or use an SDK as old as the server")
+
+
 class RemoteClient:
     """Small synchronous calls to a server (used at ``init`` to resume a remote run)."""
 
@@ -123,6 +146,17 @@ class RemoteClient:
         resp = self._http.get(f"/api/runs/{run_id}/records")
         _raise_for(resp)
         return int(resp.json()["durable_seq"])
+
+    def server_info(self) -> ServerInfo:
+        """The server's version and features (``GET /api/health``)."""
+        resp = self._http.get("/api/health")
+        _raise_for(resp)
+        body = resp.json()
+        body = body if isinstance(body, dict) else {}
+        features = body.get("features")
+        features = features if isinstance(features, list) else []
+        return ServerInfo(self.server, str(body.get("version", "?")),
+                          frozenset(f for f in features if isinstance(f, str)))
 
     def close(self) -> None:
         self._http.close()

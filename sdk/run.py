@@ -31,7 +31,7 @@ from ..store.wal import WalWriter, segment_path
 from .capture import capture_env, capture_git
 from .jsonable import to_jsonable
 from .prior import _claim_run_id, _refuse_if_live, _remote_prior, _sync_and_get
-from .remote import RemoteSender, outbox_segment
+from .remote import RemoteClient, RemoteSender, outbox_segment
 from .rewind import AUTO, REWIND_FIELD, check_resume_from_step, rewound_summary
 from .settings import FINISH_TIMEOUT, FLUSH_INTERVAL, INGEST_MODE, data_dir
 from .system import SystemSampler
@@ -465,6 +465,12 @@ class Run:
                     f"after {REMOTE_FINISH_TIMEOUT:g} s, so it cannot take its artifacts yet",
                     hint="check that the server is up and reachable, then log the artifact "
                          "again")
+            client = RemoteClient(sender.server, sender.token)
+            try:
+                client.server_info().require("remote_artifacts",
+                                             "the artifacts of runs that log to it")
+            finally:
+                client.close()
             self._remote_artifacts = RemoteArtifacts(sender.server, sender.token)
         return RemoteGraph(self.dir, self._remote_artifacts)
 
@@ -652,6 +658,7 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
             resume_from_step = AUTO  # from the top: 0; from its own checkpoint: that step
     resume_from_step = check_resume_from_step(resume_from_step, resume)
     auto_rewind = resume_from_step == AUTO
+    rewinds = True  # False: the server cannot take a rewind record
     if id is not None and (not isinstance(id, str) or not id.isalnum() or not 4 <= len(id) <= 64):
         raise UserInputError(f"invalid run id {id!r}", hint="run ids are 4-64 letters and digits")
     if resume is not None:
@@ -668,12 +675,15 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         if prior.project != project:
             raise UserInputError(f"run {resume} belongs to project {prior.project!r}, "
                                  f"not {project!r}", hint=f"use project={prior.project!r}")
+        if server and resume_from_step is not None:
+            rewinds = _server_rewinds(prior.server, resume_from_step)
         run_id = resume
         attach = prior.attach + 1
         cfg = {**prior.config, **cfg}
         summary_auto = {k: dict(v) for k, v in prior.summary.items()}
         summary_set = dict(prior.summary_set)
         if auto_rewind:  # implicit steps start again from 0; the rewind waits for log()
+            # (a server too old for rewinds gets none: the steps logged again overwrite)
             next_step = 0
         elif isinstance(resume_from_step, int):
             next_step = resume_from_step
@@ -696,11 +706,26 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
               next_step=next_step, init_record=record,
               system_metrics_interval=system_metrics_interval, capture=capture,
               server=server, token=token)
-    if auto_rewind:
+    if auto_rewind and rewinds:
         with run._rewind_lock:
             run._rewind_pending = True
             run._queue_append = run._rewind_at_first_log
     return run
+
+
+def _server_rewinds(info: Any, resume_from_step: int | str) -> bool:
+    """Whether the server (``info``, its :class:`ServerInfo`) takes the rewind of a resume.
+    A server too old for rewinds refuses their records, which would stop the run's sender:
+    an explicit step is refused here, before anything is logged; "auto" (what relaunched
+    trials get) resumes without the rewind, as SDKs before rewinds did, with a warning."""
+    if "rewind" in info.features:
+        return True
+    if resume_from_step != AUTO:
+        info.require("rewind", "resume_from_step")
+    log.warning("assay: the server %s (assay %s) cannot rewind a resumed run, so the earlier "
+                "attempt's points past the steps this attempt logs stay in its history; "
+                "upgrade the server to supersede them", info.server, info.version)
+    return False
 
 
 _last_exc: list[BaseException] = []

@@ -432,3 +432,20 @@ def test_an_upload_whose_answer_was_lost_is_not_sent_again_when_the_server_has_i
     f.write_bytes(b"0123")
     blobs.upload(f, BlobRef(_digest(b"0123"), 4))
     assert calls == ["PUT", "POST"]
+
+
+def test_a_server_too_old_for_remote_artifacts_is_named_before_any_upload(
+        server, tokens, tmp_path, monkeypatch, uploads):
+    from assay.api import admin
+
+    monkeypatch.setattr(admin, "SERVER_FEATURES", ("rewind",))  # what a server before them says
+    f = tmp_path / "x.txt"
+    f.write_text("x")
+    run = _remote_run(server, tokens["researcher"], tmp_path / "laptop")
+    run.log({"loss": 1.0})
+    with pytest.raises(UserInputError, match="too old for the artifacts") as err:
+        run.log_artifact(f, "x")
+    assert "upgrade the server" in err.value.hint
+    assert uploads == []
+    run.finish()  # the run's records were not touched
+    assert run._sender.error is None

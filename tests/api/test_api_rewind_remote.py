@@ -73,3 +73,47 @@ def test_the_server_validates_a_rewind_record():
     for bad in ("x", None, [1], 1e300, 99):  # one bad record would block the run's ingest
         with pytest.raises(UserInputError, match="does not match its seq"):
             validate_record({**rec, "attach": bad}, "r1")
+
+
+@pytest.mark.integration
+def test_a_server_too_old_for_rewinds_refuses_an_explicit_step_and_auto_resumes_without(
+        server, tokens, tmp_path, data_dir, monkeypatch, caplog):
+    """An SDK newer than its server asks /api/health what the server takes: a rewind record
+    would be refused there and stop the run's sender, so none is sent."""
+    from assay.api import admin
+
+    kw = {"dir": tmp_path / "laptop", "server": server.url, "token": tokens["researcher"],
+          "system_metrics_interval": None, "capture": False}
+    api = assay.Api(data_dir)
+    run = assay.init(project="old-server", **kw)
+    for i in range(4):
+        run.log({"loss": 10.0 + i})
+    run.finish("crashed")
+    from assay.sdk.remote import RemoteClient
+
+    this = RemoteClient(server.url).server_info()  # /api/health is public
+    assert {"rewind", "remote_artifacts"} <= this.features and this.version == assay.__version__
+    monkeypatch.setattr(admin, "SERVER_FEATURES", ())  # a server before features were listed
+    with pytest.raises(UserInputError, match="too old for resume_from_step") as err:
+        assay.init(project="old-server", resume=run.id, resume_from_step=2, **kw)
+    assert "upgrade the server" in err.value.hint
+    with caplog.at_level("WARNING", logger="assay.sdk.run"):
+        again = assay.init(project="old-server", resume=run.id, resume_from_step="auto", **kw)
+    assert "cannot rewind a resumed run" in caplog.text
+    again.log({"loss": 0.5}, step=1)  # from a checkpoint at step 1: no rewind record sent
+    again.finish()
+    assert again._sender.error is None
+
+    def settled():
+        try:
+            rec = api.run(run.id)
+        except NotFoundError:
+            return None
+        return rec if rec.attach == 1 and rec.status == "completed" else None
+
+    deadline = time.monotonic() + 30
+    while not settled():
+        assert time.monotonic() < deadline, f"the resumed run never finished: {api.run(run.id)}"
+        time.sleep(0.1)
+    steps = api.history(run.id, "loss")["step"].to_list()
+    assert steps[-2:] == [2, 3], "without a rewind the earlier attempt's later steps stay"
