@@ -1,10 +1,11 @@
 """The server's read extensions of :class:`~assay.store.lance.LanceStore`.
 
-The server answers the same questions many times a second, so it needs three reads the
+The server answers the same questions many times a second, so it needs reads the
 :class:`~assay.store.base.Store` interface does not offer yet: the ``runs`` table's version
 (to reuse a parsed runs table until something commits), a projection of the ``runs`` table
 (the ``env`` column holds installed packages: kilobytes per run that the runs query never
-needs), and a run's metric chunks after a sequence number (the live stream's deltas).
+needs), and metric chunks without their times. (A run's chunks after a sequence number,
+the live stream's deltas, are the store's own :meth:`~assay.store.base.Store.metric_chunks_after`.)
 They are read-only and use the store's own table handles (strongly consistent: a read sees
 every commit of every process).
 """
@@ -15,13 +16,10 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from ..store.lance import LanceStore, sql_str
-from ..store.schemas import METRICS_SCHEMA, RUNS_SCHEMA
+from ..store.lance import LanceStore
+from ..store.schemas import RUNS_SCHEMA
 
 __all__ = ["ServerStore"]
-
-_CHUNK_COLS = ["key", "seq", "step", "value", "time"]
-
 
 class ServerStore(LanceStore):
     """A LanceStore with the server's read paths (see the module docstring)."""
@@ -46,22 +44,4 @@ class ServerStore(LanceStore):
         """:meth:`LanceStore.metric_chunks`; without ``time`` when not needed (40% less to read)."""
         if with_time:
             return super().metric_chunks(run_id, keys)
-        cols = ["key", "seq", "step", "value"]
-        tbl = self._table("metrics", create=False)
-        if tbl is None or (keys is not None and not keys):
-            return METRICS_SCHEMA.empty_table().select(cols)
-        where = f"run_id = {sql_str(run_id)}"
-        if keys is not None:
-            where += " AND key IN (" + ", ".join(sql_str(k) for k in keys) + ")"
-        return tbl.search().where(where).select(cols).limit(None).to_arrow()
-
-    def metric_chunks_after(self, run_id: str, after_seq: int,
-                            keys: Sequence[str] | None = None) -> pa.Table:
-        """A run's metric chunks with ``seq > after_seq`` (columns key, seq, step, value, time)."""
-        tbl = self._table("metrics", create=False)
-        if tbl is None or (keys is not None and not keys):
-            return METRICS_SCHEMA.empty_table().select(_CHUNK_COLS)
-        where = f"run_id = {sql_str(run_id)} AND seq > {int(after_seq)}"
-        if keys is not None:
-            where += " AND key IN (" + ", ".join(sql_str(k) for k in keys) + ")"
-        return tbl.search().where(where).select(_CHUNK_COLS).limit(None).to_arrow()
+        return self._chunks(run_id, keys, ["key", "seq", "step", "value"])

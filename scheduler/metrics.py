@@ -45,56 +45,89 @@ class StoreMetricSource(MetricSource):
                                  hint='e.g. keys=["val/loss"]')
         self.api = Api(dir)
         self.keys = list(keys) if keys is not None else None
-        # Per (trial, metric): the last step returned and how many points up to it; per
-        # trial: the highest chunk seq read (points stored later have a higher one).
-        self._seen: dict[tuple[str, str], tuple[int, int]] = {}
+        # Per trial: per metric, the last step returned and how many points up to it; the
+        # highest chunk seq read (points stored later have a higher one); and the run's
+        # (attach, ingested_seq) when it was read (unchanged: nothing new was stored).
+        self._seen: dict[str, dict[str, tuple[int, int]]] = {}
         self._seq: dict[str, int] = {}
+        self._read_at: dict[str, tuple[int, int]] = {}
         self._replaced: set[str] = set()
 
     def new_points(self, trial_ids: Iterable[str]) -> Points:
-        import polars as pl
-
-        from ..store.history import history_frame
-
         out: Points = {}
         self._replaced = set()
         for tid in trial_ids:
             try:
-                self.api.run(tid)
+                run = self.api.run(tid)
             except NotFoundError:  # not ingested yet
                 continue
-            df = history_frame(tid, self.api.store.metric_chunks(tid, self.keys), with_seq=True)
-            if self.keys is None:
-                df = df.filter(~pl.col("key").str.starts_with(RESERVED_PREFIX))
-            parts = {str(k[0] if isinstance(k, tuple) else k): p
-                     for k, p in df.group_by("key", maintain_order=True)}
-            if self._rewritten(tid, parts):
-                self.forget(tid)
-                self._replaced.add(tid)
-            if df.height:
-                self._seq[tid] = int(df["seq"].max())  # type: ignore[arg-type]
-            points: dict[str, list[tuple[int, float]]] = {}
-            for name, part in parts.items():
-                last = self._seen.get((tid, name), (-1, 0))[0]
-                fresh = part.filter(pl.col("step") > last).sort("step")
-                if fresh.height == 0:
-                    continue
-                pts: list[Any] = list(zip(fresh["step"].to_list(), fresh["value"].to_list()))
-                points[name] = [(int(s), float(v)) for s, v in pts]
-                top = points[name][-1][0]
-                self._seen[(tid, name)] = (top, part.filter(pl.col("step") <= top).height)
-            if points:
-                out[tid] = points
+            at = (run.attach, run.ingested_seq)
+            if self._read_at.get(tid) == at:
+                continue  # the ingester committed nothing of this run since the last read
+            fresh = self._fresh(tid, at, run.last_step)
+            self._read_at[tid] = at
+            if fresh:
+                out[tid] = fresh
         return out
+
+    def _fresh(self, tid: str, at: tuple[int, int], last_step: int) -> dict[str, list[Any]]:
+        """The points of ``tid`` beyond those returned. Within one attach only chunks stored
+        after the last read are read (a run's curve grows by new chunks); a new attach, a
+        new chunk at or below a step already returned (a step logged again), or a last step
+        below one returned (an "auto" rewind) reads the whole curve again, and when that
+        changed what was returned the trial is replaced."""
+        prior = self._read_at.get(tid)
+        seen = self._seen.get(tid, {})
+        if seen and prior is not None and prior[0] == at[0] and last_step >= max(
+                last for last, _ in seen.values()):
+            parts = self._parts(tid, self.api.store.metric_chunks_after(
+                tid, self._seq.get(tid, -1), self.keys))
+            if all(part["step"].min() > seen.get(name, (-1, 0))[0]
+                   for name, part in parts.items()):
+                return self._take(tid, parts)
+        parts = self._parts(tid, self.api.store.metric_chunks(tid, self.keys))
+        if self._rewritten(tid, parts):
+            self.forget(tid)
+            self._replaced.add(tid)
+        return self._take(tid, parts)
+
+    def _parts(self, tid: str, chunks: Any) -> dict[str, Any]:
+        """Points per metric (polars frames with step, value, seq)."""
+        import polars as pl
+
+        from ..store.history import history_frame
+
+        df = history_frame(tid, chunks, with_seq=True)
+        if self.keys is None:
+            df = df.filter(~pl.col("key").str.starts_with(RESERVED_PREFIX))
+        return {str(k[0] if isinstance(k, tuple) else k): p
+                for k, p in df.group_by("key", maintain_order=True)}
+
+    def _take(self, tid: str, parts: dict[str, Any]) -> dict[str, list[Any]]:
+        """Return the points beyond those returned, and remember them."""
+        import polars as pl
+
+        seen = self._seen.setdefault(tid, {})
+        points: dict[str, list[Any]] = {}
+        for name, part in parts.items():
+            self._seq[tid] = max(self._seq.get(tid, -1), int(part["seq"].max()))
+            last = seen.get(name, (-1, 0))[0]
+            fresh = part.filter(pl.col("step") > last).sort("step")
+            if fresh.height == 0:
+                continue
+            points[name] = [(int(s), float(v)) for s, v in
+                            zip(fresh["step"].to_list(), fresh["value"].to_list())]
+            top = points[name][-1][0]
+            done = seen[name][1] if name in seen else 0
+            seen[name] = (top, done + fresh.height)
+        return points
 
     def _rewritten(self, tid: str, parts: dict[str, Any]) -> bool:
         """Whether a curve returned for ``tid`` changed at or below its last returned step."""
         import polars as pl
 
         seq = self._seq.get(tid, -1)
-        for (t, name), (last, count) in self._seen.items():
-            if t != tid:
-                continue
+        for name, (last, count) in self._seen.get(tid, {}).items():
             part = parts.get(name)
             if part is None:
                 return True  # every point of the metric is gone
@@ -108,6 +141,6 @@ class StoreMetricSource(MetricSource):
 
     def forget(self, trial_id: str) -> None:
         """Drop what was returned for a trial (e.g. once it is finished and persisted)."""
-        for k in [k for k in self._seen if k[0] == trial_id]:
-            del self._seen[k]
+        self._seen.pop(trial_id, None)
         self._seq.pop(trial_id, None)
+        self._read_at.pop(trial_id, None)

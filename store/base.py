@@ -44,6 +44,15 @@ class Store(ABC):
     def metric_chunks(self, run_id: str, keys: Sequence[str] | None = None) -> pa.Table:
         """A run's metric chunks (columns key, seq, step, value, time), in no set order."""
 
+    def metric_chunks_after(self, run_id: str, after_seq: int,
+                            keys: Sequence[str] | None = None) -> pa.Table:
+        """A run's metric chunks with ``seq > after_seq`` (what was stored since a read that
+        saw chunks up to ``after_seq``; same columns as :meth:`metric_chunks`)."""
+        import pyarrow.compute as pc
+
+        t = self.metric_chunks(run_id, keys)
+        return t.filter(pc.greater(t["seq"], int(after_seq)))
+
     @abstractmethod
     def rewind_metrics(self, run_id: str, before_seq: int, step: int) -> int:
         """Drop the run's points at steps ``>= step`` of chunks with ``seq < before_seq``,

@@ -39,6 +39,9 @@ def sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+_CHUNK_COLS = ["key", "seq", "step", "value", "time"]
+
+
 class LanceStore(Store):
     """Runs and metric chunks in LanceDB tables under ``root``."""
 
@@ -167,14 +170,20 @@ class LanceStore(Store):
         return tbl.search().where(f"project = {sql_str(project)}").limit(None).to_arrow()
 
     def metric_chunks(self, run_id: str, keys: Sequence[str] | None = None) -> pa.Table:
+        return self._chunks(run_id, keys, _CHUNK_COLS)
+
+    def metric_chunks_after(self, run_id: str, after_seq: int,
+                            keys: Sequence[str] | None = None) -> pa.Table:
+        return self._chunks(run_id, keys, _CHUNK_COLS, f" AND seq > {int(after_seq)}")
+
+    def _chunks(self, run_id: str, keys: Sequence[str] | None, cols: list[str],
+                where_more: str = "") -> pa.Table:
+        """A run's metric chunks (``cols``), of ``keys`` if given, matching ``where_more``."""
         tbl = self._table("metrics", create=False)
-        cols = ["key", "seq", "step", "value", "time"]
-        if tbl is None:
+        if tbl is None or (keys is not None and not keys):
             return METRICS_SCHEMA.empty_table().select(cols)
-        where = f"run_id = {sql_str(run_id)}"
+        where = f"run_id = {sql_str(run_id)}" + where_more
         if keys is not None:
-            if not keys:
-                return METRICS_SCHEMA.empty_table().select(cols)
             where += " AND key IN (" + ", ".join(sql_str(k) for k in keys) + ")"
         return tbl.search().where(where).select(cols).limit(None).to_arrow()
 
