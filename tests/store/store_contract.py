@@ -60,6 +60,21 @@ def check_metric_chunks_filter_by_run_and_key(store) -> None:
     assert store.metric_chunks("zzz").num_rows == 0
 
 
+def check_metric_chunks_after_a_seq(store) -> None:
+    store.append_metrics(chunk_table([
+        ("a", "loss", 1, [0, 1], [1.0, 0.5]),
+        ("a", "loss", 4, [2], [0.4]),
+        ("a", "acc", 5, [2], [0.3]),
+        ("b", "loss", 9, [0], [9.0]),
+    ]))
+    t = store.metric_chunks_after("a", 1)
+    assert sorted(zip(t["seq"].to_pylist(), t["key"].to_pylist())) == [(4, "loss"), (5, "acc")]
+    assert store.metric_chunks_after("a", 4, ["loss"]).num_rows == 0
+    assert store.metric_chunks_after("a", 4, ["acc"])["value"].to_pylist() == [[0.3]]
+    assert store.metric_chunks_after("a", 0, []).num_rows == 0
+    assert store.metric_chunks_after("zzz", -1).num_rows == 0
+
+
 def check_metric_seqs_after(store) -> None:
     store.append_metrics(chunk_table([("a", "k", s, [s], [1.0]) for s in (1, 2, 5)]))
     assert store.metric_seqs("a", 1) == {2, 5}
