@@ -14,7 +14,6 @@ retries and are skipped; the answer is always the highest durable seq.
 from __future__ import annotations
 
 import json
-import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -49,6 +48,14 @@ def _is_num(v: Any) -> bool:
     return t is float or (t is int and -_MAX_SEQ - 1 <= v <= _MAX_SEQ)
 
 
+_MAX_TIME = 253_402_300_800.0  # 10000-01-01 UTC: times are stored as microseconds since 1970
+
+
+def _is_time(v: Any) -> bool:
+    """Epoch seconds the store can hold as a timestamp (finite, from 1970 to year 9999)."""
+    return _is_num(v) and 0 <= v < _MAX_TIME
+
+
 def _check_str(rec: dict[str, Any], name: str, *, required: bool = False, limit: int = 100_000) -> None:
     v = rec.get(name)
     if v is None and not required:
@@ -76,8 +83,9 @@ def _check_chunk(seq: int, ch: Any) -> None:
         raise _bad(f"record {seq}: chunk step must be a non-empty list")
     if not all(type(s) is int and 0 <= s <= _MAX_SEQ for s in steps):
         raise _bad(f"record {seq}: steps must be integers >= 0")
-    if not isinstance(times, list) or len(times) != len(steps) or not all(map(_is_num, times)):
-        raise _bad(f"record {seq}: chunk time must be numbers, one per step")
+    if not isinstance(times, list) or len(times) != len(steps) or not all(map(_is_time, times)):
+        raise _bad(f"record {seq}: chunk time must be epoch seconds (finite, from 1970 to "
+                   "year 9999), one per step")
     if not isinstance(vals, list) or len(vals) != len(keys):
         raise _bad(f"record {seq}: chunk vals must hold one list per key")
     n = len(steps)
@@ -101,10 +109,9 @@ def validate_record(rec: Any, run_id: str) -> dict[str, Any]:
         raise _bad(f"record seq must be a positive integer, got {seq!r}")
     if kind not in _KINDS:
         raise _bad(f"record {seq}: unknown kind {kind!r} (one of {sorted(_KINDS)})")
-    if "time" in rec and not _is_num(rec["time"]) or kind != "metrics" and "time" not in rec:
-        raise _bad(f"record {seq}: time must be epoch seconds")
-    if isinstance(rec.get("time"), float) and not math.isfinite(rec["time"]):
-        raise _bad(f"record {seq}: time must be finite")
+    if "time" in rec and not _is_time(rec["time"]) or kind != "metrics" and "time" not in rec:
+        raise _bad(f"record {seq}: time must be epoch seconds (finite, from 1970 to year "
+                   f"9999), got {rec.get('time')!r}")
     if kind == "run":
         if rec.get("run_id") != run_id:
             raise _bad(f"record {seq}: run record of {rec.get('run_id')!r} sent to run {run_id!r}")

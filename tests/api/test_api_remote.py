@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,13 @@ def test_corrupt_frames_are_rejected_with_400(server, client, mutate, fragment) 
                                             "vals": [["a"]]}]}, "numbers"),
     ({"k": "status", "seq": 1, "time": 1.0, "status": "running"}, "final status"),
     ({"k": "config", "seq": 0, "time": 1.0, "update": {}}, "positive"),
+    # Times the store cannot hold as timestamps would break every runs listing, or the run's
+    # history and its sealing, for everyone reading the data directory.
+    *[({"k": "run", "seq": 1, "time": t, "run_id": "badrec0001", "project": "p", "name": "n"},
+       "time must be epoch seconds") for t in (1e300, -1e300, 1e18, -1.0, 2 ** 62)],
+    *[({"k": "metrics", "seq": 1, "chunks": [{"keys": ["x"], "step": [1], "time": [t],
+                                              "vals": [[1.0]]}]}, "chunk time must be epoch")
+      for t in (math.nan, math.inf, 9e18, -5.0)],
 ])
 def test_invalid_records_are_rejected_before_anything_is_written(server, client, rec,
                                                                  fragment) -> None:
@@ -123,6 +131,10 @@ def test_researchers_write_only_their_own_runs(server, client, tokens, local_dir
                      "project": "remote", "name": "again", "host": "h", "pid": 2, "attach": 1})
     r = client("researcher2").post(f"/api/runs/{run.run_id}/records", content=resume, headers=h)
     assert r.status_code == 403 and "belongs to researcher" in r.json()["error"]
+    # Nor may they keep it open with heartbeats (an empty body) or resent records.
+    for body in (b"", encode({"k": "metrics", "seq": 2, "chunks": []})):
+        r = client("researcher2").post(f"/api/runs/{run.run_id}/records", content=body, headers=h)
+        assert r.status_code == 403 and "belongs to researcher" in r.json()["error"]
     assert client("viewer").post(f"/api/runs/{run.run_id}/records", content=resume,
                                  headers=h).status_code == 403
     r = client("supervisor").post(f"/api/runs/{run.run_id}/records", content=resume, headers=h)
