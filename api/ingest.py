@@ -281,6 +281,9 @@ class RemoteIngest:
         """
         r = self._get(run_id)
         with r.lock:
+            # Before anything else: a heartbeat (no records) or a resent batch from someone
+            # who does not own the run must not keep it open either.
+            self.check_writer(who, run_id)
             r.last_contact = time.monotonic()
             if track_pending and r.pending is None:
                 r.pending = []
@@ -293,7 +296,6 @@ class RemoteIngest:
                                         hint="start a new run (a fresh id)")
             if not new:
                 return AppendResult(run_id, r.durable, 0, dups)
-            self.check_writer(who, run_id)
             i = 0
             while i < len(new):
                 attach = new[i][0]["seq"] >> SEQ_BITS
