@@ -28,7 +28,7 @@ from . import (
 )
 from .audit import AuditTrail
 from .auth import TokenStore
-from .http import SafeJSONResponse, TooLargeAsJSON, install_error_handlers
+from .http import InternalErrorsAsJSON, SafeJSONResponse, TooLargeAsJSON, install_error_handlers
 from .ingest import RemoteIngest
 from .mlflow_state import MlflowState
 from .query import RunsIndex
@@ -120,6 +120,7 @@ def create_app(data_dir: str | os.PathLike[str], *, max_body_bytes: int = DEFAUL
     app.state.mlflow = MlflowState(root)
     install_error_handlers(app)
     app.add_middleware(TooLargeAsJSON)
+    app.add_middleware(InternalErrorsAsJSON)
     # Limits go on the routers, not the app: then a 413 passes through the error handlers.
     for r in (admin.health_router, admin.router, runs.router, records.router, stream.router,
               agents.router, graph.router, artifacts.router, blobs.router, fleet.router, dashboard.router):

@@ -29,6 +29,7 @@ from ..errors import HTTP_STATUS, AssayError
 
 __all__ = [
     "ERROR_RESPONSES",
+    "InternalErrorsAsJSON",
     "SafeJSONResponse",
     "StrictJSONRoute",
     "TooLargeAsJSON",
@@ -202,6 +203,43 @@ class TooLargeAsJSON:
             await send(message)
 
         await self.app(scope, receive, send_json)
+
+
+class InternalErrorsAsJSON:
+    """ASGI middleware: an unexpected exception becomes the ``{error, hint}`` 500, and the
+    connection stays usable.
+
+    An app-level ``Exception`` handler runs in Starlette's outermost middleware, which
+    re-raises after answering, so uvicorn then drops the keep-alive connection and the
+    client's next request on it fails too. This answers and ends the exception here, logged
+    with its traceback; one already answering (a stream) can only be cut off.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise
+            request = Request(scope)
+            log.error("unexpected error on %s %s", request.method, request.url.path,
+                      exc_info=exc)
+            response = error_response(request, 500, f"internal error: {type(exc).__name__}",
+                                      "this is a bug in assay; the server log has the traceback")
+            await response(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -206,3 +206,21 @@ def test_cli_token_create_prints_the_token_once(tmp_path: Path) -> None:
     assert "erin" in listed.stdout and token not in listed.stdout
     bad = CliRunner().invoke(token_app, ["create", "x", "--role", "emperor", "--dir", str(tmp_path)])
     assert bad.exit_code == 2 and "unknown role" in bad.output
+
+
+def test_an_unexpected_error_is_a_json_500_and_the_connection_stays_usable(
+        server, client, monkeypatch, caplog) -> None:
+    """Starlette re-raises after an app-level 500 handler answers, and uvicorn then drops
+    the keep-alive connection: the client's next request on it failed too."""
+    from assay.api.auth import TokenStore
+
+    def broken(self):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(TokenStore, "list", broken)
+    admin = client("admin")
+    with caplog.at_level("ERROR", logger="assay.api"):
+        r = admin.get("/api/tokens")
+    assert r.status_code == 500 and r.json()["error"] == "internal error: RuntimeError"
+    assert "bug in assay" in r.json()["hint"] and "boom" in caplog.text
+    assert admin.get("/api/whoami").status_code == 200  # the same connection
