@@ -239,7 +239,15 @@ class Objective:
         d = dict(data)
         if "reevaluate_on" in d:
             ro = d["reevaluate_on"]
-            d["reevaluate_on"] = tuple([ro] if isinstance(ro, str) else ro or ())
+            if ro is None:
+                ro = ()
+            elif isinstance(ro, str):
+                ro = (ro,)
+            elif not isinstance(ro, list | tuple):
+                raise UserInputError(
+                    f"reevaluate_on must be an artifact name or a list of them, got {ro!r}",
+                    hint='e.g. reevaluate_on: [digits-data]; leave it out for none')
+            d["reevaluate_on"] = tuple(ro)
         return cls(**d)
 
     @classmethod

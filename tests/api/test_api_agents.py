@@ -77,6 +77,13 @@ def test_bad_objectives_get_400_with_a_hint(server, client):
         "name": "o", "project": "p", "train": "nowhere.mod:train", "metric": "score"})
     assert r.status_code == 400 and "cannot import" in r.json()["error"]
     assert client("viewer").post("/api/objectives", json={}).status_code == 403
+    for bad in (5, True, {"a": 1}):  # 5 was a 500; a mapping was read as its keys
+        r = client("researcher").post("/api/objectives", json={
+            "name": "o", "project": "p", "train": "examples.toy:train", "metric": "score",
+            "reevaluate_on": bad})
+        assert r.status_code == 400, r.text
+        assert "reevaluate_on must be an artifact name" in r.json()["error"]
+    assert client("viewer").get("/api/agents").json()["agents"] == []  # none started
 
 
 @pytest.mark.slow
