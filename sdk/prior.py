@@ -67,6 +67,9 @@ def _remote_prior(root: Path, server: str, token: str | None, run_id: str,
     try:
         info = client.server_info()
         durable = client.durable_seq(run_id)
+        if durable < 0:  # no records on this server: it knows the run only if it is stored
+            client.get_run(run_id)  # NotFoundError (None below) instead of waiting
+        client.check_writer(run_id)  # another's run: refused now, not when the sender starts
         deadline = time.monotonic() + timeout
         while True:
             try:

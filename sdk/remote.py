@@ -98,6 +98,9 @@ def _raise_for(resp: Any) -> None:
         msg, hint = body.get("error", resp.text), body.get("hint", "")
     except ValueError:
         msg, hint = resp.text[:500], ""
+    if resp.status_code == 401:  # the server's hint speaks HTTP; this is the SDK
+        hint = ("pass token= to assay.init (or set ASSAY_TOKEN) to a researcher's token: "
+                "`assay token create NAME --role researcher` on the server")
     cls: type[AssayError] = {400: UserInputError, 401: PermissionDeniedError,
                              403: PermissionDeniedError, 404: NotFoundError,
                              409: ConflictError, 413: UserInputError}.get(resp.status_code,
@@ -146,6 +149,13 @@ class RemoteClient:
         resp = self._http.get(f"/api/runs/{run_id}/records")
         _raise_for(resp)
         return int(resp.json()["durable_seq"])
+
+    def check_writer(self, run_id: str) -> None:
+        """Raise PermissionDeniedError unless this token may write the run (its owner, or a
+        supervisor): an empty batch is the server's heartbeat, and it checks the writer."""
+        resp = self._http.post(f"/api/runs/{run_id}/records", content=b"",
+                               headers={"Content-Type": MEDIA_TYPE})
+        _raise_for(resp)
 
     def server_info(self) -> ServerInfo:
         """The server's version and features (``GET /api/health``)."""

@@ -583,8 +583,8 @@ class Run:
         return f"Run(id={self.id!r}, project={self.project!r}, name={self.name!r})"
 
 
-def init(project: str | None = None, *, name: str | None = None, config: Mapping[str, Any] | None = None,
-         tags: list[str] | tuple[str, ...] | None = None, group: str | None = None,
+def init(project: str | None = None, *, name: str | None = None, config: Any = None,
+         tags: str | list[str] | tuple[str, ...] | None = None, group: str | None = None,
          notes: str | None = None, dir: str | os.PathLike[str] | None = None,
          resume: str | None = None, resume_from_step: int | str | None = None,
          id: str | None = None,
@@ -596,8 +596,9 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         project: project name (letters, digits, ``_ . -``); default ``$ASSAY_PROJECT``
             (set for command trials launched by an agent).
         name: display name; a readable one is generated if omitted.
-        config: JSON-serializable hyperparameters (NumPy scalars are converted).
-        tags, group, notes: free labels for filtering.
+        config: JSON-serializable hyperparameters (NumPy scalars are converted): a
+            mapping, an ``argparse.Namespace`` or a dataclass instance.
+        tags, group, notes: free labels for filtering (``tags``: a list, or one tag).
         dir: data directory; default ``$ASSAY_DIR``, else ``~/.assay``.
         resume: id of an earlier run to continue; its config, summary and step carry on.
         resume_from_step: with ``resume``, the step the run restarts at (W&B's rewind): the
@@ -629,11 +630,11 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         validate_name("run", name)
     if group:
         validate_name("group", group)
-    tag_list = list(tags or ())
+    tag_list = [tags] if isinstance(tags, str) else list(tags or ())  # one tag, not its letters
     for t in tag_list:
         if not isinstance(t, str) or not t or len(t) > 64:
             raise UserInputError(f"invalid tag {t!r}", hint="tags are strings of 1-64 characters")
-    cfg = to_jsonable(dict(config or {}), what="config")
+    cfg = to_jsonable(_config_dict(config), what="config")
     if system_metrics_interval is not None and (
         not isinstance(system_metrics_interval, (int, float))
         or math.isnan(system_metrics_interval) or system_metrics_interval < 0
@@ -643,6 +644,10 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
     root = data_dir(dir)
     server = server or os.environ.get("ASSAY_SERVER") or None
     token = token or os.environ.get("ASSAY_TOKEN") or None
+    if server and not token:  # every route but /api/health needs one: fail here, not at exit
+        raise UserInputError(f"logging to the server {server} needs a token",
+                             hint="pass token= (or set ASSAY_TOKEN) to a researcher's token: "
+                                  "`assay token create NAME --role researcher` on the server")
     summary_auto: dict[str, dict[str, float]] = {}
     summary_set: dict[str, Any] = {}
     attach = 0
@@ -668,6 +673,10 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
         _refuse_if_live(root, resume)
         prior = (_remote_prior(root, server, token, resume, REMOTE_FINISH_TIMEOUT) if server
                  else _sync_and_get(root, resume))
+        if prior is None and server:
+            raise NotFoundError(f"cannot resume run {resume!r}: the server {server} has no "
+                                "such run", hint="check the id (GET /api/runs on the server), "
+                                "or the server= / ASSAY_SERVER it logs to")
         if prior is None:
             raise NotFoundError(f"cannot resume run {resume!r}: no such run in {root}",
                                 hint="check the id with `assay runs`, or the data directory "
@@ -711,6 +720,26 @@ def init(project: str | None = None, *, name: str | None = None, config: Mapping
             run._rewind_pending = True
             run._queue_append = run._rewind_at_first_log
     return run
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    """``config`` as a dict: a mapping, an ``argparse.Namespace`` or a dataclass instance
+    (as W&B takes them), or None."""
+    import argparse
+    import dataclasses
+
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return dict(config)
+    if isinstance(config, argparse.Namespace):
+        return vars(config).copy()
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    raise UserInputError(f"config must be a mapping of names to values, got a "
+                         f"{type(config).__name__}",
+                         hint='pass e.g. config={"lr": 3e-4, "depth": 2} (an argparse.Namespace '
+                              "or a dataclass instance also works)")
 
 
 def _server_rewinds(info: Any, resume_from_step: int | str) -> bool:

@@ -117,3 +117,32 @@ def test_a_server_too_old_for_rewinds_refuses_an_explicit_step_and_auto_resumes_
         time.sleep(0.1)
     steps = api.history(run.id, "loss")["step"].to_list()
     assert steps[-2:] == [2, 3], "without a rewind the earlier attempt's later steps stay"
+
+
+@pytest.mark.integration
+def test_remote_init_mistakes_are_refused_at_init_naming_the_fix(server, tokens, tmp_path,
+                                                                 monkeypatch):
+    """No token, another researcher's run, a run the server lacks: each used to pass init
+    and surface only from the background sender, or at exit, with hints about HTTP headers
+    or the local data directory."""
+    from assay.errors import PermissionDeniedError
+
+    monkeypatch.delenv("ASSAY_TOKEN", raising=False)
+    kw = {"dir": tmp_path / "laptop", "server": server.url,
+          "system_metrics_interval": None, "capture": False}
+    with pytest.raises(UserInputError, match="needs a token") as err:
+        assay.init(project="mine", **kw)
+    assert "ASSAY_TOKEN" in err.value.hint
+    assert not (tmp_path / "laptop" / "outbox").exists()  # nothing was started
+    alice = assay.init(project="mine", token=tokens["researcher"], **kw)
+    alice.log({"loss": 1.0})
+    alice.finish()
+    with pytest.raises(PermissionDeniedError, match="belongs to researcher"):
+        assay.init(project="mine", resume=alice.id, token=tokens["researcher2"], **kw)
+    with pytest.raises(NotFoundError, match=f"the server {server.url} has no such run"):
+        assay.init(project="mine", resume="nosuchrun1", token=tokens["researcher"], **kw)
+    with pytest.raises(PermissionDeniedError, match="401") as err:
+        assay.init(project="mine", resume=alice.id, token="assay_bogus_token", **kw)
+    assert "token=" in err.value.hint
+    again = assay.init(project="mine", resume=alice.id, token=tokens["supervisor"], **kw)
+    again.finish()  # a supervisor may write any run

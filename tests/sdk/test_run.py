@@ -130,6 +130,26 @@ def test_non_json_config_is_rejected_with_the_entry_named(data_dir):
     run.finish()
 
 
+def test_config_may_be_a_namespace_or_dataclass_and_one_tag_may_be_a_string(data_dir):
+    import argparse
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Hp:
+        lr: float = 0.1
+        depth: int = 2
+
+    assert _init(project="p", config=argparse.Namespace(lr=0.5)).config == {"lr": 0.5}
+    run = _init(project="p", config=Hp(), tags="baseline")  # not the tags b, a, s, e, ...
+    assert run.config == {"lr": 0.1, "depth": 2}
+    run.finish()
+    assert assay.Api(data_dir).run(run.id).tags == ("baseline",)
+    for bad in ([1, 2], "lr=0.1", Hp):
+        with pytest.raises(UserInputError, match="config must be a mapping") as err:
+            _init(project="p", config=bad)
+        assert "config={" in err.value.hint
+
+
 def test_a_run_still_being_logged_cannot_be_resumed_until_it_finishes(data_dir):
     # Two writers of one run: the ingester would keep only the newer attach's records.
     run = _init(project="p")
