@@ -14,6 +14,8 @@ Artifacts, datasets/inputs, logged models and traces are not served (404).
 from __future__ import annotations
 
 import base64
+import re
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -25,7 +27,6 @@ from fastapi import APIRouter, Query, Request
 from ..errors import NotFoundError, PermissionDeniedError, UserInputError
 from ..store.records import validate_name
 from .auth import Principal, Researcher, Role, Supervisor, Viewer
-from .downsample import load_curves
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
 from .ingest import RemoteIngest
 from .mlflow_models import (
@@ -49,10 +50,12 @@ from .mlflow_models import (
 from .mlflow_search import matches, parse_filter, parse_order_by, sort_key
 from .mlflow_state import MLFLOW_TO_STATUS, MlflowState, project_for
 from .mlflow_views import (
+    LatestMetrics,
     experiment_json,
     experiment_view,
+    latest_metrics,
+    metric_history,
     pending_chunks,
-    pending_latest,
     record_detail,
     run_entity,
 )
@@ -64,12 +67,32 @@ __all__ = ["PREFIXES", "router"]
 
 PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 router = APIRouter(tags=["mlflow"], route_class=StrictJSONRoute, responses=ERROR_RESPONSES)
+_OFFSET_RE = re.compile(r"0|[1-9][0-9]{0,17}")
+
+
 def _state(request: Request) -> MlflowState:
     return request.app.state.mlflow  # type: ignore[no-any-return]
 
 
 def _remote(request: Request) -> RemoteIngest:
     return request.app.state.remote  # type: ignore[no-any-return]
+
+
+_LATEST_LOCK = threading.Lock()
+
+
+def _latest(request: Request, rid: str, detail: dict[str, Any] | None,
+            pending: list[dict[str, Any]]) -> dict[str, tuple[float, int, int]]:
+    """MLflow's latest value of each of a run's metrics (stored and not yet ingested)."""
+    state = request.app.state
+    cache: LatestMetrics | None = getattr(state, "mlflow_latest", None)
+    if cache is None:
+        with _LATEST_LOCK:
+            cache = getattr(state, "mlflow_latest", None)
+            if cache is None:
+                cache = state.mlflow_latest = LatestMetrics()
+    stored = cache.of(state.store, rid, detail["ingested_seq"]) if detail is not None else {}
+    return latest_metrics(stored, pending)
 
 
 def _view_type(v: str | int) -> set[str]:
@@ -80,12 +103,19 @@ def _view_type(v: str | int) -> set[str]:
 
 
 def _page(token: str | None) -> int:
+    """The offset of a page token: only what :func:`_token` makes (a non-negative offset),
+    else a 400, as MLflow refuses a token it cannot read (a negative offset would answer a
+    page from the wrong place, or an empty one whose next token is itself)."""
     if not token:
         return 0
     try:
-        return int(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode())
-    except ValueError:
-        raise UserInputError("malformed page_token", hint="pass next_page_token unchanged") from None
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+        offset = int(text) if _OFFSET_RE.fullmatch(text) else -1
+    except (ValueError, TypeError):
+        offset = -1
+    if offset < 0 or _token(offset).rstrip("=") != token.rstrip("="):
+        raise UserInputError("malformed page_token", hint="pass next_page_token unchanged")
+    return offset
 
 
 def _token(offset: int) -> str:
@@ -93,11 +123,12 @@ def _token(offset: int) -> str:
 
 
 def _sort(items: list[Any], view_of: Any, order: list[tuple[str, str, bool]]) -> list[Any]:
-    for kind, key, asc in reversed(order):  # stable sorts, last key first; missing last
-        have = [i for i in items if sort_key(view_of(i), kind, key)[0] < 2]
-        miss = [i for i in items if sort_key(view_of(i), kind, key)[0] == 2]
-        have.sort(key=lambda i: sort_key(view_of(i), kind, key), reverse=not asc)
-        items = have + miss
+    for kind, key, asc in reversed(order):  # stable sorts, last key first; NaN, missing last
+        keyed = [(sort_key(view_of(i), kind, key), i) for i in items]
+        have = [ki for ki in keyed if ki[0][0] < 2]
+        have.sort(key=lambda ki: ki[0], reverse=not asc)
+        items = [i for _, i in have] + [i for k, i in keyed if k[0] == 2] + \
+            [i for k, i in keyed if k[0] == 3]
     return items
 
 
@@ -137,10 +168,11 @@ def search_experiments(request: Request, body: SearchExperiments, who: Viewer) -
     st = _state(request)
     st.register_projects([p["project"] for p in request.app.state.index.projects()])
     stages = _view_type(body.view_type)
-    clauses = parse_filter(body.filter, "attributes")
+    clauses = parse_filter(body.filter, "attributes", run_aliases=False)
     exps = [e for e in st.experiments() if e["lifecycle_stage"] in stages
             and matches(experiment_view(e), clauses)]
-    order = parse_order_by(body.order_by) or [("attributes", "last_update_time", False)]
+    order = (parse_order_by(body.order_by, run_aliases=False)
+             or [("attributes", "last_update_time", False)])
     exps = _sort(exps, experiment_view, order)
     start = _page(body.page_token)
     page = exps[start: start + body.max_results]
@@ -207,7 +239,7 @@ def _entity(request: Request, rid: str) -> dict[str, Any]:
     pend = _remote(request).pending_metrics(rid, rec.ingested_seq if rec else -1)
     exp = _state(request).by_project(rec.project) if rec is not None else None
     exp_id = side["experiment_id"] if side else (exp["experiment_id"] if exp else "0")
-    run, _ = run_entity(rid, detail, side, exp_id, pending_latest(pend))
+    run, _ = run_entity(rid, detail, side, exp_id, _latest(request, rid, detail, pend))
     return run
 
 
@@ -228,7 +260,11 @@ def search_runs(request: Request, body: SearchRuns, who: Viewer) -> SafeJSONResp
     wanted = {exps[i]["project"]: i for i in body.experiment_ids if i in exps}
     stages = _view_type(body.run_view_type)
     clauses = parse_filter(body.filter, "attributes")
-    found: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    order = parse_order_by(body.order_by)
+    # metric values are computed for every run only when the filter or the order reads them,
+    # else for the runs of the page
+    by_metric = any(c.kind == "metrics" for c in clauses) or any(k == "metrics" for k, _, _ in order)
+    found: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     ids = frame["run_id"].to_list() if frame.height and "run_id" in frame.columns else []
     remote = _remote(request)
     for rid in dict.fromkeys([*ids, *sorted(st.run_ids())]):  # MLflow runs not yet ingested too
@@ -245,14 +281,22 @@ def search_runs(request: Request, body: SearchRuns, who: Viewer) -> SafeJSONResp
         if (side or {}).get("lifecycle_stage", "active") not in stages:
             continue
         pend = remote.pending_metrics(rid, d["ingested_seq"] if d else -1) if side else []
-        run, view = run_entity(rid, d, side, wanted[project], pending_latest(pend))
+        args = (rid, d, side, wanted[project])
+        latest = _latest(request, rid, d, pend) if by_metric else None
+        _, view = run_entity(*args, latest)
         if matches(view, clauses):
-            found.append((run, view))
-    order = parse_order_by(body.order_by) or [("attributes", "start_time", False)]
-    found = _sort(found, lambda rv: rv[1], [*order, ("attributes", "run_id", True)])
+            found.append(((*args, pend, latest), view))
+    # ties as in MLflow's SQL store: the newest start first, then by run id
+    found = _sort(found, lambda rv: rv[1],
+                  [*order, ("attributes", "start_time", False), ("attributes", "run_id", True)])
     start = _page(body.page_token)
     page = found[start: start + body.max_results]
-    out: dict[str, Any] = {"runs": [r for r, _ in page]}
+    runs = []
+    for (rid, d, side, exp_id, pend, latest), _ in page:
+        if latest is None:
+            latest = _latest(request, rid, d, pend)
+        runs.append(run_entity(rid, d, side, exp_id, latest)[0])
+    out: dict[str, Any] = {"runs": runs}
     if start + len(page) < len(found):
         out["next_page_token"] = _token(start + len(page))
     return ok(out)
@@ -266,8 +310,11 @@ def get_metric_history(request: Request, who: Viewer,
                        max_results: Annotated[int | None, Query(ge=1)] = None,
                        page_token: Annotated[str | None, Query(max_length=100)] = None,
                        ) -> SafeJSONResponse:
-    """Every logged point of a metric (repeated steps kept, as MLflow does), by step."""
+    """Every logged point of a metric (repeated steps kept), in the order of MLflow's SQL
+    store (timestamp, step, value), ``max_results`` a page (``next_page_token`` for the next
+    one, as MLflow's server pages it)."""
     rid = RunRef(run_id=run_id, run_uuid=run_uuid).rid()
+    start = _page(page_token)
     store: ServerStore = request.app.state.store
     rec = store.get_run(rid)
     if rec is None and _state(request).run(rid) is None:
@@ -276,12 +323,14 @@ def get_metric_history(request: Request, who: Viewer,
     pend = _remote(request).pending_metrics(rid, rec.ingested_seq if rec else -1)
     extra = pending_chunks(pend, metric_key, set(stored.column("seq").to_pylist()))
     chunks = pa.concat_tables([stored.select(extra.column_names).cast(extra.schema), extra])
-    curve = load_curves(chunks, dedupe=False).get(metric_key)
-    metrics = [] if curve is None else [
-        {"key": metric_key, "value": v, "timestamp": round(t * 1000), "step": s}
-        for s, v, t in zip(curve.step.tolist(), curve.value.tolist(), curve.time.tolist(),
-                           strict=True)]
-    return ok({"metrics": metrics})
+    points = metric_history(chunks)
+    end = len(points) if max_results is None else start + max_results
+    out: dict[str, Any] = {"metrics": [
+        {"key": metric_key, "value": v, "timestamp": t, "step": s}
+        for s, v, t in points[start:end]]}
+    if end < len(points):
+        out["next_page_token"] = _token(end)
+    return ok(out)
 
 
 # -- runs: writes -----------------------------------------------------------------------------

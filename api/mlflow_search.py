@@ -1,9 +1,13 @@
 """MLflow's search syntax, the subset its clients use: ``AND``-joined comparisons.
 
 ``metrics.acc > 0.9 AND params.lr = '0.01' AND tags.team LIKE 'vision%' AND
-attributes.status IN ('FINISHED', 'RUNNING')``; identifiers may be quoted with backticks or
-double quotes (``metrics.`val loss```). ``order_by`` entries are ``<identifier> [ASC|DESC]``.
-Anything else is a 400 naming the part that was not understood.
+attributes.status IN ('FINISHED', 'RUNNING')``. As in MLflow's ``SearchUtils``, a key may be
+quoted with backticks or double quotes (``metrics.`val loss```, ``metrics."val loss"``): a
+double-quoted token right after ``metrics.``/``params.``/``tags.``/``attributes.`` (or alone
+where an identifier is expected) is a key, while a value may be a single- or double-quoted
+string. Run attributes take MLflow's aliases (``created`` is ``start_time``, ``"run name"``
+is ``run_name``). ``order_by`` entries are ``<identifier> [ASC|DESC]``. Anything else is a 400
+naming the part that was not understood.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ _TOKEN = re.compile(r"""
       (?P<str>'(?:[^']|'')*'|"(?:[^"]|"")*")
     | (?P<num>-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)
     | (?P<op>!=|<>|>=|<=|=|>|<|\(|\)|,)
-    | (?P<ident>(?:[A-Za-z_][A-Za-z0-9_]*\.)?(?:`[^`]+`|[A-Za-z_][\w./:\-]*))
+    | (?P<ident>[A-Za-z_][A-Za-z0-9_]*\.(?:`[^`]+`|"(?:[^"]|"")+")
+               | `[^`]+`|[A-Za-z_][\w./:\-]*)
     )""", re.VERBOSE)
 _KINDS = {"metric": "metrics", "metrics": "metrics", "param": "params", "params": "params",
           "parameter": "params", "parameters": "params", "tag": "tags", "tags": "tags",
@@ -32,6 +37,8 @@ _KINDS = {"metric": "metrics", "metrics": "metrics", "param": "params", "params"
 _ATTRS = {"status", "run_name", "run_id", "user_id", "artifact_uri", "lifecycle_stage",
           "start_time", "end_time", "experiment_id", "name", "creation_time",
           "last_update_time"}
+_RUN_ALIASES = {"created": "start_time", "Created": "start_time", "run name": "run_name",
+                "Run name": "run_name", "Run Name": "run_name"}  # SearchUtils.translate_key_alias
 
 
 @dataclass(frozen=True)
@@ -62,15 +69,25 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def _ident(tok: str, default_kind: str) -> tuple[str, str]:
-    if "." in tok and not tok.startswith("`"):
+def _unquote(key: str) -> str:
+    if len(key) >= 2 and key[0] == key[-1] == "`":
+        return key[1:-1]
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        return key[1:-1].replace('""', '"')
+    return key
+
+
+def _ident(tok: str, default_kind: str, run_aliases: bool = True) -> tuple[str, str]:
+    if "." in tok and tok[:1] not in ("`", "\""):
         prefix, _, key = tok.partition(".")
         kind = _KINDS.get(prefix.lower())
         if kind is None:
             raise _bad(f"unknown identifier type {prefix!r}")
     else:
         kind, key = default_kind, tok
-    key = key.strip("`")
+    key = _unquote(key)
+    if kind == "attributes" and run_aliases:
+        key = _RUN_ALIASES.get(key, key)
     if kind == "attributes" and key not in _ATTRS:
         raise _bad(f"unknown attribute {key!r} (one of {sorted(_ATTRS)})")
     if kind == "datasets":
@@ -87,16 +104,19 @@ def _literal(kind: str, text: str) -> Any:
     raise _bad(f"expected a value, got {text!r}")
 
 
-def parse_filter(text: str | None, default_kind: str = "attributes") -> list[Clause]:
-    """Parse an AND-joined filter (``default_kind`` for bare identifiers like ``name``)."""
+def parse_filter(text: str | None, default_kind: str = "attributes", *,
+                 run_aliases: bool = True) -> list[Clause]:
+    """Parse an AND-joined filter (``default_kind`` for bare identifiers like ``name``;
+    ``run_aliases``: accept MLflow's run attribute aliases such as ``created``)."""
     if not text or not text.strip():
         return []
     toks = _tokens(text)
     clauses, i = [], 0
     while i < len(toks):
-        if toks[i][0] != "ident":
+        # a double-quoted token where an identifier is expected is one (MLflow: "status" = 'x')
+        if toks[i][0] != "ident" and not (toks[i][0] == "str" and toks[i][1][0] == '"'):
             raise _bad(f"expected an identifier, got {toks[i][1]!r}")
-        kind, key = _ident(toks[i][1], default_kind)
+        kind, key = _ident(toks[i][1], default_kind, run_aliases)
         i += 1
         if i >= len(toks):
             raise _bad("a comparison is missing its operator")
@@ -153,8 +173,8 @@ def _compare(have: Any, op: str, want: Any) -> bool:
             h = float(have)
         except (TypeError, ValueError):
             return False
-        if math.isnan(h):
-            return False
+        if math.isnan(h):  # MLflow: NaN satisfies only != (its SQL store's is_nan rule)
+            return op == "!="
         have = h
     else:
         have = str(have)
@@ -168,7 +188,8 @@ def matches(view: dict[str, dict[str, Any]], clauses: Sequence[Clause]) -> bool:
     return all(_compare(view.get(c.kind, {}).get(c.key), c.op, c.value) for c in clauses)
 
 
-def parse_order_by(items: Sequence[str] | None) -> list[tuple[str, str, bool]]:
+def parse_order_by(items: Sequence[str] | None, *,
+                   run_aliases: bool = True) -> list[tuple[str, str, bool]]:
     """``["metrics.acc DESC"]`` to ``[("metrics", "acc", False)]`` (ascending flag)."""
     out = []
     for item in items or []:
@@ -177,15 +198,17 @@ def parse_order_by(items: Sequence[str] | None) -> list[tuple[str, str, bool]]:
         if len(parts) == 2 and parts[1].upper() in ("ASC", "DESC"):
             asc = parts[1].upper() == "ASC"
             item = parts[0]
-        kind, key = _ident(item.strip(), "attributes")
+        kind, key = _ident(item.strip(), "attributes", run_aliases)
         out.append((kind, key, asc))
     return out
 
 
 def sort_key(view: dict[str, dict[str, Any]], kind: str, key: str) -> tuple[int, Any]:
-    """A key that sorts missing values last and numbers before text."""
+    """A key that sorts numbers before text, then NaN, then missing values (MLflow's order)."""
     v = view.get(kind, {}).get(key)
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None:
+        return (3, 0)
+    if isinstance(v, float) and math.isnan(v):
         return (2, 0)
     if isinstance(v, (int, float)):
         return (0, float(v))

@@ -172,3 +172,111 @@ def test_mlflow_steps_take_the_sdks_int64_range(mlflow_env) -> None:
     assert [m.step for m in c.get_metric_history(rid, "loss")] == [big]
     with pytest.raises(MlflowException, match="step"):
         c.log_metric(rid, "loss", 0.5, step=2**63 - 1)
+
+
+def _wait_ingested(helpers, data_dir, rid, key, value):
+    """Wait until the run's last logged ``key`` point (assay's summary) has ``value``."""
+    api = Api(data_dir)
+    helpers.wait_for(lambda: (r := api.store.get_run(rid)) is not None
+                     and r.summary.get(key, {}).get("last") == value)
+
+
+def test_mlflow_latest_metric_is_mlflows_not_the_last_logged(mlflow_env, data_dir,
+                                                           helpers) -> None:
+    """data.metrics, filters and order_by take MLflow's latest value (highest step, then
+    timestamp, then value, NaN ranking as 0), before and after ingestion, and follow points
+    ingested after a first read."""
+    c = MlflowClient()
+    exp = c.create_experiment("latest")
+    rid = c.create_run(exp, run_name="r").info.run_id
+    other = c.create_run(exp, run_name="o").info.run_id
+    c.log_batch(rid, metrics=[
+        Metric("m", 1.0, 1000, 10), Metric("m", 2.0, 2000, 3),  # later, lower step
+        Metric("t", 5.0, 3000, 0), Metric("t", 6.0, 1000, 0),  # same step, older
+        Metric("v", 4.0, 100, 1), Metric("v", 3.0, 100, 1),  # full tie but the value
+        Metric("n", math.nan, 100, 2), Metric("n", -1.0, 100, 2)])  # NaN ranks as 0
+    c.log_metric(other, "m", 1.5, step=0)
+    want = {"m": 1.0, "t": 5.0, "v": 4.0}
+
+    def check() -> None:
+        got = c.get_run(rid).data.metrics
+        assert math.isnan(got.pop("n")) and got == want
+        names = lambda rs: [r.info.run_name for r in rs]
+        assert names(c.search_runs([exp], "metrics.m < 1.2")) == ["r"]
+        assert names(c.search_runs([exp], "metrics.t = 5")) == ["r"]
+        assert names(c.search_runs([exp], "metrics.n != 0")) == ["r"]  # NaN satisfies !=
+        assert names(c.search_runs([exp], order_by=["metrics.m ASC"])) == ["r", "o"]
+
+    check()  # read-your-writes: the points are not ingested yet
+    _wait_ingested(helpers, data_dir, rid, "n", -1.0)
+    helpers.wait_for(lambda: Api(data_dir).store.get_run(other) is not None)
+    check()  # from the store
+    c.log_metric(rid, "m", 7.0, step=11, timestamp=500)
+    _wait_ingested(helpers, data_dir, rid, "m", 7.0)
+    got = c.get_run(rid).data.metrics  # a new highest step: read from the chunks stored since
+    assert got["m"] == 7.0 and got["t"] == 5.0
+    assert [r.info.run_name for r in c.search_runs([exp], "metrics.m > 6")] == ["r"]
+    c.log_metric(rid, "m", 8.0, step=4, timestamp=9000)  # lower step: not the latest
+    _wait_ingested(helpers, data_dir, rid, "m", 8.0)
+    assert c.get_run(rid).data.metrics["m"] == 7.0
+    assert [r.info.run_name for r in c.search_runs([exp], "metrics.m > 7.5")] == []
+
+
+def test_mlflow_metric_history_is_in_mlflows_order_and_pages(mlflow_env, client) -> None:
+    """get-history lists points by timestamp, step, value (MLflow's SQL store), a point
+    logged twice once, and honours max_results with next_page_token."""
+    c = MlflowClient()
+    rid = c.create_run(c.create_experiment("hist")).info.run_id
+    c.log_batch(rid, metrics=[Metric("h", 0.0, 30, 0), Metric("h", 1.0, 10, 5),
+                              Metric("h", 2.0, 20, 2), Metric("h", 3.0, 20, 1)])
+    c.log_batch(rid, metrics=[Metric("h", 2.0, 20, 2)])  # the same point again
+    want = [(5, 10, 1.0), (1, 20, 3.0), (2, 20, 2.0), (0, 30, 0.0)]
+    assert [(m.step, m.timestamp, m.value) for m in c.get_metric_history(rid, "h")] == want
+    http = client("viewer")
+    url = "/api/2.0/mlflow/metrics/get-history"
+    got, token, pages = [], None, 0
+    while True:
+        params = {"run_id": rid, "metric_key": "h", "max_results": 3}
+        if token:
+            params["page_token"] = token
+        page = http.get(url, params=params).json()
+        got += [(m["step"], m["timestamp"], m["value"]) for m in page["metrics"]]
+        pages += 1
+        token = page.get("next_page_token")
+        if not token:
+            break
+    assert got == want and pages == 2
+    bad = http.get(url, params={"run_id": rid, "metric_key": "h", "page_token": "LTE="})
+    assert bad.status_code == 400 and bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+def test_mlflow_search_quoted_keys_aliases_and_page_tokens(mlflow_env) -> None:
+    """Double-quoted keys (metrics."val loss") and values, MLflow's ``created`` alias, and a
+    page_token that is not one the server made (a negative offset) refused."""
+    import base64
+
+    c = MlflowClient()
+    exp = c.create_experiment("quirks")
+    for i in range(3):
+        rid = c.create_run(exp, run_name=f"r{i}", start_time=1000 + i).info.run_id
+        c.log_metric(rid, "val loss", i, step=0)
+        c.log_param(rid, "a b", f"x{i}")
+    names = lambda rs: sorted(r.info.run_name for r in rs)
+    assert names(c.search_runs([exp], 'metrics."val loss" > 0')) == ["r1", "r2"]
+    assert names(c.search_runs([exp], "metrics.`val loss` > 0")) == ["r1", "r2"]
+    assert names(c.search_runs([exp], 'params."a b" = "x1"')) == ["r1"]
+    assert names(c.search_runs([exp], '"run_name" = "r2"')) == ["r2"]
+    assert names(c.search_runs([exp], "attributes.created >= 1001")) == ["r1", "r2"]
+    assert [r.info.run_name for r in c.search_runs([exp], order_by=["created ASC"])] == \
+        ["r0", "r1", "r2"]
+    assert [r.info.run_name for r in
+            c.search_runs([exp], order_by=['metrics."val loss" DESC'])] == ["r2", "r1", "r0"]
+    first = c.search_runs([exp], max_results=2, order_by=["created ASC"])
+    assert len(first) == 2 and first.token
+    rest = c.search_runs([exp], max_results=2, order_by=["created ASC"], page_token=first.token)
+    assert [r.info.run_name for r in rest] == ["r2"] and not rest.token
+    for raw in (b"-1", b"-4", b"+1", b"x"):
+        with pytest.raises(MlflowException) as e:
+            c.search_runs([exp], max_results=1, page_token=base64.urlsafe_b64encode(raw).decode())
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+        assert "page_token" in str(e.value)
