@@ -100,11 +100,23 @@ def _reject_constant(name: str) -> Any:
                                name, 0)
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one too large for a float (``1e400``) is refused rather
+    than stored as infinity."""
+    v = float(text)
+    if math.isinf(v):
+        raise json.JSONDecodeError(f"the number {text[:40]} is too large for a float "
+                                   "(send at most about 1.8e308)", text, 0)
+    return v
+
+
 class _StrictJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            self._json = json.loads(body, parse_constant=_reject_constant)
+            # MLflow's routes parse as MLflow's own server does: 1e400 reads as infinity.
+            finite = None if "/mlflow/" in self.url.path else _finite_float
+            self._json = json.loads(body, parse_constant=_reject_constant, parse_float=finite)
         return self._json
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 
-from ..errors import NotFoundError
-from ..store.records import RunRecord, validate_name
+from ..errors import NotFoundError, UserInputError
+from ..store.records import RunRecord, RunStatus, validate_name
 from .auth import Viewer
 from .downsample import Method, downsample, load_curves
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
@@ -79,6 +80,13 @@ def list_runs(
     """
     if project is not None:
         validate_name("project", project)
+    known = [str(s) for s in RunStatus]
+    for st in status:  # an unknown one would match no run, silently
+        if st not in known:
+            close = difflib.get_close_matches(st.lower(), known, n=1)
+            raise UserInputError(f"unknown run status {st!r}",
+                                 hint=(f"did you mean {close[0]!r}? " if close else "")
+                                 + "statuses: " + ", ".join(known))
     q = RunsQuery(project=project, status=tuple(status), tags=tuple(tag), filters=tuple(filter),
                   sort=sort, order=order, limit=limit, offset=offset, cursor=cursor)
     page = _index(request).query(q)

@@ -31,6 +31,9 @@ def test_malformed_json_wrong_types_and_nan_are_400(server, client) -> None:
         assert _is_clear_4xx(r, 400), (body, r.status_code, r.text)
     r = admin.post("/api/tokens", content=b'{"name": NaN}', headers=json_h)
     assert "NaN is not valid JSON" in r.json()["error"]
+    r = admin.post("/api/tokens", content=b'{"name": "x", "role": "viewer", "n": 1e400}',
+                   headers=json_h)  # was stored (as in artifact metadata) as infinity
+    assert _is_clear_4xx(r, 400) and "too large for a float" in r.json()["error"]
     mlflow = client("researcher").post("/api/2.0/mlflow/runs/log-metric", headers=json_h,
                                        content=b'{"run_id": "ab12", "key": "x", "value": NaN, '
                                                b'"timestamp": 1, "step": 0}')
@@ -41,9 +44,11 @@ def test_query_parameters_of_the_wrong_type_are_400(server, client) -> None:
     c = client("viewer")
     for params in ({"limit": "ten"}, {"limit": 0}, {"offset": -1}, {"order": "sideways"},
                    {"cursor": "!!!"}, {"sort": "nope"}, {"filter": "config.lr <"},
-                   {"project": "../../etc"}):
+                   {"project": "../../etc"}, {"status": "finished"}):
         r = c.get("/api/runs", params=params)
         assert _is_clear_4xx(r, 400), (params, r.status_code, r.text)
+    r = c.get("/api/runs", params={"status": "complete"})  # matched no run, silently
+    assert "did you mean 'completed'" in r.json()["hint"]
     r = c.get("/api/runs/abcd1234/history", params={"max_points": "many"})
     assert _is_clear_4xx(r, 400)
 
