@@ -37,13 +37,14 @@ class StoreMetricSource(MetricSource):
     def __init__(self, dir: str | os.PathLike[str] | None = None,
                  keys: Sequence[str] | None = None) -> None:
         from ..sdk.api import Api
+        from ..sdk.settings import data_dir
 
         if isinstance(keys, str):
             keys = [keys]
         if keys is not None and not all(isinstance(k, str) and k for k in keys):
             raise UserInputError(f"keys must be metric names, got {keys!r}",
                                  hint='e.g. keys=["val/loss"]')
-        self.api = Api(dir)
+        self.api = Api(data_dir(dir))  # created if new: the agent may start before any run
         self.keys = list(keys) if keys is not None else None
         # Per trial: per metric, the last step returned and how many points up to it; the
         # highest chunk seq read (points stored later have a higher one); and the run's

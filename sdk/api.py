@@ -35,6 +35,10 @@ class Api:
     """
 
     def __init__(self, dir: str | os.PathLike[str] | None = None) -> None:
+        if dir is not None and not Path(dir).expanduser().is_dir():  # a typo reads as empty
+            raise NotFoundError(f"no assay data directory at {dir}",
+                                hint="check the path (assay.init(dir=...) creates it with "
+                                     "the first run; leave dir out for $ASSAY_DIR or ~/.assay)")
         self.dir = data_dir(dir)
         self.store = LanceStore(self.dir)
 

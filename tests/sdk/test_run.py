@@ -347,3 +347,12 @@ def test_a_run_asked_to_stop_finishes_as_stopped_with_the_reason(data_dir, monke
     monkeypatch.delenv("ASSAY_PROJECT")
     with pytest.raises(UserInputError, match="needs a project"):
         _init(project=None)
+
+
+def test_api_on_a_mistyped_directory_is_an_error_that_creates_nothing(tmp_path):
+    typo = tmp_path / "assay-dta"
+    with pytest.raises(NotFoundError, match="no assay data directory") as err:
+        assay.Api(typo)
+    assert "dir=" in err.value.hint and not typo.exists()
+    (tmp_path / "fresh").mkdir()  # an existing, empty directory reads as empty
+    assert assay.Api(tmp_path / "fresh").runs().height == 0
