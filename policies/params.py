@@ -54,7 +54,17 @@ def _number(value: Any, what: str) -> float:
     return out
 
 
+_INT_LIMIT = 2**53
+"""Integer bounds stay within the integers a float holds exactly (and int64 holds): the
+searchers work in floats, so beyond it the values they suggest are not the integers meant."""
+
+
 def _check_range(kind: str, low: float, high: float) -> None:
+    if not math.isfinite(high - low):  # e.g. uniform(-1e308, 1e308): every sampler overflows
+        raise UserInputError(
+            f"{kind}({low:g}, {high:g}) is too wide: its width overflows a float",
+            hint="use bounds whose difference is below about 1.8e308, or a log scale",
+        )
     if low == high:
         raise UserInputError(
             f"{kind}({low:g}, {high:g}) is an empty range",
@@ -212,6 +222,10 @@ class Integer(Param):
         low, high = _number(self.low, "integer low"), _number(self.high, "integer high")
         if low != int(low) or high != int(high):
             raise UserInputError(f"integer({low:g}, {high:g}) needs whole-number bounds")
+        if max(abs(low), abs(high)) > _INT_LIMIT:
+            raise UserInputError(f"integer({low:g}, {high:g}) has a bound beyond 2**53",
+                                 hint="use integer bounds within +-9007199254740992, or a "
+                                      "loguniform float for a wider range")
         if self.log and low < 1:
             raise UserInputError(
                 f"integer({low:g}, {high:g}, log=True) reaches zero or below: a log range must "

@@ -57,6 +57,9 @@ def test_space_round_trips_through_every_form(form, conditional_space):
         (lambda: integer(1.5, 3), "whole-number"),
         (lambda: integer(3, 3), "empty range"),
         (lambda: uniform(0.0, math.inf), "finite"),
+        (lambda: uniform(-1e308, 1e308), "too wide"),  # samplers overflowed or gave inf
+        (lambda: integer(1, 1e30), "beyond 2**53"),  # configs above int64 were suggested
+        (lambda: integer(-(2**60), 0), "beyond 2**53"),
         (lambda: uniform("a", 1.0), "number"),
         (lambda: choice([]), "no options"),
         (lambda: choice("relu"), "list of options"),
