@@ -344,6 +344,12 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
         _fail(e)
     root = data_dir(dir)
     if detach:
+        from .agents.runner import check_resources
+
+        try:  # refused now, not in the background agent's log
+            check_resources(obj, address=address, running=False)
+        except AssayError as e:
+            _fail(e)
         aid = agent_id or "ag" + secrets.token_hex(5)
         (root / "logs").mkdir(exist_ok=True)
         log_path = root / "logs" / f"agent-{aid}.log"
@@ -417,12 +423,18 @@ def _override(agent_id: str, action: str, params: dict[str, Any], reason: str,
     import time as _time
 
     from .agents.hlc import HybridLogicalClock
-    from .agents.overrides import stamp
+    from .agents.overrides import check_sendable, stamp
     from .store.control import Override
 
     ctl = _control(dir)
-    if ctl.get_agent(agent_id) is None:
+    row = ctl.get_agent(agent_id)
+    if row is None:
         _fail(AssayError(f"no agent {agent_id!r}", hint="list agents with `assay agents`"))
+    try:  # what the agent would reject, or an agent that ended: refused, nothing stored
+        check_sendable(row, action, params,
+                       again="run the objective again (`assay run OBJECTIVE.yaml`) to go on")
+    except AssayError as e:
+        _fail(e)
     o = Override(agent_id, action, params, f"cli:{getpass.getuser()}", reason,
                  stamp(ctl, agent_id, HybridLogicalClock("cli")), _time.time())
     ctl.add_override(o)
@@ -457,6 +469,13 @@ def stop_run(run_id: str, reason: ReasonOpt = "", dir: DirOpt = None) -> None:
     ctl = _control(dir)
     owners = [d.agent_id for d in ctl.decisions(trial_id=run_id) if d.kind == "launch"]
     if not owners:
+        from .sdk.settings import data_dir
+        from .store.lance import LanceStore
+
+        if LanceStore(data_dir(dir)).get_run(run_id) is None:
+            _fail(AssayError(f"no run {run_id!r}",
+                             hint="check the id: `assay runs` lists runs, `assay agents` "
+                                  "the agents"))
         _fail(AssayError(f"run {run_id!r} was not launched by an agent",
                          hint="stop-run acts on agent trials; see `assay agents`"))
     _override(owners[-1], "stop_run", {"trial_id": run_id}, reason, dir)

@@ -196,7 +196,10 @@ class Agent:
         self.trials: dict[str, Trial] = {}
         self.prior = list(prior or [])
         self.pinned: list[dict[str, Any]] = []
-        self.status = AgentStatus.RUNNING
+        self._status = AgentStatus.RUNNING
+        self.failure = ""  # why the agent failed, when it did (status FAILED) ...
+        self.failure_hint = ""  # ... and what to do about it
+        self._waiting_for = ""  # the shortfall a growing cluster is waited on for, if any
         self.best: Trial | None = None
         self._dirty = True
         self._pending_decisions: list[Decision] = []
@@ -250,6 +253,19 @@ class Agent:
         return did
 
     @property
+    def status(self) -> AgentStatus:
+        """Running, paused, stopped, finished or failed. Every change is saved at the end of
+        the step that made it (it marks the state dirty), so the graph, ``assay agents`` and
+        the API never show a finished agent as running."""
+        return self._status
+
+    @status.setter
+    def status(self, value: AgentStatus) -> None:
+        if value is not self._status:
+            self._status = value
+            self._dirty = True
+
+    @property
     def live(self) -> bool:
         """Whether :meth:`run` still has work: running or paused, or stopped while trials it
         asked to stop have not ended yet (their last events are still to be recorded)."""
@@ -267,6 +283,7 @@ class Agent:
                 break
             self.backend.clock.sleep(poll_interval)
         self._flush_decisions()  # a batch a failed write kept back gets one more try
+        self._persist(force=True)  # the loop's last state (a final status) is always saved
         return self.best
 
     def close(self) -> None:
@@ -459,8 +476,12 @@ class Agent:
         cap: int | None = None
         cap_checked = False  # read once per step, and only when a config is about to launch
         for _ in range(64):
-            free = min(self.concurrency - len(self.active), self.backend.capacity(self.resources))
+            slots = self.backend.capacity(self.resources)
+            free = min(self.concurrency - len(self.active), slots)
             if free <= 0:
+                if slots <= 0 and not self.active and not self.ledger.launch_blocker(
+                        self.resources):
+                    self._check_fit()
                 break
             blocker = self.ledger.launch_blocker(self.resources)
             if blocker:
@@ -562,8 +583,11 @@ class Agent:
                                                    "relaunches": self.trials[tid].relaunches})
                 continue
             running = len(self.active) - len(self._relaunch)
-            free = min(self.concurrency - running, self.backend.capacity(self.resources))
+            slots = self.backend.capacity(self.resources)
+            free = min(self.concurrency - running, slots)
             if free <= 0:
+                if slots <= 0 and running == 0:
+                    self._check_fit()
                 break
             tid = self._relaunch.pop(0)
             t = self.trials[tid]
@@ -582,6 +606,47 @@ class Agent:
             self._dirty = True
             n += 1
         return n
+
+    def _check_fit(self) -> None:
+        """No slot is free and none of this agent's trials runs: the cluster is busy with
+        other work (wait), or it is too small for even one trial (the backend's
+        :meth:`~assay.scheduler.base.Backend.shortfall`). A cluster that cannot grow never
+        will be big enough: the agent fails at once, with a decision saying what each trial
+        asks for, what the cluster has and how to fix it, rather than wait forever. A cluster
+        that may grow (an autoscaler) is waited on, with one ``wait`` decision saying why
+        (again only if the shortfall changes); the budget's wall clock still ends the wait."""
+        short = self.backend.shortfall(self.resources)
+        if short is None:
+            self._waiting_for = ""
+            return
+        evidence = {"requested": dict(short.requested), "cluster": dict(short.total),
+                    "missing": short.missing, "hint": short.hint,
+                    "resources": dict(self.objective.resources)}
+        if short.may_grow:
+            if self._waiting_for != short.message:
+                self._waiting_for = short.message
+                self._decide("", "wait", f"waiting for the cluster to grow: {short.message}",
+                             {**evidence, "may_grow": True})
+            return
+        why = f"no trial can run: {short.message}"
+        for tid in list(self._relaunch):  # lost in a restart; they cannot run here either
+            self._relaunch.remove(tid)
+            t = self.trials[tid]
+            t.status, t.reason = TrialStatus.FAILED, why
+            t.changed()
+            self.ledger.record_lost(tid, finished=True)
+            self._end_run(tid, "failed", why)
+            self._decide(tid, "fail", why, {"reason": why})
+        self.failure, self.failure_hint = why, short.hint
+        self.status = AgentStatus.FAILED
+        for cfg in self.pinned:
+            self._not_launched(cfg, {}, "pinned", why)
+        for cfg, w in self._reeval:
+            self._not_launched(cfg, w, "reevaluate", why)
+        self.pinned, self._reeval = [], []
+        self._decide("", "finish", why, {**evidence, "may_grow": False,
+                                         "trials": len(self.trials)})
+        self.close()
 
     # -- cascading re-evaluation (agents/overrides.py) ---------------------------------------
     def _reevaluate(self) -> int:

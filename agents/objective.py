@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -118,6 +119,35 @@ def _mapping(value: Any, what: str, hint: str) -> dict[str, Any]:
     return dict(value)
 
 
+def check_budget(data: Mapping[str, Any], where: str) -> None:
+    """Check a budget mapping as a person wrote it: each limit on its own first, so an
+    error names the key they wrote (``budget.wall_clock``, not the field it maps to) and,
+    for a duration, the forms accepted; then the whole (aliases, unknown keys).
+
+    Raises:
+        UserInputError: naming ``<where>.<key>`` and what to write.
+    """
+    from ..scheduler.budget import Budget
+
+    Budget.normalize(data)  # unknown keys, or one key in two spellings
+    for key, value in data.items():
+        field_name = Budget.normalize({key: value}).popitem()[0]
+        try:
+            Budget(**{field_name: value})
+        except UserInputError as e:
+            own = f"{where}.{key}"
+            named = re.compile(rf"(?<![\w.]){field_name}(?: budget)?(?!\w)")
+            msg, hint = named.sub(own, e.message), named.sub(own, e.hint)
+            if field_name == "wall_clock_s":
+                hint = (f"{own} takes a duration such as 45s, 10m, 2h or 1h30m (units s, m, "
+                        "h, d), or seconds as a number")
+            elif field_name != "trials":
+                hint = (f"{own} takes hours as a number (e.g. 1.5), or a duration such as "
+                        "45m or 2h")
+            raise UserInputError(msg, hint=hint) from None
+    Budget.from_mapping(data)
+
+
 @dataclass(frozen=True)
 class Objective:
     """A validated research objective (see the module docstring for the YAML form)."""
@@ -157,9 +187,8 @@ class Objective:
         from ..policies.space import as_space
 
         as_space(_mapping(self.space, "space", _SPACE_HINT))  # names the bad parameter
-        from ..scheduler.budget import Budget
 
-        Budget.from_mapping(_mapping(self.budget, "budget", _BUDGET_HINT))
+        check_budget(_mapping(self.budget, "budget", _BUDGET_HINT), "budget")
         for k, lo in (("concurrency", 1), ("reevaluate_top", 1)):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -353,7 +382,8 @@ def _check_param(key: str, v: Any, hint: str, budget: Mapping[str, Any],
             raise UserInputError(f"concurrency must be an int >= 1, got {v!r}", hint=hint)
         return v
     if key == "budget":
-        change = Budget.normalize(_mapping(v, "params.budget", hint))
+        check_budget(_mapping(v, "params.budget", hint), "params.budget")
+        change = Budget.normalize(v)
         if not change:
             raise UserInputError("the budget override changes no limit", hint=hint)
         merged = {**Budget.normalize(budget), **change}

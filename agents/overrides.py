@@ -13,10 +13,10 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from ..errors import ConflictError, UserInputError
+from ..errors import ConflictError, NotFoundError, UserInputError
 from ..policies import SearchSpace, TrialStatus
 from ..scheduler.budget import Budget
-from ..store.control import AgentStatus, ControlStore, Override, OverrideStatus
+from ..store.control import AgentRow, AgentStatus, ControlStore, Override, OverrideStatus
 from .factory import make_searcher
 from .objective import check_override
 
@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from .agent import Agent
     from .hlc import HybridLogicalClock
 
-__all__ = ["OVERRIDE_POLL_S", "PROJECT_BUDGET_KEY", "apply_pending", "declare_project_budget",
-           "project_budget", "reevaluate", "set_space", "stamp"]
+__all__ = ["OVERRIDE_POLL_S", "PROJECT_BUDGET_KEY", "apply_pending", "check_sendable",
+           "declare_project_budget", "project_budget", "reevaluate", "set_space", "stamp"]
 
 log = logging.getLogger(__name__)
 OVERRIDE_POLL_S = 0.25
@@ -42,6 +42,44 @@ def stamp(control: ControlStore, agent_id: str, clock: HybridLogicalClock) -> st
     if sent:
         clock.update(sent[-1].hlc)
     return str(clock.now())
+
+
+_TERMINAL = ("finished", "failed", "stopped")
+
+
+def check_sendable(a: AgentRow, action: str, params: Mapping[str, object], *,
+                   again: str = "declare the objective again (POST /api/objectives) to go on"
+                   ) -> dict[str, object]:
+    """What the agent would reject, refused before an override is stored (by the API and
+    the CLI alike): an agent that ended (finished, failed, stopped: a 409, nothing stored),
+    then the same checks as the agent (:func:`~assay.agents.objective.check_override`)
+    against its current budget and space, as its last saved state has them, and for
+    ``stop_run`` a trial it has and that still runs. Returns the parsed params.
+
+    Raises:
+        ConflictError, NotFoundError, UserInputError: saying what is wrong; ``again`` is
+            the hint for an agent that ended.
+    """
+    if str(a.status) in _TERMINAL:
+        raise ConflictError(f"agent {a.agent_id} is {a.status}: overrides no longer apply",
+                            hint=again)
+    from ..policies.space import as_space
+
+    try:
+        space = as_space(a.state.get("space") or a.spec.get("space") or {})
+    except UserInputError:
+        space = None  # the agent checks the pin against its own space
+    budget = a.state.get("budget") or a.spec.get("budget") or {}
+    p = check_override(action, params, budget=budget, space=space)
+    if action == "stop_run":
+        t = a.state.get("trials", {}).get(p["trial_id"])
+        if t is None:
+            raise NotFoundError(f"agent {a.agent_id} has no trial {p['trial_id']!r}",
+                                hint=f"GET /api/agents/{a.agent_id} lists its trials")
+        if t.get("status") not in ("pending", "running"):
+            raise ConflictError(f"trial {p['trial_id']} is {t.get('status')}, not running",
+                                hint="only a pending or running trial can be stopped")
+    return p
 
 
 def apply_pending(agent: Agent) -> int:

@@ -21,7 +21,7 @@ from ..errors import UserInputError
 from ..store.control import AgentStatus
 from .objective import Objective
 
-__all__ = ["SweepResult", "ensure_ray", "prior_trials", "run_objective"]
+__all__ = ["SweepResult", "check_resources", "ensure_ray", "prior_trials", "run_objective"]
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
@@ -36,6 +36,43 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
     return ray
+
+
+def _joins_cluster(address: str | None) -> bool:
+    """Whether the agent runs on a cluster it joins (``address=``, or ``RAY_ADDRESS``, which
+    ``ray.init`` follows) rather than on an embedded local Ray started for it."""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
+def check_resources(objective: Objective, *, address: str | None = None,
+                    running: bool = True) -> None:
+    """Refuse an objective whose trials ask for more than the whole cluster has.
+
+    Where the agent runs on an embedded local Ray (no ``address``, no ``RAY_ADDRESS``), that
+    cluster never grows: a trial larger than it could never start, so the objective is
+    refused before any agent starts (the API answers 400). The check uses the running Ray
+    when this process has one and ``running`` (the agent will run on it), else what a new
+    local Ray on this machine would detect (without starting it). A cluster the agent joins may grow (an autoscaler), so it is
+    not refused here: the agent waits for it, with a decision saying why.
+
+    Raises:
+        UserInputError: naming what a trial asks for, what the cluster has, and the fix.
+    """
+    from ..scheduler.base import Resources, Shortfall
+    from ..scheduler.ray_backend import local_resources
+
+    if _joins_cluster(address):
+        return
+    import ray
+
+    total = ray.cluster_resources() if running and ray.is_initialized() \
+        else local_resources()
+    if total is None:
+        return  # Ray cannot tell: the agent checks against the running cluster
+    short = Shortfall.of(Resources(**dict(objective.resources)).request(), total)
+    if short is not None:
+        raise UserInputError(f"objective {objective.name}: {short.message} (a local Ray on "
+                             "this machine)", hint=short.hint)
 
 
 def prior_trials(data_dir: Path, objective: Objective) -> list[Any]:
@@ -92,7 +129,8 @@ class StoreArtifactHooks:
             add_edges(self.graph.store, [(run_node(old_run), run_node(new_run), "reevaluated_as")])
 
 
-def _build_agent(spec: dict[str, Any], data_dir: str, agent_id: str, ahead: bool = True) -> Any:
+def _build_agent(spec: dict[str, Any], data_dir: str, agent_id: str, ahead: bool = True,
+                 autoscaling: bool | None = None) -> Any:
     from ..scheduler.metrics import StoreMetricSource
     from ..scheduler.ray_backend import RayBackend
     from ..store.control import LanceControlStore
@@ -102,7 +140,7 @@ def _build_agent(spec: dict[str, Any], data_dir: str, agent_id: str, ahead: bool
 
     objective = Objective.from_dict(spec)
     root = Path(data_dir)
-    backend = RayBackend(data_dir=root)
+    backend = RayBackend(data_dir=root, autoscaling=autoscaling)
     metrics = StoreMetricSource(root, keys=[objective.metric])
     control = LanceControlStore(LanceStore(root), IngestLock(root))
     prior = prior_trials(root, objective) if objective.warm_start else []
@@ -115,10 +153,10 @@ class _AgentLoop:
     """What runs inside the Ray actor: the agent and a thread stepping it."""
 
     def __init__(self, spec: dict[str, Any], data_dir: str, agent_id: str,
-                 poll_interval: float) -> None:
+                 poll_interval: float, autoscaling: bool | None = None) -> None:
         import threading
 
-        self.agent = _build_agent(spec, data_dir, agent_id)
+        self.agent = _build_agent(spec, data_dir, agent_id, autoscaling=autoscaling)
         self.poll_interval = poll_interval
         self.error = ""
         self._t = threading.Thread(target=self._loop, name="assay-agent-loop", daemon=True)
@@ -145,7 +183,7 @@ class _AgentLoop:
                                                      "config": a.best.config,
                                                      "value": a.best.final},
                 "remaining": {"trials": rem.trials, "wall_clock_s": rem.wall_clock_s},
-                "error": self.error,
+                "error": self.error, "failure": a.failure, "failure_hint": a.failure_hint,
                 # The status turns terminal inside a step; the step then writes its decisions
                 # and state. Only a finished loop thread means everything is in the graph.
                 "done": not self._t.is_alive()}
@@ -192,11 +230,14 @@ def run_objective(objective: Objective, *, dir: str | os.PathLike[str] | None = 
 
     root = data_dir(dir)
     ray = ensure_ray(address)
+    check_resources(objective, address=address)  # an embedded Ray too small: refused now
     aid = agent_id or "ag" + "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789")
                                      for _ in range(10))
     actor_cls = _actor_class()
+    # An embedded local Ray never grows: a trial larger than it fails the agent. A joined
+    # cluster may (an autoscaler): the agent waits for it, with a decision saying why.
     actor = actor_cls.options(name=f"assay-agent-{aid}").remote(
-        objective.to_dict(), str(root), aid, poll_interval)
+        objective.to_dict(), str(root), aid, poll_interval, _joins_cluster(address))
     snap: dict[str, Any] = {}
     down_since: float | None = None
     while True:
@@ -235,6 +276,11 @@ def run_objective(objective: Objective, *, dir: str | os.PathLike[str] | None = 
 
         raise AssayError(f"agent {aid} failed:\n{snap['error']}",
                          hint="see the traceback; fix the objective or the train function")
+    if snap.get("failure"):
+        from ..errors import AssayError
+
+        raise AssayError(f"agent {aid} failed: {snap['failure']}",
+                         hint=str(snap.get("failure_hint") or ""))
     best = snap.get("best") or {}
     report = None
     try:

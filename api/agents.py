@@ -21,9 +21,9 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..agents.hlc import HybridLogicalClock
-from ..agents.objective import Objective, check_override
-from ..agents.overrides import stamp
-from ..errors import ConflictError, NotFoundError, PermissionDeniedError, UserInputError
+from ..agents.objective import Objective
+from ..agents.overrides import check_sendable, stamp
+from ..errors import ConflictError, NotFoundError, PermissionDeniedError
 from ..scheduler.base import is_import_target
 from ..store.control import AgentRow, ControlStore, LanceControlStore, Override
 from ..store.ingest import IngestLock
@@ -122,6 +122,11 @@ class ObjectiveBody(BaseModel):
 def create_objective(request: Request, who: Researcher, body: ObjectiveBody) -> SafeJSONResponse:
     spec = {**body.model_dump(), "owner": who.name}  # the declaring token owns the agent
     obj = Objective.from_dict(spec)  # every key checked; 400 with a hint on a bad one
+    from ..agents.runner import check_resources
+
+    # The agent runs on a local Ray started for it: a trial larger than this machine could
+    # never start. 400 now, naming what it asks for and what there is.
+    check_resources(obj, running=False)
     if not is_import_target(body.train) and not who.can(Role.SUPERVISOR):
         # A command line runs as the server's user, which can read every token's record and
         # the signing key: that is a supervisor's trust, not a researcher's.
@@ -191,32 +196,10 @@ def _send(request: Request, who: Principal, a: AgentRow, action: str, params: di
             "status": "pending"}
 
 
-_TERMINAL = ("finished", "failed", "stopped")
-
-
 def _check(a: AgentRow, action: str, params: dict[str, Any]) -> None:
-    """What the agent would reject, refused before anything is stored: the same checks
-    (:func:`~assay.agents.objective.check_override`) against the agent's current budget
-    and space, as its last saved state has them."""
-    if str(a.status) in _TERMINAL:
-        raise ConflictError(f"agent {a.agent_id} is {a.status}: overrides no longer apply",
-                            hint="declare the objective again (POST /api/objectives) to go on")
-    from ..policies.space import as_space
-
-    try:
-        space = as_space(a.state.get("space") or a.spec.get("space") or {})
-    except UserInputError:
-        space = None  # the agent checks the pin against its own space
-    budget = a.state.get("budget") or a.spec.get("budget") or {}
-    p = check_override(action, params, budget=budget, space=space)
-    if action == "stop_run":
-        t = a.state.get("trials", {}).get(p["trial_id"])
-        if t is None:
-            raise NotFoundError(f"agent {a.agent_id} has no trial {p['trial_id']!r}",
-                                hint=f"GET /api/agents/{a.agent_id} lists its trials")
-        if t.get("status") not in ("pending", "running"):
-            raise ConflictError(f"trial {p['trial_id']} is {t.get('status')}, not running",
-                                hint="only a pending or running trial can be stopped")
+    """What the agent would reject, refused before anything is stored (409 for an agent
+    that ended): :func:`~assay.agents.overrides.check_sendable`."""
+    check_sendable(a, action, params)
 
 
 @router.post("/agents/{agent_id}/overrides", summary="Override an agent (applied at its next step)",
@@ -242,6 +225,10 @@ def stop_run(request: Request, who: Researcher,
     owners = [d.agent_id for d in control_store(request).decisions(trial_id=run_id)
               if d.kind == "launch"]
     if not owners:
+        if request.app.state.store.get_run(run_id) is None:
+            raise NotFoundError(f"no run {run_id!r}",
+                                hint="check the id: GET /api/runs lists runs, GET "
+                                     "/api/agents/{agent_id} an agent's trials")
         raise NotFoundError(f"run {run_id!r} was not launched by an agent",
                             hint="only agent trials can be stopped through the API")
     a = _agent_or_404(request, owners[-1])

@@ -37,6 +37,7 @@ __all__ = [
     "Points",
     "RealClock",
     "Resources",
+    "Shortfall",
     "SimClock",
     "TargetKind",
     "TrialEvent",
@@ -75,6 +76,60 @@ class Resources:
         object.__setattr__(self, "gpus", _non_negative(self.gpus, "gpus", hint))
         if self.cpus == 0 and self.gpus == 0:
             raise UserInputError("a trial must ask for some cpus or gpus", hint=hint)
+
+    def request(self) -> dict[str, float]:
+        """What one trial asks the cluster for, by Ray's resource names (``CPU``, ``GPU``);
+        resources it asks none of are left out."""
+        return {k: v for k, v in (("CPU", self.cpus), ("GPU", self.gpus)) if v > 0}
+
+
+_OBJECTIVE_KEY = {"CPU": "cpus", "GPU": "gpus"}
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """A trial asks for more of some resource than the whole cluster has, all its nodes
+    together: not a busy cluster (that is :meth:`Backend.capacity` 0), one where the trial
+    could never start however long it waited, unless the cluster grows.
+
+    Attributes:
+        requested: What one trial asks for, by resource name (``{"CPU": 1, "GPU": 1}``).
+        total: What the whole cluster has of each of those resources.
+        may_grow: Whether the cluster may add nodes (an autoscaler): the trial may fit later.
+    """
+
+    requested: Mapping[str, float]
+    total: Mapping[str, float]
+    may_grow: bool = False
+
+    @classmethod
+    def of(cls, requested: Mapping[str, float], total: Mapping[str, float], *,
+           may_grow: bool = False) -> Shortfall | None:
+        """The shortfall of ``requested`` against the cluster's ``total``, or None if every
+        resource asked for is there (resource names as Ray spells them, custom ones too)."""
+        if all(v <= float(total.get(k, 0.0)) + 1e-9 for k, v in requested.items()):
+            return None
+        return cls(dict(requested), {k: float(total.get(k, 0.0)) for k in requested},
+                   may_grow)
+
+    @property
+    def missing(self) -> list[str]:
+        """The resources the cluster has too little of."""
+        return [k for k, v in self.requested.items() if v > self.total.get(k, 0.0) + 1e-9]
+
+    @property
+    def message(self) -> str:
+        asked = ", ".join(f"{v:g} {k}" for k, v in self.requested.items())
+        has = ", ".join(f"{self.total.get(k, 0.0):g} {k}" for k in self.requested)
+        return (f"each trial asks for {asked}, but the whole cluster has {has}: "
+                f"not enough {' or '.join(self.missing)} for even one trial")
+
+    @property
+    def hint(self) -> str:
+        lower = ", ".join(f"{_OBJECTIVE_KEY.get(k, k)}: {self.total.get(k, 0.0):g}"
+                          for k in self.missing)
+        return (f"lower the objective's resources (e.g. resources: {{{lower}}}), or add nodes "
+                f"with {' and '.join(self.missing)} to the cluster")
 
 
 class TargetKind(StrEnum):
@@ -352,8 +407,19 @@ class Backend(ABC):
     def capacity(self, resources: Resources | None = None) -> int:
         """How many more trials of ``resources`` (default: 1 CPU) could start right now.
 
-        Called by the agent before asking the searcher for configs; 0 means "wait".
+        Called by the agent before asking the searcher for configs; 0 means "wait", or,
+        with a :meth:`shortfall`, that no trial of ``resources`` can ever start here.
         """
+
+    def shortfall(self, resources: Resources) -> Shortfall | None:
+        """What a trial of ``resources`` asks for beyond the whole cluster's total: a trial
+        that could never start here (:meth:`capacity` would stay 0 for it forever, unless
+        :attr:`Shortfall.may_grow`), or None when it fits once running trials finish.
+
+        Called by the agent when :meth:`capacity` is 0, to tell waiting from impossible.
+        Default: None (a backend without a fixed size).
+        """
+        return None
 
     @abstractmethod
     def shutdown(self) -> None:

@@ -26,10 +26,10 @@ from typing import Any
 
 from ..errors import ConflictError, NotFoundError, UserInputError
 from ..sdk.settings import data_dir as resolve_data_dir
-from .base import Backend, EventKind, Resources, TrialEvent, TrialSpec, Usage
+from .base import Backend, EventKind, Resources, Shortfall, TrialEvent, TrialSpec, Usage
 from .clock import RealClock
 
-__all__ = ["RayBackend"]
+__all__ = ["RayBackend", "local_resources"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,13 @@ class RayBackend(Backend):
         num_cpus: CPUs of the embedded local Ray (default: all).
         max_concurrent: Most trials running at once (default: what the cluster fits).
         heartbeat_s: Seconds between worker heartbeats (stop latency, report detection).
+        autoscaling: Whether the cluster may grow. A trial asking for more than the whole
+            cluster has (``ray.cluster_resources()``, every node, custom resources too) is
+            refused at :meth:`launch` with a :class:`UserInputError` when it may not, and
+            waits (queued, with a warning) when it may. Default: an embedded local Ray (one
+            started by this backend, or by the agent runner without ``address``) never
+            grows; a joined cluster may (an autoscaler, KubeRay, the cluster launcher), so
+            its trials wait rather than fail. :meth:`shortfall` reports either case.
 
     Raises:
         UserInputError: for invalid arguments.
@@ -77,7 +84,8 @@ class RayBackend(Backend):
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None,
                  address: str | None = None, *, num_cpus: int | None = None,
-                 max_concurrent: int | None = None, heartbeat_s: float = 0.5) -> None:
+                 max_concurrent: int | None = None, heartbeat_s: float = 0.5,
+                 autoscaling: bool | None = None) -> None:
         import ray
 
         from ._ray_worker import TrialControl, run_trial
@@ -103,6 +111,10 @@ class RayBackend(Backend):
                 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
                 ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
                 self._owns_ray = True
+        if autoscaling is not None and not isinstance(autoscaling, bool):
+            raise UserInputError(f"autoscaling must be True, False or None, got {autoscaling!r}",
+                                 hint="None: a joined cluster may grow, a local Ray does not")
+        self.autoscaling = (not self._owns_ray) if autoscaling is None else autoscaling
         self._ray = ray
         self._run_trial = ray.remote(max_retries=0)(run_trial)
         control_cls: Any = ray.remote(num_cpus=0, max_concurrency=16)  # type: ignore[call-overload]
@@ -167,6 +179,14 @@ class RayBackend(Backend):
             n = min(n, max(0, self.max_concurrent - len(self.running())))
         return n
 
+    def shortfall(self, resources: Resources) -> Shortfall | None:
+        """What a trial of ``resources`` asks for beyond the cluster's total resources (all
+        its nodes, as ``ray.cluster_resources()`` has them), or None if it fits."""
+        if self._closed:
+            return None
+        return Shortfall.of(resources.request(), self._ray.cluster_resources(),
+                            may_grow=self.autoscaling)
+
     def shutdown(self) -> None:
         """Kill every trial at once (their runs end stopped), then release the control actor
         and, if this backend started Ray, Ray itself."""
@@ -192,15 +212,12 @@ class RayBackend(Backend):
 
     # -- internals ---------------------------------------------------------------------------
     def _check_fits(self, r: Resources) -> None:
-        total = self._ray.cluster_resources()
-        cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
-        if r.cpus <= cpus and r.gpus <= gpus:
+        short = self.shortfall(r)
+        if short is None:
             return
-        msg = (f"a trial asks for {r.cpus:g} cpus and {r.gpus:g} gpus; the cluster has "
-               f"{cpus:g} and {gpus:g}")
-        if self._owns_ray:
-            raise UserInputError(msg, hint="ask for less, or start Ray with more resources")
-        log.warning("assay: %s; it waits until the cluster grows", msg)
+        if not short.may_grow:
+            raise UserInputError(short.message, hint=short.hint)
+        log.warning("assay: %s; it waits until the cluster grows", short.message)
 
     def _submit(self, tr: _Trial, *, resume: bool) -> Any:
         r = tr.spec.resources
@@ -358,3 +375,23 @@ class RayBackend(Backend):
         if tr is None:
             raise NotFoundError(f"trial {trial_id!r} was never launched on this backend")
         return tr.attempt
+
+
+def local_resources() -> dict[str, float] | None:
+    """What a local Ray started on this machine without arguments would have (``CPU``,
+    ``GPU`` and custom resources, as Ray detects them: cgroup limits,
+    ``CUDA_VISIBLE_DEVICES``, ``RAY_OVERRIDE_RESOURCES``), without starting it; None when
+    Ray cannot tell. What a server checks an objective against before it starts an agent
+    that runs on the embedded local Ray."""
+    try:
+        from ray._private.resource_and_label_spec import ResourceAndLabelSpec
+
+        spec = ResourceAndLabelSpec().resolve(is_head=True, node_ip_address="127.0.0.1")
+        out = {k: float(v) for k, v in (spec.resources or {}).items()
+               if not k.startswith("node:")}
+        out["CPU"] = float(spec.num_cpus or 0)
+        out["GPU"] = float(spec.num_gpus or 0)
+        return out
+    except Exception as e:  # noqa: BLE001 - a private Ray API: without it, the agent checks
+        log.debug("assay: could not read this machine's Ray resources: %s", e)
+        return None

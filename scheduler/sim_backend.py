@@ -33,6 +33,7 @@ from .base import (
     MetricSource,
     Points,
     Resources,
+    Shortfall,
     TrialEvent,
     TrialSpec,
     Usage,
@@ -134,12 +135,14 @@ class SimBackend(Backend, MetricSource):
         stop_mode: When stops take effect (:class:`StopMode`).
         launch_overhead_s: Simulated seconds between a trial's start and its first step.
         fail_on_nan: Fail a trial whose curve reports NaN (diverged).
+        autoscaling: Simulate a cluster that may grow (:meth:`resize`): a trial larger than
+            it waits instead of being refused, and :meth:`shortfall` says it may fit later.
     """
 
     def __init__(self, clock: SimClock, simulator: CurveSimulatorLike, *, cpus: float = 4.0,
                  gpus: float = 0.0, metric: str | None = None,
                  stop_mode: StopMode | str = StopMode.IMMEDIATE, launch_overhead_s: float = 0.0,
-                 fail_on_nan: bool = True) -> None:
+                 fail_on_nan: bool = True, autoscaling: bool = False) -> None:
         if not isinstance(clock, SimClock):
             raise UserInputError("SimBackend needs a SimClock",
                                  hint="SimBackend(SimClock(), simulator)")
@@ -159,6 +162,7 @@ class SimBackend(Backend, MetricSource):
             raise UserInputError(f"launch_overhead_s must be >= 0, got {launch_overhead_s!r}")
         self.launch_overhead_s = float(launch_overhead_s)
         self.fail_on_nan = fail_on_nan
+        self.autoscaling = bool(autoscaling)
         self._trials: dict[str, _Trial] = {}
         self._queue: list[str] = []
         self._heap: list[tuple[float, int, str, int]] = []
@@ -177,12 +181,12 @@ class SimBackend(Backend, MetricSource):
         if spec.trial_id in self._trials:
             raise ConflictError(f"trial {spec.trial_id} was already launched",
                                 hint="give every trial a new id")
-        r = spec.resources
-        if r.cpus > self.total.cpus or r.gpus > self.total.gpus:
-            raise UserInputError(
-                f"trial {spec.trial_id} asks for {r.cpus:g} cpus and {r.gpus:g} gpus; the "
-                f"simulated cluster has {self.total.cpus:g} and {self.total.gpus:g}",
-                hint="ask for less, or build the SimBackend with more cpus/gpus")
+        short = self.shortfall(spec.resources)
+        if short is not None and not short.may_grow:
+            raise UserInputError(f"trial {spec.trial_id}: {short.message} (the simulated "
+                                 "cluster)",
+                                 hint="ask for less, or build the SimBackend with more "
+                                      "cpus/gpus")
         self._advance()
         self._trials[spec.trial_id] = _Trial(spec, len(self._trials))
         self._queue.append(spec.trial_id)
@@ -227,6 +231,18 @@ class SimBackend(Backend, MetricSource):
             free_c, free_g = free_c - q.cpus, free_g - q.gpus
         n = min(free_c // r.cpus if r.cpus else math.inf, free_g // r.gpus if r.gpus else math.inf)
         return max(0, int(min(n, 1 << 30)))
+
+    def shortfall(self, resources: Resources) -> Shortfall | None:
+        return Shortfall.of(resources.request(), {"CPU": self.total.cpus, "GPU": self.total.gpus},
+                            may_grow=self.autoscaling)
+
+    def resize(self, cpus: float | None = None, gpus: float | None = None) -> None:
+        """Grow (or shrink) the simulated cluster, as an autoscaler would; queued trials
+        that fit now start at ``clock.now()``."""
+        self._advance()
+        self.total = Resources(self.total.cpus if cpus is None else cpus,
+                               self.total.gpus if gpus is None else gpus)
+        self._fill(self.clock.now())
 
     def shutdown(self) -> None:
         if self._closed:

@@ -47,3 +47,52 @@ def test_sync_ingests_an_orphaned_wal_and_compact_keeps_data(data_dir):
     out = runner.invoke(app, ["compact", "--dir", str(data_dir)])
     assert out.exit_code == 0 and "metrics: 1 rows" in out.stdout
     assert assay.Api(data_dir).history("orphan01")["value"].to_list() == [1.0, 2.0]
+
+
+def _finished_agent(data_dir):
+    from assay.store.control import AgentRow, AgentStatus, LanceControlStore
+    from assay.store.ingest import IngestLock
+    from assay.store.lance import LanceStore
+
+    ctl = LanceControlStore(LanceStore(data_dir), IngestLock(data_dir))
+    ctl.save_agent(AgentRow("agdone00001", "toy", "p", {"name": "toy", "project": "p",
+                                                        "metric": "score"},
+                            status=AgentStatus.FINISHED, state={"trials": {}}, hlc="1"))
+    return ctl
+
+
+def test_overrides_to_a_finished_agent_are_refused_and_nothing_is_stored(data_dir):
+    ctl = _finished_agent(data_dir)
+    for cmd in (["stop", "agdone00001"], ["pause", "agdone00001"]):
+        out = runner.invoke(app, [*cmd, "-r", "x", "--dir", str(data_dir)])
+        assert out.exit_code == 2 and "is finished" in out.output, out.output
+        assert "next step" not in out.output
+    assert ctl.overrides("agdone00001") == []
+
+
+def test_stop_run_of_a_run_that_does_not_exist_says_so(data_dir):
+    out = runner.invoke(app, ["stop-run", "nope1234", "-r", "x", "--dir", str(data_dir)])
+    assert out.exit_code == 2 and "no run 'nope1234'" in out.output, out.output
+    r = _run(data_dir)
+    out = runner.invoke(app, ["stop-run", r.id, "-r", "x", "--dir", str(data_dir)])
+    assert out.exit_code == 2 and "was not launched by an agent" in out.output
+
+
+def test_run_refuses_a_wrong_duration_unit_and_resources_this_machine_lacks(
+        data_dir, tmp_path, monkeypatch):
+    import assay.scheduler.ray_backend as rb
+
+    yaml = ("name: g\nproject: p\ntrain: examples.toy:train\nmetric: score\n"
+            "space: {x: {uniform: [0, 1]}}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml + "budget: {trials: 2, wall_clock: 10 minutes}\n")
+    out = runner.invoke(app, ["run", str(bad), "--dir", str(data_dir)])
+    assert out.exit_code == 2 and "budget.wall_clock" in out.output, out.output
+    assert "wall_clock_s" not in out.output and "45s" in out.output
+    gpu = tmp_path / "gpu.yaml"
+    gpu.write_text(yaml + "budget: {trials: 2, wall_clock: 45s}\nresources: {cpus: 1, gpus: 1}\n")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(rb, "local_resources", lambda: {"CPU": 2.0, "GPU": 0.0})
+    out = runner.invoke(app, ["run", str(gpu), "--detach", "--dir", str(data_dir)])
+    assert out.exit_code == 2 and "1 GPU" in out.output and "started" not in out.output
+    assert not (data_dir / "logs").exists()

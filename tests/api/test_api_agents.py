@@ -195,3 +195,53 @@ def test_an_objective_with_a_different_project_budget_than_the_projects_gets_409
     r = client("researcher").post("/api/objectives",
                                   json={**body, "project_budget": {"trials": 12}})
     assert r.status_code == 202
+
+
+def test_an_objective_asking_for_more_than_this_machine_has_gets_400_and_starts_nothing(
+        server, client, monkeypatch):
+    import assay.api.agents as routes
+    import assay.scheduler.ray_backend as rb
+
+    started = []
+    monkeypatch.setattr(routes.subprocess, "Popen", lambda *a, **kw: started.append(a))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # What a local Ray on this machine would have (the agent's server-side Ray); no GPU.
+    monkeypatch.setattr(rb, "local_resources", lambda: {"CPU": 4.0, "GPU": 0.0})
+    body = {"name": "g", "project": "p", "train": "examples.toy:train", "metric": "score",
+            "space": {"x": {"uniform": [0, 1]}}, "budget": {"trials": 2, "wall_clock": "45s"},
+            "resources": {"cpus": 1, "gpus": 1}}
+    r = client("researcher").post("/api/objectives", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()
+    assert "1 GPU" in err["error"] and "0 GPU" in err["error"]
+    assert "resources" in err["hint"] and "add nodes" in err["hint"]
+    r = client("researcher").post("/api/objectives", json={**body, "resources": {"cpus": 8}})
+    assert r.status_code == 400 and "8 CPU" in r.json()["error"]
+    assert not started and not list(server.data_dir.glob("objectives/*.json"))
+    r = client("researcher").post("/api/objectives", json={**body, "resources": {"cpus": 2}})
+    assert r.status_code == 202 and len(started) == 1
+
+
+def test_a_wrong_duration_unit_names_the_key_the_user_wrote(server, client, agent):
+    body = {"name": "o", "project": "p", "train": "examples.toy:train", "metric": "score",
+            "space": {"x": {"uniform": [0, 1]}}, "budget": {"wall_clock": "10 minutes"}}
+    r = client("researcher").post("/api/objectives", json=body)
+    assert r.status_code == 400
+    assert "budget.wall_clock" in r.json()["error"] and "wall_clock_s" not in r.json()["error"]
+    assert "10m" in r.json()["hint"]
+    r = client("supervisor").post("/api/agents/agtoy00001/overrides", json={
+        "action": "budget", "reason": "x", "params": {"budget": {"wall_clock": "10 minutes"}}})
+    assert r.status_code == 400 and "params.budget.wall_clock" in r.json()["error"]
+
+
+def test_stopping_a_run_that_does_not_exist_is_404_no_run(server, client, agent, data_dir):
+    import assay
+
+    r = client("supervisor").post("/api/runs/nope1234/stop", json={"reason": "x"})
+    assert r.status_code == 404 and r.json()["error"] == "no run 'nope1234'"
+    run = assay.init(project="p", system_metrics_interval=None, capture=False)
+    run.log({"loss": 1.0})
+    run.finish()
+    r = client("supervisor").post(f"/api/runs/{run.id}/stop", json={"reason": "x"})
+    assert r.status_code == 404 and "was not launched by an agent" in r.json()["error"]
+    assert agent.overrides("agtoy00001") == []
