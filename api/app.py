@@ -22,6 +22,7 @@ from . import (
     fleet,
     graph,
     mlflow,
+    mlflow_artifacts,
     records,
     runs,
     stream,
@@ -128,4 +129,7 @@ def create_app(data_dir: str | os.PathLike[str], *, max_body_bytes: int = DEFAUL
     app.include_router(mlflow.router, prefix=mlflow.PREFIXES[0], max_body_size=16 << 20)
     app.include_router(mlflow.router, prefix=mlflow.PREFIXES[1], max_body_size=16 << 20,
                        include_in_schema=False)
+    for i, prefix in enumerate(mlflow_artifacts.PREFIXES):  # uploads set their own limit
+        app.include_router(mlflow_artifacts.router, prefix=prefix, max_body_size=max_body_bytes,
+                           include_in_schema=i == 0)
     return app
