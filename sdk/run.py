@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
-from ..errors import ConflictError, NotFoundError, UserInputError
+from ..errors import AssayError, ConflictError, NotFoundError, UserInputError
 from ..store.ingestd import ensure_daemon, wait_segment_ingested
 from ..store.records import RESERVED_PREFIX, RunStatus, validate_name
 from ..store.wal import SEQ_BITS as _SEQ_BITS
@@ -555,7 +555,9 @@ class Run:
         if self._sender is not None:
             # Never marks the run crashed: what the server did not acknowledge stays in the
             # outbox for `assay sync --server`.
-            self._sender.close(REMOTE_FINISH_TIMEOUT)
+            deadline = time.monotonic() + REMOTE_FINISH_TIMEOUT
+            if self._sender.close(REMOTE_FINISH_TIMEOUT):
+                self._wait_server_ingested(self._sender.acked_seq, deadline)
         elif INGEST_MODE != "daemon" and _exiting:
             # LanceDB cannot be loaded once the interpreter shuts down (it registers exit
             # callbacks): the ingest daemon takes the closed segment instead.
@@ -566,6 +568,35 @@ class Run:
             log.warning("assay: run %s is finished and durable, but not yet queryable: its WAL "
                         "%s will be ingested by the ingest daemon or `assay sync`",
                         self.id, self.segment)
+
+    def _wait_server_ingested(self, seq: int, deadline: float) -> None:
+        """As a local finish waits for its ingest: return once the server's store holds
+        every record the server acknowledged (its run shows ``ingested_seq >= seq``), so
+        the run is queryable there, or warn at ``deadline``."""
+        import httpx
+
+        sender = self._sender
+        assert sender is not None
+        client = RemoteClient(sender.server, sender.token)
+        try:
+            while True:
+                try:
+                    if int(client.get_run(self.id).get("ingested_seq", -1)) >= seq:
+                        return
+                except NotFoundError:
+                    pass  # not ingested at all yet
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        except (AssayError, httpx.HTTPError, ValueError) as exc:  # only the wait failed: the
+            # records are safe on the server
+            log.warning("assay: could not check that the server ingested run %s: %s",
+                        self.id, exc)
+            return
+        finally:
+            client.close()
+        log.warning("assay: run %s is finished and durable on %s, but not yet queryable "
+                    "there: the server's ingester has not caught up", self.id, sender.server)
 
     def __enter__(self) -> Self:
         return self

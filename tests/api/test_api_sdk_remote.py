@@ -21,8 +21,13 @@ def test_sdk_logs_to_a_server_and_resumes_there(server, tokens, tmp_path, data_d
     run.finish()
     api = assay.Api(data_dir)  # the server's data directory
 
-    def settled(n):  # finish() returns once the server has the records durably; the
-        deadline = time.monotonic() + 30  # server's ingester makes them queryable soon after
+    # finish() returns once the run is queryable on the server, as a local finish does.
+    rec = api.run(run.id)
+    assert rec.status == "completed" and rec.last_step == 499
+    assert api.history(run.id).height == 500
+
+    def settled(n):
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 h = api.history(run.id)
