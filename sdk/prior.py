@@ -8,11 +8,13 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConflictError, NotFoundError
+from ..errors import ConflictError, NotFoundError, UserInputError
 from ..store.wal import SEQ_BITS as _SEQ_BITS
+from .rewind import AUTO
 from .settings import FINISH_TIMEOUT
 
 log = logging.getLogger("assay.sdk.run")
@@ -123,3 +125,38 @@ def _sync_and_get(root: Path, run_id: str) -> Any:
     store, lock, ingester = local_ingester(root)
     sync_orphans(root, store, lock, ingester, run_id=run_id, timeout=FINISH_TIMEOUT)
     return store.get_run(run_id)
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    """``config`` as a dict: a mapping, an ``argparse.Namespace`` or a dataclass instance
+    (as W&B takes them), or None."""
+    import argparse
+    import dataclasses
+
+    if config is None:
+        return {}
+    if isinstance(config, Mapping):
+        return dict(config)
+    if isinstance(config, argparse.Namespace):
+        return vars(config).copy()
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    raise UserInputError(f"config must be a mapping of names to values, got a "
+                         f"{type(config).__name__}",
+                         hint='pass e.g. config={"lr": 3e-4, "depth": 2} (an argparse.Namespace '
+                              "or a dataclass instance also works)")
+
+
+def _server_rewinds(info: Any, resume_from_step: int | str) -> bool:
+    """Whether the server (``info``, its :class:`ServerInfo`) takes the rewind of a resume.
+    A server too old for rewinds refuses their records, which would stop the run's sender:
+    an explicit step is refused here, before anything is logged; "auto" (what relaunched
+    trials get) resumes without the rewind, as SDKs before rewinds did, with a warning."""
+    if "rewind" in info.features:
+        return True
+    if resume_from_step != AUTO:
+        info.require("rewind", "resume_from_step")
+    log.warning("assay: the server %s (assay %s) cannot rewind a resumed run, so the earlier "
+                "attempt's points past the steps this attempt logs stay in its history; "
+                "upgrade the server to supersede them", info.server, info.version)
+    return False

@@ -46,7 +46,7 @@ from ..store.wal import (
 )
 
 __all__ = ["MEDIA_TYPE", "RemoteClient", "RemoteSender", "ServerInfo", "outbox_segment",
-           "sync_outbox"]
+           "sync_outbox", "wait_ingested"]
 
 log = logging.getLogger(__name__)
 
@@ -443,3 +443,30 @@ def sync_outbox(data_dir: Path, server: str, token: str | None = None, *,
         finally:
             os.close(fd)
     return out
+
+
+def wait_ingested(sender: RemoteSender, run_id: str, deadline: float) -> None:
+    """As a local finish waits for its ingest: return once the server's store holds every
+    record the sender had acknowledged (the run shows ``ingested_seq`` at least that), so
+    the run is queryable there, or warn at ``deadline`` (monotonic seconds)."""
+    import httpx
+
+    client = RemoteClient(sender.server, sender.token)
+    try:
+        while True:
+            try:
+                if int(client.get_run(run_id).get("ingested_seq", -1)) >= sender.acked_seq:
+                    return
+            except NotFoundError:
+                pass  # not ingested at all yet
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    except (AssayError, httpx.HTTPError, ValueError) as exc:  # only the wait failed: the
+        log.warning("assay: could not check that %s ingested run %s: %s",  # records are
+                    sender.server, run_id, exc)  # safe on the server
+        return
+    finally:
+        client.close()
+    log.warning("assay: run %s is finished and durable on %s, but not yet queryable there: "
+                "the server's ingester has not caught up", run_id, sender.server)

@@ -23,15 +23,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, Self
 
-from ..errors import AssayError, ConflictError, NotFoundError, UserInputError
+from ..errors import ConflictError, NotFoundError, UserInputError
 from ..store.ingestd import ensure_daemon, wait_segment_ingested
 from ..store.records import RESERVED_PREFIX, RunStatus, validate_name
 from ..store.wal import SEQ_BITS as _SEQ_BITS
 from ..store.wal import WalWriter, segment_path
 from .capture import capture_env, capture_git
 from .jsonable import to_jsonable
-from .prior import _claim_run_id, _refuse_if_live, _remote_prior, _sync_and_get
-from .remote import RemoteClient, RemoteSender, outbox_segment
+from .prior import (
+    _claim_run_id,
+    _config_dict,
+    _refuse_if_live,
+    _remote_prior,
+    _server_rewinds,
+    _sync_and_get,
+)
+from .remote import RemoteClient, RemoteSender, outbox_segment, wait_ingested
 from .rewind import AUTO, REWIND_FIELD, check_resume_from_step, rewound_summary
 from .settings import FINISH_TIMEOUT, FLUSH_INTERVAL, INGEST_MODE, data_dir
 from .system import SystemSampler
@@ -557,7 +564,7 @@ class Run:
             # outbox for `assay sync --server`.
             deadline = time.monotonic() + REMOTE_FINISH_TIMEOUT
             if self._sender.close(REMOTE_FINISH_TIMEOUT):
-                self._wait_server_ingested(self._sender.acked_seq, deadline)
+                wait_ingested(self._sender, self.id, deadline)
         elif INGEST_MODE != "daemon" and _exiting:
             # LanceDB cannot be loaded once the interpreter shuts down (it registers exit
             # callbacks): the ingest daemon takes the closed segment instead.
@@ -568,35 +575,6 @@ class Run:
             log.warning("assay: run %s is finished and durable, but not yet queryable: its WAL "
                         "%s will be ingested by the ingest daemon or `assay sync`",
                         self.id, self.segment)
-
-    def _wait_server_ingested(self, seq: int, deadline: float) -> None:
-        """As a local finish waits for its ingest: return once the server's store holds
-        every record the server acknowledged (its run shows ``ingested_seq >= seq``), so
-        the run is queryable there, or warn at ``deadline``."""
-        import httpx
-
-        sender = self._sender
-        assert sender is not None
-        client = RemoteClient(sender.server, sender.token)
-        try:
-            while True:
-                try:
-                    if int(client.get_run(self.id).get("ingested_seq", -1)) >= seq:
-                        return
-                except NotFoundError:
-                    pass  # not ingested at all yet
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
-        except (AssayError, httpx.HTTPError, ValueError) as exc:  # only the wait failed: the
-            # records are safe on the server
-            log.warning("assay: could not check that the server ingested run %s: %s",
-                        self.id, exc)
-            return
-        finally:
-            client.close()
-        log.warning("assay: run %s is finished and durable on %s, but not yet queryable "
-                    "there: the server's ingester has not caught up", self.id, sender.server)
 
     def __enter__(self) -> Self:
         return self
@@ -751,41 +729,6 @@ def init(project: str | None = None, *, name: str | None = None, config: Any = N
             run._rewind_pending = True
             run._queue_append = run._rewind_at_first_log
     return run
-
-
-def _config_dict(config: Any) -> dict[str, Any]:
-    """``config`` as a dict: a mapping, an ``argparse.Namespace`` or a dataclass instance
-    (as W&B takes them), or None."""
-    import argparse
-    import dataclasses
-
-    if config is None:
-        return {}
-    if isinstance(config, Mapping):
-        return dict(config)
-    if isinstance(config, argparse.Namespace):
-        return vars(config).copy()
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return dataclasses.asdict(config)
-    raise UserInputError(f"config must be a mapping of names to values, got a "
-                         f"{type(config).__name__}",
-                         hint='pass e.g. config={"lr": 3e-4, "depth": 2} (an argparse.Namespace '
-                              "or a dataclass instance also works)")
-
-
-def _server_rewinds(info: Any, resume_from_step: int | str) -> bool:
-    """Whether the server (``info``, its :class:`ServerInfo`) takes the rewind of a resume.
-    A server too old for rewinds refuses their records, which would stop the run's sender:
-    an explicit step is refused here, before anything is logged; "auto" (what relaunched
-    trials get) resumes without the rewind, as SDKs before rewinds did, with a warning."""
-    if "rewind" in info.features:
-        return True
-    if resume_from_step != AUTO:
-        info.require("rewind", "resume_from_step")
-    log.warning("assay: the server %s (assay %s) cannot rewind a resumed run, so the earlier "
-                "attempt's points past the steps this attempt logs stay in its history; "
-                "upgrade the server to supersede them", info.server, info.version)
-    return False
 
 
 _last_exc: list[BaseException] = []
