@@ -8,7 +8,8 @@ delete-tag) and metrics/get-history, with the payloads ``mlflow.MlflowClient`` s
 the same WAL and ingest path as remote logging (params become config, tags ``env.mlflow_tags``),
 and reads overlay what is written but not yet ingested, so MLflow's read-your-writes holds.
 The token comes from ``MLFLOW_TRACKING_TOKEN`` (``Authorization: Bearer``).
-Artifacts, datasets/inputs, logged models and traces are not served (404).
+Artifacts go through MLflow's artifact proxy (:mod:`.mlflow_artifacts`); datasets/inputs, logged
+models and traces are not served (404).
 """
 
 from __future__ import annotations
