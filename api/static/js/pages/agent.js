@@ -21,7 +21,7 @@ export async function agentPage(ctx, id) {
   const head = h("div"), budget = h("div.panel"), controls = h("div.panel"), best = h("div.panel");
   const curvesBox = h("div.chart"), bestBox = h("div.chart"), legend = h("div.legend");
   const trials = h("div.panel"), decisions = h("div.panel"), overrides = h("div.panel"), audit = h("div.panel");
-  const kindSel = h("select", { title: "decision kind" }, ["all", "launch", "resume", "stop", "override", "complete", "fail", "retry", "retrain", "skip", "stale", "finish"].map((k) => h("option", { value: k }, k)));
+  const kindSel = h("select", { title: "decision kind" }, ["all", "launch", "resume", "stop", "override", "complete", "fail", "retry", "retrain", "skip", "stale", "wait", "finish"].map((k) => h("option", { value: k }, k)));
   mount(ctx.root, head,
     h("div.grid.stats", best, budget, controls),
     h("div.grid.cols-2",
