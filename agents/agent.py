@@ -46,7 +46,7 @@ from ..store.control import (
     ControlStore,
     Decision,
 )
-from . import overrides
+from . import overrides, recovery
 from .factory import make_searcher, make_stopper, refit_every
 from .hlc import HybridLogicalClock
 from .objective import Objective, resolve_train
@@ -565,47 +565,7 @@ class Agent:
                      {**why, "config": config})
 
     def _relaunch_lost(self) -> int:
-        """Relaunch the trials a restart lost, resuming their runs, while slots are free.
-
-        They count against the concurrency while they wait. Each is a trial admitted before
-        (counted in the trial budget once), continuing like a backend retry; but a spent
-        wall-clock, CPU-hours or GPU-hours budget ends them stopped instead, since running
-        them again would spend what is no longer there.
-        """
-        n = 0
-        while self._relaunch:
-            spent = self.ledger.launch_blocker(self.resources, count_trials=False)
-            if spent:
-                tid = self._relaunch[0]
-                reason = f"lost when the agent restarted, and not relaunched: {spent}"
-                self._stop_trial(tid, reason)
-                self._decide(tid, "stop", reason, {"rule": "budget", "budget": spent,
-                                                   "relaunches": self.trials[tid].relaunches})
-                continue
-            running = len(self.active) - len(self._relaunch)
-            slots = self.backend.capacity(self.resources)
-            free = min(self.concurrency - running, slots)
-            if free <= 0:
-                if slots <= 0 and running == 0:
-                    self._check_fit()
-                break
-            tid = self._relaunch.pop(0)
-            t = self.trials[tid]
-            t.relaunches += 1
-            # Saved before the launch: a trial that takes its agent down with it is then
-            # counted, and max_retries ends the cycle.
-            self._persist(force=True)
-            spec = self._spec(tid, t.config, resume=True)
-            self.backend.launch(spec)
-            self.ledger.record_launch(spec, agent=self.agent_id)  # known: not counted again
-            self._decide(tid, "resume", "the agent restarted while it ran; relaunched, "
-                         "resuming its run from step 0 (the lost attempt's points are "
-                         "superseded)",
-                         {"relaunch": t.relaunches, "max_retries": self.objective.max_retries,
-                          "config": t.config, "resume_from_step": 0})
-            self._dirty = True
-            n += 1
-        return n
+        return recovery.relaunch_lost(self)
 
     def _check_fit(self) -> None:
         """No slot is free and none of this agent's trials runs: the cluster is busy with
@@ -800,33 +760,7 @@ class Agent:
                         "objective's", self.agent_id, e.message)
 
     def _lost(self, tr: Trial) -> None:
-        """A trial that was running (or queued) when the agent died: its Ray task died with
-        the agent, its run did not. Queue it to be relaunched, resuming that run, unless it
-        was relaunched ``max_retries`` times already."""
-        cap = self.objective.max_retries
-        if tr.stop_requested:  # the agent asked it to stop; relaunching would undo that
-            tr.status = TrialStatus.STOPPED
-            tr.reason = tr.stop_requested
-            self.ledger.record_lost(tr.trial_id, finished=True)
-            self._end_run(tr.trial_id, "stopped", tr.reason)
-            self._decide(tr.trial_id, "stop", "asked to stop before the agent restarted; "
-                         f"not relaunched ({tr.stop_requested})",
-                         {"reason": tr.stop_requested, "relaunches": tr.relaunches})
-            return
-        if tr.relaunches >= cap:
-            tr.status = TrialStatus.FAILED
-            tr.reason = (f"lost when the agent restarted while it ran, {tr.relaunches + 1} "
-                         f"time(s); not relaunched again (max_retries={cap})")
-            self.ledger.record_lost(tr.trial_id, finished=True)
-            self._end_run(tr.trial_id, "failed", tr.reason)
-            self._decide(tr.trial_id, "fail", tr.reason,
-                         {"reason": tr.reason, "relaunches": tr.relaunches, "max_retries": cap})
-            return
-        tr.status = TrialStatus.PENDING
-        # The metric source reports a resumed run's curve again from its first step.
-        tr.curve = []
-        self.ledger.record_lost(tr.trial_id)
-        self._relaunch.append(tr.trial_id)
+        recovery.lost(self, tr)
 
 
 def _seconds(v: Any) -> float | None:

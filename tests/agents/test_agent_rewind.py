@@ -67,7 +67,7 @@ def test_a_relaunched_trials_curve_holds_only_the_new_attempts_points(data_dir):
     again.step()
     assert [s.resume for s in backend.specs] == [True]  # relaunched, resuming its run
     resumed = [d for d in control.decisions(agent_id=agent.agent_id) if d.kind == "resume"]
-    assert resumed[0].explanation["resume_from_step"] == 0
+    assert resumed[0].explanation["resume_from_step"] == "auto"  # as the worker opens it
     # The new attempt (as the worker opens it: rewound to 0) logs 3 points from the top.
     _attempt(data_dir, tid, [1.0, 0.9, 0.8])
     again.step()
