@@ -8,14 +8,13 @@ delete-tag) and metrics/get-history, with the payloads ``mlflow.MlflowClient`` s
 the same WAL and ingest path as remote logging (params become config, tags ``env.mlflow_tags``),
 and reads overlay what is written but not yet ingested, so MLflow's read-your-writes holds.
 The token comes from ``MLFLOW_TRACKING_TOKEN`` (``Authorization: Bearer``).
-Artifacts go through MLflow's artifact proxy (:mod:`.mlflow_artifacts`); datasets/inputs, logged
-models and traces are not served (404).
+Artifacts go through MLflow's artifact proxy (:mod:`.mlflow_artifacts`), MLflow 3's logged models
+through :mod:`.mlflow_logged` (and ``runs/outputs`` here); datasets/inputs and traces are not
+served (404).
 """
 
 from __future__ import annotations
 
-import base64
-import re
 import threading
 import time
 import uuid
@@ -30,6 +29,8 @@ from ..store.records import validate_name
 from .auth import Principal, Researcher, Role, Supervisor, Viewer
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
 from .ingest import RemoteIngest
+from .mlflow_logged import check_model_writer, logged_model
+from .mlflow_logged import router as logged_models_router
 from .mlflow_models import (
     KV,
     CreateExperiment,
@@ -39,6 +40,7 @@ from .mlflow_models import (
     ExperimentTag,
     LogBatch,
     LogMetric,
+    LogOutputs,
     LogParam,
     MetricIn,
     RunRef,
@@ -48,7 +50,14 @@ from .mlflow_models import (
     UpdateExperiment,
     UpdateRun,
 )
-from .mlflow_search import matches, parse_filter, parse_order_by, sort_key
+from .mlflow_search import (
+    matches,
+    page_offset,
+    page_token,
+    parse_filter,
+    parse_order_by,
+    sort_key,
+)
 from .mlflow_state import MLFLOW_TO_STATUS, MlflowState, project_for
 from .mlflow_views import (
     LatestMetrics,
@@ -68,7 +77,6 @@ __all__ = ["PREFIXES", "router"]
 
 PREFIXES = ("/api/2.0/mlflow", "/ajax-api/2.0/mlflow")
 router = APIRouter(tags=["mlflow"], route_class=StrictJSONRoute, responses=ERROR_RESPONSES)
-_OFFSET_RE = re.compile(r"0|[1-9][0-9]{0,17}")
 
 
 def _state(request: Request) -> MlflowState:
@@ -103,24 +111,8 @@ def _view_type(v: str | int) -> set[str]:
     return {"ACTIVE_ONLY": {"active"}, "DELETED_ONLY": {"deleted"}, "ALL": {"active", "deleted"}}[v]
 
 
-def _page(token: str | None) -> int:
-    """The offset of a page token: only what :func:`_token` makes (a non-negative offset),
-    else a 400, as MLflow refuses a token it cannot read (a negative offset would answer a
-    page from the wrong place, or an empty one whose next token is itself)."""
-    if not token:
-        return 0
-    try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-        offset = int(text) if _OFFSET_RE.fullmatch(text) else -1
-    except (ValueError, TypeError):
-        offset = -1
-    if offset < 0 or _token(offset).rstrip("=") != token.rstrip("="):
-        raise UserInputError("malformed page_token", hint="pass next_page_token unchanged")
-    return offset
-
-
-def _token(offset: int) -> str:
-    return base64.urlsafe_b64encode(str(offset).encode()).decode()
+_page = page_offset
+_token = page_token
 
 
 def _sort(items: list[Any], view_of: Any, order: list[tuple[str, str, bool]]) -> list[Any]:
@@ -303,6 +295,17 @@ def search_runs(request: Request, body: SearchRuns, who: Viewer) -> SafeJSONResp
     return ok(out)
 
 
+def _history(request: Request, rid: str, key: str) -> list[tuple[int, float, int]]:
+    """Every (step, value, timestamp ms) of a run's metric, stored and not yet ingested."""
+    store: ServerStore = request.app.state.store
+    rec = store.get_run(rid)
+    stored = store.metric_chunks(rid, [key])
+    pend = _remote(request).pending_metrics(rid, rec.ingested_seq if rec else -1)
+    extra = pending_chunks(pend, key, set(stored.column("seq").to_pylist()))
+    chunks = pa.concat_tables([stored.select(extra.column_names).cast(extra.schema), extra])
+    return metric_history(chunks)
+
+
 @router.get("/metrics/get-history")
 def get_metric_history(request: Request, who: Viewer,
                        metric_key: Annotated[str, Query(min_length=1, max_length=250)],
@@ -317,14 +320,9 @@ def get_metric_history(request: Request, who: Viewer,
     rid = RunRef(run_id=run_id, run_uuid=run_uuid).rid()
     start = _page(page_token)
     store: ServerStore = request.app.state.store
-    rec = store.get_run(rid)
-    if rec is None and _state(request).run(rid) is None:
+    if store.get_run(rid) is None and _state(request).run(rid) is None:
         raise NotFoundError(f"no run {rid!r}", hint="list runs with runs/search")
-    stored = store.metric_chunks(rid, [metric_key])
-    pend = _remote(request).pending_metrics(rid, rec.ingested_seq if rec else -1)
-    extra = pending_chunks(pend, metric_key, set(stored.column("seq").to_pylist()))
-    chunks = pa.concat_tables([stored.select(extra.column_names).cast(extra.schema), extra])
-    points = metric_history(chunks)
+    points = _history(request, rid, metric_key)
     end = len(points) if max_results is None else start + max_results
     out: dict[str, Any] = {"metrics": [
         {"key": metric_key, "value": v, "timestamp": t, "step": s}
@@ -426,8 +424,14 @@ def _log(request: Request, who: Principal, rid: str, metrics: list[MetricIn],
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         raise UserInputError(f"duplicate parameter keys in one request: {dupes}",
                              hint="send one value per param key")
+    for_models = [m for m in metrics if m.model_id]
+    models = {m.model_id: logged_model(request, m.model_id) for m in for_models if m.model_id}
+    for model in models.values():
+        check_model_writer(who, model)
     with _remote(request).run_lock(rid):
         side = _writable(request, who, rid)
+        if for_models:
+            metrics = _without_repeats(request, rid, metrics)
         recs: list[dict[str, Any]] = []
         new_params = {}
         for p in params:
@@ -455,7 +459,38 @@ def _log(request: Request, who: Principal, rid: str, metrics: list[MetricIn],
         side["params"].update(new_params)
         if new_params or tags:
             _state(request).save_run(rid, side)
+    for mid in models:
+        points = [{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step,
+                   "model_id": mid, "run_id": rid,
+                   **({"dataset_name": m.dataset_name} if m.dataset_name else {}),
+                   **({"dataset_digest": m.dataset_digest} if m.dataset_digest else {})}
+                  for m in for_models if m.model_id == mid]
+
+        def add(model: dict[str, Any], points: list[dict[str, Any]] = points) -> None:
+            have = model.setdefault("metrics", [])
+            have.extend(p for p in points if p not in have)
+
+        _state(request).models.update(mid, add)
     return {}
+
+
+def _without_repeats(request: Request, rid: str, metrics: list[MetricIn]) -> list[MetricIn]:
+    """The metrics less those of a logged model that repeat a point the run has: MLflow 3's
+    ``log_model`` logs the run's metrics of its step again, with the model's id, and MLflow's
+    store keeps one row per (key, value, timestamp, step), so the run's history stays as it
+    was (here, a point appended twice would show twice)."""
+    seen: dict[str, set[tuple[int, float, int]]] = {}
+    out = []
+    for m in metrics:
+        if m.model_id:
+            if m.key not in seen:
+                seen[m.key] = set(_history(request, rid, m.key))
+            point = (m.step, m.value, m.timestamp)
+            if point in seen[m.key]:
+                continue
+            seen[m.key].add(point)
+        out.append(m)
+    return out
 
 
 @router.post("/runs/log-batch")
@@ -465,7 +500,9 @@ def log_batch(request: Request, body: LogBatch, who: Researcher) -> dict[str, An
 
 @router.post("/runs/log-metric")
 def log_metric(request: Request, body: LogMetric, who: Researcher) -> dict[str, Any]:
-    m = MetricIn(key=body.key, value=body.value, timestamp=body.timestamp, step=body.step)
+    m = MetricIn(key=body.key, value=body.value, timestamp=body.timestamp, step=body.step,
+                 model_id=body.model_id, dataset_name=body.dataset_name,
+                 dataset_digest=body.dataset_digest)
     return _log(request, who, body.rid(), [m], [], [], "mlflow log_metric")
 
 
@@ -515,3 +552,25 @@ def delete_run(request: Request, body: RunRef, who: Researcher) -> dict[str, Any
 @router.post("/runs/restore")
 def restore_run(request: Request, body: RunRef, who: Researcher) -> dict[str, Any]:
     return _set_stage(request, who, body.rid(), "active")
+
+
+@router.post("/runs/outputs")
+def log_outputs(request: Request, body: LogOutputs, who: Researcher) -> dict[str, Any]:
+    """Record logged models as outputs of a run (``log_model`` does, for the model it makes);
+    they show in the run's ``outputs.model_outputs``."""
+    rid = body.rid()
+    for out in body.models:
+        logged_model(request, out.model_id)  # 404 for a model there is not
+    with _remote(request).run_lock(rid):
+        side = _writable(request, who, rid)
+        have = side.setdefault("outputs", [])
+        new = [o for o in ({"model_id": m.model_id, "step": m.step} for m in body.models)
+               if o not in have]
+        if new:
+            have.extend(new)
+            _state(request).save_run(rid, side)
+    return {}
+
+
+# MLflow 3's logged models (their own module), under the same prefixes
+router.include_router(logged_models_router)

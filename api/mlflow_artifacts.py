@@ -15,14 +15,12 @@ requests to ``/api/2.0/mlflow-artifacts/artifacts/...`` on the tracking server (
   a missing directory or a file lists as empty, as MLflow's own server does).
 - ``DELETE /artifacts/<path>``: delete a file or a directory tree (nothing there: still ``{}``).
 
-and ``POST /api/2.0/mlflow/logged-models/search``, always ``{"models": []}`` (this server keeps
-no logged models): ``MlflowClient.list_artifacts(run_id, "dir")`` and ``runs:/`` downloads ask
-it whether a path names a run's logged model, and failed on its 404.
-
 Roles: reads need a viewer token. Writes need a researcher who owns the run the path belongs
 to (``<experiment id>/<run id>/artifacts/...``, the run's own experiment; ownership is the one
 :meth:`.ingest.RemoteIngest.check_writer` keeps for every run), or a supervisor; a deleted
-MLflow run takes no writes. Paths are refused with a 400 if they are absolute, contain ``..``
+MLflow run takes no writes. A logged model's files (MLflow 3's ``log_model``) go under
+``<experiment id>/models/<model id>/artifacts/...``, written by the model's owner
+(:func:`.mlflow_logged.check_model_writer`) or a supervisor while it is not deleted. Paths are refused with a 400 if they are absolute, contain ``..``
 or ``.`` or empty components, backslashes, ``#``, NUL or other control characters, or
 over-long names. Errors have assay's ``{"error", "hint"}`` plus MLflow's ``error_code`` and
 ``message``.
@@ -76,6 +74,7 @@ from .http import (
     status_of,
 )
 from .ingest import RemoteIngest
+from .mlflow_logged import check_model_writer, logged_model
 from .mlflow_state import MlflowState
 
 __all__ = ["MAX_ARTIFACT_BYTES", "PREFIXES", "router"]
@@ -166,9 +165,12 @@ def _tmp(request: Request) -> Path:
 
 
 def _check_writer(request: Request, who: Principal, parts: tuple[str, ...]) -> str:
-    """Refuse a write outside ``<experiment>/<run>/artifacts``, to a run that does not exist or
-    is deleted, under another experiment than the run's, or by a researcher who does not own
-    the run. Returns the run id. (Blocking: reads the run store.)"""
+    """Refuse a write outside ``<experiment>/<run>/artifacts`` (or a logged model's
+    ``<experiment>/models/<model id>/artifacts``), to a run or model that does not exist or
+    is deleted, under another experiment than its own, or by a researcher who does not own
+    it. Returns the run (or model) id. (Blocking: reads the run store.)"""
+    if len(parts) >= 2 and parts[1] == "models" and (len(parts) < 3 or parts[2] != "artifacts"):
+        return _check_model_writer(request, who, parts)
     if len(parts) < 3 or parts[2] != "artifacts":
         raise UserInputError(f"cannot write to {'/'.join(parts)!r}: writes go inside a run's "
                              "artifacts", hint="use the run's artifact_uri "
@@ -194,6 +196,22 @@ def _check_writer(request: Request, who: Principal, parts: tuple[str, ...]) -> s
     remote: RemoteIngest = request.app.state.remote
     remote.check_writer(who, rid)
     return rid
+
+
+def _check_model_writer(request: Request, who: Principal, parts: tuple[str, ...]) -> str:
+    """:func:`_check_writer` for ``<experiment>/models/<model id>/artifacts/...``."""
+    if len(parts) < 4 or parts[3] != "artifacts":
+        raise UserInputError(f"cannot write to {'/'.join(parts)!r}: writes go inside a logged "
+                             "model's artifacts", hint="use the model's artifact_uri "
+                             "(mlflow-artifacts:/<experiment id>/models/<model id>/artifacts)")
+    exp_id, mid = parts[0], parts[2]
+    model = logged_model(request, mid)  # 404, also once deleted
+    if model["experiment_id"] != exp_id:
+        raise NotFoundError(f"logged model {mid} is in experiment {model['experiment_id']}, "
+                            f"not {exp_id}", hint="use the model's artifact_uri "
+                            "(logged-models/<id>)")
+    check_model_writer(who, model)
+    return mid
 
 
 # -- upload -----------------------------------------------------------------------------------
@@ -256,9 +274,11 @@ _BINARY = {"requestBody": {"required": True, "content": {
 async def upload_artifact(request: Request, who: Researcher, path: str) -> SafeJSONResponse:
     """Store the raw body as the file ``path`` (replacing one there); answers ``{}``."""
     parts = _parts(path, what="artifact path")
-    if len(parts) < 4:
-        raise UserInputError(f"cannot upload to {path!r}: a file goes inside a run's artifacts",
-                             hint="upload to <experiment id>/<run id>/artifacts/<file>")
+    if len(parts) < 4 or (parts[1] == "models" and parts[2] != "artifacts" and len(parts) < 5):
+        raise UserInputError(f"cannot upload to {path!r}: a file goes inside a run's (or a "
+                             "logged model's) artifacts",
+                             hint="upload to <experiment id>/<run id>/artifacts/<file> (or "
+                                  "<experiment id>/models/<model id>/artifacts/<file>)")
     await run_in_threadpool(_check_writer, request, who, parts)
     limit = MAX_ARTIFACT_BYTES
     declared = request.headers.get("content-length", "")
@@ -385,17 +405,3 @@ def delete_artifact(request: Request, who: Researcher, path: str) -> SafeJSONRes
     request.app.state.audit.record(who.name, "mlflow_delete_artifacts", rid, "mlflow client",
                                    {"path": "/".join(parts)})
     return ok({})
-
-
-# -- the one tracking call artifact reads make ------------------------------------------------
-@router.post("/mlflow/logged-models/search", summary="Search logged models (MLflow): none here")
-def search_logged_models(request: Request, who: Viewer,
-                         body: dict[str, Any] | None = None) -> SafeJSONResponse:
-    """Always ``{"models": []}``: this server keeps no MLflow logged models.
-
-    ``MlflowClient.list_artifacts(run_id, path)`` and downloads of ``runs:/<run>/<path>`` ask
-    it whether ``<path>``'s first part names a logged model of the run; a 404 here made
-    listing any sub-directory fail. (If :mod:`.mlflow` ever serves logged models, its router
-    is included first and its route answers instead.)
-    """
-    return ok({"models": []})

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..errors import UserInputError
 
 __all__ = ["KV", "CreateExperiment", "CreateRun", "DeleteTag", "ExperimentRef", "ExperimentTag",
-           "LogBatch", "LogMetric", "LogParam", "MetricIn", "RunRef", "SearchExperiments",
-           "SearchRuns", "SetTag", "UpdateExperiment", "UpdateRun"]
+           "LogBatch", "LogMetric", "LogOutputs", "LogParam", "MetricIn", "ModelOutput", "RunRef",
+           "SearchExperiments", "SearchRuns", "SetTag", "UpdateExperiment", "UpdateRun"]
 
 _RUN_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
 Key = Annotated[str, Field(min_length=1, max_length=250)]
@@ -36,6 +36,10 @@ class MetricIn(_M):
     value: float
     timestamp: int = Field(default=0, ge=0, le=10**15)
     step: int = Field(default=0, lt=(1 << 63) - 1)  # the SDK's bound (int64 steps)
+    # MLflow 3: a metric of a logged model (and of the dataset it was computed on)
+    model_id: str | None = Field(default=None, max_length=200)
+    dataset_name: str | None = Field(default=None, max_length=500)
+    dataset_digest: str | None = Field(default=None, max_length=500)
 
     @field_validator("step")
     @classmethod
@@ -130,3 +134,12 @@ class SetTag(RunRef, KV):
 
 class DeleteTag(RunRef):
     key: Key
+
+
+class ModelOutput(_M):
+    model_id: Annotated[str, Field(min_length=1, max_length=200)]
+    step: int = Field(default=0, ge=-(1 << 63), lt=1 << 63)
+
+
+class LogOutputs(RunRef):
+    models: list[ModelOutput] = Field(max_length=1000)

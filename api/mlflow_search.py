@@ -12,15 +12,17 @@ naming the part that was not understood.
 
 from __future__ import annotations
 
+import base64
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserInputError
 
-__all__ = ["Clause", "matches", "parse_filter", "parse_order_by", "sort_key"]
+__all__ = ["Clause", "matches", "page_offset", "page_token", "parse_filter", "parse_order_by",
+           "sort_key"]
 
 _TOKEN = re.compile(r"""
     \s*(?:
@@ -77,7 +79,8 @@ def _unquote(key: str) -> str:
     return key
 
 
-def _ident(tok: str, default_kind: str, run_aliases: bool = True) -> tuple[str, str]:
+def _ident(tok: str, default_kind: str, run_aliases: bool = True,
+           attrs: Collection[str] = _ATTRS) -> tuple[str, str]:
     if "." in tok and tok[:1] not in ("`", "\""):
         prefix, _, key = tok.partition(".")
         kind = _KINDS.get(prefix.lower())
@@ -88,8 +91,8 @@ def _ident(tok: str, default_kind: str, run_aliases: bool = True) -> tuple[str, 
     key = _unquote(key)
     if kind == "attributes" and run_aliases:
         key = _RUN_ALIASES.get(key, key)
-    if kind == "attributes" and key not in _ATTRS:
-        raise _bad(f"unknown attribute {key!r} (one of {sorted(_ATTRS)})")
+    if kind == "attributes" and key not in attrs:
+        raise _bad(f"unknown attribute {key!r} (one of {sorted(attrs)})")
     if kind == "datasets":
         raise _bad("dataset filters are not supported by assay")
     return kind, key
@@ -105,9 +108,10 @@ def _literal(kind: str, text: str) -> Any:
 
 
 def parse_filter(text: str | None, default_kind: str = "attributes", *,
-                 run_aliases: bool = True) -> list[Clause]:
+                 run_aliases: bool = True, attrs: Collection[str] = _ATTRS) -> list[Clause]:
     """Parse an AND-joined filter (``default_kind`` for bare identifiers like ``name``;
-    ``run_aliases``: accept MLflow's run attribute aliases such as ``created``)."""
+    ``run_aliases``: accept MLflow's run attribute aliases such as ``created``; ``attrs``:
+    the attribute names there are, runs' and experiments' by default)."""
     if not text or not text.strip():
         return []
     toks = _tokens(text)
@@ -116,7 +120,7 @@ def parse_filter(text: str | None, default_kind: str = "attributes", *,
         # a double-quoted token where an identifier is expected is one (MLflow: "status" = 'x')
         if toks[i][0] != "ident" and not (toks[i][0] == "str" and toks[i][1][0] == '"'):
             raise _bad(f"expected an identifier, got {toks[i][1]!r}")
-        kind, key = _ident(toks[i][1], default_kind, run_aliases)
+        kind, key = _ident(toks[i][1], default_kind, run_aliases, attrs)
         i += 1
         if i >= len(toks):
             raise _bad("a comparison is missing its operator")
@@ -213,3 +217,27 @@ def sort_key(view: dict[str, dict[str, Any]], kind: str, key: str) -> tuple[int,
     if isinstance(v, (int, float)):
         return (0, float(v))
     return (1, str(v))
+
+
+# -- page tokens ------------------------------------------------------------------------------
+_OFFSET_RE = re.compile(r"0|[1-9][0-9]{0,17}")
+
+
+def page_offset(token: str | None) -> int:
+    """The offset of a page token: only what :func:`page_token` makes (a non-negative
+    offset), else a 400, as MLflow refuses a token it cannot read (a negative offset would
+    answer a page from the wrong place, or an empty one whose next token is itself)."""
+    if not token:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+        offset = int(text) if _OFFSET_RE.fullmatch(text) else -1
+    except (ValueError, TypeError):
+        offset = -1
+    if offset < 0 or page_token(offset).rstrip("=") != token.rstrip("="):
+        raise UserInputError("malformed page_token", hint="pass next_page_token unchanged")
+    return offset
+
+
+def page_token(offset: int) -> str:
+    return base64.urlsafe_b64encode(str(offset).encode()).decode()

@@ -6,10 +6,14 @@
   (runs logged with ``assay.init``) are registered on sight, so they show up in MLflow too.
 * A run created through MLflow has a sidecar ``<data dir>/mlflow/runs/<run_id>.json`` with
   its MLflow-only fields (tags, lifecycle stage, user, start and end times in ms, params as
-  strings). Params, metrics, tags and status also go through the WAL into the run graph
-  (params as config, tags in ``env.mlflow_tags``), so the run is an ordinary assay run.
+  strings, and ``outputs``: the logged models the run output). Params, metrics, tags and
+  status also go through the WAL into the run graph (params as config, tags in
+  ``env.mlflow_tags``), so the run is an ordinary assay run.
+* MLflow 3's logged models (:class:`LoggedModels`) live in
+  ``<data dir>/mlflow/models/<model_id>.json``.
 
-Both files are replaced atomically (temporary file, fsync, rename) under an ``flock``.
+Every file is replaced atomically (temporary file, fsync, rename); ``experiments.json``
+under an ``flock``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from typing import Any
 
 from ..errors import ConflictError, NotFoundError, UserInputError
 
-__all__ = ["MLFLOW_TO_STATUS", "STATUS_TO_MLFLOW", "MlflowState", "project_for"]
+__all__ = ["MLFLOW_TO_STATUS", "MODEL_STATUSES", "STATUS_TO_MLFLOW", "LoggedModels", "MlflowState",
+           "project_for"]
 
 STATUS_TO_MLFLOW = {"running": "RUNNING", "completed": "FINISHED", "failed": "FAILED",
                     "stopped": "KILLED", "crashed": "FAILED"}
@@ -67,6 +72,7 @@ class MlflowState:
         self._exp: dict[str, Any] = {}
         self._runs: dict[str, dict[str, Any] | None] = {}
         self._run_ids: set[str] | None = None
+        self.models = LoggedModels(self.dir)
 
     @contextmanager
     def _flock(self) -> Iterator[None]:
@@ -233,3 +239,70 @@ class MlflowState:
             self._runs[run_id] = json.loads(json.dumps(fields))
             if self._run_ids is not None:
                 self._run_ids.add(run_id)
+
+
+# -- logged models (MLflow 3) -------------------------------------------------------------------
+#: MLflow's LoggedModelStatus, by proto number (the JSON carries the names).
+MODEL_STATUSES = ("LOGGED_MODEL_STATUS_UNSPECIFIED", "LOGGED_MODEL_PENDING",
+                  "LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_FAILED")
+
+
+class LoggedModels:
+    """MLflow 3's logged models, one file each: ``<data dir>/mlflow/models/<model_id>.json``
+    (replaced atomically, like run sidecars), read once and then kept in memory.
+
+    A record holds MLflow's fields (``model_id``, ``experiment_id``, ``name``,
+    ``artifact_location``, ``creation_timestamp_ms``, ``last_updated_timestamp_ms``,
+    ``status`` as its proto number, ``status_message``, ``model_type``, ``source_run_id``,
+    ``lifecycle_stage``, ``tags``, ``params``, ``metrics``) and ``owner``: the researcher who
+    may change it (the owner of its source run, else its creator).
+    """
+
+    def __init__(self, mlflow_dir: Path) -> None:
+        self.dir = Path(mlflow_dir) / "models"
+        self._mutex = threading.RLock()
+        self._models: dict[str, dict[str, Any]] | None = None
+
+    def _all(self) -> dict[str, dict[str, Any]]:
+        with self._mutex:
+            if self._models is None:
+                models: dict[str, dict[str, Any]] = {}
+                for p in sorted(self.dir.glob("*.json")):
+                    if not p.name.startswith("."):
+                        models[p.stem] = json.loads(p.read_text())
+                self._models = models
+            return self._models
+
+    def get(self, model_id: str) -> dict[str, Any] | None:
+        """A copy of the model's record (deleted ones too), None if there is none."""
+        with self._mutex:
+            m = self._all().get(model_id)
+            return None if m is None else json.loads(json.dumps(m))
+
+    def all(self) -> list[dict[str, Any]]:
+        with self._mutex:
+            return json.loads(json.dumps(list(self._all().values())))  # type: ignore[no-any-return]
+
+    def add(self, model: dict[str, Any]) -> None:
+        with self._mutex:
+            if model["model_id"] in self._all():
+                raise ConflictError(f"logged model {model['model_id']} exists",
+                                    hint="create it again (a new id)")
+            self._save(model)
+
+    def update(self, model_id: str, fn: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+        """Apply ``fn`` to a copy of the record and store it (``fn`` may raise to refuse);
+        returns the new record. ``last_updated_timestamp_ms`` is set to now."""
+        with self._mutex:
+            m = self.get(model_id)
+            if m is None:
+                raise NotFoundError(f"Logged model with ID '{model_id}' not found.",
+                                    hint="search them with logged-models/search")
+            fn(m)
+            m["last_updated_timestamp_ms"] = int(time.time() * 1000)
+            self._save(m)
+            return m
+
+    def _save(self, model: dict[str, Any]) -> None:
+        _write_json(self.dir / f"{model['model_id']}.json", model)
+        self._all()[model["model_id"]] = json.loads(json.dumps(model))

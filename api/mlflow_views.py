@@ -292,6 +292,8 @@ def run_entity(run_id: str, detail: Mapping[str, Any] | None, side: Mapping[str,
                     "params": [{"key": k, "value": v} for k, v in params.items()],
                     "tags": [{"key": k, "value": v} for k, v in tags.items()]},
            "inputs": {}}
+    if s.get("outputs"):  # MLflow 3: the logged models the run output
+        run["outputs"] = {"model_outputs": [dict(o) for o in s["outputs"]]}
     view = {"metrics": {k: v for k, (v, _, _) in latest.items()}, "params": params,
             "tags": tags, "attributes": {**info, "name": name}}
     return run, view
