@@ -445,18 +445,20 @@ def sync_outbox(data_dir: Path, server: str, token: str | None = None, *,
     return out
 
 
-def wait_ingested(sender: RemoteSender, run_id: str, deadline: float) -> None:
-    """As a local finish waits for its ingest: return once the server's store holds every
-    record the sender had acknowledged (the run shows ``ingested_seq`` at least that), so
-    the run is queryable there, or warn at ``deadline`` (monotonic seconds)."""
+def wait_ingested(sender: RemoteSender, run_id: str, deadline: float) -> dict[str, Any] | None:
+    """As a local finish waits for its ingest: return the run as the server shows it once
+    its store holds every record the sender had acknowledged (the run shows
+    ``ingested_seq`` at least that), so the run is queryable there; or warn at ``deadline``
+    (monotonic seconds) and return None."""
     import httpx
 
     client = RemoteClient(sender.server, sender.token)
     try:
         while True:
             try:
-                if int(client.get_run(run_id).get("ingested_seq", -1)) >= sender.acked_seq:
-                    return
+                run = client.get_run(run_id)
+                if int(run.get("ingested_seq", -1)) >= sender.acked_seq:
+                    return run
             except NotFoundError:
                 pass  # not ingested at all yet
             if time.monotonic() > deadline:
@@ -465,8 +467,9 @@ def wait_ingested(sender: RemoteSender, run_id: str, deadline: float) -> None:
     except (AssayError, httpx.HTTPError, ValueError) as exc:  # only the wait failed: the
         log.warning("assay: could not check that %s ingested run %s: %s",  # records are
                     sender.server, run_id, exc)  # safe on the server
-        return
+        return None
     finally:
         client.close()
     log.warning("assay: run %s is finished and durable on %s, but not yet queryable there: "
                 "the server's ingester has not caught up", run_id, sender.server)
+    return None

@@ -564,17 +564,32 @@ class Run:
             # outbox for `assay sync --server`.
             deadline = time.monotonic() + REMOTE_FINISH_TIMEOUT
             if self._sender.close(REMOTE_FINISH_TIMEOUT):
-                wait_ingested(self._sender, self.id, deadline)
+                got = wait_ingested(self._sender, self.id, deadline)
+                if got is not None:
+                    self._stored_summary(got.get("summary_stats"))
         elif INGEST_MODE != "daemon" and _exiting:
             # LanceDB cannot be loaded once the interpreter shuts down (it registers exit
             # callbacks): the ingest daemon takes the closed segment instead.
             ensure_daemon(self.dir)
         elif INGEST_MODE != "daemon":
-            _sync_and_get(self.dir, self.id)
+            rec = _sync_and_get(self.dir, self.id)
+            self._stored_summary(rec.summary if rec is not None else None)
         elif not wait_segment_ingested(self.dir, self.segment, FINISH_TIMEOUT):
             log.warning("assay: run %s is finished and durable, but not yet queryable: its WAL "
                         "%s will be ingested by the ingest daemon or `assay sync`",
                         self.id, self.segment)
+        elif self._writer.relogged and not _exiting:
+            from ..store.lance import LanceStore
+
+            rec = LanceStore(self.dir).get_run(self.id)
+            self._stored_summary(rec.summary if rec is not None else None)
+
+    def _stored_summary(self, summary: Any) -> None:
+        """A step logged again: the store counted only its last write in min and max (as
+        the history reads), while this process counted every write; take the store's."""
+        if self._writer.relogged and isinstance(summary, dict):
+            with self._writer.summary_lock:
+                self._writer.summary = {k: dict(v) for k, v in summary.items()}
 
     def __enter__(self) -> Self:
         return self

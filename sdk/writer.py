@@ -43,7 +43,7 @@ from operator import itemgetter
 from typing import Any
 
 from ..errors import WalWriteError
-from ..store.records import merge_summary
+from ..store.records import merge_summary, relogs
 from ..store.wal import WalWriter, encode
 
 __all__ = ["MAX_RECORD_VALUES", "WalWriteError", "Writer"]
@@ -135,6 +135,7 @@ class Writer(threading.Thread):
         self._give_up_at = float("inf")
         self.summary = summary  # automatic summary, updated after each durable flush
         self.summary_lock = threading.Lock()
+        self.relogged = False  # a step was logged again: the store's min/max count it once
         self.error: BaseException | None = None
         self.lost: WalWriteError | None = None
         self.lost_records = 0
@@ -405,6 +406,8 @@ class Writer(threading.Thread):
                 if r["k"] == "metrics":
                     with self.summary_lock:
                         for ch in r["chunks"]:
+                            if not self.relogged and relogs(self.summary, ch["keys"], ch["step"]):
+                                self.relogged = True  # the stored summary will differ
                             merge_summary(self.summary, ch["keys"], ch["step"], ch["vals"])
                 del r
             self.points_written += b.points

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from ..errors import ConflictError
 from .base import Store
-from .records import RESERVED_PREFIX, RunRecord, RunStatus, merge_summary
+from .records import RESERVED_PREFIX, RunRecord, RunStatus, merge_summary, relogs
 from .rewind import (
     REWIND_FIELD,
     Rewind,
@@ -134,6 +134,7 @@ class Ingester:
         # itself they dropped.
         self._rewinds: list[tuple[Rewind, int]] = []
         self._gen: dict[str, int] = {}  # per run: rewinds this batch, so no chunk spans one
+        self._relogged: set[str] = set()  # runs that logged a step again this batch
         self._segments: dict[Path, _Segment] = {}
         self._runs: dict[str, RunRecord] = {}
         # The runs table's version right after this ingester's last write: if it moved since,
@@ -232,7 +233,7 @@ class Ingester:
         more: list[Path] = []
         touched: dict[str, RunRecord] = {}
         chunks: dict[tuple[str, str, int], list[Any]] = {}
-        self._rewinds, self._gen = [], {}
+        self._rewinds, self._gen, self._relogged = [], {}, set()
         new_offsets: list[tuple[_Segment, int]] = []
         unfinished: set[str] = set()  # runs with a segment that has more to read
         for path in paths:
@@ -268,6 +269,12 @@ class Ingester:
         if chunks:
             table = _chunks_table(chunks)
             self.store.append_metrics(table)
+        for rid in self._relogged & touched.keys():
+            # A step logged again: min and max must not count the value written over.
+            run = touched[rid]
+            summary, last = rebuild_summary(chunk_tuples(self.store.metric_chunks(rid)),
+                                            run.summary)
+            touched[rid] = replace(run, summary=summary, last_step=last)
         finished: list[RunRecord] = []
         if touched:
             now = time.time()
@@ -333,10 +340,12 @@ class Ingester:
                                 "points of %s were skipped", seg.path, seq,
                                 len(steps) * len(ch["keys"]), ch["keys"])
                     continue
-                merge_summary(summary, ch["keys"], steps, ch["vals"])
                 if not ch["keys"][0].startswith(RESERVED_PREFIX):
                     # System metrics count their own steps: not the run's training step.
                     last_step = max(last_step, max(steps))
+                    if run.run_id not in self._relogged and relogs(summary, ch["keys"], steps):
+                        self._relogged.add(run.run_id)  # its summary is rebuilt at commit
+                merge_summary(summary, ch["keys"], steps, ch["vals"])
                 if seq > seg.metrics_in:
                     gen = self._gen.get(run.run_id, 0)
                     for key, vals in zip(ch["keys"], ch["vals"]):

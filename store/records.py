@@ -16,6 +16,7 @@ __all__ = [
     "RunRecord",
     "RunStatus",
     "merge_summary",
+    "relogs",
     "run_from_row",
     "run_to_row",
     "validate_name",
@@ -147,6 +148,19 @@ def run_from_row(row: dict[str, Any]) -> RunRecord:
         last_step=row["last_step"] if row["last_step"] is not None else -1,
         ingested_seq=row["ingested_seq"] if row["ingested_seq"] is not None else -1,
     )
+
+
+def relogs(summary: dict[str, dict[str, float]], keys: Sequence[str],
+            steps: Sequence[int]) -> bool:
+    """Whether a chunk may write a step of ``keys`` again: a step at or below the step of
+    a key's last value, or one repeated within the chunk. (Per key, steps that only grow
+    never trigger it; a step skipped and logged later does, harmlessly: a rebuild.)"""
+    if len(set(steps)) < len(steps):
+        return True
+    if not steps:
+        return False
+    lo = min(steps)
+    return any(k in summary and lo <= summary[k]["step"] for k in keys)
 
 
 def merge_summary(

@@ -103,19 +103,31 @@ def rebuild_summary(
 
     Args:
         chunks: ``(seq, key, steps, values)`` of every remaining chunk of the run (any order;
-            they are folded by ``seq``, so ``last`` is the last value logged).
+            they are folded by ``seq``, so ``last`` is the last value logged, and of a step
+            logged more than once only the last write counts).
         summary: The run's current summary: its system-metric entries are kept as they are.
 
     Returns:
         The new summary and the highest step of a non-system metric (-1 when none is left).
     """
     out = {k: dict(v) for k, v in summary.items() if not rewinds(k)}
-    last_step = -1
-    for _, key, steps, vals in sorted(chunks, key=lambda c: c[0]):
-        if not rewinds(key) or not steps:
+    # As the history reads them: the last write of a (key, step) wins, so a value written
+    # over (a step logged again) counts in no min or max.
+    kept: dict[str, dict[int, tuple[tuple[int, int], float]]] = {}
+    for seq, key, steps, vals in chunks:
+        if not rewinds(key):
             continue
-        merge_summary(out, [key], list(steps), [list(vals)])
-        last_step = max(last_step, max(steps))
+        at = kept.setdefault(key, {})
+        for i, (st, v) in enumerate(zip(steps, vals)):
+            if st not in at or at[st][0] < (seq, i):
+                at[st] = ((seq, i), v)
+    last_step = -1
+    for key, at in kept.items():
+        if not at:
+            continue
+        order = sorted(at.items(), key=lambda kv: kv[1][0])  # in the order they were logged
+        merge_summary(out, [key], [st for st, _ in order], [[v for _, (_, v) in order]])
+        last_step = max(last_step, max(at))
     return out, last_step
 
 

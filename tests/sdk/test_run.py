@@ -356,3 +356,25 @@ def test_api_on_a_mistyped_directory_is_an_error_that_creates_nothing(tmp_path):
     assert "dir=" in err.value.hint and not typo.exists()
     (tmp_path / "fresh").mkdir()  # an existing, empty directory reads as empty
     assert assay.Api(tmp_path / "fresh").runs().height == 0
+
+
+def test_a_step_logged_again_counts_only_its_last_value_in_min_and_max(data_dir):
+    """The history keeps the last write of a step; the summary's min and max counted every
+    write, so a value written over could stay the run's min (found by a user review)."""
+    run = _init(project="dup")
+    run.log({"loss": 0.1, "acc": 0.5}, step=5)  # a bad value...
+    run.log({"loss": 0.9}, step=5)  # ...written over at the same step
+    run.log({"loss": 0.8}, step=6)
+    run.finish()
+    api = assay.Api(data_dir)
+    assert api.history(run.id, "loss")["value"].to_list() == [0.9, 0.8]
+    row = api.runs(project="dup").row(0, named=True)
+    assert (row["summary_min.loss"], row["summary_max.loss"], row["summary.loss"]) == (0.8, 0.9, 0.8)
+    assert row["summary_min.acc"] == 0.5
+    assert (run.summary.min("loss"), run.summary.max("loss")) == (0.8, 0.9)  # as stored
+    # A resume without a rewind that logs an earlier step again: its old value is gone too.
+    again = _init(project="dup", resume=run.id)
+    again.log({"loss": 5.0}, step=6)
+    again.finish()
+    rec = api.run(run.id)
+    assert rec.summary["loss"] == {"last": 5.0, "step": 6, "min": 0.9, "max": 5.0}
