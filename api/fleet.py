@@ -181,9 +181,12 @@ def _resources(index: RunsIndex, running: list[str]) -> dict[str, Any]:
         h["process_cpu_percent"] += _num(s.get("sys/cpu.process_percent")) or 0.0
         h["rss_mb"] += _num(s.get("sys/memory.process_rss_mb")) or 0.0
         at = d.get("updated_at") or 0.0
-        if at >= h["_at"]:  # host-wide values: the most recent report wins
+        cpu = _num(s.get("sys/cpu.system_percent"))
+        # Host-wide values: the most recent report wins, among the runs that sample them
+        # (a run without system metrics must not blank the host's).
+        if cpu is not None and at >= h["_at"]:
             h["_at"] = at
-            h["cpu_percent"] = _num(s.get("sys/cpu.system_percent"))
+            h["cpu_percent"] = cpu
             h["memory_used_percent"] = _num(s.get("sys/memory.system_used_percent"))
             for k, v in s.items():
                 if k.startswith("sys/gpu."):
@@ -229,6 +232,7 @@ def fleet(request: Request, who: Viewer,
     running: list[str] = []
     failed: list[dict[str, Any]] = []
     silent: list[dict[str, Any]] = []
+    failed_total = silent_total = 0
     projects = 0
     if df.height and "status" in df.columns:
         by_status = {r["status"]: r["len"] for r in df.group_by("status").len().to_dicts()}
@@ -237,9 +241,12 @@ def fleet(request: Request, who: Viewer,
         running = run_df["run_id"].to_list()
         silent = [_run_brief(r) for r in run_df.filter(pl.col("updated_at") < now - stall_after)
                   .sort("updated_at").head(20).to_dicts()]
-        failed = [_run_brief(r) for r in df.filter(
+        failed_df = df.filter(
             pl.col("status").is_in(list(_FAILED)) & (pl.col("updated_at") > now - failed_within))
-            .sort("updated_at", descending=True).head(20).to_dicts()]
+        failed_total = failed_df.height  # the count is every one; the list, the newest 20
+        failed = [_run_brief(r) for r in
+                  failed_df.sort("updated_at", descending=True).head(20).to_dicts()]
+        silent_total = run_df.filter(pl.col("updated_at") < now - stall_after).height
     agents, latest = _agents_and_decisions(request, decisions)
     agent_rows = [_agent_row(a, now, stall_after) for a in agents]
     alerts: list[dict[str, Any]] = []
@@ -267,9 +274,14 @@ def fleet(request: Request, who: Viewer,
     alerts.sort(key=lambda x: -(x["time"] or 0))
     return ok({"now": now, "runs": {"total": df.height if "run_id" in df.columns else 0,
                                     "by_status": by_status, "projects": projects,
-                                    "failed_recent": len(failed)},
+                                    "failed_recent": failed_total},
                "resources": _resources(index, running), "agents": agent_rows,
-               "decisions": latest, "alerts": alerts})
+               "decisions": latest, "alerts": alerts,
+               # The alerts listed are capped (the newest 20 failed and 20 silent runs);
+               # these count them all.
+               "alert_counts": {
+                   "error": failed_total + sum(a["status"] == "failed" for a in agent_rows),
+                   "warn": silent_total + sum(bool(a["stalled"]) for a in agent_rows)}})
 
 
 @router.get("/fleet/agents/{agent_id}", summary="One agent's budget used and left")

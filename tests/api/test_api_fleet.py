@@ -1,0 +1,40 @@
+"""The fleet overview's counts and host figures (a supervisor review's findings)."""
+
+from __future__ import annotations
+
+import assay
+import pytest
+from assay.api.fleet import _resources
+
+pytestmark = pytest.mark.integration
+
+
+class _Index:
+    def __init__(self, details):
+        self.details = details
+
+    def detail(self, rid):
+        return self.details.get(rid)
+
+
+def test_a_run_without_system_metrics_does_not_blank_its_hosts_figures() -> None:
+    sampled = {"host": "h", "updated_at": 10.0, "summary": {
+        "sys/cpu.system_percent": 54.0, "sys/memory.system_used_percent": 40.0}}
+    quiet = {"host": "h", "updated_at": 11.0, "summary": {"loss": 0.5}}  # newer, no sys/
+    res = _resources(_Index({"a": sampled, "b": quiet}), ["a", "b"])
+    [host] = res["hosts"]
+    assert (host["runs"], host["cpu_percent"], host["memory_used_percent"]) == (2, 54.0, 40.0)
+    assert res["cpu_percent_mean"] == 54.0
+
+
+def test_the_failed_count_and_alert_counts_are_not_capped_by_the_list(server, client,
+                                                                      data_dir) -> None:
+    kw = {"dir": data_dir, "system_metrics_interval": None, "capture": False}
+    for i in range(23):
+        run = assay.init(project="fleetcap", **kw)
+        run.log({"loss": float(i)})
+        run.finish("failed" if i % 2 else "crashed", error=f"boom {i}")
+    f = client("viewer").get("/api/fleet").json()
+    assert f["runs"]["failed_recent"] == 23  # was the list's cap, 20
+    assert len([a for a in f["alerts"] if a["kind"].startswith("run_")]) == 20  # newest 20
+    assert f["alert_counts"] == {"error": 23, "warn": 0}
