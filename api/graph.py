@@ -150,18 +150,26 @@ def _describe(index: RunsIndex, api: Api, nodes: list[dict[str, Any]]) -> None:
     index.refresh()
     names = sorted({n["name"] for n in nodes if n["kind"] == "artifact"})
     types: dict[str, str] = {}
+    deleted: set[tuple[str, int]] = set()
     if names:
-        df = api.artifacts()
+        # Deleted versions too: lineage keeps them, and they must read as deleted, with
+        # their type, not as live versions that 404 when opened.
+        df = api.artifacts(include_deleted=True)
         if df.height:
-            for row in df.filter(pl.col("name").is_in(names)).select("name", "type").unique().to_dicts():
+            df = df.filter(pl.col("name").is_in(names))
+            for row in df.select("name", "type").unique().to_dicts():
                 types[row["name"]] = row["type"]
+            if "deleted_at" in df.columns:
+                deleted = {(r["name"], int(r["version"])) for r in df.filter(
+                    pl.col("deleted_at").is_not_null()).select("name", "version").to_dicts()}
     for n in nodes:
         if n["kind"] == "run":
             d = index.detail(n["run_id"]) or {}
             n.update(label=d.get("name") or n["run_id"], status=d.get("status"),
                      project=d.get("project"))
         else:
-            n.update(label=f"{n['name']}:v{n['version']}", type=types.get(n["name"], ""))
+            n.update(label=f"{n['name']}:v{n['version']}", type=types.get(n["name"], ""),
+                     deleted=(n["name"], int(n["version"])) in deleted)
 
 
 _VERIFY_TABLES = ("runs", "metrics", "chain", "edges", "artifacts", "artifact_deletions")

@@ -47,6 +47,10 @@ def test_researcher_deletes_a_version_and_viewers_no_longer_see_it(server, clien
     lin = v.get("/api/lineage", params={"node": "artifact:model:v0", "direction": "up"})
     assert lin.status_code == 200, lin.text  # a deleted version keeps its lineage
     assert {e["src"] for e in lin.json()["edges"]} == {"run:run0"}
+    # ... and reads as deleted, with its type (it read as a live version of type '').
+    got = v.get("/api/lineage", params={"node": "artifact:model:v0", "direction": "up"}).json()
+    nodes = {n["id"]: n for n in got["nodes"]}
+    assert (nodes["artifact:model:v0"]["deleted"], nodes["artifact:model:v0"]["type"]) == (True, "model")
     rows = client("supervisor").get("/api/audit").json()["entries"]
     assert any(e["action"] == "artifact.delete" and e["actor"] == "researcher"
                and e["reason"] == "leaked labels" for e in rows), rows
