@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConflictError, NotFoundError, UserInputError
 from ..policies import SearchSpace, TrialStatus
@@ -71,6 +71,8 @@ def check_sendable(a: AgentRow, action: str, params: Mapping[str, object], *,
         space = None  # the agent checks the pin against its own space
     budget = a.state.get("budget") or a.spec.get("budget") or {}
     p = check_override(action, params, budget=budget, space=space)
+    if action == "pin" and space is not None:
+        _refuse_duplicate_pin(a, space, p["config"])
     if action == "stop_run":
         t = a.state.get("trials", {}).get(p["trial_id"])
         if t is None:
@@ -80,6 +82,21 @@ def check_sendable(a: AgentRow, action: str, params: Mapping[str, object], *,
             raise ConflictError(f"trial {p['trial_id']} is {t.get('status')}, not running",
                                 hint="only a pending or running trial can be stopped")
     return p
+
+
+def _refuse_duplicate_pin(a: AgentRow, space: Any, config: Mapping[str, Any]) -> None:
+    """A pin of a config the agent already ran, or already pinned, would be rejected at its
+    next step (as :func:`_apply` does): refuse it when it is sent, from the saved state."""
+    key = space.key(config)
+    for tid, t in (a.state.get("trials") or {}).items():
+        if isinstance(t, Mapping) and isinstance(t.get("config"), Mapping) and \
+                space.key(t["config"]) == key:
+            raise UserInputError(f"the pinned config duplicates this agent's trial {tid} "
+                                 f"({t.get('status')})",
+                                 hint="a config runs once per project; pin another one")
+    if any(isinstance(q, Mapping) and space.key(q) == key for q in a.state.get("pinned") or ()):
+        raise UserInputError("this config is pinned already and waits for a slot",
+                             hint="pin another config, or wait for this one to run")
 
 
 def apply_pending(agent: Agent) -> int:

@@ -18,7 +18,7 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..agents.hlc import HybridLogicalClock
 from ..agents.objective import Objective
@@ -166,11 +166,15 @@ def create_objective(request: Request, who: Researcher, body: ObjectiveBody) -> 
 Action = Literal["pause", "resume", "stop", "stop_run", "budget", "concurrency", "space", "pin"]
 
 
+# A reason of blanks says nothing in the audit trail: it is refused like an empty one.
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
 class OverrideBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Action
-    reason: str = Field(min_length=1, max_length=2000,
-                        description="why: goes into the audit trail and the agent's decisions")
+    reason: Reason = Field(description="why: goes into the audit trail and the agent's "
+                                       "decisions")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -214,7 +218,7 @@ def override_agent(request: Request, who: Researcher, agent_id: AgentId,
 
 class StopRunBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Reason
 
 
 @router.post("/runs/{run_id}/stop", summary="Stop a running trial through its agent",

@@ -43,8 +43,8 @@ A rewind is declared by an attach's run record, or (``resume_from_step="auto"``)
 ``rewind`` record at the attach's first ``log()``, which may come in a later ingest pass:
 so every range is checked, not only one that crosses an attach. The trail is read
 incrementally (only what it grew by; the first read takes it whole, once per server) and
-its rewinds are kept in memory (one small tuple per rewind). Decisions and overrides join the delta when
-``agents/`` exists.
+its rewinds are kept in memory (one small tuple per rewind). Agents' decisions and
+overrides are not streamed: pages poll ``/api/decisions`` and ``/api/fleet`` for them.
 """
 
 from __future__ import annotations

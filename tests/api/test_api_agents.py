@@ -144,6 +144,33 @@ def test_overrides_the_agent_would_reject_get_400_and_nothing_is_stored(server, 
     assert len(agent.overrides("agtoy00001")) == 1  # only the valid one
 
 
+def test_a_pin_of_a_config_already_run_or_pinned_and_a_blank_reason_get_400(server, client,
+                                                                           agent):
+    """Both were accepted (202) and then rejected by the agent at its next step, seen only
+    in the overrides list (a supervisor review's finding); the dashboard pre-filled one."""
+    row = agent.get_agent("agtoy00001")
+    spec = {**row.spec, "space": {"x": {"uniform": [0, 1]}, "steps": 3}}
+    state = {**row.state, "pinned": [{"x": 0.3, "steps": 3}]}
+    state["trials"] = {**state["trials"], "t1": {**state["trials"]["t1"],
+                                                 "config": {"x": 0.1, "steps": 3}}}
+    agent.save_agent(AgentRow(row.agent_id, row.objective, row.project, spec, state=state,
+                              hlc="1"))
+    sup = client("supervisor")
+    for config, says in (({"x": 0.1, "steps": 3}, "duplicates this agent's trial t1"),
+                         ({"x": 0.3, "steps": 3}, "pinned already")):
+        r = sup.post("/api/agents/agtoy00001/overrides",
+                     json={"action": "pin", "reason": "try it", "params": {"config": config}})
+        assert r.status_code == 400 and says in r.json()["error"], r.text
+    for body, path in (({"action": "pause", "reason": "   "}, "/api/agents/agtoy00001/overrides"),
+                       ({"reason": " \n "}, "/api/runs/t2/stop")):
+        r = sup.post(path, json=body)
+        assert r.status_code == 400 and "reason" in r.text, r.text
+    assert agent.overrides("agtoy00001") == []  # nothing stored
+    ok_ = sup.post("/api/agents/agtoy00001/overrides", json={
+        "action": "pin", "reason": "try it", "params": {"config": {"x": 0.5, "steps": 3}}})
+    assert ok_.status_code == 202
+
+
 def test_overrides_to_a_finished_agent_or_an_ended_run_get_409(server, client, agent):
     sup = client("supervisor")
     r = sup.post("/api/agents/agtoy00001/overrides",
