@@ -152,8 +152,8 @@ def test_the_decision_filter_offers_every_kind_an_agent_records() -> None:
     import assay
 
     root = Path(assay.__file__).parent
-    recorded = set(re.findall(r'_decide\([^,]+, "([a-z_]+)"', (root / "agents" / "agent.py")
-                              .read_text()))
+    recorded = {k for f in sorted((root / "agents").glob("*.py"))  # agent.py, recovery.py, ...
+                for k in re.findall(r'_decide\([^,]+, "([a-z_]+)"', f.read_text())}
     page = (root / "api" / "static" / "js" / "pages" / "agent.js").read_text()
     options = re.search(r'title: "decision kind" \}, \[([^\]]*)\]', page)
     assert options is not None, "the decision-kind filter moved; update this test"
