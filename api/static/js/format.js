@@ -81,9 +81,23 @@ export function fmtBytes(n) {
   return `${i ? n.toFixed(1) : n} ${u[i]}`;
 }
 
-/** A time element: relative text, absolute time on hover. */
+/** A time element: relative text, absolute time on hover (kept current by refreshAgo). */
 export function ago(ts) {
   return h("span.ago", { title: fmtTime(ts), dataset: { ts: String(ts || "") } }, fmtAgo(ts));
+}
+
+/**
+ * Re-word every ago() element under root for the current time, in place (lists that are
+ * redrawn only when their content changes would otherwise say "2 min ago" for an hour).
+ * main.js calls it every few seconds; data-ts holds epoch seconds or an ISO 8601 time.
+ */
+export function refreshAgo(root = document, now = Date.now() / 1000) {
+  for (const el of root.querySelectorAll(".ago[data-ts]")) {
+    const raw = el.dataset.ts;
+    if (!raw) continue;
+    const text = fmtAgo(/^-?[\d.]+(e[+-]?\d+)?$/i.test(raw) ? Number(raw) : raw, now);
+    if (el.textContent !== text) el.textContent = text;
+  }
 }
 
 /** A coloured status pill (run, agent, override and decision states). */

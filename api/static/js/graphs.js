@@ -64,14 +64,17 @@ export function lineageGraph(g) {
   for (const n of g.nodes) {
     const p = xy.get(n.id);
     if (!p) continue;
+    // A deleted artifact version keeps its place in the lineage but has no page to open.
+    const gone = n.kind !== "run" && n.deleted === true;
     const href = n.kind === "run" ? `#/runs/${encodeURIComponent(n.run_id)}`
       : `#/artifacts/${encodeURIComponent(n.name)}/v${n.version}`;
     const label = trunc(n.label || n.id, 26);
-    const sub = n.kind === "run" ? `run · ${n.status || "?"} · ${n.project || ""}` : `${n.type || "artifact"} · v${n.version}`;
-    const node = h(`g.node.${n.kind}${n.id === g.root ? ".root" : ""}`, { transform: `translate(${p[0]},${p[1]})`, tabindex: 0,
-      onclick: () => { location.hash = href; },
-      onkeydown: (ev) => { if (ev.key === "Enter") location.hash = href; } },
-    h("title", n.id), h("rect", { width: NODE_W, height: NODE_H, rx: 6 }),
+    const sub = n.kind === "run" ? `run · ${n.status || "?"} · ${n.project || ""}`
+      : `${gone ? "deleted · " : ""}${n.type || "artifact"} · v${n.version}`;
+    const open = gone ? {} : { tabindex: 0, onclick: () => { location.hash = href; },
+      onkeydown: (ev) => { if (ev.key === "Enter") location.hash = href; } };
+    const node = h(`g.node.${n.kind}${n.id === g.root ? ".root" : ""}${gone ? ".deleted" : ""}`, { transform: `translate(${p[0]},${p[1]})`, ...open },
+    h("title", gone ? `${n.id} (deleted)` : n.id), h("rect", { width: NODE_W, height: NODE_H, rx: 6 }),
     h("text", { x: 10, y: 16 }, label), h("text.sub", { x: 10, y: 31 }, trunc(sub, 32)));
     svg.append(node);
   }

@@ -1,6 +1,7 @@
 // Boot: sign-in, theme, connection banner, keyboard shortcuts and the routes.
 import { ApiError, api, forget, isOnline, loggedIn, on, setToken, token } from "./api.js";
 import { h, mount } from "./dom.js";
+import { refreshAgo } from "./format.js";
 import { start } from "./router.js";
 import { setWho } from "./session.js";
 import { toast } from "./ui.js";
@@ -216,5 +217,8 @@ async function whoami() {
     /* "auth" opened the sign-in form; "network" shows the banner and retries */
   }
 }
+
+// "… ago" times stay current without redrawing the lists that hold them.
+setInterval(() => { if (!document.hidden) refreshAgo(document); }, 5000);
 
 boot();

@@ -4,7 +4,7 @@ import { api, qs } from "./api.js";
 import { MAX_POINTS, historyPath, methodFor } from "./paths.js";
 import { LineChart, clean } from "./chart.js";
 import { debounce, h, mount } from "./dom.js";
-import { color, fmtNum } from "./format.js";
+import { color, fmtNum, num } from "./format.js";
 
 
 /**
@@ -32,6 +32,7 @@ export class MetricGrid {
     this.cards = new Map();
     this.filter = "";
     this.refetch = new Map();
+    this.nonFinite = new Map(); // key -> Map(x -> NaN | ±Infinity): what clean() made gaps
   }
 
   async load() {
@@ -68,6 +69,7 @@ export class MetricGrid {
         },
       });
       this.charts.set(k, chart);
+      this.keepNonFinite(k, this.xs(s), s.value, true);
       this.describe(k);
     });
     this.applyFilter();
@@ -79,10 +81,28 @@ export class MetricGrid {
     return t0 != null ? s.time.map((t) => t - t0) : s.step;
   }
 
+  /**
+   * Remember the x of each NaN / ±inf value (the chart holds a gap there), so the card can
+   * say "last NaN" as the runs table does; reset: the values replace all the key's points.
+   */
+  keepNonFinite(k, xs, values, reset = false) {
+    let m = this.nonFinite.get(k);
+    if (!m || reset) this.nonFinite.set(k, (m = new Map()));
+    for (let i = 0; i < xs.length; i++) {
+      const v = num(values[i]);
+      if (typeof v === "number" && !Number.isFinite(v)) m.set(xs[i], v);
+      else m.delete(xs[i]);
+    }
+  }
+
   describe(k) {
     const chart = this.charts.get(k);
     const s = (chart.full || chart.series)[0];
-    const last = s.y.length ? s.y[s.y.length - 1] : null;
+    let last = s.y.length ? s.y[s.y.length - 1] : null;
+    if (last == null && s.x.length) {
+      const nf = this.nonFinite.get(k);
+      if (nf && nf.has(s.x[s.x.length - 1])) last = nf.get(s.x[s.x.length - 1]);
+    }
     const total = this.totals.get(k) || s.x.length;
     const card = this.cards.get(k);
     card.dataset.points = String(s.x.length); // what the chart holds (tests read it)
@@ -104,7 +124,12 @@ export class MetricGrid {
     for (const [k, p] of Object.entries(points)) {
       const chart = this.charts.get(k);
       if (!chart) { missing.push(k); continue; }
-      chart.append(0, this.xs(p), clean(p.value));
+      const before = (chart.full || chart.series)[0];
+      const lastX = before.x.length ? before.x[before.x.length - 1] : -Infinity;
+      const xs = this.xs(p);
+      chart.append(0, xs, clean(p.value));
+      const fresh = xs.map((x, i) => [x, p.value[i]]).filter(([x]) => x > lastX); // as the chart keeps
+      this.keepNonFinite(k, fresh.map((e) => e[0]), fresh.map((e) => e[1]));
       this.totals.set(k, (this.totals.get(k) || 0) + p.step.length);
       this.describe(k);
       const n = (chart.full || chart.series)[0].x.length;
@@ -123,6 +148,8 @@ export class MetricGrid {
     for (const [k, chart] of this.charts) {
       const before = (chart.full || chart.series)[0].x.length;
       chart.truncate(0, fromStep);
+      const nf = this.nonFinite.get(k);
+      if (nf) for (const x of [...nf.keys()]) if (x >= fromStep) nf.delete(x);
       const after = (chart.full || chart.series)[0].x.length;
       if (after === before) continue;
       const total = this.totals.get(k) || before;
@@ -145,6 +172,7 @@ export class MetricGrid {
         if (s && chart) {
           const cur = (chart.full || chart.series)[0];
           chart.setSeries([{ ...cur, x: this.xs(s), y: clean(s.value) }]);
+          this.keepNonFinite(k, this.xs(s), s.value, true);
           this.totals.set(k, s.total);
           this.describe(k);
         }

@@ -6,8 +6,12 @@ import { ago, kvTable, pill } from "./format.js";
 /**
  * A modal form. Resolves to the form's values, or null when cancelled (Esc, Cancel).
  * @param {{title: string, text?: string, fields?: HTMLElement[], submit?: string,
- *          danger?: boolean, reason?: boolean}} o
+ *          danger?: boolean, reason?: boolean, validate?: (data: object) => string,
+ *          send?: (data: object) => Promise<string>}} o
  *   reason (default true): a required "why" field, recorded in the audit trail
+ *   validate: a message keeps the dialog open and is shown in it
+ *   send: called on submit with the values; a message it resolves to (the server refused)
+ *     keeps the dialog open with the message, so the values can be corrected
  */
 export function dialog(o) {
   return new Promise((resolve) => {
@@ -31,12 +35,20 @@ export function dialog(o) {
     function onKey(e) {
       if (e.key === "Escape") { e.stopPropagation(); close(null); }
     }
-    form.addEventListener("submit", (e) => {
+    form.addEventListener("submit", async (e) => {
       e.preventDefault();
+      if (ok.disabled) return;
       const data = Object.fromEntries(new FormData(form).entries());
       if (reason && !String(data.reason || "").trim()) { err.textContent = "A reason is required."; reason.focus(); return; }
       if (o.validate) {
         const msg = o.validate(data);
+        if (msg) { err.textContent = msg; return; }
+      }
+      if (o.send) {
+        err.textContent = "";
+        ok.disabled = true;
+        let msg = "";
+        try { msg = await o.send(data); } finally { ok.disabled = false; }
         if (msg) { err.textContent = msg; return; }
       }
       close(data);

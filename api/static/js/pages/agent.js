@@ -6,7 +6,7 @@ import { LineChart, clean, cutFrom } from "../chart.js";
 import { h, mount } from "../dom.js";
 import { ago, color, fmtDuration, fmtNum, fmtValue, pill } from "../format.js";
 import { cursorFor, follow } from "../live.js";
-import { can } from "../session.js";
+import { can, currentWho } from "../session.js";
 import { decisionItem, dialog, empty, field, toast } from "../ui.js";
 
 const MAX_CURVES = 60;
@@ -59,8 +59,13 @@ export async function agentPage(ctx, id) {
     })), h("div.muted", { style: { marginTop: "6px" } }, `concurrency ${a.concurrency ?? "–"} · ${a.trials_total} trials launched`));
   }
 
+  /** Whether the signed-in token may override this agent: a supervisor, or its owner. */
+  function mayOverride() {
+    return can("supervisor") || (can("researcher") && !!a.owner && a.owner === currentWho()?.name);
+  }
+
   function drawControls() {
-    const allowed = can("supervisor") || (can("researcher") && a.owner && a.owner === currentName());
+    const allowed = mayOverride();
     const active = a.status === "running" || a.status === "paused";
     const btn = (label, action, o = {}) => h("button.btn" + (o.danger ? ".danger" : ""), { type: "button", disabled: !allowed || o.disabled,
       dataset: { action }, onclick: () => override(action, label, o) }, label);
@@ -77,35 +82,69 @@ export async function agentPage(ctx, id) {
   async function override(action, label, o) {
     const fields = [];
     let params = () => ({});
+    let text;
     if (action === "budget") {
-      const cur = a.spec?.budget || {};
-      const tr = h("input", { name: "trials", type: "number", min: 1, value: cur.trials ?? "" });
-      const gh = h("input", { name: "gpu_hours", type: "number", min: 0, step: "any", value: cur.gpu_hours ?? "" });
-      const wc = h("input", { name: "wall_clock", type: "text", placeholder: "e.g. 2h", value: cur.wall_clock ?? "" });
-      fields.push(field("Trials", tr), field("GPU-hours", gh), field("Wall clock", wc, "e.g. 90m, 2h; empty: unchanged"));
-      params = (v) => ({ budget: Object.fromEntries([["trials", v.trials ? Number(v.trials) : null], ["gpu_hours", v.gpu_hours !== "" ? Number(v.gpu_hours) : null],
-        ["wall_clock", v.wall_clock || null]].filter(([, x]) => x != null)) });
+      // The agent's current limits (earlier overrides included), not the objective's first
+      // ones; only the limits changed here are sent, the server keeps the others as they are.
+      const cur = a.budget || a.spec?.budget || {};
+      const init = {
+        trials: cur.trials == null ? "" : String(cur.trials),
+        wall_clock: limitText(cur.wall_clock_s ?? cur.wall_clock, true),
+        cpu_hours: limitText(cur.cpu_hours), gpu_hours: limitText(cur.gpu_hours),
+      };
+      const input = (name, o2) => h("input", { name, value: init[name], ...o2 });
+      fields.push(field("Trials", input("trials", { type: "number", min: 1 })),
+        field("Wall clock", input("wall_clock", { type: "text", placeholder: "no limit" }), "e.g. 90m, 2h, 1h30m"),
+        field("CPU-hours", input("cpu_hours", { type: "text", inputmode: "decimal", placeholder: "no limit" }), "hours, e.g. 1.5, or 45m"),
+        field("GPU-hours", input("gpu_hours", { type: "text", inputmode: "decimal", placeholder: "no limit" }), "hours, e.g. 1.5, or 45m"));
+      text = "Shows the current limits. Only the ones you change are sent; an emptied one means no limit.";
+      params = (v) => {
+        const change = {};
+        for (const k of Object.keys(init)) {
+          const x = String(v[k] ?? "").trim();
+          if (x === init[k]) continue;
+          change[k] = x === "" ? null : k === "trials" || /^[\d.]+(e[+-]?\d+)?$/i.test(x) ? Number(x) : x;
+        }
+        if (!Object.keys(change).length) throw new Error("Change at least one limit.");
+        return { budget: change };
+      };
     } else if (action === "concurrency") {
       fields.push(field("Concurrent trials", h("input", { name: "concurrency", type: "number", min: 1, required: true, value: a.concurrency ?? 1 })));
       params = (v) => ({ concurrency: Number(v.concurrency) });
     } else if (action === "pin") {
+      // A pin runs a config not tried yet: the best trial's config is only a template (the
+      // agent refuses a config already run), and stays refused here until it is edited.
+      const ran = new Map(a.trials.map((t) => [canonical(t.config || {}), t.trial_id]));
       const ex = a.best?.config ? JSON.stringify(a.best.config) : '{"lr": 0.001}';
-      fields.push(field("Config (JSON)", h("textarea.mono", { name: "config", rows: 4, required: true }, ex), "runs next, ahead of the searcher's suggestions"));
-      params = (v) => ({ config: JSON.parse(v.config) });
+      text = a.best?.config
+        ? `Pre-filled with the best trial's config (${a.best.trial_id}) as a template: it has run already, so change at least one value.`
+        : "Give the config to run next.";
+      fields.push(field("Config (JSON)", h("textarea.mono", { name: "config", rows: 4, required: true }, ex), "runs next, ahead of the searcher's suggestions; a config already run is refused"));
+      params = (v) => {
+        let cfg;
+        try { cfg = JSON.parse(v.config); } catch { throw new Error("The config is not valid JSON."); }
+        if (!cfg || typeof cfg !== "object" || Array.isArray(cfg)) throw new Error("The config must be a JSON object.");
+        const dup = ran.get(canonical(cfg));
+        if (dup) throw new Error(`Trial ${dup} already ran this config: edit it to pin a new one.`);
+        return { config: cfg };
+      };
     }
-    const v = await dialog({ title: `${label.replace("…", "")} — ${a.objective}`, fields, submit: label.replace("…", ""), danger: o.danger,
-      validate: (d) => { try { params(d); return ""; } catch { return "The config is not valid JSON."; } } });
-    if (!v) return;
-    await send(action, params(v), v.reason);
+    await dialog({ title: `${label.replace("…", "")} — ${a.objective}`, text, fields, submit: label.replace("…", ""), danger: o.danger,
+      validate: (d) => { try { params(d); return ""; } catch (e) { return e.message; } },
+      send: (v) => send(action, params(v), v.reason) });
   }
 
+  /** Send an override; "" when stored, else the server's refusal (shown in the dialog). */
   async function send(action, params, reason) {
     try {
       const r = await api(`/api/agents/${encodeURIComponent(a.agent_id)}/overrides`, { method: "POST", body: { action, reason, params } });
       toast(`${action} sent (${r.override_id}, ${r.status}); applied at the agent's next step.`, "ok");
       refresh();
+      return "";
     } catch (e) {
-      toast(`${e.error}${e.hint ? " — " + e.hint : ""}`, "error", 8000);
+      const msg = `${e.error}${e.hint ? " — " + e.hint : ""}`;
+      toast(msg, "error", 8000);
+      return msg;
     }
   }
 
@@ -133,7 +172,7 @@ export async function agentPage(ctx, id) {
           h("td.num", t.final == null ? "–" : fmtNum(t.final)),
           h("td.trunc.mono", { title: JSON.stringify(t.config) }, Object.entries(t.config || {}).map(([k, v]) => `${k}=${fmtValue(v)}`).join(" ")),
           h("td.trunc", { title: t.reason || t.origin || "" }, t.origin || "", t.reason ? h("span.muted", ` · ${t.reason}`) : null),
-          h("td", t.status === "running" && can("researcher") ? h("button.btn.small.danger", { type: "button", title: "stop this run", onclick: () => stopTrial(t.trial_id) }, "stop") : null)))))) : empty("No trials yet."));
+          h("td", t.status === "running" && mayOverride() ? h("button.btn.small.danger", { type: "button", title: "stop this run", onclick: () => stopTrial(t.trial_id) }, "stop") : null)))))) : empty("No trials yet."));
   }
 
   const order = new Map();
@@ -150,7 +189,15 @@ export async function agentPage(ctx, id) {
       seenStatus.set(t.trial_id, t.status);
     }
     const missing = want.filter((tid) => !series.has(tid));
-    // Finished trials never change: read once. Running ones come from the stream.
+    // Finished trials never change: read once. Running ones come from the stream, which
+    // resumes each right after what its history read holds: the run's ingested_seq read
+    // *before* the history (points the stream sends again are dropped by step).
+    const runningMissing = missing.filter((tid) => a.trials.find((t) => t.trial_id === tid)?.status === "running");
+    const before = new Map();
+    if (runningMissing.length) {
+      const page = await api(`/api/runs${qs({ status: "running", project: a.project, limit: 1000 })}`, { signal: ctx.signal });
+      for (const r of page.runs) if (runningMissing.includes(r.run_id)) before.set(r.run_id, r.ingested_seq);
+    }
     await Promise.all(missing.map(async (tid) => {
       try {
         const r = await api(`/api/runs/${encodeURIComponent(tid)}/history${qs({ key: a.metric, max_points: 300 })}`, { signal: ctx.signal });
@@ -160,8 +207,11 @@ export async function agentPage(ctx, id) {
         if (e.status === 404) series.set(tid, { x: [], y: [] }); // launched, no run row yet
         else throw e;
       }
+      // No seq known (no run row, or not running when listed): the stream sends it all.
+      if (before.has(tid)) seqOf.set(tid, before.get(tid)); else seqOf.delete(tid);
     }));
     const sig = JSON.stringify([want, a.trials.map((t) => [t.status, t.final]), a.best?.trial_id]);
+    markHeld();
     if (sig === curvesSig) return; // unchanged: keep the user's zoom
     curvesSig = sig;
     drawCurves(want);
@@ -169,6 +219,17 @@ export async function agentPage(ctx, id) {
   }
   let curvesSig = "";
   const seenStatus = new Map();
+  const seqOf = new Map(); // trial id -> ingested seq its series holds every point up to
+
+  /** What the chart holds of each running trial (tests read it): {id: [points, last step]}. */
+  function markHeld() {
+    const held = {};
+    for (const t of a.trials) {
+      const s = t.status === "running" && series.get(t.trial_id);
+      if (s) held[t.trial_id] = [s.x.length, s.x.length ? s.x[s.x.length - 1] : null];
+    }
+    curvesBox.dataset.running = JSON.stringify(held);
+  }
 
   function drawCurves(ids) {
     const bestId = a.best?.trial_id;
@@ -236,32 +297,34 @@ export async function agentPage(ctx, id) {
   }
 
   function follows() {
-    const running = a.trials.filter((t) => t.status === "running").map((t) => t.trial_id).sort();
+    // Only trials whose curve is shown (series holds them) are followed.
+    const running = a.trials.filter((t) => t.status === "running" && series.has(t.trial_id)).map((t) => t.trial_id).sort();
     const key = running.join(",");
     if (key === streamKey) return;
     streamKey = key;
     if (stream) stream.close();
     stream = null;
     if (!running.length) return;
-    // Resume each running trial right after what its history read showed.
-    api(`/api/runs${qs({ status: "running", project: a.project, limit: 1000 })}`, { signal: ctx.signal }).then((page) => {
-      if (!ctx.alive || key !== streamKey) return;
-      const seqs = {};
-      for (const r of page.runs) if (running.includes(r.run_id)) seqs[r.run_id] = r.ingested_seq;
-      stream = follow({ run: running, key: [a.metric], since: cursorFor(seqs), min_interval: 0.5 }, (ev, data) => {
-        if ((ev !== "delta" && ev !== "rewind") || !data.runs) return;
-        if (ev === "rewind") { // a relaunched or resumed trial: its dead attempt's tail goes
-          for (const [rid, rw] of Object.entries(data.runs)) {
-            if (!series.has(rid) || a.metric.startsWith("sys/")) continue;
-            series.set(rid, cutFrom(series.get(rid), rw.from_step));
-            const idx = curves ? curves.series.findIndex((s) => s.label === rid) : -1;
-            if (idx >= 0) curves.truncate(idx, rw.from_step);
-          }
-          return;
+    // Resume each running trial right after what the page holds of it: where its history
+    // read ended, or the last complete delta of the stream this one replaces. Not the run's
+    // ingested_seq now: points logged since those reads would never be shown.
+    const seqs = {};
+    for (const rid of running) if (seqOf.has(rid)) seqs[rid] = seqOf.get(rid);
+    stream = follow({ run: running, key: [a.metric], since: cursorFor(seqs), min_interval: 0.5 }, (ev, data) => {
+      if ((ev !== "delta" && ev !== "rewind") || !data.runs) return;
+      if (ev === "rewind") { // a relaunched or resumed trial: its dead attempt's tail goes
+        for (const [rid, rw] of Object.entries(data.runs)) {
+          if (!series.has(rid) || a.metric.startsWith("sys/")) continue;
+          series.set(rid, cutFrom(series.get(rid), rw.from_step));
+          const idx = curves ? curves.series.findIndex((s) => s.label === rid) : -1;
+          if (idx >= 0) curves.truncate(idx, rw.from_step);
         }
-        for (const [rid, d] of Object.entries(data.runs)) {
-          const p = d.points && d.points[a.metric];
-          if (!p || !series.has(rid)) continue;
+        return;
+      }
+      for (const [rid, d] of Object.entries(data.runs)) {
+        if (!series.has(rid)) continue;
+        const p = d.points && d.points[a.metric];
+        if (p) {
           const idx = curves ? curves.series.findIndex((s) => s.label === rid) : -1;
           const s = series.get(rid);
           const last = s.x.length ? s.x[s.x.length - 1] : -Infinity;
@@ -271,8 +334,11 @@ export async function agentPage(ctx, id) {
           series.set(rid, { x: nx, y: ny });
           if (idx >= 0) curves.append(idx, p.step, ys);
         }
-      });
-    }).catch(() => { streamKey = ""; });
+        // A complete delta (nothing more waiting) brought the run up to its ingested_seq.
+        if (!data.more && d.ingested_seq != null) seqOf.set(rid, Math.max(seqOf.get(rid) ?? -1, d.ingested_seq));
+      }
+      markHeld();
+    });
   }
   ctx.onDispose(() => stream && stream.close());
 
@@ -293,7 +359,18 @@ export async function agentPage(ctx, id) {
   ctx.every(2500, refresh);
 }
 
-function currentName() {
-  const el = document.querySelector("#who .who-name");
-  return el ? el.textContent : "";
+/** A limit as the budget dialog shows it: durations as text ("1h30m"), hours as given. */
+function limitText(v, duration = false) {
+  if (v == null) return "";
+  if (!duration || typeof v !== "number") return String(v);
+  const d = Math.floor(v / 86400), hh = Math.floor((v % 86400) / 3600), m = Math.floor((v % 3600) / 60), sec = +(v % 60).toFixed(3);
+  const out = `${d ? d + "d" : ""}${hh ? hh + "h" : ""}${m ? m + "m" : ""}${sec ? sec + "s" : ""}`;
+  return out || "0s";
+}
+
+/** JSON with sorted keys: two configs with the same values compare equal. */
+function canonical(v) {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(",")}]`;
+  if (v && typeof v === "object") return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(",")}}`;
+  return JSON.stringify(v);
 }

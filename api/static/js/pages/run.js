@@ -8,7 +8,7 @@ import { cursorFor, follow } from "../live.js";
 import { MetricGrid, chartToolbar } from "../metrics.js";
 import { runHistoryPath, runPath, userKeys as userKeysOf } from "../paths.js";
 import { replaceQuery } from "../router.js";
-import { can } from "../session.js";
+import { can, currentWho } from "../session.js";
 import { dialog, empty, tabs, toast } from "../ui.js";
 
 /** Render the run page. */
@@ -174,7 +174,17 @@ async function loadAgent(run, el, actions, ctx, statusOf) {
   const stops = ds.filter((d) => d.kind === "stop" || d.kind === "override");
   mount(el, h("span", "launched by agent ", h("a.mono", { href: `#/agents/${launch.agent_id}` }, launch.agent_id), `: ${launch.summary}`),
     stops.map((d) => h("span", pill(d.kind), ` ${d.summary}`)));
-  if (statusOf() === "running" && can("researcher")) {
+  // Stopping a trial is for supervisors and the agent's owner (as the server decides).
+  let allowed = can("supervisor");
+  if (!allowed && can("researcher") && statusOf() === "running") {
+    try {
+      const agent = await api(`/api/agents/${encodeURIComponent(launch.agent_id)}`, { signal: ctx.signal });
+      allowed = !!agent.owner && agent.owner === currentWho()?.name;
+    } catch (e) {
+      allowed = false;
+    }
+  }
+  if (statusOf() === "running" && allowed && ctx.alive) {
     actions.append(h("button.btn.danger", { type: "button", title: "ask the agent to stop this run", onclick: async () => {
       const v = await dialog({ title: `Stop run ${run.name || run.run_id}?`, text: `Agent ${launch.agent_id} stops it at its next step.`, submit: "Stop run", danger: true });
       if (!v) return;
@@ -260,14 +270,22 @@ async function renderLineage(el, run, ctx) {
   const me = `run:${run.run_id}`;
   const produced = g.edges.filter((e) => e.src === me).map((e) => e.dst);
   const used = g.edges.filter((e) => e.dst === me).map((e) => e.src);
-  const link = (node) => {
+  const byId = new Map(g.nodes.map((n) => [n.id, n]));
+  const item = (node) => {
     const [, name, v] = node.split(":");
-    return h("a.mono", { href: `#/artifacts/${encodeURIComponent(name)}/${v}` }, `${name}:${v}`);
+    const n = byId.get(node) || {};
+    const type = n.type ? h("span.muted", ` ${n.type}`) : null;
+    // A deleted version keeps its lineage, but its page and bytes are gone: no link.
+    if (n.deleted === true) {
+      return h("div.item.deleted", { dataset: { node } }, h("span.mono.gone", { title: "this artifact version was deleted" }, `${name}:${v}`),
+        type, h("span.pill.s-deleted", { title: "this artifact version was deleted" }, "deleted"));
+    }
+    return h("div.item", { dataset: { node } }, h("a.mono", { href: `#/artifacts/${encodeURIComponent(name)}/${v}` }, `${name}:${v}`), type);
   };
   mount(el,
     h("div.grid.cols-2",
-      h("div.panel", h("h2", "Used", h("span.count", String(used.length))), used.length ? h("div.list", used.map((n) => h("div.item", link(n)))) : empty("This run used no artifacts.")),
-      h("div.panel", h("h2", "Produced", h("span.count", String(produced.length))), produced.length ? h("div.list", produced.map((n) => h("div.item", link(n)))) : empty("This run logged no artifacts."))),
+      h("div.panel", h("h2", "Used", h("span.count", String(used.length))), used.length ? h("div.list", used.map(item)) : empty("This run used no artifacts.")),
+      h("div.panel", h("h2", "Produced", h("span.count", String(produced.length))), produced.length ? h("div.list", produced.map(item)) : empty("This run logged no artifacts."))),
     h("div.panel", h("h2", "Lineage", h("span.right.muted", "upstream ← run → downstream, 3 hops; click a node to open it")),
       g.nodes.length > 1 ? h("div.table-wrap", lineageGraph(g)) : empty("No lineage: the run neither used nor produced artifacts."),
       g.truncated ? h("p.muted", "Large graph: only the nearest nodes are shown.") : null));
