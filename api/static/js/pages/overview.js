@@ -35,7 +35,7 @@ export async function overviewPage(ctx) {
     if (!ctx.alive) return;
     mount(stats, ...statCards(f));
     mount(agents, ...agentsTable(f.agents, f.now));
-    mount(alerts, ...alertList(f.alerts, f.now));
+    mount(alerts, ...alertList(f.alerts, f.now, f.alert_counts));
     const sig = f.decisions.map((d) => d.decision_id).join(",");
     if (sig !== decisionsSig) { decisionsSig = sig; mount(decisions, ...decisionList(f.decisions, f.now)); }
     mount(hosts, ...hostTable(f.resources));
@@ -59,7 +59,9 @@ function statCards(f) {
   const r = f.resources;
   const running = by.running || 0;
   const agentsActive = f.agents.filter((a) => a.status === "running").length;
-  const errors = f.alerts.filter((a) => a.level === "error").length;
+  // The list is capped (newest 20 of each kind); alert_counts counts them all.
+  const counts = f.alert_counts || { error: f.alerts.filter((a) => a.level === "error").length, warn: f.alerts.filter((a) => a.level !== "error").length };
+  const errors = counts.error;
   const gpuMem = r.gpu_mem_total_mb ? `${fmtNum(r.gpu_mem_used_mb / 1024, 3)} / ${fmtNum(r.gpu_mem_total_mb / 1024, 3)} GiB` : "";
   return [
     h("div.panel.stat", h("span.label", "Runs"),
@@ -80,7 +82,7 @@ function statCards(f) {
       gpuMem ? h("span.detail", `memory ${gpuMem}`) : null),
     h("div.panel.stat", h("span.label", "Agents"),
       h("span.value", fmtNum(f.agents.length), h("small", `${agentsActive} active`)),
-      h("span.detail", plural(f.alerts.length, "alert"), errors ? h("span.pill.s-error", plural(errors, "error")) : null)),
+      h("span.detail", plural(counts.error + counts.warn, "alert"), errors ? h("span.pill.s-error", plural(errors, "error")) : null)),
   ];
 }
 
@@ -116,8 +118,9 @@ function agentsTable(agents, now) {
     h("tbody", rows)))];
 }
 
-function alertList(alerts, now) {
-  const head = h("h2", "Alerts", h("span.count", String(alerts.length)));
+function alertList(alerts, now, counts) {
+  const total = counts ? counts.error + counts.warn : alerts.length;
+  const head = h("h2", "Alerts", h("span.count", String(total)));
   if (!alerts.length) return [head, empty("All quiet: no failed runs, silent runs or stalled agents.")];
   return [head, h("div.list.scroll", alerts.slice(0, 40).map((a) => h(`div.item.alert-${a.level}`,
     h("div.line", h("a.grow", { href: a.href, title: a.message }, a.message), h("span.when", ago(a.time))))))];
