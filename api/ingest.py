@@ -36,7 +36,15 @@ from fastapi import HTTPException
 
 from ..errors import ConflictError, PermissionDeniedError
 from ..store.ingestd import ensure_daemon
-from ..store.wal import SEQ_BITS, encode, fsync_dirs, iter_file_frames, read_wal, segment_path
+from ..store.wal import (
+    HOLD_FILE,
+    SEQ_BITS,
+    encode,
+    fsync_dirs,
+    iter_file_frames,
+    read_wal,
+    segment_path,
+)
 from .audit import AuditTrail
 from .auth import Principal, Role
 from .store_ext import ServerStore
@@ -45,7 +53,6 @@ __all__ = ["HOLD_FILE", "SEQ_BITS", "AppendResult", "RemoteIngest"]
 
 log = logging.getLogger("assay.api.ingest")
 
-HOLD_FILE = "remote.hold"
 _PENDING_CAP = 200_000  # metric points kept for read-your-writes per run
 
 

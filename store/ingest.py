@@ -15,6 +15,7 @@ records are already in, so a replay never duplicates a point.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import math
 import os
@@ -40,7 +41,15 @@ from .rewind import (
     valid_step,
 )
 from .schemas import METRICS_SCHEMA
-from .wal import FRAME_MAGIC, SEQ_BITS, iter_frames, list_segments, read_wal, try_lock_segment
+from .wal import (
+    FRAME_MAGIC,
+    HOLD_FILE,
+    SEQ_BITS,
+    iter_frames,
+    list_segments,
+    read_wal,
+    try_lock_segment,
+)
 
 __all__ = ["IngestLock", "IngestStats", "Ingester", "sync_orphans"]
 
@@ -148,7 +157,50 @@ class Ingester:
                 self.finalizer(runs)
             except Exception:
                 log.exception("sealing the records of %s failed; `assay verify` will report "
-                              "them as unsealed", [r.run_id for r in runs])
+                              "them as unsealed until an ingest pass seals them",
+                              [r.run_id for r in runs])
+                return
+        self._intend([])
+
+    # -- sealing that survives a crash -------------------------------------------------------
+    # A pass commits a finished run's row, then seals it. Killed in between (or the seal
+    # failing), the run would stay unsealed, reported by `verify` as if tampered with: the
+    # records are ingested, so no later pass touches the run. The runs to seal are written
+    # down before the row is committed, and sealed by the next pass if still listed.
+    def _intent_path(self) -> Path | None:
+        root = getattr(self.store, "root", None)
+        return Path(root) / "seal-pending.json" if root is not None and self.finalizer else None
+
+    def _intend(self, run_ids: list[str]) -> None:
+        path = self._intent_path()
+        if path is None:
+            return
+        if not run_ids:
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(run_ids, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def seal_pending(self) -> None:
+        """Seal the finished runs an interrupted pass committed but did not seal."""
+        path = self._intent_path()
+        if path is None or not path.exists():
+            return
+        try:
+            ids = [str(i) for i in json.loads(path.read_text())]
+        except (OSError, ValueError):
+            ids = []
+        runs = [r for r in (self.store.get_run(i) for i in ids)
+                if r is not None and r.status.finished]
+        log.warning("sealing %d run(s) an interrupted ingest pass left unsealed: %s",
+                    len(runs), [r.run_id for r in runs])
+        self.finalize(runs)
+        if not runs:
+            path.unlink(missing_ok=True)
 
     def forget(self, path: Path) -> None:
         self._segments.pop(path, None)
@@ -226,6 +278,7 @@ class Ingester:
     def _apply_batch(
         self, paths: list[Path], batch_bytes: int
     ) -> tuple[IngestStats, list[Path], list[str]]:
+        self.seal_pending()  # under the ingest lock, as every pass is
         version = self.store.runs_version()
         if version is None or version != self._runs_version:
             self._runs.clear()
@@ -284,6 +337,7 @@ class Ingester:
             # server marked it crashed), which a seal of the older data would report as
             # tampering. Each seal is a new record of the chain; verify reads the newest.
             finished = [r for r in runs if r.status.finished]
+            self._intend([r.run_id for r in finished])
             self.store.upsert_runs(runs)
             self._runs.update({r.run_id: r for r in runs})
             self._runs_version = self.store.runs_version()  # under the ingest lock: ours
@@ -521,6 +575,13 @@ def sync_orphans(data_dir: Path, store: Store, lock: IngestLock, ingester: Inges
     """
     ing = ingester or Ingester(store)
     total = IngestStats()
+    pending = ing._intent_path()
+    # An interrupted pass left runs unsealed:
+    if pending is not None and pending.exists() and lock.acquire(timeout):
+        try:
+            ing.seal_pending()
+        finally:
+            lock.release()
     for path in list_segments(data_dir / "wal"):
         if run_id is not None and path.parent.name != run_id:
             continue
@@ -544,7 +605,7 @@ def sync_orphans(data_dir: Path, store: Store, lock: IngestLock, ingester: Inges
                 run = store.get_run(path.parent.name)
                 # An API server holds this run for a remote client (restarting, or waiting
                 # for the client to come back): not crashed; the server releases it.
-                held = (path.parent / "remote.hold").exists()
+                held = (path.parent / HOLD_FILE).exists()
                 if run is not None and run.status is RunStatus.RUNNING and not held:
                     crashed = replace(
                         run,
@@ -553,6 +614,7 @@ def sync_orphans(data_dir: Path, store: Store, lock: IngestLock, ingester: Inges
                         "(recovered from its write-ahead log)",
                         updated_at=time.time(),
                     )
+                    ing._intend([crashed.run_id])  # sealed by a later pass if killed here
                     store.upsert_runs([crashed])
                     ing._runs[crashed.run_id] = crashed
                     ing.finalize([crashed])

@@ -37,6 +37,7 @@ from .records import RunRecord, RunStatus
 from .rewind import Rewind
 from .schemas import CHAIN_SCHEMA
 from .signing import ChainedRecord, KeyPair, PublicKeyLike, seal, verify_audit_log, verify_chain
+from .wal import attach_is_live
 
 __all__ = ["ChainStore", "Finalizer", "Problem", "run_record_payload", "verify"]
 
@@ -223,6 +224,24 @@ def _check_artifacts(blobs: BlobStore, payload: Mapping[str, Any],
     return bad
 
 
+def _check_git_diff(blobs: BlobStore, payload: Mapping[str, Any]) -> list[str]:
+    """The sealed record names the blob of the code's uncommitted diff: its bytes must still
+    hash to it (read through the blob store, which checks the digest)."""
+    git = payload.get("git")
+    digest = git.get("diff_blob") if isinstance(git, Mapping) else None
+    if not digest:
+        return []
+    try:
+        with blobs.open(digest) as f:
+            while f.read(1 << 20):
+                pass
+    except IntegrityError as exc:
+        return [f"the git diff blob {digest}: {exc.message}"]
+    except Exception as exc:  # noqa: BLE001 - a missing blob is as bad as a changed one
+        return [f"the git diff blob {digest}: {exc}"]
+    return []
+
+
 def _audited_deletions(deleted: Mapping[tuple[str, int], Any],
                        audit: AuditTrail | None) -> dict[tuple[str, int], Any]:
     """The tombstones the signed audit trail confirms: a tombstone row alone (which anyone
@@ -267,15 +286,27 @@ def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
                 checked += 1
                 problems.append(Problem(name, rid, rec.seq, "the run is missing from the store"))
                 continue
-            if run.status is RunStatus.RUNNING and run.attach > int(rec.payload.get("attach", 0)):
+            sealed_attach = int(rec.payload.get("attach", 0))
+            if run.status is RunStatus.RUNNING and run.attach > sealed_attach:
                 # Resumed and still running: its newest seal describes an earlier attach,
                 # which this one continues (and may have rewound). It is sealed again, and
-                # checked, once it finishes.
+                # checked, once it finishes: if a writer of that attach may still be at
+                # work. A row that only says so (edited) is not let through.
+                if attach_is_live(Path(store.root) / "wal", rid, run.attach):
+                    continue
+                checked += 1
+                problems.append(Problem(
+                    name, rid, rec.seq,
+                    f"the run's row says attach {run.attach} is running, but no write-ahead "
+                    f"log of it exists (a running attach keeps one until it is ingested to "
+                    f"its end): the row does not match its signed record of attach "
+                    f"{sealed_attach}"))
                 continue
             checked += 1
             for d in _diff(rec.payload, _as_sealed(run_record_payload(store, run), rec.payload)):
                 problems.append(Problem(name, rid, rec.seq, d))
-            for d in _check_artifacts(blobs, rec.payload, deleted):
+            for d in _check_artifacts(blobs, rec.payload, deleted) + _check_git_diff(
+                    blobs, rec.payload):
                 problems.append(Problem(name, rid, rec.seq, d))
     runs = store.runs_table()
     for rid, project, status in zip(runs["run_id"].to_pylist(), runs["project"].to_pylist(),

@@ -60,6 +60,27 @@ class WalRecord:
     end: int
 
 
+HOLD_FILE = "remote.hold"
+"""Kept in ``wal/<run_id>/`` by a server while a remote run may still send records (its
+segments can be closed and ingested while the client is quiet)."""
+
+
+def attach_is_live(wal_dir: Path, run_id: str, attach: int) -> bool:
+    """Whether ``wal/<run_id>/`` shows a writer of ``attach`` (or a later one) may still be
+    at work: its segment is there (a live or crashed, not yet adopted, process keeps it
+    until it is ingested to its end), or a server holds the run open."""
+    d = wal_dir / run_id
+    if (d / HOLD_FILE).exists():
+        return True
+    for seg in d.glob("*.wal"):
+        try:
+            if int(seg.stem) >= attach:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 def segment_path(wal_dir: Path, run_id: str, attach: int) -> Path:
     return wal_dir / run_id / f"{attach:06d}.wal"
 

@@ -72,3 +72,97 @@ def test_a_resumed_run_still_running_is_not_reported_against_its_older_seal(tmp_
     assert api.verify(run.id) == (0, [])
     again.finish()
     assert api.verify(run.id) == (1, [])
+
+
+def test_a_row_edited_to_say_running_a_later_attach_does_not_hide_tampering(tmp_path,
+                                                                            monkeypatch):
+    """The skip above trusted the row: editing a finished run's row to 'running, attach 1'
+    (with its config changed) made verify pass it over (found by an integrity review). It
+    now also needs a write-ahead log of that attach, which a running attach keeps."""
+    from dataclasses import replace
+
+    from assay.store.records import RunStatus
+
+    monkeypatch.setattr(run_mod, "INGEST_MODE", "inprocess")
+    run = assay.init(project="p", dir=tmp_path, config={"lr": 0.1}, capture=False,
+                     system_metrics_interval=None)
+    run.log({"acc": 0.5})
+    run.finish()
+    api = assay.Api(tmp_path)
+    rec = api.run(run.id)
+    api.store.upsert_runs([replace(rec, status=RunStatus.RUNNING, attach=1,
+                                   config={"lr": 0.5})])
+    checked, problems = api.verify(run.id)
+    assert checked == 1 and len(problems) == 1
+    assert "says attach 1 is running, but no write-ahead log" in problems[0].reason
+
+
+def test_a_pass_killed_between_committing_a_run_and_sealing_it_is_sealed_by_the_next(
+        tmp_path, monkeypatch):
+    """Killed there (or the seal failing), the run stayed unsealed forever, reported by
+    verify as tampering: its records were ingested, so no later pass touched it again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from assay.store.ingest import sync_orphans
+
+    env = {**os.environ, "ASSAY_DIR": str(tmp_path), "ASSAY_INGEST": "inprocess"}
+    child = ("import assay, os, signal\n"
+             "r = assay.init(project='u', system_metrics_interval=0, capture=False)\n"
+             "[r.log({'x': float(s)}, step=s) for s in range(10)]\n"
+             "r.flush(); print(r.id, flush=True); os.kill(os.getpid(), signal.SIGKILL)\n")
+    out = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    rid = out.stdout.strip()
+
+    class Killed(BaseException):  # what a SIGKILL right before sealing looks like here
+        pass
+
+    def die(runs):
+        raise Killed
+
+    store, lock, ing = local_ingester(tmp_path)
+    ing.finalizer = die
+    with pytest.raises(Killed):
+        sync_orphans(tmp_path, store, lock, ing)
+    api = assay.Api(tmp_path)
+    assert api.run(rid).status == "crashed"
+    checked, problems = api.verify(rid)
+    assert [p.reason for p in problems] and "no signed record" in problems[0].reason
+    store, lock, ing = local_ingester(tmp_path)  # the next process's pass (assay sync)
+    sync_orphans(tmp_path, store, lock, ing)
+    assert api.verify(rid) == (1, [])
+    assert not (tmp_path / "seal-pending.json").exists()
+
+
+def test_verify_rehashes_the_sealed_git_diff_blob(tmp_path, monkeypatch):
+    """The record seals the diff blob's digest, but verify never read it: a rewritten or
+    deleted diff passed (found by an integrity review)."""
+    import subprocess
+
+    code = tmp_path / "code"
+    code.mkdir()
+    git = ["git", "-c", "user.email=a@b", "-c", "user.name=a"]
+    subprocess.run([*git, "init", "-q"], cwd=code, check=True)
+    (code / "t.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "."], cwd=code, check=True)
+    subprocess.run([*git, "commit", "-qm", "i"], cwd=code, check=True)
+    (code / "t.py").write_text("x = 2  # the change that was run\n")
+    monkeypatch.chdir(code)
+    monkeypatch.setattr(run_mod, "INGEST_MODE", "inprocess")
+    data = tmp_path / "data"
+    with assay.init(project="g", dir=data, system_metrics_interval=None) as run:
+        run.log({"x": 1.0})
+    api = assay.Api(data)
+    digest = api.run(run.id).git["diff_blob"]
+    assert digest and api.verify(run.id) == (1, [])
+    [blob] = [p for p in (data / "blobs").rglob(digest.split(":")[1])]
+    blob.chmod(0o644)
+    blob.write_text(blob.read_text().replace("x = 2", "x = 3"))
+    checked, problems = api.verify(run.id)
+    assert checked == 1 and "git diff blob" in problems[0].reason
+    blob.unlink()
+    assert "git diff blob" in api.verify(run.id)[1][0].reason
