@@ -87,8 +87,14 @@ def replay(
         A :class:`ReplayReport`.
 
     Raises:
-        UserInputError: for unfinished trials or bad arguments.
+        UserInputError: for a ``stopper`` that is not an :class:`EarlyStopper`, unfinished
+            trials or bad arguments.
     """
+    if not isinstance(stopper, EarlyStopper):
+        raise UserInputError(
+            f"replay() needs a stopper (an EarlyStopper such as MedianStopper), "
+            f"got {type(stopper).__name__}"
+        )
     trials = check_history(trials)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise UserInputError(f"concurrency must be a positive int, got {concurrency!r}")

@@ -18,6 +18,13 @@ def _check(stoppers: tuple[EarlyStopper, ...], name: str) -> tuple[EarlyStopper,
     for s in stoppers:
         if not isinstance(s, EarlyStopper):
             raise UserInputError(f"{name}() takes stoppers, got {type(s).__name__}")
+    modes = {s.mode for s in stoppers}
+    if len(modes) > 1:
+        listed = ", ".join(f"{type(s).__name__}(mode={s.mode.value!r})" for s in stoppers)
+        raise UserInputError(
+            f"{name}() needs stoppers of one mode, got {listed}",
+            hint="give every stopper the same mode ('min' or 'max'): they judge the same metric",
+        )
     return stoppers
 
 

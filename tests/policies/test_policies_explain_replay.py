@@ -124,3 +124,6 @@ def test_replay_rejects_unfinished_trials_and_bad_arguments():
         replay(NonFiniteStopper(), _sweep(), concurrency=0)
     with pytest.raises(UserInputError):
         replay(NonFiniteStopper(), _sweep(), check_every=0)
+    # Not a stopper at all: said so, not an AttributeError about "mode".
+    with pytest.raises(UserInputError, match="needs a stopper"):
+        replay(object(), _sweep())  # type: ignore[arg-type]

@@ -183,3 +183,12 @@ def test_composition_rejects_non_stoppers():
         AnyOf()
     with pytest.raises(UserInputError):
         AllOf(MedianStopper(), "asha")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("compose", [AnyOf, AllOf])
+def test_composed_stoppers_must_share_a_mode(compose):
+    # Opposite modes judge the same curve in opposite directions: the composition used to
+    # take the first stopper's mode silently.
+    with pytest.raises(UserInputError, match="one mode"):
+        compose(MedianStopper(mode="max"), ASHAStopper(19, mode="min"))
+    assert compose(MedianStopper(mode="max"), ASHAStopper(19, mode="max")).mode.value == "max"
