@@ -80,7 +80,37 @@ def parse_constraints(
     return out
 
 
-def warp_outcomes(Y: np.ndarray, k: int) -> tuple[np.ndarray, Callable[[Any], np.ndarray]]:
+@dataclass(frozen=True)
+class Unwarp:
+    """Maps warped objective values back to raw units (see :func:`warp_outcomes`).
+
+    The warp is fitted on the observed values only, so its inverse is known on their range
+    alone: past it (where a steep power may even have no inverse, beyond an asymptote) the
+    raw value is only known to lie beyond the best or worst observation. Values there map
+    to that observation; :meth:`beyond` says which ones did.
+    """
+
+    inverse: Callable[[np.ndarray], np.ndarray] | None = None
+    """Warped -> raw on ``[t_lo, t_hi]``; None: no warp (the identity)."""
+    t_lo: float = -math.inf
+    t_hi: float = math.inf
+    lo: float = -math.inf
+    hi: float = math.inf
+
+    def __call__(self, v: Any) -> np.ndarray:
+        v = np.asarray(v, dtype=float)
+        if self.inverse is None:
+            return v
+        inside = np.clip(self.inverse(np.clip(v, self.t_lo, self.t_hi)), self.lo, self.hi)
+        return np.where(v >= self.t_hi, self.hi, np.where(v <= self.t_lo, self.lo, inside))
+
+    def beyond(self, v: Any) -> np.ndarray:
+        """Where ``v`` lies past the observed (warped) values, so :meth:`__call__` clipped it."""
+        v = np.asarray(v, dtype=float)
+        return (v < self.t_lo) | (v > self.t_hi)
+
+
+def warp_outcomes(Y: np.ndarray, k: int) -> tuple[np.ndarray, Unwarp]:
     """Yeo-Johnson-transform the objective of a single-objective search (to maximise).
 
     The column is z-scored, then power-transformed with the maximum-likelihood exponent
@@ -91,47 +121,75 @@ def warp_outcomes(Y: np.ndarray, k: int) -> tuple[np.ndarray, Callable[[Any], np
     compared with bounds) and several objectives (the hypervolume reference point is in
     raw units) are left alone, as is a column with fewer than three distinct values.
 
+    Values so far apart that z-scoring cannot represent them (a diverged loss of 1e300
+    next to losses near 1: the squares overflow, or the ordinary values all round to the
+    same z-score) are first compressed with ``asinh((y - median) / scale)`` (``scale``:
+    the median distance from the median), which is linear near the median and
+    logarithmic far from it, so the ordinary values stay distinct and the outlier ends up
+    a few dozen units away instead of 300 orders of magnitude.
+
     Returns:
-        The transformed outcomes and a function mapping transformed objective values
-        (an array) back to raw units.
+        The transformed outcomes and an :class:`Unwarp` mapping transformed objective
+        values back to raw units.
     """
     from sklearn.preprocessing import PowerTransformer
 
     out = np.array(Y, dtype=float, copy=True)
     col = out[:, 0] if out.ndim == 2 and out.shape[1] else np.zeros(0)
-    if k != 1 or len(np.unique(col)) < 3 or not np.all(np.isfinite(col)):
-        return out, _identity
-    mu, sd = float(col.mean()), float(col.std())
+    n_distinct = len(np.unique(col))
+    if k != 1 or n_distinct < 3 or not np.all(np.isfinite(col)):
+        return out, Unwarp()
+    pre_inverse: Callable[[np.ndarray], np.ndarray] = _identity
+    base = col
+    with np.errstate(all="ignore"):
+        mu, sd = float(col.mean()), float(col.std())
+        z = (col - mu) / sd
+    if not (math.isfinite(sd) and sd > 0 and np.all(np.isfinite(z))
+            and len(np.unique(z)) == n_distinct):
+        base, pre_inverse = _compress(col)
+        mu, sd = float(base.mean()), float(base.std())
+        z = (base - mu) / sd
     pt = PowerTransformer(method="yeo-johnson", standardize=False)
     try:
         with np.errstate(all="ignore"):
-            t = pt.fit_transform(((col - mu) / sd).reshape(-1, 1))[:, 0]
+            t = pt.fit_transform(z.reshape(-1, 1))[:, 0]
+        fitted = bool(np.all(np.isfinite(t)) and np.ptp(t) > 0
+                      and np.isfinite(pt.lambdas_).all())
     except (ValueError, FloatingPointError, OverflowError):
-        return out, _identity
-    if not (np.all(np.isfinite(t)) and np.ptp(t) > 0 and np.isfinite(pt.lambdas_).all()):
-        return out, _identity
-    lo, hi = float(col.min()), float(col.max())
-    t_lo, t_hi = float(t.min()), float(t.max())
-    out[:, 0] = t
+        fitted = False
+    if not fitted:
+        if base is col:
+            return out, Unwarp()
+        t = z  # compressed and z-scored, without the power
 
     def inverse(v: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "inverse-transformed data are NaN"
-            return mu + sd * pt.inverse_transform(v.reshape(-1, 1))[:, 0]
+            w = pt.inverse_transform(v.reshape(-1, 1))[:, 0] if fitted else v
+            return pre_inverse(mu + sd * w)
 
-    # The power is fitted on the observed values only: past them (where it may even have
-    # no inverse, beyond an asymptote) predictions continue along the tangent at the ends.
-    h = 1e-3 * (t_hi - t_lo)
-    (lo2, hi2) = inverse(np.array([t_lo + h, t_hi - h]))
-    slope_lo, slope_hi = (lo2 - lo) / h, (hi - hi2) / h
+    lo, hi = float(col.min()), float(col.max())
+    out[:, 0] = t  # col is a view of this column: read it first
+    return out, Unwarp(inverse, float(t.min()), float(t.max()), lo, hi)
 
-    def unwarp(v: Any) -> np.ndarray:
-        v = np.asarray(v, dtype=float)
-        inside = inverse(np.clip(v, t_lo, t_hi))
-        return np.where(v > t_hi, hi + (v - t_hi) * slope_hi,
-                        np.where(v < t_lo, lo - (t_lo - v) * slope_lo, inside))
 
-    return out, unwarp
+def _compress(y: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """``asinh((y - m) / s)`` (``m`` a median observation, ``s`` the median of the positive
+    distances from it) without overflow, and its inverse."""
+    med = float(np.quantile(y, 0.5, method="lower"))  # an observation: no rounding
+    d = y / 2 - med / 2  # halves: the difference of two huge values must not overflow
+    s = float(np.quantile(np.abs(d[d != 0]), 0.5, method="lower"))
+    far = np.abs(d) > 1e8 * s  # asinh(x) = sign(x) log(2|x|) to 1e-17 relative, no overflow
+    with np.errstate(all="ignore"):
+        near = np.arcsinh(np.where(far, 0.0, d) / s)
+        logs = np.sign(d) * (np.log(np.abs(d)) - math.log(s) + math.log(2.0))
+    u = np.where(far, logs, near)
+
+    def inverse(v: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return 2.0 * (med / 2 + s * np.sinh(v))  # inf past the float range: clipped later
+
+    return u, inverse
 
 
 def _identity(v: Any) -> np.ndarray:

@@ -20,6 +20,7 @@ acquisition optimisation run capped iterations.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,7 +60,7 @@ class BoTorchSearcher(Searcher):
             are read from ``TrialResult.metrics`` (None names the trial's value).
         constraints: Outcome constraints, ``["memory_gb <= 8"]`` or
             ``{"memory_gb": ("<=", 8)}``, read from ``TrialResult.metrics``.
-        ref_point: Hypervolume reference point per objective (user units); inferred
+        ref_point: Hypervolume reference point per objective (user units, finite); inferred
             from the data (10% beyond the worst) when omitted.
         seed: Seed of the initial design and of the acquisition optimisation.
         n_initial: Observations needed before the GP takes over from Sobol points
@@ -86,6 +87,19 @@ class BoTorchSearcher(Searcher):
             basin by 40 trials, against 4 of 10 for Sobol and Latin hypercube designs):
             its occasional close pairs let the GP learn short lengthscales, where a
             space-filling design leaves it over-smooth and stuck in a local optimum.
+
+    Explanations of model-based suggestions hold, per objective in its own units:
+    ``predicted_mean``, the posterior median (the mean when the objective is not warped:
+    several objectives, or too few distinct values); ``predicted_interval``, the central
+    68% interval (``[median, median]`` -/+ one posterior sd, through the inverse warp,
+    which is monotone, so these are quantiles of the prediction); ``predicted_std``, half
+    that interval's width (the sd when not warped). The warp is known only on the observed
+    values, so a quantile the model puts past all of them is reported at the best or worst
+    observation, and ``predicted_at_observed_bound`` names those (``"lower"``,
+    ``"median"``, ``"upper"``): e.g. ``["lower", "median"]`` for a loss reads "at or below
+    the best loss seen". When fitting or optimising the model fails numerically (NaN
+    gradients, a failed Cholesky, non-finite predictions), suggestions fall back to the
+    initial design with ``error`` saying why.
     """
 
     def __init__(
@@ -162,10 +176,22 @@ class BoTorchSearcher(Searcher):
                 ref = [float(ref[name]) for name, _ in self.objectives]  # type: ignore[index]
             except KeyError as err:
                 raise UserInputError(f"ref_point lacks objective {err}") from None
-        vals = [float(v) for v in ref]
+            except (TypeError, ValueError):
+                raise UserInputError(f"ref_point must be numbers, got {ref!r}") from None
+        try:
+            vals = [float(v) for v in ref]
+        except (TypeError, ValueError):
+            raise UserInputError(f"ref_point must be numbers, got {ref!r}") from None
         if len(vals) != len(self.objectives):
             raise UserInputError(
                 f"ref_point has {len(vals)} values for {len(self.objectives)} objectives"
+            )
+        bad = [v for v in vals if not math.isfinite(v)]
+        if bad:
+            raise UserInputError(
+                f"ref_point must be finite, got {vals!r}",
+                hint="a NaN or infinite reference point makes every hypervolume NaN or "
+                "infinite; give finite values or omit ref_point to infer it",
             )
         return vals
 
@@ -292,7 +318,9 @@ class BoTorchSearcher(Searcher):
 
     # used by gp_acquisition
     def _remember_fit(self, model: Any) -> None:
-        self._hyper = hyper_state(model)
+        state = hyper_state(model)
+        finite = all(np.all(np.isfinite(np.asarray(v, dtype=float))) for v in state.values())
+        self._hyper = state if finite else None  # never warm-start from a NaN fit
 
     def _training_set(self, data: Collected) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         X, Y, n_imputed = self._outcomes(data)

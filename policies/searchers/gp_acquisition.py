@@ -7,7 +7,6 @@ import functools
 import math
 import time
 import warnings
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,20 +16,34 @@ from ..base import Mode
 from ..records import Suggestion, TrialResult
 
 if TYPE_CHECKING:
+    from ._gp import Unwarp
     from .gp import BoTorchSearcher
 
-# Errors that mean "the model could not be built this time", not a bug: the searcher
-# then falls back to space-filling points and says so in the explanation.
+class _NumericalTrouble(ArithmeticError):
+    """The model gave non-finite candidates or predictions without raising."""
+
+
+# Errors that mean "the model could not be built or optimised this time", not a bug: the
+# searcher then falls back to space-filling points and says so in the explanation. Beyond
+# the fitting errors, numerical trouble in the acquisition optimisation (NaN gradients)
+# and in linear algebra (a failed Cholesky or eigendecomposition) counts too.
 _MODEL_ERRORS: tuple[type[BaseException], ...] = ()
 
 
 def _model_errors() -> tuple[type[BaseException], ...]:
     global _MODEL_ERRORS
     if not _MODEL_ERRORS:
-        from botorch.exceptions.errors import ModelFittingError
+        import torch
+        from botorch.exceptions.errors import (
+            InputDataError,
+            ModelFittingError,
+            OptimizationGradientError,
+        )
         from linear_operator.utils.errors import NanError, NotPSDError
 
-        _MODEL_ERRORS = (ModelFittingError, NotPSDError, NanError)
+        _MODEL_ERRORS = (ModelFittingError, NotPSDError, NanError, OptimizationGradientError,
+                         InputDataError, torch.linalg.LinAlgError, np.linalg.LinAlgError,
+                         FloatingPointError, OverflowError, _NumericalTrouble)
     return _MODEL_ERRORS
 
 
@@ -53,19 +66,24 @@ def propose(
         # routine, not news for whoever reads the agent's log.
         warnings.simplefilter("ignore", NumericalWarning)
         torch.manual_seed(seed)
+        tried = set(seen)
         try:
             cand, model, acq, unwarp, timings = _optimise(s, X, Y, data, n, seed)
+            if not np.all(np.isfinite(cand)):
+                raise _NumericalTrouble("the acquisition optimum is not finite")
+            rounded = s.encoder.round(cand)
+            return _explain(s, history, data, rounded, model, acq, unwarp, seen,
+                            {**facts, **timings})
         except _model_errors() as err:
+            seen.clear()
+            seen.update(tried)  # forget what the failed attempt marked as suggested
             return s._design(history, n, seen, f"{s.initial_design} fallback (model failed)",
                             error=f"{type(err).__name__}: {err}"[:300], **facts)
-        rounded = s.encoder.round(cand)
-        return _explain(s, history, data, rounded, model, acq, unwarp, seen,
-                        {**facts, **timings})
 
 
 def _optimise(
     s: BoTorchSearcher, X: np.ndarray, Y: np.ndarray, data: Collected, n: int, seed: int
-) -> tuple[np.ndarray, Any, Any, Callable[[Any], np.ndarray], dict[str, Any]]:
+) -> tuple[np.ndarray, Any, Any, Unwarp, dict[str, Any]]:
     import torch
     from botorch.acquisition.analytic import LogExpectedImprovement
     from botorch.acquisition.logei import qLogNoisyExpectedImprovement
@@ -182,7 +200,7 @@ def _explain(
     rounded: np.ndarray,
     model: Any,
     acq: Any,
-    unwarp: Callable[[Any], np.ndarray],
+    unwarp: Unwarp,
     seen: set[str],
     facts: dict[str, Any],
 ) -> list[Suggestion]:
@@ -217,27 +235,43 @@ def _explain(
         post = model.posterior(tR) if keep else None
         mean = post.mean.numpy() if post is not None else np.zeros((0, 1))
         std = post.variance.clamp_min(0).sqrt().numpy() if post is not None else mean
-        if len(mean):  # the objective may have been modelled warped: back to its units
-            hi, lo = unwarp(mean[:, 0] + std[:, 0]), unwarp(mean[:, 0] - std[:, 0])
-            mean, std = mean.copy(), std.copy()
-            mean[:, 0], std[:, 0] = unwarp(mean[:, 0]), (hi - lo) / 2
         point_acq = acq(tR.unsqueeze(1)).numpy() if keep else []
         batch_acq = (
             float(acq(tR.unsqueeze(0)).item()) if keep and (not multi or len(keep) <= 8) else None
         )
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+        raise _NumericalTrouble("the model's predictions are not finite")
+    # Objectives in user units: the posterior median and the central 68% interval (the
+    # model's mean -/+ one sd, through the inverse warp: monotone, so quantiles map to
+    # quantiles), clipped to the observed values where the warp has no data to invert.
+    med = mean[:, :k].copy()
+    low, high = mean[:, :k] - std[:, :k], mean[:, :k] + std[:, :k]
+    clipped = np.zeros((len(mean), 3), dtype=bool)
+    if len(mean):
+        clipped = np.column_stack([unwarp.beyond(v[:, 0]) for v in (low, med, high)])
+        for v in (low, med, high):
+            v[:, 0] = unwarp(v[:, 0])
     incumbent = _incumbent(s, data)
     names = [name or "objective" for name, _ in s.objectives]
     signs = [1.0 if m is Mode.MAX else -1.0 for _, m in s.objectives]
     out: list[Suggestion] = []
     for row, i in enumerate(keep):
-        pred_mean = {nm: float(mean[row, j] * signs[j]) for j, nm in enumerate(names)}
-        pred_std = {nm: float(std[row, j]) for j, nm in enumerate(names)}
+        pred_mean = {nm: float(med[row, j] * signs[j]) for j, nm in enumerate(names)}
+        pred_std = {nm: float((high[row, j] - low[row, j]) / 2) for j, nm in enumerate(names)}
+        interval = {nm: sorted([float(low[row, j] * signs[j]), float(high[row, j] * signs[j])])
+                    for j, nm in enumerate(names)}
+        # Which of the user-unit (lower, median, upper) sit at an observed extreme because
+        # the model puts them past every observation (only a warped objective clips).
+        c_low, c_med, c_high = clipped[row] if signs[0] > 0 else clipped[row, ::-1]
+        at_bound = [q for q, c in (("lower", c_low), ("median", c_med), ("upper", c_high)) if c]
         expl: dict[str, Any] = {
             "method": methods[i],
             "acquisition_value": float(point_acq[row]),
             "batch_acquisition_value": batch_acq,
             "predicted_mean": pred_mean if multi else pred_mean[names[0]],
             "predicted_std": pred_std if multi else pred_std[names[0]],
+            "predicted_interval": interval if multi else interval[names[0]],
+            "predicted_at_observed_bound": at_bound,
             "incumbent": incumbent,
             "batch_position": row,
             "n_pending": len(data.pending),

@@ -293,6 +293,14 @@ def test_botorch_searcher_rejects_bad_settings(bad):
         BoTorchSearcher({"x": uniform(0, 1)}, **bad)
 
 
+@pytest.mark.parametrize("ref", [[float("nan"), 1.0], [1.0, float("inf")], {"a": -math.inf, "b": 1},
+                                 ["x", 1.0]])
+def test_botorch_searcher_rejects_a_non_finite_ref_point(ref):
+    # NaN crashed suggest() with a NaN-gradient error; inf made every hypervolume 0 or inf.
+    with pytest.raises(UserInputError, match="ref_point must be"):
+        BoTorchSearcher({"x": uniform(0, 1)}, objectives={"a": "max", "b": "max"}, ref_point=ref)
+
+
 def test_seen_configs_are_memoised_per_trial_but_follow_a_changed_config():
     space = {"a": choice([1, 2, 3])}
     s = RandomSearcher(space, seed=0)
@@ -344,17 +352,97 @@ def test_single_suggestions_use_analytic_log_ei_and_explain_in_user_units():
     assert {x.explanation["method"] for x in s.suggest(history, n=2)} == {"botorch qLogNEI"}
 
 
-def test_warp_outcomes_continues_past_the_observed_values_along_the_tangent():
+def test_warp_outcomes_maps_past_the_observed_values_to_the_observed_extremes():
     # A tail the power transform bends hard: past the observed values its inverse explodes
-    # (or has none, beyond an asymptote). Predictions there continue along the tangent at
-    # the ends instead: finite, monotone, and growing linearly, never NaN.
+    # (or has none, beyond an asymptote), and any continuation is a guess the data do not
+    # support. Values there map to the best or worst observation, and beyond() says so.
     for y in (np.array([-100.0, -30.0, -10.0, -3.0, -1.0, -0.5, -0.2, -0.1, 0.0]),
               -np.exp(30 * np.linspace(0, 1, 12))):
         W, unwarp = warp_outcomes(y[:, None], k=1)
         t_lo, t_hi = W[:, 0].min(), W[:, 0].max()
-        v = np.array([t_lo - 1e6, t_lo - 1.0, t_lo, t_hi, t_hi + 1.0, t_hi + 2.0, t_hi + 1e6])
+        v = np.array([t_lo - 1e6, t_lo - 1.0, t_lo, t_hi, t_hi + 1.0, t_hi + 1e6])
         out = unwarp(v)
-        assert np.all(np.isfinite(out)) and np.all(np.diff(out) > 0)
+        assert np.all(np.isfinite(out)) and np.all(np.diff(out) >= 0)
         tol = 1e-9 * np.ptp(y)  # round-off of the z-scoring at the scale of the values
         assert out[2] == pytest.approx(y.min(), abs=tol) and out[3] == pytest.approx(y.max(), abs=tol)
-        assert out[5] - out[3] == pytest.approx(2 * (out[4] - out[3]))  # linear past the end
+        assert list(out[:2]) == [y.min()] * 2 and list(out[4:]) == [y.max()] * 2
+        assert list(unwarp.beyond(v)) == [True, True, False, False, True, True]
+
+
+@pytest.mark.parametrize("big", [1e6, 1e100, 1e300, 1.7e308])
+def test_warp_outcomes_keeps_ordinary_values_apart_next_to_a_huge_one(big):
+    # A diverged but finite loss (to maximise: -big) next to ordinary ones: z-scoring alone
+    # overflows (1e300 squared) or rounds every ordinary value to one z-score. The
+    # compressed warp keeps them distinct, in order, modest in size and invertible.
+    y = np.array([-0.3, -0.25, -0.2, -0.6, -big, -0.1, -0.45, -0.15])
+    W, unwarp = warp_outcomes(y[:, None], k=1)
+    w = W[:, 0]
+    assert np.all(np.isfinite(w)) and np.abs(w).max() < 100
+    order = np.argsort(y)
+    assert np.all(np.diff(w[order]) > 0)  # monotone: distinct values stay distinct
+    ordinary = y > -1
+    np.testing.assert_allclose(unwarp(w[ordinary]), y[ordinary], rtol=1e-6)
+    assert unwarp(w[~ordinary])[0] == pytest.approx(-big, rel=1e-6)
+
+
+def test_huge_finite_outcome_is_modelled_not_raised():
+    # A loss of 1e300 once (an exploding run): BoTorch raised OptimizationGradientError
+    # (one suggestion) or _LinAlgError (a batch) on the overflowing standardisation.
+    space = {"x": uniform(0.0, 1.0), "y": uniform(0.0, 1.0)}
+    history = [_done(i, {"x": 0.1 * i, "y": 0.05 * i}, 1e300 if i == 3 else float(i))
+               for i in range(8)]
+    for n in (1, 2):
+        out = BoTorchSearcher(space, mode="min", seed=0, **FAST).suggest(history, n=n)
+        assert len(out) == n
+        for g in out:
+            e = g.explanation
+            assert e["method"].startswith("botorch"), e
+            assert 0.0 <= e["predicted_mean"] <= 1e300 and math.isfinite(e["predicted_std"])
+
+
+@pytest.mark.parametrize("where", ["fit", "acquisition"])
+@pytest.mark.parametrize("error", ["gradient", "linalg"])
+def test_numerical_errors_in_the_model_fall_back_to_the_initial_design(monkeypatch, where,
+                                                                       error):
+    import botorch.fit
+    import botorch.optim
+    import torch
+    from botorch.exceptions.errors import OptimizationGradientError
+
+    def boom(*args, **kwargs):
+        if error == "gradient":
+            raise OptimizationGradientError("gradf is NaN", current_x=np.zeros(2))
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(botorch.fit if where == "fit" else botorch.optim,
+                        "fit_gpytorch_mll" if where == "fit" else "optimize_acqf", boom)
+    space = {"x": uniform(0.0, 1.0), "y": uniform(0.0, 1.0)}
+    history = [_done(i, {"x": 0.1 * i, "y": 0.05 * i}, float(i)) for i in range(8)]
+    out = BoTorchSearcher(space, mode="min", seed=0, **FAST).suggest(history, n=2)
+    assert len(out) == 2 and len({json.dumps(dict(g.config), sort_keys=True) for g in out}) == 2
+    for g in out:
+        assert g.explanation["method"] == "random fallback (model failed)"
+        assert g.explanation["error"].startswith(
+            "OptimizationGradientError" if error == "gradient" else "_LinAlgError")
+
+
+def test_explanations_predict_in_user_units_within_the_observed_values_after_an_outlier():
+    # One diverged-but-finite loss (1e3) among losses near 0.1-0.6: the warped model's
+    # mean sat past the best observation, and the unwarp continued it along a tangent
+    # to "predicted_mean -6.8 +- 12.8" for a loss that is 0.19 and cannot be negative.
+    space = {"x": uniform(0.0, 1.0), "y": uniform(0.0, 1.0)}
+    rng = np.random.default_rng(0)
+    history = []
+    for i, (x, y) in enumerate(rng.random((10, 2))):
+        loss = 1e3 if i == 4 else 0.05 + (x - 0.3) ** 2 + (y - 0.7) ** 2
+        history.append(_done(i, {"x": x, "y": y}, loss))
+    lo, hi = min(t.value for t in history), max(t.value for t in history)
+    for n in (1, 2):
+        for g in BoTorchSearcher(space, mode="min", seed=0).suggest(history, n=n):
+            e = g.explanation
+            low, high = e["predicted_interval"]
+            assert lo <= low <= e["predicted_mean"] <= high <= hi, e
+            assert e["predicted_std"] == pytest.approx((high - low) / 2)
+            # The model puts its median past the best loss seen: reported there, and said so.
+            assert e["predicted_mean"] == pytest.approx(lo)
+            assert e["predicted_at_observed_bound"][:2] == ["lower", "median"]
