@@ -12,31 +12,128 @@ import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
-__all__ = ["capture_env", "capture_git", "current_seed", "is_secret_name", "scrub_url", "seed"]
+__all__ = [
+    "capture_env",
+    "capture_git",
+    "current_seed",
+    "is_secret_name",
+    "scrub_argv",
+    "scrub_environ",
+    "scrub_text",
+    "scrub_url",
+    "seed",
+]
 
+# Names that may hold a secret (compared with Sentry's default denylist, Django's
+# HIDDEN_SETTINGS and what CI systems mask): matched anywhere in the name, case-insensitively.
+# A few spellings that are common and harmless are cut out by lookarounds (TOKENIZERS_*,
+# GIT_AUTHOR_*, --num-passes, --keypoints), and PAT and SIG only match as whole words
+# (GH_PAT, ?sig=) so PATH, PYTHONPATH and SIGNAL do not.
 _SECRET = re.compile(
-    r"KEY|TOKEN|SECRET|PASSW|PWD|CREDENTIAL|AUTH|PRIVATE|SESSION|COOKIE|SIGNATURE|CERT|DSN",
+    r"KEY(?!POINT|FRAME|BOARD)|TOKEN(?!I[SZ])|SECRET|(?<!BY)PASS(?!(?:ES|ING)(?![A-Z]))|PWD"
+    r"|CREDENTIAL|AUTH(?!OR(?!I[SZ]))|PRIVATE|SESSION|COOKIE|SIGNATURE|CERT|DSN|CSRF|XSRF"
+    r"|JWT|BEARER|HEADERS|CONN(?:ECTION)?[_.\-]?STR"
+    r"|(?<![A-Z])(?:PAT|SIG)(?![A-Z])",
     re.IGNORECASE,
 )
+# Common names the pattern above catches that hold no secret (directories, socket paths,
+# desktop session ids, CA bundles).
+_HARMLESS = re.compile(
+    r"(?:OLD)?PWD|SSH_AUTH_SOCK|XAUTHORITY|SSL_CERT_(?:FILE|DIR)|DESKTOP_SESSION"
+    r"|XDG_SESSION_[A-Z]+|DBUS_SESSION_BUS_ADDRESS",
+    re.IGNORECASE,
+)
+_TOKEN_COUNTS = re.compile(  # --max-new-tokens, NUM_TOKENS: lengths, not credentials
+    r"(?<![A-Z])(?:(?:MAX|MIN|NUM)[-_.]?(?:NEW[-_.]?)?TOKENS?|N[-_.]?TOKENS)(?![A-Z])",
+    re.IGNORECASE,
+)
+_MASK = "***"
+# scheme://userinfo@ — the userinfo (a user name that may itself be a key, as in a Sentry DSN
+# or https://<token>@github.com, and a password) is dropped. Greedy up to the last "@" before
+# the path, so an unencoded "@" in a password does not leave its tail behind.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s\"'<>]*@")
+# name=value pairs (URL query and fragment parameters, key=value;... connection strings,
+# --flag=value, hydra-style a.b=value): the value is masked when the name looks secret.
+_PAIR = re.compile(r"(?:^|(?<=[\s?&;#,]))([+~]{0,2}-{0,2}[\w.\-\[\]%]+)=([^&;#\s,\"']*)")
+# Tokens recognisable by their form whatever they are stored under.
+_TOKEN_FORMS = re.compile(
+    r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_\-]{20,}"
+    r"|xox[abposr]-[A-Za-z0-9\-]{10,}|hf_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_\-]{20,}"
+    r"|A[KS]IA[0-9A-Z]{16}|eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*)"
+)
+_AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|Token)\s+[^\s,;\"']+", re.IGNORECASE)
 _seed: int | None = None
 
 
 def is_secret_name(name: str) -> bool:
-    """Environment variable names that may hold secrets are never recorded."""
-    return bool(_SECRET.search(name))
+    """Whether an environment variable, flag or parameter name may hold a secret.
+
+    Such environment variables are never recorded, and such flags' and parameters' values
+    are masked.
+    """
+    if _HARMLESS.fullmatch(name):
+        return False
+    return bool(_SECRET.search(_TOKEN_COUNTS.sub("", name)))
+
+
+def _mask_pair(m: re.Match[str]) -> str:
+    name, value = m.group(1), m.group(2)
+    if value and is_secret_name(unquote(name).lstrip("+~-")):
+        return f"{name}={_MASK}"
+    return m.group(0)
+
+
+def scrub_text(text: str) -> str:
+    """``text`` without the secrets it visibly carries: URL credentials (``user:pass@``),
+    secret-looking parameters (``?private_token=…``, ``password=…;``, ``--api-key=…``),
+    ``Bearer …`` credentials and tokens of well-known forms (``ghp_…``, ``sk-…``, JWTs).
+
+    Never raises; a value holding a PEM private key is masked whole.
+    """
+    try:
+        if "PRIVATE KEY-----" in text:
+            return _MASK
+        text = _USERINFO.sub(r"\1", text)
+        text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {_MASK}", text)
+        text = _PAIR.sub(_mask_pair, text)
+        return _TOKEN_FORMS.sub(_MASK, text)
+    except Exception:  # noqa: BLE001 - capture must never fail init: keep nothing rather
+        return _MASK
 
 
 def scrub_url(url: str) -> str:
-    """Remove credentials from a remote URL (``https://user:token@host/x`` -> ``https://host/x``)."""
+    """Remove credentials from a URL: the userinfo (``https://user:token@host/x`` ->
+    ``https://host/x``) and the values of secret-looking query and fragment parameters
+    (``?private_token=…`` -> ``?private_token=***``). The host (IPv6 brackets, any port,
+    valid or not) is kept as written. Never raises.
+    """
     if "://" not in url:
         return url  # scp-like "git@host:path": a user name, never a password
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return scrub_text(url)
+
+
+def scrub_argv(argv: list[str]) -> list[str]:
+    """The command line with secrets masked: the value of a long flag whose name looks
+    secret (``--api-key X``, ``--api-key=X``, ``--password X``), secret-looking ``name=value``
+    arguments (``db.password=X``), URL credentials and well-known token forms."""
+    out: list[str] = []
+    mask_next = False
+    for arg in argv:
+        if mask_next and not arg.startswith("--"):
+            out.append(_MASK)
+            mask_next = False
+            continue
+        mask_next = (arg.startswith("--") and "=" not in arg and len(arg) > 2
+                     and is_secret_name(arg[2:]))
+        out.append(scrub_text(arg))
+    return out
+
+
+def scrub_environ(environ: dict[str, str]) -> dict[str, str]:
+    """Environment variables minus secret-looking names, other values scrubbed (sorted)."""
+    return {k: scrub_text(v) for k, v in sorted(environ.items()) if not is_secret_name(k)}
 
 
 def _git(args: list[str], cwd: str) -> str | None:
@@ -96,7 +193,12 @@ def _gpu_names() -> list[str]:
 
 
 def capture_env() -> dict[str, Any]:
-    """Python, OS, host, CPUs, GPUs, packages, command line, working dir, safe env vars."""
+    """Python, OS, host, CPUs, GPUs, packages, command line, working dir, env vars.
+
+    Scrubbed here, before anything is written (the env is part of the signed record):
+    variables with secret-looking names are left out, credentials inside the other values
+    and the command line are masked (:func:`scrub_environ`, :func:`scrub_argv`).
+    """
     pkgs = sorted(
         {f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
          if d.metadata["Name"]},
@@ -110,9 +212,9 @@ def capture_env() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "gpus": _gpu_names(),
         "packages": pkgs,
-        "argv": list(sys.argv),
+        "argv": scrub_argv(list(sys.argv)),
         "cwd": os.getcwd(),
-        "environ": {k: v for k, v in sorted(os.environ.items()) if not is_secret_name(k)},
+        "environ": scrub_environ(dict(os.environ)),
         "seed": _seed,
     }
 

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import types
 
 import pytest
-from assay.sdk.capture import capture_env, capture_git, is_secret_name, scrub_url
+from assay.sdk.capture import (
+    capture_env,
+    capture_git,
+    is_secret_name,
+    scrub_argv,
+    scrub_url,
+)
 from assay.sdk.system import GpuProbe, SystemSampler
 
 
@@ -27,6 +35,106 @@ def test_secret_looking_environment_variables_are_not_recorded(monkeypatch):
     assert env["MY_SETTING"] == "visible"
     assert not {"WANDB_API_KEY", "HF_TOKEN", "DB_PASSWORD"} & set(env)
     assert is_secret_name("aws_secret_access_key") and not is_secret_name("PATH")
+
+
+@pytest.mark.parametrize("url,want", [
+    ("https://gitlab.com/api/v4/x?private_token=glpat-abc&page=2",
+     "https://gitlab.com/api/v4/x?private_token=***&page=2"),
+    ("https://b.blob.core.windows.net/c/f?sv=2022&sig=abc%3D&se=1",
+     "https://b.blob.core.windows.net/c/f?sv=2022&sig=***&se=1"),
+    ("https://h/cb?code_len=3&access_token=t1#id_token=t2", "https://h/cb?code_len=3&access_token=***#id_token=***"),
+    ("https://h/x?key=k&password=p&Signature=s", "https://h/x?key=***&password=***&Signature=***"),
+    ("https://u:p@[::1]:8080/x", "https://[::1]:8080/x"),  # brackets kept
+    ("https://u:p@host:99999/x", "https://host:99999/x"),  # an out-of-range port: no ValueError
+    ("http://u:p@[::1", "http://[::1"),  # unclosed bracket: no ValueError
+    ("postgres://u:p@ss@db/x", "postgres://db/x"),  # an unencoded "@" in the password
+])
+def test_urls_lose_credential_parameters_keep_their_host_and_never_raise(url, want):
+    assert scrub_url(url) == want
+
+
+_SECRET_NAMES = ["DB_PASS", "SMTP_PASS", "PGPASSWORD", "MYSQL_PWD", "DB_PASSWD", "GH_PAT",
+                 "SENTRY_DSN", "GOOGLE_APPLICATION_CREDENTIALS", "AWS_SHARED_CREDENTIAL",
+                 "GPG_PRIVATE", "BASIC_AUTH", "AUTHORIZATION", "SESSION_COOKIE", "REQUEST_SIGNATURE",
+                 "CSRF_TOKEN", "AZURE_STORAGE_CONNECTION_STRING", "OTEL_EXPORTER_OTLP_HEADERS",
+                 "aws_secret_access_key", "HF_TOKEN", "OPENAI_API_KEY"]
+_HARMLESS_NAMES = ["PATH", "PWD", "OLDPWD", "HOME", "PYTHONPATH", "LD_LIBRARY_PATH", "USER", "SHELL",
+                   "LANG", "TERM", "HOSTNAME", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
+                   "TOKENIZERS_PARALLELISM", "GIT_AUTHOR_NAME", "SSH_AUTH_SOCK", "XDG_SESSION_ID",
+                   "SSL_CERT_FILE", "SIGNAL"]
+
+
+def test_secret_looking_names_are_caught_and_common_harmless_ones_are_not():
+    assert [n for n in _SECRET_NAMES if not is_secret_name(n)] == []
+    assert [n for n in _HARMLESS_NAMES if is_secret_name(n)] == []
+
+
+# (variable, value, what must not be stored, what must be) — the integrity review's repro
+_ENV_SECRETS = [
+    ("DATABASE_URL", "postgres://u:supersecretpw@db/x", "supersecretpw", "postgres://db/x"),
+    ("HTTPS_PROXY", "http://bob:proxypw@proxy:3128", "proxypw", "http://proxy:3128"),
+    ("PIP_INDEX_URL", "https://user:pypitoken@pypi.example/simple", "pypitoken",
+     "https://pypi.example/simple"),
+    ("SENTRY_URL", "https://abc123key@o1.ingest.sentry.io/1", "abc123key",
+     "https://o1.ingest.sentry.io/1"),
+    ("PIP_EXTRA_INDEX_URL", "https://a:pw1@one/simple https://b:pw2@two/simple", "pw2",
+     "https://one/simple https://two/simple"),
+    ("FEED", "https://gitlab.com/x.atom?private_token=feedtok", "feedtok",
+     "https://gitlab.com/x.atom?private_token=***"),
+    ("STORAGE", "AccountName=acct;AccountKey=c2VjcmV0==;EndpointSuffix=core", "c2VjcmV0",
+     "AccountName=acct;AccountKey=***;EndpointSuffix=core"),
+    ("SOME_SETTING", "ghp_" + "A" * 36, "ghp_", "***"),
+]
+
+
+def test_credentials_inside_values_are_removed_whatever_the_variable_is_called(monkeypatch):
+    for name, value, _, _ in _ENV_SECRETS:
+        monkeypatch.setenv(name, value)
+    for name in ("DB_PASS", "GH_PAT", "SMTP_PASS"):
+        monkeypatch.setenv(name, f"{name.lower()}-value")
+    monkeypatch.setenv("PWD", "/work/dir")
+    env = capture_env()["environ"]
+    dumped = json.dumps(env)
+    for name, _, secret, kept in _ENV_SECRETS:
+        assert secret not in dumped, name
+        assert env[name] == kept, name
+    assert not {"DB_PASS", "GH_PAT", "SMTP_PASS"} & set(env)
+    assert env["PWD"] == "/work/dir"  # the working directory, not a password
+
+
+def test_secret_flags_and_url_credentials_in_argv_are_masked(monkeypatch):
+    argv = ["train.py", "--api-key=sk-live-xyz", "--password", "hunter2", "--token=abc",
+            "--db-url", "postgres://u:dbpw@db/x", "db.password=hyd", "--lr", "0.1",
+            "--tokenizer", "bert-base", "--max-new-tokens", "64", "--use-auth", "--epochs", "3",
+            "-p", "8080"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert capture_env()["argv"] == [
+        "train.py", "--api-key=***", "--password", "***", "--token=***",
+        "--db-url", "postgres://db/x", "db.password=***", "--lr", "0.1",
+        "--tokenizer", "bert-base", "--max-new-tokens", "64", "--use-auth", "--epochs", "3",
+        "-p", "8080"]
+    assert scrub_argv(["x.py", "--secret"]) == ["x.py", "--secret"]  # a last flag: nothing to mask
+
+
+def test_the_signed_run_record_stores_none_of_the_reviews_secrets(data_dir, monkeypatch):
+    import assay
+
+    for name, value, _, _ in _ENV_SECRETS:
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DB_PASS", "dbpass123")
+    monkeypatch.setenv("GH_PAT", "ghp_abcdef")
+    monkeypatch.setenv("SMTP_PASS", "mailpw")
+    monkeypatch.setattr(sys, "argv", ["secrets_env.py", "--api-key=sk-live-xyz",
+                                      "--password", "hunter2"])
+    with assay.init(project="s", system_metrics_interval=0) as r:
+        r.log({"x": 1}, step=0)
+    env = assay.Api().run(r.id).env
+    dumped = json.dumps(env)
+    for secret in ["supersecretpw", "proxypw", "pypitoken", "abc123key", "dbpass123",
+                   "ghp_abcdef", "mailpw", "sk-live-xyz", "hunter2", "feedtok"]:
+        assert secret not in dumped, secret
+    assert env["environ"]["HTTPS_PROXY"] == "http://proxy:3128"
+    assert env["argv"][1:] == ["--api-key=***", "--password", "***"]
 
 
 def _git(cwd, *args):
