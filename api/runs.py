@@ -9,14 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 
 from ..errors import NotFoundError, UserInputError
+from ..sdk.capture import scrub_argv, scrub_environ
 from ..store.records import RunRecord, RunStatus, validate_name
-from .auth import Viewer
+from .auth import Principal, Role, Viewer
 from .downsample import Method, downsample, load_curves
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
 from .query import RunsIndex, RunsQuery
 from .store_ext import ServerStore
 
-__all__ = ["RUN_ID_PATTERN", "RunId", "router", "run_public"]
+__all__ = ["RUN_ID_PATTERN", "RunId", "may_see_environ", "router", "run_public"]
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9]{1,64}$"
 RunId = Annotated[str, Path(pattern=RUN_ID_PATTERN, description="a run id (letters and digits)")]
@@ -33,13 +34,40 @@ def _index(request: Request) -> RunsIndex:
     return request.app.state.index  # type: ignore[no-any-return]
 
 
-def run_public(r: RunRecord) -> dict[str, Any]:
-    """A run record as the API shows it (summary values first, statistics beside)."""
+def may_see_environ(who: Principal | None, owner: str | None) -> bool:
+    """Whether ``who`` sees the values of a run's environment variables: supervisors and up,
+    and the run's owner (the researcher token that started it on this server). Others,
+    viewers included, see the variable names only."""
+    if who is None:
+        return False
+    if who.can(Role.SUPERVISOR):
+        return True
+    return owner is not None and who.can(Role.RESEARCHER) and owner == who.name
+
+
+def run_public(r: RunRecord, show_environ: bool = False) -> dict[str, Any]:
+    """A run record as the API shows it (summary values first, statistics beside).
+
+    The environment's variables and command line are scrubbed again as served (runs captured
+    before the SDK scrubbed values still hold them in their signed record); unless
+    ``show_environ``, the variables' values are ``null`` (``environ_hidden`` says so).
+    """
     d = dataclasses.asdict(r)
     d["status"] = str(r.status)
     d["tags"] = list(r.tags)
     d["summary_stats"] = d.pop("summary")
     d["summary"] = r.summary_values()
+    env = d.get("env")
+    hidden = False
+    if isinstance(env, dict):
+        if isinstance(env.get("argv"), list):
+            env["argv"] = scrub_argv([str(a) for a in env["argv"]])
+        environ = env.get("environ")
+        if isinstance(environ, dict):
+            clean = scrub_environ({str(k): str(v) for k, v in environ.items()})
+            hidden = not show_environ
+            env["environ"] = {k: None for k in clean} if hidden else clean
+    d["environ_hidden"] = hidden
     return d
 
 
@@ -105,8 +133,17 @@ def run_columns(request: Request, who: Viewer,
 
 @router.get("/runs/{run_id}", summary="One run")
 def get_run(request: Request, who: Viewer, run_id: RunId) -> SafeJSONResponse:
-    """Config, summary (values and min/max/last step per key), status, env, git."""
-    return ok(run_public(get_run_or_404(_store(request), run_id)))
+    """Config, summary (values and min/max/last step per key), status, env, git.
+
+    The values of the run's environment variables are for its owner and supervisors; other
+    callers get the names with ``null`` values and ``environ_hidden: true``.
+    """
+    r = get_run_or_404(_store(request), run_id)
+    owner = None
+    if not who.can(Role.SUPERVISOR) and who.can(Role.RESEARCHER):
+        remote = getattr(request.app.state, "remote", None)
+        owner = remote.owner(run_id) if remote is not None else None
+    return ok(run_public(r, show_environ=may_see_environ(who, owner)))
 
 
 @router.get("/runs/{run_id}/keys", summary="Metric keys of a run")
