@@ -101,6 +101,7 @@ def run_record_payload(store: LanceStore, run: RunRecord) -> dict[str, Any]:
         "run_id": run.run_id,
         "project": run.project,
         "name": run.name,
+        "group": run.group,
         "status": str(run.status),
         "error": run.error,
         "config": run.config,
@@ -118,10 +119,12 @@ def run_record_payload(store: LanceStore, run: RunRecord) -> dict[str, Any]:
     }
 
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 """Version 2 also seals the error text, each metric's min/max/step summary and the metric
-rows' times. Version 1 records (no ``v``) are checked on the fields they hold."""
+rows' times; version 3 the run's group. Older records (version 1: no ``v``) are checked on
+the fields they hold."""
 _V2_ONLY = ("v", "error", "summary_stats")
+_V3_ONLY = ("group",)
 
 
 def _times_digest(hist: Any) -> str:
@@ -137,10 +140,14 @@ def _times_digest(hist: Any) -> str:
 
 def _as_sealed(payload: dict[str, Any], sealed: Mapping[str, Any]) -> dict[str, Any]:
     """``payload`` cut to the fields a record of ``sealed``'s version holds."""
-    if sealed.get("v", 1) >= RECORD_VERSION:
+    v = sealed.get("v", 1)
+    if v >= RECORD_VERSION:
         return payload
-    old = {k: v for k, v in payload.items() if k not in _V2_ONLY}
-    old["metrics"] = {k: v for k, v in payload["metrics"].items() if k != "times"}
+    old = {k: x for k, x in payload.items() if k not in _V3_ONLY}
+    if v >= 2:
+        return {**old, "v": v}
+    old = {k: x for k, x in old.items() if k not in _V2_ONLY}
+    old["metrics"] = {k: x for k, x in payload["metrics"].items() if k != "times"}
     return old
 
 

@@ -274,13 +274,20 @@ def test_deleting_the_newest_run_with_its_record_is_caught_by_the_audit_trail(pi
 def test_a_record_sealed_before_version_2_is_checked_on_the_fields_it_holds(pipeline, data_dir):
     # Records sealed by an older assay hold no error text, summary stats or metric times:
     # they must still verify, and still catch changes to what they do hold.
-    from assay.store.provenance import _V2_ONLY, ChainStore, run_chain, run_record_payload
+    from assay.store.provenance import (
+        _V2_ONLY,
+        _V3_ONLY,
+        ChainStore,
+        run_chain,
+        run_record_payload,
+    )
     from assay.store.signing import seal
 
     rid = pipeline["train"].id
     g = open_graph(data_dir)
     run = g.store.get_run(rid)
-    v1 = {k: v for k, v in run_record_payload(g.store, run).items() if k not in _V2_ONLY}
+    v1 = {k: v for k, v in run_record_payload(g.store, run).items()
+          if k not in _V2_ONLY + _V3_ONLY}
     v1["metrics"] = {k: v for k, v in v1["metrics"].items() if k != "times"}
     chains, chain = ChainStore(g.store), run_chain(run.project)
     chains.append(chain, [seal(v1, chains.head(chain), g.audit.key, kind="run",
@@ -291,3 +298,23 @@ def test_a_record_sealed_before_version_2_is_checked_on_the_fields_it_holds(pipe
     _tamper_config(g, rid)
     _, problems = assay.Api().verify(rid)
     assert [p.reason for p in problems] == ["config.lr changed"]
+
+
+def test_the_group_is_sealed_from_record_version_3(pipeline, data_dir):
+    """A run's group was neither sealed nor listed as unsealed (found by an integrity
+    review); records sealed before version 3 are checked without it."""
+    from assay.store.provenance import _V3_ONLY, ChainStore, run_chain, run_record_payload
+    from assay.store.signing import seal
+
+    rid = pipeline["train"].id
+    g = open_graph(data_dir)
+    assert assay.Api().verify(rid) == (1, [])
+    _tamper_run_column(g, rid, "group", lambda x: "another-group")
+    _, problems = assay.Api().verify(rid)
+    assert [p.reason for p in problems] == ["group changed"]
+    run = g.store.get_run(rid)
+    v2 = {k: v for k, v in run_record_payload(g.store, run).items() if k not in _V3_ONLY}
+    chains, chain = ChainStore(g.store), run_chain(run.project)
+    chains.append(chain, [seal({**v2, "v": 2}, chains.head(chain), g.audit.key, kind="run",
+                               subject_id=rid)])
+    assert assay.Api().verify(rid) == (1, [])  # a version 2 record holds no group
