@@ -260,7 +260,7 @@ function renderCode(el, run, ctx) {
     h("div.panel", h("h2", "Environment"), kvTable({ ...rest, ...(rest.argv ? { argv: rest.argv.join(" ") } : {}) }, { empty: "No environment captured." }))),
   h("div.grid.cols-2",
     h("div.panel", h("h2", "Packages", h("span.count", String(packages.length))), h("div.toolbar", pkgFilter), pkgList),
-    h("div.panel", h("h2", "Environment variables", h("span.count", String(Object.keys(environ).length)), h("span.right.muted", "secrets are never recorded")),
+    h("div.panel", h("h2", "Environment variables", h("span.count", String(Object.keys(environ).length)), h("span.right.muted", run.environ_hidden ? "values visible to the run's owner and supervisors" : "secret-looking variables and credentials are not recorded")),
       h("div.scroll", kvTable(environ, { empty: "None recorded." })))));
 }
 
