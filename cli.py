@@ -412,7 +412,12 @@ def agents(project: Annotated[str | None, typer.Option("--project", "-p")] = Non
 def decisions(agent_id: str, dir: DirOpt = None,
               limit: Annotated[int, typer.Option(help="newest N")] = 50) -> None:
     """An agent's decisions (launch, stop, override, ...) with their reasons."""
-    ds = _control(dir).decisions(agent_id=agent_id)
+    from .errors import NotFoundError
+
+    ctl = _control(dir)
+    if ctl.get_agent(agent_id) is None:
+        _fail(NotFoundError(f"no agent {agent_id!r}", hint="list agents with `assay agents`"))
+    ds = ctl.decisions(agent_id=agent_id)
     for d in ds[-limit:]:
         console.print(f"{d.hlc[:13]} [bold]{d.kind:9}[/] {d.trial_id:12} {d.summary}")
 

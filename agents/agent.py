@@ -32,6 +32,7 @@ import secrets
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -116,6 +117,17 @@ class _Suggester(threading.Thread):
         self.want = threading.Event()
         self.closed = False
         self.busy = False
+        # What the searcher's last answer said beyond its suggestions: it returned fewer
+        # than asked (the space is exhausted, :meth:`Searcher.suggest`'s contract), or it
+        # raised ("Type: message", with the traceback). Read by the agent's thread, which
+        # records the decisions.
+        self.exhausted = False
+        self.error = ""
+        self.error_trace = ""
+        self.answers = 0  # searcher answers so far (tests wait on it)
+        # The suggestion taken last: until the agent launches it (a trial) it is neither
+        # queued nor in the history, and a refill computed meanwhile must not propose it.
+        self.inflight: Suggestion | None = None
         # Bumped when the space changes: a suggestion computed before (by the old searcher)
         # is dropped instead of queued after the queue was cleared.
         self.generation = 0
@@ -132,20 +144,25 @@ class _Suggester(threading.Thread):
             if need <= 0:
                 continue
             self.busy = True
+            error = trace = ""
             try:
                 got = self.agent._suggest(need)
-            except Exception:
+            except Exception as e:  # recorded as a decision by the agent
                 log.exception("searcher failed; slots fall back to random configs")
-                got = []
+                got, error, trace = [], _error_text(e), traceback.format_exc()
             finally:
                 self.busy = False
             with self.mu:
                 if gen == self.generation:
                     self.ready.extend(got)
+                    self.exhausted = not error and len(got) < need
+                    self.error, self.error_trace = error, trace
+                self.answers += 1
 
     def take(self) -> Suggestion | None:
         with self.mu:
             s = self.ready.pop(0) if self.ready else None
+            self.inflight = s
         self.want.set()
         return s
 
@@ -153,6 +170,7 @@ class _Suggester(threading.Thread):
         with self.mu:
             self.ready.clear()
             self.generation += 1
+            self.exhausted, self.error, self.error_trace = False, "", ""
         self.want.set()
 
 
@@ -165,7 +183,8 @@ class Agent:
         metrics: Where curves come from (``StoreMetricSource``, or the ``SimBackend``).
         control: Where state, decisions and overrides live (the experiment graph).
         agent_id: Resume this agent (its persisted state) instead of starting a new one.
-        prior: Finished trials of other agents to warm-start the searcher (not budgeted).
+        prior: Finished trials of other agents to warm-start the searcher (not budgeted);
+            any of this agent's own trials among them are dropped (a resumed agent's).
         ahead: Prepare suggestions in a background thread (False: inline, deterministic).
         artifacts: Access to artifact versions, for cascading re-evaluation.
     """
@@ -207,6 +226,7 @@ class Agent:
         self._project_spent = False
         self._foreign: dict[str, TrialResult] = {}  # configs other agents hold leases on
         self._no_more = False
+        self._searcher_errors: set[str] = set()  # searcher failures already recorded
         self._skips = 0  # lease collisions since the last launch
         self._persisted = 0.0
         self.artifacts = artifacts
@@ -222,6 +242,10 @@ class Agent:
         existing = control.get_agent(self.agent_id) if agent_id else None
         if existing is not None:
             self._restore(existing)
+        # Warm-start evidence is other agents' finished runs: a resumed agent (``assay run
+        # --agent-id``, a restarted Ray actor) is handed every completed run of the project,
+        # its own trials among them, which its history already holds.
+        self.prior = [p for p in self.prior if p.trial_id not in self.trials]
         self._suggester = _Suggester(self) if ahead else None
         if self._suggester is not None:
             self._suggester.start()
@@ -432,15 +456,21 @@ class Agent:
 
     # -- 4. launches -----------------------------------------------------------------------------
     def _history(self) -> list[TrialResult]:
+        # Each trial once: the warm-start evidence never repeats this agent's own trials
+        # (filtered in __init__; a trial launched since then has a fresh id).
         return (self.prior + list(self._foreign.values())
                 + [t.result() for t in self.trials.values()])
 
     def _suggest(self, n: int) -> list[Suggestion]:
         """Ask the searcher, with queued-but-unlaunched suggestions as pending trials (so
         a batch asked ahead of need never proposes what is already waiting)."""
+        sg = self._suggester
         with self._mu:
             history = self._history()
-            queued = list(self._suggester.ready) if self._suggester is not None else []
+            queued: list[Suggestion] = []
+            if sg is not None:
+                with sg.mu:
+                    queued = list(sg.ready) + ([sg.inflight] if sg.inflight else [])
         history += [TrialResult(f"queued{i}", dict(q.config), TrialStatus.PENDING)
                     for i, q in enumerate(queued)]
         return self.searcher.suggest(history, n)
@@ -451,12 +481,33 @@ class Agent:
         if self._reeval:
             cfg, why = self._reeval.pop(0)
             return cfg, why, "reevaluate"
-        s = self._suggester.take() if self._suggester is not None else None
-        while s is not None and not self.space.contains(s.config):
-            s = self._suggester.take() if self._suggester is not None else None  # a stale one
-        if s is None and self._suggester is None:
-            got = self._suggest(1)
+        fill_why = "the searcher was still fitting; a free slot never waits"
+        sg = self._suggester
+        if sg is not None:
+            s = sg.take()
+            while s is not None and not self.space.contains(s.config):
+                s = sg.take()  # a stale one
+            if s is None and not sg.busy:
+                fill_why = ("the searcher had no suggestion ready yet (it is asked again); a "
+                            "free slot never waits")
+                if sg.error:
+                    self._searcher_failed(sg.error, sg.error_trace)
+                    fill_why = f"the searcher failed: {sg.error}"
+                elif sg.exhausted:
+                    return None  # it proposed fewer than asked: nothing left to propose
+        else:
+            try:
+                got = self._suggest(1)
+            except Exception as e:  # recorded; the slot is filled at random
+                log.exception("searcher failed; the slot falls back to a random config")
+                self._searcher_failed(_error_text(e), traceback.format_exc())
+                fill_why = f"the searcher failed: {_error_text(e)}"
+                got = None
+            if got is not None and not got:
+                return None  # fewer than asked: the space is exhausted
             s = got[0] if got and self.space.contains(got[0].config) else None
+            if got and s is None:
+                fill_why = "the searcher proposed a config outside the current space"
         if s is None:
             from ..policies import RandomSearcher
 
@@ -465,11 +516,24 @@ class Agent:
             got = fill.suggest(self._history(), 1)
             if not got:
                 return None
-            return (dict(got[0].config), {"method": "random fill",
-                    "why": "the searcher was still fitting; a free slot never waits"}, "fill")
+            return dict(got[0].config), {"method": "random fill", "why": fill_why}, "fill"
         return dict(s.config), dict(s.explanation), "searcher"
 
+    def _searcher_failed(self, error: str, trace: str) -> None:
+        """Record that the searcher raised (once per distinct error): the launches that
+        fill its slots at random say so too."""
+        if error in self._searcher_errors:
+            return
+        self._searcher_errors.add(error)
+        name = self.objective.searcher_spec["name"]
+        self._decide("", "fail", f"searcher {name} failed: {error}; free slots are filled "
+                     "with random configs until it answers again",
+                     {"searcher": name, "error": error, "traceback": trace[-2000:]})
+
     def _launch(self) -> int:
+        sg = self._suggester
+        if sg is not None and sg.error:  # recorded when it happens, not at the next fill
+            self._searcher_failed(sg.error, sg.error_trace)
         launched = self._relaunch_lost()
         if self._relaunch:
             return launched  # trials lost in a restart go first: no new config before them
@@ -648,6 +712,49 @@ class Agent:
                           "best": b.final if b else None, "trials": len(self.trials)})
             self.close()
 
+    def fail(self, why: str, hint: str = "") -> None:
+        """End the agent FAILED (its loop crashed): no trial is left running. Trials waiting
+        to be relaunched after a restart end failed; the backend is shut down (what still
+        runs is killed, its run ended stopped); each gets a decision, then the agent a
+        ``finish`` one with the reason. Safe to call on a half-broken agent."""
+        self.failure, self.failure_hint = why, hint
+        self.status = AgentStatus.FAILED
+        self.close()
+        reason = f"the agent failed: {why}"
+        for tid in list(self._relaunch):
+            self._relaunch.remove(tid)
+            t = self.trials[tid]
+            t.status, t.reason = TrialStatus.FAILED, reason
+            t.changed()
+            self.ledger.record_lost(tid, finished=True)
+            self._end_run(tid, "failed", reason)
+            self._decide(tid, "fail", reason, {"reason": reason})
+        active = [t.trial_id for t in self.active]
+        if active:
+            try:
+                self.backend.shutdown()
+                for ev in self.backend.poll():
+                    self._on_event(ev)
+            except Exception:  # the trials are still recorded stopped below
+                log.warning("could not shut the backend of %s down", self.agent_id,
+                            exc_info=True)
+        for tid in active:
+            t = self.trials[tid]
+            if t.status.is_active:  # the backend gave no last event: record the end ourselves
+                t.status, t.reason = TrialStatus.STOPPED, reason
+                t.changed()
+                self.ledger.record_lost(tid, finished=True)
+            self._end_run(tid, "stopped", reason)  # unfinished runs only
+            self._decide(tid, "stop", f"stopped: {reason}", {"rule": "agent failed",
+                                                             "reason": why})
+        b = self.best
+        self._decide(b.trial_id if b else "", "finish", reason,
+                     {"failure": why, "hint": hint, "best_config": b.config if b else None,
+                      "best": b.final if b else None, "trials": len(self.trials)})
+        self._dirty = True
+        self._flush_decisions()
+        self._persist(force=True)
+
     def _wind_down(self) -> None:
         """A stopped agent keeps polling (the events above) until the trials it asked to stop
         have ended, so their ends are recorded and a trial that ignores the request is killed
@@ -730,7 +837,8 @@ class Agent:
             if tr.status.is_active:
                 self._lost(tr)
             self.trials[tid] = tr
-            self._track_best(tr)
+            if tr.status is TrialStatus.COMPLETED:  # as in the run: a stopped or failed
+                self._track_best(tr)  # trial's last value is not a result
         self.pinned = list(st.get("pinned", []))
         self.concurrency = int(st.get("concurrency", self.concurrency))
         if st.get("searcher"):
@@ -761,6 +869,12 @@ class Agent:
 
     def _lost(self, tr: Trial) -> None:
         recovery.lost(self, tr)
+
+
+def _error_text(e: BaseException) -> str:
+    """An exception as "Type: message" (its first 500 characters)."""
+    msg = getattr(e, "message", None) or str(e)
+    return f"{type(e).__name__}: {msg}"[:500]
 
 
 def _seconds(v: Any) -> float | None:

@@ -8,7 +8,7 @@ from ..errors import UserInputError
 from ..policies import EarlyStopper, Searcher, SearchSpace
 from .objective import Objective
 
-__all__ = ["make_searcher", "make_stopper", "max_step", "refit_every"]
+__all__ = ["make_searcher", "make_stopper", "max_step", "refit_every", "searcher_options"]
 
 
 def max_step(objective: Objective) -> float:
@@ -23,7 +23,39 @@ def max_step(objective: Objective) -> float:
     return 100.0
 
 
+# Set by the objective itself (mode, seed), or the agent's business: not searcher options.
+_NOT_OPTIONS = {"self", "space", "mode", "seed", "metric", "sampler_factory", "method"}
+
+
+def searcher_options(cls: type) -> list[str]:
+    """The options a searcher class takes in an objective (``{botorch: {n_initial: 8}}``):
+    its constructor's keywords, through ``**kwargs`` to its bases', less those the objective
+    sets itself."""
+    import inspect
+
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names += [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.name not in _NOT_OPTIONS and p.name not in names]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return sorted(names)
+
+
 def make_searcher(objective: Objective, space: SearchSpace) -> Searcher:
+    """The objective's searcher, on ``space``. Cheap (nothing is fitted before the first
+    :meth:`~assay.policies.Searcher.suggest`), so the objective builds one when it is
+    declared and a bad option fails the declaration.
+
+    Raises:
+        UserInputError: naming the searcher and the option (with the closest known one).
+    """
+    import difflib
+
     from .. import policies as p
 
     spec = dict(objective.searcher_spec)
@@ -31,10 +63,26 @@ def make_searcher(objective: Objective, space: SearchSpace) -> Searcher:
     cls: Any = {"botorch": p.BoTorchSearcher, "tpe": p.TPESearcher, "cmaes": p.CMAESSearcher,
                 "random": p.RandomSearcher, "sobol": p.SobolSearcher,
                 "grid": p.GridSearcher}[name]
+    known = searcher_options(cls)
+    for key in spec:
+        if key in ("mode", "seed"):
+            raise UserInputError(f"searcher {name}: {key!r} is not a searcher option",
+                                 hint=f"set {key} at the objective's top level ({key}: ...)")
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            raise UserInputError(
+                f"searcher {name}: unknown option {key!r}",
+                hint=(f"did you mean {close[0]!r}? " if close else "")
+                + (f"{name} takes: {', '.join(known)}" if known
+                   else f"{name} takes no options: searcher: {name}"))
     try:
         return cls(space, mode=objective.mode, seed=objective.seed, **spec)  # type: ignore[no-any-return]
-    except TypeError as e:
-        raise UserInputError(f"searcher {name}: {e}",
+    except UserInputError as e:
+        raise UserInputError(f"searcher {name}: {e.message}",
+                             hint=e.hint or "check the searcher's options in the objective") \
+            from None
+    except (TypeError, ValueError) as e:
+        raise UserInputError(f"searcher {name}: bad options ({e})",
                              hint="check the searcher's options in the objective") from None
 
 

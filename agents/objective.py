@@ -83,6 +83,41 @@ def resolve_train(train: Any) -> Any:
                          hint="e.g. train: examples.digits:train, or train: python train.py")
 
 
+def _check_importable(fn: Any) -> None:
+    """A train function given as a callable must be importable as ``module:function``.
+
+    Every way an objective runs (``Objective.run``, ``assay run``, the API) starts its agent
+    in a Ray actor, another process, which gets the objective as :meth:`Objective.to_dict`
+    and imports the train target again by that name (so does a restarted actor). A function
+    defined in ``__main__`` (the script being run), a lambda, a nested function or a
+    ``functools.partial`` cannot be found that way: refused here, not when the agent starts.
+    """
+    mod = getattr(fn, "__module__", None)
+    qual = getattr(fn, "__qualname__", None)
+    hint = ("define it in a module file on the path (e.g. mytrain.py) and pass "
+            "train='mytrain:train', or the function imported from that module")
+    if not isinstance(qual, str) or not isinstance(mod, str):
+        raise UserInputError(f"train {fn!r} has no importable name: the agent runs in a Ray "
+                             "actor and imports its train function as module:function",
+                             hint=hint)
+    if mod == "__main__":
+        raise UserInputError(f"train function {qual!r} is defined in __main__ (the script "
+                             "being run): the agent runs in a Ray actor, another process, and "
+                             "imports its train function as module:function, so it cannot "
+                             "find it there", hint=hint)
+    found: Any = None
+    if "." not in qual and "<" not in qual:
+        try:
+            found = _import_target(f"{mod}:{qual}")
+        except (UserInputError, ImportError):
+            found = None
+    if found is not fn:
+        raise UserInputError(f"train function {mod}:{qual} cannot be imported by that name "
+                             "(a lambda, a nested function or a method): the agent runs in a "
+                             "Ray actor and imports its train function as module:function",
+                             hint=hint)
+
+
 def _names(value: Any, allowed: tuple[str, ...], what: str) -> list[dict[str, Any]]:
     items = value if isinstance(value, (list, tuple)) else [value]
     out = []
@@ -183,7 +218,14 @@ class Objective:
         if self.mode not in ("min", "max"):
             raise UserInputError(f"mode must be 'min' or 'max', got {self.mode!r}",
                                  hint="'max' for accuracy, 'min' for loss")
+        if isinstance(self.train, str) and self.train.strip().startswith("__main__:"):
+            raise UserInputError(f"train target {self.train!r} names __main__, which the "
+                                 "agent's Ray actor (another process) cannot import",
+                                 hint="name a function in a module file on the path: "
+                                 "module:function")
         resolve_train(self.train)
+        if callable(self.train):
+            _check_importable(self.train)
         from ..policies.space import as_space
 
         as_space(_mapping(self.space, "space", _SPACE_HINT))  # names the bad parameter
@@ -209,7 +251,12 @@ class Objective:
             raise UserInputError(f"unknown resources keys: {sorted(set(res) - {'cpus', 'gpus'})}",
                                  hint="resources: {cpus: N, gpus: N}")
         Resources(**res)
-        _names(self.searcher, SEARCHERS, "searcher")
+        searchers = _names(self.searcher, SEARCHERS, "searcher")
+        if len(searchers) != 1:
+            raise UserInputError(
+                f"an objective has one searcher, got {len(searchers)}: "
+                + ", ".join(s["name"] for s in searchers),
+                hint="e.g. searcher: botorch, or searcher: {botorch: {n_initial: 8}}")
         _names(self.stoppers or [], STOPPERS, "stopper")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise UserInputError(f"seed must be an integer, got {self.seed!r}", hint="e.g. seed: 0")
@@ -225,8 +272,11 @@ class Objective:
         # The stoppers are built once here, so bad options fail the declaration (a 400 from
         # the API) instead of the agent it starts. (A learned stopper's first build in a
         # process fits its predictor: about 2 s, then cached.)
-        from .factory import make_stopper, refit_every
+        # So is the searcher (cheap: nothing is fitted before its first suggestion): an
+        # unknown or bad option is refused here, naming it.
+        from .factory import make_searcher, make_stopper, refit_every
 
+        make_searcher(self, as_space(dict(self.space)))
         make_stopper(self)
         refit_every(self)
         for a in self.reevaluate_on:

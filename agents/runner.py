@@ -167,10 +167,14 @@ class _AgentLoop:
 
         try:
             self.agent.run(self.poll_interval)
-        except Exception:  # noqa: BLE001 - any crash of the loop is the agent's failure, recorded
+        except Exception as e:  # noqa: BLE001 - any crash of the loop is the agent's failure, recorded
             self.error = traceback.format_exc()
-            self.agent.status = AgentStatus.FAILED
-            self.agent._persist(force=True)
+            try:  # its trials are stopped and ended, each with a decision
+                self.agent.fail(f"{type(e).__name__}: {e}",
+                                "see the traceback; fix the objective or the train function")
+            except Exception:  # noqa: BLE001 - the failure itself is still recorded
+                self.agent.status = AgentStatus.FAILED
+                self.agent._persist(force=True)
 
     def snapshot(self) -> dict[str, Any]:
         a = self.agent

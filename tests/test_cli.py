@@ -96,3 +96,21 @@ def test_run_refuses_a_wrong_duration_unit_and_resources_this_machine_lacks(
     out = runner.invoke(app, ["run", str(gpu), "--detach", "--dir", str(data_dir)])
     assert out.exit_code == 2 and "1 GPU" in out.output and "started" not in out.output
     assert not (data_dir / "logs").exists()
+
+
+def test_run_refuses_bad_searcher_options_before_detaching(data_dir, tmp_path):
+    spec = tmp_path / "typo.yaml"
+    spec.write_text("name: typo\nproject: p\ntrain: examples.toy:train\nmetric: score\n"
+                    "space: {x: {uniform: [0.0, 1.0]}}\nbudget: {trials: 2}\n"
+                    "searcher: {botorch: {n_inital: 3}}\n")
+    out = runner.invoke(app, ["run", str(spec), "--dir", str(data_dir), "--detach"])
+    assert out.exit_code == 2, out.output
+    assert "unknown option 'n_inital'" in out.output and "did you mean 'n_initial'" in out.output
+    assert "started" not in out.output
+    assert not (data_dir / "logs").exists()  # no background agent was started
+
+
+def test_decisions_of_an_unknown_agent_exits_2_with_hint(data_dir):
+    out = runner.invoke(app, ["decisions", "no-such-agent", "--dir", str(data_dir)])
+    assert out.exit_code == 2
+    assert "no agent 'no-such-agent'" in out.output and "assay agents" in out.output

@@ -281,6 +281,8 @@ class FixedQueue:
 
     def __init__(self, items):
         self.items, self.ready = list(items), []
+        self.busy = self.exhausted = False
+        self.error = self.error_trace = ""
 
     def take(self):
         return self.items.pop(0) if self.items else None

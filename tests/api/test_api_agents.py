@@ -83,6 +83,14 @@ def test_bad_objectives_get_400_with_a_hint(server, client):
             "reevaluate_on": bad})
         assert r.status_code == 400, r.text
         assert "reevaluate_on must be an artifact name" in r.json()["error"]
+    for searcher, said in (({"botorch": {"n_inital": 3}}, "did you mean 'n_initial'"),
+                           ({"grid": {"points_per_dim": 0}}, "points_per_dim"),
+                           (["botorch", "tpe"], "one searcher")):
+        r = client("researcher").post("/api/objectives", json={  # refused before any agent
+            "name": "o", "project": "p", "train": "examples.toy:train", "metric": "score",
+            "space": {"x": {"uniform": [0.0, 1.0]}}, "searcher": searcher})
+        assert r.status_code == 400, r.text
+        assert said in r.json()["error"] + r.json()["hint"]
     assert client("viewer").get("/api/agents").json()["agents"] == []  # none started
 
 
