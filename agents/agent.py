@@ -632,45 +632,7 @@ class Agent:
         return recovery.relaunch_lost(self)
 
     def _check_fit(self) -> None:
-        """No slot is free and none of this agent's trials runs: the cluster is busy with
-        other work (wait), or it is too small for even one trial (the backend's
-        :meth:`~assay.scheduler.base.Backend.shortfall`). A cluster that cannot grow never
-        will be big enough: the agent fails at once, with a decision saying what each trial
-        asks for, what the cluster has and how to fix it, rather than wait forever. A cluster
-        that may grow (an autoscaler) is waited on, with one ``wait`` decision saying why
-        (again only if the shortfall changes); the budget's wall clock still ends the wait."""
-        short = self.backend.shortfall(self.resources)
-        if short is None:
-            self._waiting_for = ""
-            return
-        evidence = {"requested": dict(short.requested), "cluster": dict(short.total),
-                    "missing": short.missing, "hint": short.hint,
-                    "resources": dict(self.objective.resources)}
-        if short.may_grow:
-            if self._waiting_for != short.message:
-                self._waiting_for = short.message
-                self._decide("", "wait", f"waiting for the cluster to grow: {short.message}",
-                             {**evidence, "may_grow": True})
-            return
-        why = f"no trial can run: {short.message}"
-        for tid in list(self._relaunch):  # lost in a restart; they cannot run here either
-            self._relaunch.remove(tid)
-            t = self.trials[tid]
-            t.status, t.reason = TrialStatus.FAILED, why
-            t.changed()
-            self.ledger.record_lost(tid, finished=True)
-            self._end_run(tid, "failed", why)
-            self._decide(tid, "fail", why, {"reason": why})
-        self.failure, self.failure_hint = why, short.hint
-        self.status = AgentStatus.FAILED
-        for cfg in self.pinned:
-            self._not_launched(cfg, {}, "pinned", why)
-        for cfg, w in self._reeval:
-            self._not_launched(cfg, w, "reevaluate", why)
-        self.pinned, self._reeval = [], []
-        self._decide("", "finish", why, {**evidence, "may_grow": False,
-                                         "trials": len(self.trials)})
-        self.close()
+        recovery.check_fit(self)
 
     # -- cascading re-evaluation (agents/overrides.py) ---------------------------------------
     def _reevaluate(self) -> int:
@@ -713,47 +675,9 @@ class Agent:
             self.close()
 
     def fail(self, why: str, hint: str = "") -> None:
-        """End the agent FAILED (its loop crashed): no trial is left running. Trials waiting
-        to be relaunched after a restart end failed; the backend is shut down (what still
-        runs is killed, its run ended stopped); each gets a decision, then the agent a
-        ``finish`` one with the reason. Safe to call on a half-broken agent."""
-        self.failure, self.failure_hint = why, hint
-        self.status = AgentStatus.FAILED
-        self.close()
-        reason = f"the agent failed: {why}"
-        for tid in list(self._relaunch):
-            self._relaunch.remove(tid)
-            t = self.trials[tid]
-            t.status, t.reason = TrialStatus.FAILED, reason
-            t.changed()
-            self.ledger.record_lost(tid, finished=True)
-            self._end_run(tid, "failed", reason)
-            self._decide(tid, "fail", reason, {"reason": reason})
-        active = [t.trial_id for t in self.active]
-        if active:
-            try:
-                self.backend.shutdown()
-                for ev in self.backend.poll():
-                    self._on_event(ev)
-            except Exception:  # the trials are still recorded stopped below
-                log.warning("could not shut the backend of %s down", self.agent_id,
-                            exc_info=True)
-        for tid in active:
-            t = self.trials[tid]
-            if t.status.is_active:  # the backend gave no last event: record the end ourselves
-                t.status, t.reason = TrialStatus.STOPPED, reason
-                t.changed()
-                self.ledger.record_lost(tid, finished=True)
-            self._end_run(tid, "stopped", reason)  # unfinished runs only
-            self._decide(tid, "stop", f"stopped: {reason}", {"rule": "agent failed",
-                                                             "reason": why})
-        b = self.best
-        self._decide(b.trial_id if b else "", "finish", reason,
-                     {"failure": why, "hint": hint, "best_config": b.config if b else None,
-                      "best": b.final if b else None, "trials": len(self.trials)})
-        self._dirty = True
-        self._flush_decisions()
-        self._persist(force=True)
+        """End the agent FAILED (its loop crashed): no trial is left running
+        (:func:`~assay.agents.recovery.fail`)."""
+        recovery.fail(self, why, hint)
 
     def _wind_down(self) -> None:
         """A stopped agent keeps polling (the events above) until the trials it asked to stop

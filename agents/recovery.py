@@ -1,18 +1,27 @@
-"""What an agent restarted from its saved state does with the trials it lost: a trial that was
-running (or queued) when the agent died lost its Ray task, not its run. It is relaunched,
-resuming that run, within ``max_retries``; a stop it was asked for, or a spent budget, ends
-it instead (see :class:`~assay.agents.agent.Agent`)."""
+"""What an agent does when things go wrong (see :class:`~assay.agents.agent.Agent`).
+
+- Restarted from its saved state: a trial that was running (or queued) when the agent died
+  lost its Ray task, not its run. It is relaunched, resuming that run, within
+  ``max_retries``; a stop it was asked for, or a spent budget, ends it instead.
+- A cluster too small for even one trial (:func:`check_fit`): waited on if it may grow, the
+  agent fails at once if it cannot.
+- Its loop crashed (:func:`fail`): it ends FAILED with no trial left running.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from ..policies import TrialStatus
+from ..store.control import AgentStatus
 
 if TYPE_CHECKING:
     from .agent import Agent, Trial
 
-__all__ = ["lost", "relaunch_lost"]
+__all__ = ["check_fit", "fail", "lost", "relaunch_lost"]
+
+log = logging.getLogger("assay.agents.agent")
 
 
 def relaunch_lost(agent: Agent) -> int:
@@ -88,3 +97,88 @@ def lost(agent: Agent, tr: Trial) -> None:
     tr.curve = []
     agent.ledger.record_lost(tr.trial_id)
     agent._relaunch.append(tr.trial_id)
+
+
+def check_fit(agent: Agent) -> None:
+    """No slot is free and none of this agent's trials runs: the cluster is busy with
+    other work (wait), or it is too small for even one trial (the backend's
+    :meth:`~assay.scheduler.base.Backend.shortfall`). A cluster that cannot grow never
+    will be big enough: the agent fails at once, with a decision saying what each trial
+    asks for, what the cluster has and how to fix it, rather than wait forever. A cluster
+    that may grow (an autoscaler) is waited on, with one ``wait`` decision saying why
+    (again only if the shortfall changes); the budget's wall clock still ends the wait."""
+    short = agent.backend.shortfall(agent.resources)
+    if short is None:
+        agent._waiting_for = ""
+        return
+    evidence = {"requested": dict(short.requested), "cluster": dict(short.total),
+                "missing": short.missing, "hint": short.hint,
+                "resources": dict(agent.objective.resources)}
+    if short.may_grow:
+        if agent._waiting_for != short.message:
+            agent._waiting_for = short.message
+            agent._decide("", "wait", f"waiting for the cluster to grow: {short.message}",
+                         {**evidence, "may_grow": True})
+        return
+    why = f"no trial can run: {short.message}"
+    _fail_lost(agent, why)  # lost in a restart; they cannot run here either
+    agent.failure, agent.failure_hint = why, short.hint
+    agent.status = AgentStatus.FAILED
+    for cfg in agent.pinned:
+        agent._not_launched(cfg, {}, "pinned", why)
+    for cfg, w in agent._reeval:
+        agent._not_launched(cfg, w, "reevaluate", why)
+    agent.pinned, agent._reeval = [], []
+    agent._decide("", "finish", why, {**evidence, "may_grow": False,
+                                     "trials": len(agent.trials)})
+    agent.close()
+
+
+def fail(agent: Agent, why: str, hint: str = "") -> None:
+    """End the agent FAILED (its loop crashed): no trial is left running. Trials waiting
+    to be relaunched after a restart end failed; the backend is shut down (what still
+    runs is killed, its run ended stopped); each gets a decision, then the agent a
+    ``finish`` one with the reason. Safe to call on a half-broken agent."""
+    agent.failure, agent.failure_hint = why, hint
+    agent.status = AgentStatus.FAILED
+    agent.close()
+    reason = f"the agent failed: {why}"
+    _fail_lost(agent, reason)
+    active = [t.trial_id for t in agent.active]
+    if active:
+        try:
+            agent.backend.shutdown()
+            for ev in agent.backend.poll():
+                agent._on_event(ev)
+        except Exception:  # the trials are still recorded stopped below
+            log.warning("could not shut the backend of %s down", agent.agent_id,
+                        exc_info=True)
+    for tid in active:
+        t = agent.trials[tid]
+        if t.status.is_active:  # the backend gave no last event: record the end ourselves
+            t.status, t.reason = TrialStatus.STOPPED, reason
+            t.changed()
+            agent.ledger.record_lost(tid, finished=True)
+        agent._end_run(tid, "stopped", reason)  # unfinished runs only
+        agent._decide(tid, "stop", f"stopped: {reason}", {"rule": "agent failed",
+                                                         "reason": why})
+    b = agent.best
+    agent._decide(b.trial_id if b else "", "finish", reason,
+                 {"failure": why, "hint": hint, "best_config": b.config if b else None,
+                  "best": b.final if b else None, "trials": len(agent.trials)})
+    agent._dirty = True
+    agent._flush_decisions()
+    agent._persist(force=True)
+
+
+def _fail_lost(agent: Agent, reason: str) -> None:
+    """The trials a restart lost, still waiting to be relaunched, end failed (each with a
+    decision): the agent cannot run them."""
+    for tid in list(agent._relaunch):
+        agent._relaunch.remove(tid)
+        t = agent.trials[tid]
+        t.status, t.reason = TrialStatus.FAILED, reason
+        t.changed()
+        agent.ledger.record_lost(tid, finished=True)
+        agent._end_run(tid, "failed", reason)
+        agent._decide(tid, "fail", reason, {"reason": reason})

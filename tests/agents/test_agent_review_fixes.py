@@ -174,9 +174,15 @@ def test_an_exhausted_grid_also_finishes_with_suggestions_prepared_ahead():
             clock.advance_to(t if t is not None else clock.now() + 1.0)
     finally:
         agent.close()
-    assert agent.status is AgentStatus.FINISHED and len(agent.trials) == 4
-    assert all(d.explanation["method"] == "grid" for d in decisions(agent, "launch"))
+    assert agent.status is AgentStatus.FINISHED
     assert decisions(agent, "finish")[-1].summary == "search space exhausted"
+    launches = decisions(agent, "launch")
+    assert sum(d.explanation["method"] == "grid" for d in launches) == 4  # the whole grid
+    # Under load a slot can free before the thread answered: filled at random, by design,
+    # and labelled so (never as a grid point, never as "still fitting").
+    for d in launches:
+        assert d.explanation["method"] == "grid" or "no suggestion ready yet" in \
+            d.explanation["why"], d.explanation
 
 
 # -- 3. a searcher that raises is recorded, and its fills say so --------------------------------
