@@ -40,7 +40,7 @@ from typing import Any, Protocol
 from ..errors import UserInputError
 from ..policies import Searcher, SearchSpace, Suggestion, TrialResult, TrialStatus, as_space
 from ..scheduler.base import Backend, EventKind, MetricSource, Resources, TrialEvent, TrialSpec
-from ..scheduler.budget import Budget, BudgetLedger
+from ..scheduler.budget import Budget, BudgetLedger, parse_duration
 from ..store.control import (
     AgentRow,
     AgentStatus,
@@ -400,12 +400,7 @@ class Agent:
         if tid not in self._relaunch:
             self._request_stop(tid, reason)
             return
-        self._relaunch.remove(tid)
-        t = self.trials[tid]
-        t.status, t.reason = TrialStatus.STOPPED, reason
-        t.changed()
-        self.ledger.record_lost(tid, finished=True)
-        self._end_run(tid, "stopped", reason)
+        recovery.end_unrelaunched(self, tid, TrialStatus.STOPPED, reason)
         self._dirty = True
 
     def _end_run(self, tid: str, status: str, reason: str) -> None:
@@ -612,11 +607,13 @@ class Agent:
                          {"config": config, "reason": reason})
 
     def _spec(self, tid: str, config: dict[str, Any], *, resume: bool = False) -> TrialSpec:
+        limit = self.objective.trial_timeout
         return TrialSpec(trial_id=tid, project=self.objective.project, config=config,
                          target=self.target, resources=self.resources,
                          max_retries=self.objective.max_retries,
-                         stop_grace_s=self.objective.stop_grace,
-                         report_timeout_s=_seconds(self.objective.trial_timeout), resume=resume)
+                         stop_grace_s=self.objective.stop_grace, resume=resume,
+                         report_timeout_s=None if limit is None else parse_duration(
+                             limit, what="trial_timeout"))
 
     def _start(self, tid: str, config: dict[str, Any], why: dict[str, Any], origin: str) -> None:
         spec = self._spec(tid, config)
@@ -799,11 +796,3 @@ def _error_text(e: BaseException) -> str:
     """An exception as "Type: message" (its first 500 characters)."""
     msg = getattr(e, "message", None) or str(e)
     return f"{type(e).__name__}: {msg}"[:500]
-
-
-def _seconds(v: Any) -> float | None:
-    if v is None:
-        return None
-    from ..scheduler.budget import parse_duration
-
-    return parse_duration(v, what="trial_timeout")

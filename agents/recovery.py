@@ -19,7 +19,7 @@ from ..store.control import AgentStatus
 if TYPE_CHECKING:
     from .agent import Agent, Trial
 
-__all__ = ["check_fit", "fail", "lost", "relaunch_lost"]
+__all__ = ["check_fit", "end_unrelaunched", "fail", "lost", "relaunch_lost"]
 
 log = logging.getLogger("assay.agents.agent")
 
@@ -171,14 +171,20 @@ def fail(agent: Agent, why: str, hint: str = "") -> None:
     agent._persist(force=True)
 
 
+def end_unrelaunched(agent: Agent, tid: str, status: TrialStatus, reason: str) -> None:
+    """A trial a restart lost, still waiting to be relaunched, ends ``status`` without
+    running again (the backend does not know it): its run is ended too."""
+    agent._relaunch.remove(tid)
+    t = agent.trials[tid]
+    t.status, t.reason = status, reason
+    t.changed()
+    agent.ledger.record_lost(tid, finished=True)
+    agent._end_run(tid, str(status), reason)
+
+
 def _fail_lost(agent: Agent, reason: str) -> None:
     """The trials a restart lost, still waiting to be relaunched, end failed (each with a
     decision): the agent cannot run them."""
     for tid in list(agent._relaunch):
-        agent._relaunch.remove(tid)
-        t = agent.trials[tid]
-        t.status, t.reason = TrialStatus.FAILED, reason
-        t.changed()
-        agent.ledger.record_lost(tid, finished=True)
-        agent._end_run(tid, "failed", reason)
+        end_unrelaunched(agent, tid, TrialStatus.FAILED, reason)
         agent._decide(tid, "fail", reason, {"reason": reason})
