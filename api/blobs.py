@@ -22,9 +22,10 @@ Downloads read ``GET /api/blobs/{digest}``; the client verifies every digest its
 
 from __future__ import annotations
 
+import errno
 import io
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -42,7 +43,9 @@ from .auth import Researcher, Viewer
 from .graph import _api
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
 
-__all__ = ["MAX_BLOB_BYTES", "router"]
+__all__ = ["MAX_BLOB_BYTES", "receive_upload", "router"]
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/api", tags=["artifacts"], route_class=StrictJSONRoute,
                    responses=ERROR_RESPONSES)
@@ -110,32 +113,10 @@ async def put_blob(request: Request, who: Researcher, digest: Digest) -> SafeJSO
 
     Answers ``{"digest", "size"}``. Sending a blob the server holds already is harmless.
     """
-    state = request.app.state
-    if getattr(state, "upload_slots", None) is None:
-        # Slots are taken without waiting (a busy server answers 503 at once); the threads
-        # they run on are the uploads' own, not the pool every other route shares.
-        state.upload_slots = anyio.CapacityLimiter(UPLOAD_WORKERS)
-        state.upload_threads = anyio.CapacityLimiter(UPLOAD_WORKERS)
-    slots: anyio.CapacityLimiter = state.upload_slots
-    try:
-        slots.acquire_nowait()
-    except anyio.WouldBlock:
-        raise HTTPException(503, f"{slots.total_tokens:g} uploads are in progress; try again "
-                            "shortly", headers={"Retry-After": "2"}) from None
-    try:
-        blobs = (await run_in_threadpool(_api(request)._graph)).blobs  # LanceDB: off the loop
-        reader = io.BufferedReader(_BodyReader(request.stream().__aiter__()),
-                                   buffer_size=1 << 20)
-        ref = await anyio.to_thread.run_sync(blobs.put_stream, reader,
-                                             limiter=state.upload_threads)
-    except ClientDisconnect:
-        # Nobody reads the answer; the partial upload was removed by put_stream.
-        return ok({"error": "the client disconnected before the body ended"}, 400)
-    except TimeoutError:
-        raise HTTPException(408, f"the upload sent nothing for {UPLOAD_IDLE_S:g} s",
-                            headers={"Connection": "close"}) from None
-    finally:
-        slots.release()
+    blobs = (await run_in_threadpool(_api(request)._graph)).blobs  # LanceDB: off the loop
+    ref = await receive_upload(request, "uploads", blobs.put_stream)
+    if isinstance(ref, SafeJSONResponse):
+        return ref
     if ref.digest != digest:
         # Stored under its own digest, referenced by nothing: garbage collection frees it.
         raise UserInputError(
@@ -143,6 +124,43 @@ async def put_blob(request: Request, who: Researcher, digest: Digest) -> SafeJSO
             hint="the file changed while it was read, or the path names another file's "
                  "digest; hash the file again and send it again")
     return ok({"digest": ref.digest, "size": ref.size})
+
+
+async def receive_upload(request: Request, kind: str,
+                         work: Callable[[Any], T]) -> T | SafeJSONResponse:
+    """Run ``work`` on the request body (a buffered reader of it), in one of ``kind``'s own
+    upload threads: ``UPLOAD_WORKERS`` at a time per kind, taken without waiting (a busy
+    server answers 503 at once), never the pool every other route shares. A body idle for
+    ``UPLOAD_IDLE_S`` is a 408, a full disk a 507; a client gone before the body ended gets
+    a 400 nobody reads (``work`` must clean up what it wrote)."""
+    state = request.app.state
+    limiters = getattr(state, "upload_limiters", None)
+    if limiters is None:
+        limiters = state.upload_limiters = {}
+    if kind not in limiters:
+        limiters[kind] = (anyio.CapacityLimiter(UPLOAD_WORKERS),
+                          anyio.CapacityLimiter(UPLOAD_WORKERS))
+    slots, threads = limiters[kind]
+    try:
+        slots.acquire_nowait()
+    except anyio.WouldBlock:
+        raise HTTPException(503, f"{slots.total_tokens:g} {kind} are in progress; try again "
+                            "shortly", headers={"Retry-After": "2"}) from None
+    try:
+        reader = io.BufferedReader(_BodyReader(request.stream().__aiter__()),
+                                   buffer_size=1 << 20)
+        return await anyio.to_thread.run_sync(work, reader, limiter=threads)
+    except ClientDisconnect:
+        return ok({"error": "the client disconnected before the body ended"}, 400)
+    except TimeoutError:
+        raise HTTPException(408, f"the upload sent nothing for {UPLOAD_IDLE_S:g} s",
+                            headers={"Connection": "close"}) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise HTTPException(507, "the server's disk is full; nothing was stored") from None
+        raise
+    finally:
+        slots.release()
 
 
 @router.get("/blobs/{digest}", summary="Download one blob",

@@ -35,8 +35,6 @@ not offered (``/api/3.0/mlflow/server-info`` is not served, so clients never ask
 from __future__ import annotations
 
 import contextlib
-import errno
-import io
 import json
 import mimetypes
 import os
@@ -51,18 +49,15 @@ from pathlib import Path
 from typing import IO, Annotated, Any
 from urllib.parse import quote
 
-import anyio
-import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from ..errors import AssayError, ConflictError, NotFoundError, UserInputError
 from .auth import Principal, Researcher, Viewer
-from .blobs import UPLOAD_IDLE_S, UPLOAD_WORKERS, _BodyReader
+from .blobs import receive_upload
 from .http import (
     _HTTP_HINTS,
     _MLFLOW_CODES,
@@ -285,37 +280,13 @@ async def upload_artifact(request: Request, who: Researcher, path: str) -> SafeJ
     if declared.isdigit() and int(declared) > limit:
         raise HTTPException(413, f"artifact {path!r} ({declared} bytes) is larger than the "
                             f"{limit} bytes one file may have", headers={"Connection": "close"})
-    state = request.app.state
-    if getattr(state, "mlflow_artifact_slots", None) is None:
-        # Like blob uploads: a busy server answers 503 at once, and the uploads run on their
-        # own threads, never the pool every other route shares.
-        state.mlflow_artifact_slots = anyio.CapacityLimiter(UPLOAD_WORKERS)
-        state.mlflow_artifact_threads = anyio.CapacityLimiter(UPLOAD_WORKERS)
-    slots: anyio.CapacityLimiter = state.mlflow_artifact_slots
-    try:
-        slots.acquire_nowait()
-    except anyio.WouldBlock:
-        raise HTTPException(503, f"{slots.total_tokens:g} artifact uploads are in progress; "
-                            "try again shortly", headers={"Retry-After": "2"}) from None
-    try:
-        reader = io.BufferedReader(_BodyReader(request.stream().__aiter__()),
-                                   buffer_size=_CHUNK)
-        files = _files(request)
-        await anyio.to_thread.run_sync(_receive, reader, files.parent, _tmp(request),
-                                       files.joinpath(*parts), path, limit,
-                                       limiter=state.mlflow_artifact_threads)
-    except ClientDisconnect:
-        return ok({"error": "the client disconnected before the body ended"}, 400)
-    except TimeoutError:
-        raise HTTPException(408, f"the upload sent nothing for {UPLOAD_IDLE_S:g} s",
-                            headers={"Connection": "close"}) from None
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise HTTPException(507, "the server's disk is full; the artifact was not stored"
-                                ) from None
-        raise
-    finally:
-        slots.release()
+    files = _files(request)
+    got = await receive_upload(
+        request, "artifact uploads",
+        lambda reader: _receive(reader, files.parent, _tmp(request), files.joinpath(*parts),
+                                path, limit))
+    if isinstance(got, SafeJSONResponse):
+        return got
     return ok({})
 
 
