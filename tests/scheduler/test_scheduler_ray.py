@@ -360,5 +360,6 @@ def test_the_embedded_default_starts_a_local_ray_and_shuts_it_down(data_dir, tmp
     out = subprocess.run([sys.executable, str(script)], check=False, capture_output=True,
                          text=True,
                          timeout=240, env={**os.environ, "RAY_ADDRESS": ""})
-    assert "too big: a trial asks for 4 cpus" in out.stdout, out.stderr[-3000:]
+    assert "too big: each trial asks for 4 CPU, but the whole cluster has 1 CPU" in out.stdout, \
+        out.stderr[-3000:]
     assert "kinds: ['started', 'completed'] initialized: False" in out.stdout, out.stderr[-3000:]
