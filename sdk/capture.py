@@ -32,9 +32,15 @@ __all__ = [
 # GIT_AUTHOR_*, --num-passes, --keypoints), and PAT and SIG only match as whole words
 # (GH_PAT, ?sig=) so PATH, PYTHONPATH and SIGNAL do not.
 _SECRET = re.compile(
-    r"KEY(?!POINT|FRAME|BOARD)|TOKEN(?!I[SZ])|SECRET|(?<!BY)PASS(?!(?:ES|ING)(?![A-Z]))|PWD"
-    r"|CREDENTIAL|AUTH(?!OR(?!I[SZ]))|PRIVATE|SESSION|COOKIE|SIGNATURE|CERT|DSN|CSRF|XSRF"
-    r"|JWT|BEARER|HEADERS|CONN(?:ECTION)?[_.\-]?STR"
+    # KEY as a word of its own (API_KEY, --api-key, AWS_ACCESS_KEY_ID) or glued to what makes
+    # it one (APIKEY, AccountKey), never a word that merely contains it (MONKEY) nor
+    # hyperparameters about keys (--num-keys, --key-frames); PASS likewise (DB_PASS, not
+    # COMPASS, BYPASS, PASSTHROUGH or --num-passes).
+    r"(?:(?<![A-Z])|API|ACCESS|ACCOUNT|SECRET|PRIVATE|SIGNING|MASTER|ENCRYPTION)KEY"
+    r"(?![A-Z]|[-_.](?:FRAMES?|POINTS?|BOARD|WORDS?|CODES?|MAP|SPACE|COLUMNS?)(?![A-Z]))"
+    r"|TOKEN(?!I[SZ])|SECRET|PASSW(?:OR)?D|(?<![A-Z])PASS(?![A-Z])|PWD"
+    r"|CREDENTIAL|AUTH(?!OR(?!I[SZ]))|PRIVATE|SESSION|COOKIE|SIGNATURE|CERT(?!AIN)|DSN|CSRF"
+    r"|XSRF|JWT|BEARER|HEADERS|CONN(?:ECTION)?[_.\-]?STR"
     r"|(?<![A-Z])(?:PAT|SIG)(?![A-Z])",
     re.IGNORECASE,
 )

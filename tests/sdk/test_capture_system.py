@@ -57,11 +57,15 @@ _SECRET_NAMES = ["DB_PASS", "SMTP_PASS", "PGPASSWORD", "MYSQL_PWD", "DB_PASSWD",
                  "SENTRY_DSN", "GOOGLE_APPLICATION_CREDENTIALS", "AWS_SHARED_CREDENTIAL",
                  "GPG_PRIVATE", "BASIC_AUTH", "AUTHORIZATION", "SESSION_COOKIE", "REQUEST_SIGNATURE",
                  "CSRF_TOKEN", "AZURE_STORAGE_CONNECTION_STRING", "OTEL_EXPORTER_OTLP_HEADERS",
-                 "aws_secret_access_key", "HF_TOKEN", "OPENAI_API_KEY"]
+                 "aws_secret_access_key", "HF_TOKEN", "OPENAI_API_KEY", "APIKEY", "AccountKey",
+                 "AWS_ACCESS_KEY_ID", "SECRET_KEY", "ENCRYPTION_KEY", "--api-key", "KEY"]
 _HARMLESS_NAMES = ["PATH", "PWD", "OLDPWD", "HOME", "PYTHONPATH", "LD_LIBRARY_PATH", "USER", "SHELL",
                    "LANG", "TERM", "HOSTNAME", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
                    "TOKENIZERS_PARALLELISM", "GIT_AUTHOR_NAME", "SSH_AUTH_SOCK", "XDG_SESSION_ID",
-                   "SSL_CERT_FILE", "SIGNAL"]
+                   "SSL_CERT_FILE", "SIGNAL",
+                   # words that only contain a secret word, and hyperparameters about keys
+                   "MONKEY", "COMPASS", "BYPASS", "PASSTHROUGH", "CERTAINTY", "KEYBOARD",
+                   "num_keys", "--num-keys", "--key-frames", "--num-passes"]
 
 
 def test_secret_looking_names_are_caught_and_common_harmless_ones_are_not():
