@@ -69,7 +69,9 @@ _TOKEN_FORMS = re.compile(
     r"|xox[abposr]-[A-Za-z0-9\-]{10,}|hf_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_\-]{20,}"
     r"|A[KS]IA[0-9A-Z]{16}|eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*)"
 )
-_AUTH_SCHEME = re.compile(r"\b(Bearer|Basic|Token)\s+[^\s,;\"']+", re.IGNORECASE)
+# A credential after an HTTP auth scheme: long and word-like, not prose ("Token ring").
+_AUTH_SCHEME = re.compile(
+    r"\b((?i:Bearer|Basic|Token))\s+(?=[^\s,;\"']*[^a-z\s,;\"'])[A-Za-z0-9._~+/=-]{12,}")
 _seed: int | None = None
 
 
@@ -84,9 +86,29 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET.search(_TOKEN_COUNTS.sub("", name)))
 
 
+_PARAM_WORD = re.compile(r"[-_.\s]+|(?<=[a-z])(?=[A-Z])")
+_SECRET_LAST = {"key", "apikey", "token", "secret", "password", "passwd", "pass", "pwd",
+                "pat", "dsn", "credential", "credentials", "cookie", "jwt", "bearer", "sig",
+                "signature", "accountkey"}
+_SECRET_ANY = {"password", "passwd", "secret", "credential", "credentials", "apikey", "token"}
+
+
+def is_secret_param(name: str) -> bool:
+    """Whether a flag's or ``name=value`` parameter's value may be a secret: its last word
+    names one (``--api-key``, ``db.password``, ``AccountKey``, ``--hf-token``), or a word
+    anywhere is unambiguous (``--password-file``). Stricter than :func:`is_secret_name`
+    (which drops environment variables): a command line keeps its hyperparameters, so
+    ``--key-dim 64``, ``--num-keys 8``, ``--session-len`` or ``--use-auth`` stay readable."""
+    words = [w.lower() for w in _PARAM_WORD.split(_TOKEN_COUNTS.sub("", name.strip("+~-")))
+             if w]
+    if not words:
+        return False
+    return words[-1] in _SECRET_LAST or any(w in _SECRET_ANY for w in words)
+
+
 def _mask_pair(m: re.Match[str]) -> str:
     name, value = m.group(1), m.group(2)
-    if value and is_secret_name(unquote(name).lstrip("+~-")):
+    if value and is_secret_param(unquote(name)):
         return f"{name}={_MASK}"
     return m.group(0)
 
@@ -132,7 +154,7 @@ def scrub_argv(argv: list[str]) -> list[str]:
             mask_next = False
             continue
         mask_next = (arg.startswith("--") and "=" not in arg and len(arg) > 2
-                     and is_secret_name(arg[2:]))
+                     and is_secret_param(arg[2:]))
         out.append(scrub_text(arg))
     return out
 

@@ -511,8 +511,12 @@ class Run:
         """A step logged again: the store counted only its last write in min and max (as
         the history reads), while this process counted every write; take the store's."""
         if self._writer.relogged and isinstance(summary, dict):
+            # A server's JSON writes NaN and infinities as strings.
+            special: dict[str, Any] = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
             with self._writer.summary_lock:
-                self._writer.summary = {k: dict(v) for k, v in summary.items()}
+                self._writer.summary = {
+                    k: {f: special.get(x, x) if isinstance(x, str) else x for f, x in v.items()}
+                    for k, v in summary.items()}
 
     def __enter__(self) -> Self:
         return self

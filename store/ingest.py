@@ -160,7 +160,7 @@ class Ingester:
                               "them as unsealed until an ingest pass seals them",
                               [r.run_id for r in runs])
                 return
-        self._intend([])
+            self._sealed([r.run_id for r in runs])
 
     # -- sealing that survives a crash -------------------------------------------------------
     # A pass commits a finished run's row, then seals it. Killed in between (or the seal
@@ -171,7 +171,16 @@ class Ingester:
         root = getattr(self.store, "root", None)
         return Path(root) / "seal-pending.json" if root is not None and self.finalizer else None
 
-    def _intend(self, run_ids: list[str]) -> None:
+    def _pending(self) -> list[str]:
+        path = self._intent_path()
+        if path is None or not path.exists():
+            return []
+        try:
+            return [str(i) for i in json.loads(path.read_text())]
+        except (OSError, ValueError):
+            return []
+
+    def _write_pending(self, run_ids: list[str]) -> None:
         path = self._intent_path()
         if path is None:
             return
@@ -185,22 +194,29 @@ class Ingester:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
+    def _intend(self, run_ids: list[str]) -> None:
+        """Add runs to seal to the list still pending (never replacing it: a run whose seal
+        failed twice must stay listed)."""
+        if run_ids and self._intent_path() is not None:
+            pending = self._pending()
+            self._write_pending(pending + [i for i in run_ids if i not in pending])
+
+    def _sealed(self, run_ids: list[str]) -> None:
+        pending = self._pending()
+        if pending:
+            self._write_pending([i for i in pending if i not in run_ids])
+
     def seal_pending(self) -> None:
         """Seal the finished runs an interrupted pass committed but did not seal."""
-        path = self._intent_path()
-        if path is None or not path.exists():
+        ids = self._pending()
+        if not ids:
             return
-        try:
-            ids = [str(i) for i in json.loads(path.read_text())]
-        except (OSError, ValueError):
-            ids = []
         runs = [r for r in (self.store.get_run(i) for i in ids)
                 if r is not None and r.status.finished]
         log.warning("sealing %d run(s) an interrupted ingest pass left unsealed: %s",
                     len(runs), [r.run_id for r in runs])
+        self._write_pending([r.run_id for r in runs])  # drop ids that no longer need it
         self.finalize(runs)
-        if not runs:
-            path.unlink(missing_ok=True)
 
     def forget(self, path: Path) -> None:
         self._segments.pop(path, None)

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import pairwise
 from typing import Any
 
 from ..errors import UserInputError
@@ -152,15 +153,17 @@ def run_from_row(row: dict[str, Any]) -> RunRecord:
 
 def relogs(summary: dict[str, dict[str, float]], keys: Sequence[str],
             steps: Sequence[int]) -> bool:
-    """Whether a chunk may write a step of ``keys`` again: a step at or below the step of
-    a key's last value, or one repeated within the chunk. (Per key, steps that only grow
-    never trigger it; a step skipped and logged later does, harmlessly: a rebuild.)"""
-    if len(set(steps)) < len(steps):
-        return True
+    """Whether a chunk goes back to a step of ``keys`` below the step of a key's last value
+    (a resume without a rewind logging earlier steps again, or out-of-order steps): the
+    summary is then rebuilt from the stored points, last write per step. Logging the last
+    step again (MLflow's step-less ``log_metric`` logs step 0 every time) does not count:
+    rebuilding on every such point would read the run's whole history on every pass."""
     if not steps:
         return False
+    if any(b < a for a, b in pairwise(steps)):  # back to an earlier step in the chunk
+        return True
     lo = min(steps)
-    return any(k in summary and lo <= summary[k]["step"] for k in keys)
+    return any(k in summary and lo < summary[k]["step"] for k in keys)
 
 
 def merge_summary(

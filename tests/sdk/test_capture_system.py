@@ -269,3 +269,24 @@ def test_a_run_shorter_than_its_capture_still_records_the_code_it_started_in(tmp
     rec = assay.Api().run(run.id)
     assert rec.git["dirty"] is True and rec.git["diff_blob"]
     assert rec.env["python"]
+
+
+def test_hyperparameter_flags_and_prose_are_not_masked():
+    """Masking is written into the signed record and cannot be undone: flags about keys,
+    sessions or auth settings, and ordinary words after "Token"/"Basic", must stay (a
+    regression review found --key-dim 64 and "Token ring network" masked)."""
+    from assay.sdk.capture import scrub_argv, scrub_text
+
+    argv = ["t.py", "--key-dim", "64", "--num-keys", "8", "--passages", "10",
+            "model.key_dim=64", "--session-len", "5", "--use-auth", "true",
+            "--max-new-tokens", "10", "--api-key", "X", "--hf-token", "hf_x",
+            "db.password=zz", "--password-file", "/p"]
+    assert scrub_argv(argv) == [
+        "t.py", "--key-dim", "64", "--num-keys", "8", "--passages", "10",
+        "model.key_dim=64", "--session-len", "5", "--use-auth", "true",
+        "--max-new-tokens", "10", "--api-key", "***", "--hf-token", "***",
+        "db.password=***", "--password-file", "***"]
+    text = "basic stuff; Token ring network; token authentication enabled"
+    assert scrub_text(text) == text
+    assert scrub_text("Authorization: Bearer abc123def456ghi7") == "Authorization: Bearer ***"
+    assert scrub_text("Basic dXNlcjpwYXNzMTIzNA==") == "Basic ***"

@@ -360,21 +360,32 @@ def test_api_on_a_mistyped_directory_is_an_error_that_creates_nothing(tmp_path):
 
 def test_a_step_logged_again_counts_only_its_last_value_in_min_and_max(data_dir):
     """The history keeps the last write of a step; the summary's min and max counted every
-    write, so a value written over could stay the run's min (found by a user review)."""
+    write, so a value written over could stay the run's min (found by a user review).
+    Going back to an earlier step rebuilds them; logging the last step again does not
+    (MLflow's step-less log_metric logs step 0 every time: a rebuild per point would read
+    the run's whole history on every ingest pass)."""
     run = _init(project="dup")
     run.log({"loss": 0.1, "acc": 0.5}, step=5)  # a bad value...
-    run.log({"loss": 0.9}, step=5)  # ...written over at the same step
     run.log({"loss": 0.8}, step=6)
+    run.log({"loss": 0.9}, step=5)  # ...written over, going back to step 5
     run.finish()
     api = assay.Api(data_dir)
     assert api.history(run.id, "loss")["value"].to_list() == [0.9, 0.8]
     row = api.runs(project="dup").row(0, named=True)
-    assert (row["summary_min.loss"], row["summary_max.loss"], row["summary.loss"]) == (0.8, 0.9, 0.8)
+    assert (row["summary_min.loss"], row["summary_max.loss"], row["summary.loss"]) == (0.8, 0.9, 0.9)
     assert row["summary_min.acc"] == 0.5
     assert (run.summary.min("loss"), run.summary.max("loss")) == (0.8, 0.9)  # as stored
     # A resume without a rewind that logs an earlier step again: its old value is gone too.
     again = _init(project="dup", resume=run.id)
-    again.log({"loss": 5.0}, step=6)
+    again.log({"loss": 5.0}, step=5)
     again.finish()
     rec = api.run(run.id)
-    assert rec.summary["loss"] == {"last": 5.0, "step": 6, "min": 0.9, "max": 5.0}
+    assert rec.summary["loss"] == {"last": 5.0, "step": 5, "min": 0.8, "max": 5.0}
+    # The last step logged again keeps the earlier semantics: every write counts.
+    same = _init(project="dup")
+    same.log({"loss": 0.1}, step=0)
+    same.log({"loss": 0.9}, step=0)
+    same.finish()
+    assert api.run(same.id).summary["loss"]["min"] == 0.1
+
+
