@@ -138,6 +138,33 @@ class RemoteRunHarness:
 
 
 @pytest.fixture
+def mlflow_env(server: ThreadServer, tokens: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+               tmp_path: Path) -> Iterator[ThreadServer]:
+    """The real mlflow client pointed at ``server`` as the researcher (no retries, no
+    telemetry), run from ``tmp_path``: it must write no ``mlflow.db`` or ``mlruns`` of its
+    own (a default tracking URI would)."""
+    import contextlib
+
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)  # whatever the client writes locally lands in tmp_path
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", server.url)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["researcher"])
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.setenv("DO_NOT_TRACK", "true")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    mlflow.set_tracking_uri(server.url)
+    mlflow.set_registry_uri(server.url)
+    yield server
+    with contextlib.suppress(Exception):  # a run left active would be ended at exit, into
+        mlflow.end_run()  # a ./mlflow.db of the default tracking URI
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+@pytest.fixture
 def local_dir(tmp_path: Path) -> Path:
     """The client machine's data directory (separate from the server's)."""
     d = tmp_path / "client-data"

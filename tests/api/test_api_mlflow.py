@@ -15,19 +15,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 
-@pytest.fixture
-def mlflow_env(server, tokens, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["researcher"])
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    monkeypatch.setenv("DO_NOT_TRACK", "true")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
-    mlflow.set_tracking_uri(server.url)
-    yield server
-    mlflow.set_tracking_uri(None)
-
-
 def test_mlflow_client_logs_a_run_and_reads_it_back(mlflow_env, data_dir, client, helpers) -> None:
     c = MlflowClient()
     exp_id = c.create_experiment("vision/resnet sweep")

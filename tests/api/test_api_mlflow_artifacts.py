@@ -4,7 +4,6 @@ owner, and no path leaves the artifact store."""
 
 from __future__ import annotations
 
-import contextlib
 import filecmp
 import http.client
 import json
@@ -20,21 +19,6 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.tracking import MlflowClient
 
 ROOT = "/api/2.0/mlflow-artifacts/artifacts"
-
-
-@pytest.fixture
-def mlflow_env(server, tokens, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["researcher"])
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    monkeypatch.setenv("DO_NOT_TRACK", "true")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
-    mlflow.set_tracking_uri(server.url)
-    yield server
-    with contextlib.suppress(Exception):  # a run left active would be ended at exit, into
-        mlflow.end_run()  # a ./mlflow.db of the default tracking URI
-    mlflow.set_tracking_uri(None)
 
 
 def _raw(server, method: str, path: str, token: str | None, body: bytes | None = None,

@@ -4,7 +4,6 @@ pyfunc), search/get/tags, run outputs, a restart, ownership and MLflow-style err
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 from pathlib import Path
@@ -24,26 +23,6 @@ API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 X = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.5], [3.0, 0.5], [0.5, 2.5], [2.5, 3.0]])
 Y = np.array([0, 0, 1, 1, 0, 1])
-
-
-@pytest.fixture
-def mlflow_env(server, tokens, monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)  # whatever the client writes locally lands in tmp_path
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", server.url)
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["researcher"])
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    monkeypatch.setenv("DO_NOT_TRACK", "true")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
-    mlflow.set_tracking_uri(server.url)
-    mlflow.set_registry_uri(server.url)
-    yield server
-    with contextlib.suppress(Exception):  # a run left active would be ended at exit, into
-        mlflow.end_run()  # a ./mlflow.db of the default tracking URI
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
 
 
 def _raw(server, method: str, path: str, token: str | None, body: object = None,
