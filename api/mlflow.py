@@ -25,6 +25,7 @@ import pyarrow as pa
 from fastapi import APIRouter, Query, Request
 
 from ..errors import NotFoundError, PermissionDeniedError, UserInputError
+from ..sdk.capture import is_secret_param, scrub_text
 from ..store.records import validate_name
 from .auth import Principal, Researcher, Role, Supervisor, Viewer
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
@@ -355,7 +356,11 @@ def _append(request: Request, who: Principal, rid: str, records: list[dict[str, 
 
 
 def _tags_record(tags: dict[str, str]) -> dict[str, Any]:
-    return {"k": "env", "env": {"source": "mlflow", "mlflow_tags": tags}}
+    """The tags' copy in the run's signed environment, scrubbed as a captured environment
+    is (``mlflow.source.git.repoURL`` may carry ``user:token@``); MLflow reads get the tags
+    as logged, from the run's MLflow state."""
+    clean = {k: "***" if is_secret_param(k) and v else scrub_text(v) for k, v in tags.items()}
+    return {"k": "env", "env": {"source": "mlflow", "mlflow_tags": clean}}
 
 
 @router.post("/runs/create")

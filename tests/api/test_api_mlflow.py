@@ -267,3 +267,33 @@ def test_mlflow_search_quoted_keys_aliases_and_page_tokens(mlflow_env) -> None:
             c.search_runs([exp], max_results=1, page_token=base64.urlsafe_b64encode(raw).decode())
         assert e.value.error_code == "INVALID_PARAMETER_VALUE"
         assert "page_token" in str(e.value)
+
+
+def test_mlflow_tags_with_credentials_are_scrubbed_in_the_signed_env_only(mlflow_env,
+                                                                        data_dir) -> None:
+    """The tags' copy in the run's signed environment is scrubbed like a captured one
+    (credentials in a repo URL, a secret-named tag); MLflow reads still get the tags as
+    logged (an integrity review found mlflow.source.git.repoURL stored with its token)."""
+    import assay
+    from assay.errors import NotFoundError
+    from loopback_server import wait_for
+
+    c = MlflowClient()
+    exp_id = c.create_experiment("scrub")
+    url = "https://alice:ghtok123@github.com/org/repo.git"
+    run = c.create_run(exp_id, tags={"mlflow.source.git.repoURL": url, "api_key": "sk-123",
+                                     "team": "vision"})
+    rid = run.info.run_id
+    c.set_terminated(rid)
+    assert c.get_run(rid).data.tags["mlflow.source.git.repoURL"] == url  # as logged
+    api = assay.Api(data_dir)
+
+    def stored():
+        try:
+            return api.run(rid).env.get("mlflow_tags")
+        except NotFoundError:  # not ingested yet
+            return None
+
+    tags = wait_for(stored)
+    assert tags["mlflow.source.git.repoURL"] == "https://github.com/org/repo.git"
+    assert tags["api_key"] == "***" and tags["team"] == "vision"
