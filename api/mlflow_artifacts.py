@@ -56,6 +56,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ..errors import AssayError, ConflictError, NotFoundError, UserInputError
+from ..store.blobs import _fsync_dir
 from .auth import Principal, Researcher, Viewer
 from .blobs import receive_upload
 from .http import (
@@ -250,14 +251,6 @@ def _receive(reader: IO[bytes], root: Path, tmp_dir: Path, final: Path, rel: str
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 _BINARY = {"requestBody": {"required": True, "content": {
