@@ -317,9 +317,38 @@ class Run:
         except Exception:  # capture is best effort; training must go on
             log.warning("assay could not capture the environment", exc_info=True)
             return
+        if git.get("diff_blob"):
+            # Where the record is verified, its diff must be stored too: a remote run's
+            # diff goes to the server before the record names it as stored there.
+            git["diff_stored"] = (self._upload_diff(blobs, git["diff_blob"])
+                                  if self._sender is not None else True)
         self._env = env
         if not self._finished:
             self._enqueue({"k": "env", "env": env, "git": git})
+
+    def _upload_diff(self, blobs: Any, digest: str) -> bool:
+        """Send the captured git diff to the run's server (best effort: a server without blob
+        routes, or one that refuses, leaves it in this machine's data directory)."""
+        from ..store.blobs import BlobRef
+        from .remote_artifacts import RemoteArtifacts
+
+        sender = self._sender
+        assert sender is not None
+        try:
+            # Quick to give up: finish() waits only CAPTURE_WAIT_S for the capture, and the
+            # environment record waits for this.
+            remote = RemoteArtifacts(sender.server, sender.token, timeout=4.0,
+                                     upload_timeout=4.0)
+            remote.blobs.attempts, remote.blobs.max_backoff = 2, 1.0
+            try:
+                remote.blobs.upload(blobs.path_of(digest), BlobRef(digest, blobs.size(digest)))
+            finally:
+                remote.close()
+        except Exception as exc:  # noqa: BLE001 - the diff is context; training must go on
+            log.warning("assay could not send the git diff of run %s to %s (%s); it stays in "
+                        "%s", self.id, sender.server, exc, self.dir / "blobs")
+            return False
+        return True
 
     def flush(self, timeout: float | None = 30.0) -> None:
         """Block until every point logged so far is fsynced to the write-ahead log."""

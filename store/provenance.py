@@ -234,8 +234,10 @@ def _check_artifacts(blobs: BlobStore, payload: Mapping[str, Any],
 def _check_git_diff(blobs: BlobStore, payload: Mapping[str, Any]) -> list[str]:
     """The sealed record names the blob of the code's uncommitted diff: where it is stored,
     its bytes must still hash to it (read through the blob store, which checks the digest).
-    A missing one is not reported: a run that logged to a server keeps its diff in the
-    client's data directory (only the digest travels), so absence proves nothing here."""
+    A missing one is reported when the record says it was stored here (``diff_stored``: a
+    local run's blob store, or a remote run's server once the SDK sent it there); older
+    records, and remote runs whose upload failed, keep theirs in the client's data directory,
+    so absence proves nothing for them."""
     git = payload.get("git")
     digest = git.get("diff_blob") if isinstance(git, Mapping) else None
     if not digest:
@@ -247,6 +249,8 @@ def _check_git_diff(blobs: BlobStore, payload: Mapping[str, Any]) -> list[str]:
     except IntegrityError as exc:
         return [f"the git diff blob {digest}: {exc.message}"]
     except (NotFoundError, FileNotFoundError):
+        if isinstance(git, Mapping) and git.get("diff_stored") is True:
+            return [f"the git diff blob {digest} is missing (the record says it was stored)"]
         return []
     return []
 

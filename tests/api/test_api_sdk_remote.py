@@ -123,3 +123,61 @@ def test_a_resume_first_ships_what_a_killed_process_left_unsent(server, tokens, 
             pass
         time.sleep(0.1)
     assert api.history(h.run_id, "loss")["step"].sort().to_list() == list(range(25))
+
+
+def _dirty_checkout(root):
+    import subprocess
+
+    root.mkdir()
+    git = ["git", "-c", "user.email=a@b", "-c", "user.name=a"]
+    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
+    (root / "train.py").write_text("lr = 0.1\n")
+    subprocess.run([*git, "add", "."], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "i"], cwd=root, check=True)
+    (root / "train.py").write_text("lr = 0.3  # the change that ran\n")
+
+
+def test_a_remote_runs_git_diff_is_sent_to_the_server(server, tokens, tmp_path, data_dir,
+                                                       client, monkeypatch):
+    """Only the diff's digest used to travel: the server's /diff answered 404 and verify
+    could not tell a deleted diff from one that never arrived."""
+    _dirty_checkout(tmp_path / "code")
+    monkeypatch.chdir(tmp_path / "code")
+    with assay.init(project="remote-diff", dir=tmp_path / "laptop", server=server.url,
+                    token=tokens["researcher"], system_metrics_interval=None) as run:
+        run.log({"loss": 1.0})
+    api = assay.Api(data_dir)
+    git = api.run(run.id).git
+    assert git["diff_stored"] is True
+    resp = client("viewer").get(f"/api/runs/{run.id}/diff")
+    assert resp.status_code == 200 and "+lr = 0.3  # the change that ran" in resp.text
+    assert api.verify(run.id) == (1, [])
+    # Now that the server holds it, a deleted diff is reported by the server's verify.
+    digest = git["diff_blob"]
+    [blob] = list((data_dir / "blobs").rglob(digest.split(":")[1]))
+    blob.unlink()
+    checked, problems = api.verify(run.id)
+    assert checked == 1 and "git diff blob" in problems[0].reason and "missing" in problems[0].reason
+
+
+def test_a_diff_the_server_refuses_leaves_the_run_logging(server, tokens, tmp_path, data_dir,
+                                                          monkeypatch, caplog):
+    """A failed diff upload is a warning; the record says the diff was not stored, so the
+    server's verify does not call it missing."""
+    from assay.sdk import remote_artifacts
+
+    def refuse(self, path, ref):
+        raise assay.errors.ConflictError("no room")
+
+    monkeypatch.setattr(remote_artifacts.HttpBlobStore, "upload", refuse)
+    _dirty_checkout(tmp_path / "code")
+    monkeypatch.chdir(tmp_path / "code")
+    with caplog.at_level("WARNING", logger="assay"), assay.init(
+            project="remote-diff", dir=tmp_path / "laptop", server=server.url,
+            token=tokens["researcher"], system_metrics_interval=None) as run:
+        run.log({"loss": 1.0})
+    api = assay.Api(data_dir)
+    rec = api.run(run.id)
+    assert rec.status == "completed" and rec.git["diff_stored"] is False
+    assert api.verify(run.id) == (1, [])
+    assert any("could not send the git diff" in r.getMessage() for r in caplog.records)

@@ -164,10 +164,26 @@ def test_verify_rehashes_the_sealed_git_diff_blob(tmp_path, monkeypatch):
     blob.write_text(blob.read_text().replace("x = 2", "x = 3"))
     checked, problems = api.verify(run.id)
     assert checked == 1 and "git diff blob" in problems[0].reason
-    # A missing one proves nothing: a run logged through a server keeps its diff on the
-    # client (a regression review found every such run reported).
+    # The record says this store holds the diff (a local run): a missing one is reported.
+    assert api.run(run.id).git["diff_stored"] is True
     blob.unlink()
-    assert api.verify(run.id) == (1, [])
+    checked, problems = api.verify(run.id)
+    assert checked == 1 and "is missing" in problems[0].reason
+
+
+def test_a_missing_diff_blob_the_record_does_not_claim_is_not_reported(tmp_path):
+    """Records from before ``diff_stored``, and remote runs whose upload failed, keep their
+    diff on the client: absence proves nothing there (a regression review found every such
+    run reported)."""
+    from assay.store.blobs import LocalBlobStore
+    from assay.store.provenance import _check_git_diff
+
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    digest = "sha256:" + "0" * 64
+    assert _check_git_diff(blobs, {"git": {"diff_blob": digest}}) == []
+    assert _check_git_diff(blobs, {"git": {"diff_blob": digest, "diff_stored": False}}) == []
+    assert "missing" in _check_git_diff(blobs, {"git": {"diff_blob": digest,
+                                                         "diff_stored": True}})[0]
 
 
 def test_a_run_whose_seal_fails_twice_stays_pending_until_it_is_sealed(tmp_path):
