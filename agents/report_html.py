@@ -90,10 +90,20 @@ def _why_launch(e: dict[str, Any]) -> str:
     parts = [str(e.get("method", "?"))]
     if as_float(e.get("acquisition_value")) is not None:
         parts.append(f"acquisition {fmt_num(e['acquisition_value'])}")
-    mu, sd = e.get("predicted_mean"), e.get("predicted_std")
+    mu, sd, iv = e.get("predicted_mean"), e.get("predicted_std"), e.get("predicted_interval")
     if as_float(mu) is not None:
-        parts.append(f"predicted {fmt_num(mu)}" + (f" ± {fmt_num(sd)}" if as_float(sd) is not None
-                                                   else ""))
+        if (isinstance(iv, list) and len(iv) == 2
+                and all(as_float(v) is not None for v in iv)):
+            # The central 68% interval, in the objective's units (asymmetric when warped).
+            text = f"predicted {fmt_num(mu)} (68% {fmt_num(iv[0])} to {fmt_num(iv[1])})"
+        else:
+            text = f"predicted {fmt_num(mu)}" + (f" ± {fmt_num(sd)}" if as_float(sd) is not None
+                                                 else "")
+        at = e.get("predicted_at_observed_bound")
+        if isinstance(at, list) and at:
+            # Quantiles past every observation are shown at the observed extreme.
+            text += f", {'/'.join(map(str, at))} clipped to the observed range"
+        parts.append(text)
     inc = e.get("incumbent")
     if isinstance(inc, dict) and as_float(inc.get("value")) is not None:
         parts.append(f"incumbent {fmt_num(inc['value'])}")

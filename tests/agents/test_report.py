@@ -387,3 +387,18 @@ def test_an_outlier_does_not_flatten_a_chart():
     assert "outliers drawn at the edge" in svg and ">250<" not in svg
     ticks = [float(t) for t in re.findall(r'text-anchor="end">([-\d.e]+)</text>', svg)]
     assert max(ticks) < 5
+
+
+def test_a_launch_reason_shows_the_interval_in_user_units_and_its_clipping():
+    """The GP's interval is asymmetric once the objective is warped, and a quantile past
+    every observation is reported at the observed extreme: the report said "± sd" and
+    hid the clipping."""
+    from assay.agents.report_html import _why_launch
+
+    text = _why_launch({"method": "qLogNEI", "acquisition_value": 0.5, "predicted_mean": 0.12,
+                        "predicted_std": 0.1, "predicted_interval": [0.05, 0.25],
+                        "predicted_at_observed_bound": ["lower"]})
+    assert "predicted 0.12 (68% 0.05 to 0.25)" in text and "±" not in text
+    assert "lower clipped to the observed range" in text
+    plain = _why_launch({"method": "qLogNEI", "predicted_mean": 1.0, "predicted_std": 0.5})
+    assert "predicted 1 ± 0.5" in plain and "clipped" not in plain
