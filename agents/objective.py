@@ -9,7 +9,7 @@ mode: max
 space: {lr: {loguniform: [1.0e-4, 1.0]}, hidden: {integer: [16, 256]}, epochs: 30}
 budget: {trials: 40, gpu_hours: 0, wall_clock: 20m}
 concurrency: 2
-resources: {cpus: 1, gpus: 0}
+resources: {cpus: 1, gpus: 0}        # custom Ray resources too: custom: {A100: 1}
 searcher: botorch
 stoppers: [learned, asha]
 ```
@@ -247,9 +247,11 @@ class Objective:
         from ..scheduler.base import Resources
 
         res = _mapping(self.resources, "resources", "e.g. resources: {cpus: 1, gpus: 0}")
-        if set(res) - {"cpus", "gpus"}:
-            raise UserInputError(f"unknown resources keys: {sorted(set(res) - {'cpus', 'gpus'})}",
-                                 hint="resources: {cpus: N, gpus: N}")
+        if set(res) - {"cpus", "gpus", "custom"}:
+            raise UserInputError(
+                f"unknown resources keys: {sorted(set(res) - {'cpus', 'gpus', 'custom'})}",
+                hint="resources: {cpus: N, gpus: N, custom: {NAME: N}} (custom: Ray resources "
+                     "the nodes declare, e.g. {A100: 1})")
         Resources(**res)
         searchers = _names(self.searcher, SEARCHERS, "searcher")
         if len(searchers) != 1:
@@ -355,7 +357,8 @@ class Objective:
             d["train"] = f"{t.__module__}:{t.__qualname__}"
         d["space"] = dict(self.space)
         d["budget"] = dict(self.budget)
-        d["resources"] = dict(self.resources)
+        d["resources"] = {k: dict(v) if isinstance(v, Mapping) else v
+                          for k, v in self.resources.items()}
         d["reevaluate_on"] = list(self.reevaluate_on)
         d["project_budget"] = dict(self.project_budget) if self.project_budget else None
         return d

@@ -59,28 +59,70 @@ def is_import_target(target: object) -> bool:
 
 
 # -- what a trial is -------------------------------------------------------------------------
+#: Resource names Ray reserves: a trial asks for them through cpus/gpus (or not at all).
+_RAY_BUILTIN = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+
+
 @dataclass(frozen=True)
 class Resources:
-    """What one trial occupies while it runs (Ray's ``num_cpus`` / ``num_gpus``).
+    """What one trial occupies while it runs (Ray's ``num_cpus``, ``num_gpus`` and custom
+    ``resources``).
+
+    Attributes:
+        cpus: CPUs per trial.
+        gpus: GPUs per trial (fractions share a GPU).
+        custom: Ray custom resources per trial, by the name the cluster's nodes declare
+            (``ray start --resources='{"A100": 4}'``, or the ``accelerator_type:A100`` Ray
+            sets itself): a trial runs only on a node that has them free.
 
     Raises:
-        UserInputError: for negative amounts, or a trial that asks for nothing at all.
+        UserInputError: for negative or non-finite amounts, a custom name Ray reserves, or a
+            trial that asks for nothing at all.
     """
 
     cpus: float = 1.0
     gpus: float = 0.0
+    custom: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        hint = "e.g. Resources(cpus=1) or Resources(cpus=4, gpus=1)"
+        hint = "e.g. Resources(cpus=1), Resources(cpus=4, gpus=1) or Resources(custom={'A100': 1})"
         object.__setattr__(self, "cpus", _non_negative(self.cpus, "cpus", hint))
         object.__setattr__(self, "gpus", _non_negative(self.gpus, "gpus", hint))
-        if self.cpus == 0 and self.gpus == 0:
-            raise UserInputError("a trial must ask for some cpus or gpus", hint=hint)
+        if not isinstance(self.custom, Mapping):
+            raise UserInputError(f"custom resources must be a mapping of names to amounts, "
+                                 f"got {type(self.custom).__name__}", hint=hint)
+        custom: dict[str, float] = {}
+        for name, amount in self.custom.items():
+            if not isinstance(name, str) or not name.strip():
+                raise UserInputError(f"a custom resource needs a name, got {name!r}", hint=hint)
+            if name in _RAY_BUILTIN or name.startswith("node:"):
+                raise UserInputError(
+                    f"{name!r} is one of Ray's own resources, not a custom one",
+                    hint="ask for CPUs and GPUs with cpus/gpus; custom names are those the "
+                         "nodes declare, e.g. ray start --resources='{\"A100\": 4}'")
+            custom[name] = _non_negative(amount, f"custom resource {name!r}", hint)
+        object.__setattr__(self, "custom", FrozenDict(custom))
+        if self.cpus == 0 and self.gpus == 0 and not any(custom.values()):
+            raise UserInputError("a trial must ask for some cpus, gpus or custom resources",
+                                 hint=hint)
 
     def request(self) -> dict[str, float]:
-        """What one trial asks the cluster for, by Ray's resource names (``CPU``, ``GPU``);
-        resources it asks none of are left out."""
-        return {k: v for k, v in (("CPU", self.cpus), ("GPU", self.gpus)) if v > 0}
+        """What one trial asks the cluster for, by Ray's resource names (``CPU``, ``GPU``,
+        then the custom ones); resources it asks none of are left out."""
+        asked = {"CPU": self.cpus, "GPU": self.gpus, **self.custom}
+        return {k: v for k, v in asked.items() if v > 0}
+
+    def fits(self, free: Mapping[str, float]) -> int:
+        """How many trials of these resources fit in ``free`` (by Ray's names)."""
+        n = min((free.get(k, 0.0) // v for k, v in self.request().items()), default=1 << 30)
+        return max(0, int(min(n, 1 << 30)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"cpus", "gpus"}``, plus ``"custom"`` when it asks for any: the objective's form."""
+        out: dict[str, Any] = {"cpus": self.cpus, "gpus": self.gpus}
+        if self.custom:
+            out["custom"] = dict(self.custom)
+        return out
 
 
 _OBJECTIVE_KEY = {"CPU": "cpus", "GPU": "gpus"}
@@ -126,8 +168,11 @@ class Shortfall:
 
     @property
     def hint(self) -> str:
-        lower = ", ".join(f"{_OBJECTIVE_KEY.get(k, k)}: {self.total.get(k, 0.0):g}"
-                          for k in self.missing)
+        builtin = [f"{_OBJECTIVE_KEY[k]}: {self.total.get(k, 0.0):g}"
+                   for k in self.missing if k in _OBJECTIVE_KEY]
+        custom = [f"{k}: {self.total.get(k, 0.0):g}" for k in self.missing
+                  if k not in _OBJECTIVE_KEY]
+        lower = ", ".join(builtin + ([f"custom: {{{', '.join(custom)}}}"] if custom else []))
         return (f"lower the objective's resources (e.g. resources: {{{lower}}}), or add nodes "
                 f"with {' and '.join(self.missing)} to the cluster")
 

@@ -341,7 +341,8 @@ class BudgetLedger:
             "started_at": self.started_at,
             "saved_at": self.clock.now(),
             "runs": {rid: {"project": a.project, "agent": a.agent, "cpus": a.resources.cpus,
-                           "gpus": a.resources.gpus, "wall_s": a.closed.wall_s,
+                           "gpus": a.resources.gpus, "custom": dict(a.resources.custom),
+                           "wall_s": a.closed.wall_s,
                            "cpu_s": a.closed.cpu_s, "gpu_s": a.closed.gpu_s,
                            "started_at": a.started_at, "finished": a.finished}
                      for rid, a in self._runs.items()},
@@ -356,7 +357,8 @@ class BudgetLedger:
         try:
             runs = {
                 rid: _RunAccount(str(r["project"]), str(r["agent"]),
-                                 Resources(float(r["cpus"]), float(r["gpus"])),
+                                 Resources(float(r["cpus"]), float(r["gpus"]),
+                                           dict(r.get("custom") or {})),
                                  Usage(float(r["wall_s"]), float(r["cpu_s"]), float(r["gpu_s"])),
                                  None if r["started_at"] is None else float(r["started_at"]),
                                  bool(r["finished"]))

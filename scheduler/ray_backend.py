@@ -167,14 +167,12 @@ class RayBackend(Backend):
         if self._closed:
             return 0
         r = resources or Resources()
-        avail = self._ray.available_resources()
-        free_c, free_g = avail.get("CPU", 0.0), avail.get("GPU", 0.0)
+        free = dict(self._ray.available_resources())
         for t in self._trials.values():
             if t.state is _State.QUEUED:  # queued tasks are not yet in available_resources
-                free_c -= t.spec.resources.cpus
-                free_g -= t.spec.resources.gpus
-        n = min(free_c // r.cpus if r.cpus else 1 << 30, free_g // r.gpus if r.gpus else 1 << 30)
-        n = max(0, int(n))
+                for k, v in t.spec.resources.request().items():
+                    free[k] = free.get(k, 0.0) - v
+        n = r.fits(free)
         if self.max_concurrent is not None:
             n = min(n, max(0, self.max_concurrent - len(self.running())))
         return n
@@ -222,6 +220,7 @@ class RayBackend(Backend):
     def _submit(self, tr: _Trial, *, resume: bool) -> Any:
         r = tr.spec.resources
         return self._run_trial.options(num_cpus=r.cpus, num_gpus=r.gpus,
+                                       resources=dict(r.custom),
                                        name=f"assay-trial-{tr.spec.trial_id}").remote(
             tr.spec, tr.attempt, resume, str(self.data_dir), self._control, self.heartbeat_s,
             os.getcwd())

@@ -130,6 +130,8 @@ class SimBackend(Backend, MetricSource):
             the seed of a trial is its launch index, so equal launch sequences replay equally.
         cpus: CPUs of the simulated cluster (N one-CPU trials run at once with ``cpus=N``).
         gpus: GPUs of the simulated cluster.
+        resources: Custom resources of the simulated cluster (``{"A100": 2}``), for trials
+            that ask for them.
         metric: Name the curve's values are reported under (default: the simulator's
             ``metric`` attribute, else ``"objective"``).
         stop_mode: When stops take effect (:class:`StopMode`).
@@ -142,7 +144,8 @@ class SimBackend(Backend, MetricSource):
     def __init__(self, clock: SimClock, simulator: CurveSimulatorLike, *, cpus: float = 4.0,
                  gpus: float = 0.0, metric: str | None = None,
                  stop_mode: StopMode | str = StopMode.IMMEDIATE, launch_overhead_s: float = 0.0,
-                 fail_on_nan: bool = True, autoscaling: bool = False) -> None:
+                 fail_on_nan: bool = True, autoscaling: bool = False,
+                 resources: Mapping[str, float] | None = None) -> None:
         if not isinstance(clock, SimClock):
             raise UserInputError("SimBackend needs a SimClock",
                                  hint="SimBackend(SimClock(), simulator)")
@@ -151,7 +154,7 @@ class SimBackend(Backend, MetricSource):
                                  hint="wrap CurveSimulator instances in CurveSimulatorSource")
         self.clock = clock
         self.simulator = simulator
-        self.total = Resources(cpus, gpus)
+        self.total = Resources(cpus, gpus, dict(resources or {}))
         self.metric = metric or str(getattr(simulator, "metric", "objective"))
         try:
             self.stop_mode = StopMode(stop_mode)
@@ -171,7 +174,7 @@ class SimBackend(Backend, MetricSource):
         self._rewound: set[str] = set()  # retried since their points were last read
         self._replaced: set[str] = set()  # ... as of the last new_points answer
         self._order = 0
-        self._used = [0.0, 0.0]
+        self._used: dict[str, float] = {}
         self._closed = False
 
     # -- Backend -----------------------------------------------------------------------------
@@ -225,24 +228,33 @@ class SimBackend(Backend, MetricSource):
         if self._closed:
             return 0
         r = resources or Resources()
-        free_c, free_g = self.total.cpus - self._used[0], self.total.gpus - self._used[1]
+        free = self._free()
         for tid in self._queue:
-            q = self._trials[tid].spec.resources
-            free_c, free_g = free_c - q.cpus, free_g - q.gpus
-        n = min(free_c // r.cpus if r.cpus else math.inf, free_g // r.gpus if r.gpus else math.inf)
-        return max(0, int(min(n, 1 << 30)))
+            for k, v in self._trials[tid].spec.resources.request().items():
+                free[k] = free.get(k, 0.0) - v
+        return r.fits(free)
 
     def shortfall(self, resources: Resources) -> Shortfall | None:
-        return Shortfall.of(resources.request(), {"CPU": self.total.cpus, "GPU": self.total.gpus},
-                            may_grow=self.autoscaling)
+        return Shortfall.of(resources.request(), self._totals(), may_grow=self.autoscaling)
 
-    def resize(self, cpus: float | None = None, gpus: float | None = None) -> None:
+    def resize(self, cpus: float | None = None, gpus: float | None = None,
+               resources: Mapping[str, float] | None = None) -> None:
         """Grow (or shrink) the simulated cluster, as an autoscaler would; queued trials
         that fit now start at ``clock.now()``."""
         self._advance()
         self.total = Resources(self.total.cpus if cpus is None else cpus,
-                               self.total.gpus if gpus is None else gpus)
+                               self.total.gpus if gpus is None else gpus,
+                               dict(self.total.custom if resources is None else resources))
         self._fill(self.clock.now())
+
+    def _totals(self) -> dict[str, float]:
+        return {"CPU": self.total.cpus, "GPU": self.total.gpus, **self.total.custom}
+
+    def _free(self) -> dict[str, float]:
+        free = self._totals()
+        for k, v in self._used.items():
+            free[k] = free.get(k, 0.0) - v
+        return free
 
     def shutdown(self) -> None:
         if self._closed:
@@ -315,12 +327,12 @@ class SimBackend(Backend, MetricSource):
         """Start queued trials that fit, first fit in launch order, at time ``t``."""
         for tid in list(self._queue):
             tr = self._trials[tid]
-            r = tr.spec.resources
-            if self._used[0] + r.cpus <= self.total.cpus + 1e-9 \
-                    and self._used[1] + r.gpus <= self.total.gpus + 1e-9:
+            asked = tr.spec.resources.request()
+            free = self._free()
+            if all(v <= free.get(k, 0.0) + 1e-9 for k, v in asked.items()):
                 self._queue.remove(tid)
-                self._used[0] += r.cpus
-                self._used[1] += r.gpus
+                for k, v in asked.items():
+                    self._used[k] = self._used.get(k, 0.0) + v
                 tr.state = _State.RUNNING
                 self._start_attempt(tr, t)
 
@@ -376,8 +388,8 @@ class SimBackend(Backend, MetricSource):
         tr.it = None
         tr.version += 1  # drops its pending heap entries
         r = tr.spec.resources
-        self._used[0] -= r.cpus
-        self._used[1] -= r.gpus
+        for k, v in r.request().items():
+            self._used[k] -= v
         self._emit(t, TrialEvent(tr.spec.trial_id, kind, t, tr.attempt, result=dict(tr.last),
                                  reason=reason, error=error,
                                  usage=Usage.of(r, t - tr.started_at)))

@@ -41,14 +41,16 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray for the whole test session, on loopback only (see README).
+    """One local Ray for the whole test session, on loopback only (see README): 2 CPUs
+    and one custom resource, ``assay_slot``.
 
     Never `ray stop`: it would kill every Ray on the machine. The session shuts its own down.
     """
     import ray
 
     if not ray.is_initialized():
+        # One custom resource, so trials asking for custom resources run for real.
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+                 configure_logging=False, resources={"assay_slot": 1})
     yield ray
     ray.shutdown()

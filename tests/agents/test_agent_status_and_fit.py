@@ -179,3 +179,45 @@ def test_an_unreadable_duration_names_the_users_key_and_the_accepted_forms():
         check_override("budget", {"budget": {"wall_clock": "10 minutes"}},
                        budget={"trials": 2}, space=None)
     assert "params.budget.wall_clock" in e.value.message and "10m" in e.value.hint
+
+
+# -- custom Ray resources ---------------------------------------------------------------------
+def test_an_objective_asking_for_a_custom_resource_runs_as_many_trials_as_the_cluster_has():
+    """``resources: {custom: {A100: 1}}`` steers trials to the nodes that declare A100s: with
+    two of them, four concurrent slots run two trials at a time."""
+    obj = objective(resources={"cpus": 1, "custom": {"A100": 1}}, concurrency=4,
+                    budget={"trials": 6, "wall_clock": "1h"})
+    assert Objective.from_dict(obj.to_dict()).resources == {"cpus": 1, "custom": {"A100": 1}}
+    clock = SimClock()
+    backend = SimBackend(clock, CurveSimulatorSource(SIM), cpus=8, resources={"A100": 2})
+    agent = Agent(obj, backend, backend, MemoryControlStore(), ahead=False)
+    peak = 0
+    while agent.status is AgentStatus.RUNNING and clock.now() < 3600:
+        agent.step()
+        peak = max(peak, len(backend.running()))
+        clock.advance(1.0)
+    assert agent.status is AgentStatus.FINISHED
+    assert peak == 2 and len(agent.trials) == 6
+    ledger = agent.ledger.state_dict()
+    assert next(iter(ledger["runs"].values()))["custom"] == {"A100": 1.0}
+    agent.ledger.load_state_dict(ledger)  # a restarted agent reads it back
+
+
+def test_an_objective_asking_for_a_custom_resource_the_cluster_lacks_is_refused():
+    agent, _backend, _clock = make(objective(resources={"cpus": 1, "custom": {"TPU": 1}}))
+    agent.step()
+    assert agent.status is AgentStatus.FAILED and not agent.trials
+    last = agent.control.decisions(agent_id=agent.agent_id)[-1]
+    assert "1 TPU" in last.summary and "0 TPU" in last.summary
+    assert last.explanation["requested"] == {"CPU": 1.0, "TPU": 1.0}
+    assert "custom: {TPU: 0}" in last.explanation["hint"]
+
+
+@pytest.mark.parametrize(("resources", "says"), [
+    ({"cpus": 1, "custom": {"GPU": 1}}, "Ray's own"),
+    ({"cpus": 1, "custom": {"A100": -1}}, ">= 0"),
+    ({"cpus": 1, "custom": "A100"}, "mapping"),
+])
+def test_bad_custom_resources_fail_the_declaration(resources, says):
+    with pytest.raises(UserInputError, match=says):
+        objective(resources=resources)

@@ -4,6 +4,8 @@ and an objective like that is refused before its agent starts."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from assay.agents.objective import Objective
 from assay.agents.runner import check_resources, run_objective
@@ -63,3 +65,35 @@ def test_an_objective_the_local_ray_cannot_run_is_refused_before_its_agent_start
     check_resources(toygpu(), address="auto")  # a joined cluster may grow: not refused
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
     check_resources(toygpu(), running=False)
+
+
+def test_a_trial_asking_for_a_custom_resource_runs_only_where_the_cluster_has_it(
+        ray_local, data_dir):
+    """Custom Ray resources (a node's ``--resources``, ``accelerator_type:A100``) could not
+    be asked for: a heterogeneous cluster could not steer trials to the right nodes."""
+    from assay.scheduler import EventKind
+
+    backend = RayBackend(data_dir, autoscaling=False)
+    slot = Resources(cpus=0.5, custom={"assay_slot": 1})
+    try:
+        assert ray_local.cluster_resources().get("assay_slot") == 1
+        assert backend.capacity(slot) == 1  # two CPUs free, but one slot
+        assert backend.shortfall(slot) is None
+        short = backend.shortfall(Resources(cpus=1, custom={"A100": 1}))
+        assert short is not None and short.missing == ["A100"]
+        assert "custom: {A100: 0}" in short.hint
+        spec = TrialSpec("tslot111", "p", {"x": 0.5, "steps": 2, "step_s": 0.01},
+                         target="examples.toy:train", resources=slot)
+        backend.launch(spec)
+        assert backend.capacity(slot) == 0  # the queued trial holds the only slot
+        deadline = time.monotonic() + 60
+        events = []
+        while time.monotonic() < deadline and backend.running():
+            events += backend.poll()
+            time.sleep(0.05)
+        assert [e.kind for e in events if e.trial_id == "tslot111"][-1] is EventKind.COMPLETED
+        while backend.capacity(slot) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # Ray frees a finished task's resources a moment later
+        assert backend.capacity(slot) == 1
+    finally:
+        backend.shutdown()

@@ -56,6 +56,25 @@ def test_resources_must_ask_for_something_non_negative():
             Resources(**bad)
 
 
+def test_custom_resources_are_checked_and_asked_for_by_their_ray_names():
+    r = Resources(cpus=1, custom={"A100": 1, "accelerator_type:A100": 0.01, "unused": 0})
+    assert r.request() == {"CPU": 1.0, "A100": 1.0, "accelerator_type:A100": 0.01}
+    assert r.to_dict() == {"cpus": 1.0, "gpus": 0.0, "custom": {
+        "A100": 1.0, "accelerator_type:A100": 0.01, "unused": 0.0}}
+    assert Resources(cpus=0, custom={"TPU": 4}).request() == {"TPU": 4.0}  # custom alone is enough
+    assert r.fits({"CPU": 8, "A100": 2, "accelerator_type:A100": 1}) == 2
+    assert r.fits({"CPU": 8}) == 0
+    assert hash(r) == hash(Resources(cpus=1, custom={"A100": 2}))  # usable as a key
+    assert r != Resources(cpus=1)
+    for bad, match in [({"custom": {"GPU": 1}}, "Ray's own"), ({"custom": {"memory": 1e9}}, "Ray's own"),
+                       ({"custom": {"": 1}}, "needs a name"), ({"custom": {"A100": -1}}, ">= 0"),
+                       ({"custom": {"A100": "1"}}, ">= 0"), ({"custom": ["A100"]}, "mapping"),
+                       ({"cpus": 0, "custom": {"A100": 0}}, "must ask for some")]:
+        with pytest.raises(UserInputError, match=match) as e:
+            Resources(**bad)
+        assert e.value.hint
+
+
 def test_usage_adds_and_converts_to_hours():
     u = Usage.of(Resources(cpus=4, gpus=1), 1800) + Usage(10, 10, 0)
     assert u == Usage(1810, 7210, 1800) and u.gpu_hours == 0.5

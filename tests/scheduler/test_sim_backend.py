@@ -180,6 +180,26 @@ def test_gpu_trials_wait_for_gpus_and_capacity_counts_the_queue():
         backend.launch(spec(9, resources=Resources(cpus=1, gpus=4)))
 
 
+def test_trials_asking_for_a_custom_resource_share_what_the_cluster_declares():
+    clock = SimClock()
+    backend = SimBackend(clock, ScriptedSimulator(), cpus=8, resources={"A100": 2})
+    a100 = Resources(cpus=1, custom={"A100": 1})
+    assert backend.capacity(a100) == 2 and backend.capacity(Resources(cpus=1)) == 8
+    for i in range(3):
+        backend.launch(spec(i, "ok", resources=a100))
+    assert backend.capacity(a100) == 0 and backend.capacity(Resources(cpus=1)) == 5
+    evs = drain(backend, clock)
+    third = next(e for e in evs if e.trial_id == "sim00002" and e.kind is EventKind.STARTED)
+    assert third.time == 3.0  # waited for a freed A100, not for a CPU
+    assert backend.capacity(a100) == 2
+    short = backend.shortfall(Resources(cpus=1, custom={"TPU": 1}))
+    assert short is not None and short.missing == ["TPU"] and "custom: {TPU: 0}" in short.hint
+    with pytest.raises(UserInputError, match="TPU"):
+        backend.launch(spec(9, resources=Resources(cpus=1, custom={"TPU": 1})))
+    backend.resize(resources={"A100": 2, "TPU": 1})
+    assert backend.shortfall(Resources(cpus=1, custom={"TPU": 1})) is None
+
+
 def test_launch_overhead_delays_the_first_step():
     clock = SimClock()
     backend = SimBackend(clock, ScriptedSimulator(), cpus=1, launch_overhead_s=30)
