@@ -169,11 +169,16 @@ def _agents_and_decisions(request: Request, n: int) -> tuple[list[AgentRow], lis
 
 def _resources(index: RunsIndex, running: list[str]) -> dict[str, Any]:
     hosts: dict[str, dict[str, Any]] = {}
+    users: dict[tuple[str, str], list[str]] = {}  # (host, GPU index) -> runs on it
     for rid in running:
         d = index.detail(rid)
         if d is None:
             continue
         s = d.get("summary") or {}
+        for k, v in s.items():
+            if k.startswith("sys/gpu.") and k.endswith(".process_memory_used_mb") \
+                    and (_num(v) or 0.0) > 0:
+                users.setdefault((d.get("host") or "?", k[8:].partition(".")[0]), []).append(rid)
         h = hosts.setdefault(d.get("host") or "?", {
             "host": d.get("host") or "?", "runs": 0, "process_cpu_percent": 0.0, "rss_mb": 0.0,
             "cpu_percent": None, "memory_used_percent": None, "_at": -1.0, "gpus": {}})
@@ -189,13 +194,14 @@ def _resources(index: RunsIndex, running: list[str]) -> dict[str, Any]:
             h["cpu_percent"] = cpu
             h["memory_used_percent"] = _num(s.get("sys/memory.system_used_percent"))
             for k, v in s.items():
-                if k.startswith("sys/gpu."):
+                if k.startswith("sys/gpu.") and not k.endswith(".process_memory_used_mb"):
                     idx, _, field = k[8:].partition(".")
                     h["gpus"].setdefault(idx, {"index": idx})[field] = _num(v)
     out_hosts = []
     for h in sorted(hosts.values(), key=lambda x: x["host"]):
         h.pop("_at")
-        h["gpus"] = [h["gpus"][k] for k in sorted(h["gpus"], key=lambda x: (len(x), x))]
+        h["gpus"] = [{**h["gpus"][k], "runs": users.get((h["host"], k), [])}
+                     for k in sorted(h["gpus"], key=lambda x: (len(x), x))]
         out_hosts.append(h)
     gpus = [g for h in out_hosts for g in h["gpus"]]
     utils = [g["utilization_percent"] for g in gpus if g.get("utilization_percent") is not None]

@@ -2,7 +2,8 @@
 
 1. NVML through assay's GpuProbe: every fast field of every GPU, and its cost per sample.
 2. A real GPU training run (the digits MLP on CUDA), tracked with system metrics every
-   0.5 s; prints the sys/gpu.* keys that reached the store and their last values.
+   0.5 s; prints the sys/gpu.* keys that reached the store and their last values, and
+   which GPUs the run's process held memory on (``process_memory_used_mb``).
 
     .venv/bin/python scripts/gpu_check.py        (exit 1 if anything is missing)
 """
@@ -49,6 +50,8 @@ def main() -> int:
         gpu = h.filter(h["key"].str.starts_with("sys/gpu."))
         last = gpu.group_by("key").agg(h["value"].last(), h["step"].count().alias("n")).sort("key")
         print(last)
+        mine = [k for k in last["key"].to_list() if k.endswith(".process_memory_used_mb")]
+        print(f"GPUs this run used (process memory): {mine or 'none reported'}")
         return 0 if gpu.height else 1
 
 

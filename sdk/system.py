@@ -22,7 +22,14 @@ log = logging.getLogger(__name__)
 
 
 class GpuProbe:
-    """Reads fast NVML fields of every GPU; ``available`` is False without NVML."""
+    """Reads fast NVML fields of every GPU; ``available`` is False without NVML.
+
+    Every GPU of the machine is read (the fleet view shows hosts whole). Which of them this
+    run uses shows as ``sys/gpu.N.process_memory_used_mb``: the GPU memory held by this
+    process and its children (data-loader workers, a launcher's trainers), logged only for
+    GPUs where they hold some. NVML names processes by the host's pids, so inside a
+    container with its own pid namespace the key is absent.
+    """
 
     def __init__(self, nvml: Any | None = None) -> None:
         self.available = False
@@ -45,6 +52,7 @@ class GpuProbe:
         if not self.available:
             return out
         nv = self._nvml
+        pids: set[int] | None = None  # this process's family, read once per sample
         for i, h in enumerate(self._handles):
             p = f"sys/gpu.{i}."
             try:
@@ -68,7 +76,38 @@ class GpuProbe:
                 out[p + "memory_total_mb"] = mem.total / 2**20
             except nv.NVMLError as e:
                 log.debug("NVML memory: %s", e)
+            if pids is None:
+                pids = _process_family()
+            used = self._process_memory(h, pids)
+            if used is not None:
+                out[p + "process_memory_used_mb"] = used / 2**20
         return out
+
+    def _process_memory(self, handle: Any, pids: set[int]) -> int | None:
+        """Bytes of this GPU's memory held by ``pids`` (compute processes), or None when
+        none of them is on it or NVML cannot say."""
+        nv = self._nvml
+        try:
+            procs = nv.nvmlDeviceGetComputeRunningProcesses(handle)
+        except (nv.NVMLError, AttributeError) as e:  # an old driver, MIG, a binding without it
+            log.debug("NVML processes: %s", e)
+            return None
+        ours = [getattr(q, "usedGpuMemory", None) for q in procs if getattr(q, "pid", None) in pids]
+        if not ours:
+            return None
+        # usedGpuMemory is None where the driver hides it (WDDM): on the GPU, amount unknown.
+        return sum(int(b) for b in ours if isinstance(b, int))
+
+
+def _process_family() -> set[int]:
+    """This process and its descendants (their pids, as NVML reports them on the host)."""
+    me = psutil.Process()
+    pids = {me.pid}
+    try:
+        pids.update(c.pid for c in me.children(recursive=True))
+    except psutil.Error:  # a child that exited while it was listed
+        pass
+    return pids
 
 
 class SystemSampler(threading.Thread):

@@ -27,6 +27,27 @@ def test_a_run_without_system_metrics_does_not_blank_its_hosts_figures() -> None
     assert res["cpu_percent_mean"] == 54.0
 
 
+def test_each_hosts_gpu_lists_the_running_runs_that_use_it() -> None:
+    def gpus(**mine):
+        s = {"sys/cpu.system_percent": 50.0}
+        for i in range(2):
+            s[f"sys/gpu.{i}.utilization_percent"] = 90.0
+            s[f"sys/gpu.{i}.memory_used_mb"] = 1000.0
+        s.update({f"sys/gpu.{i[1:]}.process_memory_used_mb": v for i, v in mine.items()})
+        return s
+
+    details = {"a": {"host": "h", "updated_at": 10.0, "summary": gpus(g0=900.0)},
+               "b": {"host": "h", "updated_at": 11.0, "summary": gpus(g1=700.0)},
+               "c": {"host": "h2", "updated_at": 12.0, "summary": gpus(g1=100.0)},
+               "d": {"host": "h", "updated_at": 13.0, "summary": gpus()}}  # a CPU trial
+    res = _resources(_Index(details), ["a", "b", "c", "d"])
+    h, h2 = res["hosts"]
+    assert [(g["index"], g["runs"]) for g in h["gpus"]] == [("0", ["a"]), ("1", ["b"])]
+    assert [(g["index"], g["runs"]) for g in h2["gpus"]] == [("0", []), ("1", ["c"])]
+    assert "process_memory_used_mb" not in h["gpus"][0]  # per run, not the host's
+    assert res["gpu_count"] == 4
+
+
 def test_the_failed_count_and_alert_counts_are_not_capped_by_the_list(server, client,
                                                                       data_dir) -> None:
     kw = {"dir": data_dir, "system_metrics_interval": None, "capture": False}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import types
@@ -231,6 +232,37 @@ def test_gpu_probe_reads_fast_fields_of_every_gpu_and_never_slow_ones():
     assert out["sys/gpu.0.power_w"] == 150.0 and out["sys/gpu.0.sm_clock_mhz"] == 1410
     assert out["sys/gpu.1.memory_used_mb"] == 1024 and out["sys/gpu.0.memory_total_mb"] == 80 * 1024
     assert out["sys/gpu.0.temperature_c"] == 60
+
+
+def test_gpu_probe_says_which_gpus_this_process_and_its_children_use():
+    """Every run logged every GPU of its host: nothing said which one a trial trained on
+    (Ray gives each GPU trial its own)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        class Procs(FakeNvml):
+            def nvmlDeviceGetComputeRunningProcesses(self, h):
+                P = types.SimpleNamespace
+                if h == 0:  # a stranger's job, and our data-loader child
+                    return [P(pid=1, usedGpuMemory=5 * 2**30),
+                            P(pid=child.pid, usedGpuMemory=2**29)]
+                if h == 1:
+                    return [P(pid=os.getpid(), usedGpuMemory=3 * 2**30),
+                            P(pid=child.pid, usedGpuMemory=None)]  # amount hidden (WDDM)
+                if h == 2:
+                    return [P(pid=1, usedGpuMemory=2**30)]
+                raise self.NVMLError("Not Supported")
+
+        out = GpuProbe(Procs(n=4)).sample()
+        assert out["sys/gpu.0.process_memory_used_mb"] == 512
+        assert out["sys/gpu.1.process_memory_used_mb"] == 3 * 1024
+        assert "sys/gpu.2.process_memory_used_mb" not in out  # not ours
+        assert "sys/gpu.3.process_memory_used_mb" not in out  # NVML could not say
+        assert out["sys/gpu.3.utilization_percent"] == 53  # the other fields still come
+        # A binding without the call (FakeNvml has none): the key is simply absent.
+        assert not any(k.endswith("process_memory_used_mb") for k in GpuProbe(FakeNvml()).sample())
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_gpu_probe_without_nvml_is_silent():

@@ -141,8 +141,18 @@ function hostTable(r) {
       h("td.mono", x.host), h("td.num", x.runs),
       h("td", { title: `process CPU ${fmtNum(x.process_cpu_percent)}%` }, x.cpu_percent == null ? "–" : h("div", `${fmtNum(x.cpu_percent, 3)}%`, bar(x.cpu_percent, 100))),
       h("td", x.memory_used_percent == null ? "–" : h("div", `${fmtNum(x.memory_used_percent, 3)}%`, bar(x.memory_used_percent, 100))),
-      h("td", x.gpus.length ? x.gpus.map((g) => h("div.nowrap", { title: `GPU ${g.index}: ${fmtValue(g.memory_used_mb)} / ${fmtValue(g.memory_total_mb)} MB` },
-        `#${g.index} ${g.utilization_percent == null ? "–" : fmtNum(g.utilization_percent, 3) + "%"}`)) : h("span.muted", "none")))))))];
+      h("td", x.gpus.length ? x.gpus.map((g) => gpuLine(g)) : h("span.muted", "none")))))))];
+}
+
+/** One GPU of a host: utilization, and links to the running runs holding memory on it. */
+function gpuLine(g) {
+  const runs = g.runs || [];
+  return h("div.nowrap", { title: `GPU ${g.index}: ${fmtValue(g.memory_used_mb)} / ${fmtValue(g.memory_total_mb)} MB` +
+      (runs.length ? `; used by ${runs.join(", ")}` : "; no running run of this host holds memory on it") },
+    `#${g.index} ${g.utilization_percent == null ? "–" : fmtNum(g.utilization_percent, 3) + "%"}`,
+    runs.length ? h("span.muted", " · ", ...runs.slice(0, 3).flatMap((rid, i) => [i ? ", " : "",
+      h("a.gpu-run", { href: `#/runs/${encodeURIComponent(rid)}` }, rid)]),
+      runs.length > 3 ? ` +${runs.length - 3}` : "") : null);
 }
 
 function recentRuns(page, now) {
