@@ -52,7 +52,7 @@ class GpuProbe:
         if not self.available:
             return out
         nv = self._nvml
-        pids: set[int] | None = None  # this process's family, read once per sample
+        ours = _Family()  # per sample: which GPU processes descend from this one
         for i, h in enumerate(self._handles):
             p = f"sys/gpu.{i}."
             try:
@@ -76,16 +76,14 @@ class GpuProbe:
                 out[p + "memory_total_mb"] = mem.total / 2**20
             except nv.NVMLError as e:
                 log.debug("NVML memory: %s", e)
-            if pids is None:
-                pids = _process_family()
-            used = self._process_memory(h, pids)
+            used = self._process_memory(h, ours)
             if used is not None:
                 out[p + "process_memory_used_mb"] = used / 2**20
         return out
 
-    def _process_memory(self, handle: Any, pids: set[int]) -> int | None:
-        """Bytes of this GPU's memory held by ``pids`` (compute processes), or None when
-        none of them is on it or NVML cannot say."""
+    def _process_memory(self, handle: Any, pids: _Family) -> int | None:
+        """Bytes of this GPU's memory held by this process's family (compute processes),
+        or None when none of them is on it or NVML cannot say."""
         nv = self._nvml
         try:
             procs = nv.nvmlDeviceGetComputeRunningProcesses(handle)
@@ -99,15 +97,24 @@ class GpuProbe:
         return sum(int(b) for b in ours if isinstance(b, int))
 
 
-def _process_family() -> set[int]:
-    """This process and its descendants (their pids, as NVML reports them on the host)."""
-    me = psutil.Process()
-    pids = {me.pid}
-    try:
-        pids.update(c.pid for c in me.children(recursive=True))
-    except psutil.Error:  # a child that exited while it was listed
-        pass
-    return pids
+class _Family:
+    """``pid in family``: whether a pid NVML reports is this process or a descendant. Walks
+    that pid's parents (a few reads of /proc), never the whole process table: the cost
+    follows the GPUs' processes, not the host's."""
+
+    def __init__(self) -> None:
+        self.me = os.getpid()
+        self._known: dict[int, bool] = {self.me: True}
+
+    def __contains__(self, pid: object) -> bool:
+        if not isinstance(pid, int):
+            return False
+        if pid not in self._known:
+            try:
+                self._known[pid] = any(p.pid == self.me for p in psutil.Process(pid).parents())
+            except psutil.Error:  # gone, or another pid namespace's number
+                self._known[pid] = False
+        return self._known[pid]
 
 
 class SystemSampler(threading.Thread):
