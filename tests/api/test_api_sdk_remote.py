@@ -7,6 +7,7 @@ import time
 import assay
 import pytest
 from assay.errors import NotFoundError
+from gitrepo import dirty_checkout  # tests/ is on sys.path (rootdir conftest)
 
 pytestmark = pytest.mark.integration
 
@@ -125,23 +126,11 @@ def test_a_resume_first_ships_what_a_killed_process_left_unsent(server, tokens, 
     assert api.history(h.run_id, "loss")["step"].sort().to_list() == list(range(25))
 
 
-def _dirty_checkout(root):
-    import subprocess
-
-    root.mkdir()
-    git = ["git", "-c", "user.email=a@b", "-c", "user.name=a"]
-    subprocess.run([*git, "init", "-q"], cwd=root, check=True)
-    (root / "train.py").write_text("lr = 0.1\n")
-    subprocess.run([*git, "add", "."], cwd=root, check=True)
-    subprocess.run([*git, "commit", "-qm", "i"], cwd=root, check=True)
-    (root / "train.py").write_text("lr = 0.3  # the change that ran\n")
-
-
 def test_a_remote_runs_git_diff_is_sent_to_the_server(server, tokens, tmp_path, data_dir,
                                                        client, monkeypatch):
     """Only the diff's digest used to travel: the server's /diff answered 404 and verify
     could not tell a deleted diff from one that never arrived."""
-    _dirty_checkout(tmp_path / "code")
+    dirty_checkout(tmp_path / "code", "lr = 0.1\n", "lr = 0.3  # the change that ran\n")
     monkeypatch.chdir(tmp_path / "code")
     with assay.init(project="remote-diff", dir=tmp_path / "laptop", server=server.url,
                     token=tokens["researcher"], system_metrics_interval=None) as run:
@@ -170,7 +159,7 @@ def test_a_diff_the_server_refuses_leaves_the_run_logging(server, tokens, tmp_pa
         raise assay.errors.ConflictError("no room")
 
     monkeypatch.setattr(remote_artifacts.HttpBlobStore, "upload", refuse)
-    _dirty_checkout(tmp_path / "code")
+    dirty_checkout(tmp_path / "code", "lr = 0.1\n", "lr = 0.3  # the change that ran\n")
     monkeypatch.chdir(tmp_path / "code")
     with caplog.at_level("WARNING", logger="assay"), assay.init(
             project="remote-diff", dir=tmp_path / "laptop", server=server.url,

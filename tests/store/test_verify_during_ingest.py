@@ -141,16 +141,9 @@ def test_a_pass_killed_between_committing_a_run_and_sealing_it_is_sealed_by_the_
 def test_verify_rehashes_the_sealed_git_diff_blob(tmp_path, monkeypatch):
     """The record seals the diff blob's digest, but verify never read it: a rewritten diff
     passed (found by an integrity review)."""
-    import subprocess
+    from gitrepo import dirty_checkout  # tests/ is on sys.path (rootdir conftest)
 
-    code = tmp_path / "code"
-    code.mkdir()
-    git = ["git", "-c", "user.email=a@b", "-c", "user.name=a"]
-    subprocess.run([*git, "init", "-q"], cwd=code, check=True)
-    (code / "t.py").write_text("x = 1\n")
-    subprocess.run([*git, "add", "."], cwd=code, check=True)
-    subprocess.run([*git, "commit", "-qm", "i"], cwd=code, check=True)
-    (code / "t.py").write_text("x = 2  # the change that was run\n")
+    code = dirty_checkout(tmp_path / "code", "x = 1\n", "x = 2  # the change that was run\n")
     monkeypatch.chdir(code)
     monkeypatch.setattr(run_mod, "INGEST_MODE", "inprocess")
     data = tmp_path / "data"
