@@ -106,6 +106,22 @@ class AuditTrail:
                 return ChainedRecord.from_row(json.loads(lines[-1]))
             start = max(0, start - _TAIL)
 
+    def anchor(self) -> dict[str, Any] | None:
+        """The newest entry's ``{"seq", "hash"}`` (None while the trail is empty): a run's
+        signed record holds it, so a trail later cut back past it, or deleted, is found by
+        ``verify``."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            head = self._head(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        return None if head is None else {"seq": head.seq, "hash": head.hash}
+
     def records(self) -> list[ChainedRecord]:
         """Every record, in chain order."""
         if not self.path.exists():

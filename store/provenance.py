@@ -119,12 +119,15 @@ def run_record_payload(store: LanceStore, run: RunRecord) -> dict[str, Any]:
     }
 
 
-RECORD_VERSION = 3
+RECORD_VERSION = 4
 """Version 2 also seals the error text, each metric's min/max/step summary and the metric
-rows' times; version 3 the run's group. Older records (version 1: no ``v``) are checked on
-the fields they hold."""
+rows' times; version 3 the run's group; version 4 the audit trail's newest entry when the
+run was sealed (``audit_anchor``). Older records (version 1: no ``v``) are checked on the
+fields they hold."""
 _V2_ONLY = ("v", "error", "summary_stats")
 _V3_ONLY = ("group",)
+_SEALED_ONLY = ("audit_anchor",)
+"""Fields of the record that are not recomputed from the stored run, but checked apart."""
 
 
 def _times_digest(hist: Any) -> str:
@@ -143,6 +146,8 @@ def _as_sealed(payload: dict[str, Any], sealed: Mapping[str, Any]) -> dict[str, 
     v = sealed.get("v", 1)
     if v >= RECORD_VERSION:
         return payload
+    if v >= 3:
+        return {**payload, "v": v}
     old = {k: x for k, x in payload.items() if k not in _V3_ONLY}
     if v >= 2:
         return {**old, "v": v}
@@ -165,8 +170,10 @@ class Finalizer:
         for run in runs:
             with self.lock:
                 chain = run_chain(run.project)
-                rec = seal(run_record_payload(self.store, run), self.chains.head(chain), self.key,
-                           kind="run", subject_id=run.run_id)
+                payload = run_record_payload(self.store, run)
+                payload["audit_anchor"] = self.audit.anchor()
+                rec = seal(payload, self.chains.head(chain), self.key, kind="run",
+                           subject_id=run.run_id)
                 self.chains.append(chain, [rec])
             self.audit.record(f"run:{run.run_id}", "run.status", f"run:{run.run_id}",
                               run.error.splitlines()[-1] if run.error else "",
@@ -256,13 +263,14 @@ def _check_git_diff(blobs: BlobStore, payload: Mapping[str, Any]) -> list[str]:
 
 
 def _audited_deletions(deleted: Mapping[tuple[str, int], Any],
-                       audit: AuditTrail | None) -> dict[tuple[str, int], Any]:
+                       audit_records: list[ChainedRecord] | None) -> dict[tuple[str, int], Any]:
     """The tombstones the signed audit trail confirms: a tombstone row alone (which anyone
-    who can write the table can add) must not excuse a version's bytes from the check."""
-    if not deleted or audit is None:
-        return dict(deleted) if audit is None else {}
+    who can write the table can add) must not excuse a version's bytes from the check.
+    Without a trail (``None``) every tombstone counts."""
+    if not deleted or audit_records is None:
+        return dict(deleted) if audit_records is None else {}
     confirmed = set()
-    for rec in audit.records():
+    for rec in audit_records:
         e = AuditEntry.from_record(rec)
         if e.action == "artifact.delete" and e.target.startswith("artifact:"):
             confirmed.add((e.target[len("artifact:"):], int(e.details.get("version", -1))))
@@ -281,7 +289,10 @@ def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
         run = store.get_run(run_id)
         names = [run_chain(run.project)] if run is not None else []
     sealed: set[str] = set()
-    deleted = _audited_deletions(deleted_versions(store), audit)
+    audit_records = audit.records() if audit is not None else []
+    in_trail = {(r.seq, r.hash) for r in audit_records}
+    deleted = _audited_deletions(deleted_versions(store),
+                                 audit_records if audit is not None else None)
     for name in names:
         recs = chains.records(name)
         for p in verify_chain(recs, public_key):
@@ -316,8 +327,17 @@ def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
                     f"{sealed_attach}"))
                 continue
             checked += 1
-            for d in _diff(rec.payload, _as_sealed(run_record_payload(store, run), rec.payload)):
+            held = {k: x for k, x in rec.payload.items() if k not in _SEALED_ONLY}
+            for d in _diff(held, _as_sealed(run_record_payload(store, run), rec.payload)):
                 problems.append(Problem(name, rid, rec.seq, d))
+            anchor = rec.payload.get("audit_anchor")
+            if audit is not None and isinstance(anchor, Mapping) \
+                    and (anchor.get("seq"), anchor.get("hash")) not in in_trail:
+                problems.append(Problem(name, rid, rec.seq, (
+                    f"the audit trail lacks entry {anchor.get('seq')} "
+                    f"({str(anchor.get('hash'))[:12]}), which this run's signed record names as "
+                    "its newest when the run was sealed: the trail was cut back, deleted or "
+                    "rewritten")))
             for d in _check_artifacts(blobs, rec.payload, deleted) + _check_git_diff(
                     blobs, rec.payload):
                 problems.append(Problem(name, rid, rec.seq, d))
@@ -331,18 +351,19 @@ def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
                                     "the chain's end, or never sealed)"))
     if run_id is None and audit is not None:
         # Against ``public_key`` (a pinned key, say), not the audit trail's own key.
-        for p in verify_audit_log(audit.records(), public_key):
+        for p in verify_audit_log(audit_records, public_key):
             problems.append(Problem("audit", "audit", -1, str(p)))
-        problems += _sealed_but_missing(audit, {r.hash for n in names for r in chains.records(n)})
+        problems += _sealed_but_missing(audit_records,
+                                        {r.hash for n in names for r in chains.records(n)})
     return checked, problems
 
 
-def _sealed_but_missing(audit: AuditTrail, hashes: set[str]) -> list[Problem]:
+def _sealed_but_missing(audit_records: list[ChainedRecord], hashes: set[str]) -> list[Problem]:
     """Every seal is also in the signed audit trail (``run.status`` with the record's hash):
     a chain record (say, the newest run's, removed with its run) that the audit trail names
     but the chain lacks was removed."""
     out = []
-    for rec in audit.records():
+    for rec in audit_records:
         e = AuditEntry.from_record(rec)
         h = e.details.get("record") if e.action == "run.status" else None
         if isinstance(h, str) and h not in hashes:

@@ -318,3 +318,45 @@ def test_the_group_is_sealed_from_record_version_3(pipeline, data_dir):
     chains.append(chain, [seal({**v2, "v": 2}, chains.head(chain), g.audit.key, kind="run",
                                subject_id=rid)])
     assert assay.Api().verify(rid) == (1, [])  # a version 2 record holds no group
+
+
+def test_a_deleted_or_cut_back_audit_trail_is_caught_by_the_records_anchoring_it(
+        pipeline, data_dir):
+    """Deleting audit.jsonl (who stopped what, who deleted which version), or cutting it
+    back, passed verify: nothing outside the trail named its entries (integrity gap)."""
+    rid = pipeline["train"].id
+    g = open_graph(data_dir)
+    from assay.store.provenance import ChainStore, run_chain
+
+    [rec] = [r for r in ChainStore(g.store).records(run_chain("digits")) if r.subject_id == rid]
+    anchor = rec.payload["audit_anchor"]
+    assert rec.payload["v"] == 4 and anchor["seq"] >= 0
+    trail = data_dir / "audit" / "audit.jsonl"
+    assert assay.Api().verify() == (2, [])
+    lines = trail.read_bytes().splitlines(keepends=True)
+    cut = [ln for ln in lines if json.loads(ln)["seq"] < anchor["seq"]]
+    trail.write_bytes(b"".join(cut))  # cut back to before the anchored entry
+    _, problems = assay.Api().verify()
+    text = "\n".join(str(p) for p in problems)
+    assert f"lacks entry {anchor['seq']}" in text and rid in text
+    trail.unlink()  # the whole trail
+    _, problems = assay.Api().verify(rid)
+    assert any("audit trail lacks entry" in p.reason for p in problems)
+    trail.write_bytes(b"".join(lines))  # restored: clean again
+    assert assay.Api().verify() == (2, [])
+
+
+def test_a_version_3_record_without_an_anchor_still_verifies(pipeline, data_dir):
+    from assay.store.provenance import ChainStore, run_chain, run_record_payload
+    from assay.store.signing import seal
+
+    rid = pipeline["train"].id
+    g = open_graph(data_dir)
+    run = g.store.get_run(rid)
+    v3 = {**run_record_payload(g.store, run), "v": 3}
+    chains, chain = ChainStore(g.store), run_chain(run.project)
+    chains.append(chain, [seal(v3, chains.head(chain), g.audit.key, kind="run", subject_id=rid)])
+    assert assay.Api().verify(rid) == (1, [])
+    _tamper_run_column(g, rid, "group", lambda x: "another-group")  # v3 seals the group
+    _, problems = assay.Api().verify(rid)
+    assert [p.reason for p in problems] == ["group changed"]
