@@ -84,7 +84,8 @@ def train(config: dict[str, Any], run: Any) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as d:
             path = Path(d) / "model.pt"
             torch.save(model.state_dict(), path)
-            run.log_artifact(path, name="digits-mlp", type="model",
+            # Artifact names are shared by the data directory's projects: one per project.
+            run.log_artifact(path, name=f"{run.project}-mlp", type="model",
                              metadata={"val/acc": result["val/acc"], "hidden": hidden})
     return result
 

@@ -199,6 +199,20 @@ class ArtifactRegistry:
                 raise ConflictError(f"artifact {name!r} has type {newest['type']!r}, not {type!r}",
                                     hint="use another name for a different kind of artifact")
             latest = self._resolve_version(name, "latest", missing_ok=True)
+            owner = newest["project"] if newest is not None else project
+            if owner != project:
+                # Names are shared by the data directory's projects: another project's new
+                # version would silently become this one's `latest`. Identical content
+                # (a shared dataset) only records this run's edge.
+                moves = [a for a in aliases
+                         if latest is None or self._aliases(name).get(a) != latest.version]
+                if latest is None or latest.digest != digest or moves:
+                    raise ConflictError(
+                        f"artifact {name!r} belongs to project {owner!r}; a run of project "
+                        f"{project!r} cannot add versions to it or move its aliases",
+                        hint=f"artifact names are shared by every project of this data "
+                             f"directory (and server): give yours its own name, e.g. "
+                             f"'{project}-{name}'; reading {name!r} (use_artifact) is fine")
             if latest is not None and latest.digest == digest:
                 version = latest.version  # identical content: no new version
                 if (json.loads(meta), description) != (latest.metadata, latest.description) \
@@ -353,7 +367,7 @@ class ArtifactRegistry:
         return q.limit(None).to_arrow().to_pylist()  # type: ignore[no-any-return]
 
     def _newest_row(self, name: str) -> dict[str, Any] | None:
-        rows = self._rows(name, ["version", "type"])
+        rows = self._rows(name, ["version", "type", "project"])
         return max(rows, key=lambda r: r["version"]) if rows else None
 
     def _newest_live(self, name: str, exclude: int) -> int | None:

@@ -1,0 +1,44 @@
+"""Artifact names are shared by a data directory's projects: one project's versions never
+silently become another's (an artifacts review: project "nlp" logging `model` made
+`use_artifact("model:latest")` in project "vision" return nlp's weights)."""
+
+from __future__ import annotations
+
+import assay
+import pytest
+from assay.errors import ConflictError
+
+pytestmark = pytest.mark.integration
+
+
+def _init(project):
+    return assay.init(project=project, system_metrics_interval=None, capture=False)
+
+
+def test_another_project_cannot_add_versions_or_move_aliases_but_can_share_and_read(
+        data_dir, tmp_path):
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"vision weights")
+    with _init("vision") as r:
+        v0 = r.log_artifact(weights, name="model", type="model", aliases=["prod"])
+    other = tmp_path / "nlp.pt"
+    other.write_bytes(b"nlp weights")
+    with _init("nlp") as r:
+        with pytest.raises(ConflictError, match="belongs to project 'vision'") as e:
+            r.log_artifact(other, name="model", type="model")
+        assert "'nlp-model'" in e.value.hint
+        # The same bytes (a shared dataset, say) record this run's edge and change nothing.
+        same = r.log_artifact(weights, name="model", type="model", aliases=["prod"])
+        assert (same.name, same.version) == ("model", 0)
+        with pytest.raises(ConflictError, match="move its aliases"):
+            r.log_artifact(weights, name="model", type="model", aliases=["best"])
+        assert r.use_artifact("model:prod").version == 0  # reading is fine
+        mine = r.log_artifact(other, name="nlp-model", type="model")
+    api = assay.Api()
+    assert api.artifact("model:latest").digest == v0.digest
+    assert set(api.artifact("model:v0").aliases) == {"latest", "prod"}
+    assert api.artifacts(name="model")["version"].to_list() == [0]  # nothing was added
+    assert api.artifact("nlp-model:latest").version == mine.version == 0
+    with _init("vision") as r:  # the owner goes on as before
+        weights.write_bytes(b"vision weights, retrained")
+        assert r.log_artifact(weights, name="model", type="model").version == 1
