@@ -157,6 +157,31 @@ class RemoteClient:
                                headers={"Content-Type": MEDIA_TYPE})
         _raise_for(resp)
 
+    def check_can_log(self) -> None:
+        """Refuse now what the server would refuse at the first batch: a token it does not
+        know, or a viewer's (which cannot write runs). A server that does not answer says
+        nothing: the run logs to its outbox and is sent (or synced) later."""
+        import httpx
+
+        try:
+            resp = self._http.get("/api/whoami")
+        except httpx.TransportError as exc:
+            log.debug("assay: %s did not answer whoami (%s); the run logs offline", self.server,
+                      exc)
+            return
+        if resp.status_code == 404:
+            return  # a server without whoami: the first batch tells
+        _raise_for(resp)
+        try:
+            me = resp.json()
+        except ValueError:
+            return
+        if isinstance(me, dict) and me.get("role") == "viewer":
+            raise PermissionDeniedError(
+                f"the token {me.get('name')!r} is a viewer's: {self.server} would refuse this "
+                "run's records", hint="pass token= (or set ASSAY_TOKEN) to a researcher's token: "
+                                      "`assay token create NAME --role researcher` on the server")
+
     def server_info(self) -> ServerInfo:
         """The server's version and features (``GET /api/health``)."""
         resp = self._http.get("/api/health")

@@ -681,6 +681,12 @@ def init(project: str | None = None, *, name: str | None = None, config: Any = N
             next_step = prior.last_step + 1
         name = name or prior.name
     else:
+        if server:
+            client = RemoteClient(server, token, timeout=5.0)
+            try:
+                client.check_can_log()
+            finally:
+                client.close()
         run_id = _claim_run_id(root, id)
         name = name or f"{secrets.choice(_ADJ)}-{secrets.choice(_NOUN)}-{run_id[:4]}"
     record = {

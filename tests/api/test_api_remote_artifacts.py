@@ -257,9 +257,13 @@ def test_download_refuses_a_blob_that_changed_on_the_server(server, tokens, tmp_
 
 
 def test_a_run_whose_records_the_server_refused_cannot_log_artifacts(server, tokens,
-                                                                    tmp_path):
+                                                                    tmp_path, monkeypatch):
+    from assay.sdk.remote import RemoteClient
+
     f = tmp_path / "x.txt"
     f.write_text("x")
+    # init refuses an unknown token at once; this is one revoked after init.
+    monkeypatch.setattr(RemoteClient, "check_can_log", lambda self: None)
     run = _remote_run(server, "not-a-token", tmp_path / "laptop")
     with pytest.raises(PermissionDeniedError):
         run.log_artifact(f, "x")

@@ -170,3 +170,32 @@ def test_a_diff_the_server_refuses_leaves_the_run_logging(server, tokens, tmp_pa
     assert rec.status == "completed" and rec.git["diff_stored"] is False
     assert api.verify(run.id) == (1, [])
     assert any("could not send the git diff" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("token", "says"), [("viewer", "is a viewer's"),
+                                             (None, "server answered 401")])
+def test_init_refuses_a_token_the_server_would_refuse_before_training_starts(
+        server, tokens, tmp_path, token, says):
+    """A viewer's or an unknown token started the run; the refusal came later, on stderr,
+    and finish() said the server refused it (artifacts review). README: init refuses at
+    once what the server would refuse later."""
+    from assay.errors import PermissionDeniedError
+
+    local = tmp_path / "laptop"
+    with pytest.raises(PermissionDeniedError, match=says) as e:
+        assay.init(project="p", dir=local, server=server.url,
+                   token=tokens[token] if token else "assay_not_a_real_token",
+                   system_metrics_interval=None, capture=False)
+    assert "--role researcher" in e.value.hint
+    assert not list(local.rglob("*.wal"))  # no outbox segment: nothing was started
+
+
+def test_init_against_a_server_that_does_not_answer_still_logs_offline(tmp_path, helpers):
+    port = helpers.free_port()
+    t0 = time.monotonic()
+    run = assay.init(project="p", dir=tmp_path / "laptop", server=f"http://127.0.0.1:{port}",
+                     token="assay_whatever", system_metrics_interval=None, capture=False)
+    assert time.monotonic() - t0 < 5
+    run.log({"loss": 1.0})
+    run._sender.abandon()  # nothing will answer: leave the outbox for `assay sync`
+    run.finish()
