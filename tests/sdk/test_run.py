@@ -79,6 +79,21 @@ def test_invalid_project_names_are_rejected_with_a_hint(data_dir, bad):
     assert "project name" in str(e.value) and "hint" in str(e.value)
 
 
+def test_a_url_as_the_data_directory_is_refused_not_made_a_local_folder(tmp_path, monkeypatch):
+    """dir="s3://team-bucket/assay" wrote a local folder ./s3:/team-bucket/assay (review)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserInputError, match="must be a local folder") as e:
+        assay.init(project="p", dir="s3://team-bucket/assay")
+    assert "server=" in e.value.hint
+    monkeypatch.setenv("ASSAY_DIR", "gs://bucket/x")
+    with pytest.raises(UserInputError, match="gs://bucket/x"):
+        assay.Api()
+    assert not list(tmp_path.iterdir())  # nothing was created
+    from assay.sdk.settings import data_dir
+
+    assert data_dir(f"file://{tmp_path}/d") == tmp_path / "d"
+
+
 def test_bad_metric_values_and_reserved_keys_are_rejected_and_nothing_is_lost(data_dir):
     run = _init(project="p")
     run.log({"ok": 1.0})
