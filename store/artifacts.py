@@ -213,7 +213,18 @@ class ArtifactRegistry:
                         hint=f"artifact names are shared by every project of this data "
                              f"directory (and server): give yours its own name, e.g. "
                              f"'{project}-{name}'; reading {name!r} (use_artifact) is fine")
-            if latest is not None and latest.digest == digest:
+            if (newest is not None and newest["digest"] == digest
+                    and (latest is None or latest.version != newest["version"])
+                    and (name, int(newest["version"])) not in deleted_versions(self.store, name)):
+                # The newest version holds this content but `latest` never reached it: a
+                # commit killed after adding the row. Finish that commit instead of adding a
+                # duplicate version.
+                version = int(newest["version"])
+                log.warning("artifact %s: v%d was left half-committed (no `latest`); "
+                            "completing it", name, version)
+                self._move_alias(name, "latest", version, actor, "completing an interrupted "
+                                 "commit")
+            elif latest is not None and latest.digest == digest:
                 version = latest.version  # identical content: no new version
                 if (json.loads(meta), description) != (latest.metadata, latest.description) \
                         and (metadata or description):
@@ -367,7 +378,7 @@ class ArtifactRegistry:
         return q.limit(None).to_arrow().to_pylist()  # type: ignore[no-any-return]
 
     def _newest_row(self, name: str) -> dict[str, Any] | None:
-        rows = self._rows(name, ["version", "type", "project"])
+        rows = self._rows(name, ["version", "type", "project", "digest"])
         return max(rows, key=lambda r: r["version"]) if rows else None
 
     def _newest_live(self, name: str, exclude: int) -> int | None:

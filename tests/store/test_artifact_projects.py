@@ -42,3 +42,41 @@ def test_another_project_cannot_add_versions_or_move_aliases_but_can_share_and_r
     with _init("vision") as r:  # the owner goes on as before
         weights.write_bytes(b"vision weights, retrained")
         assert r.log_artifact(weights, name="model", type="model").version == 1
+
+
+def test_a_commit_killed_after_its_row_is_completed_by_the_retry_not_duplicated(
+        data_dir, tmp_path, monkeypatch):
+    """Killed between the version row and its aliases, a commit left `m:v1` that neither
+    `latest` nor lineage knew, and logging the same bytes again made an identical v2
+    (artifacts review)."""
+    from assay.store.artifacts import ArtifactRegistry
+
+    f = tmp_path / "m.bin"
+    f.write_bytes(b"v0")
+    with _init("p") as r:
+        r.log_artifact(f, name="m", type="model")
+    f.write_bytes(b"v1")
+    real = ArtifactRegistry._move_alias
+
+    def killed(self, name, alias, version, actor, reason):
+        if reason == "new version":
+            raise KeyboardInterrupt("killed")
+        return real(self, name, alias, version, actor, reason)
+
+    monkeypatch.setattr(ArtifactRegistry, "_move_alias", killed)
+    with _init("p") as r, pytest.raises(KeyboardInterrupt):
+        r.log_artifact(f, name="m", type="model", aliases=["prod"])
+    monkeypatch.setattr(ArtifactRegistry, "_move_alias", real)
+    api = assay.Api()
+    assert api.artifact("m:latest").version == 0  # the half-made v1 is not latest
+    with _init("p") as r:
+        again = r.log_artifact(f, name="m", type="model", aliases=["prod"])
+    assert again.version == 1
+    assert api.artifacts(name="m")["version"].to_list() == [0, 1]
+    assert set(api.artifact("m:v1").aliases) == {"latest", "prod"}
+    _, edges = api.lineage("m:v1", direction="up")
+    assert f"run:{r.id}" in edges["src"].to_list()  # the producing edge is there
+    # A version deleted on purpose is not brought back by the same bytes.
+    api.delete_artifact("m:v1", reason="bad", delete_aliases=True)
+    with _init("p") as r:
+        assert r.log_artifact(f, name="m", type="model").version == 2
