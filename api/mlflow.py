@@ -51,6 +51,7 @@ from .mlflow_models import (
     UpdateExperiment,
     UpdateRun,
 )
+from .mlflow_registry import router as registry_router
 from .mlflow_search import (
     matches,
     page_offset,
@@ -579,3 +580,4 @@ def log_outputs(request: Request, body: LogOutputs, who: Researcher) -> dict[str
 
 # MLflow 3's logged models (their own module), under the same prefixes
 router.include_router(logged_models_router)
+router.include_router(registry_router)  # the Model Registry (:mod:`.mlflow_registry`)
