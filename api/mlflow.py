@@ -9,8 +9,9 @@ the same WAL and ingest path as remote logging (params become config, tags ``env
 and reads overlay what is written but not yet ingested, so MLflow's read-your-writes holds.
 The token comes from ``MLFLOW_TRACKING_TOKEN`` (``Authorization: Bearer``).
 Artifacts go through MLflow's artifact proxy (:mod:`.mlflow_artifacts`), MLflow 3's logged models
-through :mod:`.mlflow_logged` (and ``runs/outputs`` here); datasets/inputs and traces are not
-served (404).
+through :mod:`.mlflow_logged` (and ``runs/outputs`` here), the Model Registry (registered models,
+versions, aliases) through :mod:`.mlflow_registry`; datasets/inputs and traces are not served
+(404).
 """
 
 from __future__ import annotations
