@@ -43,6 +43,20 @@ def _fail(exc: AssayError) -> None:
     raise typer.Exit(2)
 
 
+def _existing(dir: Path | None) -> Path:
+    """The data directory of a command that reads or maintains data: refused (exit 2) when
+    it is not one, so a mistyped --dir or $ASSAY_DIR never creates an empty directory and a
+    new key pair. Only `assay run`, `assay server`, `assay token create` and logging a run
+    start a new one."""
+    from .sdk.api import existing_data_dir
+
+    try:
+        return existing_data_dir(dir)
+    except AssayError as e:
+        _fail(e)
+        raise  # unreachable: _fail exits
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if math.isnan(v) or math.isinf(v):
@@ -58,8 +72,9 @@ def runs(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
     """List runs, newest last, with their status and summary."""
     from .sdk.api import Api
 
+    root = _existing(dir)
     try:
-        df = Api(dir).runs(project=project)
+        df = Api(root).runs(project=project)
     except AssayError as e:
         _fail(e)
     if df.height == 0:
@@ -68,7 +83,7 @@ def runs(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
     df = df.tail(limit)
     metric_cols = [c for c in df.columns if c.startswith("summary.")
                    and not c.startswith("summary.sys/")][:4]
-    t = Table(title=f"runs in {Api(dir).dir}" if project is None else f"runs of {project}")
+    t = Table(title=f"runs in {root}" if project is None else f"runs of {project}")
     cols = ["run_id", *(["project"] if project is None else []), "name", "status", "last_step",
             *metric_cols]
     for c in cols:
@@ -85,7 +100,7 @@ def show(run_id: str, dir: DirOpt = None,
     from .sdk.api import Api
 
     try:
-        r = Api(dir).run(run_id)
+        r = Api(_existing(dir)).run(run_id)
     except AssayError as e:
         _fail(e)
     rec: dict[str, Any] = {
@@ -114,11 +129,10 @@ def sync(dir: DirOpt = None,
          server: Annotated[str | None, typer.Option(help="assay server to ship remote runs' outbox to (default $ASSAY_SERVER)")] = None,
          token: Annotated[str | None, typer.Option(help="researcher token (default $ASSAY_TOKEN)")] = None) -> None:
     """Ingest write-ahead logs left by crashed or killed runs (idempotent)."""
-    from .sdk.settings import data_dir
     from .store.ingest import sync_orphans
     from .store.ingestd import local_ingester
 
-    root = data_dir(dir)
+    root = _existing(dir)
     store, lock, ingester = local_ingester(root)
     try:
         st = sync_orphans(root, store, lock, ingester, timeout=timeout)
@@ -146,11 +160,10 @@ def sync(dir: DirOpt = None,
 def compact(dir: DirOpt = None,
             keep_versions_minutes: Annotated[float, typer.Option(help="keep table versions younger than this")] = 10.0) -> None:
     """Compact the store's tables, refresh indices and drop old table versions."""
-    from .sdk.settings import data_dir
     from .store.ingest import IngestLock
     from .store.lance import LanceStore
 
-    root = data_dir(dir)
+    root = _existing(dir)
     store = LanceStore(root)
     before = store.table_stats()
     with IngestLock(root):
@@ -170,7 +183,7 @@ def artifacts(project: Annotated[str | None, typer.Option("--project", "-p")] = 
     from .sdk.api import Api
 
     try:
-        df = Api(dir).artifacts(project=project, name=name)
+        df = Api(_existing(dir)).artifacts(project=project, name=name)
     except AssayError as e:
         _fail(e)
     if df.height == 0:
@@ -194,7 +207,7 @@ def lineage(spec: Annotated[str, typer.Argument(help="NAME:VERSION, NAME:ALIAS o
     from .sdk.api import Api
 
     try:
-        nodes, edges = Api(dir).lineage(spec, direction="down" if down else "up", depth=depth)
+        nodes, edges = Api(_existing(dir)).lineage(spec, direction="down" if down else "up", depth=depth)
     except AssayError as e:
         _fail(e)
     console.print(f"[bold]{'downstream of' if down else 'upstream of'} {spec}[/]: "
@@ -231,7 +244,7 @@ def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: 
     from .sdk.api import Api
 
     try:
-        checked, problems = Api(dir).verify(run_id, public_key=public_key,
+        checked, problems = Api(_existing(dir)).verify(run_id, public_key=public_key,
                                             checkpoint=checkpoint)
     except AssayError as e:
         _fail(e)
@@ -260,10 +273,10 @@ def checkpoint(out: Annotated[Path | None, typer.Option(
     later proves that no run chain and not the audit log was truncated or rewritten up to
     it."""
     from .sdk.api import Api
-    from .sdk.settings import data_dir
 
+    root = _existing(dir)
     try:
-        cp = Api(dir).checkpoint(out)
+        cp = Api(root).checkpoint(out)
     except AssayError as e:
         _fail(e)
     if out is None:
@@ -271,7 +284,7 @@ def checkpoint(out: Annotated[Path | None, typer.Option(
         return
     console.print(f"wrote a checkpoint of {len(cp.heads)} chain(s), signed by {cp.key_id}, "
                   f"to {out}")
-    if out.expanduser().resolve().is_relative_to(data_dir(dir)):
+    if out.expanduser().resolve().is_relative_to(root):
         err_console.print("[yellow]warning:[/] the checkpoint is inside the data directory; "
                           "whoever can rewrite the data can rewrite it too: keep a copy "
                           "elsewhere")
@@ -279,11 +292,17 @@ def checkpoint(out: Annotated[Path | None, typer.Option(
 
 @app.command("export-key")
 def export_key(dir: DirOpt = None) -> None:
-    """Print the data directory's public key (PEM), for third parties to verify records."""
-    from .sdk.settings import data_dir
+    """Print the data directory's public key (PEM), for third parties to verify records.
+
+    A path that is not a data directory is refused (exit 2): a typo must never print a
+    brand-new key in place of the one to pin."""
     from .store.signing import KeyPair
 
-    sys.stdout.write(KeyPair.load_or_create(data_dir(dir)).export_public_key())
+    root = _existing(dir)
+    try:
+        sys.stdout.write(KeyPair.load_or_create(root).export_public_key())
+    except AssayError as e:
+        _fail(e)
 
 
 def _control(dir: Path | None) -> Any:
@@ -383,8 +402,9 @@ def report(objective: Annotated[str, typer.Argument(help="objective name or agen
     """Write the sweep report (self-contained HTML + Markdown), stored as an artifact."""
     from .agents.report import report_command
 
+    root = _existing(dir)
     try:
-        path = report_command(objective, dir=dir, out=out)
+        path = report_command(objective, dir=root, out=out)
     except AssayError as e:
         _fail(e)
     console.print(f"report: {path}\nsummary: {path.with_suffix('.md')}")
@@ -394,7 +414,7 @@ def report(objective: Annotated[str, typer.Argument(help="objective name or agen
 def agents(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
            dir: DirOpt = None) -> None:
     """List agents with their objective, status and progress."""
-    rows = _control(dir).list_agents(project)
+    rows = _control(_existing(dir)).list_agents(project)
     if not rows:
         console.print("no agents yet")
         return
@@ -414,7 +434,7 @@ def decisions(agent_id: str, dir: DirOpt = None,
     """An agent's decisions (launch, stop, override, ...) with their reasons."""
     from .errors import NotFoundError
 
-    ctl = _control(dir)
+    ctl = _control(_existing(dir))
     if ctl.get_agent(agent_id) is None:
         _fail(NotFoundError(f"no agent {agent_id!r}", hint="list agents with `assay agents`"))
     ds = ctl.decisions(agent_id=agent_id)
@@ -431,7 +451,7 @@ def _override(agent_id: str, action: str, params: dict[str, Any], reason: str,
     from .agents.overrides import check_sendable, stamp
     from .store.control import Override
 
-    ctl = _control(dir)
+    ctl = _control(_existing(dir))
     row = ctl.get_agent(agent_id)
     if row is None:
         _fail(AssayError(f"no agent {agent_id!r}", hint="list agents with `assay agents`"))
@@ -471,19 +491,19 @@ def stop(agent_id: str, reason: ReasonOpt = "", dir: DirOpt = None) -> None:
 @app.command("stop-run")
 def stop_run(run_id: str, reason: ReasonOpt = "", dir: DirOpt = None) -> None:
     """Stop one running trial (its agent stops it at its next step)."""
-    ctl = _control(dir)
+    root = _existing(dir)
+    ctl = _control(root)
     owners = [d.agent_id for d in ctl.decisions(trial_id=run_id) if d.kind == "launch"]
     if not owners:
-        from .sdk.settings import data_dir
         from .store.lance import LanceStore
 
-        if LanceStore(data_dir(dir)).get_run(run_id) is None:
+        if LanceStore(root).get_run(run_id) is None:
             _fail(AssayError(f"no run {run_id!r}",
                              hint="check the id: `assay runs` lists runs, `assay agents` "
                                   "the agents"))
         _fail(AssayError(f"run {run_id!r} was not launched by an agent",
                          hint="stop-run acts on agent trials; see `assay agents`"))
-    _override(owners[-1], "stop_run", {"trial_id": run_id}, reason, dir)
+    _override(owners[-1], "stop_run", {"trial_id": run_id}, reason, root)
 
 
 def main() -> None:  # pragma: no cover - console script entry

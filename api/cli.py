@@ -1,6 +1,9 @@
 """Command-line functions of the server and of store upkeep: ``assay server``,
 ``assay token ...`` and ``assay artifact ...`` (delete versions, collect blobs).
 
+Only ``assay server`` and ``assay token create`` may start a new data directory; the others
+refuse a path that is not one (:func:`_existing`), so a typo never reads as an empty store.
+
 The main CLI registers them (``app.add_typer(token_app, name="token")``,
 ``app.add_typer(artifact_app, name="artifact")`` and ``app.command("server")(server)``);
 ``python -m assay.api.cli`` runs them standalone.
@@ -30,9 +33,21 @@ DirOpt = Annotated[Path | None, typer.Option("--dir", help="data directory (defa
 
 
 def _root(dir: Path | None) -> Path:
+    """The data directory, created if missing: for commands that set one up."""
     from ..sdk.settings import data_dir
 
     return data_dir(dir)
+
+
+def _existing(dir: Path | None) -> Path:
+    """The data directory of a command that reads or maintains it; not one: exit 2."""
+    from ..sdk.api import existing_data_dir
+
+    try:
+        return existing_data_dir(dir)
+    except AssayError as e:
+        _fail(e)
+        raise  # unreachable: _fail exits
 
 
 def _fail(exc: AssayError) -> None:
@@ -76,7 +91,7 @@ def token_list(dir: DirOpt = None,
     """List tokens (id, name, role, expiry, revoked); never the tokens themselves."""
     from .auth import TokenStore
 
-    recs = [r.public() for r in TokenStore(_root(dir)).list()]
+    recs = [r.public() for r in TokenStore(_existing(dir)).list()]
     if as_json:
         sys.stdout.write(json.dumps(recs, indent=2) + "\n")
         return
@@ -94,7 +109,7 @@ def token_revoke(token_id: str, dir: DirOpt = None,
     from .audit import AuditTrail
     from .auth import TokenStore
 
-    root = _root(dir)
+    root = _existing(dir)
     try:
         rec = TokenStore(root).revoke(token_id)
         AuditTrail(root).record(f"cli:{getpass.getuser()}", "revoke_token", token_id, reason,
@@ -139,7 +154,7 @@ def artifact_list(
     from ..sdk.api import Api
 
     try:
-        df = Api(_root(dir)).artifacts(name=name, include_deleted=deleted)
+        df = Api(_existing(dir)).artifacts(name=name, include_deleted=deleted)
     except AssayError as e:
         _fail(e)
     if df.height == 0:
@@ -171,7 +186,7 @@ def artifact_delete(
     from ..sdk.api import Api
 
     try:
-        av = Api(_root(dir)).delete_artifact(spec, reason=reason, delete_aliases=delete_aliases,
+        av = Api(_existing(dir)).delete_artifact(spec, reason=reason, delete_aliases=delete_aliases,
                                              actor=f"cli:{getpass.getuser()}")
     except AssayError as e:
         _fail(e)
@@ -192,7 +207,7 @@ def artifact_gc(
     from ..sdk.api import Api
 
     try:
-        rep = Api(_root(dir)).gc(grace=_grace(grace), dry_run=dry_run,
+        rep = Api(_existing(dir)).gc(grace=_grace(grace), dry_run=dry_run,
                                  actor=f"cli:{getpass.getuser()}")
     except AssayError as e:
         _fail(e)

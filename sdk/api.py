@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,12 @@ if TYPE_CHECKING:
     from ..store.checkpoint import Checkpoint, CheckpointLike
     from ..store.signing import PublicKeyLike
 
-__all__ = ["Api"]
+__all__ = ["Api", "existing_data_dir"]
+
+#: Entries only assay makes in a data directory (runs, a remote run's outbox, a server's
+#: tokens and audit trail): a folder holding none of them is not one.
+_DATA_DIR_MARKERS = ("lance", "wal", "blobs", "audit", "outbox", "wal-quarantine",
+                     "signing_key.pem", "auth/tokens.json", "ingest.lock")
 
 _RUN_COLUMNS = ["run_id", "project", "name", "status", "group", "tags", "notes",
                 "created_at", "updated_at", "finished_at", "host", "last_step", "error"]
@@ -247,6 +253,51 @@ class Api:
         """The audit trail, oldest first: seq, at, actor, action, target, reason, details."""
         _, rows = self._graph().audit.entries(limit=10**9)
         return rows[::-1]
+
+
+def existing_data_dir(dir: str | os.PathLike[str] | None = None) -> Path:
+    """The data directory ``dir`` (else ``$ASSAY_DIR``, else ``~/.assay``) when it already is
+    one; unlike :func:`~assay.sdk.settings.data_dir`, never creates it.
+
+    For commands that read or maintain data (the CLI's listings, verify, export-key,
+    checkpoint, sync, gc, ...): a mistyped path must not read as an empty directory, nor get
+    a new signing key whose public half looks like the real one.
+
+    Raises:
+        NotFoundError: the path does not exist, is not a folder, or holds no assay data.
+        UserInputError: it is a URL (``s3://...``), not a local folder.
+    """
+    from .settings import DEFAULT_DIR
+
+    given = dir is not None or bool(os.environ.get("ASSAY_DIR"))
+    raw = dir if dir is not None else os.environ.get("ASSAY_DIR") or DEFAULT_DIR
+    text = str(os.fspath(raw))
+    # A URL, also as a command-line Path made it ("s3://b/x" -> "s3:/b/x"): refused as
+    # data_dir() refuses it (which this must not call: it creates the folder); file: is a path.
+    url = re.match(r"([A-Za-z][A-Za-z0-9+.\-]+):/+", text)
+    if url is not None and url.group(1).lower() != "file":
+        raise UserInputError(
+            f"the data directory must be a local folder, got the URL {text!r}",
+            hint="point --dir / ASSAY_DIR at a local folder (or a mounted volume); to read a "
+                 "shared store, run `assay server` there and use its API")
+    if url is not None:
+        text = "/" + text[url.end():]
+    path = Path(text).expanduser().resolve()
+    where = ("" if dir is not None else " (from $ASSAY_DIR)" if given
+             else " (the default; set --dir or $ASSAY_DIR for another)")
+    if not path.exists():
+        why = "it does not exist"
+    elif not path.is_dir():
+        why = "it is a file"
+    elif not any((path / m).exists() for m in _DATA_DIR_MARKERS):
+        why = "the folder holds no assay data"
+    else:
+        return path
+    raise NotFoundError(
+        f"no assay data directory at {path}{where}: {why}",
+        hint="check the path; nothing was created there. A data directory starts with the "
+             "first run logged to it (assay.init(dir=...)), `assay run --dir` or `assay "
+             "server --dir`")
 
 
 def _local_actor() -> str:

@@ -29,6 +29,7 @@ def test_runs_and_show_print_the_run(data_dir):
 
 
 def test_show_unknown_run_exits_2_with_hint(data_dir):
+    _run(data_dir)  # a data directory with runs (an empty folder is refused: not one)
     out = runner.invoke(app, ["show", "nope", "--dir", str(data_dir)])
     assert out.exit_code == 2
     assert "no run 'nope'" in out.output and "hint" in out.output
@@ -71,9 +72,9 @@ def test_overrides_to_a_finished_agent_are_refused_and_nothing_is_stored(data_di
 
 
 def test_stop_run_of_a_run_that_does_not_exist_says_so(data_dir):
+    r = _run(data_dir)
     out = runner.invoke(app, ["stop-run", "nope1234", "-r", "x", "--dir", str(data_dir)])
     assert out.exit_code == 2 and "no run 'nope1234'" in out.output, out.output
-    r = _run(data_dir)
     out = runner.invoke(app, ["stop-run", r.id, "-r", "x", "--dir", str(data_dir)])
     assert out.exit_code == 2 and "was not launched by an agent" in out.output
 
@@ -111,6 +112,7 @@ def test_run_refuses_bad_searcher_options_before_detaching(data_dir, tmp_path):
 
 
 def test_decisions_of_an_unknown_agent_exits_2_with_hint(data_dir):
+    _finished_agent(data_dir)  # a data directory with an agent, not an empty folder
     out = runner.invoke(app, ["decisions", "no-such-agent", "--dir", str(data_dir)])
     assert out.exit_code == 2
     assert "no agent 'no-such-agent'" in out.output and "assay agents" in out.output
