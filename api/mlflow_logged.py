@@ -25,6 +25,7 @@ the run), or to its creator when it has no run. Records live in
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -358,11 +359,32 @@ def delete_logged_model(request: Request, who: Researcher, model_id: ModelId) ->
     return {}
 
 
+def _same_tag(key: str, have: str | None, new: str) -> bool:
+    """Whether writing ``new`` over ``have`` changes nothing. The registry's link tag
+    (``mlflow.modelVersions``, a JSON list) compares as a set: the client appends the entry
+    the server already added, so its copy lists it twice."""
+    if have == new:
+        return True
+    if key != "mlflow.modelVersions" or have is None:
+        return False
+    try:
+        a, b = json.loads(have), json.loads(new)
+        return isinstance(a, list) and isinstance(b, list) and \
+            {json.dumps(x, sort_keys=True) for x in a} == {json.dumps(x, sort_keys=True) for x in b}
+    except (ValueError, TypeError):
+        return False
+
+
 @router.patch("/logged-models/{model_id}/tags", summary="Set logged model tags (MLflow 3)")
 def set_logged_model_tags(request: Request, body: LoggedModelTags, who: Researcher,
                           model_id: ModelId) -> dict[str, Any]:
-    _writable(request, who, model_id)
     tags = _unique(body.tags)
+    m = logged_model(request, model_id, allow_deleted=True)
+    if tags and all(_same_tag(k, m["tags"].get(k), v) for k, v in tags.items()):
+        # Changes nothing: e.g. the client's own copy of the mlflow.modelVersions tag the
+        # registry already set, after registering someone else's model (which is allowed).
+        return {}
+    check_model_writer(who, m)
 
     def upd(m: dict[str, Any]) -> None:
         m["tags"].update(tags)

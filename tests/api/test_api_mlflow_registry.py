@@ -497,3 +497,22 @@ def test_a_registered_model_is_one_plain_json_file(mlflow_env, data_dir: Path) -
     record = json.loads(stored[0].read_text())
     assert record["name"] == "plain" and record["owner"] == "researcher"
     assert record["description"] == "no versions" and record["versions"] == {}
+
+
+def test_another_researcher_can_register_your_logged_model(mlflow_env, tokens,
+                                                          monkeypatch) -> None:
+    """Registering someone else's logged model made the version, then the client's own
+    copy of the ``mlflow.modelVersions`` tag was refused: register_model raised after the
+    version existed. A tag write that changes nothing is now accepted from anyone."""
+    mlflow.set_experiment("shared")
+    model = sklearn_lm.LogisticRegression().fit(X, Y)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens["researcher2"])
+    mv = mlflow.register_model(info.model_uri, "team-model")
+    assert mv.version == "1"
+    links = json.loads(mlflow.get_logged_model(info.model_id).tags["mlflow.modelVersions"])
+    assert {"name": "team-model", "version": "1"} in links
+    # A tag that would change the model is still the owner's.
+    with pytest.raises(MlflowException, match="belongs to"):
+        MlflowClient().set_logged_model_tags(info.model_id, {"stage": "mine now"})
