@@ -16,6 +16,7 @@ from .. import __version__
 from . import (
     admin,
     agents,
+    artifact_aliases,
     artifacts,
     blobs,
     dashboard,
@@ -124,7 +125,8 @@ def create_app(data_dir: str | os.PathLike[str], *, max_body_bytes: int = DEFAUL
     app.add_middleware(InternalErrorsAsJSON)
     # Limits go on the routers, not the app: then a 413 passes through the error handlers.
     for r in (admin.health_router, admin.router, runs.router, records.router, stream.router,
-              agents.router, graph.router, artifacts.router, blobs.router, fleet.router, dashboard.router):
+              agents.router, graph.router, artifacts.router, artifact_aliases.router,
+              blobs.router, fleet.router, dashboard.router):
         app.include_router(r, max_body_size=max_body_bytes)
     app.include_router(mlflow.router, prefix=mlflow.PREFIXES[0], max_body_size=16 << 20)
     app.include_router(mlflow.router, prefix=mlflow.PREFIXES[1], max_body_size=16 << 20,

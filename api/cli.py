@@ -1,5 +1,6 @@
 """Command-line functions of the server and of store upkeep: ``assay server``,
-``assay token ...`` and ``assay artifact ...`` (delete versions, collect blobs).
+``assay token ...`` and ``assay artifact ...`` (list, download, alias, delete versions,
+collect blobs).
 
 Only ``assay server`` and ``assay token create`` may start a new data directory; the others
 refuse a path that is not one (:func:`_existing`), so a typo never reads as an empty store.
@@ -120,7 +121,8 @@ def token_revoke(token_id: str, dir: DirOpt = None,
 
 
 artifact_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                           help="Delete artifact versions and reclaim the space of their blobs.")
+                           help="List, download and alias artifact versions; delete them and "
+                                "reclaim the space of their blobs.")
 
 
 def _bytes(n: int) -> str:
@@ -192,6 +194,76 @@ def artifact_delete(
         _fail(e)
     gone = f" (aliases removed: {', '.join(av.aliases)})" if av.aliases else ""
     typer.echo(f"deleted {av.id}{gone}; run `assay artifact gc` to free its blobs")
+
+
+@artifact_app.command("get")
+def artifact_get(
+    spec: Annotated[str, typer.Argument(help="NAME, NAME:vN or NAME:ALIAS (default: latest)")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="a new or empty folder to put the files in (default: assay's "
+                            "cache, <data dir>/artifacts/NAME/vN)")] = None,
+    dir: DirOpt = None,
+) -> None:
+    """Download an artifact version, checking every file against its digest.
+
+    Prints the path: the folder, or the file of a single-file version. Files are read-only.
+    A folder given with --out that holds anything else is refused, never overwritten."""
+    from ..sdk.api import Api
+
+    try:
+        art = Api(_existing(dir)).artifact(spec)
+        path = art.download(out)
+    except AssayError as e:
+        _fail(e)
+    typer.echo(f"{art.name}:v{art.version} ({art.files} file(s), {_bytes(art.size)}, "
+               f"verified) -> {path}", err=True)
+    sys.stdout.write(f"{path}\n")
+
+
+@artifact_app.command("alias")
+def artifact_alias(
+    spec: Annotated[str, typer.Argument(help="the version: NAME:vN (or NAME:ALIAS for the "
+                                             "version another alias names)")],
+    alias: Annotated[str, typer.Argument(help="the alias to point at it, e.g. prod")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="why (recorded in the audit "
+                                                                "trail)")] = "",
+    dir: DirOpt = None,
+) -> None:
+    """Point an alias at a version, moving it from the version it named (audited).
+
+    'latest' is managed by assay (it names the newest version) and cannot be set by hand."""
+    from ..sdk.api import Api
+
+    try:
+        api = Api(_existing(dir))
+        before = api.artifacts(name=spec.partition(":")[0])
+        av = api.set_alias(spec, alias, reason=reason, actor=f"cli:{getpass.getuser()}")
+    except AssayError as e:
+        _fail(e)
+    was = [f"v{r['version']}" for r in before.iter_rows(named=True)
+           if alias in (r.get("aliases") or [])]
+    moved = f" (was {was[0]})" if was and was[0] != f"v{av.version}" else (
+        " (unchanged)" if was else "")
+    typer.echo(f"{av.name}:{alias} -> v{av.version}{moved}")
+
+
+@artifact_app.command("unalias")
+def artifact_unalias(
+    name: Annotated[str, typer.Argument(help="the artifact's name")],
+    alias: Annotated[str, typer.Argument(help="the alias to remove, e.g. prod")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="why (recorded in the audit "
+                                                                "trail)")] = "",
+    dir: DirOpt = None,
+) -> None:
+    """Remove an alias; the version it named stays (audited). 'latest' cannot be removed."""
+    from ..sdk.api import Api
+
+    try:
+        av = Api(_existing(dir)).remove_alias(name, alias, reason=reason,
+                                              actor=f"cli:{getpass.getuser()}")
+    except AssayError as e:
+        _fail(e)
+    typer.echo(f"removed {name}:{alias} (it named v{av.version})")
 
 
 @artifact_app.command("gc")

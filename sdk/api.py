@@ -159,6 +159,74 @@ class Api:
         g = self._graph()
         return Artifact(g.artifacts.get(spec), g)
 
+    def set_alias(self, spec: str, alias: str, *, reason: str = "",
+                  actor: str | None = None) -> Any:
+        """Point ``alias`` at the version ``spec`` names (``model:v0``, or ``model:staging``
+        for the version another alias names), moving it from the version it named before,
+        like W&B's ``artifact.aliases.append("prod"); artifact.save()``. Audited (who, why,
+        from, to). Returns the version's :class:`~assay.sdk.graph.Artifact`.
+
+        Raises:
+            UserInputError: ``alias`` is ``latest`` (assay moves it), a version (``v3``) or
+                not a name; ``spec`` has no version.
+            NotFoundError: no such version (the hint lists the versions and aliases), or it
+                was deleted.
+        """
+        from ..store.artifacts import parse_spec
+        from .graph import Artifact
+
+        name, _ = parse_spec(spec)
+        if ":" not in spec:
+            raise UserInputError(f"{spec!r} does not say which version gets {alias!r}",
+                                 hint=f"name it: {name}:v3, or {name}:latest")
+        _check_user_alias(name, alias)
+        _check_reason(reason)
+        g = self._graph()
+        av = g.artifacts.set_alias(spec, alias, actor=actor or _local_actor(), reason=reason)
+        return Artifact(av, g)
+
+    def remove_alias(self, name: str, alias: str, *, reason: str = "",
+                     actor: str | None = None) -> Any:
+        """Remove ``alias`` from artifact ``name`` (the version stays; audited). Returns the
+        :class:`~assay.sdk.graph.Artifact` the alias named, as it is now.
+
+        Raises:
+            UserInputError: ``alias`` is ``latest`` (assay keeps it on the newest version),
+                or ``name`` carries a version.
+            NotFoundError: ``name`` has no such alias (the hint lists its aliases).
+        """
+        from ..store.artifacts import parse_spec
+        from ..store.records import validate_name
+        from .graph import Artifact
+
+        if not isinstance(name, str) or ":" in name:
+            bare = name.partition(":")[0] if isinstance(name, str) else "model"
+            raise UserInputError(f"remove_alias takes the artifact's name, not {name!r}",
+                                 hint=f"e.g. remove_alias({bare!r}, {alias!r})")
+        validate_name("artifact", name)
+        _check_user_alias(name, alias)
+        parse_spec(f"{name}:{alias}")  # an alias assay could never have stored: 400, not 404
+        _check_reason(reason)
+        g = self._graph()
+        reg = g.artifacts
+        # ArtifactRegistry has no public method that removes one alias (only set_alias, and
+        # delete(delete_aliases=True), which takes the version too). Last resort until it
+        # does: its own private write lock and _drop_alias, so the removal is locked and
+        # audited exactly like the drops delete() makes.
+        with reg._writing():
+            versions = reg.list(name=name)
+            if versions.height == 0:
+                raise NotFoundError(f"artifact {name!r} has no live version",
+                                    hint="`assay artifacts` lists artifacts and their aliases; "
+                                         "`assay artifact list --deleted` deleted versions")
+            current = _aliases_of(versions)
+            if alias not in current:
+                raise NotFoundError(f"artifact {name!r} has no alias {alias!r}",
+                                    hint=_aliases_hint(name, current))
+            version = current[alias]
+            reg._drop_alias(name, alias, version, actor or _local_actor(), reason)
+        return Artifact(reg.get(name, f"v{version}"), g)
+
     def lineage(self, spec: str, direction: str = "up",
                 depth: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Nodes and edges up (what it was made from) or down (what was built on it) from an
@@ -298,6 +366,41 @@ def existing_data_dir(dir: str | os.PathLike[str] | None = None) -> Path:
         hint="check the path; nothing was created there. A data directory starts with the "
              "first run logged to it (assay.init(dir=...)), `assay run --dir` or `assay "
              "server --dir`")
+
+
+def _check_user_alias(name: str, alias: Any) -> None:
+    if alias == "latest":
+        raise UserInputError(
+            "'latest' is managed by assay: it always names the newest live version",
+            hint=f"log a new version to move it, or delete {name}'s newest version to move it "
+                 "back; use your own alias (e.g. 'prod') to pin a version")
+    if not isinstance(alias, str) or not alias:
+        raise UserInputError(f"alias must be a non-empty string, got {alias!r}",
+                             hint="e.g. 'prod' or 'best'")
+    if re.fullmatch(r"v\d+", alias):
+        raise UserInputError(f"invalid alias {alias!r}: it is a version number",
+                             hint=f"aliases start with a letter and are not versions (e.g. "
+                                  f"'prod'); {name}:{alias} already names that version")
+
+
+def _check_reason(reason: Any) -> None:
+    if not isinstance(reason, str) or len(reason) > 2000:
+        raise UserInputError("reason must be a string of at most 2000 characters",
+                             hint="say briefly why (it goes into the audit trail)")
+
+
+def _aliases_of(versions: pl.DataFrame) -> dict[str, int]:
+    if "aliases" not in versions.columns:  # no alias at all yet
+        return {}
+    return {a: int(r["version"]) for r in versions.iter_rows(named=True)
+            for a in (r["aliases"] or [])}
+
+
+def _aliases_hint(name: str, aliases: Mapping[str, int]) -> str:
+    if not aliases:
+        return f"no live version of {name!r} has an alias; see `assay artifacts`"
+    return f"{name} has aliases " + ", ".join(
+        f"{a} (v{v})" for a, v in sorted(aliases.items(), key=lambda kv: (kv[1], kv[0])))
 
 
 def _local_actor() -> str:

@@ -16,7 +16,8 @@ READERS = [
     ["lineage", "model:v0"], ["verify"], ["checkpoint"], ["export-key"], ["report", "obj"],
     ["agents"], ["decisions", "ag1"], ["pause", "ag1"], ["resume", "ag1"], ["stop", "ag1"],
     ["stop-run", "abc123"], ["artifact", "list"], ["artifact", "delete", "model:v0"],
-    ["artifact", "gc"], ["token", "list"], ["token", "revoke", "tok1"],
+    ["artifact", "gc"], ["artifact", "get", "model"], ["artifact", "alias", "model:v0", "prod"],
+    ["artifact", "unalias", "model", "prod"], ["token", "list"], ["token", "revoke", "tok1"],
 ]
 IDS = [" ".join(c[:2]) for c in READERS]
 

@@ -1,0 +1,114 @@
+"""Routes that move and remove artifact aliases (``prod``, ``best``, ...).
+
+``PUT /api/artifacts/{name}/aliases/{alias}`` with ``{"version": N, "reason": ...}`` points
+the alias at version N, moving it from the version it named; ``DELETE`` removes it (the
+version stays). ``latest`` is assay's own (it names the newest live version) and is a 400.
+
+Who may: as for deleting a version (:mod:`.artifacts`), a researcher acts on the versions
+their own runs logged (started on this server with their token before the version was
+logged); a supervisor or admin on any. Setting checks the version the alias will name;
+removing, the version it names now. A researcher may thus move ``prod`` from someone else's
+version to their own, as logging a version with ``aliases=["prod"]`` does; every move is in
+the audit trail with the token's name as actor.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import PermissionDeniedError
+from ..sdk.api import _check_user_alias
+from .auth import Principal, Researcher, Role
+from .graph import _api
+from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api", tags=["artifacts"], route_class=StrictJSONRoute,
+                   responses=ERROR_RESPONSES)
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+_ALIAS = r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$"
+
+Name = Annotated[str, Path(pattern=_NAME, description="the artifact's name")]
+Alias = Annotated[str, Path(pattern=_ALIAS, description="a user alias, e.g. prod")]
+
+
+class SetAliasBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=0, le=999_999_999, description="the version number (3 for v3)")
+    reason: str = Field(default="", max_length=2000, description="why (audited)")
+
+
+@router.put("/artifacts/{name}/aliases/{alias}", summary="Point an alias at a version")
+def set_alias(request: Request, who: Researcher, name: Name, alias: Alias,
+              body: SetAliasBody) -> SafeJSONResponse:
+    """Point ``alias`` at ``name:v{version}``, moving it from the version it named.
+
+    ``latest`` or a version-like alias (``v3``) is a 400; an unknown or deleted version a
+    404 whose hint lists the versions and aliases; another researcher's version a 403.
+    Answers the version with its aliases and the one the alias named before (or null).
+    """
+    api = _api(request)
+    _check_user_alias(name, alias)  # 'latest': 400 before anything is looked up
+    target = api._graph().artifacts.get(name, f"v{body.version}")
+    if not who.can(Role.SUPERVISOR):
+        _check_owner(request, who, target, f"point {alias!r} at it")
+    before = _alias_version(api, name, alias)
+    art = api.set_alias(f"{name}:v{body.version}", alias, reason=body.reason, actor=who.name)
+    return ok({"name": name, "alias": alias, "version": art.version, "id": art.id,
+               "previous_version": before, "aliases": list(art.aliases)})
+
+
+@router.delete("/artifacts/{name}/aliases/{alias}", summary="Remove an alias")
+def remove_alias(request: Request, who: Researcher, name: Name, alias: Alias,
+                 reason: Annotated[str, Query(max_length=2000,
+                                              description="why (audited)")] = "",
+                 ) -> SafeJSONResponse:
+    """Remove ``alias`` from artifact ``name``; the version it named stays.
+
+    ``latest`` is a 400; an alias the artifact lacks a 404 whose hint lists its aliases;
+    an alias on another researcher's version a 403.
+    """
+    api = _api(request)
+    _check_user_alias(name, alias)
+    if not who.can(Role.SUPERVISOR):
+        version = _alias_version(api, name, alias)
+        if version is not None:  # a missing alias is the 404 remove_alias raises
+            target = api._graph().artifacts.get(name, f"v{version}")
+            _check_owner(request, who, target, f"remove its alias {alias!r}")
+    art = api.remove_alias(name, alias, reason=reason, actor=who.name)
+    return ok({"name": name, "alias": alias, "removed_from": art.version, "id": art.id,
+               "aliases": list(art.aliases)})
+
+
+def _alias_version(api: Any, name: str, alias: str) -> int | None:
+    for r in api.artifacts(name=name).iter_rows(named=True):
+        if alias in (r.get("aliases") or []):
+            return int(r["version"])
+    return None
+
+
+def _check_owner(request: Request, who: Principal, av: Any, what: str) -> None:
+    """The rule of ``DELETE /api/artifacts/{name}/v{n}``: the version must have been logged
+    by a run this researcher started on this server before the version was logged."""
+    remote, run_id = request.app.state.remote, av.created_by
+    owner = remote.owner(run_id) if run_id else None
+    if owner != who.name:
+        whose = (f"run {run_id}, which belongs to {owner}" if owner else
+                 f"run {run_id}, which no token of this server created" if run_id else
+                 "no run")
+        raise PermissionDeniedError(
+            f"artifact version {av.id} was logged by {whose}, not by a run of {who.name}, "
+            f"so {who.name} may not {what}",
+            hint="move aliases on versions your own runs logged, or ask a supervisor")
+    # Clients choose run ids: only a run owned before the version was logged counts.
+    since = remote.owned_since(run_id)
+    if since is None or since > av.created_at:
+        raise PermissionDeniedError(
+            f"artifact version {av.id} was logged before {who.name} started run {run_id} on "
+            f"this server, so it is not that run's version and {who.name} may not {what}",
+            hint="ask a supervisor")
