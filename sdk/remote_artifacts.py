@@ -8,8 +8,9 @@
    holds already, from any run, is never sent again, so re-logging a checkpoint folder
    sends only what changed;
 3. streams each missing file (``PUT /api/blobs/{digest}``, four at a time, from disk in
-   chunks), retrying network errors and busy answers with backoff; the server checks every
-   digest;
+   chunks), retrying network errors and busy answers with backoff (a server that is away or
+   busy is waited for up to ``ASSAY_UPLOAD_RETRY_S`` seconds, default 600); the server
+   checks every digest;
 4. commits the manifest (``POST /api/runs/{run_id}/artifacts``); the server checks that each
    blob is there with its size, makes the version and the lineage edge.
 
@@ -49,6 +50,11 @@ MAX_COMMIT_BYTES = 256 << 20
 #: which comes once the server has the file on its disk (``ASSAY_UPLOAD_TIMEOUT``).
 HTTP_TIMEOUT = float(os.environ.get("ASSAY_HTTP_TIMEOUT", "60"))
 UPLOAD_TIMEOUT = float(os.environ.get("ASSAY_UPLOAD_TIMEOUT", "600"))
+#: Seconds an artifact request waits for a server that is away or busy, by default
+#: (``ASSAY_UPLOAD_RETRY_S`` overrides it when a client is made).
+RETRY_BUDGET = 600.0
+#: Answers that mean "away or busy, come back later": waited for within the retry budget.
+_WAIT_STATUS = frozenset({429, 502, 503, 504})
 
 
 class HttpBlobStore(BlobStore):
@@ -56,16 +62,34 @@ class HttpBlobStore(BlobStore):
 
     Reads are verified here (:meth:`BlobStore.get_to_path`), puts hash the file first and
     let the server check the digest. Garbage collection runs on the server, not here.
+
+    Args:
+        http: The ``httpx.Client`` (base URL and token set).
+        server: The server's URL, for messages.
+        attempts: Tries per request for failures other than the server being away or busy
+            (default 6); when given, it caps those too.
+        max_backoff: Longest wait between tries, in seconds.
+        upload_timeout: Seconds to wait for the answer to an upload.
+        retry_budget: Seconds to wait for a server that is away or busy (default:
+            ``ASSAY_UPLOAD_RETRY_S``, else 600).
     """
 
     read_chunk = 1 << 20
 
-    def __init__(self, http: Any, server: str, attempts: int = 6,
-                 max_backoff: float = 20.0, upload_timeout: float = 600.0) -> None:
+    def __init__(self, http: Any, server: str, attempts: int | None = None,
+                 max_backoff: float = 20.0, upload_timeout: float = 600.0,
+                 retry_budget: float | None = None) -> None:
         self._http = http
         self._server = server.rstrip("/")
-        self.attempts, self.max_backoff = attempts, max_backoff
+        # Tries per call for failures other than a server away or busy (6); one given here
+        # caps every kind of failure too.
+        self.attempts, self.max_backoff = attempts or 6, max_backoff
+        self._cap_all = attempts is not None
         self.upload_timeout = upload_timeout
+        self.retry_budget = retry_budget if retry_budget is not None else _retry_budget()
+        # Injected for tests: the clock the budget is measured on, and the wait between tries.
+        self._clock: Callable[[], float] = time.monotonic
+        self._wait: Callable[[float], None] = time.sleep
 
     @property
     def uri(self) -> str:
@@ -161,47 +185,107 @@ class HttpBlobStore(BlobStore):
     def _retry(self, call: Callable[[], Any], what: str, *, close_refused: bool = False,
                idempotent: bool = True) -> Any:
         """``call()`` until it is answered with something other than a busy/unavailable
-        status, with exponential backoff and jitter (``Retry-After`` honoured); refusals
-        raise the matching AssayError. A call that is not ``idempotent`` is sent again only
-        when the first attempt never reached the server (a refused connection)."""
+        status, with exponential backoff and jitter; refusals (400, 403, 404, ...) raise the
+        matching AssayError at once.
+
+        A server that is away (connection refused; 502 or 504 from a proxy in front of it)
+        or busy (503, 429; ``Retry-After`` honoured) is waited for up to ``retry_budget``
+        seconds from the first failure (``ASSAY_UPLOAD_RETRY_S``, default 600), so a restart
+        or a queue of uploads is outlasted as the run's metrics outlast it. Other failures (a
+        dropped or timed-out answer, 408, 500) are tried ``attempts`` times within that
+        budget. A call that is not ``idempotent`` is sent again only when the first attempt
+        never reached the server (a refused connection)."""
         import httpx
 
-        for attempt in range(self.attempts):
+        tries = failures = 0
+        deadline: float | None = None  # set at the first failure
+        while True:
+            tries += 1
             try:
                 resp = call()
             except httpx.TransportError as exc:
-                unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if attempt + 1 == self.attempts or not (idempotent or unsent):
-                    raise AssayError(
-                        f"{what}: the server at {self.uri} did not answer ({exc})",
-                        hint="check the network and the server, then try again" + (
-                            "; nothing reached it" if unsent else
-                            "; it may have acted on the request (uploads and commits are "
-                            "safe to repeat)")) from exc
-                self._sleep(attempt, None)
-                continue
-            if resp.status_code in _RETRY_STATUS and attempt + 1 < self.attempts:
+                away = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                failures += not away or self._cap_all
+                deadline = self._clock() + self.retry_budget if deadline is None else deadline
+                if (idempotent or away) and failures < self.attempts \
+                        and self._pause(tries, None, away, deadline):
+                    continue
+                raise AssayError(
+                    f"{what}: the server at {self.uri} did not answer ({exc}"
+                    f"{self._waited(deadline)})",
+                    hint="check the network and the server, then try again" + (
+                        "; nothing reached it (ASSAY_UPLOAD_RETRY_S sets how many seconds "
+                        "to wait for a server that is away)" if away else
+                        "; it may have acted on the request (uploads and commits are safe "
+                        "to repeat)")) from exc
+            status = resp.status_code
+            if status in _RETRY_STATUS:
+                away = status in _WAIT_STATUS
+                failures += not away or self._cap_all
+                deadline = self._clock() + self.retry_budget if deadline is None else deadline
                 if close_refused:
                     resp.read()
                     resp.close()
-                self._sleep(attempt, resp.headers.get("Retry-After"))
-                continue
-            if resp.status_code >= 400:
-                if close_refused:
-                    resp.read()
-                    resp.close()
-                _raise_for(resp)
+                if failures < self.attempts and self._pause(
+                        tries, resp.headers.get("Retry-After"), away, deadline):
+                    continue
+                if away:
+                    try:
+                        _raise_for(resp)
+                    except AssayError as exc:
+                        raise type(exc)(
+                            f"{what}: {exc.message} (still so{self._waited(deadline)})",
+                            hint="raise ASSAY_UPLOAD_RETRY_S to wait longer for a busy or "
+                                 "restarting server" + (f"; {exc.hint}" if exc.hint else "")
+                        ) from None
+            elif status >= 400 and close_refused:
+                resp.read()
+                resp.close()
+            _raise_for(resp)
             return resp
-        raise AssertionError("unreachable")
 
-    def _sleep(self, attempt: int, retry_after: str | None) -> None:
-        delay = min(self.max_backoff, 0.25 * 2 ** attempt) * (0.5 + random.random() / 2)
+    def _waited(self, deadline: float) -> str:
+        """", after N s" since the first failure (for messages)."""
+        return f", after {max(0.0, self._clock() - deadline + self.retry_budget):.0f} s"
+
+    def _pause(self, tries: int, retry_after: str | None, away: bool,
+               deadline: float) -> bool:
+        """Wait before try ``tries + 1``; False (no wait) once ``deadline`` has passed."""
+        left = deadline - self._clock()
+        if left <= 0:
+            return False
+        self._wait(min(left, self._backoff(tries, retry_after, away=away)))
+        return True
+
+    def _backoff(self, tries: int, retry_after: str | None, *, away: bool = False) -> float:
+        """Seconds to wait after ``tries`` tries: doubling from 0.25 s with jitter, up to
+        ``max_backoff`` (5 s while the server is away or busy, so its return is noticed
+        soon), and at least ``Retry-After``."""
+        cap = min(self.max_backoff, 5.0) if away else self.max_backoff
+        delay = min(cap, 0.25 * 2 ** min(tries - 1, 20)) * (0.5 + random.random() / 2)
         if retry_after:
             try:
                 delay = max(delay, min(float(retry_after), self.max_backoff))
             except ValueError:
                 pass
-        time.sleep(delay)
+        return delay
+
+    def _sleep(self, attempt: int, retry_after: str | None) -> None:
+        self._wait(self._backoff(attempt + 1, retry_after))
+
+
+def _retry_budget() -> float:
+    """``ASSAY_UPLOAD_RETRY_S``: seconds to wait for a server that is away or busy."""
+    raw = os.environ.get("ASSAY_UPLOAD_RETRY_S", "")
+    try:
+        value = float(raw) if raw else RETRY_BUDGET
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value != float("inf")):
+        raise UserInputError(f"ASSAY_UPLOAD_RETRY_S={raw!r} is not a number of seconds",
+                             hint=f"unset it for the default ({RETRY_BUDGET:g} s), or give "
+                                  "seconds such as 600")
+    return value
 
 
 class _ResponseReader:
