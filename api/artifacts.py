@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConflictError, NotFoundError, PermissionDeniedError, UserInputError
 from ..store.gc import DEFAULT_GRACE
-from ..store.manifests import ManifestEntry
+from ..store.manifests import Manifest, ManifestEntry
 from ..store.records import RunStatus
 from .auth import Admin, Principal, Researcher, Role
 from .graph import _api, _artifact_public
@@ -104,6 +104,9 @@ class LogArtifactBody(BaseModel):
     aliases: list[str] = Field(default_factory=list, max_length=100)
     metadata: dict[str, Any] = Field(default_factory=dict)
     description: str = Field(default="", max_length=100_000)
+    folder: bool = Field(default=False, description=(
+        "a folder was logged: its download is the folder even when it holds one file "
+        "(several files, or nested paths, are a folder anyway)"))
 
 
 class UseArtifactBody(BaseModel):
@@ -161,7 +164,8 @@ def log_artifact(request: Request, who: Researcher, run_id: RunId,
     if body.project is not None and body.project != project:
         raise UserInputError(f"run {run_id} belongs to project {project!r}, not {body.project!r}",
                              hint="leave project out: a version goes to its run's project")
-    entries = [ManifestEntry(f.path, f.digest, f.size) for f in body.files]
+    entries = Manifest((ManifestEntry(f.path, f.digest, f.size) for f in body.files),
+                       folder=body.folder)
     graph = _api(request)._graph()
     av = graph.artifacts.log_manifest(
         entries, body.name, body.type, project=project, run_id=run_id,

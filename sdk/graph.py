@@ -56,12 +56,15 @@ class Artifact:
 
     def download(self, root: str | Path | None = None) -> Path:
         """Materialize the files read-only (default under ``<data dir>/artifacts``),
-        verifying every file against its digest. Returns the folder (or the file, for a
-        single-file artifact).
+        verifying every file against its digest. Returns the folder when a folder was
+        logged (even one holding a single file), the file when a file was (versions logged
+        before assay recorded the difference: the file whenever the version holds one file
+        at its top).
 
         A folder downloaded before is reused when its files still have the sizes and times
         they were written with. The record of what a folder holds sits beside it,
-        ``.<folder>.assay.json``, never inside it, so logging a downloaded folder again gives
+        ``.<folder>.assay.json`` (a hashed name for a long folder name), never inside it,
+        so logging a downloaded folder again gives
         the same content. Processes downloading the same folder at once take turns (a lock
         beside it). A folder the caller chose is never deleted: if it holds another version,
         or files that are not exactly this version's, it is refused. assay's own cache folder
@@ -70,17 +73,19 @@ class Artifact:
         import fcntl
         import os
 
+        from ..store.manifests import is_folder, sidecar_name
+
         dest = Path(os.path.abspath(root)) if root is not None else (
             self._g.dir / "artifacts" / self._v.name / f"v{self._v.version}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         entries = self._g.artifacts.manifest(self._v)
-        marker = dest.parent / f".{dest.name}.assay.json"
-        with open(dest.parent / f".{dest.name}.lock", "a+b") as lock:
+        marker = dest.parent / sidecar_name(dest.name, ".assay.json")
+        with open(dest.parent / sidecar_name(dest.name, ".lock"), "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not self._reusable(dest, marker, entries, owned=root is None):
                 self._g.artifacts.download(self._v, dest)
                 _write_marker(marker, self._v, dest, entries)
-        if len(entries) == 1 and "/" not in entries[0].path:
+        if not is_folder(entries):
             return dest / entries[0].path
         return dest
 

@@ -350,13 +350,16 @@ class RemoteArtifacts:
             run_id: str, aliases: list[str], metadata: dict[str, Any],
             description: str) -> ArtifactVersion:
         """Upload what the server lacks, then commit the version (see the module doc)."""
-        entries = build_manifest(path, None)  # hashes only; refuses links out, special files
+        entries = build_manifest(path, None)  # hashes only; refuses bad names, special files
         sources = _sources(Path(path), entries)
-        body = {"name": name, "type": type, "project": project, "aliases": aliases,
-                "metadata": metadata, "description": description,
-                "files": [e.to_dict() for e in entries]}
+        body: dict[str, Any] = {"name": name, "type": type, "project": project,
+                                "aliases": aliases, "metadata": metadata,
+                                "description": description,
+                                "files": [e.to_dict() for e in entries]}
+        if entries.folder and len(entries) == 1 and "/" not in entries[0].path:
+            body["folder"] = True  # only here does the server need telling (see Manifest)
         _check_commit(body)  # what the server would refuse, refused before any upload
-        for attempt in range(2):
+        for attempt in range(3):
             self._upload_missing(entries, sources)
             try:
                 resp = self.blobs.request("POST", f"/api/runs/{run_id}/artifacts", json=body)
@@ -364,8 +367,15 @@ class RemoteArtifacts:
             except NotFoundError as exc:
                 # A blob the server reported present was freed before the commit (its gc
                 # grace ran out): check again and send what is missing.
-                if attempt or "is not stored" not in exc.message:
+                if attempt > 1 or "is not stored" not in exc.message:
                     raise
+            except UserInputError as exc:
+                if not (body.pop("folder", False) and "folder" in exc.message
+                        and "xtra inputs" in exc.message):
+                    raise
+                log.warning("the server %s is too old to record that %s is a folder: its "
+                            "download will give the one file it holds, not the folder "
+                            "(upgrade the server to keep the difference)", self.server, path)
         raise AssertionError("unreachable")
 
     def _upload_missing(self, entries: list[ManifestEntry], sources: dict[str, Path]) -> None:

@@ -232,9 +232,9 @@ class BlobStore(ABC):
                     read_only: bool = False) -> BlobRef:
         """Write a blob to ``dest``, verifying its digest before it lands.
 
-        The bytes go to a temporary file beside ``dest`` (hashed while copying, or right after
-        the backend's own download), which replaces ``dest`` atomically only once the digest
-        matches; on a mismatch nothing is left at ``dest``.
+        The bytes go to a temporary file beside ``dest`` (``.assay-XXXXXXXX.part``; hashed
+        while copying, or right after the backend's own download), which replaces ``dest``
+        atomically only once the digest matches; on a mismatch nothing is left at ``dest``.
 
         Args:
             digest: The blob to read.
@@ -250,7 +250,8 @@ class BlobStore(ABC):
         if dest.is_dir():
             raise UserInputError(f"{dest} is a directory", hint="pass the path of a file")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        # A short name of fixed length: ``dest``'s own may already use most of NAME_MAX.
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".assay-", suffix=".part")
         os.close(fd)
         try:
             ref = self._download(digest, Path(tmp))

@@ -6,7 +6,8 @@ record still needs, that is the manifest and files of every version not deleted 
 addressing: a file shared with a live version survives the deletion of another), the blobs
 runs reference (git diffs in a run's ``git``/``env``), and any digest named in a write-ahead
 log not ingested yet (a crashed run's WAL, a server or outbox segment). Sweep: every other blob
-last written before the grace period, plus abandoned partial uploads.
+last written before the grace period, plus abandoned partial uploads and the partial trees
+killed downloads left in the download cache (``<data dir>/artifacts``).
 
 Why the grace period makes a concurrent upload safe: ``log`` puts its blobs first and commits
 its version row later, so for a while its blobs are referenced by nothing. Every put writes
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AssayError, ConflictError, IntegrityError, UserInputError
 from .blobs import BlobStore, LocalBlobStore
-from .manifests import get_manifest
+from .manifests import get_manifest, sweep_partial_downloads
 
 if TYPE_CHECKING:
     from .artifacts import ArtifactRegistry
@@ -67,7 +68,7 @@ class GcReport:
     young_bytes: int
     swept: int  # removed (would be removed, in a dry run)
     swept_bytes: int
-    partials: int  # abandoned partial uploads removed
+    partials: int  # abandoned partial uploads and killed downloads' trees removed
     partial_bytes: int
     digests: tuple[str, ...]  # the swept blobs
 
@@ -201,6 +202,21 @@ def _exclusive(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _sweep_partial_downloads(cache: Path, cutoff: float, dry_run: bool) -> tuple[int, int]:
+    """The partial trees killed downloads left in the data directory's download cache
+    (``artifacts/<name>/.vN.partial-*``), untouched since ``cutoff`` and not held by a live
+    download: (count, bytes)."""
+    count = size = 0
+    try:
+        names = sorted(os.listdir(cache))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0, 0
+    for name in names:
+        n, nbytes = sweep_partial_downloads(cache / name, cutoff=cutoff, dry_run=dry_run)
+        count, size = count + n, size + nbytes
+    return count, size
+
+
 def _collect(registry: ArtifactRegistry, blobs: BlobStore, root: Path, grace: float,
              dry_run: bool, actor: str) -> GcReport:
     cutoff = time.time() - grace
@@ -224,6 +240,8 @@ def _collect(registry: ArtifactRegistry, blobs: BlobStore, root: Path, grace: fl
                 young, young_bytes = young + 1, young_bytes + b.size
         if isinstance(blobs, LocalBlobStore):
             partials, partial_bytes = blobs.sweep_partials(cutoff, dry_run=dry_run)
+        n, nbytes = _sweep_partial_downloads(root / "artifacts", cutoff, dry_run)
+        partials, partial_bytes = partials + n, partial_bytes + nbytes
     except BaseException as exc:
         error = exc
         raise

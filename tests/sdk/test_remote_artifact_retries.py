@@ -1,14 +1,16 @@
 """Artifact requests of a run that logs to a server outlast a server restart or a busy server
-(review 46). Unit level: httpx's MockTransport and a simulated clock, so nothing sleeps."""
+(review 46), and a server too old to record that a folder was logged still takes the commit.
+Unit level: httpx's MockTransport and a simulated clock, so nothing sleeps."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import httpx
 import pytest
 from assay.errors import AssayError, NotFoundError, UserInputError
-from assay.sdk.remote_artifacts import HttpBlobStore
+from assay.sdk.remote_artifacts import HttpBlobStore, RemoteArtifacts
 
 
 def _digest(data: bytes) -> str:
@@ -125,3 +127,33 @@ def test_the_retry_budget_comes_from_the_environment(monkeypatch):
         HttpBlobStore(None, "http://h")
     monkeypatch.delenv("ASSAY_UPLOAD_RETRY_S")
     assert HttpBlobStore(None, "http://h").retry_budget == 600
+
+
+
+def test_a_server_too_old_for_the_folder_flag_gets_the_commit_without_it(tmp_path, caplog):
+    commits: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        import json
+
+        if request.url.path == "/api/blobs/missing":
+            return httpx.Response(200, json={"missing": []})
+        body = json.loads(request.content)
+        commits.append(body)
+        if "folder" in body:  # what an older server's strict body model answers
+            return httpx.Response(400, json={
+                "error": "invalid request: folder: Extra inputs are not permitted"})
+        return httpx.Response(200, json={
+            "name": "ckpt", "version": 0, "type": "model", "project": "p",
+            "digest": _digest(b"m"), "manifest_blob": _digest(b"m"), "files": 1, "size": 1})
+
+    ra = RemoteArtifacts("http://127.0.0.1:9", "t")
+    ra._http = ra.blobs._http = httpx.Client(base_url="http://127.0.0.1:9",
+                                             transport=httpx.MockTransport(handler))
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "a.pt").write_bytes(b"a")
+    with caplog.at_level(logging.WARNING):
+        av = ra.log(tmp_path / "ckpt", "ckpt", "model", project="p", run_id="r", aliases=[],
+                    metadata={}, description="")
+    assert av.version == 0 and [("folder" in c) for c in commits] == [True, False]
+    assert "too old to record that" in caplog.text

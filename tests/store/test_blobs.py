@@ -324,17 +324,21 @@ def test_build_manifest_follows_links_inside_the_tree(tree: Path) -> None:
     assert paths["alias/x.json"] == paths["a/deep/x.json"]
 
 
-@pytest.mark.parametrize("make", ["file_outside", "dir_outside", "dotdot"])
-def test_build_manifest_rejects_links_that_escape_the_tree(
+@pytest.mark.parametrize("make", ["absolute", "dotdot"])
+def test_build_manifest_follows_file_links_that_point_outside_the_tree(
         tree: Path, tmp_path: Path, make: str) -> None:
-    secret = _write(tmp_path / "secret.txt", b"not yours")
-    if make == "file_outside":
-        (tree / "a" / "leak").symlink_to(secret)
-    elif make == "dir_outside":
-        (tree / "a" / "leak").symlink_to(tmp_path, target_is_directory=True)
-    else:
-        (tree / "a" / "leak").symlink_to("../../secret.txt")
-    with pytest.raises(UserInputError, match=r"a/leak links to .* outside"):
+    # Hugging Face, DVC and git-annex trees link their files to a cache beside the folder: the
+    # entry has the link's path and the target's content (as W&B and MLflow log them).
+    secret = _write(tmp_path / "outside.txt", b"linked content")
+    (tree / "a" / "leak").symlink_to(secret if make == "absolute" else "../../outside.txt")
+    entries = {e.path: e for e in build_manifest(tree)}
+    assert entries["a/leak"] == ManifestEntry("a/leak", _digest(b"linked content"), 14)
+
+
+def test_build_manifest_refuses_a_folder_link_to_a_folder_above_it(
+        tree: Path, tmp_path: Path) -> None:
+    (tree / "a" / "leak").symlink_to(tmp_path, target_is_directory=True)  # holds the tree
+    with pytest.raises(UserInputError, match=r"a/leak/tree links back to .*, a folder above it"):
         build_manifest(tree)
 
 
