@@ -209,22 +209,11 @@ class Api:
         _check_reason(reason)
         g = self._graph()
         reg = g.artifacts
-        # ArtifactRegistry has no public method that removes one alias (only set_alias, and
-        # delete(delete_aliases=True), which takes the version too). Last resort until it
-        # does: its own private write lock and _drop_alias, so the removal is locked and
-        # audited exactly like the drops delete() makes.
-        with reg._writing():
-            versions = reg.list(name=name)
-            if versions.height == 0:
-                raise NotFoundError(f"artifact {name!r} has no live version",
-                                    hint="`assay artifacts` lists artifacts and their aliases; "
-                                         "`assay artifact list --deleted` deleted versions")
-            current = _aliases_of(versions)
-            if alias not in current:
-                raise NotFoundError(f"artifact {name!r} has no alias {alias!r}",
-                                    hint=_aliases_hint(name, current))
-            version = current[alias]
-            reg._drop_alias(name, alias, version, actor or _local_actor(), reason)
+        if reg.list(name=name).height == 0:
+            raise NotFoundError(f"artifact {name!r} has no live version",
+                                hint="`assay artifacts` lists artifacts and their aliases; "
+                                     "`assay artifact list --deleted` deleted versions")
+        version = reg.remove_alias(name, alias, actor or _local_actor(), reason)
         return Artifact(reg.get(name, f"v{version}"), g)
 
     def lineage(self, spec: str, direction: str = "up",
@@ -335,22 +324,10 @@ def existing_data_dir(dir: str | os.PathLike[str] | None = None) -> Path:
         NotFoundError: the path does not exist, is not a folder, or holds no assay data.
         UserInputError: it is a URL (``s3://...``), not a local folder.
     """
-    from .settings import DEFAULT_DIR
+    from .settings import resolve_data_dir
 
     given = dir is not None or bool(os.environ.get("ASSAY_DIR"))
-    raw = dir if dir is not None else os.environ.get("ASSAY_DIR") or DEFAULT_DIR
-    text = str(os.fspath(raw))
-    # A URL, also as a command-line Path made it ("s3://b/x" -> "s3:/b/x"): refused as
-    # data_dir() refuses it (which this must not call: it creates the folder); file: is a path.
-    url = re.match(r"([A-Za-z][A-Za-z0-9+.\-]+):/+", text)
-    if url is not None and url.group(1).lower() != "file":
-        raise UserInputError(
-            f"the data directory must be a local folder, got the URL {text!r}",
-            hint="point --dir / ASSAY_DIR at a local folder (or a mounted volume); to read a "
-                 "shared store, run `assay server` there and use its API")
-    if url is not None:
-        text = "/" + text[url.end():]
-    path = Path(text).expanduser().resolve()
+    path = resolve_data_dir(dir)
     where = ("" if dir is not None else " (from $ASSAY_DIR)" if given
              else " (the default; set --dir or $ASSAY_DIR for another)")
     if not path.exists():
@@ -387,20 +364,6 @@ def _check_reason(reason: Any) -> None:
     if not isinstance(reason, str) or len(reason) > 2000:
         raise UserInputError("reason must be a string of at most 2000 characters",
                              hint="say briefly why (it goes into the audit trail)")
-
-
-def _aliases_of(versions: pl.DataFrame) -> dict[str, int]:
-    if "aliases" not in versions.columns:  # no alias at all yet
-        return {}
-    return {a: int(r["version"]) for r in versions.iter_rows(named=True)
-            for a in (r["aliases"] or [])}
-
-
-def _aliases_hint(name: str, aliases: Mapping[str, int]) -> str:
-    if not aliases:
-        return f"no live version of {name!r} has an alias; see `assay artifacts`"
-    return f"{name} has aliases " + ", ".join(
-        f"{a} (v{v})" for a, v in sorted(aliases.items(), key=lambda kv: (kv[1], kv[0])))
 
 
 def _local_actor() -> str:

@@ -270,6 +270,29 @@ class ArtifactRegistry:
             self._move_alias(av.name, alias, av.version, actor, reason)
         return self.get(av.name, f"v{av.version}")
 
+    def remove_alias(self, name: str, alias: str, actor: str, reason: str) -> int:
+        """Remove ``alias`` (not ``latest``, which assay keeps on the newest live version);
+        returns the version it named, which stays. Audited.
+
+        Raises:
+            UserInputError: ``alias`` is ``latest`` or not an alias assay could store.
+            NotFoundError: ``name`` has no such alias.
+        """
+        if not _ALIAS_RE.match(alias) or _VERSION_RE.match(alias) or alias == "latest":
+            raise UserInputError(f"cannot remove alias {alias!r}",
+                                 hint="'latest' always names the newest live version; "
+                                      "user aliases look like 'prod' or 'best'")
+        with self._writing():
+            current = self._aliases(name)
+            if alias not in current:
+                have = ", ".join(f"{a} (v{v})" for a, v in sorted(current.items()))
+                raise NotFoundError(f"artifact {name!r} has no alias {alias!r}",
+                                    hint=f"{name} has aliases {have}" if have
+                                    else self._versions_hint(name, current))
+            version = current[alias]
+            self._drop_alias(name, alias, version, actor, reason)
+        return version
+
     def delete(self, spec: str, *, actor: str, reason: str = "",
                delete_aliases: bool = False) -> ArtifactVersion:
         """Delete the version ``spec`` names exactly (``name:v3``); return it as it was.
@@ -309,7 +332,8 @@ class ArtifactRegistry:
             if av.aliases and not delete_aliases:
                 raise ConflictError(
                     f"{av.id} still has aliases {', '.join(av.aliases)}",
-                    hint="move them to another version first (set_alias), or delete with "
+                    hint="move them to another version first (Api().set_alias, `assay artifact "
+                         "alias`), or delete with "
                          "delete_aliases=True (CLI --delete-aliases) to remove them with it; "
                          "'latest' then moves back to the newest remaining version")
             # Aliases go first: a crash between the two writes leaves a live version
