@@ -83,6 +83,8 @@ class Artifact:
         with open(dest.parent / sidecar_name(dest.name, ".lock"), "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not self._reusable(dest, marker, entries, owned=root is None):
+                if dest.is_dir():  # an empty folder, perhaps filled in place (a mount point)
+                    _write_marker(marker, self._v, dest, [], filling=True)
                 self._g.artifacts.download(self._v, dest)
                 _write_marker(marker, self._v, dest, entries)
         if not is_folder(entries):
@@ -104,6 +106,14 @@ class Artifact:
             rec = json.loads(marker.read_text())
         except (OSError, ValueError):
             rec = None
+        if rec is not None and rec.get("filling") and dest.is_dir():
+            # A download into this folder, empty then, was killed part way (a mount point is
+            # filled in place): the files it wrote are this version's and may go.
+            if rec.get("digest") == self._v.digest:
+                _clear_partial(dest, entries)
+            if not any(dest.iterdir()):
+                marker.unlink(missing_ok=True)
+                return False
         if rec is not None and rec.get("digest") != self._v.digest:
             if not owned:
                 raise UserInputError(
@@ -148,7 +158,10 @@ class Artifact:
                 f"digest={self._v.digest[:19]}..., aliases={list(self._v.aliases)})")
 
 
-def _write_marker(marker: Path, version: Any, dest: Path, entries: list[Any]) -> None:
+def _write_marker(marker: Path, version: Any, dest: Path, entries: list[Any], *,
+                  filling: bool = False) -> None:
+    """Record what ``dest`` holds (each file's size and time), or, with ``filling``, that a
+    download into it (an empty folder) is under way."""
     import json
     import os
 
@@ -156,10 +169,32 @@ def _write_marker(marker: Path, version: Any, dest: Path, entries: list[Any]) ->
     for e in entries:
         st = os.stat(dest / e.path)
         files[e.path] = [st.st_size, st.st_mtime_ns]
+    rec: dict[str, Any] = {"artifact": f"{version.name}:v{version.version}",
+                           "digest": version.digest, "files": files}
+    if filling:
+        rec["filling"] = True
     tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"artifact": f"{version.name}:v{version.version}",
-                               "digest": version.digest, "files": files}))
+    tmp.write_text(json.dumps(rec))
     os.replace(tmp, marker)
+
+
+def _clear_partial(dest: Path, entries: list[Any]) -> None:
+    """Remove what a killed download into ``dest`` wrote: the manifest's files, temporary
+    files (``.assay-*.part``), and the folders that leaves empty; nothing else."""
+    import contextlib
+    import os
+
+    for e in entries:
+        with contextlib.suppress(OSError):
+            (dest / e.path).unlink()
+    for d, subdirs, names in os.walk(dest, topdown=False):
+        for n in names:
+            if n.startswith(".assay-") and n.endswith(".part"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(d, n))
+        if d != str(dest):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)  # only when empty
 
 
 def _unchanged(dest: Path, files: dict[str, list[int]]) -> bool:

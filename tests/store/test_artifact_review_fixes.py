@@ -331,3 +331,37 @@ def _refuse_rename_onto(mnt: Path, real, monkeypatch) -> None:
         return real(a, b, *args, **kw)
 
     monkeypatch.setattr(manifests.os, "rename", rename)
+
+
+def test_a_download_into_a_mount_point_killed_part_way_is_completed_next_time(
+        data_dir, tmp_path, monkeypatch):
+    from assay.sdk.graph import _write_marker
+
+    src = tmp_path / "ds"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.csv").write_text("1\n")
+    (src / "sub" / "b.csv").write_text("2\n")
+    with _init(data_dir) as run:
+        v = run.log_artifact(src, name="ds", type="dataset")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(manifests.os.path, "ismount", lambda p: Path(p) == mnt or real_ismount(p))
+    _refuse_rename_onto(mnt, os.rename, monkeypatch)
+    assert v.download(mnt) == mnt and _files(mnt) == {"a.csv": b"1\n", "sub/b.csv": b"2\n"}
+
+    # What a kill part way leaves: the record says the fill began, one file landed, one
+    # temporary file is half written.
+    marker = tmp_path / ".mnt.assay.json"
+    _write_marker(marker, v, mnt, [], filling=True)
+    (mnt / "sub" / "b.csv").unlink()
+    (mnt / "sub" / ".assay-abcd1234.part").write_bytes(b"2")
+    assert v.download(mnt) == mnt and _files(mnt) == {"a.csv": b"1\n", "sub/b.csv": b"2\n"}
+    assert sorted(os.listdir(mnt / "sub")) == ["b.csv"]
+
+    # A file of the user's, put there since: never deleted, and the folder is refused.
+    _write_marker(marker, v, mnt, [], filling=True)
+    (mnt / "notes.txt").write_text("mine")
+    with pytest.raises(UserInputError, match="does not hold ds:v0"):
+        v.download(mnt)
+    assert _files(mnt) == {"notes.txt": b"mine"}
