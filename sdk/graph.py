@@ -30,13 +30,13 @@ class Graph:
 def open_graph(data_dir: Path) -> Graph:
     from ..store.artifacts import ArtifactRegistry
     from ..store.audit import AuditTrail
-    from ..store.blobs import LocalBlobStore
+    from ..store.blob_config import blob_store_for
     from ..store.ingest import IngestLock
     from ..store.lance import LanceStore
     from ..store.signing import KeyPair
 
     store = LanceStore(data_dir)
-    blobs = LocalBlobStore(data_dir / "blobs")
+    blobs = blob_store_for(data_dir)  # its blobs/ folder, or the object store it is pinned to
     lock = IngestLock(data_dir)
     audit = AuditTrail(data_dir, KeyPair.load_or_create(data_dir))
     return Graph(data_dir, store, blobs, lock, audit, ArtifactRegistry(store, blobs, lock, audit))

@@ -305,9 +305,13 @@ class Run:
 
     def _capture(self, cwd: str) -> None:
         try:
+            from ..store.blob_config import blob_store_for
             from ..store.blobs import LocalBlobStore
 
-            blobs = LocalBlobStore(self.dir / "blobs")
+            # A remote run's diff waits in its local folder for the upload; a local run's goes
+            # where the data directory keeps its blobs (an object store, if so configured).
+            blobs = (LocalBlobStore(self.dir / "blobs") if self._sender is not None
+                     else blob_store_for(self.dir))
 
             def put(data: bytes) -> str:
                 return blobs.put_bytes(data).digest
