@@ -288,8 +288,8 @@ def artifact_gc(
         return
     verb = "would delete" if dry_run else "deleted"
     typer.echo(f"{verb} {rep.swept} blob(s), {_bytes(rep.swept_bytes)}"
-               + (f", and {rep.partials} partial upload(s), {_bytes(rep.partial_bytes)}"
-                  if rep.partials else ""))
+               + (f", and {rep.partials} partial upload(s) or download(s), "
+                  f"{_bytes(rep.partial_bytes)}" if rep.partials else ""))
     typer.echo(f"kept {rep.referenced} referenced blob(s) and {rep.young} younger than the "
                f"grace period ({_bytes(rep.young_bytes)}); {rep.blobs} blob(s) scanned")
 
