@@ -356,12 +356,15 @@ def test_stalled_uploads_cannot_starve_the_server(server, client, tokens, monkey
                      f"Authorization: Bearer {tokens['researcher']}\r\n"
                      "Content-Length: 100\r\n\r\n").encode() + b"x" * 10)
     me = client("researcher")
-    deadline = time.monotonic() + 10
-    while True:  # wait until the stalled upload holds the one upload thread
-        r = me.put(f"/api/blobs/{_digest(b'y')}", content=b"y")
-        if r.status_code == 503 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+
+    def stalled_holds_the_slot() -> bool:  # never probe with an upload: it could take it
+        limiters = getattr(server.app.state, "upload_limiters", {})
+        return any(slots.borrowed_tokens for slots, _ in limiters.values())
+
+    deadline = time.monotonic() + 20
+    while not stalled_holds_the_slot() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    r = me.put(f"/api/blobs/{_digest(b'y')}", content=b"y")
     stalled.settimeout(10)
     if r.status_code != 503:
         stalled.settimeout(0.5)
