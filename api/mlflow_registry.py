@@ -5,13 +5,16 @@ Served under the MLflow prefixes (:mod:`.mlflow`) with MLflow's routes and JSON 
 
 * ``registered-models/``: ``create``, ``get``, ``rename`` (its versions and aliases follow),
   ``update`` (description), ``delete`` (with its versions), ``search`` (filter ``name`` with
-  ``= != LIKE ILIKE IN``, ``creation_timestamp``/``last_updated_timestamp`` numerically,
+  ``= != LIKE ILIKE IN``, ``creation_timestamp``/``last_updated_timestamp`` as numbers,
   ``tags.<key>`` with ``= != LIKE ILIKE``; ``order_by`` ``name``, ``timestamp``,
   ``last_updated_timestamp``, ``creation_timestamp``, then by name; ``max_results`` 1-1000,
   default 100; offset page tokens), ``set-tag``, ``delete-tag``, ``get-latest-versions``
   (legacy stages) and ``alias`` (POST sets, DELETE removes, GET resolves, ``latest`` too).
 * ``model-versions/``: ``create``, ``get``, ``update`` (description), ``delete``, ``search``
   (``name``, ``run_id``, ``source_path``, ``version_number``, timestamps, ``tags.<key>``;
+  ``version_number`` and the timestamps compare as numbers, quoted or not, and a value that
+  is not a whole number is a 400, as MLflow's SQL store; a ``name =``/``IN`` filter looks
+  the models up by name;
   ``order_by`` ``name``, ``version_number`` and the timestamps, by default the newest
   update first, then name, then the highest version; ``max_results`` up to 200000, default
   10000), ``set-tag``, ``delete-tag``, ``get-download-uri`` and ``transition-stage`` (legacy;
@@ -20,7 +23,8 @@ Served under the MLflow prefixes (:mod:`.mlflow`) with MLflow's routes and JSON 
 A version's ``source`` is a logged model (``models:/m-<id>``, MLflow 3's ``log_model``;
 the version keeps its ``model_id`` and ``run_id``, and the logged model gets MLflow's
 ``mlflow.modelVersions`` tag, as MLflow's server sets it), another version
-(``models:/<name>/<version>``, ``@alias``, ``latest``: ``copy_model_version``), a run's
+(``models:/<name>/<version>``, ``@alias``, ``latest``, parsed as MLflow's client does, so a
+name may hold ``#``, ``@`` or ``\\``: ``copy_model_version``), a run's
 artifacts (``runs:/<run id>/<path>``) or a path this server's artifact proxy serves inside
 a run's or a logged model's artifacts (``mlflow-artifacts:/<experiment>/<run id>/artifacts/
 ...``, ``.../models/<model id>/artifacts/...``); a ``run_id``/``model_id`` sent with it must
@@ -33,6 +37,12 @@ already); ``get-download-uri`` answers the logged model's or artifact's location
 :mod:`.mlflow_artifacts`. (``mlflow.register_model`` of *another* researcher's logged model
 creates the version, then the client's own write of that tag is refused by
 :mod:`.mlflow_logged`, so the call raises PERMISSION_DENIED after the version exists.)
+A prompt version (MLflow 3's ``mlflow.genai.register_prompt``: the version's
+``mlflow.prompt.is_prompt`` tag is ``true``) takes only the client's placeholder source
+(``dummy-source``, ``prompt-template``), as MLflow's server; its template is a tag and it has
+no files. ``last_updated_timestamp`` moves as in MLflow's SQL store: a model's on create,
+update, rename, a version's creation, transition or deletion; a version's on update and
+transition; tags and aliases move neither.
 
 Roles: reads need a viewer. Writes need a researcher: the registered model's creator owns it
 and its versions; another researcher's model takes writes only from a supervisor. Every
@@ -46,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import re
 import threading
 import time
@@ -84,6 +95,7 @@ from .mlflow_registry_state import (
     VersionTagRef,
     bad_input,
     by_alias,
+    candidates,
     canonical_stage,
     check_alias,
     check_name,
@@ -94,10 +106,10 @@ from .mlflow_registry_state import (
     new_model,
     not_found,
     order_keys,
-    page_of,
     search_clauses,
-    sort_by,
     tags_of,
+    top_page,
+    version_filter,
     version_json,
     version_no,
     version_of,
@@ -112,6 +124,7 @@ router = APIRouter(tags=["mlflow"], route_class=StrictJSONRoute, responses=ERROR
 
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _MODELS_VERSIONS_TAG = "mlflow.modelVersions"
+_PROMPT_SOURCES = ("dummy-source", "prompt-template")  # mlflow/prompt/constants.py
 _INIT = threading.Lock()
 
 Name = Annotated[str, Query(max_length=1000)]
@@ -135,6 +148,10 @@ def _audit(request: Request, who: Principal, action: str, name: str,
     request.app.state.audit.record(who.name, f"mlflow_{action}", name, "mlflow client", details)
 
 
+def _model_json(request: Request, rm: dict[str, Any]) -> dict[str, Any]:
+    return model_json(rm, _registry(request).latest(rm))
+
+
 # -- lookups and ownership -------------------------------------------------------------------------
 def _model(request: Request, name: str) -> dict[str, Any]:
     rm = _registry(request).get(name)
@@ -151,16 +168,18 @@ def _check_owner(who: Principal, rm: dict[str, Any]) -> None:
         f", not {who.name}", hint="change your own registered models, or use a supervisor token")
 
 
-def _change(request: Request, who: Principal, name: str,
-            fn: Callable[[dict[str, Any]], Any]) -> tuple[dict[str, Any], Any]:
-    """Apply ``fn`` to the registered model ``name`` if ``who`` may change it."""
+def _change(request: Request, who: Principal, name: str, fn: Callable[[dict[str, Any]], Any],
+            *, touch: bool = True) -> tuple[dict[str, Any], Any]:
+    """Apply ``fn`` to the registered model ``name`` if ``who`` may change it (``touch``: set
+    its ``last_updated_timestamp``, as MLflow's SQL store does for every change but tags,
+    aliases and a version's description)."""
     _check_owner(who, _model(request, name))
 
     def checked(rm: dict[str, Any]) -> Any:
         _check_owner(who, rm)  # again under the lock: the record read above may be stale
         return fn(rm)
 
-    return _registry(request).update(name, checked)
+    return _registry(request).update(name, checked, touch=touch)
 
 
 # -- registered models -----------------------------------------------------------------------------
@@ -171,12 +190,12 @@ def create_registered_model(request: Request, body: CreateRegisteredModel,
     rm = _registry(request).add(new_model(name, owner=who.name, tags=tags_of(body.tags),
                                           description=body.description or ""))
     _audit(request, who, "create_registered_model", name)
-    return ok({"registered_model": model_json(rm)})
+    return ok({"registered_model": _model_json(request, rm)})
 
 
 @router.get("/registered-models/get", summary="Get a registered model (MLflow)")
 def get_registered_model(request: Request, who: Viewer, name: Name) -> SafeJSONResponse:
-    return ok({"registered_model": model_json(_model(request, name))})
+    return ok({"registered_model": _model_json(request, _model(request, name))})
 
 
 @router.post("/registered-models/rename", summary="Rename a registered model (MLflow)")
@@ -192,7 +211,7 @@ def rename_registered_model(request: Request, body: RenameRegisteredModel,
 
     rm, _ = _change(request, who, body.name, rename)
     _audit(request, who, "rename_registered_model", body.name, {"new_name": new})
-    return ok({"registered_model": model_json(rm)})
+    return ok({"registered_model": _model_json(request, rm)})
 
 
 @router.patch("/registered-models/update", summary="Update a registered model (MLflow)")
@@ -203,7 +222,7 @@ def update_registered_model(request: Request, body: UpdateDescription,
 
     rm, _ = _change(request, who, body.name, upd)
     _audit(request, who, "update_registered_model", body.name)
-    return ok({"registered_model": model_json(rm)})
+    return ok({"registered_model": _model_json(request, rm)})
 
 
 @router.delete("/registered-models/delete", summary="Delete a registered model (MLflow)")
@@ -226,14 +245,14 @@ def search_registered_models(
     clauses, prompts = without_prompt_clause(search_clauses(filter, RM_ATTRS))
     order = order_keys(order_by, RM_ORDER)
     size = max_results_of(max_results, 100, 1000)
-    found = [rm for rm in _registry(request).all()
+    models, clauses = candidates(_registry(request), clauses)
+    found = [rm for rm in models
              if (prompts or rm["tags"].get(PROMPT_TAG) != "true") and matches(
                  {"attributes": {k: rm[k] for k in RM_ATTRS}, "tags": rm["tags"]}, clauses)]
     if not any(k == "name" for k, _ in order):
         order.append(("name", True))
-    found = sort_by(found, order, lambda rm, k: rm[k])
-    page, token = page_of(found, page_token, size)
-    out: dict[str, Any] = {"registered_models": [model_json(rm) for rm in page]}
+    page, token = top_page(found, order, page_token, size, operator.getitem)
+    out: dict[str, Any] = {"registered_models": [_model_json(request, rm) for rm in page]}
     if token:
         out["next_page_token"] = token
     return ok(out)
@@ -242,7 +261,8 @@ def search_registered_models(
 @router.post("/registered-models/set-tag", summary="Set a registered model tag (MLflow)")
 def set_registered_model_tag(request: Request, body: ModelTag, who: Researcher) -> dict[str, Any]:
     check_tag(body.key, body.value)
-    _change(request, who, body.name, lambda rm: rm["tags"].update({body.key: body.value}))
+    _change(request, who, body.name, lambda rm: rm["tags"].update({body.key: body.value}),
+            touch=False)
     _audit(request, who, "set_registered_model_tag", body.name, {"key": body.key})
     return {}
 
@@ -252,7 +272,7 @@ def delete_registered_model_tag(request: Request, body: ModelTagRef,
                                 who: Researcher) -> dict[str, Any]:
     """As MLflow's store: deleting a tag the model lacks is not an error."""
     check_tag(body.key, "")
-    _change(request, who, body.name, lambda rm: rm["tags"].pop(body.key, None))
+    _change(request, who, body.name, lambda rm: rm["tags"].pop(body.key, None), touch=False)
     _audit(request, who, "delete_registered_model_tag", body.name, {"key": body.key})
     return {}
 
@@ -286,7 +306,7 @@ def set_registered_model_alias(request: Request, body: SetAlias, who: Researcher
         version_of(rm, number)
         rm["aliases"][body.alias] = number
 
-    _change(request, who, body.name, point)
+    _change(request, who, body.name, point, touch=False)
     _audit(request, who, "set_registered_model_alias", body.name,
            {"alias": body.alias, "version": number})
     return {}
@@ -297,7 +317,8 @@ def delete_registered_model_alias(request: Request, body: AliasRef,
                                   who: Researcher) -> dict[str, Any]:
     """As MLflow's store: deleting an alias the model lacks is not an error."""
     check_alias(body.alias, setting=False)
-    _change(request, who, body.name, lambda rm: rm["aliases"].pop(body.alias, None))
+    _change(request, who, body.name, lambda rm: rm["aliases"].pop(body.alias, None),
+            touch=False)
     _audit(request, who, "delete_registered_model_alias", body.name, {"alias": body.alias})
     return {}
 
@@ -363,20 +384,31 @@ def _source_model(request: Request, source: str, mid: str) -> dict[str, Any]:
         raise _bad_source(source, f"There is no logged model {mid!r}.") from None
 
 
-def _resolve_source(request: Request, body: CreateModelVersion
-                    ) -> tuple[str, str, str, str]:
-    """``(source, storage_location, run_id, model_id)`` of a version to create; 400 for a
-    source this server cannot serve, or one that names another run or model than
-    ``run_id``/``model_id``."""
-    source, run_id, model_id = body.source.strip(), body.run_id or "", body.model_id or ""
-    url = urlparse(source)
-    if url.netloc or url.params or url.query or url.fragment:
-        raise _bad_source(source, "Sources name this server's own registry, runs and "
-                                  "artifacts (no host, query or fragment).")
-    parts = [p for p in url.path.split("/") if p]
-    if any(p in (".", "..") for p in parts) or "\\" in url.path or "\x00" in url.path:
-        raise _bad_source(source, "Relative path components are not allowed.")
-    if url.scheme == "models" and len(parts) == 1 and model_id_ok(parts[0]):
+def _improper(source: str) -> UserInputError:
+    return _bad_source(source, f"Not a proper models:/ URI: {source}. Models URIs must be of "
+                               "the form 'models:/name/suffix' or 'models:/name@alias' where "
+                               "suffix is a version, stage, or the string 'latest' and where "
+                               "alias is a registered model alias. Only one of suffix or alias "
+                               "can be defined at a time.")
+
+
+def _models_source(request: Request, body: CreateModelVersion, source: str
+                   ) -> tuple[str, str, str, str]:
+    """A ``models:/`` source, parsed as MLflow's ``_parse_model_uri``: ``models:/<model
+    id>`` (a logged model), ``models:/<name>/<version|stage|latest>`` or
+    ``models:/<name>@<alias>`` (the alias after the last ``@``). No fragment is split off,
+    so a name may hold ``#``, ``@`` or a backslash."""
+    run_id, model_id = body.run_id or "", body.model_id or ""
+    url = urlparse(source, allow_fragments=False)
+    path = url.path
+    if url.netloc or url.params or url.query or not path.startswith("/") or len(path) <= 1:
+        raise _improper(source)
+    parts = path.lstrip("/").split("/")
+    if len(parts) > 2 or not parts[0].strip() or (len(parts) == 2 and not parts[1].strip()):
+        raise _improper(source)
+    if len(parts) == 1 and "@" not in path:
+        if not model_id_ok(parts[0]):
+            raise _bad_source(source, f"There is no logged model {parts[0]!r}.")
         m = _source_model(request, source, parts[0])
         if model_id and model_id != m["model_id"]:
             raise _bad_source(source, "The model_id request parameter must identify the "
@@ -386,29 +418,46 @@ def _resolve_source(request: Request, body: CreateModelVersion
                                       "model's run.")
         return source, m["artifact_location"], run_id or m.get("source_run_id") or "", \
             m["model_id"]
-    if url.scheme == "models" and parts:
-        name, _, alias = parts[0].partition("@")
-        if (alias and len(parts) != 1) or (not alias and len(parts) != 2):
-            raise _bad_source(source, "Use models:/<name>/<version> or models:/<name>@<alias>.")
-        try:
-            rm = _model(request, name)
-        except NotFoundError:
-            raise _bad_source(source, f"There is no registered model {name!r}.") from None
-        if alias:
-            v = by_alias(rm, alias)
-        elif parts[1].isdigit():
-            v = version_of(rm, parts[1])
-        else:
-            stage = None if parts[1].lower() == "latest" else {canonical_stage(parts[1])}
-            latest = latest_per_stage(rm, stage)
-            if not latest:
-                raise _bad_source(source, f"Model {name!r} has no version in that stage.")
-            v = max(latest, key=lambda x: x["version"])
-        if (run_id and run_id != v.get("run_id")) or (model_id and model_id != v.get("model_id")):
-            raise _bad_source(source, "The run_id and model_id request parameters must match "
-                                      "the referenced model version.")
-        return f"models:/{rm['name']}/{v['version']}", v["storage_location"], \
-            v.get("run_id", ""), v.get("model_id", "")
+    name, tail = parts if len(parts) == 2 else parts[0].rsplit("@", 1)  # tail: suffix, alias
+    if len(parts) == 1 and not tail.strip():
+        raise _improper(source)
+    rm = _registry(request).get(name)
+    if rm is None:
+        raise _bad_source(source, f"There is no registered model {name!r}.")
+    if len(parts) == 1:
+        v = by_alias(rm, tail)
+    elif tail.isdigit():
+        v = version_of(rm, tail)
+    else:
+        stage = None if tail.lower() == "latest" else {canonical_stage(tail)}
+        latest = latest_per_stage(rm, stage)
+        if not latest:
+            raise _bad_source(source, f"Model {name!r} has no version in that stage.")
+        v = max(latest, key=lambda x: x["version"])
+    if (run_id and run_id != v.get("run_id")) or (model_id and model_id != v.get("model_id")):
+        raise _bad_source(source, "The run_id and model_id request parameters must match "
+                                  "the referenced model version.")
+    if not v.get("storage_location"):
+        raise _bad_source(source, "That version is a prompt, which has no files to copy.")
+    return f"models:/{rm['name']}/{v['version']}", v["storage_location"], \
+        v.get("run_id", ""), v.get("model_id", "")
+
+
+def _resolve_source(request: Request, body: CreateModelVersion
+                    ) -> tuple[str, str, str, str]:
+    """``(source, storage_location, run_id, model_id)`` of a version to create; 400 for a
+    source this server cannot serve, or one that names another run or model than
+    ``run_id``/``model_id``."""
+    source, run_id, model_id = body.source.strip(), body.run_id or "", body.model_id or ""
+    if urlparse(source, allow_fragments=False).scheme == "models":
+        return _models_source(request, body, source)
+    url = urlparse(source)
+    if url.netloc or url.params or url.query or url.fragment:
+        raise _bad_source(source, "Sources name this server's own registry, runs and "
+                                  "artifacts (no host, query or fragment).")
+    parts = [p for p in url.path.split("/") if p]
+    if any(p in (".", "..") for p in parts) or "\\" in url.path or "\x00" in url.path:
+        raise _bad_source(source, "Relative path components are not allowed.")
     if url.scheme == "runs" and parts:
         if run_id and run_id != parts[0]:
             raise _bad_source(source, "The run_id request parameter must identify the run of "
@@ -465,7 +514,13 @@ def create_model_version(request: Request, body: CreateModelVersion,
     """A new version (numbered after the highest ever given), READY at once."""
     _check_owner(who, _model(request, body.name))
     tags = tags_of(body.tags)
-    source, storage, run_id, model_id = _resolve_source(request, body)
+    prompt = tags.get(PROMPT_TAG, "false").lower() == "true"  # as MLflow's server decides
+    if prompt and body.source not in _PROMPT_SOURCES:
+        raise bad_input(f"Invalid prompt source: '{body.source}'. Prompt sources must use an "
+                        "MLflow placeholder.", "register prompts with mlflow.genai."
+                        "register_prompt: its template is a tag, it has no files")
+    source, storage, run_id, model_id = (body.source, "", body.run_id or "", "") if prompt \
+        else _resolve_source(request, body)
 
     def add(rm: dict[str, Any]) -> dict[str, Any]:
         number = max(int(rm.get("next_version", 1)),
@@ -496,16 +551,21 @@ def get_model_version(request: Request, who: Viewer, name: Name,
 
 
 def _change_version(request: Request, who: Principal, name: str, version: str,
-                    fn: Callable[[dict[str, Any], dict[str, Any]], Any]) -> SafeJSONResponse:
+                    fn: Callable[[dict[str, Any], dict[str, Any]], Any], *,
+                    touch: bool = True, touch_model: bool = False) -> SafeJSONResponse:
+    """Apply ``fn`` to a version; ``touch``/``touch_model``: set the version's/the model's
+    ``last_updated_timestamp`` (MLflow's SQL store: not for tags; the model's only for a
+    stage transition)."""
     number = version_no(version)
 
     def upd(rm: dict[str, Any]) -> dict[str, Any]:
         v = version_of(rm, number)
         fn(rm, v)
-        v["last_updated_timestamp"] = int(time.time() * 1000)
+        if touch:
+            v["last_updated_timestamp"] = int(time.time() * 1000)
         return v
 
-    rm, v = _change(request, who, name, upd)
+    rm, v = _change(request, who, name, upd, touch=touch_model)
     return ok({"model_version": version_json(rm, v)})
 
 
@@ -543,22 +603,14 @@ def search_model_versions(
     clauses, prompts = without_prompt_clause(search_clauses(filter, MV_ATTRS))
     order = order_keys(order_by, MV_ORDER) or [("last_updated_timestamp", False)]
     size = max_results_of(max_results, 10_000, 200_000)
-    found = []
-    for rm in _registry(request).all():
-        for v in rm["versions"].values():
-            if not prompts and v["tags"].get(PROMPT_TAG) == "true":
-                continue
-            view = {"attributes": {
-                "name": rm["name"], "run_id": v.get("run_id") or None,
-                "source_path": v["source"], "version_number": v["version"],
-                "creation_timestamp": v["creation_timestamp"],
-                "last_updated_timestamp": v["last_updated_timestamp"]}, "tags": v["tags"]}
-            if matches(view, clauses):
-                found.append((rm, v))
+    models, clauses = candidates(_registry(request), clauses)
+    passes = version_filter(clauses)
+    found = ((rm, v) for rm in models for v in rm["versions"].values()  # shared: no copies
+             if (prompts or v["tags"].get(PROMPT_TAG) != "true") and passes(rm, v))
     keys = {k for k, _ in order}
     order += [k for k in (("name", True), ("version", False)) if k[0] not in keys]
-    found = sort_by(found, order, lambda rv, k: rv[0]["name"] if k == "name" else rv[1][k])
-    page, token = page_of(found, page_token, size)
+    page, token = top_page(found, order, page_token, size,
+                       lambda rv, k: rv[0]["name"] if k == "name" else rv[1][k])
     out: dict[str, Any] = {"model_versions": [version_json(rm, v) for rm, v in page]}
     if token:
         out["next_page_token"] = token
@@ -569,7 +621,7 @@ def search_model_versions(
 def set_model_version_tag(request: Request, body: VersionTag, who: Researcher) -> dict[str, Any]:
     check_tag(body.key, body.value)
     _change_version(request, who, body.name, body.version,
-                    lambda rm, v: v["tags"].update({body.key: body.value}))
+                    lambda rm, v: v["tags"].update({body.key: body.value}), touch=False)
     _audit(request, who, "set_model_version_tag", body.name,
            {"version": body.version, "key": body.key})
     return {}
@@ -581,7 +633,7 @@ def delete_model_version_tag(request: Request, body: VersionTagRef,
     """As MLflow's store: deleting a tag the version lacks is not an error."""
     check_tag(body.key, "")
     _change_version(request, who, body.name, body.version,
-                    lambda rm, v: v["tags"].pop(body.key, None))
+                    lambda rm, v: v["tags"].pop(body.key, None), touch=False)
     _audit(request, who, "delete_model_version_tag", body.name,
            {"version": body.version, "key": body.key})
     return {}
@@ -615,7 +667,7 @@ def transition_model_version_stage(request: Request, body: TransitionStage,
                     other["last_updated_timestamp"] = now
         v["current_stage"] = stage
 
-    out = _change_version(request, who, body.name, body.version, move)
+    out = _change_version(request, who, body.name, body.version, move, touch_model=True)
     _audit(request, who, "transition_model_version_stage", body.name,
            {"version": body.version, "stage": stage})
     return out

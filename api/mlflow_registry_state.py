@@ -7,8 +7,9 @@ its tags and aliases and every live version. The file is named by an id that nev
 so every registry write (a rename included) replaces exactly one file, atomically (temporary
 file, fsync, rename, as :mod:`.mlflow_state` writes): a crash leaves the old record or the
 new one, never half of either. Deleting a model unlinks its file. Records are read once and
-kept in memory, under one lock (like :class:`.mlflow_state.LoggedModels`), so a name is
-checked for uniqueness and a version number allocated under the same lock that writes it.
+kept in memory as immutable snapshots (:class:`ModelRegistry`): reads take no lock, and
+writes take one, so a name is checked for uniqueness and a version number allocated under
+the same lock that writes it.
 
 A record: ``id``, ``name``, ``creation_timestamp``, ``last_updated_timestamp`` (ms),
 ``description``, ``user_id``, ``owner`` (the researcher who may change it: its creator),
@@ -21,36 +22,58 @@ reused, as in MLflow's SQL store) and ``versions`` (version number as a string t
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+import heapq
 import json
+import operator
 import os
 import posixpath
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConflictError, NotFoundError, UserInputError
-from .mlflow_search import Clause, page_offset, page_token, parse_filter
-from .mlflow_state import _write_json
+from .mlflow_search import Clause, matches, page_offset, page_token, parse_filter
 
 __all__ = ["MV_ATTRS", "MV_ORDER", "PROMPT_TAG", "RM_ATTRS", "RM_ORDER", "STAGES", "AliasRef",
            "CreateModelVersion", "CreateRegisteredModel", "LatestVersions", "ModelRef",
            "ModelRegistry", "ModelTag", "ModelTagRef", "RenameRegisteredModel", "SetAlias", "Tag",
            "TransitionStage", "UpdateDescription", "UpdateVersion", "VersionRef", "VersionTag",
-           "VersionTagRef", "bad_input", "by_alias", "canonical_stage", "check_alias",
-           "check_name", "check_tag", "latest_per_stage", "max_results_of", "model_json",
-           "new_model", "not_found", "order_keys", "page_of", "search_clauses", "sort_by",
-           "tags_of", "version_json", "version_no", "version_of", "without_prompt_clause"]
+           "VersionTagRef", "bad_input", "by_alias", "candidates", "canonical_stage",
+           "check_alias", "check_name", "check_tag", "latest_per_stage", "max_results_of",
+           "model_json", "new_model", "not_found", "order_keys", "search_clauses", "tags_of",
+           "top_page", "version_filter", "version_json", "version_no", "version_of",
+           "without_prompt_clause"]
 
 
-def _copy(x: Any) -> Any:
-    return json.loads(json.dumps(x))
+def _thaw(m: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a record that may be changed without touching ``m``: records are two levels
+    of dicts of strings and numbers, so this copies each dict (much cheaper than a JSON round
+    trip, which dominated every write)."""
+    out = dict(m)
+    out["tags"], out["aliases"] = dict(m["tags"]), dict(m["aliases"])
+    out["versions"] = {n: {**v, "tags": dict(v["tags"])} for n, v in m["versions"].items()}
+    return out
+
+
+def _store(path: Path, record: dict[str, Any]) -> None:
+    """Replace ``path`` atomically (temporary file, fsync, rename), as
+    :func:`.mlflow_state._write_json`, but encoding in one C call (``json.dump`` streams
+    through the pure-Python encoder, several times slower for a model of many versions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    data = json.dumps(record, separators=(",", ":"))
+    with open(tmp, "w") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def new_model(name: str, *, owner: str, description: str = "",
@@ -66,87 +89,121 @@ def new_model(name: str, *, owner: str, description: str = "",
 class ModelRegistry:
     """Registered models by name (thread-safe; one server process writes a data directory).
 
-    Callers get copies; changes go through :meth:`add`, :meth:`update` and :meth:`delete`,
-    each one atomic file replacement.
+    Reads are lock-free: the registry publishes an immutable snapshot (a name-to-record map
+    that is never changed once published, holding records that are never changed), and a
+    write builds the next snapshot from a copy of the one record it changes, stores that
+    record's file, then swaps the snapshot in. So a search iterates a consistent snapshot
+    without copying it or holding the lock that writes take, and an alias lookup is two dict
+    lookups. Callers get these shared records and must not change them; changes go through
+    :meth:`add`, :meth:`update` and :meth:`delete`, each one atomic file replacement, one
+    writer at a time.
     """
 
     def __init__(self, mlflow_dir: Path) -> None:
         self.dir = Path(mlflow_dir) / "registry"
-        self._mutex = threading.RLock()
-        self._by_name: dict[str, dict[str, Any]] | None = None
+        self._writing = threading.RLock()  # re-entered: writers load the first snapshot
+        self._models: dict[str, dict[str, Any]] | None = None  # published; never mutated
+        # model id -> (record, its latest_per_stage): records never change, so it holds
+        # while the record is the published one (checked by identity)
+        self._latest: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
 
-    def _all(self) -> dict[str, dict[str, Any]]:
-        with self._mutex:
-            if self._by_name is None:
-                models: dict[str, dict[str, Any]] = {}
-                for p in sorted(self.dir.glob("*.json")):
-                    if not p.name.startswith("."):  # a temporary file a crash left
-                        m = json.loads(p.read_text())
-                        models[m["name"]] = m
-                self._by_name = models
-            return self._by_name
+    def _snapshot(self) -> dict[str, dict[str, Any]]:
+        models = self._models
+        if models is None:
+            with self._writing:
+                if self._models is None:
+                    loaded: dict[str, dict[str, Any]] = {}
+                    for p in sorted(self.dir.glob("*.json")):
+                        if not p.name.startswith("."):  # a temporary file a crash left
+                            m = json.loads(p.read_text())
+                            loaded[m["name"]] = m
+                    self._models = loaded
+                models = self._models
+        return models
 
     def get(self, name: str) -> dict[str, Any] | None:
-        """A copy of the registered model's record, None if there is none."""
-        with self._mutex:
-            m = self._all().get(name)
-            return None if m is None else _copy(m)  # type: ignore[no-any-return]
+        """The registered model's record (shared: do not change it), None if there is none."""
+        return self._snapshot().get(name)
 
     def all(self) -> list[dict[str, Any]]:
-        with self._mutex:
-            return _copy(list(self._all().values()))  # type: ignore[no-any-return]
+        """Every record of one snapshot (shared: do not change them)."""
+        return list(self._snapshot().values())
+
+    def latest(self, rm: dict[str, Any]) -> list[dict[str, Any]]:
+        """:func:`latest_per_stage` of a record this registry gave out, computed once per
+        record (a search lists every model's latest versions: each would scan them all)."""
+        hit = self._latest.get(rm["id"])
+        if hit is not None and hit[0] is rm:
+            return hit[1]
+        latest = latest_per_stage(rm)
+        self._latest[rm["id"]] = (rm, latest)
+        return latest
 
     def add(self, model: dict[str, Any]) -> dict[str, Any]:
         """Store a new registered model (ConflictError if its name is taken)."""
-        with self._mutex:
-            if model["name"] in self._all():
+        with self._writing:
+            models = self._snapshot()
+            if model["name"] in models:
                 raise ConflictError(f"Registered Model (name={model['name']}) already exists.",
                                     hint="create a version of it (model-versions/create), "
                                          "or pick another name")
-            self._save(model)
-            return _copy(model)  # type: ignore[no-any-return]
+            m = _thaw(model)
+            self._publish(models, None, m)
+            return m
 
-    def update(self, name: str, fn: Callable[[dict[str, Any]], Any]) -> tuple[dict[str, Any], Any]:
+    def update(self, name: str, fn: Callable[[dict[str, Any]], Any], *,
+               touch: bool = True) -> tuple[dict[str, Any], Any]:
         """Apply ``fn`` to a copy of the record and store the result; ``fn`` may raise to
         refuse (nothing is stored then) and may rename (``record["name"]``; ConflictError if
-        the new name is taken). Returns the new record and what ``fn`` returned."""
-        with self._mutex:
-            models = self._all()
+        the new name is taken). ``touch``: set ``last_updated_timestamp`` (MLflow's store
+        does for every change but tags and aliases). Returns the new record and what ``fn``
+        returned."""
+        with self._writing:
+            models = self._snapshot()
             old = models.get(name)
             if old is None:
                 raise not_found(name)
-            m = _copy(old)
+            m = _thaw(old)
             out = fn(m)
             if m["name"] != name and m["name"] in models:
                 raise ConflictError(f"Registered Model (name={m['name']}) already exists.",
                                     hint="pick another name")
-            m["last_updated_timestamp"] = int(time.time() * 1000)
-            self._save(m)
-            if m["name"] != name:
-                del models[name]
-            return _copy(m), out
+            if touch:
+                m["last_updated_timestamp"] = int(time.time() * 1000)
+            self._publish(models, name, m)
+            return m, out
 
     def delete(self, name: str,
                check: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
         """Remove the registered model (its versions, tags and aliases with it) unless
         ``check`` raises; returns what it was."""
-        with self._mutex:
-            models = self._all()
+        with self._writing:
+            models = self._snapshot()
             m = models.get(name)
             if m is None:
                 raise not_found(name)
             if check is not None:
-                check(_copy(m))
+                check(m)
             try:
                 os.unlink(self.dir / f"{m['id']}.json")
             except FileNotFoundError:
                 pass
-            del models[name]
+            self._publish(models, name, None)
+            self._latest.pop(m["id"], None)
             return m
 
-    def _save(self, model: dict[str, Any]) -> None:
-        _write_json(self.dir / f"{model['id']}.json", model)
-        self._all()[model["name"]] = _copy(model)
+    def _publish(self, models: dict[str, dict[str, Any]], old_name: str | None,
+                 record: dict[str, Any] | None) -> None:
+        """Store ``record``'s file (first: a failed write publishes nothing), then swap in
+        the next snapshot: ``models`` without ``old_name``, with ``record``."""
+        if record is not None:
+            _store(self.dir / f"{record['id']}.json", record)
+        nxt = dict(models)
+        if old_name is not None:
+            del nxt[old_name]
+        if record is not None:
+            nxt[record["name"]] = record
+        self._models = nxt
 
 
 def not_found(name: str) -> NotFoundError:
@@ -164,6 +221,7 @@ _STRING_OPS = {"=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"}
 _TAG_OPS = {"=", "!=", "LIKE", "ILIKE"}
 _NUMERIC_OPS = {"=", "!=", ">", ">=", "<", "<="}
 _TIMESTAMPS = {"creation_timestamp", "last_updated_timestamp"}
+_NUMERIC_ATTRS = _TIMESTAMPS | {"version_number"}
 RM_ATTRS = {"name"} | _TIMESTAMPS
 MV_ATTRS = {"name", "run_id", "source_path", "version_number"} | _TIMESTAMPS
 RM_ORDER = {"name": "name", "timestamp": "last_updated_timestamp",
@@ -270,12 +328,15 @@ def latest_per_stage(rm: dict[str, Any], stages: set[str] | None = None
     return sorted(best.values(), key=lambda v: v["version"])
 
 
-def model_json(rm: dict[str, Any]) -> dict[str, Any]:
-    """MLflow's ``RegisteredModel`` JSON (``latest_versions``: the newest of each stage)."""
+def model_json(rm: dict[str, Any], latest: list[dict[str, Any]] | None = None
+               ) -> dict[str, Any]:
+    """MLflow's ``RegisteredModel`` JSON (``latest_versions``: the newest of each stage,
+    ``latest`` if given: :meth:`ModelRegistry.latest` remembers them)."""
     out: dict[str, Any] = {
         "name": rm["name"], "creation_timestamp": rm["creation_timestamp"],
         "last_updated_timestamp": rm["last_updated_timestamp"], "user_id": rm.get("user_id", ""),
-        "latest_versions": [version_json(rm, v) for v in latest_per_stage(rm)],
+        "latest_versions": [version_json(rm, v) for v in
+                            (latest_per_stage(rm) if latest is None else latest)],
         "tags": _kvs(rm["tags"]),
         "aliases": [{"alias": a, "version": str(n)} for a, n in sorted(rm["aliases"].items())]}
     if rm.get("description"):
@@ -309,7 +370,7 @@ def by_alias(rm: dict[str, Any], alias: str) -> dict[str, Any]:
 def search_clauses(text: str | None, attrs: set[str]) -> list[Clause]:
     clauses = parse_filter(text, "attributes", run_aliases=False, attrs=attrs)
     for c in clauses:
-        if c.kind == "attributes" and (c.key in _TIMESTAMPS or c.key == "version_number"):
+        if c.kind == "attributes" and c.key in _NUMERIC_ATTRS:
             ok_ops = _NUMERIC_OPS
         elif c.kind == "attributes":
             ok_ops = _STRING_OPS
@@ -322,7 +383,22 @@ def search_clauses(text: str | None, attrs: set[str]) -> list[Clause]:
         if c.op not in ok_ops:
             raise bad_input(f"Invalid comparator '{c.op}' for {c.kind}.{c.key}",
                             f"use one of {sorted(ok_ops)}")
-    return clauses
+    return [_numeric(c) if c.kind == "attributes" and c.key in _NUMERIC_ATTRS else c
+            for c in clauses]
+
+
+def _numeric(c: Clause) -> Clause:
+    """The clause comparing as a number, quoted or not (``version_number >= '2'``), as
+    MLflow's SQL store converts it with ``int()``; anything else is refused as MLflow does."""
+    v = c.value
+    try:
+        if isinstance(v, float) and not v.is_integer():
+            raise ValueError(v)
+        n = int(v) if isinstance(v, float) else int(str(v).strip())
+    except (TypeError, ValueError, OverflowError):
+        raise bad_input(f"Invalid value for numeric attribute '{c.key}': {v!r}",
+                        f"compare {c.key} with a whole number, e.g. {c.key} >= 2") from None
+    return dataclasses.replace(c, value=float(n))  # float: mlflow_search compares numerically
 
 
 def without_prompt_clause(clauses: list[Clause]) -> tuple[list[Clause], bool]:
@@ -358,17 +434,6 @@ def order_keys(items: list[str] | None, allowed: dict[str, str]) -> list[tuple[s
     return out
 
 
-def sort_by(items: list[Any], order: list[tuple[str, bool]],
-            value: Callable[[Any, str], Any]) -> list[Any]:
-    for key, asc in reversed(order):  # stable sorts, the last key first
-        items = sorted(items, key=functools.partial(_swap, value, key), reverse=not asc)
-    return items
-
-
-def _swap(value: Callable[[Any, str], Any], key: str, item: Any) -> Any:
-    return value(item, key)
-
-
 def max_results_of(n: int | None, default: int, limit: int) -> int:
     if n is None:
         return default
@@ -378,10 +443,84 @@ def max_results_of(n: int | None, default: int, limit: int) -> int:
     return n
 
 
-def page_of(found: list[Any], token: str | None, size: int) -> tuple[list[Any], str | None]:
+def candidates(reg: ModelRegistry, clauses: list[Clause]
+               ) -> tuple[list[dict[str, Any]], list[Clause]]:
+    """The records a search need look at and the clauses left to apply to them: a ``name
+    =``/``name IN`` clause of names is answered by an index lookup (and so dropped), else
+    all records and all clauses."""
+    for c in clauses:
+        wanted = [c.value] if c.op == "=" else c.value if c.op == "IN" else None
+        if c.kind == "attributes" and c.key == "name" and wanted is not None and all(
+                isinstance(w, str) for w in wanted):
+            got = (reg.get(w) for w in dict.fromkeys(wanted))
+            return [rm for rm in got if rm is not None], [o for o in clauses if o is not c]
+    return reg.all(), clauses
+
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge,
+    "<": operator.lt, "<=": operator.le}
+_VERSION_FIELDS = {"version_number": "version", "creation_timestamp": "creation_timestamp",
+                   "last_updated_timestamp": "last_updated_timestamp"}
+
+
+def version_filter(clauses: list[Clause]) -> Callable[[dict[str, Any], dict[str, Any]], bool]:
+    """Whether a version ``v`` of ``rm`` passes ``clauses`` (from :func:`search_clauses`):
+    the numeric ones compared straight on the record, the others by
+    :func:`.mlflow_search.matches` on MLflow's view of the version (built only for them)."""
+    numeric = [(_VERSION_FIELDS[c.key], _OPS[c.op], c.value) for c in clauses
+               if c.kind == "attributes" and c.key in _NUMERIC_ATTRS]
+    rest = [c for c in clauses if not (c.kind == "attributes" and c.key in _NUMERIC_ATTRS)]
+
+    def passes(rm: dict[str, Any], v: dict[str, Any]) -> bool:
+        for field, op, want in numeric:
+            if not op(v[field], want):
+                return False
+        return not rest or matches({"attributes": {
+            "name": rm["name"], "run_id": v.get("run_id") or None, "source_path": v["source"]},
+            "tags": v["tags"]}, rest)
+
+    return passes
+
+
+class _Desc:
+    """Sorts its value in reverse (a descending name among ascending numbers)."""
+
+    __slots__ = ("v",)
+
+    def __init__(self, v: Any) -> None:
+        self.v = v
+
+    def __lt__(self, other: _Desc) -> bool:
+        return bool(self.v > other.v)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and bool(self.v == other.v)
+
+
+def top_page(found: Iterable[Any], order: list[tuple[str, bool]], token: str | None,
+             size: int, value: Callable[[Any, str], Any]) -> tuple[list[Any], str | None]:
+    """The page of ``found`` in ``order`` (keys ascending or not; numbers and names). Only
+    the rows up to the page's end are kept (a heap), and ``found`` may be a generator: rows
+    that are not kept are never all alive at once (100,000 kept tuples cost more in the
+    garbage collector's passes over the registry's records than in the sort)."""
     start = page_offset(token)
-    page = found[start: start + size]
-    return page, page_token(start + len(page)) if start + len(page) < len(found) else None
+    end = start + size
+    seen = 0
+
+    def counted() -> Iterator[Any]:
+        nonlocal seen
+        for item in found:
+            seen += 1
+            yield item
+
+    def key(item: Any) -> tuple[Any, ...]:
+        return tuple([v if asc else -v if isinstance(v, (int, float)) else _Desc(v)
+                      for v, asc in zip([value(item, k) for k, _ in order], ascending)])
+
+    ascending = [asc for _, asc in order]
+    ranked = heapq.nsmallest(end, counted(), key=key)
+    return ranked[start:end], page_token(end) if end < seen else None
 
 
 # -- bodies ----------------------------------------------------------------------------------------

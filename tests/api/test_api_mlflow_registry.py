@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
+import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -195,7 +197,7 @@ def test_search_filters_order_and_pages(mlflow_env) -> None:
         "tags.team = 'vision' AND tags.state = 'prod'")) == ["beta"]
     assert names(c.search_registered_models(order_by=["name DESC"])) == \
         ["beta", "alpha", "Alphabet"]
-    c.set_registered_model_tag("alpha", "touched", "1")  # alpha is now the latest updated
+    c.update_registered_model("alpha", "touched")  # alpha is now the latest updated
     assert names(c.search_registered_models(order_by=["last_updated_timestamp DESC"]))[0] == \
         "alpha"
     pages, token = [], None
@@ -516,3 +518,137 @@ def test_another_researcher_can_register_your_logged_model(mlflow_env, tokens,
     # A tag that would change the model is still the owner's.
     with pytest.raises(MlflowException, match="belongs to"):
         MlflowClient().set_logged_model_tags(info.model_id, {"stage": "mine now"})
+
+
+def test_version_number_and_timestamps_compare_as_numbers_quoted_or_not(mlflow_env) -> None:
+    """``version_number >= '2'`` compared text ('10' < '2') and ``> 'a'`` answered an empty
+    page; MLflow converts the value with int() and refuses what is not a number."""
+    mlflow.set_experiment("registry-numbers")
+    c = MlflowClient()
+    _run_with_versions(c, "vn", 12)
+
+    def numbers(f: str) -> list[int]:
+        return sorted(int(v.version) for v in c.search_model_versions(f"name = 'vn' AND {f}"))
+
+    assert numbers("version_number >= '2'") == list(range(2, 13))
+    assert numbers("version_number >= 2") == list(range(2, 13))
+    assert numbers("version_number < '10'") == list(range(1, 10))
+    assert numbers("version_number = '11'") == [11]
+    first = c.get_model_version("vn", "1").creation_timestamp
+    assert numbers(f"creation_timestamp >= '{first}'") == list(range(1, 13))
+    created = c.get_registered_model("vn").creation_timestamp
+    assert [m.name for m in c.search_registered_models(
+        f"creation_timestamp >= '{created}'")] == ["vn"]
+    assert c.search_registered_models(f"creation_timestamp > '{created + 10**6}'") == []
+    for bad in ["version_number > 'a'", "version_number = 2.5", "version_number = '2.0'",
+                "last_updated_timestamp < 'yesterday'"]:
+        with pytest.raises(MlflowException, match="Invalid value for numeric attribute") as e:
+            c.search_model_versions(f"name = 'vn' AND {bad}")
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(MlflowException, match="Invalid value for numeric attribute") as e:
+        c.search_registered_models("last_updated_timestamp >= 'x'")
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_tag_and_alias_writes_leave_last_updated_alone(mlflow_env) -> None:
+    """As MLflow's SQL store: only create, update, transition, rename and version deletes
+    move ``last_updated_timestamp``; a tag or an alias does not reorder searches."""
+    mlflow.set_experiment("registry-touch")
+    c = MlflowClient()
+    rid = _run_with_versions(c, "a", 1)
+    time.sleep(0.01)
+    c.create_model_version("a", f"runs:/{rid}/model", run_id=rid)
+    _run_with_versions(c, "b", 1)
+    time.sleep(0.01)
+    v1, rm = c.get_model_version("a", "1"), c.get_registered_model("a")
+    c.set_model_version_tag("a", "1", "validated", "true")
+    c.delete_model_version_tag("a", "1", "validated")
+    c.set_registered_model_tag("a", "team", "x")
+    c.delete_registered_model_tag("a", "team")
+    c.set_registered_model_alias("a", "champion", "1")
+    c.delete_registered_model_alias("a", "champion")
+    assert c.get_model_version("a", "1").last_updated_timestamp == v1.last_updated_timestamp
+    assert c.get_registered_model("a").last_updated_timestamp == rm.last_updated_timestamp
+    assert c.search_model_versions("name='a'")[0].version == "2"
+    assert [m.name for m in c.search_registered_models(order_by=["timestamp DESC"])] == \
+        ["b", "a"]
+    time.sleep(0.01)
+    c.update_model_version("a", "1", "described")  # the version only, as MLflow
+    assert c.get_model_version("a", "1").last_updated_timestamp > v1.last_updated_timestamp
+    assert c.get_registered_model("a").last_updated_timestamp == rm.last_updated_timestamp
+    time.sleep(0.01)
+    moved = c.transition_model_version_stage("a", "2", "Staging")  # both
+    assert c.get_registered_model("a").last_updated_timestamp == \
+        moved.last_updated_timestamp > rm.last_updated_timestamp
+
+
+def test_copy_model_version_from_names_with_hash_at_and_backslash(mlflow_env, server,
+                                                                  tokens) -> None:
+    """The source ``models:/<name>/<version>`` was read with urlparse's fragment, the first
+    ``@`` and a backslash check; it is now parsed as MLflow's ``_parse_model_uri``."""
+    mlflow.set_experiment("registry-copy-names")
+    c = MlflowClient()
+    for i, name in enumerate(["churn #2", "team@prod", "fraud\\v2"], start=1):
+        _run_with_versions(c, name, 1)
+        copied = c.copy_model_version(f"models:/{name}/1", "dst")
+        assert (copied.version, copied.source) == (str(i), f"models:/{name}/1")
+    c.set_registered_model_alias("team@prod", "champ", "1")
+    by_alias = c.copy_model_version("models:/team@prod@champ", "dst")  # the last '@'
+    assert by_alias.source == "models:/team@prod/1"
+    # a refused source stores nothing: the next version is still the next number
+    for bad, why in [("models:/churn #2/1/x", "Not a proper models:/ URI"),
+                     ("models:/team@prod@", "Not a proper models:/ URI"),
+                     ("models:/nope/1", "no registered model")]:
+        status, out = _raw(server, "POST", f"{API}/model-versions/create", tokens["researcher"],
+                           {"name": "dst", "source": bad})
+        assert status == 400 and why in out["message"], (bad, out)
+    assert c.create_model_version("dst", "models:/churn #2/1").version == "5"
+
+
+def test_prompts_register_and_load_and_stay_out_of_model_searches(mlflow_env, server,
+                                                                  tokens) -> None:
+    """MLflow 3's prompt registry rides on these routes: a prompt version's source is the
+    client's placeholder (its template is a tag; it has no files)."""
+    p = mlflow.genai.register_prompt(name="greeting", template="Hello {{name}}")
+    assert p.version == 1
+    assert mlflow.genai.load_prompt("prompts:/greeting/1").template == "Hello {{name}}"
+    p2 = mlflow.genai.register_prompt(name="greeting", template="Hi {{name}}")
+    assert mlflow.genai.load_prompt(f"prompts:/greeting/{p2.version}").template == "Hi {{name}}"
+    c = MlflowClient()
+    assert c.search_registered_models() == [] and c.search_model_versions() == []
+    status, out = _raw(server, "POST", f"{API}/model-versions/create", tokens["researcher"],
+                       {"name": "greeting", "source": "runs:/x/y",
+                        "tags": [{"key": "mlflow.prompt.is_prompt", "value": "true"}]})
+    assert status == 400 and "Invalid prompt source" in out["message"]
+    status, out = _raw(server, "POST", f"{API}/model-versions/create", tokens["researcher"],
+                       {"name": "greeting", "source": "dummy-source"})
+    assert status == 400  # not a prompt: a source this server cannot serve
+
+
+def test_reads_share_one_snapshot_and_never_wait_for_a_write(tmp_path) -> None:
+    """Searches copied the whole registry and alias lookups the whole model, under the lock
+    writes hold while they store a file: reads now share immutable records, lock-free."""
+    reg = ModelRegistry(tmp_path)
+    reg.add(new_model("a", owner="alice"))
+    before = reg.get("a")
+    assert reg.get("a") is before and reg.all()[0] is before  # no copies
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(m: dict) -> None:
+        m["tags"]["k"] = "v"
+        entered.set()
+        release.wait(10)
+
+    writer = threading.Thread(target=reg.update, args=("a", slow))
+    writer.start()
+    try:
+        assert entered.wait(10)
+        t0 = time.monotonic()
+        seen, listed = reg.get("a"), reg.all()
+        assert time.monotonic() - t0 < 1  # did not wait for the write
+        assert seen is before and listed == [before] and before["tags"] == {}
+    finally:
+        release.set()
+        writer.join(10)
+    after = reg.get("a")
+    assert after is not before and after["tags"] == {"k": "v"} and before["tags"] == {}
