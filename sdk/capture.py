@@ -176,11 +176,13 @@ def _git(args: list[str], cwd: str) -> str | None:
     return out.stdout.decode(errors="replace")
 
 
-def capture_git(cwd: str, put_blob: Callable[[bytes], str] | None = None) -> dict[str, Any]:
+def capture_git(cwd: str,
+                put_blob: Callable[[bytes], str | None] | None = None) -> dict[str, Any]:
     """Commit, branch, scrubbed remote, dirty flag and the diff of tracked changes.
 
     The diff (``git diff HEAD``: staged and unstaged changes to tracked files) is stored
-    through ``put_blob`` and referenced by its digest. Returns ``{}`` outside a repository.
+    through ``put_blob`` and referenced by its digest (None when it could not be stored).
+    Returns ``{}`` outside a repository.
     """
     top = _git(["rev-parse", "--show-toplevel"], cwd)
     if top is None:

@@ -304,18 +304,27 @@ class Run:
         self._enqueue({"k": "env", "env": dict(self._env)})
 
     def _capture(self, cwd: str) -> None:
+        stored: list[Any] = []  # the blob store the diff went into, once it did
+
+        def put(data: bytes) -> str | None:
+            # The diff is context: a store that fails (an object store away, a conflicting
+            # ASSAY_BLOB_STORE) costs the diff, never the rest of the record.
+            try:
+                from ..store.blob_config import blob_store_for
+                from ..store.blobs import LocalBlobStore
+
+                # A remote run's diff waits in its local folder for the upload; a local run's
+                # goes where the data directory keeps its blobs (maybe an object store).
+                blobs = (LocalBlobStore(self.dir / "blobs") if self._sender is not None
+                         else blob_store_for(self.dir))
+                digest = blobs.put_bytes(data).digest
+            except Exception as exc:  # noqa: BLE001 - best effort, said in the record
+                log.warning("assay could not store the git diff of run %s: %s", self.id, exc)
+                return None
+            stored.append(blobs)
+            return digest
+
         try:
-            from ..store.blob_config import blob_store_for
-            from ..store.blobs import LocalBlobStore
-
-            # A remote run's diff waits in its local folder for the upload; a local run's goes
-            # where the data directory keeps its blobs (an object store, if so configured).
-            blobs = (LocalBlobStore(self.dir / "blobs") if self._sender is not None
-                     else blob_store_for(self.dir))
-
-            def put(data: bytes) -> str:
-                return blobs.put_bytes(data).digest
-
             git = capture_git(cwd, put)
             env = capture_env()
         except Exception:  # capture is best effort; training must go on
@@ -324,30 +333,34 @@ class Run:
         if git.get("diff_blob"):
             # Where the record is verified, its diff must be stored too: a remote run's
             # diff goes to the server before the record names it as stored there.
-            git["diff_stored"] = (self._upload_diff(blobs, git["diff_blob"])
+            git["diff_stored"] = (self._upload_diff(stored[0], git["diff_blob"])
                                   if self._sender is not None else True)
+        elif git.get("diff_bytes"):
+            git["diff_stored"] = False
         self._env = env
         if not self._finished:
             self._enqueue({"k": "env", "env": env, "git": git})
 
     def _upload_diff(self, blobs: Any, digest: str) -> bool:
         """Send the captured git diff to the run's server (best effort: a server without blob
-        routes, or one that refuses, leaves it in this machine's data directory)."""
+        routes, one away or busy, or one that refuses, leaves it in this machine's data
+        directory)."""
+        import httpx
+
         from ..store.blobs import BlobRef
-        from .remote_artifacts import RemoteArtifacts
+        from .remote import _auth_headers
+        from .remote_artifacts import HttpBlobStore
 
         sender = self._sender
         assert sender is not None
         try:
-            # Quick to give up: finish() waits only CAPTURE_WAIT_S for the capture, and the
-            # environment record waits for this.
-            remote = RemoteArtifacts(sender.server, sender.token, timeout=4.0,
-                                     upload_timeout=4.0)
-            remote.blobs.attempts, remote.blobs.max_backoff = 2, 1.0
-            try:
-                remote.blobs.upload(blobs.path_of(digest), BlobRef(digest, blobs.size(digest)))
-            finally:
-                remote.close()
+            # Quick to give up, a server away included (no retry budget): finish() waits only
+            # CAPTURE_WAIT_S for the capture, and the environment record waits for this.
+            with httpx.Client(base_url=sender.server, headers=_auth_headers(sender.token),
+                              timeout=4.0) as http:
+                store = HttpBlobStore(http, sender.server, attempts=2, max_backoff=1.0,
+                                      upload_timeout=4.0, retry_budget=0.0)
+                store.upload(blobs.path_of(digest), BlobRef(digest, blobs.size(digest)))
         except Exception as exc:  # noqa: BLE001 - the diff is context; training must go on
             log.warning("assay could not send the git diff of run %s to %s (%s); it stays in "
                         "%s", self.id, sender.server, exc, self.dir / "blobs")

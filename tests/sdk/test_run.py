@@ -404,3 +404,31 @@ def test_a_step_logged_again_counts_only_its_last_value_in_min_and_max(data_dir)
     assert api.run(same.id).summary["loss"]["min"] == 0.1
 
 
+
+
+def test_file_urls_with_a_host_are_refused_and_localhost_is_local(tmp_path):
+    from assay.sdk.settings import resolve_data_dir
+
+    assert resolve_data_dir(f"file://localhost{tmp_path}/d") == tmp_path / "d"
+    with pytest.raises(UserInputError, match="names another host"):
+        resolve_data_dir("file://nas01/share")
+
+
+def test_a_diff_the_blob_store_cannot_take_costs_the_diff_not_the_environment(
+        data_dir, tmp_path, monkeypatch):
+    """An object store away (or a conflicting ASSAY_BLOB_STORE) made capture drop the whole
+    environment and git record (regression review)."""
+    from assay.store import blob_config
+    from gitrepo import dirty_checkout  # tests/ is on sys.path (rootdir conftest)
+
+    def away(_dir):
+        raise OSError("the object store does not answer")
+
+    monkeypatch.setattr(blob_config, "blob_store_for", away)
+    monkeypatch.chdir(dirty_checkout(tmp_path / "code", "a = 1\n", "a = 2\n"))
+    with assay.init(project="p", system_metrics_interval=None) as run:
+        run.log({"x": 1.0})
+    rec = assay.Api().run(run.id)
+    assert rec.git["dirty"] is True and rec.git["commit"]
+    assert rec.git["diff_blob"] is None and rec.git["diff_stored"] is False
+    assert rec.env and rec.env.get("python")
