@@ -169,9 +169,14 @@ class RemoteClient:
             log.debug("assay: %s did not answer whoami (%s); the run logs offline", self.server,
                       exc)
             return
-        if resp.status_code == 404:
-            return  # a server without whoami: the first batch tells
-        _raise_for(resp)
+        if resp.status_code in (401, 403):
+            _raise_for(resp)
+        if resp.status_code >= 400:
+            # A server without whoami (404), away behind a proxy or busy (5xx, 429): the run
+            # logs to its outbox, and the first batch the server takes tells the rest.
+            log.debug("assay: %s answered whoami with %d; not checked", self.server,
+                      resp.status_code)
+            return
         try:
             me = resp.json()
         except ValueError:

@@ -55,5 +55,12 @@ def resolve_data_dir(dir: str | os.PathLike[str] | None = None) -> Path:
                  "share one, run `assay server` there and log with server= / ASSAY_SERVER (an "
                  "object store can hold the blobs: ASSAY_BLOB_STORE)")
     if url is not None:
-        text = "/" + text[url.end():]
+        from urllib.parse import unquote, urlparse
+
+        parsed = urlparse(text)
+        if parsed.netloc not in ("", "localhost"):
+            raise UserInputError(f"{text!r} names another host ({parsed.netloc})",
+                                 hint="file:// data directories are local: file:///path (mount "
+                                      "a share first, and name its local path)")
+        text = unquote(parsed.path) or "/"
     return Path(text).expanduser().resolve()

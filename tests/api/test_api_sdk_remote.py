@@ -199,3 +199,58 @@ def test_init_against_a_server_that_does_not_answer_still_logs_offline(tmp_path,
     run.log({"loss": 1.0})
     run._sender.abandon()  # nothing will answer: leave the outbox for `assay sync`
     run.finish()
+
+
+@pytest.mark.parametrize("status", [502, 503, 429])
+def test_init_against_a_busy_or_proxied_server_still_logs_offline(tmp_path, status):
+    """whoami answered 503 behind a proxy while the server restarts: init raised, where the
+    run used to start and log offline (regression review)."""
+    import http.server
+    import threading
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        run = assay.init(project="p", dir=tmp_path / "laptop",
+                         server=f"http://127.0.0.1:{srv.server_port}", token="assay_x",
+                         system_metrics_interval=None, capture=False)
+        run.log({"loss": 1.0})
+        run._sender.abandon()
+        run.finish()
+    finally:
+        srv.shutdown()
+
+
+def test_a_remote_runs_diff_upload_gives_up_quickly_and_keeps_the_env(tmp_path, helpers,
+                                                                      monkeypatch):
+    """With the server away, the diff upload waited out the 600 s retry budget; finish()
+    stopped waiting after 10 s and the run lost its env/git record (regression review)."""
+    from assay.sdk.remote import outbox_segment
+    from assay.store.wal import read_wal
+
+    monkeypatch.chdir(dirty_checkout(tmp_path / "code", "lr = 0.1\n", "lr = 0.2\n"))
+    port = helpers.free_port()  # nothing listens
+    t0 = time.monotonic()
+    run = assay.init(project="p", dir=tmp_path / "laptop", server=f"http://127.0.0.1:{port}",
+                     token="assay_x", system_metrics_interval=None)
+    run.log({"loss": 1.0})
+    run._capturing.join(30)
+    assert not run._capturing.is_alive() and time.monotonic() - t0 < 20
+    run._sender.abandon()
+    run.finish()
+    kinds = [r.data.get("k") for r in read_wal(outbox_segment(tmp_path / "laptop", run.id, 0))]
+    assert "env" in kinds
+    [env] = [r.data for r in read_wal(outbox_segment(tmp_path / "laptop", run.id, 0))
+             if r.data.get("k") == "env"]
+    assert env["git"]["diff_stored"] is False and env["git"]["diff_blob"]
