@@ -186,6 +186,9 @@ class ArtifactRegistry:
                 actor: str) -> ArtifactVersion:
         meta = json.dumps(metadata or {}, default=str, allow_nan=True)
         digest = manifest_digest(entries)
+        # The same content as an older assay stored it: a folder holding one file carried no
+        # folder flag then, so its digest differs; re-logging it unchanged is no new version.
+        same = {digest, manifest_digest(list(entries))}
         mblob = put_manifest(self.blobs, entries)
         actor = actor or (f"run:{run_id}" if run_id else "user")
         with self._writing():
@@ -206,14 +209,14 @@ class ArtifactRegistry:
                 # (a shared dataset) only records this run's edge.
                 moves = [a for a in aliases
                          if latest is None or self._aliases(name).get(a) != latest.version]
-                if latest is None or latest.digest != digest or moves:
+                if latest is None or latest.digest not in same or moves:
                     raise ConflictError(
                         f"artifact {name!r} belongs to project {owner!r}; a run of project "
                         f"{project!r} cannot add versions to it or move its aliases",
                         hint=f"artifact names are shared by every project of this data "
                              f"directory (and server): give yours its own name, e.g. "
                              f"'{project}-{name}'; reading {name!r} (use_artifact) is fine")
-            if (newest is not None and newest["digest"] == digest
+            if (newest is not None and newest["digest"] in same
                     and (latest is None or latest.version != newest["version"])
                     and (name, int(newest["version"])) not in deleted_versions(self.store, name)):
                 # The newest version holds this content but `latest` never reached it: a
@@ -224,7 +227,7 @@ class ArtifactRegistry:
                             "completing it", name, version)
                 self._move_alias(name, "latest", version, actor, "completing an interrupted "
                                  "commit")
-            elif latest is not None and latest.digest == digest:
+            elif latest is not None and latest.digest in same:
                 version = latest.version  # identical content: no new version
                 if (json.loads(meta), description) != (latest.metadata, latest.description) \
                         and (metadata or description):

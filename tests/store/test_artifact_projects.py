@@ -80,3 +80,27 @@ def test_a_commit_killed_after_its_row_is_completed_by_the_retry_not_duplicated(
     api.delete_artifact("m:v1", reason="bad", delete_aliases=True)
     with _init("p") as r:
         assert r.log_artifact(f, name="m", type="model").version == 2
+
+
+def test_a_one_file_folder_logged_before_the_folder_flag_is_not_a_new_version_after_it(
+        data_dir, tmp_path):
+    """Manifests of one-file folders now carry a folder flag, which changes their digest: an
+    upgraded assay made a new version of unchanged data, and refused another project's
+    identical shared dataset (regression review)."""
+    from assay.sdk.graph import open_graph
+    from assay.store.manifests import build_manifest
+
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.csv").write_text("x,y\n1,2\n")
+    g = open_graph(data_dir)
+    entries = build_manifest(folder, g.blobs)
+    # What an older assay stored: the same entries, without the flag.
+    old = g.artifacts.log_manifest(list(entries), "ds", "dataset", project="A")
+    with _init("A") as r:
+        assert r.log_artifact(folder, name="ds", type="dataset").version == old.version == 0
+    with _init("B") as r:  # another project's identical shared dataset
+        assert r.log_artifact(folder, name="ds", type="dataset").version == 0
+    (folder / "train.csv").write_text("x,y\n1,3\n")
+    with _init("A") as r:
+        assert r.log_artifact(folder, name="ds", type="dataset").version == 1
