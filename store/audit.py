@@ -33,6 +33,21 @@ METRICS_FLUSH_INTERVAL = 60.0
 _TAIL = 1 << 16
 
 
+class _TrailIndex:
+    """seq -> hash of a trail's entries read so far, and where reading stopped."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.hashes: dict[int, str] = {}
+        self.inode, self.offset, self.last = -1, 0, b""
+
+
+_INDEXES: dict[str, _TrailIndex] = {}
+_INDEX_LOCK = threading.Lock()
+
+
 class AuditTrail:
     """Appends signed audit entries to ``<data dir>/audit/audit.jsonl``."""
 
@@ -121,6 +136,37 @@ class AuditTrail:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
         return None if head is None else {"seq": head.seq, "hash": head.hash}
+
+    def hash_at(self, seq: Any) -> str | None:
+        """The hash of entry ``seq``, or None when the trail holds none (cut back, deleted).
+        The process keeps an index of each trail it read (shared by every AuditTrail of the
+        same file: a server opens one per request) and reads only the lines appended since
+        (the whole file again if it was replaced, shrank or changed where reading stopped),
+        so checking one run's anchor stays cheap on a long trail."""
+        if not isinstance(seq, int):
+            return None
+        with _INDEX_LOCK:
+            ix = _INDEXES.setdefault(str(self.path), _TrailIndex())
+            if not self.path.exists():
+                ix.reset()
+                return None
+            with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if ix.inode != st.st_ino or st.st_size < ix.offset or (
+                        ix.last and os.pread(f.fileno(), len(ix.last),
+                                             ix.offset - len(ix.last)) != ix.last):
+                    ix.reset()
+                f.seek(ix.offset)
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break  # being appended right now
+                    ix.offset += len(line)
+                    ix.last = line
+                    if line.strip():
+                        row = json.loads(line)
+                        ix.hashes[int(row["seq"])] = str(row["hash"])
+                ix.inode = st.st_ino
+            return ix.hashes.get(seq)
 
     def records(self) -> list[ChainedRecord]:
         """Every record, in chain order."""

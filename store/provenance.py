@@ -289,10 +289,12 @@ def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
         run = store.get_run(run_id)
         names = [run_chain(run.project)] if run is not None else []
     sealed: set[str] = set()
-    audit_records = audit.records() if audit is not None else []
-    in_trail = {(r.seq, r.hash) for r in audit_records}
-    deleted = _audited_deletions(deleted_versions(store),
-                                 audit_records if audit is not None else None)
+    # The whole trail is read only when needed (a full verify, or deletions to confirm):
+    # one run's check looks its anchor up in the trail's index (read incrementally).
+    tombstones = deleted_versions(store)
+    audit_records = (audit.records() if audit is not None and (run_id is None or tombstones)
+                     else [])
+    deleted = _audited_deletions(tombstones, audit_records if audit is not None else None)
     for name in names:
         recs = chains.records(name)
         for p in verify_chain(recs, public_key):
@@ -332,7 +334,7 @@ def verify(store: LanceStore, blobs: BlobStore, public_key: PublicKeyLike,
                 problems.append(Problem(name, rid, rec.seq, d))
             anchor = rec.payload.get("audit_anchor")
             if audit is not None and isinstance(anchor, Mapping) \
-                    and (anchor.get("seq"), anchor.get("hash")) not in in_trail:
+                    and audit.hash_at(anchor.get("seq")) != anchor.get("hash"):
                 problems.append(Problem(name, rid, rec.seq, (
                     f"the audit trail lacks entry {anchor.get('seq')} "
                     f"({str(anchor.get('hash'))[:12]}), which this run's signed record names as "
