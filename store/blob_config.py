@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,20 @@ def _env_options() -> dict[str, Any]:
 def _is_secret(name: str) -> bool:
     from ..sdk.capture import is_secret_param
 
-    return is_secret_param(name) or name.lower() in {"key", "secret", "token", "sas_token"}
+    low = name.lower()
+    return (is_secret_param(name) or low in {"key", "secret", "token", "sas_token"}
+            or low.endswith(("_key_id", "access_key", "connection_string", "credentials")))
+
+
+def _public(options: Any) -> Any:
+    """``options`` without secrets, at any depth (``client_kwargs: {aws_secret_access_key}``,
+    adlfs's ``connection_string``): what may be written to the pin file."""
+    if isinstance(options, dict):
+        return {k: _public(v) for k, v in options.items()
+                if not (isinstance(k, str) and _is_secret(k))}
+    if isinstance(options, list):
+        return [_public(v) for v in options]
+    return options
 
 
 def _pinned(data_dir: Path) -> dict[str, Any] | None:
@@ -72,15 +86,18 @@ def _pin(data_dir: Path, uri: str, options: dict[str, Any]) -> None:
             f"{data_dir} already keeps blobs in {local}: its versions name them, and {uri} "
             "does not hold them", hint="start a new data directory for the object store, or "
                                        "unset ASSAY_BLOB_STORE to keep the local blobs")
-    body = {"uri": uri, "options": {k: v for k, v in options.items() if not _is_secret(k)}}
-    tmp = data_dir / f".{PIN_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")
+    body = {"uri": uri, "options": _public(options)}
+    fd, tmp = tempfile.mkstemp(prefix=f".{PIN_FILE}.", suffix=".tmp", dir=data_dir)
     try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(body, indent=1, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         os.link(tmp, data_dir / PIN_FILE)  # only the first pin wins, even between processes
     except FileExistsError:
-        pass
+        pass  # another process or thread pinned first: its pin is read back
     finally:
-        tmp.unlink(missing_ok=True)
+        os.unlink(tmp)
 
 
 def blob_store_for(data_dir: Path) -> BlobStore:

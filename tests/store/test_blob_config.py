@@ -146,3 +146,35 @@ def test_a_server_whose_directory_is_pinned_to_s3_takes_remote_artifacts_into_th
             == b"\x07" * 10_000
     finally:
         srv.stop()
+
+
+def test_nested_credentials_are_not_pinned_and_racing_pins_agree(tmp_path, clean_env):
+    """client_kwargs' AWS keys and adlfs' connection_string reached blob-store.json, and two
+    threads pinning at once could crash on each other's temp file (regression review)."""
+    import threading
+
+    url = f"memory://nested-{uuid.uuid4().hex[:8]}"
+    clean_env.setenv("ASSAY_BLOB_STORE", url)
+    clean_env.setenv("ASSAY_BLOB_STORE_OPTIONS", json.dumps({
+        "client_kwargs": {"region_name": "eu-west-1", "aws_access_key_id": "AKIA",
+                          "aws_secret_access_key": "s3cr3t"},
+        "connection_string": "AccountName=a;AccountKey=s3cr3t", "skip_instance_cache": True}))
+    errors: list[BaseException] = []
+
+    def open_it():
+        try:
+            blob_store_for(tmp_path)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    text = (tmp_path / PIN_FILE).read_text()
+    assert "s3cr3t" not in text and "AKIA" not in text
+    assert json.loads(text)["options"] == {"client_kwargs": {"region_name": "eu-west-1"},
+                                           "skip_instance_cache": True}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
