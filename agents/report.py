@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotFoundError
+from ..errors import ConflictError, NotFoundError
 from ..store.control import AgentRow, ControlStore, Decision
 from . import report_html as _h
 from .report_analysis import TrialRow, best_so_far, compute_used, importance, savings, tunable
@@ -348,15 +348,22 @@ def _store_artifact(root: Path, r: SweepReport, html: Path, md: Path,
                                "trial_runs": [t.trial_id for t in r.trials]},
                        notes=f"sweep report of agent {r.agent_id}",
                        system_metrics_interval=0, capture=False)
+        kw: dict[str, Any] = {
+            "type": REPORT_TYPE,
+            "description": f"sweep report of {r.objective} (agent {r.agent_id})",
+            "metadata": {"agent_id": r.agent_id, "objective": r.objective,
+                         "metric": r.metric, "mode": r.mode,
+                         "best": b.final if b else None,
+                         "best_run": b.trial_id if b else None,
+                         "trial_runs": [t.trial_id for t in r.trials],
+                         "files": [html.name, md.name]}}
         try:
-            art = run.log_artifact(
-                tmp, name=f"report-{r.objective}", type=REPORT_TYPE,
-                description=f"sweep report of {r.objective} (agent {r.agent_id})",
-                metadata={"agent_id": r.agent_id, "objective": r.objective,
-                          "metric": r.metric, "mode": r.mode,
-                          "best": b.final if b else None, "best_run": b.trial_id if b else None,
-                          "trial_runs": [t.trial_id for t in r.trials],
-                          "files": [html.name, md.name]})
+            try:
+                art = run.log_artifact(tmp, name=f"report-{r.objective}", **kw)
+            except ConflictError:
+                # Artifact names are shared by the data directory's projects: an objective of
+                # the same name in another project owns report-<objective>.
+                art = run.log_artifact(tmp, name=f"report-{r.project}-{r.objective}", **kw)
         except BaseException:
             run.finish("failed")
             raise

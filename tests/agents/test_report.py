@@ -402,3 +402,23 @@ def test_a_launch_reason_shows_the_interval_in_user_units_and_its_clipping():
     assert "lower clipped to the observed range" in text
     plain = _why_launch({"method": "qLogNEI", "predicted_mean": 1.0, "predicted_std": 0.5})
     assert "predicted 1 ± 0.5" in plain and "clipped" not in plain
+
+
+def test_an_objective_of_the_same_name_in_another_project_gets_its_own_report_artifact(
+        sweep, tmp_path):
+    """Artifact names are shared by a data directory's projects, and report-<objective>
+    belongs to the first project that stored one: another project's objective of the same
+    name would have been refused (regression review)."""
+    import dataclasses
+
+    from assay.agents.report import _store_artifact
+
+    root = sweep["root"]
+    other = dataclasses.replace(sweep["report"], project="otherproj")
+    html, md = tmp_path / sweep["html"].name, tmp_path / sweep["html"].with_suffix(".md").name
+    html.write_text(sweep["html"].read_text() + "<!-- otherproj -->")
+    md.write_text("otherproj's report\n")
+    art = _store_artifact(root, other, html, md, link_trials=False)
+    assert art.name == "report-otherproj-sim"
+    assert assay.Api(root).artifact("report-sim:latest").metadata["agent_id"] \
+        == sweep["agent"].agent_id
