@@ -26,13 +26,15 @@ class GpuProbe:
 
     Every GPU of the machine is read (the fleet view shows hosts whole). Which of them this
     run uses shows as ``sys/gpu.N.process_memory_used_mb``: the GPU memory held by this
-    process and its children (data-loader workers, a launcher's trainers), logged only for
-    GPUs where they hold some. NVML names processes by the host's pids, so inside a
-    container with its own pid namespace the key is absent.
+    process and its children (data-loader workers, a launcher's trainers), logged for GPUs
+    where they hold some, and once as 0 when they let a GPU go (so the run's last value does
+    not keep it on that GPU). NVML names processes by the host's pids, so inside a container
+    with its own pid namespace the key is absent.
     """
 
     def __init__(self, nvml: Any | None = None) -> None:
         self.available = False
+        self._held: set[int] = set()  # GPUs this process family held memory on last sample
         self._handles: list[Any] = []
         self._nvml: Any = None
         try:
@@ -53,6 +55,7 @@ class GpuProbe:
             return out
         nv = self._nvml
         ours = _Family()  # per sample: which GPU processes descend from this one
+        held: set[int] = set()
         for i, h in enumerate(self._handles):
             p = f"sys/gpu.{i}."
             try:
@@ -79,6 +82,10 @@ class GpuProbe:
             used = self._process_memory(h, ours)
             if used is not None:
                 out[p + "process_memory_used_mb"] = used / 2**20
+                held.add(i)
+            elif i in self._held:
+                out[p + "process_memory_used_mb"] = 0.0  # let go since the last sample
+        self._held = held
         return out
 
     def _process_memory(self, handle: Any, pids: _Family) -> int | None:

@@ -258,6 +258,13 @@ def test_gpu_probe_says_which_gpus_this_process_and_its_children_use():
         assert "sys/gpu.2.process_memory_used_mb" not in out  # not ours
         assert "sys/gpu.3.process_memory_used_mb" not in out  # NVML could not say
         assert out["sys/gpu.3.utilization_percent"] == 53  # the other fields still come
+        # A GPU let go reads 0 once (the run's last value must not keep it there), then
+        # nothing.
+        probe = GpuProbe(Procs(n=4))
+        assert probe.sample()["sys/gpu.1.process_memory_used_mb"] == 3 * 1024
+        Procs.nvmlDeviceGetComputeRunningProcesses = lambda self, h: []
+        assert probe.sample()["sys/gpu.1.process_memory_used_mb"] == 0.0
+        assert "sys/gpu.1.process_memory_used_mb" not in probe.sample()
         # A binding without the call (FakeNvml has none): the key is simply absent.
         assert not any(k.endswith("process_memory_used_mb") for k in GpuProbe(FakeNvml()).sample())
     finally:
