@@ -75,12 +75,14 @@ def remove_alias(request: Request, who: Researcher, name: Name, alias: Alias,
     """
     api = _api(request)
     _check_user_alias(name, alias)
+    version = None
     if not who.can(Role.SUPERVISOR):
         version = _alias_version(api, name, alias)
         if version is not None:  # a missing alias is the 404 remove_alias raises
             target = api._graph().artifacts.get(name, f"v{version}")
             _check_owner(request, who, target, f"remove its alias {alias!r}")
-    art = api.remove_alias(name, alias, reason=reason, actor=who.name)
+    # Removed only if it still names the version whose owner was checked (409 otherwise).
+    art = api.remove_alias(name, alias, reason=reason, actor=who.name, expect_version=version)
     return ok({"name": name, "alias": alias, "removed_from": art.version, "id": art.id,
                "aliases": list(art.aliases)})
 

@@ -186,7 +186,7 @@ class Api:
         return Artifact(av, g)
 
     def remove_alias(self, name: str, alias: str, *, reason: str = "",
-                     actor: str | None = None) -> Any:
+                     actor: str | None = None, expect_version: int | None = None) -> Any:
         """Remove ``alias`` from artifact ``name`` (the version stays; audited). Returns the
         :class:`~assay.sdk.graph.Artifact` the alias named, as it is now.
 
@@ -213,7 +213,8 @@ class Api:
             raise NotFoundError(f"artifact {name!r} has no live version",
                                 hint="`assay artifacts` lists artifacts and their aliases; "
                                      "`assay artifact list --deleted` deleted versions")
-        version = reg.remove_alias(name, alias, actor or _local_actor(), reason)
+        version = reg.remove_alias(name, alias, actor or _local_actor(), reason,
+                                   expect_version=expect_version)
         return Artifact(reg.get(name, f"v{version}"), g)
 
     def lineage(self, spec: str, direction: str = "up",

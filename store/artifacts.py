@@ -273,13 +273,19 @@ class ArtifactRegistry:
             self._move_alias(av.name, alias, av.version, actor, reason)
         return self.get(av.name, f"v{av.version}")
 
-    def remove_alias(self, name: str, alias: str, actor: str, reason: str) -> int:
+    def remove_alias(self, name: str, alias: str, actor: str, reason: str, *,
+                     expect_version: int | None = None) -> int:
         """Remove ``alias`` (not ``latest``, which assay keeps on the newest live version);
         returns the version it named, which stays. Audited.
+
+        Args:
+            expect_version: Remove it only if it still names this version (a caller that
+                checked who may change that version).
 
         Raises:
             UserInputError: ``alias`` is ``latest`` or not an alias assay could store.
             NotFoundError: ``name`` has no such alias.
+            ConflictError: it names another version than ``expect_version`` now.
         """
         if not _ALIAS_RE.match(alias) or _VERSION_RE.match(alias) or alias == "latest":
             raise UserInputError(f"cannot remove alias {alias!r}",
@@ -293,6 +299,9 @@ class ArtifactRegistry:
                                     hint=f"{name} has aliases {have}" if have
                                     else self._versions_hint(name, current))
             version = current[alias]
+            if expect_version is not None and version != expect_version:
+                raise ConflictError(f"{name}:{alias} moved to v{version} meanwhile",
+                                    hint="look again and retry")
             self._drop_alias(name, alias, version, actor, reason)
         return version
 

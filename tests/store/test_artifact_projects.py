@@ -104,3 +104,19 @@ def test_a_one_file_folder_logged_before_the_folder_flag_is_not_a_new_version_af
     (folder / "train.csv").write_text("x,y\n1,3\n")
     with _init("A") as r:
         assert r.log_artifact(folder, name="ds", type="dataset").version == 1
+
+
+def test_removing_an_alias_that_moved_since_it_was_checked_is_refused(data_dir, tmp_path):
+    """The server checks who may change the version an alias names, then removes it: an
+    alias moved in between was removed from a version nobody checked (regression review)."""
+    f = tmp_path / "m.bin"
+    f.write_bytes(b"a")
+    with _init("p") as r:
+        r.log_artifact(f, name="m", type="model", aliases=["prod"])
+        f.write_bytes(b"b")
+        r.log_artifact(f, name="m", type="model", aliases=["prod"])  # prod: v0 -> v1
+    api = assay.Api()
+    with pytest.raises(ConflictError, match="moved to v1"):
+        api.remove_alias("m", "prod", reason="checked v0", expect_version=0)
+    assert "prod" in api.artifact("m:v1").aliases
+    assert api.remove_alias("m", "prod", reason="ok", expect_version=1).version == 1
