@@ -19,9 +19,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import PermissionDeniedError
 from ..sdk.api import _check_user_alias
-from .auth import Principal, Researcher, Role
+from .artifacts import check_version_owner
+from .auth import Researcher, Role
 from .graph import _api
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
 
@@ -56,7 +56,7 @@ def set_alias(request: Request, who: Researcher, name: Name, alias: Alias,
     _check_user_alias(name, alias)  # 'latest': 400 before anything is looked up
     target = api._graph().artifacts.get(name, f"v{body.version}")
     if not who.can(Role.SUPERVISOR):
-        _check_owner(request, who, target, f"point {alias!r} at it")
+        check_version_owner(request, who, target, f"point {alias!r} at it", own="move aliases on")
     before = _alias_version(api, name, alias)
     art = api.set_alias(f"{name}:v{body.version}", alias, reason=body.reason, actor=who.name)
     return ok({"name": name, "alias": alias, "version": art.version, "id": art.id,
@@ -80,7 +80,8 @@ def remove_alias(request: Request, who: Researcher, name: Name, alias: Alias,
         version = _alias_version(api, name, alias)
         if version is not None:  # a missing alias is the 404 remove_alias raises
             target = api._graph().artifacts.get(name, f"v{version}")
-            _check_owner(request, who, target, f"remove its alias {alias!r}")
+            check_version_owner(request, who, target, f"remove its alias {alias!r}",
+                                own="move aliases on")
     # Removed only if it still names the version whose owner was checked (409 otherwise).
     art = api.remove_alias(name, alias, reason=reason, actor=who.name, expect_version=version)
     return ok({"name": name, "alias": alias, "removed_from": art.version, "id": art.id,
@@ -92,25 +93,3 @@ def _alias_version(api: Any, name: str, alias: str) -> int | None:
         if alias in (r.get("aliases") or []):
             return int(r["version"])
     return None
-
-
-def _check_owner(request: Request, who: Principal, av: Any, what: str) -> None:
-    """The rule of ``DELETE /api/artifacts/{name}/v{n}``: the version must have been logged
-    by a run this researcher started on this server before the version was logged."""
-    remote, run_id = request.app.state.remote, av.created_by
-    owner = remote.owner(run_id) if run_id else None
-    if owner != who.name:
-        whose = (f"run {run_id}, which belongs to {owner}" if owner else
-                 f"run {run_id}, which no token of this server created" if run_id else
-                 "no run")
-        raise PermissionDeniedError(
-            f"artifact version {av.id} was logged by {whose}, not by a run of {who.name}, "
-            f"so {who.name} may not {what}",
-            hint="move aliases on versions your own runs logged, or ask a supervisor")
-    # Clients choose run ids: only a run owned before the version was logged counts.
-    since = remote.owned_since(run_id)
-    if since is None or since > av.created_at:
-        raise PermissionDeniedError(
-            f"artifact version {av.id} was logged before {who.name} started run {run_id} on "
-            f"this server, so it is not that run's version and {who.name} may not {what}",
-            hint="ask a supervisor")

@@ -60,14 +60,19 @@ def delete_artifact(request: Request, who: Researcher,
     """
     graph = _api(request)._graph()
     if re.fullmatch(r"v\d+", version) and not who.can(Role.SUPERVISOR):  # an alias: 400 below
-        _check_owner(request, who, graph.artifacts.get(f"{name}:{version}", include_deleted=True))
+        check_version_owner(request, who,
+                            graph.artifacts.get(f"{name}:{version}", include_deleted=True))
     av = graph.artifacts.delete(f"{name}:{version}", actor=who.name, reason=reason,
                                 delete_aliases=delete_aliases)
     return ok({"deleted": av.id, "name": av.name, "version": av.version,
                "digest": av.digest, "aliases_removed": list(av.aliases)})
 
 
-def _check_owner(request: Request, who: Principal, av: Any) -> None:
+def check_version_owner(request: Request, who: Principal, av: Any, what: str = "delete it",
+                        own: str = "delete") -> None:
+    """Refuse a researcher whose runs did not log version ``av``: it must have been logged by
+    a run this researcher started on this server before the version was logged (``what``
+    they may not do; ``own`` what they may do to their own versions)."""
     remote, run_id = request.app.state.remote, av.created_by
     owner = remote.owner(run_id) if run_id else None
     if owner != who.name:
@@ -75,16 +80,17 @@ def _check_owner(request: Request, who: Principal, av: Any) -> None:
                  f"run {run_id}, which no token of this server created" if run_id else
                  "no run")
         raise PermissionDeniedError(
-            f"artifact version {av.id} was logged by {whose}, not by a run of {who.name}",
-            hint="delete versions your own runs logged, or ask a supervisor")
+            f"artifact version {av.id} was logged by {whose}, not by a run of {who.name}, "
+            f"so {who.name} may not {what}",
+            hint=f"{own} versions your own runs logged, or ask a supervisor")
     # Clients choose run ids: a run id that logged a version outside the server can be
     # started on it later. Only a run owned before the version was logged counts as its own.
     since = remote.owned_since(run_id)
     if since is None or since > av.created_at:
         raise PermissionDeniedError(
             f"artifact version {av.id} was logged before {who.name} started run {run_id} on "
-            "this server, so it is not that run's version",
-            hint="ask a supervisor to delete it")
+            f"this server, so it is not that run's version and {who.name} may not {what}",
+            hint="ask a supervisor")
 
 
 class FileEntry(BaseModel):
