@@ -63,3 +63,33 @@ def wait_for(pred: Callable[[], Any], timeout: float = 30.0, every: float = 0.1)
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(every)
+
+
+def raw_request(server: Any, method: str, path: str, token: str | None, body: object = None, *,
+                raw: bytes | None = None, headers: dict[str, str] | None = None,
+                query: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """One request to ``server`` (anything with ``.port`` on 127.0.0.1) with the path sent
+    exactly as written (no client-side normalizing): ``body`` as JSON, or ``raw`` bytes.
+    Returns (status, the JSON answer, or ``{"raw": bytes}`` when it is not JSON)."""
+    import http.client
+    import json
+    import urllib.parse
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        hdrs = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+        if query:
+            path += "?" + urllib.parse.urlencode(query, doseq=True)
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        out = resp.read()
+        try:
+            return resp.status, json.loads(out)
+        except ValueError:
+            return resp.status, {"raw": out}
+    finally:
+        conn.close()

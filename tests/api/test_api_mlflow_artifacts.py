@@ -15,6 +15,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 mlflow = pytest.importorskip("mlflow")
+from loopback_server import raw_request  # tests/ is on sys.path (rootdir conftest)
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 
@@ -23,19 +24,7 @@ ROOT = "/api/2.0/mlflow-artifacts/artifacts"
 
 def _raw(server, method: str, path: str, token: str | None, body: bytes | None = None,
          headers: dict[str, str] | None = None) -> tuple[int, dict]:
-    """One request with the path sent exactly as written (no client-side normalizing)."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        hdrs = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
-        conn.request(method, path, body=body, headers=hdrs)
-        resp = conn.getresponse()
-        data = resp.read()
-        try:
-            return resp.status, json.loads(data)
-        except ValueError:
-            return resp.status, {"raw": data}
-    finally:
-        conn.close()
+    return raw_request(server, method, path, token, raw=body, headers=headers)
 
 
 def _files_under(root: Path) -> set[str]:

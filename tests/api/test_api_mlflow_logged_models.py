@@ -4,8 +4,6 @@ pyfunc), search/get/tags, run outputs, a restart, ownership and MLflow-style err
 
 from __future__ import annotations
 
-import http.client
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ pytestmark = pytest.mark.integration
 
 mlflow = pytest.importorskip("mlflow")
 sklearn_lm = pytest.importorskip("sklearn.linear_model")
+from loopback_server import raw_request as _raw  # tests/ is on sys.path (rootdir conftest)
 from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -23,26 +22,6 @@ API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 X = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.5], [3.0, 0.5], [0.5, 2.5], [2.5, 3.0]])
 Y = np.array([0, 0, 1, 1, 0, 1])
-
-
-def _raw(server, method: str, path: str, token: str | None, body: object = None,
-         raw: bytes | None = None) -> tuple[int, dict]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=data, headers=headers)
-        resp = conn.getresponse()
-        out = resp.read()
-        try:
-            return resp.status, json.loads(out)
-        except ValueError:
-            return resp.status, {"raw": out}
-    finally:
-        conn.close()
 
 
 def _fit():

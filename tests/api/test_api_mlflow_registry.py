@@ -5,11 +5,9 @@ rename and delete, a restart, ownership, the audit trail and MLflow-style errors
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
 import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,34 +23,13 @@ from assay.api.mlflow_registry_state import ModelRegistry, new_model
 from assay.errors import ConflictError
 from assay.store.audit import AuditTrail
 from assay.store.signing import AuditEntry
+from loopback_server import raw_request as _raw  # tests/ is on sys.path (rootdir conftest)
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 API = "/api/2.0/mlflow"
 X = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.5], [3.0, 0.5], [0.5, 2.5], [2.5, 3.0]])
 Y = np.array([0, 0, 1, 1, 0, 1])
-
-
-def _raw(server, method: str, path: str, token: str | None, body: object = None,
-         query: dict | None = None) -> tuple[int, dict]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if query:
-            path += "?" + urllib.parse.urlencode(query, doseq=True)
-        conn.request(method, path, body=data, headers=headers)
-        resp = conn.getresponse()
-        out = resp.read()
-        try:
-            return resp.status, json.loads(out)
-        except ValueError:
-            return resp.status, {"raw": out}
-    finally:
-        conn.close()
 
 
 def _log(name: str, c: float = 1.0):
@@ -391,7 +368,7 @@ def test_bad_input_gets_mlflow_errors_and_changes_nothing(mlflow_env, server, to
         ("POST", "registered-models/get-latest-versions", {"name": "nope"}, None),
     ]
     for method, path, body, query in missing:
-        status, out = _raw(server, method, f"{API}/{path}", tok, body, query)
+        status, out = _raw(server, method, f"{API}/{path}", tok, body, query=query)
         assert status == 404, (method, path, status, out)
         assert out["error_code"] == "RESOURCE_DOES_NOT_EXIST"
     bad = [
