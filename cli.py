@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import AssayError
+from .errors import AssayError, NotFoundError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="assay: experiment tracking and research agents, self-hosted.")
@@ -296,10 +296,15 @@ def export_key(dir: DirOpt = None) -> None:
 
     A path that is not a data directory is refused (exit 2): a typo must never print a
     brand-new key in place of the one to pin."""
-    from .store.signing import KeyPair
+    from .store.signing import PRIVATE_KEY_FILE, KeyPair
 
     root = _existing(dir)
     try:
+        if not (root / PRIVATE_KEY_FILE).exists():
+            # A key made now would sign nothing yet, and look like the one to pin.
+            raise NotFoundError(f"{root} has no signing key yet: no run has been sealed there",
+                                hint="export the key once the directory holds a finished run "
+                                     "(or from the directory that signs this one's records)")
         sys.stdout.write(KeyPair.load_or_create(root).export_public_key())
     except AssayError as e:
         _fail(e)
@@ -432,8 +437,6 @@ def agents(project: Annotated[str | None, typer.Option("--project", "-p")] = Non
 def decisions(agent_id: str, dir: DirOpt = None,
               limit: Annotated[int, typer.Option(help="newest N")] = 50) -> None:
     """An agent's decisions (launch, stop, override, ...) with their reasons."""
-    from .errors import NotFoundError
-
     ctl = _control(_existing(dir))
     if ctl.get_agent(agent_id) is None:
         _fail(NotFoundError(f"no agent {agent_id!r}", hint="list agents with `assay agents`"))

@@ -84,6 +84,16 @@ def test_a_remote_runs_local_directory_is_one(tmp_path):
     assert out.exit_code == 0 and "synced 0 WAL segment(s)" in out.output, out.output
 
 
+def test_export_key_of_a_directory_without_a_key_makes_none(tmp_path):
+    """A remote run's local directory (only an outbox) has no signing key: export-key made
+    one, which signs nothing and looks like the key to pin."""
+    local = tmp_path / "local"
+    (local / "outbox").mkdir(parents=True)
+    out = runner.invoke(app, ["export-key", "--dir", str(local)])
+    assert out.exit_code == 2 and "no signing key yet" in out.output, out.output
+    assert not (local / "signing_key.pem").exists()
+
+
 def test_setup_commands_may_start_a_new_directory(tmp_path):
     """`assay token create` comes before `assay server` on a fresh machine."""
     from assay.api.cli import token_app
