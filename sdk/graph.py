@@ -45,7 +45,7 @@ def open_graph(data_dir: Path) -> Graph:
 class Artifact:
     """A handle on one immutable artifact version (returned by ``log_artifact`` and
     ``use_artifact``): ``name``, ``version``, ``digest``, ``type``, ``aliases``,
-    ``metadata``, and :meth:`download`."""
+    ``metadata``, :meth:`download`, and :meth:`set_alias` / :meth:`remove_alias`."""
 
     def __init__(self, version: Any, graph: Graph) -> None:
         self._v = version
@@ -148,6 +148,33 @@ class Artifact:
 
         self._g.artifacts.delete(self._v.id, actor=_local_actor(), reason=reason,
                                  delete_aliases=delete_aliases)
+
+    def set_alias(self, alias: str, *, reason: str = "") -> Artifact:
+        """Point ``alias`` (``"prod"``; not ``latest``) at this version, audited; returns this
+        version as it is now (see :meth:`assay.Api.set_alias`). On a run logging to a server,
+        the server does it (its owner rule applies)."""
+        from .api import _check_user_alias, _local_actor
+
+        _check_user_alias(self._v.name, alias)
+        self._g.artifacts.set_alias(self._v.id, alias, _local_actor(), reason)
+        return self._refreshed()
+
+    def remove_alias(self, alias: str, *, reason: str = "") -> Artifact:
+        """Remove ``alias`` if it names this version (a ConflictError if it names another
+        now); returns this version as it is now."""
+        from .api import _check_user_alias, _local_actor
+
+        _check_user_alias(self._v.name, alias)
+        self._g.artifacts.remove_alias(self._v.name, alias, _local_actor(), reason,
+                                       expect_version=self._v.version)
+        return self._refreshed()
+
+    def _refreshed(self) -> Artifact:
+        import dataclasses
+
+        now = self._g.artifacts.get(self._v.name, f"v{self._v.version}")
+        self._v = dataclasses.replace(self._v, aliases=now.aliases)  # the rest is immutable
+        return self
 
     def files(self) -> list[Any]:
         """The manifest: (path, digest, size) per file."""

@@ -404,6 +404,26 @@ class RemoteArtifacts:
         materialize(self.manifest(av), self.blobs, dest, workers=self.workers)
         return Path(dest)
 
+    def get(self, name: str, sel: str) -> ArtifactVersion:
+        """A version as the server has it now (``sel``: ``vN`` or an alias; its manifest blob
+        is not served: ``manifest_blob`` is empty)."""
+        resp = self.blobs.request("GET", f"/api/artifacts/{name}/{sel}")
+        return _version({"manifest_blob": "", **resp.json()})
+
+    def set_alias(self, spec: str, alias: str, actor: str = "", reason: str = "") -> None:
+        """Point ``alias`` at the version ``spec`` names, on the server (the token's name is
+        the actor there; its owner rule applies)."""
+        name, _, version = spec.partition(":")
+        self.blobs.request("PUT", f"/api/artifacts/{name}/aliases/{alias}", idempotent=True,
+                           json={"version": int(version.removeprefix("v")), "reason": reason})
+
+    def remove_alias(self, name: str, alias: str, actor: str = "", reason: str = "", *,
+                     expect_version: int | None = None) -> None:
+        """Remove ``alias`` on the server. (The server checks the version it names against
+        the token's runs; ``expect_version`` is checked there only for researchers.)"""
+        self.blobs.request("DELETE", f"/api/artifacts/{name}/aliases/{alias}",
+                           idempotent=False, params={"reason": reason})
+
     def delete(self, spec: str, *, actor: str = "", reason: str = "",
                delete_aliases: bool = False) -> None:
         """Delete a version on the server (the token's name is the actor there)."""

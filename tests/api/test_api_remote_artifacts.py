@@ -456,3 +456,15 @@ def test_a_server_too_old_for_remote_artifacts_is_named_before_any_upload(
     assert uploads == []
     run.finish()  # the run's records were not touched
     assert run._sender.error is None
+
+
+def test_a_remote_runs_artifact_handle_moves_its_aliases_on_the_server(server, tokens,
+                                                                       tmp_path, data_dir):
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"weights")
+    with _remote_run(server, tokens["researcher"], tmp_path / "laptop") as run:
+        art = run.log_artifact(f, "w")
+        assert set(art.set_alias("prod", reason="eval").aliases) == {"latest", "prod"}
+    assert assay.Api(data_dir).artifact("w:prod").version == art.version
+    assert art.download(tmp_path / "dl").read_bytes() == b"weights"  # the handle still works
+    assert set(art.remove_alias("prod").aliases) == {"latest"}

@@ -144,3 +144,26 @@ def test_cli_get_refuses_a_folder_holding_other_files(model, tmp_path):
                               "--dir", str(model.dir)])
     assert out.exit_code == 2 and "already exists" in out.output
     assert (busy / "mine.txt").read_text() == "keep me"
+
+
+def test_the_artifact_handle_moves_and_removes_its_own_aliases(data_dir, tmp_path):
+    """W&B users promote from the handle they hold; it had no alias methods."""
+    from assay.errors import ConflictError
+
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"one")
+    with assay.init(project="p", system_metrics_interval=None, capture=False) as run:
+        v0 = run.log_artifact(f, name="m", type="model")
+        f.write_bytes(b"two")
+        v1 = run.log_artifact(f, name="m", type="model")
+    assert v0.set_alias("prod", reason="eval passed") is v0
+    assert set(v0.aliases) == {"prod"}
+    assert assay.Api().artifact("m:prod").version == 0
+    v1.set_alias("prod")  # moves it
+    with pytest.raises(ConflictError, match="moved to v1"):
+        v0.remove_alias("prod")  # it names v1 now: not v0's to remove
+    assert set(v1.remove_alias("prod").aliases) == {"latest"}
+    with pytest.raises(UserInputError, match="managed by assay"):
+        v1.set_alias("latest")
+    audit = [e for e in assay.Api().audit_log() if e["action"] == "artifact.alias"]
+    assert any(e["reason"] == "eval passed" for e in audit)
