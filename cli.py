@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import AssayError, NotFoundError
+from .errors import AssayError, NotFoundError, UserInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="assay: experiment tracking and research agents, self-hosted.")
@@ -34,6 +35,11 @@ def _register_server_commands() -> None:
 _register_server_commands()
 
 DirOpt = Annotated[Path | None, typer.Option("--dir", help="data directory (default: $ASSAY_DIR or ~/.assay)")]
+ServerOpt = Annotated[str | None, typer.Option(
+    "--server", help="ask this assay server instead of a data directory (default $ASSAY_SERVER "
+                     "when no --dir is given)")]
+TokenOpt = Annotated[str | None, typer.Option(
+    "--token", help="bearer token for --server (default $ASSAY_TOKEN)")]
 
 
 def _fail(exc: AssayError) -> None:
@@ -57,6 +63,28 @@ def _existing(dir: Path | None) -> Path:
         raise  # unreachable: _fail exits
 
 
+def _api(dir: Path | None, server: str | None = None, token: str | None = None) -> Any:
+    """The Api a command reads through: a server (``--server``, or ``$ASSAY_SERVER`` when no
+    ``--dir`` is given), else an existing data directory (refused, exit 2, when it is not one)."""
+    from .sdk.api import Api
+
+    if dir is not None and server is not None:
+        _fail(UserInputError("pass --dir or --server, not both",
+                             hint="--dir reads a data directory here; --server asks a server"))
+    if dir is None and (server or os.environ.get("ASSAY_SERVER")):
+        try:
+            return Api(server=server or os.environ["ASSAY_SERVER"], token=token)
+        except AssayError as e:
+            _fail(e)
+    if token is not None:
+        _fail(UserInputError("--token is for --server", hint="leave --token out, or pass --server"))
+    root = _existing(dir)
+    try:
+        return Api(root)
+    except AssayError as e:
+        _fail(e)
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if math.isnan(v) or math.isinf(v):
@@ -68,13 +96,13 @@ def _fmt(v: Any) -> str:
 @app.command()
 def runs(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
          dir: DirOpt = None,
-         limit: Annotated[int, typer.Option(help="newest N runs")] = 50) -> None:
+         limit: Annotated[int, typer.Option(help="newest N runs")] = 50,
+         server: ServerOpt = None, token: TokenOpt = None) -> None:
     """List runs, newest last, with their status and summary."""
-    from .sdk.api import Api
-
-    root = _existing(dir)
+    api = _api(dir, server, token)
+    root = api.server or api.dir
     try:
-        df = Api(root).runs(project=project)
+        df = api.runs(project=project)
     except AssayError as e:
         _fail(e)
     if df.height == 0:
@@ -95,12 +123,12 @@ def runs(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
 
 @app.command()
 def show(run_id: str, dir: DirOpt = None,
-         as_json: Annotated[bool, typer.Option("--json", help="print the record as JSON")] = False) -> None:
+         as_json: Annotated[bool, typer.Option("--json", help="print the record as JSON")] = False,
+         server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Show one run: status, config, summary, git and environment."""
-    from .sdk.api import Api
-
+    api = _api(dir, server, token)
     try:
-        r = Api(_existing(dir)).run(run_id)
+        r = api.run(run_id)
     except AssayError as e:
         _fail(e)
     rec: dict[str, Any] = {
@@ -310,16 +338,6 @@ def export_key(dir: DirOpt = None) -> None:
         _fail(e)
 
 
-def _control(dir: Path | None) -> Any:
-    from .sdk.settings import data_dir
-    from .store.control import LanceControlStore
-    from .store.ingest import IngestLock
-    from .store.lance import LanceStore
-
-    root = data_dir(dir)
-    return LanceControlStore(LanceStore(root), IngestLock(root))
-
-
 @contextmanager
 def live_progress(objective: Any) -> Iterator[Callable[[dict[str, Any]], None]]:
     """A live table of an objective's progress; yields the ``on_progress`` callback."""
@@ -417,96 +435,86 @@ def report(objective: Annotated[str, typer.Argument(help="objective name or agen
 
 @app.command()
 def agents(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
-           dir: DirOpt = None) -> None:
+           dir: DirOpt = None, server: ServerOpt = None, token: TokenOpt = None) -> None:
     """List agents with their objective, status and progress."""
-    rows = _control(_existing(dir)).list_agents(project)
-    if not rows:
+    api = _api(dir, server, token)
+    try:
+        df = api.agents(project)
+    except AssayError as e:
+        _fail(e)
+    if df.height == 0:
         console.print("no agents yet")
         return
     t = Table(title="agents")
     for c in ("agent_id", "objective", "project", "status", "trials", "best"):
         t.add_column(c, overflow="fold")
-    for a in rows:
-        trials = a.state.get("trials", {})
-        best = trials.get(a.state.get("best") or "", {}).get("final")
-        t.add_row(a.agent_id, a.objective, a.project, str(a.status), str(len(trials)), _fmt(best))
+    for a in df.iter_rows(named=True):
+        t.add_row(a["agent_id"], a["objective"], a["project"], a["status"],
+                  str(a["trials_total"]), _fmt(a["best_value"]))
     console.print(t)
 
 
 @app.command()
 def decisions(agent_id: str, dir: DirOpt = None,
-              limit: Annotated[int, typer.Option(help="newest N")] = 50) -> None:
+              limit: Annotated[int, typer.Option(help="newest N")] = 50,
+              server: ServerOpt = None, token: TokenOpt = None) -> None:
     """An agent's decisions (launch, stop, override, ...) with their reasons."""
-    ctl = _control(_existing(dir))
-    if ctl.get_agent(agent_id) is None:
-        _fail(NotFoundError(f"no agent {agent_id!r}", hint="list agents with `assay agents`"))
-    ds = ctl.decisions(agent_id=agent_id)
-    for d in ds[-limit:]:
-        console.print(f"{d.hlc[:13]} [bold]{d.kind:9}[/] {d.trial_id:12} {d.summary}")
+    api = _api(dir, server, token)
+    try:
+        ds = api.decisions(agent_id, limit=limit)
+    except AssayError as e:
+        _fail(e)
+    for d in ds.iter_rows(named=True):
+        console.print(f"{d['hlc'][:13]} [bold]{d['kind']:9}[/] {d['trial_id']:12} {d['summary']}")
 
 
 def _override(agent_id: str, action: str, params: dict[str, Any], reason: str,
-              dir: Path | None) -> None:
-    import getpass
-    import time as _time
-
-    from .agents.hlc import HybridLogicalClock
-    from .agents.overrides import check_sendable, stamp
-    from .store.control import Override
-
-    ctl = _control(_existing(dir))
-    row = ctl.get_agent(agent_id)
-    if row is None:
-        _fail(AssayError(f"no agent {agent_id!r}", hint="list agents with `assay agents`"))
-    try:  # what the agent would reject, or an agent that ended: refused, nothing stored
-        check_sendable(row, action, params,
-                       again="run the objective again (`assay run OBJECTIVE.yaml`) to go on")
+              dir: Path | None, server: str | None = None, token: str | None = None) -> None:
+    api = _api(dir, server, token)
+    if not reason.strip():
+        _fail(UserInputError("an override needs a reason",
+                             hint='pass -r "why": it goes into the audit trail and the '
+                                  "agent's decisions"))
+    try:
+        if action == "stop_run":
+            sent = api.stop_run(params["trial_id"], reason=reason)
+        else:
+            sent = api.override(agent_id, action, params, reason=reason)
     except AssayError as e:
         _fail(e)
-    o = Override(agent_id, action, params, f"cli:{getpass.getuser()}", reason,
-                 stamp(ctl, agent_id, HybridLogicalClock("cli")), _time.time())
-    ctl.add_override(o)
-    console.print(f"{action} sent to agent {agent_id} (override {o.override_id}); it applies "
-                  "at the agent's next step")
+    console.print(f"{action} sent to agent {sent['agent_id']} (override {sent['override_id']}); "
+                  "it applies at the agent's next step")
 
 
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="why (goes into the audit log)")]
 
 
 @app.command()
-def pause(agent_id: str, reason: ReasonOpt = "", dir: DirOpt = None) -> None:
+def pause(agent_id: str, reason: ReasonOpt = "", dir: DirOpt = None,
+          server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Pause an agent: no new trials; running ones go on."""
-    _override(agent_id, "pause", {}, reason, dir)
+    _override(agent_id, "pause", {}, reason, dir, server, token)
 
 
 @app.command()
-def resume(agent_id: str, reason: ReasonOpt = "", dir: DirOpt = None) -> None:
+def resume(agent_id: str, reason: ReasonOpt = "", dir: DirOpt = None,
+           server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Resume a paused agent."""
-    _override(agent_id, "resume", {}, reason, dir)
+    _override(agent_id, "resume", {}, reason, dir, server, token)
 
 
 @app.command()
-def stop(agent_id: str, reason: ReasonOpt = "", dir: DirOpt = None) -> None:
+def stop(agent_id: str, reason: ReasonOpt = "", dir: DirOpt = None,
+         server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Stop an agent and its running trials."""
-    _override(agent_id, "stop", {}, reason, dir)
+    _override(agent_id, "stop", {}, reason, dir, server, token)
 
 
 @app.command("stop-run")
-def stop_run(run_id: str, reason: ReasonOpt = "", dir: DirOpt = None) -> None:
+def stop_run(run_id: str, reason: ReasonOpt = "", dir: DirOpt = None,
+             server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Stop one running trial (its agent stops it at its next step)."""
-    root = _existing(dir)
-    ctl = _control(root)
-    owners = [d.agent_id for d in ctl.decisions(trial_id=run_id) if d.kind == "launch"]
-    if not owners:
-        from .store.lance import LanceStore
-
-        if LanceStore(root).get_run(run_id) is None:
-            _fail(AssayError(f"no run {run_id!r}",
-                             hint="check the id: `assay runs` lists runs, `assay agents` "
-                                  "the agents"))
-        _fail(AssayError(f"run {run_id!r} was not launched by an agent",
-                         hint="stop-run acts on agent trials; see `assay agents`"))
-    _override(owners[-1], "stop_run", {"trial_id": run_id}, reason, root)
+    _override("", "stop_run", {"trial_id": run_id}, reason, dir, server, token)
 
 
 def main() -> None:  # pragma: no cover - console script entry

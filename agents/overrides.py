@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from .hlc import HybridLogicalClock
 
 __all__ = ["OVERRIDE_POLL_S", "PROJECT_BUDGET_KEY", "apply_pending", "check_sendable",
-           "declare_project_budget", "project_budget", "reevaluate", "set_space", "stamp"]
+           "declare_project_budget", "project_budget", "reevaluate", "send_override",
+           "set_space", "stamp"]
 
 log = logging.getLogger(__name__)
 OVERRIDE_POLL_S = 0.25
@@ -42,6 +43,19 @@ def stamp(control: ControlStore, agent_id: str, clock: HybridLogicalClock) -> st
     if sent:
         clock.update(sent[-1].hlc)
     return str(clock.now())
+
+
+def send_override(control: ControlStore, audit: Any, a: AgentRow, action: str,
+                  params: Mapping[str, Any], actor: str, reason: str,
+                  clock: HybridLogicalClock) -> Override:
+    """Store an override for agent ``a`` (applied at its next step) and append it to the
+    audit trail with who and why. Check it with :func:`check_sendable` first."""
+    o = Override(a.agent_id, action, dict(params), actor, reason,
+                 stamp(control, a.agent_id, clock), time.time())
+    control.add_override(o)
+    audit.record(actor, f"override.{action}", f"agent:{a.agent_id}", reason,
+                 {"params": dict(params), "override_id": o.override_id})
+    return o
 
 
 _TERMINAL = ("finished", "failed", "stopped")

@@ -14,7 +14,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -22,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..agents.hlc import HybridLogicalClock
 from ..agents.objective import Objective
-from ..agents.overrides import check_sendable, stamp
+from ..agents.overrides import check_sendable, send_override
+from ..agents.public import agent_public, decision_public, override_public
 from ..errors import ConflictError, NotFoundError, PermissionDeniedError
 from ..scheduler.base import is_import_target
-from ..store.control import AgentRow, ControlStore, LanceControlStore, Override
+from ..store.control import AgentRow, ControlStore, LanceControlStore
 from ..store.ingest import IngestLock
 from ..store.lance import LanceStore
 from .auth import Principal, Researcher, Role, Viewer
@@ -54,29 +54,6 @@ def _agent_or_404(request: Request, agent_id: str) -> AgentRow:
     return a
 
 
-def agent_public(a: AgentRow, *, trials: bool = False) -> dict[str, Any]:
-    ts = a.state.get("trials", {})
-    counts: dict[str, int] = {}
-    for t in ts.values():
-        counts[t["status"]] = counts.get(t["status"], 0) + 1
-    best_id = a.state.get("best")
-    best = ts.get(best_id) if best_id else None
-    out: dict[str, Any] = {
-        "agent_id": a.agent_id, "objective": a.objective, "project": a.project,
-        "status": str(a.status), "metric": a.spec.get("metric"), "mode": a.spec.get("mode"),
-        "owner": a.spec.get("owner", ""), "updated_at": a.updated_at, "hlc": a.hlc,
-        "counts": counts, "trials_total": len(ts),
-        "budget": a.state.get("budget", a.spec.get("budget")),
-        "concurrency": a.state.get("concurrency"),
-        "best": None if best is None else {"trial_id": best_id, "value": best.get("final"),
-                                           "config": best.get("config")},
-    }
-    if trials:
-        out["spec"] = a.spec
-        out["trials"] = [{"trial_id": k, **v} for k, v in ts.items()]
-    return out
-
-
 @router.get("/agents", summary="Agents and their progress")
 def list_agents(request: Request, who: Viewer,
                 project: Annotated[str | None, Query(max_length=128)] = None) -> SafeJSONResponse:
@@ -89,12 +66,6 @@ def get_agent(request: Request, who: Viewer, agent_id: AgentId) -> SafeJSONRespo
     return ok(agent_public(_agent_or_404(request, agent_id), trials=True))
 
 
-def _decision_public(d: Any) -> dict[str, Any]:
-    return {"decision_id": d.decision_id, "agent_id": d.agent_id, "project": d.project,
-            "trial_id": d.trial_id, "kind": d.kind, "summary": d.summary,
-            "explanation": d.explanation, "hlc": d.hlc, "time": d.time}
-
-
 @router.get("/decisions", summary="Decisions with their evidence (newest last)")
 def list_decisions(request: Request, who: Viewer,
                    agent_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9]{4,64}$")] = None,
@@ -105,7 +76,7 @@ def list_decisions(request: Request, who: Viewer,
     ds = control_store(request).decisions(agent_id=agent_id, project=project, trial_id=trial_id)
     if kind:
         ds = [d for d in ds if d.kind == kind]
-    return ok({"decisions": [_decision_public(d) for d in ds[-limit:]], "total": len(ds)})
+    return ok({"decisions": [decision_public(d) for d in ds[-limit:]], "total": len(ds)})
 
 
 class ObjectiveBody(BaseModel):
@@ -190,12 +161,8 @@ def _may_override(who: Principal, a: AgentRow) -> None:
 
 def _send(request: Request, who: Principal, a: AgentRow, action: str, params: dict[str, Any],
           reason: str) -> dict[str, Any]:
-    ctl = control_store(request)
-    o = Override(a.agent_id, action, params, who.name, reason,
-                 stamp(ctl, a.agent_id, _hlc), time.time())
-    ctl.add_override(o)
-    request.app.state.audit.record(who.name, f"override.{action}", f"agent:{a.agent_id}", reason,
-                                   {"params": params, "override_id": o.override_id})
+    o = send_override(control_store(request), request.app.state.audit, a, action, params,
+                      who.name, reason, _hlc)
     return {"override_id": o.override_id, "agent_id": a.agent_id, "action": action,
             "status": "pending"}
 
@@ -245,7 +212,4 @@ def stop_run(request: Request, who: Researcher,
 def list_overrides(request: Request, who: Viewer, agent_id: AgentId) -> SafeJSONResponse:
     _agent_or_404(request, agent_id)
     rows = control_store(request).overrides(agent_id)
-    return ok({"overrides": [{"override_id": o.override_id, "action": o.action,
-                              "params": o.params, "actor": o.actor, "reason": o.reason,
-                              "status": str(o.status), "result": o.result, "hlc": o.hlc,
-                              "time": o.time} for o in rows]})
+    return ok({"overrides": [override_public(o) for o in rows]})

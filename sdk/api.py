@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import polars as pl
 
@@ -35,18 +35,80 @@ _RUN_COLUMNS = ["run_id", "project", "name", "status", "group", "tags", "notes",
 
 
 class Api:
-    """Read access to a data directory (the same one ``assay.init`` writes to by default).
+    """Runs, metrics, artifacts, agents and their decisions, where ``assay.init`` logs them:
+    a data directory (``dir``, else ``$ASSAY_DIR``, else ``~/.assay``) or an ``assay server``
+    (``server=``, else ``$ASSAY_SERVER`` when no ``dir`` is given), with ``token`` (else
+    ``$ASSAY_TOKEN``).
 
+    On a server the token's role applies: viewers read, researchers override the agents they
+    declared, supervisors any agent. What reads the data directory's files itself (verify,
+    checkpoint, gc, the audit log, artifacts and lineage) runs where the directory is.
     Reads see every commit of every process: handles re-check the table version per read.
     """
 
-    def __init__(self, dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, dir: str | os.PathLike[str] | None = None, *,
+                 server: str | None = None, token: str | None = None) -> None:
+        if dir is not None and server is not None:
+            raise UserInputError("pass dir= or server=, not both",
+                                 hint="dir= reads a data directory on this machine; server= "
+                                      "asks an assay server over HTTP")
+        if server is None and dir is None:
+            server = os.environ.get("ASSAY_SERVER") or None
+        self.server: str | None = None
+        self._remote: Any = None
+        if server is not None:
+            self.server = _check_server(server)
+            token = token if token is not None else os.environ.get("ASSAY_TOKEN") or None
+            self._http, self._token = _http_client(self.server, token), token
+            # No data directory here: the methods that read one say so (_local_only).
+            self.dir = cast(Path, None)
+            self.store = cast(LanceStore, None)
+            return
+        if token is not None:
+            raise UserInputError("token= is for server=: a data directory needs none",
+                                 hint="leave token out, or pass server= too")
         if dir is not None and not Path(dir).expanduser().is_dir():  # a typo reads as empty
             raise NotFoundError(f"no assay data directory at {dir}",
                                 hint="check the path (assay.init(dir=...) creates it with "
                                      "the first run; leave dir out for $ASSAY_DIR or ~/.assay)")
         self.dir = data_dir(dir)
         self.store = LanceStore(self.dir)
+
+    # -- where the data is --------------------------------------------------------------------
+    @property
+    def is_remote(self) -> bool:
+        """True when this Api asks a server (``server=`` or ``$ASSAY_SERVER``)."""
+        return self.server is not None
+
+    def _reader(self) -> Any:
+        if self._remote is None:
+            from .remote_api import RemoteReader
+
+            self._remote = RemoteReader(self.server, self._token)  # type: ignore[arg-type]
+        return self._remote
+
+    def _control(self) -> Any:
+        from .control_api import LocalControl, RemoteControl
+
+        if self.server is not None:
+            return RemoteControl(self._http, self.server)
+        return LocalControl(self.dir)
+
+    def _local_only(self, what: str) -> None:
+        if self.server is not None:
+            raise UserInputError(
+                f"{what} reads the data directory's files itself, and this Api asks the server "
+                f"{self.server}",
+                hint="run it on the server's machine with Api(dir=DATA_DIR) (or the matching "
+                     "`assay ... --dir DATA_DIR` command)")
+
+    def close(self) -> None:
+        """Close the HTTP connections of a server's Api (a local one holds none)."""
+        if self._remote is not None:
+            self._remote.close()
+            self._remote = None
+        if self.server is not None:
+            self._http.close()
 
     def runs(self, project: str | None = None,
              filters: Mapping[str, Any] | pl.Expr | None = None) -> pl.DataFrame:
@@ -56,52 +118,20 @@ class Api:
         ``filters`` is a polars expression (``pl.col("config.lr") < 1e-3``) or a mapping of
         column to required value (``{"status": "completed", "config.depth": 2}``).
         """
-        table = self.store.runs_table(project)
+        if self.server is not None:
+            return self._reader().runs(  # type: ignore[no-any-return]
+                project=project, filters=filters)
         rows = []
-        for raw in table.to_pylist():
+        for raw in self.store.runs_table(project).to_pylist():
             r = run_from_row(raw)
-            row: dict[str, Any] = {c: raw[c] for c in _RUN_COLUMNS}
-            for k, v in _flatten(r.config).items():
-                row[f"config.{k}"] = v
-            for k, s in r.summary.items():
-                # min/max in their own columns, as the server's runs query has them: a
-                # summary key named "loss.max" must not collide with the max of "loss".
-                row[f"summary.{k}"] = s["last"]
-                row[f"summary_min.{k}"] = s["min"]
-                row[f"summary_max.{k}"] = s["max"]
-            for k, v in _flatten(r.summary_set).items():
-                row[f"summary.{k}"] = v
-            rows.append(row)
-        if not rows:
-            df = pl.DataFrame(schema={c: pl.String for c in _RUN_COLUMNS})
-        else:
-            df = pl.DataFrame(rows, infer_schema_length=None, strict=False)
-        for c in ("created_at", "updated_at", "finished_at"):
-            if c in df.columns:
-                df = df.with_columns(
-                    (pl.col(c).cast(pl.Float64) * 1e6).cast(pl.Int64)
-                    .cast(pl.Datetime("us", "UTC")).alias(c))
-        if rows:
-            df = df.sort("created_at")
-        if filters is None:
-            return df
-        if isinstance(filters, pl.Expr):
-            return df.filter(filters)
-        if not isinstance(filters, Mapping):
-            raise UserInputError("filters must be a mapping or a polars expression",
-                                 hint='e.g. filters={"status": "completed"}')
-        for col, want in filters.items():
-            if col not in df.columns:
-                raise UserInputError(f"unknown column {col!r} in filters",
-                                     hint="columns: " + ", ".join(df.columns[:40]))
-            df = df.filter(pl.col(col) == want)
-        return df
+            rows.append(run_row(raw, r.config, r.summary, r.summary_set))
+        return filter_runs(runs_frame(rows), filters)
 
     def run(self, run_id: str) -> RunRecord:
         """The stored record of one run (config, summary, status, env, git)."""
-        if not isinstance(run_id, str) or not run_id:
-            raise UserInputError(f"run id must be a non-empty string, got {run_id!r}",
-                                 hint="see `assay runs` for ids")
+        check_run_id_arg(run_id)
+        if self.server is not None:
+            return self._reader().run(run_id)  # type: ignore[no-any-return]
         r = self.store.get_run(run_id)
         if r is None:
             raise NotFoundError(f"no run {run_id!r} in {self.dir}",
@@ -110,6 +140,8 @@ class Api:
 
     def history(self, run_id: str, keys: Sequence[str] | str | None = None) -> pl.DataFrame:
         """Every point of a run: columns run_id, key, step, value, time (UTC)."""
+        if self.server is not None:
+            return self._reader().history(run_id, keys)  # type: ignore[no-any-return]
         self.run(run_id)
         if isinstance(keys, str):
             keys = [keys]
@@ -117,9 +149,10 @@ class Api:
 
 
     # -- artifacts, lineage, verification ------------------------------------------------------
-    def _graph(self) -> Any:
+    def _graph(self, what: str = "this") -> Any:
         from .graph import open_graph
 
+        self._local_only(what)
         return open_graph(self.dir)
 
     def artifacts(self, project: str | None = None, name: str | None = None, *,
@@ -128,8 +161,8 @@ class Api:
 
         Deleted versions only with ``include_deleted`` (then with ``deleted_at``,
         ``deleted_by`` and ``delete_reason`` columns)."""
-        return self._graph().artifacts.list(project=project, name=name,
-                                            include_deleted=include_deleted)
+        return self._graph("Api.artifacts()").artifacts.list(
+            project=project, name=name, include_deleted=include_deleted)
 
     def delete_artifact(self, spec: str, *, reason: str = "", delete_aliases: bool = False,
                         actor: str | None = None) -> Any:
@@ -140,8 +173,8 @@ class Api:
         that still has aliases (``latest`` included) is refused unless ``delete_aliases``.
         Its blobs are freed by :meth:`gc`. Returns the deleted version.
         """
-        return self._graph().artifacts.delete(spec, actor=actor or _local_actor(),
-                                              reason=reason, delete_aliases=delete_aliases)
+        return self._graph("Api.delete_artifact()").artifacts.delete(
+            spec, actor=actor or _local_actor(), reason=reason, delete_aliases=delete_aliases)
 
     def gc(self, *, grace: float | None = None, dry_run: bool = False,
            actor: str | None = None) -> Any:
@@ -149,14 +182,14 @@ class Api:
         (default an hour, so uploads in flight are safe). Returns a
         :class:`~assay.store.gc.GcReport` (counts, bytes, digests); ``dry_run`` deletes
         nothing. Local blob stores only."""
-        return self._graph().artifacts.gc(grace=grace, dry_run=dry_run,
-                                          actor=actor or _local_actor())
+        return self._graph("Api.gc()").artifacts.gc(grace=grace, dry_run=dry_run,
+                                                    actor=actor or _local_actor())
 
     def artifact(self, spec: str) -> Any:
         """One artifact version by ``name:latest`` / ``name:v3`` / ``name:ALIAS``."""
         from .graph import Artifact
 
-        g = self._graph()
+        g = self._graph("Api.artifact()")
         return Artifact(g.artifacts.get(spec), g)
 
     def set_alias(self, spec: str, alias: str, *, reason: str = "",
@@ -181,7 +214,7 @@ class Api:
                                  hint=f"name it: {name}:v3, or {name}:latest")
         _check_user_alias(name, alias)
         _check_reason(reason)
-        g = self._graph()
+        g = self._graph("Api.set_alias()")
         av = g.artifacts.set_alias(spec, alias, actor=actor or _local_actor(), reason=reason)
         return Artifact(av, g)
 
@@ -207,7 +240,7 @@ class Api:
         _check_user_alias(name, alias)
         parse_spec(f"{name}:{alias}")  # an alias assay could never have stored: 400, not 404
         _check_reason(reason)
-        g = self._graph()
+        g = self._graph("Api.remove_alias()")
         reg = g.artifacts
         if reg.list(name=name).height == 0:
             raise NotFoundError(f"artifact {name!r} has no live version",
@@ -224,7 +257,7 @@ class Api:
         (``run:<id>``). Returns (nodes, edges)."""
         from ..store.lineage import lineage, run_node
 
-        g = self._graph()
+        g = self._graph("Api.lineage()")
         if spec.startswith("run:"):
             node = run_node(self.run(spec[4:]).run_id)
         else:
@@ -257,7 +290,7 @@ class Api:
 
         pinned = None if public_key is None else anchor.read_public_key(public_key)
         checkpoints = anchor.load_checkpoints(checkpoint)
-        g = self._graph()
+        g = self._graph("Api.verify()")
         if run_id is not None:
             self.run(run_id)
         key = g.audit.key if pinned is None else pinned
@@ -295,7 +328,7 @@ class Api:
         from ..store.checkpoint import make_checkpoint
         from ..store.provenance import ChainStore
 
-        g = self._graph()
+        g = self._graph("Api.checkpoint()")
         cp = make_checkpoint(ChainStore(g.store), g.audit, g.audit.key)
         if out is not None:
             path = Path(out).expanduser()
@@ -309,8 +342,158 @@ class Api:
 
     def audit_log(self) -> list[dict[str, Any]]:
         """The audit trail, oldest first: seq, at, actor, action, target, reason, details."""
-        _, rows = self._graph().audit.entries(limit=10**9)
+        _, rows = self._graph("Api.audit_log()").audit.entries(limit=10**9)
         return rows[::-1]
+
+    # -- agents: progress, decisions, overrides ------------------------------------------------
+    def agents(self, project: str | None = None) -> pl.DataFrame:
+        """One row per agent: objective, project, status, owner, metric and mode, trial
+        counts (``trials_total`` and ``trials.<status>``), the best trial and its value,
+        concurrency, last update."""
+        from .control_api import agents_frame
+
+        if project is not None:
+            _check_project(project)
+        return agents_frame(self._control().agents(project))
+
+    def agent(self, agent_id: str) -> dict[str, Any]:
+        """One agent as the API shows it, with its objective ``spec``, current ``budget``
+        and ``concurrency``, and every trial (id, status, config, final value, ...)."""
+        from .control_api import check_agent_id
+
+        return self._control().agent(check_agent_id(agent_id))  # type: ignore[no-any-return]
+
+    def decisions(self, agent_id: str | None = None, *, project: str | None = None,
+                  trial_id: str | None = None, kind: str | None = None,
+                  limit: int | None = None) -> pl.DataFrame:
+        """Decisions (launch, stop, complete, override, ...) with their evidence, oldest
+        first: why each config was chosen, why each trial was stopped. ``limit``: the newest
+        N. The ``explanation`` column holds the evidence as JSON text."""
+        from .control_api import check_agent_id, check_kind, check_run_id, decisions_frame
+
+        if agent_id is not None:
+            check_agent_id(agent_id)
+        if trial_id is not None:
+            check_run_id(trial_id)
+        if project is not None:
+            _check_project(project)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise UserInputError(f"limit must be an int >= 1, got {limit!r}")
+        rows = self._control().decisions(agent_id, project, trial_id, check_kind(kind), limit)
+        return decisions_frame(rows)
+
+    def overrides(self, agent_id: str) -> pl.DataFrame:
+        """The overrides sent to an agent, oldest first, with their outcome: ``pending``
+        until its next step, then ``applied`` or ``rejected`` (``result`` says why)."""
+        from .control_api import check_agent_id, overrides_frame
+
+        return overrides_frame(self._control().overrides(check_agent_id(agent_id)))
+
+    def override(self, agent_id: str, action: str, params: Mapping[str, Any] | None = None,
+                 *, reason: str) -> dict[str, Any]:
+        """Send an override, applied at the agent's next step and recorded with who and why
+        (in its decisions and the audit trail). ``action``: ``pause``, ``resume``, ``stop``,
+        ``stop_run`` (``{"trial_id": ...}``), ``budget`` (``{"budget": {"trials": 40}}``),
+        ``concurrency`` (``{"concurrency": 2}``), ``space`` (``{"space": {...}}``) or ``pin``
+        (``{"config": {...}}``). It is checked as the agent would check it: a bad one, or one
+        for an agent that ended, raises and stores nothing.
+
+        Returns:
+            ``{"override_id", "agent_id", "action", "status": "pending"}``; follow it with
+            :meth:`overrides`.
+        """
+        from .control_api import check_agent_id, check_override_reason
+
+        check_agent_id(agent_id)
+        why = check_override_reason(reason)
+        if not isinstance(action, str) or action not in _ACTIONS:
+            raise UserInputError(f"unknown override action {action!r}",
+                                 hint="one of: " + ", ".join(_ACTIONS))
+        if params is None:
+            params = {}
+        if not isinstance(params, Mapping):
+            raise UserInputError(f"params must be a mapping, got {type(params).__name__}",
+                                 hint='e.g. {"concurrency": 2}')
+        return self._control().override(  # type: ignore[no-any-return]
+            agent_id, action, params, why, _local_actor())
+
+    def pause(self, agent_id: str, *, reason: str) -> dict[str, Any]:
+        """Pause an agent: it launches no new trial; running ones go on."""
+        return self.override(agent_id, "pause", reason=reason)
+
+    def resume(self, agent_id: str, *, reason: str) -> dict[str, Any]:
+        """Resume a paused agent."""
+        return self.override(agent_id, "resume", reason=reason)
+
+    def stop_agent(self, agent_id: str, *, reason: str) -> dict[str, Any]:
+        """Stop an agent and its running trials (each stop is recorded)."""
+        return self.override(agent_id, "stop", reason=reason)
+
+    def set_budget(self, agent_id: str, budget: Mapping[str, Any], *,
+                   reason: str) -> dict[str, Any]:
+        """Change an agent's budget limits (``{"trials": 40}``, ``{"wall_clock": "2h"}``);
+        the limits not named stay."""
+        return self.override(agent_id, "budget", {"budget": budget}, reason=reason)
+
+    def set_concurrency(self, agent_id: str, concurrency: int, *, reason: str) -> dict[str, Any]:
+        """Change how many trials the agent runs at once."""
+        return self.override(agent_id, "concurrency", {"concurrency": concurrency},
+                             reason=reason)
+
+    def set_space(self, agent_id: str, space: Mapping[str, Any], *,
+                  reason: str) -> dict[str, Any]:
+        """Replace the agent's search space (queued suggestions and pins outside it drop)."""
+        return self.override(agent_id, "space", {"space": space}, reason=reason)
+
+    def pin(self, agent_id: str, config: Mapping[str, Any], *, reason: str) -> dict[str, Any]:
+        """Have the agent run ``config`` next (as soon as a slot is free)."""
+        return self.override(agent_id, "pin", {"config": config}, reason=reason)
+
+    def stop_run(self, run_id: str, *, reason: str) -> dict[str, Any]:
+        """Stop one running trial through the agent that launched it."""
+        from .control_api import check_override_reason, check_run_id
+
+        check_run_id(run_id)
+        why = check_override_reason(reason)
+        return self._control().stop_run(  # type: ignore[no-any-return]
+            run_id, why, _local_actor())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_ACTIONS = ("pause", "resume", "stop", "stop_run", "budget", "concurrency", "space", "pin")
+
+
+def _check_project(project: Any) -> None:
+    from ..store.records import validate_name
+
+    validate_name("project", project)
+
+
+def _check_server(server: Any) -> str:
+    """An ``http(s)://host[:port]`` URL, without a trailing slash."""
+    from urllib.parse import urlsplit
+
+    url = server.strip().rstrip("/") if isinstance(server, str) else ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UserInputError(f"server must be an http(s) URL, got {server!r}",
+                             hint="e.g. server='http://127.0.0.1:8000' (what `assay server` "
+                                  "prints), or set $ASSAY_SERVER")
+    return url
+
+
+def _http_client(server: str, token: str | None) -> Any:
+    import httpx
+
+    from .remote import _auth_headers
+
+    return httpx.Client(base_url=server, headers=_auth_headers(token), timeout=30.0)
 
 
 def existing_data_dir(dir: str | os.PathLike[str] | None = None) -> Path:
@@ -374,6 +557,84 @@ def _local_actor() -> str:
         return f"user:{getpass.getuser()}"
     except (KeyError, OSError):  # no login name (some containers)
         return "user"
+
+
+# -- shared by Api and the server reader (sdk/remote_api.py): one runs frame, one filter --
+def check_run_id_arg(run_id: Any) -> None:
+    """Refuse a run id that is not a non-empty string (UserInputError)."""
+    if not isinstance(run_id, str) or not run_id:
+        raise UserInputError(f"run id must be a non-empty string, got {run_id!r}",
+                             hint="see `assay runs` for ids")
+
+
+def history_keys(keys: Any) -> list[str] | None:
+    """``keys`` of :meth:`Api.history` as a list (one key, or an iterable of keys), None for
+    every key. Raises UserInputError for anything else."""
+    if keys is None:
+        return None
+    if isinstance(keys, str):
+        return [keys]
+    if not isinstance(keys, (bytes, Mapping)) and isinstance(keys, Iterable):
+        out = list(keys)
+        if all(isinstance(k, str) for k in out):
+            return out
+    raise UserInputError(f"keys must be a metric key or a list of keys, got {keys!r:.80}",
+                         hint='e.g. keys="loss" or keys=["loss", "val/acc"]')
+
+
+def run_row(core: Mapping[str, Any], config: Mapping[str, Any],
+            summary: Mapping[str, Mapping[str, Any]],
+            summary_set: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of :meth:`Api.runs`: the run columns (taken from ``core``), ``config.*``,
+    then per metric ``summary.*``/``summary_min.*``/``summary_max.*`` from ``summary``
+    (``{key: {"last", "min", "max", ...}}``), then the values set explicitly, which win."""
+    row: dict[str, Any] = {c: core[c] for c in _RUN_COLUMNS}
+    for k, v in _flatten(config).items():
+        row[f"config.{k}"] = v
+    for k, s in summary.items():
+        # min/max in their own columns, as the server's runs query has them: a
+        # summary key named "loss.max" must not collide with the max of "loss".
+        row[f"summary.{k}"] = s["last"]
+        row[f"summary_min.{k}"] = s["min"]
+        row[f"summary_max.{k}"] = s["max"]
+    for k, v in _flatten(summary_set).items():
+        row[f"summary.{k}"] = v
+    return row
+
+
+def runs_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
+    """The frame of :meth:`Api.runs` from :func:`run_row` rows: times as UTC datetimes,
+    sorted by ``created_at``."""
+    if not rows:
+        df = pl.DataFrame(schema={c: pl.String for c in _RUN_COLUMNS})
+    else:
+        df = pl.DataFrame(rows, infer_schema_length=None, strict=False)
+    for c in ("created_at", "updated_at", "finished_at"):
+        if c in df.columns:
+            df = df.with_columns(
+                (pl.col(c).cast(pl.Float64) * 1e6).cast(pl.Int64)
+                .cast(pl.Datetime("us", "UTC")).alias(c))
+    if rows:
+        df = df.sort("created_at")
+    return df
+
+
+def filter_runs(df: pl.DataFrame,
+                filters: Mapping[str, Any] | pl.Expr | None) -> pl.DataFrame:
+    """``df`` filtered as :meth:`Api.runs` documents (an expression, or column: value)."""
+    if filters is None:
+        return df
+    if isinstance(filters, pl.Expr):
+        return df.filter(filters)
+    if not isinstance(filters, Mapping):
+        raise UserInputError("filters must be a mapping or a polars expression",
+                             hint='e.g. filters={"status": "completed"}')
+    for col, want in filters.items():
+        if col not in df.columns:
+            raise UserInputError(f"unknown column {col!r} in filters",
+                                 hint="columns: " + ", ".join(df.columns[:40]))
+        df = df.filter(pl.col(col) == want)
+    return df
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

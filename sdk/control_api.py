@@ -1,0 +1,261 @@
+"""People in charge, from Python: agents, their decisions and overrides for ``assay.Api``.
+
+Two backends answer the same calls with the same shapes (the ones the server's REST API
+serves, :mod:`assay.agents.public`): :class:`LocalControl` reads and writes a data directory
+(as the ``assay pause|resume|stop`` commands do), :class:`RemoteControl` talks to an
+``assay server`` (``/api/agents``, ``/api/decisions``, ``/api/agents/{id}/overrides``,
+``/api/runs/{id}/stop``), where roles apply: viewers read, researchers override the agents
+they declared, supervisors any agent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ..errors import AssayError, NotFoundError, UserInputError
+
+__all__ = [
+    "LocalControl",
+    "RemoteControl",
+    "agents_frame",
+    "check_agent_id",
+    "check_override_reason",
+    "decisions_frame",
+    "overrides_frame",
+]
+
+_AGENT_ID = re.compile(r"^[A-Za-z0-9]{4,64}$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
+#: Every kind of decision an agent records (agents/agent.py, agents/overrides.py).
+DECISION_KINDS = ("launch", "complete", "stop", "fail", "retry", "resume", "skip", "stale",
+                  "override", "retrain", "wait", "finish")
+
+
+def check_agent_id(agent_id: Any) -> str:
+    """An agent id's form (4-64 letters and digits): no agent has another."""
+    if not isinstance(agent_id, str):
+        raise UserInputError(f"an agent id is a string, got {agent_id!r}",
+                             hint="e.g. 'ag3f9c1e2a7b': `assay agents` (Api().agents()) lists them")
+    if not _AGENT_ID.match(agent_id):
+        raise NotFoundError(f"no agent {agent_id!r}: agent ids are 4-64 letters and digits",
+                            hint="list the agents with `assay agents` (Api().agents())")
+    return agent_id
+
+
+def check_run_id(run_id: Any) -> str:
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise UserInputError(f"not a run id: {run_id!r}",
+                             hint="run ids are letters and digits: `assay runs` lists them")
+    return run_id
+
+
+def check_override_reason(reason: Any) -> str:
+    """An override names why (the audit trail and the agent's decisions keep it)."""
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 2000:
+        raise UserInputError(
+            "an override needs a reason: a non-blank string of at most 2000 characters",
+            hint='say why, e.g. reason="loss diverging on every trial since the data change"')
+    return reason.strip()
+
+
+class LocalControl:
+    """Agents of a local data directory (the ones ``assay run`` started there)."""
+
+    def __init__(self, root: Path) -> None:
+        from ..store.control import LanceControlStore
+        from ..store.ingest import IngestLock
+        from ..store.lance import LanceStore
+
+        self.root = root
+        self.control = LanceControlStore(LanceStore(root), IngestLock(root))
+
+    def _row(self, agent_id: str) -> Any:
+        a = self.control.get_agent(agent_id)
+        if a is None:
+            raise NotFoundError(f"no agent {agent_id!r} in {self.root}",
+                                hint="list the agents with `assay agents` (Api().agents())")
+        return a
+
+    def agents(self, project: str | None = None) -> list[dict[str, Any]]:
+        from ..agents.public import agent_public
+
+        return [agent_public(a) for a in self.control.list_agents(project)]
+
+    def agent(self, agent_id: str) -> dict[str, Any]:
+        from ..agents.public import agent_public
+
+        return agent_public(self._row(agent_id), trials=True)
+
+    def decisions(self, agent_id: str | None, project: str | None, trial_id: str | None,
+                  kind: str | None, limit: int | None) -> list[dict[str, Any]]:
+        from ..agents.public import decision_public
+
+        if agent_id is not None:
+            self._row(agent_id)
+        ds = self.control.decisions(agent_id=agent_id, project=project, trial_id=trial_id)
+        if kind:
+            ds = [d for d in ds if d.kind == kind]
+        return [decision_public(d) for d in (ds[-limit:] if limit else ds)]
+
+    def overrides(self, agent_id: str) -> list[dict[str, Any]]:
+        from ..agents.public import override_public
+
+        self._row(agent_id)
+        return [override_public(o) for o in self.control.overrides(agent_id)]
+
+    def override(self, agent_id: str, action: str, params: Mapping[str, Any], reason: str,
+                 actor: str) -> dict[str, Any]:
+        """Check the override as the agent would (nothing is stored when it is refused),
+        store it and audit it. Returns ``{override_id, agent_id, action, status}``."""
+        from ..agents.hlc import HybridLogicalClock
+        from ..agents.overrides import check_sendable, send_override
+        from ..store.audit import AuditTrail
+
+        a = self._row(agent_id)
+        check_sendable(a, action, params,
+                       again="run the objective again (`assay run OBJECTIVE.yaml`) to go on")
+        o = send_override(self.control, AuditTrail(self.root), a, action, params, actor, reason,
+                          HybridLogicalClock("sdk"))
+        return {"override_id": o.override_id, "agent_id": a.agent_id, "action": action,
+                "status": "pending"}
+
+    def stop_run(self, run_id: str, reason: str, actor: str) -> dict[str, Any]:
+        """Stop a trial through the agent that launched it."""
+        owners = [d.agent_id for d in self.control.decisions(trial_id=run_id)
+                  if d.kind == "launch"]
+        if not owners:
+            from ..store.lance import LanceStore
+
+            if LanceStore(self.root).get_run(run_id) is None:
+                raise NotFoundError(f"no run {run_id!r} in {self.root}",
+                                    hint="check the id: Api().runs() lists runs, "
+                                         "Api().agent(AGENT_ID) an agent's trials")
+            raise NotFoundError(f"run {run_id!r} was not launched by an agent",
+                                hint="stop_run acts on agent trials; see Api().agents()")
+        return self.override(owners[-1], "stop_run", {"trial_id": run_id}, reason, actor)
+
+
+class RemoteControl:
+    """Agents of an ``assay server``, over its REST API (the token's role applies)."""
+
+    def __init__(self, http: Any, server: str) -> None:
+        self.http, self.server = http, server
+
+    def _call(self, method: str, url: str, **kw: Any) -> Any:
+        import httpx
+
+        from .remote import _raise_for
+
+        try:
+            resp = self.http.request(method, url, **kw)
+        except httpx.TransportError as exc:
+            raise AssayError(f"cannot reach the assay server at {self.server}: {exc}",
+                             hint="check the URL (server= or $ASSAY_SERVER) and that "
+                                  "`assay server` runs there") from None
+        _raise_for(resp)
+        return resp.json()
+
+    def agents(self, project: str | None = None) -> list[dict[str, Any]]:
+        params = {"project": project} if project is not None else {}
+        return list(self._call("GET", "/api/agents", params=params)["agents"])
+
+    def agent(self, agent_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/api/agents/{agent_id}"))
+
+    def decisions(self, agent_id: str | None, project: str | None, trial_id: str | None,
+                  kind: str | None, limit: int | None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {k: v for k, v in (("agent_id", agent_id), ("project", project),
+                                                    ("trial_id", trial_id), ("kind", kind))
+                                  if v is not None}
+        if agent_id is not None:
+            self.agent(agent_id)  # 404 for an unknown agent, as locally (not an empty list)
+        # The server answers the newest `limit` (at most 5000) and the total: ask for all.
+        params["limit"] = min(limit or 5000, 5000)
+        body = self._call("GET", "/api/decisions", params=params)
+        rows = list(body["decisions"])
+        total = int(body.get("total", len(rows)))
+        if limit is None and total > len(rows):
+            raise AssayError(
+                f"the server holds {total} matching decisions and serves the newest 5000",
+                hint="narrow it with agent_id=, trial_id= or kind=, or pass limit=5000")
+        return rows
+
+    def overrides(self, agent_id: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/api/agents/{agent_id}/overrides")["overrides"])
+
+    def override(self, agent_id: str, action: str, params: Mapping[str, Any], reason: str,
+                 actor: str) -> dict[str, Any]:
+        body = {"action": action, "params": dict(params), "reason": reason}
+        return dict(self._call("POST", f"/api/agents/{agent_id}/overrides", json=body))
+
+    def stop_run(self, run_id: str, reason: str, actor: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/api/runs/{run_id}/stop", json={"reason": reason}))
+
+
+def _time(t: Any) -> datetime | None:
+    return datetime.fromtimestamp(float(t), UTC) if isinstance(t, int | float) and t else None
+
+
+def agents_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """One row per agent: ids, objective, status, owner, metric and mode, trials (in all and
+    per status), the best trial and its value, concurrency, last update (UTC)."""
+    statuses = sorted({s for r in rows for s in (r.get("counts") or {})})
+    out = []
+    for r in rows:
+        best = r.get("best") or {}
+        row: dict[str, Any] = {
+            "agent_id": r["agent_id"], "objective": r.get("objective"),
+            "project": r.get("project"), "status": r.get("status"), "owner": r.get("owner"),
+            "metric": r.get("metric"), "mode": r.get("mode"),
+            "trials_total": r.get("trials_total", 0)}
+        for s in statuses:
+            row[f"trials.{s}"] = (r.get("counts") or {}).get(s, 0)
+        row.update({"best_trial_id": best.get("trial_id"), "best_value": best.get("value"),
+                    "concurrency": r.get("concurrency"), "updated_at": _time(r.get("updated_at"))})
+        out.append(row)
+    schema: dict[str, Any] = {
+              "agent_id": pl.String, "objective": pl.String, "project": pl.String,
+              "status": pl.String, "owner": pl.String, "metric": pl.String, "mode": pl.String,
+              "trials_total": pl.Int64, **{f"trials.{s}": pl.Int64 for s in statuses},
+              "best_trial_id": pl.String, "best_value": pl.Float64, "concurrency": pl.Int64,
+              "updated_at": pl.Datetime("us", "UTC")}
+    return pl.DataFrame(out, schema=schema)
+
+
+def decisions_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """One row per decision, oldest first; ``explanation`` (the evidence) as JSON text:
+    ``pl.col("explanation").str.json_decode()`` or ``json.loads`` reads it."""
+    schema: dict[str, Any] = {
+              "decision_id": pl.String, "agent_id": pl.String, "project": pl.String,
+              "trial_id": pl.String, "kind": pl.String, "summary": pl.String,
+              "time": pl.Datetime("us", "UTC"), "hlc": pl.String, "explanation": pl.String}
+    return pl.DataFrame([{**{k: r.get(k) for k in schema}, "time": _time(r.get("time")),
+                          "explanation": json.dumps(r.get("explanation"), default=str)}
+                         for r in rows], schema=schema)
+
+
+def overrides_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """One row per override sent to an agent, oldest first, with what became of it."""
+    schema: dict[str, Any] = {
+              "override_id": pl.String, "action": pl.String, "params": pl.String,
+              "actor": pl.String, "reason": pl.String, "status": pl.String,
+              "result": pl.String, "time": pl.Datetime("us", "UTC"), "hlc": pl.String}
+    return pl.DataFrame([{**{k: r.get(k) for k in schema}, "time": _time(r.get("time")),
+                          "params": json.dumps(r.get("params"), default=str)} for r in rows],
+                        schema=schema)
+
+
+def check_kind(kind: Any) -> str | None:
+    if kind is None:
+        return None
+    if not isinstance(kind, str) or kind not in DECISION_KINDS:
+        raise UserInputError(f"unknown decision kind {kind!r}",
+                             hint="one of: " + ", ".join(DECISION_KINDS))
+    return kind

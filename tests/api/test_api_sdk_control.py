@@ -1,0 +1,291 @@
+"""``assay.Api``'s agents, decisions and overrides: on a data directory and against a real
+uvicorn server (the same calls, the same frames; the server's roles apply)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+from assay import Api
+from assay.errors import (
+    AssayError,
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    UserInputError,
+)
+from assay.store.control import AgentRow, AgentStatus, Decision, LanceControlStore
+from assay.store.ingest import IngestLock
+from assay.store.lance import LanceStore
+from loopback_server import free_port
+
+AGENT = "agtoy00001"
+
+
+@pytest.fixture
+def agent(data_dir: Path) -> LanceControlStore:
+    ctl = LanceControlStore(LanceStore(data_dir), IngestLock(data_dir))
+    spec = {"name": "toy", "project": "p", "metric": "score", "mode": "max",
+            "owner": "researcher", "budget": {"trials": 4},
+            "space": {"x": {"uniform": [0, 1]}, "steps": 3}}
+    state = {"trials": {"t1": {"config": {"x": 0.1, "steps": 3}, "status": "completed",
+                               "final": 0.9, "origin": "searcher", "reason": "",
+                               "curve": [[0, 0.5]]},
+                        "t2": {"config": {"x": 0.7, "steps": 3}, "status": "running",
+                               "final": None, "origin": "searcher", "reason": "", "curve": []}},
+             "best": "t1", "concurrency": 2}
+    ctl.save_agent(AgentRow(AGENT, "toy", "p", spec, state=state, hlc="1", updated_at=1.7e9))
+    ctl.add_decisions([
+        Decision(AGENT, "p", "t1", "launch", "launch (sobol)", {"method": "sobol"}, "2", 1.7e9),
+        Decision(AGENT, "p", "t2", "launch", "launch (gp)", {"acquisition_value": 0.25,
+                                                             "nested": {"a": [1, 2]}},
+                 "3", 1.7e9 + 5),
+        Decision(AGENT, "p", "t1", "complete", "completed with score 0.9", {}, "4", 1.7e9 + 9)])
+    return ctl
+
+
+def test_agents_and_decisions_as_frames_from_a_data_directory(data_dir, agent):
+    api = Api(data_dir)
+    df = api.agents()
+    assert df.height == 1 and df["agent_id"].to_list() == [AGENT]
+    row = df.row(0, named=True)
+    assert (row["status"], row["owner"], row["metric"], row["mode"]) == (
+        "running", "researcher", "score", "max")
+    assert (row["trials_total"], row["trials.completed"], row["trials.running"]) == (2, 1, 1)
+    assert (row["best_trial_id"], row["best_value"], row["concurrency"]) == ("t1", 0.9, 2)
+    assert df.schema["updated_at"] == pl.Datetime("us", "UTC")
+    assert api.agents(project="other").height == 0
+    one = api.agent(AGENT)
+    assert {t["trial_id"] for t in one["trials"]} == {"t1", "t2"} and one["spec"]["owner"]
+    ds = api.decisions(AGENT)
+    assert ds["trial_id"].to_list() == ["t1", "t2", "t1"]
+    assert json.loads(ds["explanation"][1]) == {"acquisition_value": 0.25,
+                                                "nested": {"a": [1, 2]}}
+    assert api.decisions(AGENT, kind="launch").height == 2
+    assert api.decisions(trial_id="t1")["kind"].to_list() == ["launch", "complete"]
+    assert api.decisions(AGENT, limit=1)["kind"].to_list() == ["complete"]
+    assert api.overrides(AGENT).height == 0
+
+
+def test_bad_arguments_get_clear_errors_and_store_nothing(data_dir, agent):
+    api = Api(data_dir)
+    with pytest.raises(UserInputError, match="unknown decision kind 'lanch'") as e:
+        api.decisions(AGENT, kind="lanch")
+    assert "launch" in e.value.hint
+    with pytest.raises(NotFoundError, match="no agent 'agnope0000'"):
+        api.decisions("agnope0000")
+    with pytest.raises(NotFoundError, match="no agent '../x'") as e:
+        api.agent("../x")
+    assert "assay agents" in e.value.hint
+    with pytest.raises(UserInputError, match="needs a reason"):
+        api.pause(AGENT, reason="   ")
+    with pytest.raises(UserInputError, match="unknown override action 'explode'"):
+        api.override(AGENT, "explode", reason="x")
+    with pytest.raises(UserInputError, match="concurrency must be an int >= 1"):
+        api.set_concurrency(AGENT, 0, reason="x")
+    with pytest.raises(UserInputError, match="duplicates this agent's trial t1"):
+        api.pin(AGENT, {"x": 0.1, "steps": 3}, reason="again")
+    with pytest.raises(UserInputError, match="limit must be an int"):
+        api.decisions(AGENT, limit=0)
+    with pytest.raises(ConflictError, match="completed, not running"):
+        api.stop_run("t1", reason="x")
+    with pytest.raises(NotFoundError, match="no run 'zzz'"):
+        api.stop_run("zzz", reason="x")
+    assert agent.overrides(AGENT) == []  # nothing stored by any of them
+    assert api.audit_log() == []
+
+
+def test_overrides_from_python_are_stored_audited_and_refused_once_the_agent_ended(
+        data_dir, agent):
+    api = Api(data_dir)
+    sent = api.pause(AGENT, reason="GPU maintenance")
+    assert sent["status"] == "pending" and sent["action"] == "pause"
+    api.set_budget(AGENT, {"trials": 10}, reason="promising")
+    api.stop_run("t2", reason="diverging")
+    ov = api.overrides(AGENT)
+    assert ov["action"].to_list() == ["pause", "budget", "stop_run"]
+    assert ov["override_id"][0] == sent["override_id"]
+    assert ov["reason"].to_list() == ["GPU maintenance", "promising", "diverging"]
+    assert json.loads(ov["params"][2]) == {"trial_id": "t2"}
+    assert set(ov["status"]) == {"pending"}
+    stored = agent.overrides(AGENT)
+    assert stored[1].params == {"budget": {"trials": 10}}
+    trail = api.audit_log()
+    assert [e["action"] for e in trail] == ["override.pause", "override.budget",
+                                            "override.stop_run"]
+    assert trail[0]["reason"] == "GPU maintenance" and trail[0]["target"] == f"agent:{AGENT}"
+    row = agent.get_agent(AGENT)
+    agent.save_agent(AgentRow(row.agent_id, row.objective, row.project, row.spec,
+                              status=AgentStatus.FINISHED, state=row.state, hlc="9"))
+    with pytest.raises(ConflictError, match="finished") as e:
+        api.resume(AGENT, reason="go on")
+    assert "assay run" in e.value.hint
+    assert len(agent.overrides(AGENT)) == 3
+
+
+def test_decision_kinds_cover_every_kind_an_agent_records():
+    """A kind an agent records but DECISION_KINDS lacks would be refused as a filter."""
+    from assay.sdk.control_api import DECISION_KINDS
+
+    root = Path(__file__).resolve().parents[2] / "agents"
+    found = set()
+    for path in root.glob("*.py"):
+        found |= set(re.findall(r'_decide\([^,]+,\s*"([a-z_]+)"', path.read_text()))
+    assert found and "override" in DECISION_KINDS
+    assert found <= set(DECISION_KINDS), found - set(DECISION_KINDS)
+
+
+def test_server_and_dir_choice(data_dir, monkeypatch):
+    with pytest.raises(UserInputError, match="not both"):
+        Api(data_dir, server="http://127.0.0.1:1")
+    with pytest.raises(UserInputError, match="http"):
+        Api(server="ftp://x")
+    with pytest.raises(UserInputError, match="token= is for server="):
+        Api(data_dir, token="t")
+    monkeypatch.setenv("ASSAY_SERVER", "http://127.0.0.1:9/")
+    assert Api().server == "http://127.0.0.1:9"  # where init would log, as init
+    assert not Api(data_dir).is_remote  # an explicit directory wins
+    api = Api(server="http://127.0.0.1:9")
+    for call in (api.verify, api.audit_log, lambda: api.artifacts(), lambda: api.gc(),
+                 lambda: api.lineage("m:v0"), lambda: api.artifact("m:v0")):
+        with pytest.raises(UserInputError, match="asks the server") as e:
+            call()
+        assert "Api(dir=DATA_DIR)" in e.value.hint
+
+
+# -- against a real server ------------------------------------------------------------------
+pytestmark_remote = pytest.mark.integration
+
+
+@pytestmark_remote
+def test_a_servers_agents_read_the_same_as_the_directorys(server, tokens, data_dir, agent):
+    local = Api(data_dir)
+    with Api(server=server.url, token=tokens["viewer"]) as remote:
+        assert remote.is_remote
+        assert remote.agents().equals(local.agents())
+        assert remote.decisions(AGENT).equals(local.decisions(AGENT))
+        assert remote.decisions(trial_id="t1", kind="complete").equals(
+            local.decisions(trial_id="t1", kind="complete"))
+        assert remote.agent(AGENT)["trials"] == local.agent(AGENT)["trials"]
+        with pytest.raises(NotFoundError):
+            remote.agent("agnope0000")
+        with pytest.raises(NotFoundError):
+            remote.decisions("agnope0000")
+        with pytest.raises(PermissionDeniedError):
+            remote.pause(AGENT, reason="viewers cannot")
+    assert agent.overrides(AGENT) == []
+
+
+@pytestmark_remote
+def test_overrides_through_a_server_follow_its_roles_and_checks(server, tokens, data_dir,
+                                                                  agent):
+    with Api(server=server.url, token=tokens["researcher2"]) as other:
+        with pytest.raises(PermissionDeniedError, match="may not override") as e:
+            other.pause(AGENT, reason="not mine")
+        assert "only the ones they declared" in e.value.hint
+    with Api(server=server.url, token=tokens["researcher"]) as owner:
+        sent = owner.pause(AGENT, reason="GPU maintenance")
+        assert sent["status"] == "pending" and sent["agent_id"] == AGENT
+        with pytest.raises(UserInputError, match="duplicates this agent's trial t1"):
+            owner.pin(AGENT, {"x": 0.1, "steps": 3}, reason="again")
+        with pytest.raises(ConflictError, match="completed"):
+            owner.stop_run("t1", reason="x")
+        owner.stop_run("t2", reason="diverging")
+        ov = owner.overrides(AGENT)
+    assert ov["actor"].to_list() == ["researcher", "researcher"]  # the token's name
+    assert ov["action"].to_list() == ["pause", "stop_run"]
+    assert [o.reason for o in agent.overrides(AGENT)] == ["GPU maintenance", "diverging"]
+    assert Api(data_dir).overrides(AGENT).drop("time").equals(ov.drop("time"))
+
+
+@pytestmark_remote
+def test_a_server_that_does_not_answer_or_refuses_the_token_says_so(server, agent):
+    with Api(server=f"http://127.0.0.1:{free_port()}") as api:
+        with pytest.raises(AssayError, match="cannot reach the assay server") as e:
+            api.agents()
+        assert "assay server" in e.value.hint
+    with Api(server=server.url, token="not-a-token") as api, \
+            pytest.raises(PermissionDeniedError):
+        api.agents()
+
+
+@pytestmark_remote
+def test_the_command_line_overrides_and_lists_through_a_server(server, tokens, data_dir, agent,
+                                                                monkeypatch):
+    from assay.cli import app
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    monkeypatch.delenv("ASSAY_DIR")  # the server's directory is not this machine's
+    url = ["--server", server.url, "--token", tokens["researcher"]]
+    out = runner.invoke(app, ["agents", *url])
+    assert out.exit_code == 0 and AGENT in out.output and "0.9" in out.output, out.output
+    out = runner.invoke(app, ["decisions", AGENT, *url])
+    assert out.exit_code == 0 and "launch (gp)" in out.output, out.output
+    out = runner.invoke(app, ["pause", AGENT, *url])
+    assert out.exit_code == 2 and "needs a reason" in out.output and "-r" in out.output
+    out = runner.invoke(app, ["pause", AGENT, "-r", "GPU maintenance", *url])
+    assert out.exit_code == 0 and "pause sent to agent" in out.output, out.output
+    monkeypatch.setenv("ASSAY_SERVER", server.url)  # as for assay.init, the default
+    monkeypatch.setenv("ASSAY_TOKEN", tokens["researcher"])
+    out = runner.invoke(app, ["stop-run", "t2", "-r", "diverging"])
+    assert out.exit_code == 0 and f"stop_run sent to agent {AGENT}" in out.output, out.output
+    out = runner.invoke(app, ["stop", AGENT, "-r", "x", "--token", tokens["viewer"]])
+    assert out.exit_code == 2 and "viewer" in out.output, out.output
+    out = runner.invoke(app, ["agents", "--dir", str(data_dir), "--server", server.url])
+    assert out.exit_code == 2 and "not both" in out.output
+    assert [(o.action, o.actor) for o in agent.overrides(AGENT)] == [
+        ("pause", "researcher"), ("stop_run", "researcher")]
+
+
+def test_an_agent_applies_what_python_sent_and_the_api_shows_the_outcome(data_dir,
+                                                                         monkeypatch):
+    """End to end on a real control store: an agent stepping on simulated curves picks up
+    the overrides Api sent, and Api reads back their outcome and the agent's decisions."""
+    import assay.agents.overrides as overrides_mod
+    from assay.agents.agent import Agent
+    from assay.agents.objective import Objective
+    from assay.scheduler.base import SimClock
+    from assay.scheduler.sim_backend import CurveSimulatorSource, SimBackend
+    from assay.simulations.curves import CurveSimulator
+
+    monkeypatch.setattr(overrides_mod, "OVERRIDE_POLL_S", 0.0)
+    sim = CurveSimulator(seed=3, max_steps=20, metric="loss")
+    obj = Objective.from_dict({
+        "name": "sim", "project": "simproj", "train": "examples.digits:train",
+        "metric": "loss", "mode": "min", "space": sim.space.to_dict(),
+        "budget": {"trials": 12}, "concurrency": 3, "searcher": "random", "seed": 1})
+    clock = SimClock()
+    backend = SimBackend(clock, CurveSimulatorSource(sim), cpus=4)
+    control = LanceControlStore(LanceStore(data_dir), IngestLock(data_dir))
+    agent = Agent(obj, backend, backend, control, ahead=False)
+    agent.step()
+    api = Api(data_dir)
+    aid = agent.agent_id
+    assert api.agents()["status"].to_list() == ["running"]
+    running = api.agent(aid)["trials"][0]["trial_id"]
+    api.set_concurrency(aid, 1, reason="share the GPUs")
+    api.stop_run(running, reason="looks diverged")
+    with pytest.raises(UserInputError):
+        api.set_budget(aid, {"trails": 5}, reason="typo")  # refused at once, not later
+    api.pause(aid, reason="maintenance")
+    agent.step()
+    clock.advance(1)
+    agent.step()
+    ov = api.overrides(aid)
+    assert ov["action"].to_list() == ["concurrency", "stop_run", "pause"]
+    assert set(ov["status"]) == {"applied"}, ov
+    assert api.agents()["status"].to_list() == ["paused"]
+    assert api.agent(aid)["concurrency"] == 1
+    stopped = {t["trial_id"]: t["status"] for t in api.agent(aid)["trials"]}
+    assert stopped[running] == "stopped"
+    said = api.decisions(aid, kind="override")
+    why = [json.loads(e) for e in said["explanation"]]
+    assert [(e["action"], e["reason"], e["status"]) for e in why] == [
+        ("concurrency", "share the GPUs", "applied"), ("stop_run", "looks diverged", "applied"),
+        ("pause", "maintenance", "applied")]
+    assert said["summary"][0].startswith("concurrency by user:")
+    assert api.decisions(aid, kind="launch").height >= 3
