@@ -335,7 +335,10 @@ class RunsIndex:
         out = []
         for row in page.select(CORE_COLUMNS).iter_rows(named=True):
             d = self._details.get(row["run_id"], {})
-            out.append({**row, "config": d.get("config", {}), "summary": d.get("summary", {})})
+            # summary_stats: {key: {"last", "min", "max", "step"}} per metric, as GET
+            # /api/runs/{id} has it (what the SDK's remote Api needs for summary_min/max).
+            out.append({**row, "config": d.get("config", {}), "summary": d.get("summary", {}),
+                        "summary_stats": d.get("summary_stats", {})})
         return RunsPage(total, out, next_cursor, offset)
 
     @staticmethod
