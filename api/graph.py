@@ -69,16 +69,21 @@ def _artifact_public(row: dict[str, Any]) -> dict[str, Any]:
             "project": row["project"], "digest": row["digest"], "files": row["files"],
             "size": row["size"], "created_by": row.get("created_by") or "",
             "created_at": row.get("created_at"), "description": row.get("description") or "",
-            "metadata": meta or {}, "aliases": list(row.get("aliases") or [])}
+            "metadata": meta or {}, "aliases": list(row.get("aliases") or []),
+            # Viewers may read every blob: the manifest's lets a client download the version.
+            "manifest_blob": row.get("manifest_blob") or "",
+            **{k: row[k] for k in ("deleted_at", "deleted_by", "delete_reason") if k in row}}
 
 
 @router.get("/artifacts", summary="Artifact versions")
 def list_artifacts(request: Request, who: Viewer,
                    project: Annotated[str | None, Query(pattern=_NAME)] = None,
                    name: Annotated[str | None, Query(pattern=_NAME)] = None,
-                   limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> SafeJSONResponse:
-    """Every version (newest last per name) with type, digest, size and aliases."""
-    df = _api(request).artifacts(project=project, name=name)
+                   limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+                   include_deleted: bool = False) -> SafeJSONResponse:
+    """Every version (newest last per name) with type, digest, size and aliases; deleted
+    ones too with ``include_deleted`` (with who deleted them, when and why)."""
+    df = _api(request).artifacts(project=project, name=name, include_deleted=include_deleted)
     rows = [_artifact_public(r) for r in _rows(df)] if df.height else []
     return ok({"total": len(rows), "artifacts": rows[-limit:]})
 

@@ -131,9 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     console.print(f"best {obj.metric} = {res.best_value:.4f} (run {res.best_run}), config:")
     console.print({k: v for k, v in (res.best_config or {}).items()})
     from .. import cli
+    from ..sdk.settings import data_dir
 
-    cli.runs(project=obj.project, dir=None, limit=8)
-    api = assay.Api()
+    # The agent ran here, on this machine's data directory: read it there, even when
+    # $ASSAY_SERVER would point Api() and the commands at a server.
+    cli.runs(project=obj.project, dir=data_dir(), limit=8)
+    api = assay.Api(data_dir())
     nodes, _ = api.lineage(data_ref, direction="down")
     console.print(f"lineage: {data_ref} fed {nodes.filter(nodes['kind'] == 'run').height} runs "
                   f"(`assay lineage {data_ref} --down`)")

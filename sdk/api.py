@@ -42,7 +42,7 @@ class Api:
 
     On a server the token's role applies: viewers read, researchers override the agents they
     declared, supervisors any agent. What reads the data directory's files itself (verify,
-    checkpoint, gc, the audit log, artifacts and lineage) runs where the directory is.
+    checkpoint, gc, the audit log, lineage, deleting versions) runs where the directory is.
     Reads see every commit of every process: handles re-check the table version per read.
     """
 
@@ -56,6 +56,7 @@ class Api:
             server = os.environ.get("ASSAY_SERVER") or None
         self.server: str | None = None
         self._remote: Any = None
+        self._artifacts: Any = None
         if server is not None:
             self.server = _check_server(server)
             token = token if token is not None else os.environ.get("ASSAY_TOKEN") or None
@@ -102,11 +103,31 @@ class Api:
                 hint="run it on the server's machine with Api(dir=DATA_DIR) (or the matching "
                      "`assay ... --dir DATA_DIR` command)")
 
+    def _remote_artifacts(self) -> Any:
+        if self._artifacts is None:
+            from .remote_artifacts import RemoteArtifacts
+
+            # Someone waiting at a prompt: a server that is away fails in seconds, not the
+            # ten minutes a training run's uploads outlast a restart with.
+            self._artifacts = RemoteArtifacts(self.server, self._token,  # type: ignore[arg-type]
+                                              retry_budget=5.0)
+        return self._artifacts
+
+    def _remote_graph(self) -> Any:
+        """What an Artifact handle needs from a server: its registry, and this machine's
+        data directory for the download cache."""
+        from .remote_artifacts import RemoteGraph
+
+        return RemoteGraph(data_dir(None), self._remote_artifacts())
+
     def close(self) -> None:
         """Close the HTTP connections of a server's Api (a local one holds none)."""
         if self._remote is not None:
             self._remote.close()
             self._remote = None
+        if self._artifacts is not None:
+            self._artifacts.close()
+            self._artifacts = None
         if self.server is not None:
             self._http.close()
 
@@ -161,6 +182,9 @@ class Api:
 
         Deleted versions only with ``include_deleted`` (then with ``deleted_at``,
         ``deleted_by`` and ``delete_reason`` columns)."""
+        if self.server is not None:
+            return self._remote_artifacts().list(  # type: ignore[no-any-return]
+                project=project, name=name, include_deleted=include_deleted)
         return self._graph("Api.artifacts()").artifacts.list(
             project=project, name=name, include_deleted=include_deleted)
 
@@ -186,9 +210,17 @@ class Api:
                                                     actor=actor or _local_actor())
 
     def artifact(self, spec: str) -> Any:
-        """One artifact version by ``name:latest`` / ``name:v3`` / ``name:ALIAS``."""
+        """One artifact version by ``name:latest`` / ``name:v3`` / ``name:ALIAS``: its
+        ``download()`` (from a server too, every file digest-checked; cached under this
+        machine's data directory by default), aliases, metadata and files."""
         from .graph import Artifact
 
+        if self.server is not None:
+            from ..store.artifacts import parse_spec
+
+            name, sel = parse_spec(spec)
+            g = self._remote_graph()
+            return Artifact(g.artifacts.get(name, sel or "latest"), g)
         g = self._graph("Api.artifact()")
         return Artifact(g.artifacts.get(spec), g)
 
@@ -214,6 +246,11 @@ class Api:
                                  hint=f"name it: {name}:v3, or {name}:latest")
         _check_user_alias(name, alias)
         _check_reason(reason)
+        if self.server is not None:  # the token's name is the actor there
+            target = self.artifact(spec)  # model:staging: the version that alias names now
+            self._remote_artifacts().set_alias(f"{name}:v{target.version}", alias,
+                                               reason=reason)
+            return self.artifact(f"{name}:{alias}")
         g = self._graph("Api.set_alias()")
         av = g.artifacts.set_alias(spec, alias, actor=actor or _local_actor(), reason=reason)
         return Artifact(av, g)
@@ -240,6 +277,11 @@ class Api:
         _check_user_alias(name, alias)
         parse_spec(f"{name}:{alias}")  # an alias assay could never have stored: 400, not 404
         _check_reason(reason)
+        if self.server is not None:
+            named = self.artifact(f"{name}:{alias}")  # 404 with the server's hint if none
+            self._remote_artifacts().remove_alias(name, alias, reason=reason,
+                                                  expect_version=named.version)
+            return self.artifact(f"{name}:v{named.version}")
         g = self._graph("Api.remove_alias()")
         reg = g.artifacts
         if reg.list(name=name).height == 0:
@@ -604,10 +646,17 @@ def run_row(core: Mapping[str, Any], config: Mapping[str, Any],
 
 def runs_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
     """The frame of :meth:`Api.runs` from :func:`run_row` rows: times as UTC datetimes,
-    sorted by ``created_at``."""
+    sorted by ``created_at`` (then ``run_id``).
+
+    Rows are put in that order before the frame is built, so that the ``config.*`` and
+    ``summary.*`` columns come in the order runs first have them, whatever order the rows
+    were read in (a table's physical order moves a run to the end when its record changes).
+    """
     if not rows:
         df = pl.DataFrame(schema={c: pl.String for c in _RUN_COLUMNS})
     else:
+        rows = sorted(rows, key=lambda r: (r["created_at"] is not None, r["created_at"] or 0.0,
+                                           r["run_id"]))
         df = pl.DataFrame(rows, infer_schema_length=None, strict=False)
     for c in ("created_at", "updated_at", "finished_at"):
         if c in df.columns:
@@ -615,7 +664,7 @@ def runs_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
                 (pl.col(c).cast(pl.Float64) * 1e6).cast(pl.Int64)
                 .cast(pl.Datetime("us", "UTC")).alias(c))
     if rows:
-        df = df.sort("created_at")
+        df = df.sort("created_at", maintain_order=True)
     return df
 
 

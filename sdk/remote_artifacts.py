@@ -332,7 +332,8 @@ class RemoteArtifacts:
     assay server: log, use, manifest, download, delete."""
 
     def __init__(self, server: str, token: str | None, *, timeout: float | None = None,
-                 upload_timeout: float | None = None, workers: int = 4) -> None:
+                 upload_timeout: float | None = None, workers: int = 4,
+                 retry_budget: float | None = None) -> None:
         import httpx
 
         self.server = server.rstrip("/")
@@ -340,7 +341,8 @@ class RemoteArtifacts:
         self._http = httpx.Client(base_url=self.server, headers=_auth_headers(token),
                                   timeout=timeout)
         self.blobs = HttpBlobStore(self._http, self.server, upload_timeout=(
-            upload_timeout if upload_timeout is not None else UPLOAD_TIMEOUT))
+            upload_timeout if upload_timeout is not None else UPLOAD_TIMEOUT),
+            retry_budget=retry_budget)
         self.workers = workers
 
     def close(self) -> None:
@@ -409,6 +411,46 @@ class RemoteArtifacts:
         is not served: ``manifest_blob`` is empty)."""
         resp = self.blobs.request("GET", f"/api/artifacts/{name}/{sel}")
         return _version({"manifest_blob": "", **resp.json()})
+
+    def list(self, project: str | None = None, name: str | None = None, *,
+             include_deleted: bool = False) -> Any:
+        """The server's versions as :meth:`ArtifactRegistry.list
+        <assay.store.artifacts.ArtifactRegistry.list>` frames them (newest last per name)."""
+        import json
+
+        import polars as pl
+
+        params: dict[str, Any] = {"limit": 5000, "include_deleted": include_deleted}
+        if project is not None:
+            params["project"] = project
+        if name is not None:
+            params["name"] = name
+        body = self.blobs.request("GET", "/api/artifacts", params=params).json()
+        rows = body.get("artifacts") or []
+        if int(body.get("total", len(rows))) > len(rows):
+            raise UserInputError(
+                f"the server lists {body['total']} artifact versions and serves 5000 at once",
+                hint="narrow it with project= or name=")
+        cols = ["name", "version", "type", "project", "digest", "manifest_blob", "files",
+                "size", "metadata", "description", "created_by", "created_at"]
+        schema: dict[str, Any] = {"name": pl.String, "version": pl.Int64, "type": pl.String,
+                                  "project": pl.String, "digest": pl.String,
+                                  "manifest_blob": pl.String, "files": pl.Int64,
+                                  "size": pl.Int64, "metadata": pl.String,
+                                  "description": pl.String, "created_by": pl.String,
+                                  "created_at": pl.Float64}
+        if include_deleted:
+            cols += ["deleted_at", "deleted_by", "delete_reason"]
+            schema.update(deleted_at=pl.Float64, deleted_by=pl.String, delete_reason=pl.String)
+        out = []
+        for r in rows:
+            row = {c: r.get(c) for c in cols}
+            # Stored as this JSON text (store/artifacts.py), served parsed.
+            row["metadata"] = json.dumps(r.get("metadata") or {}, default=str, allow_nan=True)
+            row["aliases"] = sorted(r.get("aliases") or []) or None
+            out.append(row)
+        schema["aliases"] = pl.List(pl.String)
+        return pl.DataFrame(out, schema=schema).sort("name", "version")
 
     def set_alias(self, spec: str, alias: str, actor: str = "", reason: str = "") -> None:
         """Point ``alias`` at the version ``spec`` names, on the server (the token's name is

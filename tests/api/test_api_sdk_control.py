@@ -149,8 +149,8 @@ def test_server_and_dir_choice(data_dir, monkeypatch):
     assert Api().server == "http://127.0.0.1:9"  # where init would log, as init
     assert not Api(data_dir).is_remote  # an explicit directory wins
     api = Api(server="http://127.0.0.1:9")
-    for call in (api.verify, api.audit_log, lambda: api.artifacts(), lambda: api.gc(),
-                 lambda: api.lineage("m:v0"), lambda: api.artifact("m:v0")):
+    for call in (api.verify, api.audit_log, api.checkpoint, lambda: api.gc(),
+                 lambda: api.lineage("m:v0"), lambda: api.delete_artifact("m:v0")):
         with pytest.raises(UserInputError, match="asks the server") as e:
             call()
         assert "Api(dir=DATA_DIR)" in e.value.hint

@@ -1,0 +1,88 @@
+"""``assay.Api(server=...)`` for artifacts: list, fetch and download a version, move its
+aliases, against a real uvicorn server, with the same frames as ``Api(dir)``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from assay import Api
+from assay.errors import AssayError, NotFoundError, PermissionDeniedError
+from assay.sdk.graph import open_graph
+from loopback_server import free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def model(data_dir, tmp_path):
+    """model:v0 (aliased staging, with metadata) and model:v1 (latest), a folder of two files."""
+    reg = open_graph(data_dir.resolve()).artifacts
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "w.bin").write_bytes(bytes(range(256)) * 40)
+    (d / "cfg.json").write_text('{"depth": 2}')
+    reg.log(d, "model", "model", project="p", run_id="run0", aliases=["staging"],
+            metadata={"acc": 0.91, "nested": {"k": [1, 2]}}, description="first")
+    (d / "w.bin").write_bytes(b"one")
+    reg.log(d, "model", "model", project="p", run_id="run1")
+    return d
+
+
+@pytest.fixture
+def laptop(tmp_path, monkeypatch):
+    """The client's own data directory (its download cache), apart from the server's."""
+    d = tmp_path / "laptop"
+    monkeypatch.setenv("ASSAY_DIR", str(d))
+    return d
+
+
+def test_a_servers_versions_list_and_download_as_the_directorys(server, tokens, data_dir,
+                                                                 model, laptop, tmp_path):
+    local = Api(data_dir)
+    with Api(server=server.url, token=tokens["viewer"]) as remote:
+        assert remote.artifacts().equals(local.artifacts())
+        assert remote.artifacts(name="model", project="p").equals(
+            local.artifacts(name="model", project="p"))
+        assert remote.artifacts(name="nothing").height == 0
+        art = remote.artifact("model:staging")
+        assert (art.version, art.aliases, art.metadata["nested"]) == (0, ("staging",),
+                                                                        {"k": [1, 2]})
+        got = art.download(tmp_path / "dl")
+        assert (got / "w.bin").read_bytes() == bytes(range(256)) * 40
+        assert json.loads((got / "cfg.json").read_text()) == {"depth": 2}
+        cached = remote.artifact("model").download()  # latest, into this machine's cache
+        assert cached.is_relative_to(laptop) and (cached / "w.bin").read_bytes() == b"one"
+        with pytest.raises(NotFoundError):
+            remote.artifact("model:prod")
+        with pytest.raises(PermissionDeniedError):
+            remote.set_alias("model:v1", "prod", reason="viewers cannot")
+    assert "prod" not in (local.artifact("model:latest").aliases)
+
+
+def test_a_supervisor_moves_and_removes_aliases_through_the_server(server, tokens, data_dir,
+                                                                   model, laptop):
+    local = Api(data_dir)
+    with Api(server=server.url, token=tokens["supervisor"]) as sup:
+        moved = sup.set_alias("model:staging", "prod", reason="best eval")
+        assert moved.version == 0 and "prod" in moved.aliases
+        assert local.artifact("model:prod").version == 0
+        gone = sup.remove_alias("model", "prod", reason="rolled back")
+        assert gone.version == 0 and "prod" not in gone.aliases
+        with pytest.raises(NotFoundError):
+            local.artifact("model:prod")
+        trail = [e for e in local.audit_log() if e["action"].startswith("artifact.alias")]
+        assert [(e["actor"], e["reason"]) for e in trail][-2:] == [
+            ("supervisor", "best eval"), ("supervisor", "rolled back")]
+        local.delete_artifact("model:v0", reason="leaked data", delete_aliases=True)
+        assert sup.artifacts(include_deleted=True).equals(local.artifacts(include_deleted=True))
+        assert sup.artifacts()["version"].to_list() == [1]
+
+
+def test_a_server_that_is_away_fails_in_seconds(laptop):
+    import time
+
+    t0 = time.monotonic()
+    with Api(server=f"http://127.0.0.1:{free_port()}") as api, pytest.raises(AssayError) as e:
+        api.artifacts()
+    assert time.monotonic() - t0 < 30 and "did not answer" in e.value.message
