@@ -164,8 +164,7 @@ class Api:
         if self.server is not None:
             return self._reader().history(run_id, keys)  # type: ignore[no-any-return]
         self.run(run_id)
-        if isinstance(keys, str):
-            keys = [keys]
+        keys = history_keys(keys)
         return history_frame(run_id, self.store.metric_chunks(run_id, keys))
 
 

@@ -238,8 +238,9 @@ def test_missing_runs_and_bad_arguments(site: Site) -> None:
         with pytest.raises(UserInputError, match="run id must be a non-empty string"):
             site.remote.history(bad_id)  # type: ignore[arg-type]
     for bad_keys in (5, [1], b"loss", {"loss": 1}):
-        with pytest.raises(UserInputError, match="keys must be"):
-            site.remote.history(site.ids["base"], keys=bad_keys)  # type: ignore[arg-type]
+        for api in (site.remote, site.local):  # the local Api too (was TypeError/AttributeError)
+            with pytest.raises(UserInputError, match="keys must be"):
+                api.history(site.ids["base"], keys=bad_keys)  # type: ignore[arg-type]
     with pytest.raises(UserInputError, match="invalid project name"):
         site.remote.runs(5)  # type: ignore[arg-type]
     for bad in (0, 2, 100_001, 7.0, True):
