@@ -176,7 +176,8 @@ def run_history(
     index.refresh()  # a version check when nothing changed; cheaper than reading the run
     if index.detail(run_id) is None:
         get_run_or_404(store, run_id)
-    curves = load_curves(store.metric_chunks(run_id, key or None, with_time=time))
+    curves = load_curves(store.metric_chunks(run_id, key or None, with_time=time,
+                                             step_min=step_min, step_max=step_max))
     series: dict[str, Any] = {}
     for k, c in curves.items():
         if step_min is not None or step_max is not None:
