@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from ..errors import NotFoundError, UserInputError
 from ..sdk.capture import scrub_argv, scrub_environ
@@ -152,6 +153,72 @@ def run_keys(request: Request, who: Viewer, run_id: RunId) -> SafeJSONResponse:
     r = get_run_or_404(_store(request), run_id)
     return ok({"run_id": run_id,
             "keys": [{"key": k, **s} for k, s in sorted(r.summary.items())]})
+
+
+#: Most points one ``/chunks`` answer holds (about 24 bytes each on the wire); a client
+#: asks for step windows past it.
+CHUNK_POINTS_LIMIT = int(os.environ.get("ASSAY_CHUNK_POINTS_LIMIT", "4000000"))
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+@router.get("/runs/{run_id}/chunks", summary="A run's metric points, every one, as Arrow",
+            response_class=Response,
+            responses={200: {"content": {ARROW_STREAM: {}},
+                             "description": "an Arrow IPC stream of metric chunks"}})
+def run_chunks(
+    request: Request,
+    who: Viewer,
+    run_id: RunId,
+    key: Annotated[list[str], Query(description="keys to return (default: all)")] = [],  # noqa: B006
+    step_min: Annotated[int | None, Query()] = None,
+    step_max: Annotated[int | None, Query()] = None,
+) -> Response:
+    """The stored metric chunks (columns ``key``, ``seq``, ``step``, ``value``, ``time``: one
+    row per chunk, lists of points; ``seq`` orders the writes) of the keys asked for, cut to
+    the steps in ``[step_min, step_max]``, not deduplicated: what
+    :func:`assay.store.history.history_frame` turns into every point, as
+    ``assay.Api(server=...).history()`` does. More than ``CHUNK_POINTS_LIMIT`` points is a
+    413 whose ``points`` and ``steps`` (the first and last step) say how many and where: ask
+    for narrower step windows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    store = _store(request)
+    index = _index(request)
+    index.refresh()
+    if index.detail(run_id) is None:
+        get_run_or_404(store, run_id)
+    table = store.metric_chunks(run_id, key or None, step_min=step_min, step_max=step_max)
+    if table.num_rows and (step_min is not None or step_max is not None):
+        table = _cut_chunks(table, step_min, step_max)
+    points = int(pc.sum(pc.list_value_length(table.column("step"))).as_py() or 0) \
+        if table.num_rows else 0
+    if points > CHUNK_POINTS_LIMIT:
+        steps = pc.list_flatten(table.column("step"))
+        return ok({"error": f"these chunks hold {points} points, more than the "
+                            f"{CHUNK_POINTS_LIMIT} one answer may",
+                   "hint": "ask for narrower step windows (step_min, step_max)",
+                   "points": points,
+                   "steps": [int(pc.min(steps).as_py()), int(pc.max(steps).as_py())]}, 413)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return Response(sink.getvalue().to_pybytes(), media_type=ARROW_STREAM,
+                    headers={"X-Assay-Points": str(points)})
+
+
+def _cut_chunks(table: Any, lo: int | None, hi: int | None) -> Any:
+    """Chunks keeping only their points with ``lo <= step <= hi`` (empty ones dropped)."""
+    import polars as pl
+
+    step = pl.col("step")
+    keep = (step >= lo if lo is not None else pl.lit(True)) & (
+        step <= hi if hi is not None else pl.lit(True))
+    frame = pl.DataFrame(pl.from_arrow(table))
+    cut = (frame.with_row_index("_chunk").explode(["step", "value", "time"]).filter(keep)
+           .group_by("_chunk", maintain_order=True)
+           .agg(pl.col("key").first(), pl.col("seq").first(), "step", "value", "time"))
+    return cut.drop("_chunk").to_arrow().cast(table.schema)
 
 
 @router.get("/runs/{run_id}/history", summary="Curves of a run, downsampled")

@@ -8,8 +8,12 @@
 3. A 1,000,000-point curve downsampled to 1,000 points (LTTB and min/max; LTTB also without
    wall-clock times), p50/p99 over HTTP, stored as 100 chunks (a fast logger) and as 10,000
    chunks (a slow one).
+4. ``assay.Api(server=...)`` against ``assay.Api(dir)`` on the same data: ``runs()`` of all
+   10,000 runs (pages of 1,000 over HTTP) and ``history()`` of the 1,000,000-point curve at
+   full resolution (Arrow chunks), medians and the remote/local ratio.
 
-Run: ``nice -n 10 .venv/bin/python bench/bench_api.py [--clients 50] [--batches 40]``.
+Run: ``nice -n 10 .venv/bin/python bench/bench_api.py [--clients 50] [--batches 40]
+[--skip-ingest]``.
 Everything stays on 127.0.0.1.
 """
 
@@ -190,9 +194,34 @@ def bench_reads(root: Path, runs: int, repeats: int) -> None:
                     print(f"1,000,000-point curve ({chunks:,} chunks) -> {s['returned']} points "
                           f"by {method}{'' if with_time else ', time=false'}: "
                           f"p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms (HTTP included)")
+        bench_sdk_reads(root, url, token, max(3, repeats // 8))
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def bench_sdk_reads(root: Path, url: str, token: str, repeats: int) -> None:
+    """The same reads through ``assay.Api``: from the data directory and from the server."""
+    from assay import Api
+
+    local = Api(root)
+    with Api(server=url, token=token) as remote:
+        cases = [("runs() of every run", lambda a: a.runs())]
+        cases += [(f"history() of the 1,000,000-point curve ({chunks:,} chunks)",
+                   lambda a, c=chunks: a.history(f"curve{c}")) for chunks in (100, 10_000)]
+        for what, call in cases:
+            times = {}
+            for name, api in (("local", local), ("server", remote)):
+                lat = []
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    df = call(api)
+                    lat.append(time.perf_counter() - t)
+                times[name] = pct(lat, 50)
+                rows = df.height
+            print(f"Api.{what}: {rows:,} rows; local p50 {times['local']:.0f} ms, "
+                  f"server p50 {times['server']:.0f} ms "
+                  f"(x{times['server'] / times['local']:.1f}, {repeats} runs each)")
 
 
 def main() -> None:
@@ -201,12 +230,14 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--runs", type=int, default=10_000)
     ap.add_argument("--repeats", type=int, default=40)
+    ap.add_argument("--skip-ingest", action="store_true", help="only the read benchmarks")
     a = ap.parse_args()
     os.environ.setdefault("ASSAY_INGESTD_IDLE", "5")
     base = Path(tempfile.mkdtemp(prefix="assay-bench-api-"))
     try:
         print(f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
-        bench_ingest(base / "ingest", a.clients, a.batches)
+        if not a.skip_ingest:
+            bench_ingest(base / "ingest", a.clients, a.batches)
         bench_reads(base / "reads", a.runs, a.repeats)
     finally:
         shutil.rmtree(base, ignore_errors=True)

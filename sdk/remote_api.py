@@ -90,7 +90,7 @@ class RemoteReader:
 
     def __init__(self, server: str, token: str | None = None, *,
                  points_per_request: int = DEFAULT_POINTS_PER_REQUEST,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, arrow: bool | None = None) -> None:
         import httpx
 
         if not isinstance(server, str) or not re.match(r"https?://[^/\s]", server.strip()):
@@ -106,6 +106,7 @@ class RemoteReader:
                      "key and request")
         self.server = server.strip().rstrip("/")
         self.points_per_request = points_per_request
+        self._arrow = arrow  # None: as the server's features say (asked once)
         self._timeout = timeout
         self._http = httpx.Client(base_url=self.server, headers=_auth_headers(token),
                                   timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
@@ -173,6 +174,14 @@ class RemoteReader:
         if wanted is not None and not wanted:
             self._get(f"/api/runs/{run_id}/keys", not_found_hint=_RUNS_HINT)  # it must exist
             return history_frame(run_id, _CHUNKS_SCHEMA.empty_table())
+        if self._uses_arrow():
+            tables: list[pa.Table] = []
+            for batch in [None] if wanted is None else _url_batches(wanted):
+                self._chunks(run_id, batch, None, None, tables)
+            # Windows are disjoint in steps (the server cuts chunks to them): together they
+            # hold each point once, and a step's rewrites stay ordered by seq.
+            chunks = pa.concat_tables(tables) if tables else _CHUNKS_SCHEMA.empty_table()
+            return history_frame(run_id, chunks)
         pieces: list[tuple[str, _Series]] = []
         for batch in [None] if wanted is None else _url_batches(wanted):
             counts = self._history(run_id, batch, _MIN_POINTS, time=False)
@@ -193,6 +202,64 @@ class RemoteReader:
             "time": [s.time for _, s in pieces],
         }, schema=_CHUNKS_SCHEMA)
         return history_frame(run_id, table)
+
+    # -- history as Arrow chunks ---------------------------------------------------------------
+    def _uses_arrow(self) -> bool:
+        """Whether the server serves raw metric chunks (``GET /api/runs/{id}/chunks``)."""
+        if self._arrow is None:
+            body = self._get("/api/health")
+            feats = body.get("features")
+            self._arrow = isinstance(feats, list) and "history_arrow" in feats
+        return self._arrow
+
+    def _chunks(self, run_id: str, keys: list[str] | None, lo: int | None, hi: int | None,
+                out: list[pa.Table]) -> None:
+        """Append the run's metric chunks holding steps in ``[lo, hi]`` to ``out``, halving
+        the window while the server says it holds more points than one answer may."""
+        import httpx
+
+        params: dict[str, Any] = {"key": keys} if keys else {}
+        if lo is not None:
+            params["step_min"] = lo
+        if hi is not None:
+            params["step_max"] = hi
+        path = f"/api/runs/{run_id}/chunks"
+        try:
+            resp = self._http.get(path, params=params)
+        except httpx.TimeoutException as exc:
+            raise AssayError(f"the assay server at {self.server} did not answer {path} within "
+                             f"{self._timeout:g} s ({type(exc).__name__})",
+                             hint="check that `assay server` runs there and is not overloaded; "
+                                  "pass a larger timeout= for slow links") from exc
+        except httpx.TransportError as exc:
+            raise AssayError(f"cannot reach the assay server at {self.server}: {exc}",
+                             hint="check the URL (scheme, host and port) and that `assay "
+                                  "server` runs there and is reachable from this machine"
+                             ) from exc
+        if resp.status_code == 413:
+            body = resp.json()
+            span = body.get("steps") or [None, None]
+            a, b = span  # the first and last step holding points in [lo, hi]
+            if not isinstance(a, int) or not isinstance(b, int) or a >= b:
+                raise AssayError(
+                    f"run {run_id}: one step of its curves holds more points "
+                    f"({body.get('points')}) than the server answers at once",
+                    hint="ask for fewer keys at a time (keys=[...])")
+            mid = a + (b - a) // 2
+            self._chunks(run_id, keys, a, mid, out)
+            self._chunks(run_id, keys, mid + 1, b, out)
+            return
+        try:
+            _raise_for(resp)
+        except PermissionDeniedError as exc:
+            raise PermissionDeniedError(exc.message, hint=_TOKEN_HINT) from None
+        except NotFoundError as exc:
+            raise NotFoundError(exc.message, hint=_RUNS_HINT) from None
+        try:
+            table = pa.ipc.open_stream(resp.content).read_all()
+        except pa.ArrowInvalid:
+            raise _odd_answer(self.server, path) from None
+        out.append(table.select(_CHUNKS_SCHEMA.names).cast(_CHUNKS_SCHEMA))
 
     # -- history windows ----------------------------------------------------------------------
     def _windows(self, run_id: str, key: str, lo: int | None, hi: int | None,

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import polars as pl
+import pyarrow as pa
 import pytest
 from assay.api.auth import TokenStore
 from assay.errors import AssayError, NotFoundError, PermissionDeniedError, UserInputError
@@ -251,13 +252,16 @@ def test_missing_runs_and_bad_arguments(site: Site) -> None:
 
 
 # -- histories ----------------------------------------------------------------------------------
-def test_history_matches_the_local_api(site: Site) -> None:
-    for key in ("base", "failed", "long", "live"):
-        rid = site.ids[key]
-        assert_frame_equal(site.remote.history(rid), site.local.history(rid))
-    rid = site.ids["base"]
-    for keys in ("loss", ["acc", "loss"], ["acc", "acc"], ["never"], [], ("acc",)):
-        assert_frame_equal(site.remote.history(rid, keys), site.local.history(rid, keys))
+@pytest.mark.parametrize("arrow", [None, False], ids=["arrow chunks", "json windows"])
+def test_history_matches_the_local_api(site: Site, arrow: bool | None) -> None:
+    with site.reader("viewer", arrow=arrow) as r:
+        for key in ("base", "failed", "long", "live"):
+            rid = site.ids[key]
+            assert_frame_equal(r.history(rid), site.local.history(rid))
+        rid = site.ids["base"]
+        for keys in ("loss", ["acc", "loss"], ["acc", "acc"], ["never"], [], ("acc",)):
+            assert_frame_equal(r.history(rid, keys), site.local.history(rid, keys))
+        assert r._arrow is (arrow is None)  # the server lists history_arrow
     h = site.remote.history(rid, "loss")
     assert h.height == 30 and h["key"].unique().to_list() == ["loss"]
     assert h.schema["time"] == pl.Datetime("us", "UTC") and h.schema["step"] == pl.Int64
@@ -269,7 +273,7 @@ def test_history_matches_the_local_api(site: Site) -> None:
 def test_history_reads_every_point_past_the_request_limit(site: Site) -> None:
     rid = site.ids["long"]
     sent: list[httpx.URL] = []
-    with site.reader("viewer", points_per_request=7) as r:
+    with site.reader("viewer", points_per_request=7, arrow=False) as r:
         r._http.event_hooks["request"].append(lambda req: sent.append(req.url))
         got = r.history(rid)
         assert_frame_equal(got, site.local.history(rid))
@@ -283,6 +287,40 @@ def test_history_reads_every_point_past_the_request_limit(site: Site) -> None:
     windows = [u for u in sent if "step_min" in u.params or "step_max" in u.params]
     assert windows and all(set(u.params.get_list("key")) == {"x"} or set(
         u.params.get_list("key")) == {"loss"} for u in windows)
+
+
+def test_arrow_history_splits_step_windows_past_the_servers_limit(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    import assay.api.runs as routes
+
+    rid = site.ids["long"]
+    monkeypatch.setattr(routes, "CHUNK_POINTS_LIMIT", 6)
+    sent: list[httpx.URL] = []
+    with site.reader("viewer") as r:
+        r._http.event_hooks["request"].append(lambda req: sent.append(req.url))
+        assert_frame_equal(r.history(rid), site.local.history(rid))
+        assert_frame_equal(r.history(rid, ["x", "rare"]), site.local.history(rid, ["x", "rare"]))
+    chunks = [u for u in sent if u.path.endswith("/chunks")]
+    assert len(chunks) > 4 and any("step_max" in u.params for u in chunks)
+    assert not [u for u in sent if u.path.endswith("/history")]
+    monkeypatch.setattr(routes, "CHUNK_POINTS_LIMIT", 0)  # even one step is too many
+    with site.reader("viewer") as r, pytest.raises(AssayError, match="one step") as err:
+        r.history(rid, "x")
+    assert "fewer keys" in err.value.hint
+
+
+def test_a_server_without_arrow_chunks_is_read_by_windows(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    from assay.api import admin
+
+    monkeypatch.setattr(admin, "SERVER_FEATURES", ("rewind", "remote_artifacts"))
+    sent: list[httpx.URL] = []
+    with site.reader("viewer") as r:
+        r._http.event_hooks["request"].append(lambda req: sent.append(req.url))
+        rid = site.ids["long"]
+        assert_frame_equal(r.history(rid), site.local.history(rid))
+    assert not [u for u in sent if u.path.endswith("/chunks")]
+    assert [u for u in sent if u.path.endswith("/history")]
 
 
 def test_history_refuses_a_step_holding_more_points_than_a_request(site: Site) -> None:
@@ -312,3 +350,34 @@ def test_a_server_that_does_not_answer_is_a_clear_error() -> None:
             with pytest.raises(AssayError, match=f"cannot reach the assay server at {url}") as e:
                 call()
             assert "assay server" in e.value.hint and "URL" in e.value.hint
+
+
+def test_rewritten_steps_keep_the_last_write_across_arrow_windows(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step written twice (a resumed run re-logging it) in chunks that two windows cut
+    apart: the later write wins remotely as locally."""
+    import assay.api.runs as routes
+    import numpy as np
+    from assay.api.store_ext import ServerStore
+    from assay.store.records import RunRecord, RunStatus
+    from assay.store.schemas import METRICS_SCHEMA
+
+    rows: dict[str, list[Any]] = {c: [] for c in METRICS_SCHEMA.names}
+    for seq, steps, base in ((2, np.arange(0, 10), 0.0), (3, np.arange(5, 15), 100.0)):
+        for col, v in (("run_id", "dupes01"), ("key", "loss"), ("seq", seq),
+                       ("step_min", int(steps[0])), ("step_max", int(steps[-1])),
+                       ("step", steps), ("value", base + steps), ("time", 1e9 + steps)):
+            rows[col].append(v)
+    store = ServerStore(site.root)
+    with IngestLock(site.root):
+        store.append_metrics(pa.table(rows, schema=METRICS_SCHEMA))
+        store.upsert_runs([RunRecord(run_id="dupes01", project="dupes", name="d",
+                                     status=RunStatus.COMPLETED, created_at=5.0, updated_at=6.0,
+                                     last_step=14, ingested_seq=3)])
+    local = site.local.history("dupes01")
+    assert local.height == 15 and local["value"].to_list()[5:10] == [105.0, 106.0, 107.0,
+                                                                     108.0, 109.0]
+    for limit in (4, 7, 10_000):
+        monkeypatch.setattr(routes, "CHUNK_POINTS_LIMIT", limit)
+        with site.reader("viewer") as r:
+            assert_frame_equal(r.history("dupes01"), local)
