@@ -73,9 +73,11 @@ def _api(dir: Path | None, server: str | None = None, token: str | None = None) 
                              hint="--dir reads a data directory here; --server asks a server"))
     if dir is None and (server or os.environ.get("ASSAY_SERVER")):
         try:
-            return Api(server=server or os.environ["ASSAY_SERVER"], token=token)
+            api = Api(server=server or os.environ["ASSAY_SERVER"], token=token)
         except AssayError as e:
             _fail(e)
+        api._from_env = server is None  # type: ignore[attr-defined]
+        return api
     if token is not None:
         _fail(UserInputError("--token is for --server", hint="leave --token out, or pass --server"))
     root = _existing(dir)
@@ -83,6 +85,16 @@ def _api(dir: Path | None, server: str | None = None, token: str | None = None) 
         return Api(root)
     except AssayError as e:
         _fail(e)
+
+
+def _fail_for(api: Any, e: AssayError) -> None:
+    """``_fail``, saying where a not-found thing was looked for when $ASSAY_SERVER, not a
+    --server or --dir the user typed, sent the command to a server."""
+    if isinstance(e, NotFoundError) and getattr(api, "_from_env", False):
+        e = NotFoundError(e.message, hint=f"this asked the server {api.server} ($ASSAY_SERVER); "
+                                          "pass --dir for this machine's data directory"
+                                          + (f"; {e.hint}" if e.hint else ""))
+    _fail(e)
 
 
 def _fmt(v: Any) -> str:
@@ -104,7 +116,7 @@ def runs(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
     try:
         df = api.runs(project=project)
     except AssayError as e:
-        _fail(e)
+        _fail_for(api, e)
     if df.height == 0:
         console.print("no runs yet" + (f" in project {project!r}" if project else ""))
         return
@@ -130,7 +142,7 @@ def show(run_id: str, dir: DirOpt = None,
     try:
         r = api.run(run_id)
     except AssayError as e:
-        _fail(e)
+        _fail_for(api, e)
     rec: dict[str, Any] = {
         "run_id": r.run_id, "project": r.project, "name": r.name, "status": str(r.status),
         "group": r.group, "tags": list(r.tags), "notes": r.notes, "last_step": r.last_step,
@@ -400,8 +412,10 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
         with open(log_path, "ab") as out:
             subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                              start_new_session=True, env={**os.environ, "COLUMNS": "160"})
+        where = f" --dir {root}" if os.environ.get("ASSAY_SERVER") or dir is not None else ""
         console.print(f"agent {aid} started in the background; log: {log_path}\n"
-                      f"watch it with `assay agents`; pause/stop with `assay pause {aid}`")
+                      f"watch it with `assay agents{where}`; pause/stop with "
+                      f"`assay pause {aid} -r \"why\"{where}`")
         return
     from .agents.runner import run_objective
 
@@ -415,7 +429,9 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
     console.print(f"[bold]best config[/]: {json.dumps(res.best_config)}")
     if res.report:
         console.print(f"[bold]sweep report[/]: {res.report}")
-    console.print(f"decisions: `assay decisions {res.agent_id}`; runs: `assay runs -p {obj.project}`")
+    where = f" --dir {root}" if os.environ.get("ASSAY_SERVER") or dir is not None else ""
+    console.print(f"decisions: `assay decisions {res.agent_id}{where}`; runs: "
+                  f"`assay runs -p {obj.project}{where}`")
 
 
 @app.command()
@@ -441,7 +457,7 @@ def agents(project: Annotated[str | None, typer.Option("--project", "-p")] = Non
     try:
         df = api.agents(project)
     except AssayError as e:
-        _fail(e)
+        _fail_for(api, e)
     if df.height == 0:
         console.print("no agents yet")
         return
@@ -456,14 +472,14 @@ def agents(project: Annotated[str | None, typer.Option("--project", "-p")] = Non
 
 @app.command()
 def decisions(agent_id: str, dir: DirOpt = None,
-              limit: Annotated[int, typer.Option(help="newest N")] = 50,
+              limit: Annotated[int, typer.Option(help="newest N (0: all)")] = 50,
               server: ServerOpt = None, token: TokenOpt = None) -> None:
     """An agent's decisions (launch, stop, override, ...) with their reasons."""
     api = _api(dir, server, token)
     try:
-        ds = api.decisions(agent_id, limit=limit)
+        ds = api.decisions(agent_id, limit=limit if limit > 0 else None)
     except AssayError as e:
-        _fail(e)
+        _fail_for(api, e)
     for d in ds.iter_rows(named=True):
         console.print(f"{d['hlc'][:13]} [bold]{d['kind']:9}[/] {d['trial_id']:12} {d['summary']}")
 
@@ -475,13 +491,19 @@ def _override(agent_id: str, action: str, params: dict[str, Any], reason: str,
         _fail(UserInputError("an override needs a reason",
                              hint='pass -r "why": it goes into the audit trail and the '
                                   "agent's decisions"))
+    import getpass
+
+    try:
+        actor = f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no login name (some containers)
+        actor = "cli"
     try:
         if action == "stop_run":
-            sent = api.stop_run(params["trial_id"], reason=reason)
+            sent = api.stop_run(params["trial_id"], reason=reason, actor=actor)
         else:
-            sent = api.override(agent_id, action, params, reason=reason)
+            sent = api.override(agent_id, action, params, reason=reason, actor=actor)
     except AssayError as e:
-        _fail(e)
+        _fail_for(api, e)
     console.print(f"{action} sent to agent {sent['agent_id']} (override {sent['override_id']}); "
                   "it applies at the agent's next step")
 

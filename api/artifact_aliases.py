@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import ConflictError
 from ..sdk.api import _check_user_alias
 from .artifacts import check_version_owner
 from .auth import Researcher, Role
@@ -67,18 +68,25 @@ def set_alias(request: Request, who: Researcher, name: Name, alias: Alias,
 def remove_alias(request: Request, who: Researcher, name: Name, alias: Alias,
                  reason: Annotated[str, Query(max_length=2000,
                                               description="why (audited)")] = "",
+                 version: Annotated[int | None, Query(
+                     ge=0, le=2**62, description="remove it only while it names this "
+                                                 "version (409 otherwise)")] = None,
                  ) -> SafeJSONResponse:
     """Remove ``alias`` from artifact ``name``; the version it named stays.
 
     ``latest`` is a 400; an alias the artifact lacks a 404 whose hint lists its aliases;
-    an alias on another researcher's version a 403.
+    an alias on another researcher's version a 403; one that names another version than
+    ``version`` (the caller looked at) a 409.
     """
     api = _api(request)
     _check_user_alias(name, alias)
-    version = None
     if not who.can(Role.SUPERVISOR):
-        version = _alias_version(api, name, alias)
-        if version is not None:  # a missing alias is the 404 remove_alias raises
+        named = _alias_version(api, name, alias)
+        if named is not None:  # a missing alias is the 404 remove_alias raises
+            if version is not None and named != version:
+                raise ConflictError(f"{name}:{alias} moved to v{named} meanwhile",
+                                    hint="look again and retry")
+            version = named
             target = api._graph().artifacts.get(name, f"v{version}")
             check_version_owner(request, who, target, f"remove its alias {alias!r}",
                                 own="move aliases on")

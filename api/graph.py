@@ -18,10 +18,10 @@ import polars as pl
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import PlainTextResponse, Response
 
-from ..errors import NotFoundError, UserInputError
+from ..errors import NotFoundError, PermissionDeniedError, UserInputError
 from ..sdk.api import Api
 from ..store.lineage import lineage, parse_node
-from .auth import Viewer
+from .auth import Role, Viewer
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
 from .query import RunsIndex
 from .runs import RunId
@@ -82,7 +82,14 @@ def list_artifacts(request: Request, who: Viewer,
                    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
                    include_deleted: bool = False) -> SafeJSONResponse:
     """Every version (newest last per name) with type, digest, size and aliases; deleted
-    ones too with ``include_deleted`` (with who deleted them, when and why)."""
+    ones too with ``include_deleted`` (with who deleted them, when and why), for supervisors
+    only: a deleted version's digest names its manifest, whose files stay readable until
+    garbage collection, and deletion is how leaked data is taken back."""
+    if include_deleted and not who.can(Role.SUPERVISOR):
+        raise PermissionDeniedError(
+            f"{who.name} ({who.role}) may not list deleted artifact versions",
+            hint="supervisors see deleted versions (who deleted them, when and why); leave "
+                 "include_deleted out for the live ones")
     df = _api(request).artifacts(project=project, name=name, include_deleted=include_deleted)
     rows = [_artifact_public(r) for r in _rows(df)] if df.height else []
     return ok({"total": len(rows), "artifacts": rows[-limit:]})

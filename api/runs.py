@@ -170,8 +170,8 @@ def run_chunks(
     who: Viewer,
     run_id: RunId,
     key: Annotated[list[str], Query(description="keys to return (default: all)")] = [],  # noqa: B006
-    step_min: Annotated[int | None, Query()] = None,
-    step_max: Annotated[int | None, Query()] = None,
+    step_min: Annotated[int | None, Query(ge=-2**63, le=2**63 - 1)] = None,
+    step_max: Annotated[int | None, Query(ge=-2**63, le=2**63 - 1)] = None,
 ) -> Response:
     """The stored metric chunks (columns ``key``, ``seq``, ``step``, ``value``, ``time``: one
     row per chunk, lists of points; ``seq`` orders the writes) of the keys asked for, cut to
@@ -229,8 +229,8 @@ def run_history(
     key: Annotated[list[str], Query(description="keys to return (default: all)")] = [],  # noqa: B006
     max_points: Annotated[int, Query(ge=3, le=100_000)] = 1000,
     method: Method = Method.LTTB,
-    step_min: Annotated[int | None, Query(ge=0)] = None,
-    step_max: Annotated[int | None, Query(ge=0)] = None,
+    step_min: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
+    step_max: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
     time: Annotated[bool, Query(description="include wall-clock times (false reads less)")] = True,
 ) -> SafeJSONResponse:
     """Each key's points (step, value, time) reduced to at most ``max_points``.

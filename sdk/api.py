@@ -47,7 +47,8 @@ class Api:
     """
 
     def __init__(self, dir: str | os.PathLike[str] | None = None, *,
-                 server: str | None = None, token: str | None = None) -> None:
+                 server: str | None = None, token: str | None = None,
+                 timeout: float = 30.0) -> None:
         if dir is not None and server is not None:
             raise UserInputError("pass dir= or server=, not both",
                                  hint="dir= reads a data directory on this machine; server= "
@@ -57,10 +58,16 @@ class Api:
         self.server: str | None = None
         self._remote: Any = None
         self._artifacts: Any = None
+        self._http: Any = None
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
+                0 < timeout < 86_400):
+            raise UserInputError(f"timeout must be a number of seconds > 0, got {timeout!r}",
+                                 hint="e.g. timeout=30 (how long one request to a server may "
+                                      "take)")
+        self._timeout = float(timeout)
         if server is not None:
             self.server = _check_server(server)
-            token = token if token is not None else os.environ.get("ASSAY_TOKEN") or None
-            self._http, self._token = _http_client(self.server, token), token
+            self._token = token if token is not None else os.environ.get("ASSAY_TOKEN") or None
             # No data directory here: the methods that read one say so (_local_only).
             self.dir = cast(Path, None)
             self.store = cast(LanceStore, None)
@@ -85,13 +92,16 @@ class Api:
         if self._remote is None:
             from .remote_api import RemoteReader
 
-            self._remote = RemoteReader(self.server, self._token)  # type: ignore[arg-type]
+            self._remote = RemoteReader(self.server, self._token,  # type: ignore[arg-type]
+                                        timeout=self._timeout)
         return self._remote
 
     def _control(self) -> Any:
         from .control_api import LocalControl, RemoteControl
 
         if self.server is not None:
+            if self._http is None:
+                self._http = _http_client(self.server, self._token, self._timeout)
             return RemoteControl(self._http, self.server)
         return LocalControl(self.dir)
 
@@ -110,26 +120,30 @@ class Api:
             # Someone waiting at a prompt: a server that is away fails in seconds, not the
             # ten minutes a training run's uploads outlast a restart with.
             self._artifacts = RemoteArtifacts(self.server, self._token,  # type: ignore[arg-type]
-                                              retry_budget=5.0)
+                                              timeout=self._timeout, retry_budget=5.0,
+                                              attempts=2)
         return self._artifacts
 
     def _remote_graph(self) -> Any:
         """What an Artifact handle needs from a server: its registry, and this machine's
         data directory for the download cache."""
-        from .remote_artifacts import RemoteGraph
+        from .remote_artifacts import RemoteGraph, server_cache
 
-        return RemoteGraph(data_dir(None), self._remote_artifacts())
+        return RemoteGraph(server_cache(data_dir(None), self.server),  # type: ignore[arg-type]
+                           self._remote_artifacts())
 
     def close(self) -> None:
-        """Close the HTTP connections of a server's Api (a local one holds none)."""
+        """Close the HTTP connections of a server's Api (a local one holds none). The Api
+        opens new ones if used again; Artifact handles it gave out cannot download after."""
         if self._remote is not None:
             self._remote.close()
             self._remote = None
         if self._artifacts is not None:
             self._artifacts.close()
             self._artifacts = None
-        if self.server is not None:
+        if self._http is not None:
             self._http.close()
+            self._http = None
 
     def runs(self, project: str | None = None,
              filters: Mapping[str, Any] | pl.Expr | None = None) -> pl.DataFrame:
@@ -278,9 +292,10 @@ class Api:
         _check_reason(reason)
         if self.server is not None:
             named = self.artifact(f"{name}:{alias}")  # 404 with the server's hint if none
+            version = named.version if expect_version is None else expect_version
             self._remote_artifacts().remove_alias(name, alias, reason=reason,
-                                                  expect_version=named.version)
-            return self.artifact(f"{name}:v{named.version}")
+                                                  expect_version=version)
+            return self.artifact(f"{name}:v{version}")
         g = self._graph("Api.remove_alias()")
         reg = g.artifacts
         if reg.list(name=name).height == 0:
@@ -432,13 +447,17 @@ class Api:
         return overrides_frame(self._control().overrides(check_agent_id(agent_id)))
 
     def override(self, agent_id: str, action: str, params: Mapping[str, Any] | None = None,
-                 *, reason: str) -> dict[str, Any]:
+                 *, reason: str, actor: str | None = None) -> dict[str, Any]:
         """Send an override, applied at the agent's next step and recorded with who and why
         (in its decisions and the audit trail). ``action``: ``pause``, ``resume``, ``stop``,
         ``stop_run`` (``{"trial_id": ...}``), ``budget`` (``{"budget": {"trials": 40}}``),
         ``concurrency`` (``{"concurrency": 2}``), ``space`` (``{"space": {...}}``) or ``pin``
         (``{"config": {...}}``). It is checked as the agent would check it: a bad one, or one
         for an agent that ended, raises and stores nothing.
+
+        Params are sent as JSON: NumPy scalars become numbers; NaN and infinities are
+        refused. ``actor`` names who sent it in a data directory (default ``user:<login>``);
+        on a server the token's name is the actor.
 
         Returns:
             ``{"override_id", "agent_id", "action", "status": "pending"}``; follow it with
@@ -457,7 +476,7 @@ class Api:
             raise UserInputError(f"params must be a mapping, got {type(params).__name__}",
                                  hint='e.g. {"concurrency": 2}')
         return self._control().override(  # type: ignore[no-any-return]
-            agent_id, action, params, why, _local_actor())
+            agent_id, action, _plain_params(params), why, actor or _local_actor())
 
     def pause(self, agent_id: str, *, reason: str) -> dict[str, Any]:
         """Pause an agent: it launches no new trial; running ones go on."""
@@ -491,14 +510,15 @@ class Api:
         """Have the agent run ``config`` next (as soon as a slot is free)."""
         return self.override(agent_id, "pin", {"config": config}, reason=reason)
 
-    def stop_run(self, run_id: str, *, reason: str) -> dict[str, Any]:
+    def stop_run(self, run_id: str, *, reason: str,
+                 actor: str | None = None) -> dict[str, Any]:
         """Stop one running trial through the agent that launched it."""
         from .control_api import check_override_reason, check_run_id
 
         check_run_id(run_id)
         why = check_override_reason(reason)
         return self._control().stop_run(  # type: ignore[no-any-return]
-            run_id, why, _local_actor())
+            run_id, why, actor or _local_actor())
 
     def __enter__(self) -> Self:
         return self
@@ -508,6 +528,30 @@ class Api:
 
 
 _ACTIONS = ("pause", "resume", "stop", "stop_run", "budget", "concurrency", "space", "pin")
+
+
+def _plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Override params as the JSON both paths store (NumPy scalars as numbers); NaN and
+    infinities are refused: the agent could not compare a config or a limit with them."""
+    import math
+
+    from .jsonable import to_jsonable
+
+    plain = to_jsonable(dict(params), what="override params")
+
+    def check(x: Any, path: str) -> None:
+        if isinstance(x, float) and not math.isfinite(x):
+            raise UserInputError(f"override params {path} is {x}: not a number the agent can use",
+                                 hint="send finite numbers")
+        if isinstance(x, dict):
+            for k, v in x.items():
+                check(v, f"{path}.{k}" if path else k)
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                check(v, f"{path}[{i}]")
+
+    check(plain, "")
+    return plain  # type: ignore[no-any-return]
 
 
 def _check_project(project: Any) -> None:
@@ -529,12 +573,13 @@ def _check_server(server: Any) -> str:
     return url
 
 
-def _http_client(server: str, token: str | None) -> Any:
+def _http_client(server: str, token: str | None, timeout: float) -> Any:
     import httpx
 
     from .remote import _auth_headers
 
-    return httpx.Client(base_url=server, headers=_auth_headers(token), timeout=30.0)
+    return httpx.Client(base_url=server, headers=_auth_headers(token),
+                        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
 
 
 def existing_data_dir(dir: str | os.PathLike[str] | None = None) -> Path:

@@ -11,6 +11,7 @@ they declared, supervisors any agent.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from ..errors import AssayError, NotFoundError, UserInputError
+from ..errors import AssayError, NotFoundError, PermissionDeniedError, UserInputError
 
 __all__ = [
     "LocalControl",
@@ -149,25 +150,54 @@ class RemoteControl:
         self.http, self.server = http, server
 
     def _call(self, method: str, url: str, **kw: Any) -> Any:
+        """The JSON object the server answers; a refusal as the matching AssayError, with
+        hints for this SDK (not for HTTP clients or for logging runs)."""
         import httpx
 
         from .remote import _raise_for
 
         try:
             resp = self.http.request(method, url, **kw)
+        except httpx.TimeoutException as exc:
+            raise AssayError(f"the assay server at {self.server} did not answer {url} in time "
+                             f"({type(exc).__name__})",
+                             hint="check that `assay server` runs there and is not "
+                                  "overloaded; Api(server=..., timeout=...) waits longer"
+                             ) from None
         except httpx.TransportError as exc:
             raise AssayError(f"cannot reach the assay server at {self.server}: {exc}",
                              hint="check the URL (server= or $ASSAY_SERVER) and that "
                                   "`assay server` runs there") from None
-        _raise_for(resp)
-        return resp.json()
+        try:
+            _raise_for(resp)
+        except PermissionDeniedError as exc:
+            hint = ("pass token= (or set $ASSAY_TOKEN) to a token this server knows: viewers "
+                    "read, researchers override the agents they declared, supervisors any"
+                    if resp.status_code == 401 else exc.hint)
+            raise PermissionDeniedError(exc.message, hint=hint) from None
+        except NotFoundError as exc:
+            hint = exc.hint
+            if "/api/" in (hint or "") or exc.message.endswith("Not Found"):
+                hint = (f"Api(server={self.server!r}).agents() lists the agents and .runs() the "
+                        "runs; check the server URL (the server's root, without /api)")
+            raise NotFoundError(exc.message, hint=hint) from None
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise AssayError(f"{self.server} answered {url} with something that is not an "
+                             "assay server's JSON",
+                             hint="check the URL: it should be what `assay server` prints")
+        return body
 
     def agents(self, project: str | None = None) -> list[dict[str, Any]]:
         params = {"project": project} if project is not None else {}
-        return list(self._call("GET", "/api/agents", params=params)["agents"])
+        return [_agent_numbers(a) for a in self._call("GET", "/api/agents",
+                                                      params=params).get("agents", [])]
 
     def agent(self, agent_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/api/agents/{agent_id}"))
+        return _agent_numbers(dict(self._call("GET", f"/api/agents/{agent_id}")))
 
     def decisions(self, agent_id: str | None, project: str | None, trial_id: str | None,
                   kind: str | None, limit: int | None) -> list[dict[str, Any]]:
@@ -181,10 +211,11 @@ class RemoteControl:
         body = self._call("GET", "/api/decisions", params=params)
         rows = list(body["decisions"])
         total = int(body.get("total", len(rows)))
-        if limit is None and total > len(rows):
+        if (limit is None or limit > 5000) and total > len(rows):
             raise AssayError(
-                f"the server holds {total} matching decisions and serves the newest 5000",
-                hint="narrow it with agent_id=, trial_id= or kind=, or pass limit=5000")
+                f"the server holds {total} matching decisions and serves the newest 5000 at once",
+                hint="narrow it with agent_id=, trial_id= or kind=, or pass limit=5000 (the "
+                     "newest 5000)")
         return rows
 
     def overrides(self, agent_id: str) -> list[dict[str, Any]]:
@@ -229,6 +260,45 @@ def agents_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(out, schema=schema)
 
 
+def _json_text(obj: Any) -> str:
+    """Strict JSON (NaN and infinities as the strings ``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"``, as the server writes them), so ``str.json_decode()`` reads it."""
+    def safe(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+        if isinstance(x, Mapping):
+            return {str(k): safe(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [safe(v) for v in x]
+        return x
+
+    return json.dumps(safe(obj), allow_nan=False, default=str)
+
+
+def _numbers(x: Any) -> Any:
+    """A number the server wrote as ``"NaN"``/``"Infinity"``/``"-Infinity"``, back as a float."""
+    from ..store.canonical import NON_FINITE_STRINGS
+
+    return NON_FINITE_STRINGS[x] if isinstance(x, str) and x in NON_FINITE_STRINGS else x
+
+
+def _agent_numbers(a: dict[str, Any]) -> dict[str, Any]:
+    """An agent as the server sent it, with its numbers (best value, trials' finals and
+    curves) as floats again, as a data directory's are."""
+    best = a.get("best")
+    if isinstance(best, dict):
+        a["best"] = {**best, "value": _numbers(best.get("value"))}
+    trials = a.get("trials")
+    if isinstance(trials, list):
+        for t in trials:
+            if isinstance(t, dict):
+                t["final"] = _numbers(t.get("final"))
+                if isinstance(t.get("curve"), list):
+                    t["curve"] = [[p[0], _numbers(p[1])] if isinstance(p, list) and len(p) == 2
+                                  else p for p in t["curve"]]
+    return a
+
+
 def decisions_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """One row per decision, oldest first; ``explanation`` (the evidence) as JSON text:
     ``pl.col("explanation").str.json_decode()`` or ``json.loads`` reads it."""
@@ -237,7 +307,7 @@ def decisions_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
               "trial_id": pl.String, "kind": pl.String, "summary": pl.String,
               "time": pl.Datetime("us", "UTC"), "hlc": pl.String, "explanation": pl.String}
     return pl.DataFrame([{**{k: r.get(k) for k in schema}, "time": _time(r.get("time")),
-                          "explanation": json.dumps(r.get("explanation"), default=str)}
+                          "explanation": _json_text(r.get("explanation"))}
                          for r in rows], schema=schema)
 
 
@@ -248,7 +318,7 @@ def overrides_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
               "actor": pl.String, "reason": pl.String, "status": pl.String,
               "result": pl.String, "time": pl.Datetime("us", "UTC"), "hlc": pl.String}
     return pl.DataFrame([{**{k: r.get(k) for k in schema}, "time": _time(r.get("time")),
-                          "params": json.dumps(r.get("params"), default=str)} for r in rows],
+                          "params": _json_text(r.get("params"))} for r in rows],
                         schema=schema)
 
 

@@ -39,7 +39,7 @@ from ..store.blobs import BlobRef, BlobStore, hash_file
 from ..store.manifests import ManifestEntry, build_manifest, get_manifest, materialize
 from .remote import _RETRY_STATUS, _auth_headers, _raise_for
 
-__all__ = ["HttpBlobStore", "RemoteArtifacts", "RemoteGraph"]
+__all__ = ["HttpBlobStore", "RemoteArtifacts", "RemoteGraph", "server_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ class RemoteArtifacts:
 
     def __init__(self, server: str, token: str | None, *, timeout: float | None = None,
                  upload_timeout: float | None = None, workers: int = 4,
-                 retry_budget: float | None = None) -> None:
+                 retry_budget: float | None = None, attempts: int | None = None) -> None:
         import httpx
 
         self.server = server.rstrip("/")
@@ -342,7 +342,7 @@ class RemoteArtifacts:
                                   timeout=timeout)
         self.blobs = HttpBlobStore(self._http, self.server, upload_timeout=(
             upload_timeout if upload_timeout is not None else UPLOAD_TIMEOUT),
-            retry_budget=retry_budget)
+            retry_budget=retry_budget, attempts=attempts)
         self.workers = workers
 
     def close(self) -> None:
@@ -461,10 +461,13 @@ class RemoteArtifacts:
 
     def remove_alias(self, name: str, alias: str, actor: str = "", reason: str = "", *,
                      expect_version: int | None = None) -> None:
-        """Remove ``alias`` on the server. (The server checks the version it names against
-        the token's runs; ``expect_version`` is checked there only for researchers.)"""
+        """Remove ``alias`` on the server, only while it names ``expect_version`` when one
+        is given (a 409 otherwise); the server checks the version's owner for researchers."""
+        params: dict[str, Any] = {"reason": reason}
+        if expect_version is not None:
+            params["version"] = expect_version
         self.blobs.request("DELETE", f"/api/artifacts/{name}/aliases/{alias}",
-                           idempotent=False, params={"reason": reason})
+                           idempotent=False, params=params)
 
     def delete(self, spec: str, *, actor: str = "", reason: str = "",
                delete_aliases: bool = False) -> None:
@@ -515,6 +518,18 @@ def _sources(path: Path, entries: list[ManifestEntry]) -> dict[str, Path]:
     if path.resolve().is_file():
         return {entries[0].path: path}
     return {e.path: path / e.path for e in entries}
+
+
+def server_cache(data_dir: Path, server: str) -> Path:
+    """The folder under which a server's artifact versions are downloaded by default
+    (``<it>/artifacts/NAME/vN``): one per server, apart from the data directory's own
+    ``artifacts/``, because ``model:v0`` on two servers (or here) are different versions."""
+    import re
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server)
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "_", f"{parts.netloc}{parts.path}".strip("/")) or "server"
+    return Path(data_dir) / "servers" / slug
 
 
 @dataclass(frozen=True)

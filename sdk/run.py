@@ -426,7 +426,7 @@ class Run:
         """The server's artifacts, for a run that logs to a server. The first call waits
         until the server holds the run's records: a version names its producing run, and
         only a run the server knows (and owns) may add one."""
-        from .remote_artifacts import RemoteArtifacts, RemoteGraph
+        from .remote_artifacts import RemoteArtifacts, RemoteGraph, server_cache
 
         sender = self._sender
         assert sender is not None
@@ -448,7 +448,7 @@ class Run:
             finally:
                 client.close()
             self._remote_artifacts = RemoteArtifacts(sender.server, sender.token)
-        return RemoteGraph(self.dir, self._remote_artifacts)
+        return RemoteGraph(server_cache(self.dir, sender.server), self._remote_artifacts)
 
     def _check_open(self, what: str) -> None:
         if self._finished:

@@ -498,7 +498,12 @@ class ArtifactRegistry:
         """
         tbl = self.store.table("artifacts")
         if tbl is None:
-            return _frame(ARTIFACTS_SCHEMA.empty_table())
+            empty = _frame(ARTIFACTS_SCHEMA.empty_table())
+            if include_deleted:
+                empty = empty.with_columns(pl.lit(None, dtype=pl.Float64).alias("deleted_at"),
+                                           pl.lit(None, dtype=pl.String).alias("deleted_by"),
+                                           pl.lit(None, dtype=pl.String).alias("delete_reason"))
+            return empty.with_columns(pl.lit(None, dtype=pl.List(pl.String)).alias("aliases"))
         conds = []
         if project:
             conds.append(f"project = {sql_str(project)}")
@@ -523,6 +528,8 @@ class ArtifactRegistry:
             a = _frame(al.to_arrow()).group_by("name", "version").agg(
                 pl.col("alias").sort().alias("aliases"))
             df = df.join(a, on=["name", "version"], how="left")
+        if "aliases" not in df.columns:  # the same columns when nothing (aliased) is listed
+            df = df.with_columns(pl.lit(None, dtype=pl.List(pl.String)).alias("aliases"))
         return df.sort("name", "version")
 
 

@@ -88,8 +88,9 @@ def test_a_remote_run_logs_and_another_uses_and_downloads(server, tokens, tmp_pa
     consumer = _remote_run(server, tokens["researcher2"], tmp_path / "other-laptop")
     used = consumer.use_artifact("ckpt:best")
     assert (used.version, used.digest) == (0, art.digest)
-    where = used.download()  # default: this machine's data directory
-    assert where == tmp_path / "other-laptop" / "artifacts" / "ckpt" / "v0"
+    where = used.download()  # default: this machine's data directory, the server's folder
+    slug = server.url.removeprefix("http://").replace(":", "_")
+    assert where == tmp_path / "other-laptop" / "servers" / slug / "artifacts" / "ckpt" / "v0"
     assert (where / "model.bin").read_bytes() == big
     assert (where / "cfg" / "a.json").read_bytes() == b'{"a": 1}'
     assert not (where / "model.bin").stat().st_mode & stat.S_IWUSR  # read-only, as locally

@@ -4,6 +4,7 @@ uvicorn server (the same calls, the same frames; the server's roles apply)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -289,3 +290,82 @@ def test_an_agent_applies_what_python_sent_and_the_api_shows_the_outcome(data_di
         ("pause", "maintenance", "applied")]
     assert said["summary"][0].startswith("concurrency by user:")
     assert api.decisions(aid, kind="launch").height >= 3
+
+
+@pytestmark_remote
+def test_non_finite_evidence_reads_the_same_here_and_from_a_server(server, tokens, data_dir,
+                                                                  agent):
+    row = agent.get_agent(AGENT)
+    state = {**row.state, "trials": {**row.state["trials"], "t1": {
+        **row.state["trials"]["t1"], "final": float("nan"), "curve": [[0, float("inf")]]}}}
+    agent.save_agent(AgentRow(AGENT, row.objective, row.project, row.spec, state=state,
+                              hlc="5", updated_at=row.updated_at))
+    agent.add_decisions([Decision(AGENT, "p", "t2", "stop", "diverged",
+                                  {"last": float("nan"), "slope": float("inf")}, "6", 1.7e9)])
+    local = Api(data_dir)
+    with Api(server=server.url, token=tokens["viewer"]) as remote:
+        for api in (local, remote):
+            ds = api.decisions(AGENT, kind="stop")
+            assert ds["explanation"].str.json_decode().to_list() == [
+                {"last": "NaN", "slope": "Infinity"}]  # strict JSON, as the server writes it
+            t1 = next(t for t in api.agent(AGENT)["trials"] if t["trial_id"] == "t1")
+            assert math.isnan(t1["final"]) and t1["curve"] == [[0, math.inf]]
+        assert remote.decisions(AGENT).equals(local.decisions(AGENT))
+        assert remote.agents().drop("updated_at").equals(local.agents().drop("updated_at"))
+
+
+@pytestmark_remote
+def test_override_params_are_sent_as_json_numbers_on_both_paths(server, tokens, data_dir,
+                                                                agent):
+    import numpy as np
+
+    local = Api(data_dir)
+    with Api(server=server.url, token=tokens["supervisor"]) as remote:
+        for api in (local, remote):
+            api.set_concurrency(AGENT, np.int64(3), reason="numpy int")
+            api.pin(AGENT, {"x": np.float32(0.25), "steps": np.int64(3)}, reason="numpy")
+            with pytest.raises(UserInputError, match="not a number the agent can use"):
+                api.pin(AGENT, {"x": float("nan"), "steps": 3}, reason="nan")
+    stored = agent.overrides(AGENT)
+    assert [o.params for o in stored] == [{"concurrency": 3},
+                                          {"config": {"x": 0.25, "steps": 3}}] * 2
+    assert all(type(o.params.get("concurrency", 0)) is int for o in stored)
+    assert stored[2].actor == "supervisor" and stored[0].actor.startswith("user:")
+
+
+@pytestmark_remote
+def test_wrong_urls_closed_apis_and_big_decision_logs_say_what_to_do(server, tokens, data_dir,
+                                                                     agent):
+    with Api(server=server.url + "/api", token=tokens["viewer"]) as api:
+        with pytest.raises(NotFoundError) as e:
+            api.agents()
+        assert "without /api" in e.value.hint
+    api = Api(server=server.url, token=tokens["viewer"])
+    api.close()
+    assert api.agents().height == 1  # a closed Api opens new connections when used again
+    api.close()
+    agent.add_decisions([Decision(AGENT, "p", "t1", "stop", f"d{i}", {}, f"7{i:05d}", 1.8e9)
+                         for i in range(5001)])
+    with Api(server=server.url, token=tokens["viewer"]) as remote:
+        assert remote.decisions(AGENT, limit=10).height == 10
+        for limit in (None, 6000):
+            with pytest.raises(AssayError, match="serves the newest 5000") as e:
+                remote.decisions(AGENT, limit=limit)
+            assert "limit=5000" in e.value.hint
+    assert Api(data_dir).decisions(AGENT, limit=6000).height == 5004
+
+
+@pytestmark_remote
+def test_the_command_line_says_when_assay_server_sent_it_elsewhere(server, tokens, data_dir,
+                                                                   agent, monkeypatch):
+    from assay.cli import app
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("ASSAY_SERVER", server.url)
+    monkeypatch.setenv("ASSAY_TOKEN", tokens["supervisor"])
+    out = CliRunner().invoke(app, ["pause", "agelsewhere1", "-r", "x"])
+    text = " ".join(out.output.split())
+    assert out.exit_code == 2 and "($ASSAY_SERVER)" in text and "--dir" in text, text
+    out = CliRunner().invoke(app, ["pause", AGENT, "-r", "x", "--dir", str(data_dir)])
+    assert out.exit_code == 0, out.output
+    assert agent.overrides(AGENT)[-1].actor.startswith("cli")

@@ -52,7 +52,19 @@ def test_a_servers_versions_list_and_download_as_the_directorys(server, tokens, 
         assert (got / "w.bin").read_bytes() == bytes(range(256)) * 40
         assert json.loads((got / "cfg.json").read_text()) == {"depth": 2}
         cached = remote.artifact("model").download()  # latest, into this machine's cache
-        assert cached.is_relative_to(laptop) and (cached / "w.bin").read_bytes() == b"one"
+        assert cached.is_relative_to(laptop / "servers") and (cached / "w.bin").read_bytes() \
+            == b"one"
+        # This machine's own model:v1 is another version: its download leaves the
+        # server's alone (they shared artifacts/model/v1 and swapped contents).
+        mine = laptop / "m"
+        mine.mkdir()
+        (mine / "w.bin").write_bytes(b"mine")
+        reg = open_graph(laptop).artifacts
+        reg.log(mine, "model", "model", project="p", run_id="l0")
+        theirs = remote.artifact("model:v0").download()
+        local_copy = Api(laptop).artifact("model:v0").download()
+        assert (local_copy / "w.bin").read_bytes() == b"mine" and local_copy != theirs
+        assert (theirs / "w.bin").read_bytes() == bytes(range(256)) * 40
         with pytest.raises(NotFoundError):
             remote.artifact("model:prod")
         with pytest.raises(PermissionDeniedError):
@@ -86,3 +98,57 @@ def test_a_server_that_is_away_fails_in_seconds(laptop):
     with Api(server=f"http://127.0.0.1:{free_port()}") as api, pytest.raises(AssayError) as e:
         api.artifacts()
     assert time.monotonic() - t0 < 30 and "did not answer" in e.value.message
+
+
+def test_deleted_versions_are_listed_to_supervisors_only(server, tokens, data_dir, model,
+                                                         laptop):
+    """A deleted version's digest names its manifest (and through it its files): viewers
+    must not learn it, or deleting leaked data would not take it back."""
+    Api(data_dir).delete_artifact("model:v0", reason="leaked data", delete_aliases=True)
+    with Api(server=server.url, token=tokens["viewer"]) as viewer:
+        assert viewer.artifacts()["version"].to_list() == [1]
+        with pytest.raises(PermissionDeniedError, match="deleted artifact versions") as e:
+            viewer.artifacts(include_deleted=True)
+        assert "supervisors" in e.value.hint
+    with Api(server=server.url, token=tokens["supervisor"]) as sup:
+        assert sup.artifacts(include_deleted=True)["delete_reason"].to_list() == [
+            "leaked data", None]
+
+
+def test_a_remote_alias_removal_checks_the_version_it_was_asked_about(server, tokens, data_dir,
+                                                                      model, laptop):
+    from assay.errors import ConflictError
+
+    local = Api(data_dir)
+    local.set_alias("model:v1", "prod", reason="r")
+    with Api(server=server.url, token=tokens["supervisor"]) as sup:
+        handle = sup.artifact("model:v0")
+        with pytest.raises(ConflictError, match="moved to v1"):
+            handle.remove_alias("prod", reason="only if v0")  # prod names v1, not v0
+        with pytest.raises(ConflictError, match="moved to v1"):
+            sup.remove_alias("model", "prod", reason="x", expect_version=0)
+        assert local.artifact("model:prod").version == 1  # still there
+        assert sup.remove_alias("model", "prod", reason="x", expect_version=1).version == 1
+
+
+def test_empty_listings_have_the_same_columns_here_and_on_a_server(server, tokens, data_dir,
+                                                                    laptop):
+    local = Api(data_dir)
+    with Api(server=server.url, token=tokens["supervisor"]) as sup:
+        for kw in ({}, {"name": "nothing"}, {"include_deleted": True}):
+            assert sup.artifacts(**kw).schema == local.artifacts(**kw).schema, kw
+
+
+def test_step_bounds_past_64_bits_are_a_400_not_a_500(server, tokens, data_dir):
+    import assay
+    import httpx
+
+    with assay.init(project="p", dir=data_dir) as run:
+        run.log({"loss": 1.0}, step=3)
+    h = {"Authorization": f"Bearer {tokens['viewer']}"}
+    for path in (f"/api/runs/{run.id}/history", f"/api/runs/{run.id}/chunks"):
+        for bound in (2**63, -(2**63) - 1):
+            r = httpx.get(server.url + path, params={"step_max": bound}, headers=h)
+            assert r.status_code in (400, 422), (path, bound, r.text)
+        ok_ = httpx.get(server.url + path, params={"step_max": 2**63 - 1}, headers=h)
+        assert ok_.status_code == 200, ok_.text
