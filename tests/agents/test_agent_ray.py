@@ -10,10 +10,16 @@ import assay
 import pytest
 from assay.agents.objective import Objective
 from assay.agents.runner import run_objective
-from assay.cli import _control
-from assay.store.control import Override
+from assay.store.control import LanceControlStore, Override
+from assay.store.ingest import IngestLock
+from assay.store.lance import LanceStore
 
 pytestmark = pytest.mark.integration
+
+
+def _control(data_dir):
+    """The data directory's control store (agents, decisions, overrides)."""
+    return LanceControlStore(LanceStore(data_dir), IngestLock(data_dir))
 
 
 def toy(**kw):
