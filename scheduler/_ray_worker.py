@@ -19,7 +19,6 @@ finishes it with the status the backend decided (:func:`mark_run`).
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import os
@@ -31,7 +30,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -159,14 +158,12 @@ def mark_run(data_dir: Path, project: str, run_id: str, status: RunStatus, error
         return False
     kw: dict[str, Any] = {"dir": data_dir, "system_metrics_interval": 0, "capture": False}
     try:
-        with _local_logging():
-            run = sdk.init(project, resume=run_id, **kw)
+        run = sdk.init(project, resume=run_id, **kw)
     except NotFoundError:
         if config is None:
             return False
         try:
-            with _local_logging():
-                run = sdk.init(project, id=run_id, config=dict(config), **kw)
+            run = sdk.init(project, id=run_id, config=dict(config), **kw)
         except ConflictError:  # claimed by a process that died before its first flush
             return False
     run.finish(status, error)
@@ -306,28 +303,7 @@ def _finished_run(root: Path, spec: TrialSpec) -> dict[str, Any] | None:
             "reason": "its run had already completed (resumed, not run again)", "error": ""}
 
 
-#: What would send a trial's run to a server: the agent reads its trials' metrics from its
-#: own data directory, so they log there (a person's $ASSAY_SERVER is for their own runs).
-_SERVER_ENV = ("ASSAY_SERVER", "ASSAY_TOKEN")
-
-
-@contextlib.contextmanager
-def _local_logging() -> Iterator[None]:
-    """``assay.init`` in this process logs to the data directory it is given, whatever
-    ``$ASSAY_SERVER`` says (a Ray worker inherits the environment of whoever started Ray)."""
-    saved = {k: os.environ.pop(k) for k in _SERVER_ENV if k in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
-
-
 def _open_run(spec: TrialSpec, resume: bool, root: Path) -> Any:
-    with _local_logging():
-        return _open_local_run(spec, resume, root)
-
-
-def _open_local_run(spec: TrialSpec, resume: bool, root: Path) -> Any:
     from .. import sdk
 
     kw: dict[str, Any] = {"config": dict(spec.config), "dir": root}
@@ -399,19 +375,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def trial_env(spec: TrialSpec, root: Path) -> dict[str, str]:
-    """The environment of a command trial: this one, the objective's ``env``, the trial's
-    config, project and data directory, and nothing that would log it to a server (see
-    ``_SERVER_ENV``) unless the objective's ``env`` says so itself."""
-    base = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV}
-    return {**base, **spec.env, "ASSAY_CONFIG": json.dumps(dict(spec.config)),
-            "ASSAY_PROJECT": spec.project, "ASSAY_DIR": str(root)}
-
-
 def _run_command(spec: TrialSpec, attempt: int, resume: bool, root: Path, watcher: _Watcher,
                  cwd: str | None) -> dict[str, Any]:
     argv = command_argv(spec)
-    env = trial_env(spec, root)
+    env = {**os.environ, **spec.env, "ASSAY_CONFIG": json.dumps(dict(spec.config)),
+           "ASSAY_PROJECT": spec.project, "ASSAY_DIR": str(root)}
     env.pop("ASSAY_RUN_ID", None)
     env.pop("ASSAY_RESUME_ID", None)
     env["ASSAY_RESUME_ID" if resume else "ASSAY_RUN_ID"] = spec.trial_id

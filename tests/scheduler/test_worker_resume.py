@@ -147,32 +147,3 @@ def test_retry_of_a_function_trial_from_the_top_holds_only_the_new_attempt(data_
     assert _run_function(spec, True, data_dir, _NoWatcher())["status"] == "completed"
     h = assay.Api(data_dir).history("trial8", "loss")
     assert list(zip(h["step"], h["value"])) == [(0, 10.0), (1, 11.0), (2, 12.0)]
-
-
-def test_trials_log_into_the_agents_data_directory_whatever_assay_server_says(
-        data_dir, monkeypatch):
-    """A person's $ASSAY_SERVER (for their own runs) reaches Ray workers; the agent reads
-    its trials' metrics from its data directory, so trials must log there, not to the server
-    (where the agent would wait for metrics that never come)."""
-    import os
-
-    from assay.scheduler._ray_worker import _open_run, trial_env
-
-    monkeypatch.setenv("ASSAY_SERVER", "http://127.0.0.1:9")  # nothing listens there
-    monkeypatch.setenv("ASSAY_TOKEN", "someone-elses-token")
-    run = _open_run(_spec("local1", target="pkg.mod:train"), False, data_dir)
-    try:
-        assert run.server is None  # logs to data_dir, as the agent reads it
-        run.log({"loss": 0.25}, step=0)
-    finally:
-        run.finish()
-    assert os.environ["ASSAY_SERVER"] == "http://127.0.0.1:9"  # the worker's env is kept
-    import assay
-
-    assert assay.Api(data_dir).history("local1")["value"].to_list() == [0.25]
-    env = trial_env(_spec("local2"), data_dir)
-    assert "ASSAY_SERVER" not in env and "ASSAY_TOKEN" not in env
-    assert env["ASSAY_DIR"] == str(data_dir) and env["ASSAY_PROJECT"] == "p"
-    spec = TrialSpec("local3", "p", dict(CONFIG), "pkg.mod:train",
-                     env={"ASSAY_SERVER": "http://team:8000"})
-    assert trial_env(spec, data_dir)["ASSAY_SERVER"] == "http://team:8000"  # asked for
