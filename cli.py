@@ -36,8 +36,8 @@ _register_server_commands()
 
 DirOpt = Annotated[Path | None, typer.Option("--dir", help="data directory (default: $ASSAY_DIR or ~/.assay)")]
 ServerOpt = Annotated[str | None, typer.Option(
-    "--server", help="ask this assay server instead of a data directory (default $ASSAY_SERVER "
-                     "when no --dir is given)")]
+    "--server", help="ask this assay server instead of a data directory (e.g. --server "
+                     "$ASSAY_SERVER)")]
 TokenOpt = Annotated[str | None, typer.Option(
     "--token", help="bearer token for --server (default $ASSAY_TOKEN)")]
 
@@ -64,20 +64,19 @@ def _existing(dir: Path | None) -> Path:
 
 
 def _api(dir: Path | None, server: str | None = None, token: str | None = None) -> Any:
-    """The Api a command reads through: a server (``--server``, or ``$ASSAY_SERVER`` when no
-    ``--dir`` is given), else an existing data directory (refused, exit 2, when it is not one)."""
+    """The Api a command reads through: the server ``--server`` names, else an existing data
+    directory (refused, exit 2, when it is not one). ``$ASSAY_SERVER`` alone does not send a
+    command to a server: agents started with ``assay run`` live in data directories."""
     from .sdk.api import Api
 
     if dir is not None and server is not None:
         _fail(UserInputError("pass --dir or --server, not both",
                              hint="--dir reads a data directory here; --server asks a server"))
-    if dir is None and (server or os.environ.get("ASSAY_SERVER")):
+    if server is not None:
         try:
-            api = Api(server=server or os.environ["ASSAY_SERVER"], token=token)
+            return Api(server=server, token=token)
         except AssayError as e:
             _fail(e)
-        api._from_env = server is None  # type: ignore[attr-defined]
-        return api
     if token is not None:
         _fail(UserInputError("--token is for --server", hint="leave --token out, or pass --server"))
     root = _existing(dir)
@@ -85,16 +84,6 @@ def _api(dir: Path | None, server: str | None = None, token: str | None = None) 
         return Api(root)
     except AssayError as e:
         _fail(e)
-
-
-def _fail_for(api: Any, e: AssayError) -> None:
-    """``_fail``, saying where a not-found thing was looked for when $ASSAY_SERVER, not a
-    --server or --dir the user typed, sent the command to a server."""
-    if isinstance(e, NotFoundError) and getattr(api, "_from_env", False):
-        e = NotFoundError(e.message, hint=f"this asked the server {api.server} ($ASSAY_SERVER); "
-                                          "pass --dir for this machine's data directory"
-                                          + (f"; {e.hint}" if e.hint else ""))
-    _fail(e)
 
 
 def _fmt(v: Any) -> str:
@@ -116,7 +105,7 @@ def runs(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
     try:
         df = api.runs(project=project)
     except AssayError as e:
-        _fail_for(api, e)
+        _fail(e)
     if df.height == 0:
         console.print("no runs yet" + (f" in project {project!r}" if project else ""))
         return
@@ -142,7 +131,7 @@ def show(run_id: str, dir: DirOpt = None,
     try:
         r = api.run(run_id)
     except AssayError as e:
-        _fail_for(api, e)
+        _fail(e)
     rec: dict[str, Any] = {
         "run_id": r.run_id, "project": r.project, "name": r.name, "status": str(r.status),
         "group": r.group, "tags": list(r.tags), "notes": r.notes, "last_step": r.last_step,
@@ -184,7 +173,6 @@ def sync(dir: DirOpt = None,
     for path in st.failed:
         err_console.print(f"[bold red]not ingested[/] {path}: kept (see the log above); "
                           "nothing in it is lost")
-    import os
 
     srv = server or os.environ.get("ASSAY_SERVER")
     if srv:
@@ -385,7 +373,6 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
             detach: Annotated[bool, typer.Option(help="run in the background and return")] = False) -> None:
     """Run a research objective: an agent on Ray launches, watches and stops trials until the
     budget is spent, then prints the best config and the sweep report."""
-    import os
     import secrets
     import subprocess
 
@@ -412,7 +399,7 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
         with open(log_path, "ab") as out:
             subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                              start_new_session=True, env={**os.environ, "COLUMNS": "160"})
-        where = f" --dir {root}" if os.environ.get("ASSAY_SERVER") or dir is not None else ""
+        where = f" --dir {root}" if dir is not None else ""
         console.print(f"agent {aid} started in the background; log: {log_path}\n"
                       f"watch it with `assay agents{where}`; pause/stop with "
                       f"`assay pause {aid} -r \"why\"{where}`")
@@ -429,7 +416,7 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
     console.print(f"[bold]best config[/]: {json.dumps(res.best_config)}")
     if res.report:
         console.print(f"[bold]sweep report[/]: {res.report}")
-    where = f" --dir {root}" if os.environ.get("ASSAY_SERVER") or dir is not None else ""
+    where = f" --dir {root}" if dir is not None else ""
     console.print(f"decisions: `assay decisions {res.agent_id}{where}`; runs: "
                   f"`assay runs -p {obj.project}{where}`")
 
@@ -457,7 +444,7 @@ def agents(project: Annotated[str | None, typer.Option("--project", "-p")] = Non
     try:
         df = api.agents(project)
     except AssayError as e:
-        _fail_for(api, e)
+        _fail(e)
     if df.height == 0:
         console.print("no agents yet")
         return
@@ -479,7 +466,7 @@ def decisions(agent_id: str, dir: DirOpt = None,
     try:
         ds = api.decisions(agent_id, limit=limit if limit > 0 else None)
     except AssayError as e:
-        _fail_for(api, e)
+        _fail(e)
     for d in ds.iter_rows(named=True):
         console.print(f"{d['hlc'][:13]} [bold]{d['kind']:9}[/] {d['trial_id']:12} {d['summary']}")
 
@@ -503,7 +490,7 @@ def _override(agent_id: str, action: str, params: dict[str, Any], reason: str,
         else:
             sent = api.override(agent_id, action, params, reason=reason, actor=actor)
     except AssayError as e:
-        _fail_for(api, e)
+        _fail(e)
     console.print(f"{action} sent to agent {sent['agent_id']} (override {sent['override_id']}); "
                   "it applies at the agent's next step")
 

@@ -7,13 +7,14 @@ import difflib
 import os
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from ..errors import NotFoundError, UserInputError
 from ..sdk.capture import scrub_argv, scrub_environ
 from ..store.records import RunRecord, RunStatus, validate_name
 from .auth import Principal, Role, Viewer
-from .downsample import Method, downsample, load_curves
+from .downsample import Curve, Method, downsample, load_curves
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
 from .query import RunsIndex, RunsQuery
 from .store_ext import ServerStore
@@ -102,6 +103,8 @@ def list_runs(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     cursor: Annotated[str | None, Query(max_length=2000,
                                         description="next_cursor of the previous page")] = None,
+    stats: Annotated[bool, Query(description="also each key's min/max/last step "
+                                             "(summary_stats)")] = False,
 ) -> SafeJSONResponse:
     """Runs matching all filters, sorted, one page at a time, with the total count.
 
@@ -119,8 +122,10 @@ def list_runs(
     q = RunsQuery(project=project, status=tuple(status), tags=tuple(tag), filters=tuple(filter),
                   sort=sort, order=order, limit=limit, offset=offset, cursor=cursor)
     page = _index(request).query(q)
+    runs = page.runs if stats else [{k: v for k, v in r.items() if k != "summary_stats"}
+                                    for r in page.runs]
     return ok({"total": page.total, "offset": page.offset, "limit": limit,
-            "next_cursor": page.next_cursor, "runs": page.runs})
+            "next_cursor": page.next_cursor, "runs": runs})
 
 
 @router.get("/runs/columns", summary="Columns runs can be filtered and sorted by")
@@ -241,10 +246,18 @@ def run_history(
     store = _store(request)
     index = _index(request)
     index.refresh()  # a version check when nothing changed; cheaper than reading the run
-    if index.detail(run_id) is None:
-        get_run_or_404(store, run_id)
+    detail = index.detail(run_id)
+    if detail is None:
+        detail = {"summary_stats": get_run_or_404(store, run_id).summary}
     curves = load_curves(store.metric_chunks(run_id, key or None, with_time=time,
                                              step_min=step_min, step_max=step_max))
+    if step_min is not None or step_max is not None:
+        # Only the chunks holding the window were read: a key of the run with no point in
+        # it is still answered, empty, as when the whole curve was read and cut.
+        have = set(detail.get("summary_stats") or {})
+        for k in (key or sorted(have)):
+            if k in have and k not in curves:
+                curves[k] = Curve(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
     series: dict[str, Any] = {}
     for k, c in curves.items():
         if step_min is not None or step_max is not None:

@@ -35,10 +35,11 @@ _RUN_COLUMNS = ["run_id", "project", "name", "status", "group", "tags", "notes",
 
 
 class Api:
-    """Runs, metrics, artifacts, agents and their decisions, where ``assay.init`` logs them:
-    a data directory (``dir``, else ``$ASSAY_DIR``, else ``~/.assay``) or an ``assay server``
-    (``server=``, else ``$ASSAY_SERVER`` when no ``dir`` is given), with ``token`` (else
-    ``$ASSAY_TOKEN``).
+    """Runs, metrics, artifacts, agents and their decisions: in a data directory (``dir``,
+    else ``$ASSAY_DIR``, else ``~/.assay``), or on an ``assay server`` when ``server=`` names
+    one (``Api(server=os.environ["ASSAY_SERVER"])`` for the one your runs log to), with
+    ``token`` (else ``$ASSAY_TOKEN``). ``$ASSAY_SERVER`` alone never redirects an Api: agents
+    and their trials live in data directories, and scripts that read them must keep doing so.
 
     On a server the token's role applies: viewers read, researchers override the agents they
     declared, supervisors any agent. What reads the data directory's files itself (verify,
@@ -53,8 +54,6 @@ class Api:
             raise UserInputError("pass dir= or server=, not both",
                                  hint="dir= reads a data directory on this machine; server= "
                                       "asks an assay server over HTTP")
-        if server is None and dir is None:
-            server = os.environ.get("ASSAY_SERVER") or None
         self.server: str | None = None
         self._remote: Any = None
         self._artifacts: Any = None
@@ -85,7 +84,7 @@ class Api:
     # -- where the data is --------------------------------------------------------------------
     @property
     def is_remote(self) -> bool:
-        """True when this Api asks a server (``server=`` or ``$ASSAY_SERVER``)."""
+        """True when this Api asks a server (``server=``)."""
         return self.server is not None
 
     def _reader(self) -> Any:
@@ -104,6 +103,18 @@ class Api:
                 self._http = _http_client(self.server, self._token, self._timeout)
             return RemoteControl(self._http, self.server)
         return LocalControl(self.dir)
+
+    def _agent_id(self, agent_id: Any) -> str:
+        """An agent id to look up: any name in a data directory (``assay run --agent-id``
+        takes one), the form the server's routes take on a server."""
+        from .control_api import check_agent_id
+
+        if self.server is not None:
+            return check_agent_id(agent_id)
+        if not isinstance(agent_id, str) or not agent_id:
+            raise UserInputError(f"an agent id is a non-empty string, got {agent_id!r}",
+                                 hint="`assay agents` (Api().agents()) lists them")
+        return agent_id
 
     def _local_only(self, what: str) -> None:
         if self.server is not None:
@@ -415,9 +426,7 @@ class Api:
     def agent(self, agent_id: str) -> dict[str, Any]:
         """One agent as the API shows it, with its objective ``spec``, current ``budget``
         and ``concurrency``, and every trial (id, status, config, final value, ...)."""
-        from .control_api import check_agent_id
-
-        return self._control().agent(check_agent_id(agent_id))  # type: ignore[no-any-return]
+        return self._control().agent(self._agent_id(agent_id))  # type: ignore[no-any-return]
 
     def decisions(self, agent_id: str | None = None, *, project: str | None = None,
                   trial_id: str | None = None, kind: str | None = None,
@@ -425,10 +434,10 @@ class Api:
         """Decisions (launch, stop, complete, override, ...) with their evidence, oldest
         first: why each config was chosen, why each trial was stopped. ``limit``: the newest
         N. The ``explanation`` column holds the evidence as JSON text."""
-        from .control_api import check_agent_id, check_kind, check_run_id, decisions_frame
+        from .control_api import check_kind, check_run_id, decisions_frame
 
         if agent_id is not None:
-            check_agent_id(agent_id)
+            self._agent_id(agent_id)
         if trial_id is not None:
             check_run_id(trial_id)
         if project is not None:
@@ -442,9 +451,9 @@ class Api:
     def overrides(self, agent_id: str) -> pl.DataFrame:
         """The overrides sent to an agent, oldest first, with their outcome: ``pending``
         until its next step, then ``applied`` or ``rejected`` (``result`` says why)."""
-        from .control_api import check_agent_id, overrides_frame
+        from .control_api import overrides_frame
 
-        return overrides_frame(self._control().overrides(check_agent_id(agent_id)))
+        return overrides_frame(self._control().overrides(self._agent_id(agent_id)))
 
     def override(self, agent_id: str, action: str, params: Mapping[str, Any] | None = None,
                  *, reason: str, actor: str | None = None) -> dict[str, Any]:
@@ -463,9 +472,9 @@ class Api:
             ``{"override_id", "agent_id", "action", "status": "pending"}``; follow it with
             :meth:`overrides`.
         """
-        from .control_api import check_agent_id, check_override_reason
+        from .control_api import check_override_reason
 
-        check_agent_id(agent_id)
+        self._agent_id(agent_id)
         why = check_override_reason(reason)
         if not isinstance(action, str) or action not in _ACTIONS:
             raise UserInputError(f"unknown override action {action!r}",
@@ -569,7 +578,7 @@ def _check_server(server: Any) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UserInputError(f"server must be an http(s) URL, got {server!r}",
                              hint="e.g. server='http://127.0.0.1:8000' (what `assay server` "
-                                  "prints), or set $ASSAY_SERVER")
+                                  "prints)")
     return url
 
 

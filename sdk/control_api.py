@@ -122,7 +122,16 @@ class LocalControl:
         a = self._row(agent_id)
         check_sendable(a, action, params,
                        again="run the objective again (`assay run OBJECTIVE.yaml`) to go on")
-        o = send_override(self.control, AuditTrail(self.root), a, action, params, actor, reason,
+        try:  # the audit trail signs with the directory's key: refused before anything is stored
+            audit = AuditTrail(self.root)
+        except OSError as exc:
+            raise AssayError(
+                f"cannot open the audit trail of {self.root} to record the override: "
+                f"{exc.strerror or exc}",
+                hint="overrides are audited with the data directory's signing key: run this as "
+                     "the user who owns the directory, or send it through its server "
+                     "(Api(server=...), assay ... --server)") from None
+        o = send_override(self.control, audit, a, action, params, actor, reason,
                           HybridLogicalClock("sdk"))
         return {"override_id": o.override_id, "agent_id": a.agent_id, "action": action,
                 "status": "pending"}
@@ -177,9 +186,12 @@ class RemoteControl:
             raise PermissionDeniedError(exc.message, hint=hint) from None
         except NotFoundError as exc:
             hint = exc.hint
-            if "/api/" in (hint or "") or exc.message.endswith("Not Found"):
-                hint = (f"Api(server={self.server!r}).agents() lists the agents and .runs() the "
-                        "runs; check the server URL (the server's root, without /api)")
+            if exc.message.endswith("Not Found"):  # no such route: not an assay server's root
+                hint = (f"check the server URL {self.server}: the server's root, as `assay "
+                        "server` prints it (without /api)")
+            elif "/api/" in (hint or ""):  # the server's hint names its HTTP routes
+                hint = ("Api(server=...).agents() lists the agents, .runs() the runs "
+                        "(`assay agents --server URL`, `assay runs --server URL`)")
             raise NotFoundError(exc.message, hint=hint) from None
         try:
             body = resp.json()

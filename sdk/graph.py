@@ -55,7 +55,8 @@ class Artifact:
         return getattr(self._v, name)
 
     def download(self, root: str | Path | None = None) -> Path:
-        """Materialize the files read-only (default under ``<data dir>/artifacts``),
+        """Materialize the files read-only (default under ``<data dir>/artifacts``, or
+        ``<data dir>/servers/<host_port>/artifacts`` for a server's version),
         verifying every file against its digest. Returns the folder when a folder was
         logged (even one holding a single file), the file when a file was (versions logged
         before assay recorded the difference: the file whenever the version holds one file

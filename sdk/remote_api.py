@@ -8,8 +8,9 @@ the local :class:`~assay.sdk.api.Api` uses (``run_row``, ``runs_frame``, ``filte
 ``history_frame``); only the transport differs.
 
 - ``GET /api/runs`` is paged (``limit=1000``, ``next_cursor`` until None). Each row's
-  ``summary_stats`` fill the ``summary_min.*``/``summary_max.*`` columns; a server too old to
-  list them gives a frame without those columns.
+  ``summary_stats`` (asked for with ``stats=true``, which a server lists as its
+  ``runs_stats`` feature) fill the ``summary_min.*``/``summary_max.*`` columns; a server too
+  old to serve them gives a frame without those columns.
 - ``GET /api/runs/{id}/history`` downsamples a key's curve above ``max_points`` (its
   ``total`` then exceeds ``returned``). Every point is still read: a first, tiny request
   counts each key's points; keys that fit are fetched together, at most
@@ -107,6 +108,7 @@ class RemoteReader:
         self.server = server.strip().rstrip("/")
         self.points_per_request = points_per_request
         self._arrow = arrow  # None: as the server's features say (asked once)
+        self._server_features: frozenset[str] | None = None
         self._timeout = timeout
         self._http = httpx.Client(base_url=self.server, headers=_auth_headers(token),
                                   timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
@@ -136,6 +138,8 @@ class RemoteReader:
         cursor: str | None = None
         while valid:
             params: dict[str, Any] = {"limit": _PAGE, "sort": "created_at", "order": "asc"}
+            if "runs_stats" in self._features():  # min/max per key: asked for, not default
+                params["stats"] = "true"
             if project is not None:
                 params["project"] = project
             if cursor is not None:
@@ -204,12 +208,18 @@ class RemoteReader:
         return history_frame(run_id, table)
 
     # -- history as Arrow chunks ---------------------------------------------------------------
+    def _features(self) -> frozenset[str]:
+        """What the server says it serves (``GET /api/health``), asked once."""
+        if self._server_features is None:
+            feats = self._get("/api/health").get("features")
+            self._server_features = frozenset(
+                f for f in (feats if isinstance(feats, list) else []) if isinstance(f, str))
+        return self._server_features
+
     def _uses_arrow(self) -> bool:
         """Whether the server serves raw metric chunks (``GET /api/runs/{id}/chunks``)."""
         if self._arrow is None:
-            body = self._get("/api/health")
-            feats = body.get("features")
-            self._arrow = isinstance(feats, list) and "history_arrow" in feats
+            self._arrow = "history_arrow" in self._features()
         return self._arrow
 
     def _chunks(self, run_id: str, keys: list[str] | None, lo: int | None, hi: int | None,

@@ -240,8 +240,11 @@ def _collect(registry: ArtifactRegistry, blobs: BlobStore, root: Path, grace: fl
                 young, young_bytes = young + 1, young_bytes + b.size
         if isinstance(blobs, LocalBlobStore):
             partials, partial_bytes = blobs.sweep_partials(cutoff, dry_run=dry_run)
-        n, nbytes = _sweep_partial_downloads(root / "artifacts", cutoff, dry_run)
-        partials, partial_bytes = partials + n, partial_bytes + nbytes
+        # This directory's downloads, and those of the servers it read from
+        # (<root>/servers/<host_port>/artifacts, sdk.remote_artifacts.server_cache).
+        for folder in [root / "artifacts", *sorted((root / "servers").glob("*/artifacts"))]:
+            n, nbytes = _sweep_partial_downloads(folder, cutoff, dry_run)
+            partials, partial_bytes = partials + n, partial_bytes + nbytes
     except BaseException as exc:
         error = exc
         raise

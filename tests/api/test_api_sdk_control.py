@@ -147,8 +147,9 @@ def test_server_and_dir_choice(data_dir, monkeypatch):
     with pytest.raises(UserInputError, match="token= is for server="):
         Api(data_dir, token="t")
     monkeypatch.setenv("ASSAY_SERVER", "http://127.0.0.1:9/")
-    assert Api().server == "http://127.0.0.1:9"  # where init would log, as init
-    assert not Api(data_dir).is_remote  # an explicit directory wins
+    # $ASSAY_SERVER alone redirects nothing: agents and their trials live in directories.
+    assert not Api().is_remote and Api().dir == data_dir
+    assert Api(server="http://127.0.0.1:9/").server == "http://127.0.0.1:9"
     api = Api(server="http://127.0.0.1:9")
     for call in (api.verify, api.audit_log, api.checkpoint, lambda: api.gc(),
                  lambda: api.lineage("m:v0"), lambda: api.delete_artifact("m:v0")):
@@ -230,11 +231,11 @@ def test_the_command_line_overrides_and_lists_through_a_server(server, tokens, d
     assert out.exit_code == 2 and "needs a reason" in out.output and "-r" in out.output
     out = runner.invoke(app, ["pause", AGENT, "-r", "GPU maintenance", *url])
     assert out.exit_code == 0 and "pause sent to agent" in out.output, out.output
-    monkeypatch.setenv("ASSAY_SERVER", server.url)  # as for assay.init, the default
-    monkeypatch.setenv("ASSAY_TOKEN", tokens["researcher"])
-    out = runner.invoke(app, ["stop-run", "t2", "-r", "diverging"])
+    monkeypatch.setenv("ASSAY_TOKEN", tokens["researcher"])  # the token's default
+    out = runner.invoke(app, ["stop-run", "t2", "-r", "diverging", "--server", server.url])
     assert out.exit_code == 0 and f"stop_run sent to agent {AGENT}" in out.output, out.output
-    out = runner.invoke(app, ["stop", AGENT, "-r", "x", "--token", tokens["viewer"]])
+    out = runner.invoke(app, ["stop", AGENT, "-r", "x", "--server", server.url,
+                              "--token", tokens["viewer"]])
     assert out.exit_code == 2 and "viewer" in out.output, out.output
     out = runner.invoke(app, ["agents", "--dir", str(data_dir), "--server", server.url])
     assert out.exit_code == 2 and "not both" in out.output
@@ -356,16 +357,47 @@ def test_wrong_urls_closed_apis_and_big_decision_logs_say_what_to_do(server, tok
 
 
 @pytestmark_remote
-def test_the_command_line_says_when_assay_server_sent_it_elsewhere(server, tokens, data_dir,
-                                                                   agent, monkeypatch):
+def test_assay_server_in_the_environment_does_not_redirect_the_command_line(
+        server, tokens, data_dir, agent, monkeypatch):
+    """A person's $ASSAY_SERVER is for their own runs: `assay agents`, `decisions` and the
+    overrides keep reading the data directory, where `assay run` keeps its agents."""
     from assay.cli import app
     from typer.testing import CliRunner
 
-    monkeypatch.setenv("ASSAY_SERVER", server.url)
+    monkeypatch.setenv("ASSAY_SERVER", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("ASSAY_TOKEN", tokens["supervisor"])
-    out = CliRunner().invoke(app, ["pause", "agelsewhere1", "-r", "x"])
-    text = " ".join(out.output.split())
-    assert out.exit_code == 2 and "($ASSAY_SERVER)" in text and "--dir" in text, text
-    out = CliRunner().invoke(app, ["pause", AGENT, "-r", "x", "--dir", str(data_dir)])
+    runner = CliRunner()
+    out = runner.invoke(app, ["agents"])
+    assert out.exit_code == 0 and AGENT in out.output, out.output
+    out = runner.invoke(app, ["pause", AGENT, "-r", "x"])
     assert out.exit_code == 0, out.output
     assert agent.overrides(AGENT)[-1].actor.startswith("cli")
+
+
+def test_an_agent_with_a_custom_id_is_read_and_overridden_locally(data_dir, agent):
+    """`assay run --agent-id my-sweep` takes any name; the local paths look it up."""
+    row = agent.get_agent(AGENT)
+    agent.save_agent(AgentRow("my-sweep", row.objective, row.project, row.spec,
+                              state=row.state, hlc="1"))
+    api = Api(data_dir)
+    assert api.agent("my-sweep")["agent_id"] == "my-sweep"
+    assert api.pause("my-sweep", reason="custom ids work")["agent_id"] == "my-sweep"
+    assert api.overrides("my-sweep")["action"].to_list() == ["pause"]
+    with pytest.raises(NotFoundError, match="no agent 'my-swep'"):
+        api.decisions("my-swep")
+    with pytest.raises(UserInputError, match="non-empty string"):
+        api.agent("")
+
+
+def test_an_override_whose_audit_trail_cannot_be_opened_stores_nothing(data_dir, agent,
+                                                                       monkeypatch):
+    import assay.store.audit as audit_mod
+
+    def refuse(*a, **kw):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(audit_mod.AuditTrail, "__init__", refuse)
+    with pytest.raises(AssayError, match="cannot open the audit trail") as e:
+        Api(data_dir).pause(AGENT, reason="x")
+    assert "--server" in e.value.hint
+    assert agent.overrides(AGENT) == []

@@ -183,7 +183,11 @@ def test_listing_rows_carry_summary_stats_and_old_servers_give_no_min_max(site: 
     c = httpx.Client(base_url=site.server.url, timeout=10,
                      headers={"Authorization": f"Bearer {site.tokens['viewer']}"})
     with c:
-        rows = c.get("/api/runs", params={"project": "alpha", "order": "asc"}).json()["runs"]
+        plain = c.get("/api/runs", params={"project": "alpha", "order": "asc"}).json()["runs"]
+        rows = c.get("/api/runs", params={"project": "alpha", "order": "asc",
+                                          "stats": "true"}).json()["runs"]
+    # The dashboard's listing stays as small as before: statistics only when asked for.
+    assert plain and all("summary_stats" not in r for r in plain)
     stats = rows[0]["summary_stats"]
     local = site.local.run(site.ids["base"]).summary
     assert stats["loss"]["min"] == pytest.approx(local["loss"]["min"])
@@ -204,7 +208,9 @@ def test_runs_page_through_the_listing(site: Site, monkeypatch: pytest.MonkeyPat
     with site.reader("viewer") as r:
         r._http.event_hooks["request"].append(lambda req: pages.append(str(req.url)))
         assert_frame_equal(r.runs(), site.local.runs())
-    assert len(pages) == 4 and sum("cursor=" in p for p in pages) == 3
+    listed = [p for p in pages if "/api/runs?" in p]  # the rest: one /api/health
+    assert len(listed) == 4 and sum("cursor=" in p for p in listed) == 3
+    assert all("stats=true" in p for p in listed)
 
 
 # -- one run ------------------------------------------------------------------------------------

@@ -365,3 +365,23 @@ def test_a_download_into_a_mount_point_killed_part_way_is_completed_next_time(
     with pytest.raises(UserInputError, match="does not hold ds:v0"):
         v.download(mnt)
     assert _files(mnt) == {"notes.txt": b"mine"}
+
+
+def test_gc_also_sweeps_the_partial_downloads_of_servers_read_from(data_dir, tmp_path):
+    """A server's versions download under <dir>/servers/<host_port>/artifacts: a killed
+    download there is swept like one in <dir>/artifacts."""
+    src = tmp_path / "ds"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"a")
+    with _init(data_dir) as run:
+        run.log_artifact(src, name="ds")
+    stale = data_dir / "servers" / "127.0.0.1_8000" / "artifacts" / "model" / ".v0.partial-x"
+    stale.mkdir(parents=True)
+    (stale / "w.bin").write_bytes(b"y" * 5)
+    past = time.time() - 2 * HOUR
+    for p in (stale, stale / "w.bin"):
+        os.utime(p, (past, past))
+    api = assay.Api(data_dir)
+    assert (api.gc(dry_run=True).partials, stale.exists()) == (1, True)
+    rep = api.gc()
+    assert (rep.partials, rep.partial_bytes) == (1, 5) and not stale.exists()
