@@ -226,26 +226,13 @@ class RemoteReader:
                 out: list[pa.Table]) -> None:
         """Append the run's metric chunks holding steps in ``[lo, hi]`` to ``out``, halving
         the window while the server says it holds more points than one answer may."""
-        import httpx
-
         params: dict[str, Any] = {"key": keys} if keys else {}
         if lo is not None:
             params["step_min"] = lo
         if hi is not None:
             params["step_max"] = hi
         path = f"/api/runs/{run_id}/chunks"
-        try:
-            resp = self._http.get(path, params=params)
-        except httpx.TimeoutException as exc:
-            raise AssayError(f"the assay server at {self.server} did not answer {path} within "
-                             f"{self._timeout:g} s ({type(exc).__name__})",
-                             hint="check that `assay server` runs there and is not overloaded; "
-                                  "pass a larger timeout= for slow links") from exc
-        except httpx.TransportError as exc:
-            raise AssayError(f"cannot reach the assay server at {self.server}: {exc}",
-                             hint="check the URL (scheme, host and port) and that `assay "
-                                  "server` runs there and is reachable from this machine"
-                             ) from exc
+        resp = self._send(path, params)
         if resp.status_code == 413:
             body = resp.json()
             span = body.get("steps") or [None, None]
@@ -331,9 +318,9 @@ class RemoteReader:
         if not _RUN_ID.fullmatch(run_id):  # no run has it (and it would not fit a URL path)
             raise NotFoundError(f"no run {run_id!r} on {self.server}", hint=_RUNS_HINT)
 
-    def _get(self, path: str, params: Mapping[str, Any] | None = None, *,
-             not_found_hint: str | None = None) -> dict[str, Any]:
-        """The JSON object ``GET path`` answers; a refusal as the matching AssayError."""
+    def _send(self, path: str, params: Mapping[str, Any] | None) -> Any:
+        """``GET path``'s response; a server that cannot be reached or does not answer in
+        time as an AssayError saying so."""
         import httpx
 
         try:
@@ -348,6 +335,12 @@ class RemoteReader:
                              hint="check the URL (scheme, host and port) and that `assay "
                                   "server` runs there and is reachable from this machine"
                              ) from exc
+        return resp
+
+    def _get(self, path: str, params: Mapping[str, Any] | None = None, *,
+             not_found_hint: str | None = None) -> dict[str, Any]:
+        """The JSON object ``GET path`` answers; a refusal as the matching AssayError."""
+        resp = self._send(path, params)
         try:
             _raise_for(resp)
         except PermissionDeniedError as exc:  # its hint is for logging (a researcher's token)
