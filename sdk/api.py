@@ -39,7 +39,8 @@ class Api:
     else ``$ASSAY_DIR``, else ``~/.assay``), or on an ``assay server`` when ``server=`` names
     one (``Api(server=os.environ["ASSAY_SERVER"])`` for the one your runs log to), with
     ``token`` (else ``$ASSAY_TOKEN``). ``$ASSAY_SERVER`` alone never redirects an Api: agents
-    and their trials live in data directories, and scripts that read them must keep doing so.
+    started with ``assay run`` live in data directories, and what reads them must keep doing
+    so.
 
     On a server the token's role applies: viewers read, researchers override the agents they
     declared, supervisors any agent. What reads the data directory's files itself (verify,
