@@ -72,11 +72,19 @@ def list_decisions(request: Request, who: Viewer,
                    project: Annotated[str | None, Query(max_length=128)] = None,
                    trial_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9]{1,64}$")] = None,
                    kind: Annotated[str | None, Query(max_length=32)] = None,
-                   limit: Annotated[int, Query(ge=1, le=5000)] = 200) -> SafeJSONResponse:
+                   limit: Annotated[int, Query(ge=1, le=5000)] = 200,
+                   offset: Annotated[int | None, Query(
+                       ge=0, le=2**62, description="from the oldest: the decisions from this "
+                                                   "position on (default: the newest limit)")
+                   ] = None) -> SafeJSONResponse:
+    """Decisions oldest first, with ``total``: the newest ``limit``, or ``limit`` from
+    ``offset`` (counted from the oldest; stable while agents append newer ones) to page
+    through them all."""
     ds = control_store(request).decisions(agent_id=agent_id, project=project, trial_id=trial_id)
     if kind:
         ds = [d for d in ds if d.kind == kind]
-    return ok({"decisions": [decision_public(d) for d in ds[-limit:]], "total": len(ds)})
+    page = ds[-limit:] if offset is None else ds[offset:offset + limit]
+    return ok({"decisions": [decision_public(d) for d in page], "total": len(ds)})
 
 
 class ObjectiveBody(BaseModel):

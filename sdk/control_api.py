@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 _AGENT_ID = re.compile(r"^[A-Za-z0-9]{4,64}$")
+_DECISIONS_PAGE = 5000  # the most GET /api/decisions answers at once
 _RUN_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
 #: Every kind of decision an agent records (agents/agent.py, agents/overrides.py).
 DECISION_KINDS = ("launch", "complete", "stop", "fail", "retry", "resume", "skip", "stale",
@@ -157,6 +158,7 @@ class RemoteControl:
 
     def __init__(self, http: Any, server: str) -> None:
         self.http, self.server = http, server
+        self._server_features: frozenset[str] | None = None
 
     def _call(self, method: str, url: str, **kw: Any) -> Any:
         """The JSON object the server answers; a refusal as the matching AssayError, with
@@ -218,17 +220,37 @@ class RemoteControl:
                                   if v is not None}
         if agent_id is not None:
             self.agent(agent_id)  # 404 for an unknown agent, as locally (not an empty list)
-        # The server answers the newest `limit` (at most 5000) and the total: ask for all.
-        params["limit"] = min(limit or 5000, 5000)
+        # The server answers the newest `limit` (at most 5000 at once) and the total.
+        params["limit"] = min(limit or _DECISIONS_PAGE, _DECISIONS_PAGE)
         body = self._call("GET", "/api/decisions", params=params)
-        rows = list(body["decisions"])
+        rows = list(body.get("decisions") or [])
         total = int(body.get("total", len(rows)))
-        if (limit is None or limit > 5000) and total > len(rows):
+        want = total if limit is None else min(limit, total)
+        if want <= len(rows):
+            return rows
+        if "decisions_offset" not in self._features():
             raise AssayError(
-                f"the server holds {total} matching decisions and serves the newest 5000 at once",
+                f"the server holds {total} matching decisions and serves the newest "
+                f"{_DECISIONS_PAGE} at once (it is too old to page through them)",
                 hint="narrow it with agent_id=, trial_id= or kind=, or pass limit=5000 (the "
                      "newest 5000)")
+        # Pages counted from the oldest are stable while agents append newer decisions.
+        start = total - want
+        rows = []
+        while len(rows) < want:
+            params.update(offset=start + len(rows), limit=min(_DECISIONS_PAGE, want - len(rows)))
+            page = list(self._call("GET", "/api/decisions", params=params).get("decisions") or [])
+            if not page:
+                break
+            rows += page
         return rows
+
+    def _features(self) -> frozenset[str]:
+        if self._server_features is None:
+            feats = self._call("GET", "/api/health").get("features")
+            self._server_features = frozenset(
+                f for f in (feats if isinstance(feats, list) else []) if isinstance(f, str))
+        return self._server_features
 
     def overrides(self, agent_id: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"/api/agents/{agent_id}/overrides")["overrides"])

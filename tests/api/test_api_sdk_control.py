@@ -336,7 +336,7 @@ def test_override_params_are_sent_as_json_numbers_on_both_paths(server, tokens, 
 
 @pytestmark_remote
 def test_wrong_urls_closed_apis_and_big_decision_logs_say_what_to_do(server, tokens, data_dir,
-                                                                     agent):
+                                                                     agent, monkeypatch):
     with Api(server=server.url + "/api", token=tokens["viewer"]) as api:
         with pytest.raises(NotFoundError) as e:
             api.agents()
@@ -347,13 +347,21 @@ def test_wrong_urls_closed_apis_and_big_decision_logs_say_what_to_do(server, tok
     api.close()
     agent.add_decisions([Decision(AGENT, "p", "t1", "stop", f"d{i}", {}, f"7{i:05d}", 1.8e9)
                          for i in range(5001)])
+    local = Api(data_dir)
     with Api(server=server.url, token=tokens["viewer"]) as remote:
-        assert remote.decisions(AGENT, limit=10).height == 10
-        for limit in (None, 6000):
-            with pytest.raises(AssayError, match="serves the newest 5000") as e:
-                remote.decisions(AGENT, limit=limit)
-            assert "limit=5000" in e.value.hint
-    assert Api(data_dir).decisions(AGENT, limit=6000).height == 5004
+        assert remote.decisions(AGENT, limit=10).equals(local.decisions(AGENT, limit=10))
+        for limit in (None, 6000, 5001):  # past one page of 5000: paged from the oldest
+            got = remote.decisions(AGENT, limit=limit)
+            assert got.equals(local.decisions(AGENT, limit=limit)), limit
+        assert got.height == 5001 and remote.decisions(AGENT).height == 5004
+    from assay.api import admin
+
+    monkeypatch.setattr(admin, "SERVER_FEATURES", ("rewind",))  # a server without offset
+    with Api(server=server.url, token=tokens["viewer"]) as old:
+        with pytest.raises(AssayError, match="serves the newest 5000") as e:
+            old.decisions(AGENT)
+        assert "limit=5000" in e.value.hint
+        assert old.decisions(AGENT, limit=5000).height == 5000
 
 
 @pytestmark_remote
