@@ -44,7 +44,7 @@ class Api:
 
     On a server the token's role applies: viewers read, researchers override the agents they
     declared, supervisors any agent. What reads the data directory's files itself (verify,
-    checkpoint, gc, the audit log, lineage, deleting versions) runs where the directory is.
+    checkpoint, gc, the audit log, deleting versions) runs where the directory is.
     Reads see every commit of every process: handles re-check the table version per read.
     """
 
@@ -322,9 +322,18 @@ class Api:
                 depth: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Nodes and edges up (what it was made from) or down (what was built on it) from an
         artifact version (``name:alias``, ``name:v3``; deleted versions too) or a run
-        (``run:<id>``). Returns (nodes, edges)."""
-        from ..store.lineage import lineage, run_node
+        (``run:<id>``), at most ``depth`` hops away. Returns (nodes, edges): nodes have
+        columns id, kind, name, version, run_id and depth (hops, 0 for the start), edges src,
+        dst and kind.
 
+        On a server the same frames come over HTTP (a viewer's token reads them); a graph of
+        more than 5000 nodes within ``depth`` is refused there (pass a smaller ``depth``)."""
+        from ..store.lineage import lineage, run_node
+        from .remote_lineage import check_lineage_args, remote_lineage
+
+        check_lineage_args(spec, direction, depth)
+        if self.server is not None:
+            return remote_lineage(self._reader(), spec, direction, depth)
         g = self._graph("Api.lineage()")
         if spec.startswith("run:"):
             node = run_node(self.run(spec[4:]).run_id)
