@@ -417,8 +417,9 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
     if res.report:
         console.print(f"[bold]sweep report[/]: {res.report}")
     where = f" --dir {root}" if dir is not None else ""
+    runs_at = f" --server {res.runs_server}" if res.runs_server else where
     console.print(f"decisions: `assay decisions {res.agent_id}{where}`; runs: "
-                  f"`assay runs -p {obj.project}{where}`")
+                  f"`assay runs -p {obj.project}{runs_at}`")
 
 
 @app.command()

@@ -727,7 +727,9 @@ class Agent:
                 "space": self.space.to_dict(),
                 "reevaluate": [{"config": c, "why": w} for c, w in self._reeval],
                 "best": self.best.trial_id if self.best else None,
-                "ledger": self.ledger.state_dict(), "artifact_versions": self._seen_versions}
+                "ledger": self.ledger.state_dict(), "artifact_versions": self._seen_versions,
+                # Where the trials' runs are, when not in the agent's data directory.
+                "runs_server": getattr(self.metrics, "server", None)}
 
     def _persist(self, force: bool = False) -> None:
         # A heartbeat at least once a minute, so a healthy agent waiting on long trials is

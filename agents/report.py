@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConflictError, NotFoundError
+from ..errors import AssayError, ConflictError, NotFoundError
 from ..store.control import AgentRow, ControlStore, Decision
 from . import report_html as _h
 from .report_analysis import TrialRow, best_so_far, compute_used, importance, savings, tunable
@@ -93,24 +94,54 @@ def _control(root: Path) -> ControlStore:
     return LanceControlStore(LanceStore(root), IngestLock(root))
 
 
-def _runs(root: Path, project: str, ids: set[str]) -> dict[str, Any]:
+def _runs(root: Path, project: str, ids: set[str], reader: Any = None) -> dict[str, Any]:
     from ..store.lance import LanceStore
     from ..store.records import run_from_row
 
     out = {}
+    if reader is not None:  # the trials logged to a server
+        for rid in sorted(ids):
+            try:
+                out[rid] = reader.run(rid)
+            except NotFoundError:
+                continue
+        return out
     for row in LanceStore(root).runs_table(project).to_pylist():
         if row["run_id"] in ids:
             out[row["run_id"]] = run_from_row(row)
     return out
 
 
-def _curves(root: Path, ids: list[str], metric: str) -> dict[str, list[tuple[float, float]]]:
-    """Full curves of ``metric`` for runs ``ids``, in batched queries (not one per run)."""
+def _server_reader(server: Any, notes: list[str]) -> Any:
+    """A reader of the server the agent's trials logged to (``$ASSAY_TOKEN`` for it), or None
+    when they logged here, or when it cannot be asked (a note says why)."""
+    if not server:
+        return None
+    from ..sdk.remote_api import RemoteReader
+
+    try:
+        return RemoteReader(str(server), os.environ.get("ASSAY_TOKEN") or None)
+    except AssayError as exc:
+        notes.append(f"the trials logged to {server}, which cannot be read here "
+                     f"({exc.message}): curves are the agent's tails of at most 20 points")
+        return None
+
+
+def _curves(root: Path, ids: list[str], metric: str,
+            reader: Any = None) -> dict[str, list[tuple[float, float]]]:
+    """Full curves of ``metric`` for runs ``ids``, in batched queries (not one per run);
+    from ``reader`` (a :class:`~assay.sdk.remote_api.RemoteReader`) one run at a time."""
     from ..store.history import history_frame
     from ..store.lance import LanceStore, sql_str
 
-    tbl = LanceStore(root).table("metrics")
     out: dict[str, list[tuple[float, float]]] = {}
+    if reader is not None:
+        for rid in ids:
+            df = reader.history(rid, [metric])
+            if df.height:
+                out[rid] = list(zip(df["step"].cast(float).to_list(), df["value"].to_list()))
+        return out
+    tbl = LanceStore(root).table("metrics")
     if tbl is None or not ids:
         return out
     import pyarrow.compute as pc
@@ -177,11 +208,21 @@ def _assemble(root: Path, row: AgentRow, decisions: list[Decision], overrides: l
         t0 = min(times) if times else None
     real_clock = t0 is not None and t0 > 1e9
     ids = set(order)
-    runs = _runs(root, row.project, ids) if ids else {}
-    curves = _curves(root, [i for i in order if i in runs], metric) if runs else {}
-    if ids and not runs:
-        notes.append("the store has no runs for these trials (a simulated sweep?): curves are "
-                     "the agent's tails of at most 20 points")
+    reader = _server_reader(state.get("runs_server"), notes) if ids else None
+    try:
+        runs = _runs(root, row.project, ids, reader) if ids else {}
+        curves = _curves(root, [i for i in order if i in runs], metric, reader) if runs else {}
+    except AssayError as exc:  # the server is away: the report still comes, with tails
+        notes.append(f"the trials' runs on {state.get('runs_server')} could not be read "
+                     f"({exc.message}): curves are the agent's tails of at most 20 points")
+        runs, curves = {}, {}
+    finally:
+        if reader is not None:
+            reader.close()
+    if ids and not runs and not notes:
+        where = "the store" if reader is None else f"the server {state.get('runs_server')}"
+        notes.append(f"{where} has no runs for these trials (a simulated sweep?): curves "
+                     "are the agent's tails of at most 20 points")
 
     by_trial_end: dict[str, float] = {}
     for d in decisions:

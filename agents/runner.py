@@ -75,29 +75,55 @@ def check_resources(objective: Objective, *, address: str | None = None,
                              "this machine)", hint=short.hint)
 
 
-def prior_trials(data_dir: Path, objective: Objective) -> list[Any]:
+def trials_server() -> str | None:
+    """The ``assay server`` this process's trials log to, if any: ``$ASSAY_SERVER`` as Ray
+    workers inherit it (``assay.init`` in a trial follows it, with ``$ASSAY_TOKEN``), so the
+    agent reads their curves and warm-start runs there."""
+    return os.environ.get("ASSAY_SERVER") or None
+
+
+def prior_trials(data_dir: Path, objective: Objective, server: str | None = None) -> list[Any]:
     """Finished runs of the project whose configs lie in the objective's space and that
-    report its metric: warm-start evidence for the searcher (not counted in the budget)."""
+    report its metric: warm-start evidence for the searcher (not counted in the budget).
+    Read from ``server`` (with ``$ASSAY_TOKEN``) when the trials log to one."""
     import math
 
     from ..policies import TrialResult, TrialStatus, as_space
-    from ..store.lance import LanceStore
-    from ..store.records import run_from_row
 
     space = as_space(dict(objective.space))
     out = []
-    for row in LanceStore(data_dir).runs_table(objective.project).to_pylist():
-        r = run_from_row(row)
-        if str(r.status) != "completed":
+    for run_id, status, config, summary in _project_runs(data_dir, objective.project, server):
+        if status != "completed":
             continue
-        v = r.summary_values().get(objective.metric)
-        if not isinstance(v, (int, float)) or not math.isfinite(v):
+        v = summary.get(objective.metric)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             continue
         try:
-            cfg = space.validate({k: r.config[k] for k in space if k in r.config})
+            cfg = space.validate({k: config[k] for k in space if k in config})
         except UserInputError:  # a run outside the space is simply not evidence
             continue
-        out.append(TrialResult(r.run_id, cfg, TrialStatus.COMPLETED, (), float(v)))
+        out.append(TrialResult(run_id, cfg, TrialStatus.COMPLETED, (), float(v)))
+    return out
+
+
+def _project_runs(data_dir: Path, project: str, server: str | None
+                  ) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(run id, status, config, summary values) of the project's runs."""
+    if server is None:
+        from ..store.lance import LanceStore
+        from ..store.records import run_from_row
+
+        runs = [run_from_row(row) for row in LanceStore(data_dir).runs_table(project).to_pylist()]
+        return [(r.run_id, str(r.status), dict(r.config), r.summary_values()) for r in runs]
+    from ..sdk.remote_api import RemoteReader
+
+    with RemoteReader(server, os.environ.get("ASSAY_TOKEN") or None) as reader:
+        df = reader.runs(project)
+    out = []
+    for row in df.iter_rows(named=True):
+        config = {c[7:]: v for c, v in row.items() if c.startswith("config.") and v is not None}
+        summary = {c[8:]: v for c, v in row.items() if c.startswith("summary.") and v is not None}
+        out.append((str(row["run_id"]), str(row["status"]), config, summary))
     return out
 
 
@@ -141,9 +167,10 @@ def _build_agent(spec: dict[str, Any], data_dir: str, agent_id: str, ahead: bool
     objective = Objective.from_dict(spec)
     root = Path(data_dir)
     backend = RayBackend(data_dir=root, autoscaling=autoscaling)
-    metrics = StoreMetricSource(root, keys=[objective.metric])
+    server = trials_server()  # trials log there: their curves are read there
+    metrics = StoreMetricSource(root, keys=[objective.metric], server=server)
     control = LanceControlStore(LanceStore(root), IngestLock(root))
-    prior = prior_trials(root, objective) if objective.warm_start else []
+    prior = prior_trials(root, objective, server) if objective.warm_start else []
     hooks = StoreArtifactHooks(root) if objective.reevaluate_on else None
     return Agent(objective, backend, metrics, control, agent_id=agent_id, prior=prior,
                  ahead=ahead, artifacts=hooks)
@@ -188,6 +215,7 @@ class _AgentLoop:
                                                      "value": a.best.final},
                 "remaining": {"trials": rem.trials, "wall_clock_s": rem.wall_clock_s},
                 "error": self.error, "failure": a.failure, "failure_hint": a.failure_hint,
+                "runs_server": getattr(a.metrics, "server", None),
                 # The status turns terminal inside a step; the step then writes its decisions
                 # and state. Only a finished loop thread means everything is in the graph.
                 "done": not self._t.is_alive()}
@@ -218,6 +246,7 @@ class SweepResult:
     best_run: str | None
     trials: dict[str, int] = field(default_factory=dict)
     report: Path | None = None
+    runs_server: str | None = None  # the assay server its trials logged to, if any
 
 
 def run_objective(objective: Objective, *, dir: str | os.PathLike[str] | None = None,
@@ -296,4 +325,5 @@ def run_objective(objective: Objective, *, dir: str | os.PathLike[str] | None = 
 
         logging.getLogger(__name__).exception("the sweep report of %s could not be written", aid)
     return SweepResult(aid, snap["status"], best.get("config"), best.get("value"),
-                       best.get("trial_id"), snap.get("counts", {}), report)
+                       best.get("trial_id"), snap.get("counts", {}), report,
+                       snap.get("runs_server"))

@@ -177,10 +177,14 @@ def run_chunks(
     key: Annotated[list[str], Query(description="keys to return (default: all)")] = [],  # noqa: B006
     step_min: Annotated[int | None, Query(ge=-2**63, le=2**63 - 1)] = None,
     step_max: Annotated[int | None, Query(ge=-2**63, le=2**63 - 1)] = None,
+    seq_after: Annotated[int | None, Query(ge=-1, le=2**63 - 1, description=(
+        "only chunks stored after this seq (the highest one an earlier answer held)"))] = None,
 ) -> Response:
     """The stored metric chunks (columns ``key``, ``seq``, ``step``, ``value``, ``time``: one
     row per chunk, lists of points; ``seq`` orders the writes) of the keys asked for, cut to
-    the steps in ``[step_min, step_max]``, not deduplicated: what
+    the steps in ``[step_min, step_max]``, not deduplicated; with ``seq_after``, only the
+    chunks stored since an answer whose highest ``seq`` it was (what an agent polling a live
+    run's curve reads, :class:`assay.scheduler.StoreMetricSource`): what
     :func:`assay.store.history.history_frame` turns into every point, as
     ``assay.Api(server=...).history()`` does. More than ``CHUNK_POINTS_LIMIT`` points is a
     413 whose ``points`` and ``steps`` (the first and last step) say how many and where: ask
@@ -193,7 +197,8 @@ def run_chunks(
     index.refresh()
     if index.detail(run_id) is None:
         get_run_or_404(store, run_id)
-    table = store.metric_chunks(run_id, key or None, step_min=step_min, step_max=step_max)
+    table = store.metric_chunks(run_id, key or None, step_min=step_min, step_max=step_max,
+                                seq_after=seq_after)
     if table.num_rows and (step_min is not None or step_max is not None):
         table = _cut_chunks(table, step_min, step_max)
     points = int(pc.sum(pc.list_value_length(table.column("step"))).as_py() or 0) \

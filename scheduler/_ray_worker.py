@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import shlex
 import signal
@@ -35,7 +36,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConflictError, NotFoundError, UserInputError
+from ..errors import AssayError, ConflictError, NotFoundError, UserInputError
 from ..sdk.jsonable import to_jsonable
 from ..store.records import RunStatus
 from ..store.wal import read_wal
@@ -147,12 +148,9 @@ def mark_run(data_dir: Path, project: str, run_id: str, status: RunStatus, error
     durable is created when ``config`` is given, else left alone.
     """
     from .. import sdk
-    from ..sdk.api import Api
 
-    try:
-        current = Api(data_dir).run(run_id).status
-    except NotFoundError:
-        current = None
+    rec = _stored_run(data_dir, run_id)
+    current = None if rec is None else rec.status
     if current is not None and (current == status or only_unfinished and current in (
             RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED)):
         return False
@@ -283,9 +281,7 @@ def _finished_run(root: Path, spec: TrialSpec) -> dict[str, Any] | None:
     its attempt stores last (:data:`TRIAL_RESULT_KEY`): the interpreter's exit handler
     completes a run that a worker ending at the wrong moment left open.
     """
-    from ..sdk.run import _sync_and_get
-
-    rec = _sync_and_get(root, spec.trial_id)  # what a dead attempt left in its WAL counts too
+    rec = _stored_run(root, spec.trial_id, sync=True)  # what a dead attempt left counts too
     if rec is None or RunStatus(rec.status) is not RunStatus.COMPLETED:
         return None
     wanted = to_jsonable(dict(spec.config), what="config")
@@ -419,18 +415,52 @@ def _run_command(spec: TrialSpec, attempt: int, resume: bool, root: Path, watche
         tail = log_path.read_text(errors="replace")[-_LOG_TAIL:]
         status, reason = RunStatus.FAILED, f"command exited with code {rc}"
         error = f"{reason} ({socket.gethostname()}:{log_path}); output tail:\n{tail}"
-    mark_run(root, spec.project, spec.trial_id, status, error or reason, only_unfinished=False,
-             config=spec.config)
-    return {"status": status.value, "result": _command_result(root, spec.trial_id),
-            "reason": reason, "error": error}
+    try:
+        mark_run(root, spec.project, spec.trial_id, status, error or reason,
+                 only_unfinished=False, config=spec.config)
+        result = _command_result(root, spec.trial_id)
+    except AssayError as exc:  # the server the run logs to is away: the command's own
+        # finish() recorded its run; the agent takes the result from the curve it read
+        logging.getLogger(__name__).warning("could not read or mark run %s: %s",
+                                            spec.trial_id, exc)
+        result = {}
+    return {"status": status.value, "result": result, "reason": reason, "error": error}
+
+
+def _stored_run(root: Path, run_id: str, *, sync: bool = False) -> Any:
+    """The run's stored record (None if there is none), where the trial logs: the data
+    directory, or the ``assay server`` named by ``$ASSAY_SERVER`` (with ``$ASSAY_TOKEN``),
+    which ``assay.init`` in the trial follows. ``sync``: first ingest (or ship to the server)
+    what a dead attempt left in its write-ahead log."""
+    server = os.environ.get("ASSAY_SERVER") or None
+    if server is None:
+        if sync:
+            from ..sdk.run import _sync_and_get
+
+            return _sync_and_get(root, run_id)
+        from ..sdk.api import Api
+
+        try:
+            return Api(root).run(run_id)
+        except NotFoundError:
+            return None
+    from ..sdk.remote import sync_outbox
+    from ..sdk.remote_api import RemoteReader
+    from ..sdk.settings import FINISH_TIMEOUT
+
+    token = os.environ.get("ASSAY_TOKEN") or None
+    if sync:
+        sync_outbox(root, server, token, timeout=FINISH_TIMEOUT, run_id=run_id)
+    with RemoteReader(server, token) as reader:
+        try:
+            return reader.run(run_id)
+        except NotFoundError:
+            return None
 
 
 def _command_result(root: Path, run_id: str) -> dict[str, float]:
-    from ..sdk.api import Api
-
-    try:
-        rec = Api(root).run(run_id)
-    except NotFoundError:
+    rec = _stored_run(root, run_id)
+    if rec is None:
         return {}
     res = {k: v["last"] for k, v in rec.summary.items()}
     res.update(rec.summary_set)

@@ -6,19 +6,30 @@ point once, whichever backend ran the trial. When a run's stored curve changes o
 new steps (a retried or relaunched attempt rewound it, see :mod:`assay.store.rewind`, or
 logged a step again), the trial is :meth:`~StoreMetricSource.replaced` and its whole curve
 is returned again: the agent's stoppers never keep points the run no longer has.
+
+Trials that log to an ``assay server`` (``$ASSAY_SERVER`` in their environment) are read
+from that server the same way (``server=``): their run records and only the metric chunks
+stored since the last read (``GET /api/runs/{id}/chunks?seq_after=``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..errors import NotFoundError, UserInputError
+from ..errors import AssayError, NotFoundError, PermissionDeniedError, UserInputError
 from ..store.records import RESERVED_PREFIX
 from .base import MetricSource, Points
 
 __all__ = ["StoreMetricSource"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between warnings while a server the curves come from cannot be read.
+_WARN_EVERY = 60.0
 
 
 class StoreMetricSource(MetricSource):
@@ -27,15 +38,23 @@ class StoreMetricSource(MetricSource):
     Args:
         dir: The data directory (default: ``$ASSAY_DIR``, else ``~/.assay``).
         keys: Metric names to read (default: all but the system metrics under ``sys/``).
+        server: Read the runs from this ``assay server`` instead (where trials log when
+            ``$ASSAY_SERVER`` is set for them), with ``token`` (a viewer's is enough).
+        token: The bearer token for ``server`` (default ``$ASSAY_TOKEN``).
 
     A point is new when its step is beyond the last step already returned for its run and
     metric. A stored point at or below that step written after the last read (a higher
     ``seq``), or fewer points there than were returned (a rewind dropped them), makes the
     trial :meth:`replaced`: its whole curve comes again.
+
+    A server that cannot be reached (restarting, a network blip) or answers 5xx costs the
+    agent that poll's points only: they come at a later poll, with a warning meanwhile. A
+    token the server refuses raises :class:`~assay.errors.PermissionDeniedError`.
     """
 
     def __init__(self, dir: str | os.PathLike[str] | None = None,
-                 keys: Sequence[str] | None = None) -> None:
+                 keys: Sequence[str] | None = None, *, server: str | None = None,
+                 token: str | None = None) -> None:
         from ..sdk.api import Api
         from ..sdk.settings import data_dir
 
@@ -44,8 +63,19 @@ class StoreMetricSource(MetricSource):
         if keys is not None and not all(isinstance(k, str) and k for k in keys):
             raise UserInputError(f"keys must be metric names, got {keys!r}",
                                  hint='e.g. keys=["val/loss"]')
-        self.api = Api(data_dir(dir))  # created if new: the agent may start before any run
+        self.server: str | None = None
+        self.reader: Any = None
+        if server:
+            from ..sdk.remote_api import RemoteReader
+
+            self.reader = RemoteReader(server, token if token is not None
+                                       else os.environ.get("ASSAY_TOKEN") or None)
+            self.server = self.reader.server
+            self.api: Any = None
+        else:
+            self.api = Api(data_dir(dir))  # created if new: the agent may start before any run
         self.keys = list(keys) if keys is not None else None
+        self._warned_at = -_WARN_EVERY
         # Per trial: per metric, the last step returned and how many points up to it; the
         # highest chunk seq read (points stored later have a higher one); and the run's
         # (attach, ingested_seq) when it was read (unchanged: nothing new was stored).
@@ -59,17 +89,45 @@ class StoreMetricSource(MetricSource):
         self._replaced = set()
         for tid in trial_ids:
             try:
-                run = self.api.run(tid)
+                run = self.api.run(tid) if self.reader is None else self.reader.run(tid)
             except NotFoundError:  # not ingested yet
                 continue
+            except AssayError as exc:
+                if self.reader is None or isinstance(exc, PermissionDeniedError | UserInputError):
+                    raise
+                self._unreachable(exc)
+                break  # the server is away: this poll ends here, the next one reads on
             at = (run.attach, run.ingested_seq)
             if self._read_at.get(tid) == at:
                 continue  # the ingester committed nothing of this run since the last read
-            fresh = self._fresh(tid, at, run.last_step)
+            try:
+                fresh = self._fresh(tid, at, run.last_step)
+            except NotFoundError:  # deleted meanwhile (a server's run)
+                continue
+            except AssayError as exc:
+                if self.reader is None or isinstance(exc, PermissionDeniedError | UserInputError):
+                    raise
+                self._unreachable(exc)
+                break
             self._read_at[tid] = at
             if fresh:
                 out[tid] = fresh
         return out
+
+    def _unreachable(self, exc: AssayError) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY:
+            self._warned_at = now
+            log.warning("cannot read trial curves from %s (%s); retrying at the next poll",
+                        self.server, exc)
+
+    def _chunks(self, tid: str, after: int | None = None) -> Any:
+        """The run's metric chunks of ``keys`` (stored after seq ``after``, if given)."""
+        if self.reader is not None:
+            return self.reader.metric_chunks(tid, self.keys, seq_after=after)
+        if after is None:
+            return self.api.store.metric_chunks(tid, self.keys)
+        return self.api.store.metric_chunks_after(tid, after, self.keys)
 
     def _fresh(self, tid: str, at: tuple[int, int], last_step: int) -> dict[str, list[Any]]:
         """The points of ``tid`` beyond those returned. Within one attach only chunks stored
@@ -81,12 +139,11 @@ class StoreMetricSource(MetricSource):
         seen = self._seen.get(tid, {})
         if seen and prior is not None and prior[0] == at[0] and last_step >= max(
                 last for last, _ in seen.values()):
-            parts = self._parts(tid, self.api.store.metric_chunks_after(
-                tid, self._seq.get(tid, -1), self.keys))
+            parts = self._parts(tid, self._chunks(tid, self._seq.get(tid, -1)))
             if all(part["step"].min() > seen.get(name, (-1, 0))[0]
                    for name, part in parts.items()):
                 return self._take(tid, parts)
-        parts = self._parts(tid, self.api.store.metric_chunks(tid, self.keys))
+        parts = self._parts(tid, self._chunks(tid))
         if self._rewritten(tid, parts):
             self.forget(tid)
             self._replaced.add(tid)

@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import AssayError, NotFoundError, PermissionDeniedError, UserInputError
 from ..store.canonical import NON_FINITE_STRINGS
@@ -222,11 +223,42 @@ class RemoteReader:
             self._arrow = "history_arrow" in self._features()
         return self._arrow
 
+    def metric_chunks(self, run_id: str, keys: Sequence[str] | None = None, *,
+                      seq_after: int | None = None) -> pa.Table:
+        """The run's stored metric chunks (columns key, seq, step, value, time; one row per
+        chunk, as :meth:`assay.store.base.Store.metric_chunks` gives them), of ``keys`` if
+        given; with ``seq_after``, only those stored after it (a server older than
+        ``chunks_after`` sends them all and they are filtered here).
+
+        Raises:
+            NotFoundError: the server has no such run.
+            AssayError: the server is too old to serve chunks (``history_arrow``).
+        """
+        self._check_run(run_id)
+        if not self._uses_arrow():
+            raise AssayError(f"the assay server at {self.server} is too old to serve metric "
+                             "chunks", hint="upgrade the server (its /api/health lists "
+                                            "history_arrow once it can)")
+        wanted = None if keys is None else list(keys)
+        if wanted is not None and not wanted:
+            return _CHUNKS_SCHEMA.empty_table()
+        after = seq_after if "chunks_after" in self._features() else None
+        tables: list[pa.Table] = []
+        for batch in [None] if wanted is None else _url_batches(wanted):
+            self._chunks(run_id, batch, None, None, tables, seq_after=after)
+        table = pa.concat_tables(tables) if tables else _CHUNKS_SCHEMA.empty_table()
+        if seq_after is not None and after is None:
+            table = table.filter(pc.greater(table["seq"], int(seq_after)))
+        return table
+
     def _chunks(self, run_id: str, keys: list[str] | None, lo: int | None, hi: int | None,
-                out: list[pa.Table]) -> None:
-        """Append the run's metric chunks holding steps in ``[lo, hi]`` to ``out``, halving
-        the window while the server says it holds more points than one answer may."""
+                out: list[pa.Table], *, seq_after: int | None = None) -> None:
+        """Append the run's metric chunks holding steps in ``[lo, hi]`` (stored after
+        ``seq_after``, if given) to ``out``, halving the window while the server says it
+        holds more points than one answer may."""
         params: dict[str, Any] = {"key": keys} if keys else {}
+        if seq_after is not None:
+            params["seq_after"] = seq_after
         if lo is not None:
             params["step_min"] = lo
         if hi is not None:
@@ -243,8 +275,8 @@ class RemoteReader:
                     f"({body.get('points')}) than the server answers at once",
                     hint="ask for fewer keys at a time (keys=[...])")
             mid = a + (b - a) // 2
-            self._chunks(run_id, keys, a, mid, out)
-            self._chunks(run_id, keys, mid + 1, b, out)
+            self._chunks(run_id, keys, a, mid, out, seq_after=seq_after)
+            self._chunks(run_id, keys, mid + 1, b, out, seq_after=seq_after)
             return
         try:
             _raise_for(resp)

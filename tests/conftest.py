@@ -25,6 +25,25 @@ def data_dir(tmp_path, monkeypatch):
     return d
 
 
+@pytest.fixture
+def served_dir(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """``data_dir`` served by a real ``assay server`` (uvicorn on 127.0.0.1, in a thread):
+    ``server`` (a ``ThreadServer``: ``.url``, ``.port``, ``.stop()``) and a ``viewer`` and a
+    ``researcher`` token."""
+    from assay.api.auth import TokenStore
+    from loopback_server import ThreadServer
+
+    monkeypatch.setenv("ASSAY_INGEST_INTERVAL", "0.2")
+    tokens = TokenStore(data_dir)
+    made = {"viewer": tokens.create("viewer", "viewer")[0],
+            "researcher": tokens.create("researcher", "researcher")[0]}
+    srv = ThreadServer(data_dir).start()
+    try:
+        yield {"server": srv, **made}
+    finally:
+        srv.stop()
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     """Headless Debian Chromium through Playwright, one per session for every browser test

@@ -152,7 +152,7 @@ def test_server_and_dir_choice(data_dir, monkeypatch):
     assert Api(server="http://127.0.0.1:9/").server == "http://127.0.0.1:9"
     api = Api(server="http://127.0.0.1:9")
     for call in (api.verify, api.audit_log, api.checkpoint, lambda: api.gc(),
-                 lambda: api.lineage("m:v0"), lambda: api.delete_artifact("m:v0")):
+                 lambda: api.delete_artifact("m:v0")):
         with pytest.raises(UserInputError, match="asks the server") as e:
             call()
         assert "Api(dir=DATA_DIR)" in e.value.hint

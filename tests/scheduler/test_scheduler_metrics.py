@@ -1,6 +1,11 @@
-"""StoreMetricSource: each stored point reaches the agent once."""
+"""StoreMetricSource: each stored point reaches the agent once, read from a data directory or
+from the ``assay server`` (a real uvicorn on 127.0.0.1) serving it."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from assay.errors import UserInputError
@@ -8,15 +13,45 @@ from assay.scheduler import StoreMetricSource
 
 pytestmark = pytest.mark.integration
 
+Source = Callable[..., StoreMetricSource]
 
-def test_store_source_returns_only_points_beyond_those_returned_before(data_dir):
+
+@pytest.fixture(params=["dir", "server", "old_server"])
+def make_source(request: pytest.FixtureRequest, data_dir: Path,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[Source]:
+    """``make_source(**kw)``: a source reading ``data_dir`` itself, or the server serving it
+    (where an agent reads trials that log to ``$ASSAY_SERVER``), with a viewer's token; an
+    old server cannot send only the chunks stored since a read (the source filters them)."""
+    if request.param == "dir":
+        yield lambda **kw: StoreMetricSource(data_dir, **kw)
+        return
+    from assay.api.auth import TokenStore
+    from loopback_server import ThreadServer
+
+    monkeypatch.setenv("ASSAY_INGEST_INTERVAL", "0.2")
+    token = TokenStore(data_dir).create("viewer", "viewer")[0]
+    srv = ThreadServer(data_dir).start()
+
+    def make(**kw: Any) -> StoreMetricSource:
+        source = StoreMetricSource(server=srv.url, token=token, **kw)
+        if request.param == "old_server":
+            source.reader._server_features = frozenset({"history_arrow", "runs_stats"})
+        return source
+
+    try:
+        yield make
+    finally:
+        srv.stop()
+
+
+def test_store_source_returns_only_points_beyond_those_returned_before(data_dir, make_source):
     import assay
 
     run = assay.init("curves", id="curve0001", dir=data_dir, system_metrics_interval=0)
     for step in range(3):
         run.log({"val/loss": 1.0 / (step + 1), "val/acc": step / 10}, step=step)
     run.finish()
-    source = StoreMetricSource(data_dir)
+    source = make_source()
     first = source.new_points(["curve0001", "notyet001"])
     assert first == {"curve0001": {"val/acc": [(0, 0.0), (1, 0.1), (2, 0.2)],
                                    "val/loss": [(0, 1.0), (1, 0.5), (2, 1 / 3)]}}
@@ -25,12 +60,12 @@ def test_store_source_returns_only_points_beyond_those_returned_before(data_dir)
     run.log({"val/loss": 0.2}, step=3)
     run.finish()
     assert source.new_points(["curve0001"]) == {"curve0001": {"val/loss": [(3, 0.2)]}}
-    only = StoreMetricSource(data_dir, keys="val/acc")
+    only = make_source(keys="val/acc")
     assert list(only.new_points(["curve0001"])["curve0001"]) == ["val/acc"]
     source.forget("curve0001")
     assert len(source.new_points(["curve0001"])["curve0001"]["val/loss"]) == 4
     with pytest.raises(UserInputError):
-        StoreMetricSource(data_dir, keys=[""])
+        make_source(keys=[""])
 
 
 def _attempt(data_dir, values, *, first=False, start=0):
@@ -45,9 +80,9 @@ def _attempt(data_dir, values, *, first=False, start=0):
     run.finish("completed" if not first else "crashed")
 
 
-def test_a_rewound_run_replaces_what_the_source_returned_for_it(data_dir):
+def test_a_rewound_run_replaces_what_the_source_returned_for_it(data_dir, make_source):
     _attempt(data_dir, [9.0, 8.0, 7.0, 6.0], first=True)
-    source = StoreMetricSource(data_dir)
+    source = make_source()
     assert source.new_points(["curve0002"]) == {
         "curve0002": {"loss": [(0, 9.0), (1, 8.0), (2, 7.0), (3, 6.0)]}}
     assert source.replaced() == set()
@@ -65,21 +100,31 @@ def test_a_rewound_run_replaces_what_the_source_returned_for_it(data_dir):
     assert source.new_points(["curve0002"]) == {} and source.replaced() == {"curve0002"}
 
 
-def test_a_growing_run_is_read_from_its_new_chunks_and_an_idle_one_not_at_all(data_dir,
-                                                                              monkeypatch):
+def test_a_growing_run_is_read_from_its_new_chunks_and_an_idle_one_not_at_all(
+        data_dir, make_source, monkeypatch):
     """An agent polls every running trial each step: reading whole curves each time cost
-    ~15 ms per 60k-point trial; only what was stored since the last read is read now."""
+    ~15 ms per 60k-point trial; only what was stored since the last read is read now (from
+    a server: ``/chunks?seq_after=``)."""
     import assay
     from loopback_server import wait_for
 
     kw = {"dir": data_dir, "system_metrics_interval": 0, "capture": False}
     api = assay.Api(data_dir)
-    source = StoreMetricSource(data_dir)
+    source = make_source()
     reads: list[str] = []
-    for name in ("metric_chunks", "metric_chunks_after"):
-        real = getattr(source.api.store, name)
-        monkeypatch.setattr(source.api.store, name,
-                            lambda *a, _n=name, _r=real, **k: (reads.append(_n), _r(*a, **k))[1])
+    if source.reader is None:
+        for name in ("metric_chunks", "metric_chunks_after"):
+            real = getattr(source.api.store, name)
+            monkeypatch.setattr(source.api.store, name, lambda *a, _n=name, _r=real, **k: (
+                reads.append(_n), _r(*a, **k))[1])
+    else:
+        real = source.reader.metric_chunks
+
+        def chunks(*a: Any, seq_after: int | None = None, **k: Any) -> Any:
+            reads.append("metric_chunks" if seq_after is None else "metric_chunks_after")
+            return real(*a, seq_after=seq_after, **k)
+
+        monkeypatch.setattr(source.reader, "metric_chunks", chunks)
 
     def ingested(run_id, attach, last_step):
         wait_for(lambda: _stored(api, run_id, attach, last_step))
@@ -115,3 +160,79 @@ def _stored(api, run_id, attach, last_step):
     except NotFoundError:
         return False
     return rec.attach == attach and rec.last_step == last_step
+
+
+# -- from a server: what a server adds ---------------------------------------------------------
+def _log(data_dir: Path, run_id: str, values: list[float], *, attach: bool = False) -> None:
+    import assay
+
+    kw: dict[str, Any] = {"dir": data_dir, "system_metrics_interval": 0, "capture": False}
+    run = (assay.init("curves", resume=run_id, **kw) if attach
+           else assay.init("curves", id=run_id, **kw))
+    for v in values:
+        run.log({"loss": v})  # steps go on from the run's last one
+    run.finish()
+
+
+def test_the_server_sends_only_chunks_stored_after_a_seq(data_dir, served_dir):
+    """``GET /api/runs/{id}/chunks?seq_after=``: what an agent polling a live run reads."""
+    import httpx
+    import pyarrow as pa
+
+    _log(data_dir, "grow00001", [3.0, 2.0])
+    _log(data_dir, "grow00001", [1.0], attach=True)
+    url = f"{served_dir['server'].url}/api/runs/grow00001/chunks"
+    headers = {"Authorization": f"Bearer {served_dir['viewer']}"}
+
+    def chunks(**params: Any) -> pa.Table:
+        resp = httpx.get(url, params=params, headers=headers, timeout=30)
+        assert resp.status_code == 200, resp.text
+        return pa.ipc.open_stream(resp.content).read_all()
+
+    every = chunks(key="loss")
+    seqs = sorted(every["seq"].to_pylist())
+    assert len(seqs) == 2
+    later = chunks(key="loss", seq_after=seqs[0])
+    assert later["seq"].to_pylist() == [seqs[1]] and later["step"].to_pylist() == [[2]]
+    assert chunks(key="loss", seq_after=seqs[1]).num_rows == 0
+    assert chunks(key="loss", seq_after=-1).num_rows == 2
+    bad = httpx.get(url, params={"seq_after": -2}, headers=headers, timeout=30)
+    assert bad.status_code == 400 and "seq_after" in bad.text
+    health = httpx.get(f"{served_dir['server'].url}/api/health", timeout=30).json()
+    assert "chunks_after" in health["features"]
+
+
+def test_a_server_that_is_away_costs_a_poll_not_the_agent(data_dir, served_dir, caplog):
+    """The agent keeps stepping while its trials' server restarts: the points it could not
+    read come at a later poll, once each, with a warning meanwhile."""
+    from loopback_server import ThreadServer
+
+    _log(data_dir, "away00001", [5.0, 4.0])
+    srv = served_dir["server"]
+    source = StoreMetricSource(server=srv.url, token=served_dir["viewer"])
+    assert source.new_points(["away00001"]) == {"away00001": {"loss": [(0, 5.0), (1, 4.0)]}}
+    srv.stop()
+    _log(data_dir, "away00001", [3.0], attach=True)
+    with caplog.at_level("WARNING", logger="assay.scheduler.metrics"):
+        assert source.new_points(["away00001"]) == {}
+        assert source.new_points(["away00001"]) == {}
+    warned = [r for r in caplog.records if "cannot read trial curves" in r.getMessage()]
+    assert len(warned) == 1 and srv.url in warned[0].getMessage()  # once, not every poll
+    again = ThreadServer(data_dir, port=srv.port).start()
+    try:
+        assert source.new_points(["away00001"]) == {"away00001": {"loss": [(2, 3.0)]}}
+        assert source.replaced() == set()
+    finally:
+        again.stop()
+
+
+def test_a_token_the_server_refuses_fails_loudly(data_dir, served_dir):
+    """A revoked or mistyped token is not a network blip: the agent fails, saying so."""
+    from assay.errors import PermissionDeniedError
+
+    _log(data_dir, "deny00001", [1.0])
+    source = StoreMetricSource(server=served_dir["server"].url, token="asy_not_a_token")
+    with pytest.raises(PermissionDeniedError):
+        source.new_points(["deny00001"])
+    with pytest.raises(UserInputError, match="http"):
+        StoreMetricSource(server="localhost:8000")

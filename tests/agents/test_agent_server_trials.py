@@ -1,0 +1,151 @@
+"""Agents whose trials log to an ``assay server`` (``$ASSAY_SERVER`` set where they run): the
+agent reads their curves, warm-start runs, results and report curves from that server.
+
+Before, such an agent read its own data directory: its stoppers never saw a point, its report
+had no curves, and the sweep ran every trial to the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import assay
+import pytest
+from assay.agents.objective import Objective
+
+pytestmark = pytest.mark.integration
+
+KW: dict[str, Any] = {"system_metrics_interval": 0, "capture": False}
+
+
+def _toy(**kw: Any) -> Objective:
+    base: dict[str, Any] = {
+        "name": "toy-srv", "project": "toysrv", "train": "examples.toy:train",
+        "metric": "score", "mode": "max",
+        "space": {"x": {"uniform": [0, 1]}, "y": {"uniform": [0, 1]}, "steps": 20,
+                  "step_s": 0.1},
+        "budget": {"trials": 6}, "concurrency": 2, "searcher": "random",
+        # From step 5 on a trial's best must reach 0.2: only a curve read in time stops it.
+        "stoppers": [{"threshold": {"thresholds": {5: 0.2}}}]}
+    base.update(kw)
+    return Objective.from_dict(base)
+
+
+def test_warm_start_runs_come_from_the_server_the_trials_log_to(tmp_path, data_dir,
+                                                                 served_dir, monkeypatch):
+    from assay.agents.runner import prior_trials
+
+    for x, status, score in ((0.2, "completed", 0.5), (0.4, "completed", math.nan),
+                             (5.0, "completed", 0.9), (0.6, "failed", 0.7),
+                             (0.8, "completed", 0.3)):
+        run = assay.init("toysrv", config={"x": x, "y": 0.5, "steps": 20, "step_s": 0.1},
+                         dir=data_dir, **KW)
+        run.log({"score": score})
+        run.finish(status)
+    obj = _toy()
+    here = prior_trials(data_dir, obj)
+    monkeypatch.setenv("ASSAY_TOKEN", served_dir["viewer"])
+    there = prior_trials(tmp_path, obj, served_dir["server"].url)  # nothing local
+    assert prior_trials(tmp_path, obj) == []
+    # Completed, finite, inside the space: x=0.2 and x=0.8, the same from both places.
+    assert sorted((t.config["x"], t.final) for t in there) == [(0.2, 0.5), (0.8, 0.3)]
+    assert sorted((t.trial_id, t.config["x"], t.final) for t in there) == sorted(
+        (t.trial_id, t.config["x"], t.final) for t in here)
+
+
+def test_a_command_trials_result_and_mark_are_read_where_it_logged(tmp_path, data_dir,
+                                                                   served_dir, monkeypatch):
+    """A command trial's result is its run's summary: read on the server its run logged to
+    (``$ASSAY_SERVER`` in the worker), not in the agent's directory, which has no such run."""
+    from assay.scheduler._ray_worker import _command_result, _finished_run, mark_run
+    from assay.scheduler.base import TrialSpec
+    from assay.store.records import RunStatus
+
+    with assay.init("toysrv", id="cmdrun0001", config={"x": 0.1}, dir=data_dir, **KW) as run:
+        run.log({"score": 0.25})
+        run.summary["extra"] = 3
+    monkeypatch.setenv("ASSAY_SERVER", served_dir["server"].url)
+    monkeypatch.setenv("ASSAY_TOKEN", served_dir["researcher"])
+    assert _command_result(tmp_path, "cmdrun0001") == {"score": 0.25, "extra": 3.0}
+    assert _command_result(tmp_path, "notthere01") == {}
+    # Completed on the server: marking it again changes nothing, and a resumed attempt of
+    # the trial reports it instead of running again.
+    assert not mark_run(tmp_path, "toysrv", "cmdrun0001", RunStatus.STOPPED, "late",
+                        only_unfinished=True)
+    spec = TrialSpec("cmdrun0001", "toysrv", {"x": 0.1}, "python train.py")
+    done = _finished_run(tmp_path, spec)
+    assert done is not None and done["result"] == {"score": 0.25, "extra": 3.0}
+    assert assay.Api(data_dir).run("cmdrun0001").attach == 0  # nothing was resumed
+    monkeypatch.delenv("ASSAY_SERVER")
+    assert _command_result(tmp_path, "cmdrun0001") == {}  # the local directory has none
+
+
+def test_an_agent_reads_its_trials_curves_from_the_server(ray_local, data_dir, served_dir,
+                                                          monkeypatch):
+    """A real agent on the session's Ray. Its trials log into the directory the server
+    serves, and the agent, told that its trials log to the server, reads them there: its
+    stopper stops the poor ones, and the report shows every trial's whole curve."""
+    from assay.agents.report import build_report
+    from assay.agents.runner import _build_agent
+    from assay.store.control import AgentStatus
+
+    url = served_dir["server"].url
+    monkeypatch.setenv("ASSAY_SERVER", url)  # this process's; Ray's workers log to data_dir
+    monkeypatch.setenv("ASSAY_TOKEN", served_dir["viewer"])
+    obj = _toy()
+    agent = _build_agent(obj.to_dict(), str(data_dir), "agsrv00001", ahead=False)
+    try:
+        assert agent.metrics.server == url and agent.metrics.api is None
+        agent.run(poll_interval=0.2, max_steps=2000)
+    finally:
+        agent.close()
+        agent.backend.shutdown()
+    assert agent.status is AgentStatus.FINISHED
+    stops = [d for d in agent.control.decisions(agent_id="agsrv00001") if d.kind == "stop"]
+    assert stops, "no trial was stopped: the agent saw no curve"
+    assert all("threshold" in d.summary.lower() for d in stops)
+    assert agent.control.get_agent("agsrv00001").state["runs_server"] == url
+    report = build_report(data_dir, "agsrv00001")
+    assert not report.notes
+    completed = [t for t in report.trials if t.status == "completed"]
+    assert completed and all(len(t.curve) == 20 for t in completed)  # whole, not tails
+    monkeypatch.setenv("ASSAY_TOKEN", "asy_not_a_token")
+    refused = build_report(data_dir, "agsrv00001")  # the report still comes, saying why
+    assert any(url in n and "could not be read" in n for n in refused.notes)
+
+
+@pytest.mark.slow
+def test_assay_run_with_assay_server_set_stops_trials_that_log_there(tmp_path, data_dir,
+                                                                    served_dir):
+    """``assay run`` as a person runs it with ``$ASSAY_SERVER``/``$ASSAY_TOKEN`` exported:
+    the trials' runs are on the server (none in the agent's directory), the agent still stops
+    the poor ones, and the command points at the server for the runs."""
+    url = served_dir["server"].url
+    objective = tmp_path / "toy.yaml"
+    objective.write_text(
+        "name: toy-srv\nproject: toysrv\ntrain: assay.examples.toy:train\nmetric: score\n"
+        "mode: max\nspace:\n  x: {uniform: [0, 1]}\n  y: {uniform: [0, 1]}\n  steps: 20\n"
+        "  step_s: 0.15\nbudget: {trials: 6}\nconcurrency: 2\nresources: {cpus: 1}\n"
+        "searcher: random\nstoppers: [{threshold: {thresholds: {5: 0.2}}}]\n")
+    agent_dir = tmp_path / "agent"
+    env = {**os.environ, "ASSAY_SERVER": url, "ASSAY_TOKEN": served_dir["researcher"],
+           "COLUMNS": "200", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("ASSAY_DIR", None)
+    out = subprocess.run([sys.executable, "-m", "assay.cli", "run", str(objective), "--dir",
+                          str(agent_dir)], env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"--server {url}" in " ".join(out.stdout.split())  # rich may wrap the line
+    remote = assay.Api(server=url, token=served_dir["viewer"]).runs("toysrv")
+    trials = remote.filter(~remote["name"].str.starts_with("report-"))
+    assert trials.height == 6
+    assert "stopped" in trials["status"].to_list()
+    assert assay.Api(agent_dir).runs("toysrv").filter(
+        ~assay.Api(agent_dir).runs("toysrv")["name"].str.starts_with("report-")).height == 0
+    md = next(Path(agent_dir, "reports").glob("*.md")).read_text()
+    assert "tails" not in md
