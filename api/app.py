@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from . import (
     admin,
+    agent_store,
     agents,
     artifact_aliases,
     artifacts,
@@ -128,6 +129,8 @@ def create_app(data_dir: str | os.PathLike[str], *, max_body_bytes: int = DEFAUL
               agents.router, graph.router, artifacts.router, artifact_aliases.router,
               blobs.router, fleet.router, dashboard.router):
         app.include_router(r, max_body_size=max_body_bytes)
+    # An agent's row carries its whole state (every trial's config and curve): 16 MiB.
+    app.include_router(agent_store.router, max_body_size=max(max_body_bytes, 16 << 20))
     app.include_router(mlflow.router, prefix=mlflow.PREFIXES[0], max_body_size=16 << 20)
     app.include_router(mlflow.router, prefix=mlflow.PREFIXES[1], max_body_size=16 << 20,
                        include_in_schema=False)
