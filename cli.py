@@ -385,10 +385,11 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
         _fail(e)
     root = data_dir(dir)
     if detach:
-        from .agents.runner import check_resources
+        from .agents.runner import check_resources, check_trials_server
 
         try:  # refused now, not in the background agent's log
             check_resources(obj, address=address, running=False)
+            check_trials_server(root, agent_id)
         except AssayError as e:
             _fail(e)
         aid = agent_id or "ag" + secrets.token_hex(5)
@@ -399,7 +400,12 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
         with open(log_path, "ab") as out:
             subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                              start_new_session=True, env={**os.environ, "COLUMNS": "160"})
-        where = f" --dir {root}" if dir is not None else ""
+        from .agents.runner import trials_server
+        from .sdk.remote import public_url
+
+        server = trials_server()  # the agent lives there (a server too old to: here)
+        where = (f" --server {public_url(server)}" if server
+                 else f" --dir {root}" if dir is not None else "")
         console.print(f"agent {aid} started in the background; log: {log_path}\n"
                       f"watch it with `assay agents{where}`; pause/stop with "
                       f"`assay pause {aid} -r \"why\"{where}`")
@@ -418,20 +424,24 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
         console.print(f"[bold]sweep report[/]: {res.report}")
     where = f" --dir {root}" if dir is not None else ""
     runs_at = f" --server {res.runs_server}" if res.runs_server else where
-    console.print(f"decisions: `assay decisions {res.agent_id}{where}`; runs: "
+    agent_at = f" --server {res.agent_server}" if res.agent_server else where
+    console.print(f"decisions: `assay decisions {res.agent_id}{agent_at}`; runs: "
                   f"`assay runs -p {obj.project}{runs_at}`")
 
 
 @app.command()
 def report(objective: Annotated[str, typer.Argument(help="objective name or agent id")],
            dir: DirOpt = None,
-           out: Annotated[Path | None, typer.Option(help="an .html path or a folder")] = None) -> None:
-    """Write the sweep report (self-contained HTML + Markdown), stored as an artifact."""
+           out: Annotated[Path | None, typer.Option(help="an .html path or a folder")] = None,
+           server: ServerOpt = None, token: TokenOpt = None) -> None:
+    """Write the sweep report (self-contained HTML + Markdown), stored as an artifact. An
+    agent whose trials logged to a server is read there (--server)."""
     from .agents.report import report_command
+    from .sdk.settings import data_dir
 
-    root = _existing(dir)
+    root = data_dir(dir) if server else _existing(dir)
     try:
-        path = report_command(objective, dir=root, out=out)
+        path = report_command(objective, dir=root, out=out, server=server, token=token)
     except AssayError as e:
         _fail(e)
     console.print(f"report: {path}\nsummary: {path.with_suffix('.md')}")

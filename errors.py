@@ -14,6 +14,7 @@ __all__ = [
     "IntegrityError",
     "NotFoundError",
     "PermissionDeniedError",
+    "ServerUnreachableError",
     "UserInputError",
     "WalWriteError",
 ]
@@ -46,6 +47,11 @@ class IntegrityError(AssayError):
 
 class PermissionDeniedError(AssayError):
     """The caller's role does not allow this action."""
+
+
+class ServerUnreachableError(AssayError, ConnectionError):
+    """An ``assay server`` could not be reached, or did not answer in time (a client's
+    error: the request may be tried again later)."""
 
 
 class WalWriteError(AssayError, OSError):

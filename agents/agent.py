@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import UserInputError
+from ..errors import ServerUnreachableError, UserInputError
 from ..policies import Searcher, SearchSpace, Suggestion, TrialResult, TrialStatus, as_space
 from ..scheduler.base import Backend, EventKind, MetricSource, Resources, TrialEvent, TrialSpec
 from ..scheduler.budget import Budget, BudgetLedger, parse_duration
@@ -263,7 +263,10 @@ class Agent:
         did["events"] = len(events)
         self._refit_predictor()
         did["points"] = self._read_points()
-        did["overrides"] = self._apply_overrides()
+        try:
+            did["overrides"] = self._apply_overrides()
+        except ServerUnreachableError:  # the server keeping them is away: the next step
+            log.warning("could not read overrides; retrying at the next step", exc_info=True)
         if self.status is AgentStatus.RUNNING:
             did["stopped"] = self._stop_hopeless()
             did["launched"] = self._reevaluate() + self._launch()
@@ -555,8 +558,18 @@ class Agent:
             if not cap_checked:
                 cap, cap_checked = overrides.project_budget(self), True
             lease = prefix + self.space.key(config)
-            holder = self.control.claim_lease(lease, self.agent_id, tid, str(self.hlc.now()),
-                                              limit=(prefix, cap) if cap else None)
+            try:
+                holder = self.control.claim_lease(lease, self.agent_id, tid,
+                                                  str(self.hlc.now()),
+                                                  limit=(prefix, cap) if cap else None)
+            except ServerUnreachableError:  # a server keeping the leases is away: next step
+                log.warning("could not claim a lease for a %s config; retrying at the next "
+                            "step", origin, exc_info=True)
+                if origin == "pinned":
+                    self.pinned.insert(0, config)
+                elif origin == "reevaluate":
+                    self._reeval.insert(0, (config, why))
+                break
             if holder == "project budget":
                 self._project_spent = True
                 if origin in ("pinned", "reevaluate"):
@@ -740,7 +753,13 @@ class Agent:
         row = AgentRow(self.agent_id, self.objective.name, self.objective.project,
                        self.objective.to_dict(), self.status, self.state(),
                        str(self.hlc.now()), host=socket.gethostname())
-        self.control.save_agent(row)
+        try:
+            self.control.save_agent(row)
+        except ServerUnreachableError:  # a server keeping the state is away: the next step
+            log.warning("could not save the state of %s; retrying at the next step",
+                        self.agent_id, exc_info=True)
+            self._dirty = True
+            return
         self._dirty = False
 
     def _restore(self, row: AgentRow) -> None:

@@ -112,7 +112,7 @@ def _runs(root: Path, project: str, ids: set[str], reader: Any = None) -> dict[s
     return out
 
 
-def _server_reader(server: Any, notes: list[str]) -> Any:
+def _server_reader(server: Any, notes: list[str], token: str | None = None) -> Any:
     """A reader of the server the agent's trials logged to (``$ASSAY_TOKEN`` for it), or None
     when they logged here, or when it cannot be asked (a note says why)."""
     if not server:
@@ -120,7 +120,7 @@ def _server_reader(server: Any, notes: list[str]) -> Any:
     from ..sdk.remote_api import RemoteReader
 
     try:
-        return RemoteReader(str(server), os.environ.get("ASSAY_TOKEN") or None)
+        return RemoteReader(str(server), token or os.environ.get("ASSAY_TOKEN") or None)
     except AssayError as exc:
         notes.append(f"the trials logged to {server}, which cannot be read here "
                      f"({exc.message}): curves are the agent's tails of at most 20 points")
@@ -161,7 +161,7 @@ def _curves(root: Path, ids: list[str], metric: str,
 
 
 def build_report(data_dir: str | Path, agent_id: str, *, top_k: int = 5,
-                 control: ControlStore | None = None) -> SweepReport:
+                 control: ControlStore | None = None, token: str | None = None) -> SweepReport:
     """Read an agent's sweep from the graph and compute everything its report shows.
 
     Args:
@@ -169,6 +169,8 @@ def build_report(data_dir: str | Path, agent_id: str, *, top_k: int = 5,
         agent_id: The agent (one objective's controller).
         top_k: How many of the best configurations to list.
         control: Where agents live (default: the data directory's LanceDB tables).
+        token: For the server the agent's trials logged to, when they did (default
+            ``$ASSAY_TOKEN``; a viewer's reads their curves).
 
     Raises:
         NotFoundError: when no such agent exists.
@@ -185,11 +187,11 @@ def build_report(data_dir: str | Path, agent_id: str, *, top_k: int = 5,
         overrides = control.overrides(agent_id)
     except Exception:  # noqa: BLE001 - an old store without the table: decisions suffice
         overrides = []
-    return _assemble(root, row, decisions, overrides, top_k)
+    return _assemble(root, row, decisions, overrides, top_k, token)
 
 
 def _assemble(root: Path, row: AgentRow, decisions: list[Decision], overrides: list[Any],
-              top_k: int) -> SweepReport:
+              top_k: int, token: str | None = None) -> SweepReport:
     spec = dict(row.spec)
     metric = str(spec.get("metric", ""))
     mode = str(spec.get("mode", "max"))
@@ -208,13 +210,15 @@ def _assemble(root: Path, row: AgentRow, decisions: list[Decision], overrides: l
         t0 = min(times) if times else None
     real_clock = t0 is not None and t0 > 1e9
     ids = set(order)
-    reader = _server_reader(state.get("runs_server"), notes) if ids else None
+    reader = _server_reader(state.get("runs_server"), notes, token) if ids else None
     try:
         runs = _runs(root, row.project, ids, reader) if ids else {}
         curves = _curves(root, [i for i in order if i in runs], metric, reader) if runs else {}
     except AssayError as exc:  # the server is away: the report still comes, with tails
         notes.append(f"the trials' runs on {state.get('runs_server')} could not be read "
-                     f"({exc.message}): curves are the agent's tails of at most 20 points")
+                     f"({exc.message}): curves are the agent's tails of at most 20 points; "
+                     "set ASSAY_TOKEN to a token of that server (a viewer's reads) and write "
+                     "the report again")
         runs, curves = {}, {}
     finally:
         if reader is not None:
@@ -421,7 +425,8 @@ def _store_artifact(root: Path, r: SweepReport, html: Path, md: Path,
 
 
 def write_report(data_dir: str | Path, agent_id: str, *, store: bool = True,
-                 link_trials: bool = False, top_k: int = 5) -> Path:
+                 link_trials: bool = False, top_k: int = 5,
+                 control: ControlStore | None = None, token: str | None = None) -> Path:
     """Write an agent's sweep report and store it as an artifact; returns the HTML path.
 
     Writes ``<data_dir>/reports/<objective>-<agent_id>.html`` (one self-contained file:
@@ -438,12 +443,14 @@ def write_report(data_dir: str | Path, agent_id: str, *, store: bool = True,
             produced/used artifacts from every edge touching it, so edges added after a
             trial was sealed read as a change to its signed record.
         top_k: How many of the best configurations to list.
+        control: Where the agent lives (default: the data directory; an agent whose trials
+            log to a server lives there, :func:`assay.agents.runner.control_for`).
     """
     from ..sdk.settings import data_dir as resolve
     from .report_html import render_html
 
     root = resolve(data_dir)
-    r = build_report(root, agent_id, top_k=top_k)
+    r = build_report(root, agent_id, top_k=top_k, control=control, token=token)
     out = root / "reports"
     out.mkdir(parents=True, exist_ok=True)
     html = out / f"{r.objective}-{r.agent_id}.html"
@@ -462,7 +469,8 @@ def write_report(data_dir: str | Path, agent_id: str, *, store: bool = True,
 
 
 def report_command(objective_or_agent: str, dir: Path | None = None,
-                   out: Path | None = None) -> Path:
+                   out: Path | None = None, *, server: str | None = None,
+                   token: str | None = None) -> Path:
     """``assay report OBJECTIVE``: write (and store) the report of an agent, named by its id or
     by its objective's name (the most recently updated agent of that objective).
 
@@ -471,6 +479,9 @@ def report_command(objective_or_agent: str, dir: Path | None = None,
         dir: The data directory (default ``$ASSAY_DIR``, else ``~/.assay``).
         out: Also copy the report there: a ``.html`` file path (the ``.md`` goes beside it)
             or a folder.
+        server: Read the agent from this ``assay server`` (an agent whose trials logged
+            there lives there), with ``token`` (default ``$ASSAY_TOKEN``); the report is
+            still written under ``dir``.
 
     Returns:
         The HTML report's path (the copy under ``out`` when given).
@@ -481,7 +492,13 @@ def report_command(objective_or_agent: str, dir: Path | None = None,
     from ..sdk.settings import data_dir
 
     root = data_dir(dir)
-    control = _control(root)
+    if server:
+        from ..store.control_remote import RemoteControlStore
+
+        control: ControlStore = RemoteControlStore(
+            server, token or os.environ.get("ASSAY_TOKEN") or None)
+    else:
+        control = _control(root)
     row = control.get_agent(objective_or_agent)
     if row is None:
         agents = [a for a in control.list_agents() if a.objective == objective_or_agent]
@@ -491,7 +508,7 @@ def report_command(objective_or_agent: str, dir: Path | None = None,
                                 hint=("objectives: " + ", ".join(names[:20])) if names
                                 else "run an objective first: assay run objective.yaml")
         row = max(agents, key=lambda a: a.updated_at)
-    html = write_report(root, row.agent_id)
+    html = write_report(root, row.agent_id, control=control, token=token)
     if out is None:
         return html
     out = Path(out).expanduser()

@@ -82,6 +82,85 @@ def trials_server() -> str | None:
     return os.environ.get("ASSAY_SERVER") or None
 
 
+def _public(url: str | None) -> str | None:
+    from ..sdk.remote import public_url
+
+    return public_url(url) if url else None
+
+
+def control_for(root: Path, server: str | None) -> Any:
+    """Where an agent keeps its state, decisions, overrides and leases: the server its trials
+    log to, when that server keeps agents (feature ``agent_store``: supervisors then see and
+    steer it there, and agents of the project on other machines share its leases), else the
+    data directory."""
+    from ..store.control import LanceControlStore
+    from ..store.ingest import IngestLock
+    from ..store.lance import LanceStore
+
+    if server:
+        from ..store.control_remote import RemoteControlStore
+
+        remote = RemoteControlStore(server, os.environ.get("ASSAY_TOKEN") or None)
+        if remote.serves():  # a server that cannot be asked: ServerUnreachableError, now
+            return remote
+        remote.close()
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "the server %s is too old to keep agents: the agent's state stays in %s (its "
+            "trials still log to the server)", server, root)
+    return LanceControlStore(LanceStore(root), IngestLock(root))
+
+
+def check_trials_server(root: Path, agent_id: str | None) -> None:
+    """Refuse to resume an agent whose trials logged somewhere else than trials would now
+    (``$ASSAY_SERVER`` set then and not now, or the other way round): it would poll the wrong
+    place for the curves of the trials it relaunches, and its stoppers would see nothing.
+
+    Also asks the server the trials would log to (``$ASSAY_SERVER``), so that one that does
+    not answer, or a missing token, fails here rather than in the agent's Ray actor.
+
+    Raises:
+        UserInputError: naming where its trials logged and what to export.
+        ServerUnreachableError: ``$ASSAY_SERVER`` does not answer.
+    """
+    from ..sdk.remote import public_url
+
+    now = trials_server()
+    if not now and not agent_id:
+        return
+    if now and not os.environ.get("ASSAY_TOKEN"):
+        raise UserInputError(f"$ASSAY_SERVER is {public_url(now)}, where the trials would log, "
+                             "but $ASSAY_TOKEN is not set",
+                             hint="export ASSAY_TOKEN=<a researcher's token of that server> "
+                                  "(`assay token create NAME --role researcher` there), or "
+                                  "unset ASSAY_SERVER to keep everything in the data directory")
+    row = None
+    if now:
+        control = control_for(root, now)  # asks the server: one that does not answer, now
+        try:
+            row = control.get_agent(agent_id) if agent_id else None
+        finally:
+            if hasattr(control, "close"):
+                control.close()
+    if row is None and agent_id:  # an agent kept here (its trials logged here, or to a
+        from ..store.control import LanceControlStore  # server too old to keep agents)
+        from ..store.ingest import IngestLock
+        from ..store.lance import LanceStore
+
+        row = LanceControlStore(LanceStore(root), IngestLock(root)).get_agent(agent_id)
+    if row is None:
+        return
+    saved = row.state.get("runs_server") or None
+    if saved != (None if now is None else public_url(now)):
+        where = f"the server {saved}" if saved else f"the data directory {root}"
+        raise UserInputError(
+            f"agent {agent_id}'s trials logged to {where}, and trials started now would log "
+            f"to {'the server ' + public_url(now) if now else 'the data directory'}",
+            hint=(f"export ASSAY_SERVER={saved} (and ASSAY_TOKEN) before resuming it"
+                  if saved else "unset ASSAY_SERVER before resuming it"))
+
+
 def prior_trials(data_dir: Path, objective: Objective, server: str | None = None) -> list[Any]:
     """Finished runs of the project whose configs lie in the objective's space and that
     report its metric: warm-start evidence for the searcher (not counted in the budget).
@@ -116,15 +195,14 @@ def _project_runs(data_dir: Path, project: str, server: str | None
         runs = [run_from_row(row) for row in LanceStore(data_dir).runs_table(project).to_pylist()]
         return [(r.run_id, str(r.status), dict(r.config), r.summary_values()) for r in runs]
     from ..sdk.remote_api import RemoteReader
+    from ..store.canonical import NON_FINITE_STRINGS
 
+    # The listing's JSON, not a frame: a column mixing types would cast every run's value.
     with RemoteReader(server, os.environ.get("ASSAY_TOKEN") or None) as reader:
-        df = reader.runs(project)
-    out = []
-    for row in df.iter_rows(named=True):
-        config = {c[7:]: v for c, v in row.items() if c.startswith("config.") and v is not None}
-        summary = {c[8:]: v for c, v in row.items() if c.startswith("summary.") and v is not None}
-        out.append((str(row["run_id"]), str(row["status"]), config, summary))
-    return out
+        items = list(reader.run_items(project))
+    return [(str(i["run_id"]), str(i["status"]), dict(i.get("config") or {}),
+             {k: NON_FINITE_STRINGS.get(v, v) if isinstance(v, str) else v
+              for k, v in (i.get("summary") or {}).items()}) for i in items]
 
 
 class StoreArtifactHooks:
@@ -159,9 +237,6 @@ def _build_agent(spec: dict[str, Any], data_dir: str, agent_id: str, ahead: bool
                  autoscaling: bool | None = None) -> Any:
     from ..scheduler.metrics import StoreMetricSource
     from ..scheduler.ray_backend import RayBackend
-    from ..store.control import LanceControlStore
-    from ..store.ingest import IngestLock
-    from ..store.lance import LanceStore
     from .agent import Agent
 
     objective = Objective.from_dict(spec)
@@ -169,7 +244,7 @@ def _build_agent(spec: dict[str, Any], data_dir: str, agent_id: str, ahead: bool
     backend = RayBackend(data_dir=root, autoscaling=autoscaling)
     server = trials_server()  # trials log there: their curves are read there
     metrics = StoreMetricSource(root, keys=[objective.metric], server=server)
-    control = LanceControlStore(LanceStore(root), IngestLock(root))
+    control = control_for(root, server)  # the agent lives there too, if the server keeps agents
     prior = prior_trials(root, objective, server) if objective.warm_start else []
     hooks = StoreArtifactHooks(root) if objective.reevaluate_on else None
     return Agent(objective, backend, metrics, control, agent_id=agent_id, prior=prior,
@@ -216,6 +291,7 @@ class _AgentLoop:
                 "remaining": {"trials": rem.trials, "wall_clock_s": rem.wall_clock_s},
                 "error": self.error, "failure": a.failure, "failure_hint": a.failure_hint,
                 "runs_server": getattr(a.metrics, "server", None),
+                "agent_server": _public(getattr(a.control, "server", None)),
                 # The status turns terminal inside a step; the step then writes its decisions
                 # and state. Only a finished loop thread means everything is in the graph.
                 "done": not self._t.is_alive()}
@@ -247,6 +323,7 @@ class SweepResult:
     trials: dict[str, int] = field(default_factory=dict)
     report: Path | None = None
     runs_server: str | None = None  # the assay server its trials logged to, if any
+    agent_server: str | None = None  # the one that keeps the agent, if not the directory
 
 
 def run_objective(objective: Objective, *, dir: str | os.PathLike[str] | None = None,
@@ -262,6 +339,7 @@ def run_objective(objective: Objective, *, dir: str | os.PathLike[str] | None = 
     from ..sdk.settings import data_dir
 
     root = data_dir(dir)
+    check_trials_server(root, agent_id)  # and that the server its trials log to answers
     ray = ensure_ray(address)
     check_resources(objective, address=address)  # an embedded Ray too small: refused now
     aid = agent_id or "ag" + "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -319,11 +397,11 @@ def run_objective(objective: Objective, *, dir: str | os.PathLike[str] | None = 
     try:
         from .report import write_report
 
-        report = write_report(root, aid)
+        report = write_report(root, aid, control=control_for(root, trials_server()))
     except Exception:  # a report that cannot be written must not lose the sweep's result
         import logging
 
         logging.getLogger(__name__).exception("the sweep report of %s could not be written", aid)
     return SweepResult(aid, snap["status"], best.get("config"), best.get("value"),
                        best.get("trial_id"), snap.get("counts", {}), report,
-                       snap.get("runs_server"))
+                       snap.get("runs_server"), snap.get("agent_server"))

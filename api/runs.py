@@ -179,16 +179,20 @@ def run_chunks(
     step_max: Annotated[int | None, Query(ge=-2**63, le=2**63 - 1)] = None,
     seq_after: Annotated[int | None, Query(ge=-1, le=2**63 - 1, description=(
         "only chunks stored after this seq (the highest one an earlier answer held)"))] = None,
+    seq_max: Annotated[int | None, Query(ge=-1, le=2**63 - 1, description=(
+        "no chunk stored after this seq: windows of one read, as a 413 says"))] = None,
 ) -> Response:
     """The stored metric chunks (columns ``key``, ``seq``, ``step``, ``value``, ``time``: one
     row per chunk, lists of points; ``seq`` orders the writes) of the keys asked for, cut to
     the steps in ``[step_min, step_max]``, not deduplicated; with ``seq_after``, only the
     chunks stored since an answer whose highest ``seq`` it was (what an agent polling a live
-    run's curve reads, :class:`assay.scheduler.StoreMetricSource`): what
+    run's curve reads, :class:`assay.scheduler.StoreMetricSource`); with ``seq_max``, none
+    stored after it: what
     :func:`assay.store.history.history_frame` turns into every point, as
     ``assay.Api(server=...).history()`` does. More than ``CHUNK_POINTS_LIMIT`` points is a
     413 whose ``points`` and ``steps`` (the first and last step) say how many and where: ask
-    for narrower step windows."""
+    for narrower step windows; its ``seq_max`` (the newest chunk it counted) passed with each
+    window reads them all as of that answer, whatever is stored meanwhile."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -198,7 +202,7 @@ def run_chunks(
     if index.detail(run_id) is None:
         get_run_or_404(store, run_id)
     table = store.metric_chunks(run_id, key or None, step_min=step_min, step_max=step_max,
-                                seq_after=seq_after)
+                                seq_after=seq_after, seq_max=seq_max)
     if table.num_rows and (step_min is not None or step_max is not None):
         table = _cut_chunks(table, step_min, step_max)
     points = int(pc.sum(pc.list_value_length(table.column("step"))).as_py() or 0) \
@@ -209,7 +213,8 @@ def run_chunks(
                             f"{CHUNK_POINTS_LIMIT} one answer may",
                    "hint": "ask for narrower step windows (step_min, step_max)",
                    "points": points,
-                   "steps": [int(pc.min(steps).as_py()), int(pc.max(steps).as_py())]}, 413)
+                   "steps": [int(pc.min(steps).as_py()), int(pc.max(steps).as_py())],
+                   "seq_max": int(pc.max(table.column("seq")).as_py())}, 413)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)

@@ -41,13 +41,17 @@ class ServerStore(LanceStore):
 
     def metric_chunks(self, run_id: str, keys: Sequence[str] | None = None, *,
                       with_time: bool = True, step_min: int | None = None,
-                      step_max: int | None = None, seq_after: int | None = None) -> pa.Table:
+                      step_max: int | None = None, seq_after: int | None = None,
+                      seq_max: int | None = None) -> pa.Table:
         """:meth:`LanceStore.metric_chunks`; without ``time`` when not needed (40% less to
         read); with ``step_min``/``step_max``, only the chunks holding steps in that range
         (whole chunks: the caller cuts them), so a window of a long curve reads that window;
-        with ``seq_after``, only the chunks stored after it (:meth:`metric_chunks_after`)."""
+        with ``seq_after``, only the chunks stored after it (:meth:`metric_chunks_after`);
+        with ``seq_max``, none stored after that one (a snapshot read in several windows)."""
         cols = ["key", "seq", "step", "value", *(["time"] if with_time else [])]
         where = "" if seq_after is None else f" AND seq > {int(seq_after)}"
+        if seq_max is not None:
+            where += f" AND seq <= {int(seq_max)}"
         if step_min is not None:
             where += f" AND step_max >= {int(step_min)}"
         if step_max is not None:

@@ -201,12 +201,14 @@ class _Watcher(threading.Thread):
         return self.request
 
     def _count_reports(self) -> None:
-        """Count the run's metric records (not ``sys/``) appended to its WAL since last time."""
-        wal_dir = self.data_dir / "wal" / self.spec.trial_id
-        try:
-            segments = sorted(wal_dir.glob("*.wal"))
-        except OSError:
-            return
+        """Count the run's metric records (not ``sys/``) appended to its WAL since last time:
+        ``<dir>/wal/<id>/``, or ``<dir>/outbox/<id>/`` for a run that logs to a server."""
+        segments: list[Path] = []
+        for folder in ("wal", "outbox"):
+            try:
+                segments += sorted((self.data_dir / folder / self.spec.trial_id).glob("*.wal"))
+            except OSError:
+                continue
         for seg in segments:
             try:
                 for rec in read_wal(seg, self._offsets.get(seg, 0)):
@@ -451,11 +453,35 @@ def _stored_run(root: Path, run_id: str, *, sync: bool = False) -> Any:
     token = os.environ.get("ASSAY_TOKEN") or None
     if sync:
         sync_outbox(root, server, token, timeout=FINISH_TIMEOUT, run_id=run_id)
+        _wait_ingested(server, token, run_id, FINISH_TIMEOUT)
     with RemoteReader(server, token) as reader:
         try:
             return reader.run(run_id)
         except NotFoundError:
             return None
+
+
+def _wait_ingested(server: str, token: str | None, run_id: str, timeout: float) -> None:
+    """Wait (up to ``timeout`` s) until the server's record of the run holds every record
+    it has durably received: its status then says how the last attempt ended (a completed
+    run read before is still "running", and would be run again)."""
+    from ..sdk.remote import RemoteClient
+
+    client = RemoteClient(server, token)
+    try:
+        durable = client.durable_seq(run_id)
+        deadline = time.monotonic() + timeout
+        while durable >= 0 and time.monotonic() < deadline:
+            try:
+                if int(client.get_run(run_id).get("ingested_seq", -1)) >= durable:
+                    return
+            except NotFoundError:
+                pass  # its first records are not ingested yet
+            time.sleep(0.2)
+    except NotFoundError:
+        return  # the server has nothing of it
+    finally:
+        client.close()
 
 
 def _command_result(root: Path, run_id: str) -> dict[str, float]:

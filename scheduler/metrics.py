@@ -20,7 +20,13 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..errors import AssayError, NotFoundError, PermissionDeniedError, UserInputError
+from ..errors import (
+    AssayError,
+    NotFoundError,
+    PermissionDeniedError,
+    ServerUnreachableError,
+    UserInputError,
+)
 from ..store.records import RESERVED_PREFIX
 from .base import MetricSource, Points
 
@@ -30,6 +36,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between warnings while a server the curves come from cannot be read.
 _WARN_EVERY = 60.0
+#: Seconds one request to that server may take.
+READ_TIMEOUT = 10.0
 
 
 class StoreMetricSource(MetricSource):
@@ -47,9 +55,11 @@ class StoreMetricSource(MetricSource):
     ``seq``), or fewer points there than were returned (a rewind dropped them), makes the
     trial :meth:`replaced`: its whole curve comes again.
 
-    A server that cannot be reached (restarting, a network blip) or answers 5xx costs the
-    agent that poll's points only: they come at a later poll, with a warning meanwhile. A
-    token the server refuses raises :class:`~assay.errors.PermissionDeniedError`.
+    A server that cannot be reached or does not answer within 10 s (restarting, a network
+    blip) costs the agent that poll's points only: they come at a later poll, with a warning
+    a minute meanwhile; a run the server answers 5xx for costs its own points only. A token
+    the server refuses raises :class:`~assay.errors.PermissionDeniedError`, a server too old
+    to send metric chunks :class:`~assay.errors.UserInputError`.
     """
 
     def __init__(self, dir: str | os.PathLike[str] | None = None,
@@ -66,11 +76,14 @@ class StoreMetricSource(MetricSource):
         self.server: str | None = None
         self.reader: Any = None
         if server:
+            from ..sdk.remote import public_url
             from ..sdk.remote_api import RemoteReader
 
+            # A hung server costs a poll at most this long per request, not the default 30 s.
             self.reader = RemoteReader(server, token if token is not None
-                                       else os.environ.get("ASSAY_TOKEN") or None)
-            self.server = self.reader.server
+                                       else os.environ.get("ASSAY_TOKEN") or None,
+                                       timeout=READ_TIMEOUT)
+            self.server = public_url(self.reader.server)  # shown in state and reports
             self.api: Any = None
         else:
             self.api = Api(data_dir(dir))  # created if new: the agent may start before any run
@@ -90,31 +103,26 @@ class StoreMetricSource(MetricSource):
         for tid in trial_ids:
             try:
                 run = self.api.run(tid) if self.reader is None else self.reader.run(tid)
-            except NotFoundError:  # not ingested yet
-                continue
-            except AssayError as exc:
-                if self.reader is None or isinstance(exc, PermissionDeniedError | UserInputError):
-                    raise
-                self._unreachable(exc)
-                break  # the server is away: this poll ends here, the next one reads on
-            at = (run.attach, run.ingested_seq)
-            if self._read_at.get(tid) == at:
-                continue  # the ingester committed nothing of this run since the last read
-            try:
+                at = (run.attach, run.ingested_seq)
+                if self._read_at.get(tid) == at:
+                    continue  # the ingester committed nothing of this run since the last read
                 fresh = self._fresh(tid, at, run.last_step)
-            except NotFoundError:  # deleted meanwhile (a server's run)
+            except NotFoundError:  # not ingested yet (or, on a server, deleted meanwhile)
                 continue
+            except ServerUnreachableError as exc:
+                self._failed(exc)
+                break  # the server is away: this poll ends here, the next one reads on
             except AssayError as exc:
                 if self.reader is None or isinstance(exc, PermissionDeniedError | UserInputError):
                     raise
-                self._unreachable(exc)
-                break
+                self._failed(exc)  # this run's answer (a 5xx, an odd one): the others go on
+                continue
             self._read_at[tid] = at
             if fresh:
                 out[tid] = fresh
         return out
 
-    def _unreachable(self, exc: AssayError) -> None:
+    def _failed(self, exc: AssayError) -> None:
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY:
             self._warned_at = now

@@ -38,9 +38,9 @@ class Api:
     """Runs, metrics, artifacts, agents and their decisions: in a data directory (``dir``,
     else ``$ASSAY_DIR``, else ``~/.assay``), or on an ``assay server`` when ``server=`` names
     one (``Api(server=os.environ["ASSAY_SERVER"])`` for the one your runs log to), with
-    ``token`` (else ``$ASSAY_TOKEN``). ``$ASSAY_SERVER`` alone never redirects an Api: agents
-    started with ``assay run`` live in data directories, and what reads them must keep doing
-    so.
+    ``token`` (else ``$ASSAY_TOKEN``). ``$ASSAY_SERVER`` alone never redirects an Api: a
+    data directory stays the default (agents started with ``assay run`` while it is set live
+    on that server: read them with ``server=``).
 
     On a server the token's role applies: viewers read, researchers override the agents they
     declared, supervisors any agent. What reads the data directory's files itself (verify,

@@ -89,6 +89,20 @@ def _auth_headers(token: str | None) -> dict[str, str]:
     return h
 
 
+def public_url(url: str) -> str:
+    """``url`` without credentials (``https://user:pw@host`` -> ``https://host``): what an
+    agent's state, reports and messages may show of the server its trials log to."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url.strip())
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    if parts.port is not None:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
 def _raise_for(resp: Any) -> None:
     """Turn a refused answer into the matching AssayError (message and hint from the server)."""
     if resp.status_code < 400:

@@ -37,7 +37,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import AssayError, NotFoundError, PermissionDeniedError, UserInputError
+from ..errors import (
+    AssayError,
+    NotFoundError,
+    PermissionDeniedError,
+    ServerUnreachableError,
+    UserInputError,
+)
 from ..store.canonical import NON_FINITE_STRINGS
 from ..store.history import history_frame
 from ..store.records import RunRecord, RunStatus, validate_name
@@ -131,13 +137,22 @@ class RemoteReader:
         """One row per run, as :meth:`assay.sdk.api.Api.runs` gives it: run columns, then
         ``config.*``, ``summary.*``, ``summary_min.*`` and ``summary_max.*`` columns, sorted by
         ``created_at``; ``filters`` (an expression or column: value) apply as there."""
-        rows: list[dict[str, Any]] = []
+        try:
+            rows = [_listed_row(item) for item in self.run_items(project)]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise _odd_answer(self.server, "/api/runs") from exc
+        return filter_runs(runs_frame(rows), filters)
+
+    def run_items(self, project: str | None = None) -> Iterator[dict[str, Any]]:
+        """The runs as ``GET /api/runs`` lists them (JSON objects: ``config`` and ``summary``
+        as logged, not cast to a frame's column types), oldest first, every page."""
         if project is not None and not isinstance(project, str):
             validate_name("project", project)  # raises UserInputError
         # A name no run can have (init validates it) lists nothing, as in a data directory.
-        valid = project is None or _valid_name(project)
+        if project is not None and not _valid_name(project):
+            return
         cursor: str | None = None
-        while valid:
+        while True:
             params: dict[str, Any] = {"limit": _PAGE, "sort": "created_at", "order": "asc"}
             if "runs_stats" in self._features():  # min/max per key: asked for, not default
                 params["stats"] = "true"
@@ -146,14 +161,13 @@ class RemoteReader:
             if cursor is not None:
                 params["cursor"] = cursor
             page = self._get("/api/runs", params)
-            try:
-                rows += [_listed_row(item) for item in page["runs"]]
-            except (KeyError, TypeError, AttributeError) as exc:
-                raise _odd_answer(self.server, "/api/runs") from exc
+            items = page.get("runs") if isinstance(page, dict) else None
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise _odd_answer(self.server, "/api/runs")
+            yield from items
             cursor = page.get("next_cursor")
             if not cursor:
-                break
-        return filter_runs(runs_frame(rows), filters)
+                return
 
     def run(self, run_id: str) -> RunRecord:
         """The stored record of one run (config, summary, status, env, git).
@@ -232,13 +246,13 @@ class RemoteReader:
 
         Raises:
             NotFoundError: the server has no such run.
-            AssayError: the server is too old to serve chunks (``history_arrow``).
+            UserInputError: the server is too old to serve chunks (``history_arrow``).
         """
         self._check_run(run_id)
         if not self._uses_arrow():
-            raise AssayError(f"the assay server at {self.server} is too old to serve metric "
-                             "chunks", hint="upgrade the server (its /api/health lists "
-                                            "history_arrow once it can)")
+            raise UserInputError(f"the assay server at {self.server} is too old to serve "
+                                 "metric chunks: it lacks the 'history_arrow' feature",
+                                 hint="upgrade the server to this SDK's version")
         wanted = None if keys is None else list(keys)
         if wanted is not None and not wanted:
             return _CHUNKS_SCHEMA.empty_table()
@@ -252,13 +266,19 @@ class RemoteReader:
         return table
 
     def _chunks(self, run_id: str, keys: list[str] | None, lo: int | None, hi: int | None,
-                out: list[pa.Table], *, seq_after: int | None = None) -> None:
+                out: list[pa.Table], *, seq_after: int | None = None,
+                seq_max: int | None = None) -> None:
         """Append the run's metric chunks holding steps in ``[lo, hi]`` (stored after
-        ``seq_after``, if given) to ``out``, halving the window while the server says it
-        holds more points than one answer may."""
+        ``seq_after`` and not after ``seq_max``, if given) to ``out``, halving the window
+        while the server says it holds more points than one answer may. The windows read the
+        chunks the first answer counted (its ``seq_max``): one stored meanwhile would come cut
+        to the later windows only, and a reader going on from the highest seq read would
+        never see its part in the earlier ones."""
         params: dict[str, Any] = {"key": keys} if keys else {}
         if seq_after is not None:
             params["seq_after"] = seq_after
+        if seq_max is not None:
+            params["seq_max"] = seq_max
         if lo is not None:
             params["step_min"] = lo
         if hi is not None:
@@ -275,8 +295,10 @@ class RemoteReader:
                     f"({body.get('points')}) than the server answers at once",
                     hint="ask for fewer keys at a time (keys=[...])")
             mid = a + (b - a) // 2
-            self._chunks(run_id, keys, a, mid, out, seq_after=seq_after)
-            self._chunks(run_id, keys, mid + 1, b, out, seq_after=seq_after)
+            if seq_max is None and isinstance(body.get("seq_max"), int):
+                seq_max = body["seq_max"]  # an older server sends none: windows as before
+            self._chunks(run_id, keys, a, mid, out, seq_after=seq_after, seq_max=seq_max)
+            self._chunks(run_id, keys, mid + 1, b, out, seq_after=seq_after, seq_max=seq_max)
             return
         try:
             _raise_for(resp)
@@ -358,15 +380,16 @@ class RemoteReader:
         try:
             resp = self._http.get(path, params=params)
         except httpx.TimeoutException as exc:
-            raise AssayError(f"the assay server at {self.server} did not answer {path} within "
-                             f"{self._timeout:g} s ({type(exc).__name__})",
-                             hint="check that `assay server` runs there and is not overloaded; "
-                                  "pass a larger timeout= for slow links") from exc
+            raise ServerUnreachableError(
+                f"the assay server at {self.server} did not answer {path} within "
+                f"{self._timeout:g} s ({type(exc).__name__})",
+                hint="check that `assay server` runs there and is not overloaded; pass a "
+                     "larger timeout= for slow links") from exc
         except httpx.TransportError as exc:
-            raise AssayError(f"cannot reach the assay server at {self.server}: {exc}",
-                             hint="check the URL (scheme, host and port) and that `assay "
-                                  "server` runs there and is reachable from this machine"
-                             ) from exc
+            raise ServerUnreachableError(
+                f"cannot reach the assay server at {self.server}: {exc}",
+                hint="check the URL (scheme, host and port) and that `assay server` runs "
+                     "there and is reachable from this machine") from exc
         return resp
 
     def _get(self, path: str, params: Mapping[str, Any] | None = None, *,

@@ -38,7 +38,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, Self
 
-from ..errors import AssayError, NotFoundError, PermissionDeniedError, UserInputError
+from ..errors import (
+    AssayError,
+    NotFoundError,
+    PermissionDeniedError,
+    ServerUnreachableError,
+    UserInputError,
+)
 from .canonical import NON_FINITE_STRINGS
 from .control import AgentRow, AgentStatus, ControlStore, Decision, Override, OverrideStatus
 
@@ -141,6 +147,7 @@ class RemoteControlStore(ControlStore):
         self._http = httpx.Client(base_url=self.server, headers=_auth_headers(token),
                                   timeout=timeout)
         self._checked = False
+        self._serves: bool | None = None
         self._check_mu = threading.Lock()
         self._override_agents: dict[str, str] = {}  # override id -> agent id, as listed
 
@@ -176,7 +183,7 @@ class RemoteControlStore(ControlStore):
                     wait = max(delay, min(float(after), 5.0))
             elapsed = time.monotonic() - start
             if elapsed + wait > self.retry_for:
-                raise AssayError(
+                raise ServerUnreachableError(
                     f"the assay server at {self.server} did not answer {method} {url} "
                     f"({tries} tries in {elapsed:.1f} s; last: {why})",
                     hint=f"check that `assay server` runs at {self.server} ($ASSAY_SERVER) and "
@@ -210,6 +217,14 @@ class RemoteControlStore(ControlStore):
         self._require_feature()
         return self._send(method, url, **kw)
 
+    def serves(self) -> bool:
+        """Whether the server keeps agents' state (its ``/api/health`` lists
+        :data:`FEATURE`); asked once. Raises ServerUnreachableError when it cannot tell."""
+        if self._serves is None:
+            feats = self._send("GET", "/api/health").get("features")
+            self._serves = isinstance(feats, list) and FEATURE in feats
+        return self._serves
+
     def _require_feature(self) -> None:
         if self._checked:
             return
@@ -218,9 +233,8 @@ class RemoteControlStore(ControlStore):
                 return
             from .. import __version__
 
-            body = self._send("GET", "/api/health")
-            feats = body.get("features")
-            if not isinstance(feats, list) or FEATURE not in feats:
+            if not self.serves():
+                body = self._send("GET", "/api/health")
                 raise AssayError(
                     f"the server {self.server} (assay {body.get('version', '?')}) cannot keep "
                     f"agents' state: it lacks the {FEATURE!r} feature",

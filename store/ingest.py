@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -57,20 +58,35 @@ log = logging.getLogger(__name__)
 
 
 class IngestLock:
-    """The data directory's writer lock (process-wide ``flock``; reentrant per object)."""
+    """The data directory's writer lock: an ``flock`` between processes and a re-entrant lock
+    between the threads of one (a server's request threads and its ingester share one
+    object: a thread holding it must keep the others out, not let them in as a re-entry)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "ingest.lock"
         self._fd = -1
         self._depth = 0
+        self._threads = threading.RLock()
 
     def acquire(self, timeout: float | None = None) -> bool:
         """Take the lock, waiting up to ``timeout`` seconds (None: forever, 0: no wait)."""
-        if self._depth:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if timeout is None:
+            got = self._threads.acquire()
+        elif timeout > 0:
+            got = self._threads.acquire(timeout=timeout)
+        else:
+            got = self._threads.acquire(blocking=False)
+        if not got:
+            return False
+        if self._depth:  # this thread holds it already
             self._depth += 1
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except BaseException:
+            self._threads.release()
+            raise
         delay = 0.002
         while True:
             try:
@@ -79,6 +95,7 @@ class IngestLock:
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
                     os.close(fd)
+                    self._threads.release()
                     return False
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
@@ -92,6 +109,7 @@ class IngestLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = -1
+        self._threads.release()
 
     def __enter__(self) -> Self:
         self.acquire()

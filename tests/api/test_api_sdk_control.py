@@ -147,7 +147,7 @@ def test_server_and_dir_choice(data_dir, monkeypatch):
     with pytest.raises(UserInputError, match="token= is for server="):
         Api(data_dir, token="t")
     monkeypatch.setenv("ASSAY_SERVER", "http://127.0.0.1:9/")
-    # $ASSAY_SERVER alone redirects nothing: agents and their trials live in directories.
+    # $ASSAY_SERVER alone redirects nothing: a data directory stays the default.
     assert not Api().is_remote and Api().dir == data_dir
     assert Api(server="http://127.0.0.1:9/").server == "http://127.0.0.1:9"
     api = Api(server="http://127.0.0.1:9")

@@ -236,3 +236,81 @@ def test_a_token_the_server_refuses_fails_loudly(data_dir, served_dir):
         source.new_points(["deny00001"])
     with pytest.raises(UserInputError, match="http"):
         StoreMetricSource(server="localhost:8000")
+
+
+def test_windows_of_one_read_see_no_chunk_stored_meanwhile(data_dir, served_dir, monkeypatch):
+    """Past the server's point limit (413) a read goes in step windows; a chunk the trial
+    stores between two of them came cut to the later ones, and, its seq being the highest
+    read, its part in the earlier ones was never read. The windows now read as of the first
+    answer (its ``seq_max``): the new chunk comes whole at the next poll."""
+    import assay
+    from assay.api import runs as runs_route
+    from loopback_server import wait_for
+
+    monkeypatch.setattr(runs_route, "CHUNK_POINTS_LIMIT", 50)
+    api = assay.Api(data_dir)
+    run = assay.init("curves", id="win0000001", dir=data_dir, system_metrics_interval=0,
+                     capture=False)
+
+    def log(key: str, lo: int, hi: int) -> None:
+        for s in range(lo, hi):
+            run.log({key: float(s)}, step=s)
+        run.flush()
+        wait_for(lambda: _points(api, "win0000001", key) == hi)
+
+    log("a", 0, 10)
+    log("b", 0, 10)
+    source = StoreMetricSource(server=served_dir["server"].url, token=served_dir["viewer"])
+    seen: dict[str, list[int]] = {}
+
+    def poll() -> None:
+        for k, pts in source.new_points(["win0000001"]).get("win0000001", {}).items():
+            seen.setdefault(k, []).extend(s for s, _ in pts)
+
+    poll()
+    log("a", 10, 70)
+    log("b", 10, 20)
+    send = source.reader._send
+    windows: list[Any] = []
+
+    def sending(path: str, params: Any) -> Any:
+        if params and "step_min" in params:
+            windows.append(dict(params))
+            if len(windows) == 2:
+                log("b", 20, 60)  # the trial logs on while the agent reads windows
+        return send(path, params)
+
+    monkeypatch.setattr(source.reader, "_send", sending)
+    for _ in range(3):
+        poll()
+    assert windows and all("seq_max" in w for w in windows)
+    assert sorted(seen["a"]) == list(range(70)) and sorted(seen["b"]) == list(range(60))
+    run.finish()
+
+
+def _points(api: Any, run_id: str, key: str) -> int:
+    from assay.errors import NotFoundError
+
+    try:
+        return int(api.history(run_id, [key]).height)
+    except NotFoundError:
+        return 0
+
+
+def test_a_server_too_old_for_metric_chunks_fails_the_agent_saying_so(data_dir, served_dir):
+    """Warning 'retrying' each minute while the stoppers never see a point would be worse."""
+    _log(data_dir, "old000001", [1.0])
+    source = StoreMetricSource(server=served_dir["server"].url, token=served_dir["viewer"])
+    source.reader._arrow = False  # what a server without history_arrow says
+    with pytest.raises(UserInputError, match="too old") as e:
+        source.new_points(["old000001"])
+    assert "upgrade the server" in e.value.hint
+
+
+def test_public_url_drops_credentials():
+    from assay.sdk.remote import public_url
+
+    assert public_url("https://u:pw@host.x:9/base/?t=1#f") == "https://host.x:9/base"
+    assert public_url("http://[::1]:8000/") == "http://[::1]:8000"
+    source = StoreMetricSource(server="http://alice:secret@127.0.0.1:9/")
+    assert source.server == "http://127.0.0.1:9" and "secret" in source.reader.server

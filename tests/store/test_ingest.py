@@ -308,3 +308,43 @@ def test_a_run_resumed_in_a_backlog_is_applied_attach_by_attach_whatever_the_bat
 def test_batch_bytes_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="positive"):
         Ingester(MemoryStore()).ingest([segment_path(tmp_path, "r1", 0)], batch_bytes=0)
+
+
+def test_the_ingest_lock_keeps_other_threads_out_and_lets_its_holder_back_in(tmp_path):
+    """One IngestLock object is shared by a server's request threads and its ingester: a
+    second thread must wait for the holder, not enter as if it re-entered (two threads then
+    wrote at once, and a lease was handed out twice)."""
+    import threading
+
+    lock = IngestLock(tmp_path)
+    assert lock.acquire() and lock.acquire(0)  # re-entry by the holder
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(lock.acquire(0.2)))
+    t.start()
+    t.join()
+    assert got == [False]  # the other thread waited out its timeout
+    lock.release()
+    t = threading.Thread(target=lambda: got.append(lock.acquire(0)))
+    t.start()
+    t.join()
+    assert got == [False, False]  # still held once
+    lock.release()
+    inside = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with lock:
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert inside.wait(10) and not lock.acquire(0)
+    release.set()
+    t.join()
+    assert lock.acquire(1)
+    other = IngestLock(tmp_path)  # another holder of the same file: the flock decides
+    assert not other.acquire(0)
+    lock.release()
+    assert other.acquire(0)
+    other.release()
