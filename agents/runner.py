@@ -88,7 +88,7 @@ def _public(url: str | None) -> str | None:
     return public_url(url) if url else None
 
 
-def control_for(root: Path, server: str | None) -> Any:
+def control_for(root: Path, server: str | None, *, retry_for: float = 8.0) -> Any:
     """Where an agent keeps its state, decisions, overrides and leases: the server its trials
     log to, when that server keeps agents (feature ``agent_store``: supervisors then see and
     steer it there, and agents of the project on other machines share its leases), else the
@@ -100,7 +100,8 @@ def control_for(root: Path, server: str | None) -> Any:
     if server:
         from ..store.control_remote import RemoteControlStore
 
-        remote = RemoteControlStore(server, os.environ.get("ASSAY_TOKEN") or None)
+        remote = RemoteControlStore(server, os.environ.get("ASSAY_TOKEN") or None,
+                                    retry_for=retry_for)
         if remote.serves():  # a server that cannot be asked: ServerUnreachableError, now
             return remote
         remote.close()
@@ -137,7 +138,8 @@ def check_trials_server(root: Path, agent_id: str | None) -> None:
                                   "unset ASSAY_SERVER to keep everything in the data directory")
     row = None
     if now:
-        control = control_for(root, now)  # asks the server: one that does not answer, now
+        # Asks the server: one that does not answer fails the run now (after 2 s of tries).
+        control = control_for(root, now, retry_for=2.0)
         try:
             row = control.get_agent(agent_id) if agent_id else None
         finally:

@@ -13,9 +13,10 @@ that only the owner or a supervisor writes the agent's row, decisions, overrides
 and leases; the owner stays (only a supervisor changes it) and so does the project. Every
 write is idempotent, so a client retrying after a lost answer changes nothing twice.
 
-The app's shared ``IngestLock`` counts re-entries without regard to threads, so two request
-threads would both "hold" it; each write here takes a lock object of its own (an ``flock``
-on its own file description, which excludes other threads as well as other processes).
+Each write here takes a lock object of its own (an ``flock`` on its own file description,
+which excludes other threads as well as other processes): the app's shared ``IngestLock``
+used to count re-entries without regard to threads, so two request threads both "held" it
+and a lease was handed out twice (it is re-entrant per thread now).
 """
 
 from __future__ import annotations
@@ -306,12 +307,29 @@ class ClaimBody(BaseModel):
 def claim_lease(request: Request, who: Researcher, body: ClaimBody) -> SafeJSONResponse:
     """``holder``: null when the key is the agent's now (or was already), else the holder's
     trial id, or ``"project budget"`` when ``limit`` ``[prefix, n]`` leases exist."""
-    _may_write(who, _agent_or_404(request, body.agent_id))
+    a = _agent_or_404(request, body.agent_id)
+    _may_write(who, a)
+    _own_project(a, body.key, "key")
+    if body.limit is not None:
+        _own_project(a, body.limit[0], "limit's prefix")
     ctl, lock = _writer(request)
     with lock:
         holder = ctl.claim_lease(body.key, body.agent_id, body.trial_id, body.hlc,
                                  None if body.limit is None else (body.limit[0], body.limit[1]))
     return ok({"holder": holder})
+
+
+def _own_project(a: AgentRow, key: str, what: str) -> None:
+    """An agent claims leases of its own project only: configs (``<project>/...``) and the
+    project's budget. Another project's keys would block that project's agents."""
+    from ..agents.overrides import PROJECT_BUDGET_KEY
+
+    if key.startswith(f"{a.project}/") or key == PROJECT_BUDGET_KEY + a.project:
+        return
+    raise PermissionDeniedError(
+        f"agent {a.agent_id} of project {a.project!r} may not claim the lease {what} "
+        f"{key[:100]!r}", hint=f"its leases are '{a.project}/<config>' and "
+                               f"'{PROJECT_BUDGET_KEY}{a.project}'")
 
 
 @router.get("/leases/count", summary="How many leases have keys starting with a prefix")

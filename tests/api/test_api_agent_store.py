@@ -100,11 +100,11 @@ def _sequence(s: ControlStore) -> list[str]:
 
     claims = [("pc/cfg1", A1, "t1", None), ("pc/cfg1", A1, "t1", None), ("pc/cfg1", A2, "t9", None),
               (ODD, A2, "t2", None), (ODD, A1, "t3", None),
-              ("pb_1/a", A1, "t1", ("pb_1/", 2)), ("pb_1/b", A2, "t2", ("pb_1/", 2)),
-              ("pb_1/c", A1, "t3", ("pb_1/", 2)), ("pb_1/a", A1, "t1", ("pb_1/", 2)),
-              ("pbX1/c", A1, "t3", ("pbX1/", 2)), ("#project_budget/pc", A1, "40", None)]
+              ("pc/b_1/a", A1, "t1", ("pc/b_1/", 2)), ("pc/b_1/b", A2, "t2", ("pc/b_1/", 2)),
+              ("pc/b_1/c", A1, "t3", ("pc/b_1/", 2)), ("pc/b_1/a", A1, "t1", ("pc/b_1/", 2)),
+              ("pc/bX1/c", A1, "t3", ("pc/bX1/", 2)), ("#project_budget/pc", A1, "40", None)]
     out += [_same(s.claim_lease(k, a, t, "1", limit=lim)) for k, a, t, lim in claims]
-    out += [_same(s.count_leases(p)) for p in ("pc/", "pc/a%", "pc/a%b_", "pb_1/", "pb", "", "zz")]
+    out += [_same(s.count_leases(p)) for p in ("pc/", "pc/a%", "pc/a%b_", "pc/b_1/", "pc/b", "", "zz")]
     out += [_same(s.lease(k)) for k in ("pc/cfg1", ODD, "#project_budget/pc", "missing", "pc/")]
     return out
 
@@ -155,7 +155,7 @@ def test_claims_racing_from_many_threads_give_each_lease_and_budget_slot_once(se
     def claim(i: int) -> None:
         agent = (A1, A2)[i % 2]
         same[i] = remote.claim_lease("pc/race", agent, f"t{i}", str(i))
-        budget[i] = remote.claim_lease(f"pq/{i}", agent, f"t{i}", str(i), limit=("pq/", 3))
+        budget[i] = remote.claim_lease(f"pc/q/{i}", agent, f"t{i}", str(i), limit=("pc/q/", 3))
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
     for t in threads:
@@ -166,7 +166,7 @@ def test_claims_racing_from_many_threads_give_each_lease_and_budget_slot_once(se
     assert same.count(None) == 1 and same.index(None) == int(winner[1][1:])
     assert sorted(h for h in same if h) == [winner[1]] * 7
     assert budget.count(None) == 3 and budget.count("project budget") == 5
-    assert remote.count_leases("pq/") == 3
+    assert remote.count_leases("pc/q/") == 3
 
 
 def test_only_the_owner_or_a_supervisor_writes_an_agent(server, tokens, remote):
@@ -277,3 +277,19 @@ def test_a_server_without_the_agent_store_is_refused_clearly(server, tokens, mon
                                                               match="lacks the 'agent_store'") as exc:
         s.get_agent(A1)
     assert "upgrade the server" in exc.value.hint
+
+
+def test_an_agent_claims_leases_of_its_own_project_only(server, remote):
+    """Another project's config keys, or its budget, claimed by an agent of this one would
+    block that project's agents: refused, saying which leases are its own."""
+    from assay.errors import PermissionDeniedError
+
+    remote.save_agent(AgentRow(A1, "obj", "pc", {}, hlc="1"))
+    for key, limit in (("other/cfg", None), ("#project_budget/other", None),
+                       ("pc/cfg", ("other/", 3)), ("pcx/cfg", None)):
+        with pytest.raises(PermissionDeniedError, match="may not claim") as e:
+            remote.claim_lease(key, A1, "t1", "2", limit=limit)
+        assert "'pc/<config>'" in e.value.hint
+    assert remote.count_leases("") == 0
+    assert remote.claim_lease("#project_budget/pc", A1, "9", "3") is None
+    assert remote.claim_lease("pc/cfg", A1, "t1", "4", limit=("pc/", 3)) is None

@@ -80,6 +80,7 @@ def _attempt(data_dir, values, *, first=False, start=0):
     run.finish("completed" if not first else "crashed")
 
 
+@pytest.mark.parametrize("make_source", ["dir", "server"], indirect=True)
 def test_a_rewound_run_replaces_what_the_source_returned_for_it(data_dir, make_source):
     _attempt(data_dir, [9.0, 8.0, 7.0, 6.0], first=True)
     source = make_source()
@@ -100,6 +101,7 @@ def test_a_rewound_run_replaces_what_the_source_returned_for_it(data_dir, make_s
     assert source.new_points(["curve0002"]) == {} and source.replaced() == {"curve0002"}
 
 
+@pytest.mark.parametrize("make_source", ["dir", "server"], indirect=True)
 def test_a_growing_run_is_read_from_its_new_chunks_and_an_idle_one_not_at_all(
         data_dir, make_source, monkeypatch):
     """An agent polls every running trial each step: reading whole curves each time cost
