@@ -3,9 +3,12 @@
 
 Trials log ``--steps`` points of three metrics each; the agent then polls all of them:
 once with nothing new (the common case between epochs) and once after every trial stored
-one more point. Medians of ``--repeat`` polls, in ms per poll of all trials.
+one more point. Medians of ``--repeat`` polls, in ms per poll of all trials. ``--server``
+also polls the same trials through an ``assay server`` (a subprocess on 127.0.0.1 serving
+the directory), as an agent whose trials log to ``$ASSAY_SERVER`` does: one
+``GET /api/runs/{id}`` per trial, and ``/chunks?seq_after=`` for those that grew.
 
-    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_metric_source.py
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_metric_source.py [--server]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import statistics
 import tempfile
 import time
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -24,6 +28,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--server", action="store_true",
+                    help="also poll through an assay server serving the directory")
     args = ap.parse_args()
     d = tempfile.mkdtemp(prefix="assay-bench-metrics-")
     import assay
@@ -49,29 +55,56 @@ def main() -> None:
             time.sleep(0.05)
 
     settled(args.steps - 1)
-    source = StoreMetricSource(d)
-    t0 = time.perf_counter()
-    first = source.new_points(ids)
-    cold = time.perf_counter() - t0
-    assert sum(len(p) for c in first.values() for p in c.values()) == 3 * args.steps * args.trials
-    idle, grow = [], []
-    for i in range(args.repeat):
-        t0 = time.perf_counter()
-        assert source.new_points(ids) == {}
-        idle.append(time.perf_counter() - t0)
+    sources = {"data directory": StoreMetricSource(d)}
+    proc = None
+    if args.server:
+        import sys
+        from pathlib import Path
+
+        from assay.api.auth import TokenStore
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _server import start_server
+
+        token = TokenStore(Path(d)).create("bench", "viewer")[0]
+        proc, url = start_server(Path(d))
+        sources["server"] = StoreMetricSource(server=url, token=token)
+    try:
+        figures: dict[str, dict[str, Any]] = {
+            name: {"cold": 0.0, "idle": [], "grow": []} for name in sources}
+        for name, source in sources.items():
+            t0 = time.perf_counter()
+            first = source.new_points(ids)
+            figures[name]["cold"] = time.perf_counter() - t0
+            assert sum(len(p) for c in first.values() for p in c.values()) == \
+                3 * args.steps * args.trials
+        step = args.steps - 1
+        for _ in range(args.repeat):
+            for name, source in sources.items():
+                t0 = time.perf_counter()
+                assert source.new_points(ids) == {}
+                figures[name]["idle"].append(time.perf_counter() - t0)
+            step += 1
+            for r in runs:
+                r.log({"loss": 0.0, "acc": 1.0, "lr": 0.1})
+                r.flush()
+            settled(step)
+            for name, source in sources.items():
+                t0 = time.perf_counter()
+                got = source.new_points(ids)
+                figures[name]["grow"].append(time.perf_counter() - t0)
+                assert len(got) == len(ids) and all(len(c["loss"]) == 1 for c in got.values())
+    finally:
         for r in runs:
-            r.log({"loss": 0.0, "acc": 1.0, "lr": 0.1})
-            r.flush()
-        settled(args.steps + i)
-        t0 = time.perf_counter()
-        got = source.new_points(ids)
-        grow.append(time.perf_counter() - t0)
-        assert len(got) == len(ids) and all(len(c["loss"]) == 1 for c in got.values())
-    for r in runs:
-        r.finish()
-    print(f"{args.trials} trials x {args.steps} steps x 3 metrics: first poll "
-          f"{cold * 1e3:.0f} ms; idle poll median {statistics.median(idle) * 1e3:.1f} ms; "
-          f"poll after one new point per trial median {statistics.median(grow) * 1e3:.1f} ms")
+            r.finish()
+        if proc is not None:
+            proc.kill()
+            proc.wait(10)
+    print(f"{args.trials} trials x {args.steps} steps x 3 metrics, medians of {args.repeat} polls:")
+    for name, f in figures.items():
+        print(f"  {name:>14}: first poll {f['cold'] * 1e3:.0f} ms; idle poll "
+              f"{statistics.median(f['idle']) * 1e3:.1f} ms; poll after one new point per "
+              f"trial {statistics.median(f['grow']) * 1e3:.1f} ms")
 
 
 def _last_step(api: object, run_id: str) -> int:
