@@ -233,6 +233,13 @@ class Agent:
         self._reeval_checked = -1e9
         self._seen_versions: dict[str, int] = {}
         self._relaunch: list[str] = []  # trials lost in a restart, waiting to be relaunched
+        # Lease claims a server did not answer: the trial id each was sent with, and the
+        # searcher's configs they were for (tried again first).
+        self._unanswered: dict[str, str] = {}
+        self._retry: list[tuple[dict[str, Any], dict[str, Any], str]] = []
+        # Overrides applied whose outcome the server did not take: resolved again, not
+        # applied twice.
+        self._unresolved: dict[str, tuple[Any, str]] = {}
         # Re-runs on a new artifact version, waiting for a slot like any launch:
         # (config, why) with why["reevaluates"] naming the trial re-run.
         self._reeval: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -474,6 +481,10 @@ class Agent:
         return self.searcher.suggest(history, n)
 
     def _next_config(self) -> tuple[dict[str, Any], dict[str, Any], str] | None:
+        while self._retry:  # its lease claim went unanswered
+            cfg, why, origin = self._retry.pop(0)
+            if self.space.contains(cfg):  # (a space changed meanwhile drops it)
+                return cfg, why, origin
         if self.pinned:
             return self.pinned.pop(0), {"method": "pinned by a person"}, "pinned"
         if self._reeval:
@@ -553,11 +564,14 @@ class Agent:
                 self._no_more = True  # the searcher has nothing left to propose
                 break
             config, why, origin = nxt
-            tid = "".join(secrets.choice(_ALNUM) for _ in range(10))
             prefix = f"{self.objective.project}/"
             if not cap_checked:
                 cap, cap_checked = overrides.project_budget(self), True
             lease = prefix + self.space.key(config)
+            # A claim whose answer was lost may have been stored: claimed again with the
+            # same trial id it is ours (a new id would find it held, by no running trial).
+            tid = self._unanswered.pop(lease, None) or "".join(
+                secrets.choice(_ALNUM) for _ in range(10))
             try:
                 holder = self.control.claim_lease(lease, self.agent_id, tid,
                                                   str(self.hlc.now()),
@@ -565,10 +579,13 @@ class Agent:
             except ServerUnreachableError:  # a server keeping the leases is away: next step
                 log.warning("could not claim a lease for a %s config; retrying at the next "
                             "step", origin, exc_info=True)
+                self._unanswered[lease] = tid
                 if origin == "pinned":
                     self.pinned.insert(0, config)
                 elif origin == "reevaluate":
                     self._reeval.insert(0, (config, why))
+                else:  # the searcher's: tried first at the next step, not lost
+                    self._retry.append((config, why, origin))
                 break
             if holder == "project budget":
                 self._project_spent = True

@@ -124,6 +124,11 @@ def apply_pending(agent: Agent) -> int:
     agent._overrides_checked = now
     pending = agent.control.overrides(agent.agent_id, OverrideStatus.PENDING)
     for o in pending:
+        done = agent._unresolved.get(o.override_id)
+        if done is not None:  # applied at an earlier step; only its outcome was not stored
+            agent.control.resolve_override(o.override_id, *done)
+            del agent._unresolved[o.override_id]
+            continue
         try:
             agent.hlc.update(o.hlc)
             result = _apply(agent, o)
@@ -134,7 +139,6 @@ def apply_pending(agent: Agent) -> int:
             log.exception("override %s (%s) could not be applied", o.override_id, o.action)
             result = f"rejected: it could not be applied ({type(e).__name__}: {e})"
             status = OverrideStatus.REJECTED
-        agent.control.resolve_override(o.override_id, status, result)
         tid = o.params.get("trial_id") if o.action == "stop_run" \
             and isinstance(o.params, Mapping) else ""
         agent._decide(tid if isinstance(tid, str) else "", "override",
@@ -142,6 +146,11 @@ def apply_pending(agent: Agent) -> int:
                       {"action": o.action, "params": o.params, "actor": o.actor,
                        "reason": o.reason, "override_id": o.override_id, "status": str(status)})
         agent._dirty = True
+        # Applied and decided first: a store that fails to take the outcome (a server away)
+        # leaves it pending, and the next poll stores the outcome without applying it again.
+        agent._unresolved[o.override_id] = (status, result)
+        agent.control.resolve_override(o.override_id, status, result)
+        del agent._unresolved[o.override_id]
     return len(pending)
 
 

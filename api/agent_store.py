@@ -56,13 +56,36 @@ _PAGE = 5000
 _MU = threading.RLock()  # for a control store other than the directory's (tests' in-memory one)
 
 
+#: Seconds a write waits for the data directory's writer lock (a long ingest pass holds
+#: it) before answering 503 with Retry-After, which the client retries: request threads
+#: never pile up behind an ingest.
+LOCK_WAIT_S = 10.0
+
+
 def _writer(request: Request) -> tuple[ControlStore, Any]:
     """The app's control store with a lock of this request's own (see the module doc)."""
     ctl = control_store(request)
     if isinstance(ctl, LanceControlStore):
         ctl = LanceControlStore(ctl.store, IngestLock(request.app.state.data_dir))
-        return ctl, ctl.lock
-    return ctl, _MU
+        return ctl, _Bounded(ctl.lock)
+    return ctl, _Bounded(_MU)
+
+
+class _Bounded:
+    """``with`` a lock, waiting at most :data:`LOCK_WAIT_S`, else a 503 to retry."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+
+    def __enter__(self) -> None:
+        if not self.lock.acquire(timeout=LOCK_WAIT_S):
+            from fastapi import HTTPException
+
+            raise HTTPException(503, "the data directory is busy (a long ingest pass holds "
+                                     "its writer lock); retry", headers={"Retry-After": "2"})
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
 
 
 def _may_write(who: Principal, a: AgentRow) -> None:
@@ -116,6 +139,11 @@ def put_row(request: Request, who: Researcher, agent_id: AgentId,
         raise UserInputError(f"unknown agent status {body.status!r}",
                              hint="one of: " + ", ".join(AgentStatus))
     spec = decode_value(body.spec)
+    if (request.app.state.data_dir / "objectives" / f"{agent_id}.json").exists():
+        raise ConflictError(f"agent {agent_id} is run by this server (declared through POST "
+                            "/api/objectives): its own process writes its row",
+                            hint="steer it with POST /api/agents/{agent_id}/overrides; an "
+                                 "agent started elsewhere registers under a new id")
     ctl, lock = _writer(request)
     with lock:  # read, check and write as one: two first registrations make one owner
         old = ctl.get_agent(agent_id)
@@ -189,7 +217,7 @@ def add_decisions(request: Request, who: Researcher, agent_id: AgentId,
                 hint="post each agent's decisions to its own /api/agents/{agent_id}/decisions")
     ctl, lock = _writer(request)
     with lock:
-        have = {d.decision_id for d in ctl.decisions(agent_id=agent_id)}
+        have = ctl.stored_decisions(agent_id, [d.decision_id for d in body.decisions])
         new: dict[str, Decision] = {}
         for d in body.decisions:
             if d.decision_id not in have:
@@ -240,6 +268,13 @@ def add_override_raw(request: Request, who: Researcher, agent_id: AgentId,
         raise UserInputError(
             f"an override posted here is for agent {agent_id}, sent by {who.name}",
             hint="set agent_id to the path's and actor to the token's name")
+    if body.status != "pending" or body.result:
+        raise UserInputError("an override is stored pending, without a result: the agent "
+                             "records what became of it",
+                             hint='send status "pending" and result ""')
+    from .agents import _check
+
+    _check(a, body.action, decode_value(body.params))  # as POST /api/agents/{id}/overrides
     ctl, lock = _writer(request)
     with lock:
         if any(o.override_id == body.override_id for o in ctl.overrides(agent_id)):
@@ -307,15 +342,27 @@ class ClaimBody(BaseModel):
 def claim_lease(request: Request, who: Researcher, body: ClaimBody) -> SafeJSONResponse:
     """``holder``: null when the key is the agent's now (or was already), else the holder's
     trial id, or ``"project budget"`` when ``limit`` ``[prefix, n]`` leases exist."""
+    from ..agents.overrides import PROJECT_BUDGET_KEY
+
     a = _agent_or_404(request, body.agent_id)
     _may_write(who, a)
     _own_project(a, body.key, "key")
-    if body.limit is not None:
-        _own_project(a, body.limit[0], "limit's prefix")
+    budget_key = PROJECT_BUDGET_KEY + a.project
+    if body.key == budget_key and not (body.trial_id.isdigit()
+                                       and 0 < int(body.trial_id) <= 10**7):
+        raise UserInputError(f"a project budget is a number of trials from 1 to 10,000,000, "
+                             f"got {body.trial_id[:40]!r}",
+                             hint="project_budget: {trials: N} in the objective")
     ctl, lock = _writer(request)
     with lock:
-        holder = ctl.claim_lease(body.key, body.agent_id, body.trial_id, body.hlc,
-                                 None if body.limit is None else (body.limit[0], body.limit[1]))
+        # The project's budget, as declared (first declaration holds), bounds every claim of
+        # a config, whatever limit the client sent: a client cannot claim past it.
+        limit = None
+        if body.key != budget_key:
+            held = ctl.lease(budget_key)
+            if held is not None and held[1].isdigit():
+                limit = (f"{a.project}/", int(held[1]))
+        holder = ctl.claim_lease(body.key, body.agent_id, body.trial_id, body.hlc, limit)
     return ok({"holder": holder})
 
 

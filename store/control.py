@@ -116,6 +116,13 @@ class ControlStore(ABC):
                   trial_id: str | None = None) -> list[Decision]:
         """Decisions in HLC order."""
 
+    def stored_decisions(self, agent_id: str, decision_ids: Sequence[str]) -> set[str]:
+        """Which of ``decision_ids`` the agent's decisions hold already (what a retried
+        batch must not store twice)."""
+        wanted = set(decision_ids)
+        return {d.decision_id for d in self.decisions(agent_id=agent_id)
+                if d.decision_id in wanted}
+
     @abstractmethod
     def add_override(self, o: Override) -> None: ...
 
@@ -284,6 +291,18 @@ class LanceControlStore(ControlStore):
         rows = self._rows("decisions", " AND ".join(conds) if conds else None)
         out = [Decision(**{**r, "explanation": json.loads(r["explanation"])}) for r in rows]
         return sorted(out, key=lambda d: d.hlc)
+
+    def stored_decisions(self, agent_id: str, decision_ids: Sequence[str]) -> set[str]:
+        ids = sorted(set(decision_ids))
+        if not ids:
+            return set()
+        tbl = self.store.table("decisions")
+        if tbl is None:
+            return set()
+        where = (f"agent_id = {self._q(agent_id)} AND decision_id IN ("
+                 + ", ".join(self._q(i) for i in ids) + ")")
+        got = tbl.search().where(where).select(["decision_id"]).limit(None).to_arrow()
+        return {str(x) for x in got["decision_id"].to_pylist()}
 
     def add_override(self, o: Override) -> None:
         d = {**asdict(o), "params": _json(o.params), "status": str(o.status)}

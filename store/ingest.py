@@ -21,6 +21,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,6 +67,19 @@ class IngestLock:
         self.path = data_dir / "ingest.lock"
         self._fd = -1
         self._depth = 0
+        self._owner: int | None = None
+        self._threads = threading.RLock()
+        _LOCKS.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the thread holding it is not there, so nothing holds it (the
+        inherited descriptor is closed; the parent's ``flock`` stays the parent's)."""
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._fd, self._depth, self._owner = -1, 0, None
         self._threads = threading.RLock()
 
     def acquire(self, timeout: float | None = None) -> bool:
@@ -79,7 +93,7 @@ class IngestLock:
             got = self._threads.acquire(blocking=False)
         if not got:
             return False
-        if self._depth:  # this thread holds it already
+        if self._depth:  # this thread holds it already (the RLock let only it in)
             self._depth += 1
             return True
         try:
@@ -101,11 +115,15 @@ class IngestLock:
                 delay = min(delay * 2, 0.05)
         self._fd = fd
         self._depth = 1
+        self._owner = threading.get_ident()
         return True
 
     def release(self) -> None:
+        if self._owner != threading.get_ident() or not self._depth:
+            raise RuntimeError(f"{self.path} released by a thread that does not hold it")
         self._depth -= 1
         if self._depth == 0:
+            self._owner = None
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = -1
@@ -117,6 +135,18 @@ class IngestLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+_LOCKS: weakref.WeakSet[IngestLock] = weakref.WeakSet()
+
+
+def _locks_after_fork() -> None:
+    for lock in list(_LOCKS):
+        lock._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_locks_after_fork)
 
 
 INGEST_BATCH_BYTES = 64 << 20

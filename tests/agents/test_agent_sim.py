@@ -493,3 +493,66 @@ def test_a_paused_agent_that_restarts_still_relaunches_the_trials_it_lost(monkey
         again.step()
     assert not again.active and [s.trial_id for s in b2.specs] == lost
     assert all(again.trials[t].status.is_finished for t in lost)
+
+
+class _FlakyControl(MemoryControlStore):
+    """A control store on a server that is away at times: a lease claim or state write is
+    stored and its answer lost (a timeout after the server acted); an override's outcome
+    never reaches it. The agent hears ServerUnreachableError."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lose: set[str] = set()  # the next call of each named method loses its answer
+
+    def _lost(self, name: str) -> None:
+        from assay.errors import ServerUnreachableError
+
+        if name in self.lose:
+            self.lose.discard(name)
+            raise ServerUnreachableError(f"{name}: the answer was lost")
+
+    def claim_lease(self, *a, **k):
+        got = super().claim_lease(*a, **k)
+        self._lost("claim_lease")
+        return got
+
+    def resolve_override(self, *a, **k):
+        self._lost("resolve_override")  # this one never reached the server
+        super().resolve_override(*a, **k)
+
+    def save_agent(self, row):
+        self._lost("save_agent")
+        super().save_agent(row)
+
+
+def test_answers_a_server_lost_neither_block_a_config_nor_apply_an_override_twice(
+        monkeypatch):
+    """A lease claim the server stored but whose answer was lost is claimed again with the
+    same trial id (a new one found the config held, by no running trial, for good); an
+    override applied whose outcome was lost is resolved at the next poll, not applied again
+    (a pin applied twice ran the config twice, or was recorded as rejected); a lost state
+    write is retried. The sweep goes on through all of it."""
+    monkeypatch.setattr(overrides_mod, "OVERRIDE_POLL_S", 0.0)
+    control = _FlakyControl()
+    agent, backend, clock = make(objective(budget={"trials": 12}), control=control)
+    control.lose.add("claim_lease")
+    agent.step()
+    assert not control.lose and not agent.trials  # nothing launched at that step
+    ((_, (_, first)),) = control._leases.items()  # the claim was stored all the same
+    agent.step()
+    assert first in agent.trials  # claimed again with its trial id: ours, and launched
+    control.lose.add("save_agent")
+    agent._persist(force=True)
+    assert not control.lose and agent._dirty  # not saved: still to save
+    agent.step()
+    assert not agent._dirty and first in control.get_agent(agent.agent_id).state["trials"]
+    control.add_override(Override(agent.agent_id, "concurrency", {"concurrency": 2}, "alice",
+                                  "fewer", hlc="9" * 13 + ".0.x", time=0.0))
+    control.lose.add("resolve_override")
+    agent.step()
+    agent.step()
+    ds = [d for d in control.decisions(agent_id=agent.agent_id) if d.kind == "override"]
+    assert len(ds) == 1  # applied once, its outcome stored at the next poll
+    assert [str(o.status) for o in control.overrides(agent.agent_id)] == ["applied"]
+    drive(agent, backend, clock)
+    assert agent.status is AgentStatus.FINISHED and len(agent.trials) == 12

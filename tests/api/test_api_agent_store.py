@@ -87,7 +87,7 @@ def _sequence(s: ControlStore) -> list[str]:
             _same(s.decisions(trial_id="t1")), _same(s.decisions(agent_id=A2, trial_id="t1"))]
 
     o1 = Override(A1, "pause", {}, "researcher", "checking", "20", 1.0, override_id="oconf1")
-    o2 = Override(A1, "budget", {"trials": 5, "x": math.nan}, "researcher", "more", "21", 2.0,
+    o2 = Override(A1, "budget", {"budget": {"trials": 5}}, "researcher", "more", "21", 2.0,
                   override_id="oconf2")
     s.add_override(o2)
     s.add_override(o1)
@@ -98,13 +98,18 @@ def _sequence(s: ControlStore) -> list[str]:
     out += [_same(s.overrides(A1)), _same(s.overrides(A1, OverrideStatus.PENDING)),
             _same(s.overrides(A1, OverrideStatus.REJECTED))]
 
+    # With the project's budget declared (4 trials), claims carry it as their limit (the
+    # server applies the declared one whatever the client sends).
+    budget = ("pc/", 4)
     claims = [("pc/cfg1", A1, "t1", None), ("pc/cfg1", A1, "t1", None), ("pc/cfg1", A2, "t9", None),
-              (ODD, A2, "t2", None), (ODD, A1, "t3", None),
-              ("pc/b_1/a", A1, "t1", ("pc/b_1/", 2)), ("pc/b_1/b", A2, "t2", ("pc/b_1/", 2)),
-              ("pc/b_1/c", A1, "t3", ("pc/b_1/", 2)), ("pc/b_1/a", A1, "t1", ("pc/b_1/", 2)),
-              ("pc/bX1/c", A1, "t3", ("pc/bX1/", 2)), ("#project_budget/pc", A1, "40", None)]
+              (ODD, A2, "t2", None), (ODD, A1, "t3", None), ("#project_budget/pc", A1, "4", None),
+              ("#project_budget/pc", A2, "5", None),
+              ("pc/b_1/a", A1, "t1", budget), ("pc/b_1/b", A2, "t2", budget),
+              ("pc/b_1/c", A1, "t3", budget), ("pc/b_1/a", A1, "t1", budget),
+              ("pc/bX1/c", A1, "t3", budget)]
     out += [_same(s.claim_lease(k, a, t, "1", limit=lim)) for k, a, t, lim in claims]
-    out += [_same(s.count_leases(p)) for p in ("pc/", "pc/a%", "pc/a%b_", "pc/b_1/", "pc/b", "", "zz")]
+    out += [_same(s.count_leases(p)) for p in ("pc/", "pc/a%", "pc/a%b_", "pc/b_1/", "pc/b", "", "zz",
+                                                "#")]
     out += [_same(s.lease(k)) for k in ("pc/cfg1", ODD, "#project_budget/pc", "missing", "pc/")]
     return out
 
@@ -116,9 +121,10 @@ def test_remote_store_answers_as_a_data_directory_does(server, remote, tmp_path)
     assert remote.get_agent(A1).updated_at > time.time() - 60  # the server stamped it
     assert '"pad": "NaN"' in got[0] and '"best": NaN' in got[0] and '"hi": Infinity' in got[0]
     # The leases' answers are MemoryControlStore's too: the contract, not just LanceDB's reading.
-    assert got[-23:] == _sequence(MemoryControlStore())[-23:]
-    assert got[-23:-12] == [_same(x) for x in (None, None, "t1", None, "t2", None, None,
-                                                "project budget", None, None, None)]
+    assert got[-25:] == _sequence(MemoryControlStore())[-25:]
+    assert got[-25:-13] == [_same(x) for x in (None, None, "t1", None, "t2", None, "4", None,
+                                                None, "project budget", None,
+                                                "project budget")]
 
 
 def test_non_finite_values_and_look_alike_strings_round_trip_through_the_encoding():
@@ -149,13 +155,14 @@ def test_claims_racing_from_many_threads_give_each_lease_and_budget_slot_once(se
     remote.save_agent(AgentRow(A1, "obj", "pc", {}, hlc="1"))
     remote.save_agent(AgentRow(A2, "obj", "pc", {}, hlc="2"))
     remote.count_leases("")  # the feature check, before the threads start
+    assert remote.claim_lease("#project_budget/pc", A1, "4", "0") is None  # 4 trials
     same: list[str | None] = [None] * 8
     budget: list[str | None] = [None] * 8
 
     def claim(i: int) -> None:
         agent = (A1, A2)[i % 2]
         same[i] = remote.claim_lease("pc/race", agent, f"t{i}", str(i))
-        budget[i] = remote.claim_lease(f"pc/q/{i}", agent, f"t{i}", str(i), limit=("pc/q/", 3))
+        budget[i] = remote.claim_lease(f"pc/q/{i}", agent, f"t{i}", str(i), limit=("pc/", 4))
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
     for t in threads:
@@ -166,7 +173,7 @@ def test_claims_racing_from_many_threads_give_each_lease_and_budget_slot_once(se
     assert same.count(None) == 1 and same.index(None) == int(winner[1][1:])
     assert sorted(h for h in same if h) == [winner[1]] * 7
     assert budget.count(None) == 3 and budget.count("project budget") == 5
-    assert remote.count_leases("pc/q/") == 3
+    assert remote.count_leases("pc/q/") == 3  # 4 in the project, pc/race one of them
 
 
 def test_only_the_owner_or_a_supervisor_writes_an_agent(server, tokens, remote):
@@ -285,11 +292,70 @@ def test_an_agent_claims_leases_of_its_own_project_only(server, remote):
     from assay.errors import PermissionDeniedError
 
     remote.save_agent(AgentRow(A1, "obj", "pc", {}, hlc="1"))
-    for key, limit in (("other/cfg", None), ("#project_budget/other", None),
-                       ("pc/cfg", ("other/", 3)), ("pcx/cfg", None)):
+    for key in ("other/cfg", "#project_budget/other", "pcx/cfg"):
         with pytest.raises(PermissionDeniedError, match="may not claim") as e:
-            remote.claim_lease(key, A1, "t1", "2", limit=limit)
+            remote.claim_lease(key, A1, "t1", "2")
         assert "'pc/<config>'" in e.value.hint
     assert remote.count_leases("") == 0
-    assert remote.claim_lease("#project_budget/pc", A1, "9", "3") is None
-    assert remote.claim_lease("pc/cfg", A1, "t1", "4", limit=("pc/", 3)) is None
+    for bad in ("0", "-3", "many", "99999999999"):
+        with pytest.raises(UserInputError, match="project budget"):
+            remote.claim_lease("#project_budget/pc", A1, bad, "3")
+    assert remote.claim_lease("#project_budget/pc", A1, "2", "3") is None
+    # The declared budget bounds every claim, whatever limit the client sends, or none.
+    assert remote.claim_lease("pc/cfg", A1, "t1", "4", limit=("other/", 100)) is None
+    assert remote.claim_lease("pc/cfg2", A1, "t2", "5") is None
+    assert remote.claim_lease("pc/cfg3", A1, "t3", "6", limit=("pc/", 100)) == "project budget"
+    assert remote.claim_lease("pc/cfg3", A1, "t3", "6") == "project budget"
+    assert remote.count_leases("pc/") == 2
+
+
+def test_overrides_stored_raw_are_checked_as_sent_and_start_pending(server, tokens, remote):
+    """The raw route stores what ``add_override`` sends: an action the agent does not know,
+    bad params, or an outcome set by the sender (faking "applied by a supervisor") are
+    refused as the public route refuses them."""
+    remote.save_agent(AgentRow(A1, "obj", "pc", {}, hlc="1"))
+    url = f"/api/agents/{A1}/overrides/raw"
+    base = {"override_id": "oraw1", "agent_id": A1, "action": "pause", "params": {},
+            "actor": "researcher", "reason": "why", "hlc": "2", "time": 1.0}
+    for bad, word in (({"action": "rm_rf"}, "action"),
+                      ({"action": "budget", "params": {"trials": "x"}}, "budget"),
+                      ({"status": "applied", "result": "done by supervisor"}, "pending")):
+        code, got = raw_request(server, "POST", url, tokens["researcher"], {**base, **bad})
+        assert code == 400 and word in (got["error"] + got.get("hint", "")), got
+    code, _ = raw_request(server, "POST", url, tokens["researcher"], base)
+    assert code == 200
+    assert [o.status for o in remote.overrides(A1)] == [OverrideStatus.PENDING]
+
+
+def test_a_row_of_an_agent_this_server_runs_is_not_written_from_outside(server, tokens,
+                                                                        data_dir):
+    (data_dir / "objectives").mkdir(exist_ok=True)
+    (data_dir / "objectives" / f"{A2}.json").write_text("{}")
+    body = {"objective": "o", "project": "pc", "spec": {}, "status": "finished"}
+    code, got = raw_request(server, "PUT", f"/api/agents/{A2}/row", tokens["supervisor"], body)
+    assert code == 409 and "run by this server" in got["error"]
+
+
+def test_a_write_waiting_past_the_lock_wait_is_a_503_to_retry(monkeypatch):
+    """A long ingest pass holds the writer lock: requests answer 503 with Retry-After (the
+    client retries) instead of piling up in the thread pool every route shares."""
+    import threading
+
+    from assay.api import agent_store
+    from fastapi import HTTPException
+
+    monkeypatch.setattr(agent_store, "LOCK_WAIT_S", 0.1)
+    lock = threading.RLock()
+    held = threading.Event()
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (lock.acquire(), held.set(), done.wait(10),
+                                         lock.release()))
+    t.start()
+    held.wait(10)
+    with pytest.raises(HTTPException) as e, agent_store._Bounded(lock):
+        pass
+    done.set()
+    t.join()
+    assert e.value.status_code == 503 and e.value.headers == {"Retry-After": "2"}
+    with agent_store._Bounded(lock):  # free again: no 503
+        pass

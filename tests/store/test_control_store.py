@@ -69,3 +69,16 @@ def test_a_project_limit_caps_leases_across_agents(control):
     assert control.claim_lease("p_1/c", "ag1", "t3", "3", limit=("p_1/", 2)) == "project budget"
     assert control.claim_lease("pX1/c", "ag1", "t3", "3", limit=("pX1/", 2)) is None  # '_' literal
     assert control.count_leases("p_1/") == 2
+
+
+def test_stored_decisions_names_only_the_agents_ids_already_stored(control):
+    """What the server checks before storing a retried batch: only the batch's ids are
+    looked up (not every decision of the agent, which grew with each step)."""
+    control.add_decisions([Decision("ag1", "p", "t1", "launch", "x", {}, "1", 0.0,
+                                    decision_id="d1"),
+                           Decision("ag2", "p", "t1", "launch", "x", {}, "2", 0.0,
+                                    decision_id="d2")])
+    assert control.stored_decisions("ag1", ["d1", "d2", "d9"]) == {"d1"}
+    assert control.stored_decisions("ag1", []) == set()
+    assert control.stored_decisions("ag3", ["d1"]) == set()
+    assert control.stored_decisions("ag1", ["d'1", "d1"]) == {"d1"}  # quoted, not injected

@@ -348,3 +348,33 @@ def test_the_ingest_lock_keeps_other_threads_out_and_lets_its_holder_back_in(tmp
     lock.release()
     assert other.acquire(0)
     other.release()
+
+
+def test_the_ingest_lock_is_released_by_its_holder_only_and_free_in_a_forked_child(tmp_path):
+    import os
+    import threading
+
+    lock = IngestLock(tmp_path)
+    assert lock.acquire()
+    errors: list[BaseException] = []
+
+    def release() -> None:
+        try:
+            lock.release()
+        except RuntimeError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=release)
+    t.start()
+    t.join()
+    assert len(errors) == 1 and "does not hold it" in str(errors[0])
+    assert not IngestLock(tmp_path).acquire(0)  # still held: nothing was undone
+    pid = os.fork()
+    if pid == 0:  # the child: the holding thread is not here, the parent's flock is
+        code = 0 if lock.acquire(0) is False and lock._depth == 0 else 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
