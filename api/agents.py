@@ -135,11 +135,20 @@ def create_objective(request: Request, who: Researcher, body: ObjectiveBody) -> 
         subprocess.Popen([sys.executable, "-m", "assay.cli", "run", str(path), "--dir", str(root),
                           "--agent-id", agent_id],
                          stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                         start_new_session=True, env={**os.environ, "COLUMNS": "160"})
+                         start_new_session=True, env=_agent_env())
     request.app.state.audit.record(who.name, "objective.create", f"agent:{agent_id}",
                                    f"declared {obj.name}", {"objective": obj.name,
                                                             "project": obj.project})
     return ok({"agent_id": agent_id, "objective": obj.name, "status": "starting"}, 202)
+
+
+def _agent_env() -> dict[str, str]:
+    """The environment of an agent this server starts: its own, less ``$ASSAY_SERVER`` and
+    ``$ASSAY_TOKEN`` (an operator's, pointing back here): the agent and its trials keep
+    everything in the server's data directory, where the server reads it, not through HTTP
+    to themselves (which would also refuse the agent its own row)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ASSAY_SERVER", "ASSAY_TOKEN")}
+    return {**env, "COLUMNS": "160"}
 
 
 Action = Literal["pause", "resume", "stop", "stop_run", "budget", "concurrency", "space", "pin"]

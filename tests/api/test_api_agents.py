@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -280,3 +281,27 @@ def test_stopping_a_run_that_does_not_exist_is_404_no_run(server, client, agent,
     r = client("supervisor").post(f"/api/runs/{run.id}/stop", json={"reason": "x"})
     assert r.status_code == 404 and "was not launched by an agent" in r.json()["error"]
     assert agent.overrides("agtoy00001") == []
+
+
+def test_an_agent_the_server_starts_keeps_everything_in_its_directory(server, client,
+                                                                      monkeypatch):
+    """An operator's $ASSAY_SERVER/$ASSAY_TOKEN (pointing back at this server) would send the
+    agent it starts, and its trials, through HTTP to itself: they are not passed on."""
+    import subprocess
+    from types import SimpleNamespace
+
+    import assay.api.agents as routes
+
+    started: list[dict[str, str]] = []
+    monkeypatch.setattr(routes, "subprocess", SimpleNamespace(  # not subprocess.Popen itself:
+        DEVNULL=subprocess.DEVNULL,  # Ray subclasses it when first imported
+        Popen=lambda *a, **kw: started.append(kw["env"])))
+    monkeypatch.setenv("ASSAY_SERVER", server.url)
+    monkeypatch.setenv("ASSAY_TOKEN", "asy_operator")
+    r = client("researcher").post("/api/objectives", json={
+        "name": "o", "project": "p", "train": "examples.toy:train", "metric": "score",
+        "space": {"x": {"uniform": [0, 1]}}})
+    assert r.status_code == 202, r.text
+    (env,) = started
+    assert "ASSAY_SERVER" not in env and "ASSAY_TOKEN" not in env
+    assert env["PATH"] == os.environ["PATH"]
