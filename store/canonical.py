@@ -36,9 +36,11 @@ __all__ = [
     "NON_FINITE_STRINGS",
     "canonical_json",
     "canonical_loads",
+    "from_strict_json",
     "rows_digest",
     "sha256_digest",
     "sha256_hex",
+    "to_strict_json",
 ]
 
 _ESCAPE = "\x00"  # marks a string that would otherwise read as a float (or as escaped)
@@ -75,6 +77,22 @@ def canonical_json(obj: Any) -> bytes:
             "value holds a string that is not valid Unicode (a lone surrogate)",
             hint="decode bytes with errors='replace' or drop the invalid characters first",
         ) from exc
+
+
+def to_strict_json(obj: Any) -> Any:
+    """``obj`` as strict JSON values (what :func:`canonical_json` encodes, keys unsorted):
+    NaN and infinities as ``"NaN"``/``"Infinity"``/``"-Infinity"``, a string that reads as
+    one (or starts with NUL) NUL-escaped, tuples as lists. :func:`from_strict_json` undoes it.
+
+    Raises:
+        UserInputError: as :func:`canonical_json`.
+    """
+    return _normalize(obj, "value", set())
+
+
+def from_strict_json(value: Any) -> Any:
+    """The inverse of :func:`to_strict_json` (floats back from their strings, escapes off)."""
+    return _restore(value)
 
 
 def canonical_loads(data: bytes | str) -> Any:

@@ -30,7 +30,6 @@ What differs from a data directory:
 from __future__ import annotations
 
 import json
-import math
 import re
 import threading
 import time
@@ -45,7 +44,7 @@ from ..errors import (
     ServerUnreachableError,
     UserInputError,
 )
-from .canonical import NON_FINITE_STRINGS
+from .canonical import from_strict_json, to_strict_json
 from .control import AgentRow, AgentStatus, ControlStore, Decision, Override, OverrideStatus
 
 __all__ = ["FEATURE", "RemoteControlStore", "decode_value", "encode_value"]
@@ -53,7 +52,6 @@ __all__ = ["FEATURE", "RemoteControlStore", "decode_value", "encode_value"]
 FEATURE = "agent_store"
 """The server feature (``GET /api/health``) that says it serves the routes used here."""
 
-_ESCAPE = "\x00"
 _AGENT_ID = re.compile(r"^[A-Za-z0-9]{4,64}$")
 _OVERRIDE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _RETRY_STATUS = frozenset({429, 502, 503, 504})
@@ -62,31 +60,14 @@ _PAGE = 5000  # the most decisions the server answers at once
 
 def encode_value(v: Any) -> Any:
     """A JSON value with NaN and infinities as strings and strings that would read as them
-    escaped with a leading NUL (see the module docstring); dict order is kept."""
-    if isinstance(v, float):
-        if math.isfinite(v):
-            return v
-        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
-    if isinstance(v, str):
-        return _ESCAPE + v if v in NON_FINITE_STRINGS or v.startswith(_ESCAPE) else v
-    if isinstance(v, dict):
-        return {k: encode_value(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [encode_value(x) for x in v]
-    return v
+    escaped with a leading NUL (see the module docstring); dict order is kept. The
+    convention of :func:`~assay.store.canonical.to_strict_json`."""
+    return to_strict_json(v)
 
 
 def decode_value(v: Any) -> Any:
     """The inverse of :func:`encode_value`."""
-    if isinstance(v, str):
-        if v.startswith(_ESCAPE):
-            return v[1:]
-        return NON_FINITE_STRINGS.get(v, v)
-    if isinstance(v, dict):
-        return {k: decode_value(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [decode_value(x) for x in v]
-    return v
+    return from_strict_json(v)
 
 
 def _plain(v: Any) -> Any:
