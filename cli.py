@@ -21,7 +21,9 @@ from .errors import AssayError, NotFoundError, UserInputError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="assay: experiment tracking and research agents, self-hosted.")
 console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+# Errors are not wrapped: a path or a command in one must stay whole to be copied (the
+# terminal wraps them; a log keeps them on one line).
+err_console = Console(stderr=True, soft_wrap=True)
 
 def _register_server_commands() -> None:
     from .api.cli import artifact_app, token_app
