@@ -44,6 +44,28 @@ def test_unknown_ids_and_bad_addresses_say_so_and_the_page_moves_on(tab, dash) -
     assert not t.unexpected("status of 404", "status of 400"), t.errors
 
 
+def test_leaving_a_page_while_an_answer_is_still_arriving_is_an_aborted_request(tab, dash) -> None:
+    """A page left after a request's headers came but before its body did (a slow answer,
+    a navigation under load) aborts the body read: that is the quiet ``aborted`` kind the
+    pages ignore, not an uncaught "signal is aborted without reason" (seen in CI when a
+    compare page replaced the runs page mid-read)."""
+    t = tab("viewer")
+    page = t.open("#/")
+    page.wait_for_function("() => performance.getEntriesByName('assay:overview-rendered').length > 0")
+    got = page.evaluate("""async (run) => {
+      const { api, ApiError } = await import('/ui/js/api.js');
+      const ctl = new AbortController();
+      // A stream answers its headers at once and its body never ends: the read is mid-body.
+      const p = api(`/api/stream?run=${run}&min_interval=0.5`, { signal: ctl.signal });
+      await new Promise((r) => setTimeout(r, 1000));
+      ctl.abort();
+      try { await p; return 'resolved'; }
+      catch (e) { return [e instanceof ApiError, e.kind, e.message]; }
+    }""", dash["trials"][0])
+    assert got == [True, "aborted", "aborted"]
+    assert not t.errors, t.errors
+
+
 def test_sign_in_expired_token_and_recovery_without_reload(tab, dash) -> None:
     t = tab(role=None)
     page = t.open("#/")

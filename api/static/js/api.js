@@ -139,7 +139,18 @@ export async function api(path, opts = {}) {
   markOnline();
   if (r.ok) {
     const type = r.headers.get("content-type") || "";
-    return type.includes("json") ? r.json() : r.text();
+    try {
+      return await (type.includes("json") ? r.json() : r.text());
+    } catch (e) {
+      // The page was left while the body was still arriving: as aborted as a fetch that
+      // never answered (not an uncaught "signal is aborted without reason").
+      if (e && e.name === "AbortError") throw new ApiError(0, "aborted", "", "aborted");
+      if (e instanceof TypeError) {
+        markOffline();
+        throw new ApiError(0, "the server stopped answering mid-response", "this page retries by itself", "network");
+      }
+      throw e;
+    }
   }
   let err = { error: `HTTP ${r.status}`, hint: "" };
   try {
