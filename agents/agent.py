@@ -46,6 +46,7 @@ from ..store.control import (
     AgentStatus,
     ControlStore,
     Decision,
+    OverrideStatus,
 )
 from . import overrides, recovery
 from .factory import make_searcher, make_stopper, refit_every
@@ -172,7 +173,8 @@ class Agent:
         self._unanswered: dict[str, str] = {}
         self._retry: list[tuple[dict[str, Any], dict[str, Any], str]] = []
         # Overrides applied whose outcome the server did not take: resolved again, not
-        # applied twice.
+        # applied twice. Kept in the state, with the effects they had, so that an agent
+        # restarted meanwhile does not apply them again either.
         self._unresolved: dict[str, tuple[Any, str]] = {}
         # Re-runs on a new artifact version, waiting for a slot like any launch:
         # (config, why) with why["reevaluates"] naming the trial re-run.
@@ -693,7 +695,9 @@ class Agent:
                 "best": self.best.trial_id if self.best else None,
                 "ledger": self.ledger.state_dict(), "artifact_versions": self._seen_versions,
                 # Where the trials' runs are, when not in the agent's data directory.
-                "runs_server": getattr(self.metrics, "server", None)}
+                "runs_server": getattr(self.metrics, "server", None),
+                "unresolved_overrides": {k: [str(st), why]
+                                         for k, (st, why) in self._unresolved.items()}}
 
     def _persist(self, force: bool = False) -> None:
         # A heartbeat at least once a minute, so a healthy agent waiting on long trials is
@@ -744,7 +748,14 @@ class Agent:
 
     def _restore_overrides(self, st: Mapping[str, Any]) -> None:
         """The budget and space people set by override, before the searcher state that was
-        fitted on that space is loaded."""
+        fitted on that space is loaded; and the overrides applied (their effects are in
+        this state) whose outcome the store did not take."""
+        for oid, (status, why) in (st.get("unresolved_overrides") or {}).items():
+            try:
+                self._unresolved[str(oid)] = (OverrideStatus(status), str(why))
+            except ValueError:
+                log.warning("unknown override outcome %r of %s in the saved state of %s",
+                            status, oid, self.agent_id)
         try:
             if st.get("budget") is not None:
                 spec = Budget.normalize(st["budget"])

@@ -123,11 +123,15 @@ def apply_pending(agent: Agent) -> int:
         return 0
     agent._overrides_checked = now
     pending = agent.control.overrides(agent.agent_id, OverrideStatus.PENDING)
+    for gone in set(agent._unresolved) - {o.override_id for o in pending}:
+        del agent._unresolved[gone]  # its outcome was stored after all (an answer lost)
+        agent._dirty = True
     for o in pending:
         done = agent._unresolved.get(o.override_id)
         if done is not None:  # applied at an earlier step; only its outcome was not stored
             agent.control.resolve_override(o.override_id, *done)
             del agent._unresolved[o.override_id]
+            agent._dirty = True
             continue
         try:
             agent.hlc.update(o.hlc)

@@ -556,3 +556,33 @@ def test_answers_a_server_lost_neither_block_a_config_nor_apply_an_override_twic
     assert [str(o.status) for o in control.overrides(agent.agent_id)] == ["applied"]
     drive(agent, backend, clock)
     assert agent.status is AgentStatus.FINISHED and len(agent.trials) == 12
+
+
+def test_an_override_whose_outcome_was_lost_is_not_applied_again_by_a_restarted_agent(
+        monkeypatch):
+    """The agent applied an override and saved its state (the effect in it), the outcome
+    never reached the server, and the agent restarted: the restarted agent resolves the
+    override from its saved state instead of applying it a second time (a pin applied twice
+    ran its config twice or was recorded as rejected)."""
+    monkeypatch.setattr(overrides_mod, "OVERRIDE_POLL_S", 0.0)
+    control = _FlakyControl()
+    agent, _backend, _clock = make(objective(budget={"trials": 12}), control=control)
+    agent.step()
+    pin = {"lr": 0.001, "width": 128, "depth": 3, "dropout": 0.1, "act": "relu"}
+    override(control, agent, "pin", {"config": pin}, "try this one")
+    control.lose.add("resolve_override")
+    agent.step()  # applied (pinned and launched or queued), its outcome lost
+    agent._persist(force=True)
+    saved = control.get_agent(agent.agent_id).state
+    assert [v[0] for v in saved["unresolved_overrides"].values()] == ["applied"]
+    agent.close()
+    again, b2, c2 = restart(control, agent.agent_id, obj=objective(budget={"trials": 12}))
+    again.step()
+    assert [str(o.status) for o in control.overrides(agent.agent_id)] == ["applied"]
+    ds = [d for d in control.decisions(agent_id=agent.agent_id) if d.kind == "override"]
+    assert len(ds) == 1 and "rejected" not in ds[0].summary
+    drive(again, b2, c2)
+    assert [t.config for t in again.trials.values() if t.origin == "pinned"] == [pin]
+    assert not again._unresolved
+    assert "unresolved_overrides" in control.get_agent(agent.agent_id).state
+    assert not control.get_agent(agent.agent_id).state["unresolved_overrides"]
