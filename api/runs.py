@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from typing import Annotated, Any
 
 import numpy as np
@@ -135,6 +136,26 @@ def run_columns(request: Request, who: Viewer,
     if project is not None:
         validate_name("project", project)
     return ok({"columns": _index(request).columns(project)})
+
+
+@router.get("/runs/positions", summary="Where each of some runs stands (for pollers)")
+def run_positions(request: Request, who: Viewer,
+                  id: Annotated[list[str], Query(
+                      description="run ids (at most 1000)")] = []) -> SafeJSONResponse:  # noqa: B006
+    """``attach``, ``ingested_seq`` and ``last_step`` of each run of ``id`` the server
+    knows (unknown ids are left out): one request tells a reader following many runs'
+    curves which of them grew since it last read, instead of one ``GET /runs/{id}`` each."""
+    ids = list(dict.fromkeys(id))
+    if len(ids) > 1000:
+        raise UserInputError(f"{len(ids)} run ids in one request; at most 1000",
+                             hint="ask for the positions of at most 1000 runs at a time")
+    bad = [r for r in ids if not re.fullmatch(RUN_ID_PATTERN, r)]
+    if bad:
+        raise UserInputError(f"not a run id: {bad[0]!r}",
+                             hint="run ids are 1 to 64 letters and digits")
+    pos = _store(request).run_positions(ids)
+    return ok({"runs": {rid: {"attach": a, "ingested_seq": seq, "last_step": last}
+                        for rid, (a, seq, last) in pos.items()}})
 
 
 @router.get("/runs/{run_id}", summary="One run")

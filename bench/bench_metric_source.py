@@ -6,7 +6,8 @@ once with nothing new (the common case between epochs) and once after every tria
 one more point. Medians of ``--repeat`` polls, in ms per poll of all trials. ``--server``
 also polls the same trials through an ``assay server`` (a subprocess on 127.0.0.1 serving
 the directory), as an agent whose trials log to ``$ASSAY_SERVER`` does: one
-``GET /api/runs/{id}`` per trial, and ``/chunks?seq_after=`` for those that grew.
+``GET /api/runs/positions`` for all trials (one ``GET /api/runs/{id}`` per trial before),
+and ``/chunks?seq_after=`` for those that grew.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/bench_metric_source.py [--server]
 """

@@ -55,9 +55,14 @@ class StoreMetricSource(MetricSource):
     ``seq``), or fewer points there than were returned (a rewind dropped them), makes the
     trial :meth:`replaced`: its whole curve comes again.
 
+    Each poll first asks where all the trials' runs stand in one query (one
+    ``GET /api/runs/positions`` per 100 runs on a server; one ``GET /api/runs/{id}`` each on
+    a server older than that), then reads the chunks of those that grew.
+
     A server that cannot be reached or does not answer within 10 s (restarting, a network
     blip) costs the agent that poll's points only: they come at a later poll, with a warning
-    a minute meanwhile; a run the server answers 5xx for costs its own points only. A token
+    a minute meanwhile; a run whose chunks the server answers 5xx for costs its own points
+    only. A token
     the server refuses raises :class:`~assay.errors.PermissionDeniedError`, a server too old
     to send metric chunks :class:`~assay.errors.UserInputError`.
     """
@@ -100,14 +105,30 @@ class StoreMetricSource(MetricSource):
     def new_points(self, trial_ids: Iterable[str]) -> Points:
         out: Points = {}
         self._replaced = set()
-        for tid in trial_ids:
+        ids = list(trial_ids)
+        if not ids:
+            return out
+        try:  # where every run stands, in one query (one request to a server)
+            positions = (self.api.store.run_positions(ids) if self.reader is None
+                         else self.reader.run_positions(ids))
+        except ServerUnreachableError as exc:
+            self._failed(exc)
+            return out  # the server is away: the next poll reads on
+        except AssayError as exc:
+            if self.reader is None or isinstance(exc, PermissionDeniedError | UserInputError):
+                raise
+            self._failed(exc)  # a 5xx or an odd answer: the next poll tries again
+            return out
+        for tid in ids:
+            if tid not in positions:
+                continue  # not ingested yet (or, on a server, deleted meanwhile)
+            attach, seq, last_step = positions[tid]
+            at = (attach, seq)
+            if self._read_at.get(tid) == at:
+                continue  # the ingester committed nothing of this run since the last read
             try:
-                run = self.api.run(tid) if self.reader is None else self.reader.run(tid)
-                at = (run.attach, run.ingested_seq)
-                if self._read_at.get(tid) == at:
-                    continue  # the ingester committed nothing of this run since the last read
-                fresh = self._fresh(tid, at, run.last_step)
-            except NotFoundError:  # not ingested yet (or, on a server, deleted meanwhile)
+                fresh = self._fresh(tid, at, last_step)
+            except NotFoundError:  # deleted since the positions were read
                 continue
             except ServerUnreachableError as exc:
                 self._failed(exc)

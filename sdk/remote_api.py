@@ -179,6 +179,36 @@ class RemoteReader:
         body = self._get(f"/api/runs/{run_id}", not_found_hint=_RUNS_HINT)
         return _record(body, self.server)
 
+    def run_positions(self, run_ids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+        """``(attach, ingested_seq, last_step)`` of each run of ``run_ids`` the server
+        knows, as :meth:`assay.store.base.Store.run_positions`: one request per 100 runs
+        (a server older than ``run_positions`` is asked one run at a time)."""
+        ids = list(dict.fromkeys(run_ids))
+        for rid in ids:
+            check_run_id_arg(rid)
+        ids = [r for r in ids if _RUN_ID.fullmatch(r)]  # others no run has
+        out: dict[str, tuple[int, int, int]] = {}
+        if "run_positions" not in self._features():
+            for rid in ids:
+                try:
+                    r = self.run(rid)
+                except NotFoundError:
+                    continue
+                out[rid] = (r.attach, r.ingested_seq, r.last_step)
+            return out
+        for i in range(0, len(ids), 100):  # 100 ids of up to 64 characters: a 7 kB URL
+            body = self._get("/api/runs/positions", {"id": ids[i:i + 100]})
+            runs = body.get("runs")
+            if not isinstance(runs, dict):
+                raise _odd_answer(self.server, "/api/runs/positions")
+            for rid, p in runs.items():
+                try:
+                    out[str(rid)] = (int(p["attach"]), int(p["ingested_seq"]),
+                                     int(p["last_step"]))
+                except (TypeError, KeyError, ValueError):
+                    raise _odd_answer(self.server, "/api/runs/positions") from None
+        return out
+
     def history(self, run_id: str, keys: Sequence[str] | str | None = None) -> pl.DataFrame:
         """Every point of a run (of ``keys`` only, if given): columns run_id, key, step,
         value, time (UTC), sorted by key then step, as :meth:`assay.sdk.api.Api.history`.

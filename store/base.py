@@ -36,6 +36,17 @@ class Store(ABC):
     def get_run(self, run_id: str) -> RunRecord | None:
         """The run, or None if it is unknown."""
 
+    def run_positions(self, run_ids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+        """Where each known run of ``run_ids`` stands: ``(attach, ingested_seq, last_step)``
+        (what a reader polling curves compares to tell which runs grew); unknown ids are
+        left out. Stores answer all ids in one query where they can."""
+        out = {}
+        for rid in dict.fromkeys(run_ids):
+            r = self.get_run(rid)
+            if r is not None:
+                out[rid] = (r.attach, r.ingested_seq, r.last_step)
+        return out
+
     @abstractmethod
     def runs_table(self, project: str | None = None) -> pa.Table:
         """Rows of ``RUNS_SCHEMA``, optionally of one project."""

@@ -161,6 +161,23 @@ class LanceStore(Store):
         rows = tbl.search().where(f"run_id = {sql_str(run_id)}").limit(None).to_arrow().to_pylist()
         return run_from_row(rows[0]) if rows else None
 
+    def run_positions(self, run_ids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+        tbl = self._table("runs", create=False)
+        ids = list(dict.fromkeys(run_ids))
+        if tbl is None or not ids:
+            return {}
+        out: dict[str, tuple[int, int, int]] = {}
+        for i in range(0, len(ids), 500):  # a bounded IN list per query
+            where = "run_id IN (" + ", ".join(sql_str(r) for r in ids[i:i + 500]) + ")"
+            rows = tbl.search().where(where).select(
+                ["run_id", "attach", "ingested_seq", "last_step"]).limit(None).to_arrow()
+            for row in rows.to_pylist():
+                out[row["run_id"]] = (
+                    row["attach"] or 0,
+                    row["ingested_seq"] if row["ingested_seq"] is not None else -1,
+                    row["last_step"] if row["last_step"] is not None else -1)
+        return out
+
     def runs_table(self, project: str | None = None) -> pa.Table:
         tbl = self._table("runs", create=False)
         if tbl is None:

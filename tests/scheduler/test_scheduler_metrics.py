@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from assay.errors import UserInputError
@@ -202,6 +203,43 @@ def test_the_server_sends_only_chunks_stored_after_a_seq(data_dir, served_dir):
     assert bad.status_code == 400 and "seq_after" in bad.text
     health = httpx.get(f"{served_dir['server'].url}/api/health", timeout=30).json()
     assert "chunks_after" in health["features"]
+
+
+def test_one_request_tells_which_of_many_runs_grew(data_dir, served_dir, monkeypatch):
+    """``GET /api/runs/positions``: an agent polling 40 running trials asks where all of
+    them stand at once (one GET per trial cost ~300 ms per idle poll), then reads the chunks
+    of those that grew; unknown ids are left out, bad ones refused."""
+    import httpx
+
+    ids = [f"many{i:05d}" for i in range(40)]
+    for rid in ids:
+        _log(data_dir, rid, [1.0, 0.5])
+    srv = served_dir["server"]
+    source = StoreMetricSource(server=srv.url, token=served_dir["viewer"])
+    sent: list[str] = []
+    real = source.reader._send
+    monkeypatch.setattr(source.reader, "_send",
+                        lambda path, params: (sent.append(path), real(path, params))[1])
+    first = source.new_points([*ids, "notyet0001"])
+    assert sorted(first) == ids and first[ids[0]] == {"loss": [(0, 1.0), (1, 0.5)]}
+    sent.clear()
+    assert source.new_points(ids) == {}
+    assert sent == ["/api/runs/positions"]  # idle: one request for all 40
+    _log(data_dir, ids[7], [0.25], attach=True)
+    sent.clear()
+    assert source.new_points(ids) == {ids[7]: {"loss": [(2, 0.25)]}}
+    assert sent == ["/api/runs/positions", f"/api/runs/{ids[7]}/chunks"]
+    url = f"{srv.url}/api/runs/positions"
+    headers = {"Authorization": f"Bearer {served_dir['viewer']}"}
+    got = httpx.get(url, params={"id": [ids[7], "nosuchrun1", ids[7]]}, headers=headers,
+                    timeout=30).json()
+    assert got == {"runs": {ids[7]: {"attach": 1, "ingested_seq": ANY, "last_step": 2}}}
+    for params, why in (({"id": ["bad id!"]}, "not a run id"),
+                        ({"id": [f"r{i}" for i in range(1001)]}, "at most 1000")):
+        resp = httpx.get(url, params=params, headers=headers, timeout=30)
+        assert resp.status_code == 400 and why in resp.json()["error"], resp.text
+    assert httpx.get(url, params={"id": ids[0]}, timeout=30).status_code == 401
+    assert httpx.get(url, headers=headers, timeout=30).json() == {"runs": {}}
 
 
 def test_a_server_that_is_away_costs_a_poll_not_the_agent(data_dir, served_dir, caplog):
