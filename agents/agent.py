@@ -432,13 +432,13 @@ class Agent:
             s = sg.take()
             while s is not None and not self.space.contains(s.config):
                 s = sg.take()  # a stale one
-            if s is None and not sg.busy:
+            if s is None and sg.error:  # its last answer (it may be asked again already)
+                self._searcher_failed(sg.error, sg.error_trace)
+                fill_why = f"the searcher failed: {sg.error}"
+            elif s is None and not sg.busy:
                 fill_why = ("the searcher had no suggestion ready yet (it is asked again); a "
                             "free slot never waits")
-                if sg.error:
-                    self._searcher_failed(sg.error, sg.error_trace)
-                    fill_why = f"the searcher failed: {sg.error}"
-                elif sg.exhausted:
+                if sg.exhausted:
                     return None  # it proposed fewer than asked: nothing left to propose
         else:
             try:
