@@ -18,6 +18,7 @@ from ..policies import SearchSpace, TrialStatus
 from ..scheduler.budget import Budget
 from ..store.control import AgentRow, AgentStatus, ControlStore, Override, OverrideStatus
 from .factory import make_searcher
+from .hlc import HLC
 from .objective import check_override
 
 if TYPE_CHECKING:
@@ -39,10 +40,18 @@ def stamp(control: ControlStore, agent_id: str, clock: HybridLogicalClock) -> st
     """The HLC of a new override for ``agent_id``: after every override already stored for
     it, so overrides apply in the order people sent them even when the senders' clocks
     disagree (a "resume" stamped by a lagging clock must not overtake the "pause" before)."""
-    sent = control.overrides(agent_id)
-    if sent:
-        clock.update(sent[-1].hlc)
-    return str(clock.now())
+    now = clock.now()
+    for o in reversed(control.overrides(agent_id)):
+        try:
+            last = HLC.parse(o.hlc)
+        except UserInputError:  # a malformed one stored by an older server: not the last
+            continue
+        if str(last) >= str(now):  # (the strings sort as the stored rows do)
+            # After it, without pulling the shared clock (and every other agent's
+            # overrides) along to a clock that ran ahead.
+            return str(HLC(last.ms, last.counter + 1, clock.node))
+        break
+    return str(now)
 
 
 def send_override(control: ControlStore, audit: Any, a: AgentRow, action: str,

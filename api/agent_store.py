@@ -22,6 +22,7 @@ and a lease was handed out twice (it is re-entrant per thread now).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -51,6 +52,27 @@ router = APIRouter(prefix="/api", tags=["agent store"], route_class=StrictJSONRo
 OverrideId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="an override id")]
 Key = Annotated[str, Field(min_length=1, max_length=1024)]
 _PAGE = 5000
+
+
+_MAX_AHEAD_MS = 60 * 60 * 1000
+"""How far ahead of this server's clock a client's HLC may be: more is a broken clock (or
+an attempt to sort first and drag every clock that merges it into the future)."""
+
+
+def _check_hlc(text: str, what: str) -> None:
+    """Refuse a malformed HLC, or one far ahead of this server's clock (400): stored, it
+    would sort after every real one and fail or drag whoever merges it."""
+    from ..agents.hlc import HLC
+
+    h = HLC.parse(text)  # UserInputError: not an HLC
+    if h.ms < 0 or h.counter < 0 or not h.node:
+        raise UserInputError(f"{what}: not an HLC timestamp: {text!r}",
+                             hint="HLC strings look like '1732700000000.000003.node'")
+    ahead = h.ms - time.time_ns() // 1_000_000
+    if ahead > _MAX_AHEAD_MS:
+        raise UserInputError(f"{what}: HLC {text!r} is {ahead / 1000:.0f} s ahead of the "
+                             "server's clock", hint="sync the client's clock (NTP); an HLC "
+                             "may be at most an hour ahead of the server's")
 
 
 _MU = threading.RLock()  # for a control store other than the directory's (tests' in-memory one)
@@ -215,9 +237,23 @@ def add_decisions(request: Request, who: Researcher, agent_id: AgentId,
                 f"decision {d.decision_id} is for agent {d.agent_id} in project {d.project!r}; "
                 f"this route takes agent {agent_id}'s, in project {a.project!r}",
                 hint="post each agent's decisions to its own /api/agents/{agent_id}/decisions")
+        _check_hlc(d.hlc, f"decision {d.decision_id}")
     ctl, lock = _writer(request)
     with lock:
         have = ctl.stored_decisions(agent_id, [d.decision_id for d in body.decisions])
+        # A run is launched by one agent: the one that stops it, reads it and answers for
+        # it. Another agent's launch of the same trial id is refused (it would take over
+        # the run's stop route).
+        for d in body.decisions:
+            if d.kind != "launch" or not d.trial_id or d.decision_id in have:
+                continue
+            others = sorted({x.agent_id for x in ctl.decisions(trial_id=d.trial_id)
+                             if x.kind == "launch" and x.agent_id != agent_id})
+            if others:
+                raise ConflictError(
+                    f"trial {d.trial_id} was launched by agent {others[0]}; agent "
+                    f"{agent_id} cannot launch it too",
+                    hint="each trial id is launched by one agent: draw a new trial id")
         new: dict[str, Decision] = {}
         for d in body.decisions:
             if d.decision_id not in have:
@@ -268,6 +304,7 @@ def add_override_raw(request: Request, who: Researcher, agent_id: AgentId,
         raise UserInputError(
             f"an override posted here is for agent {agent_id}, sent by {who.name}",
             hint="set agent_id to the path's and actor to the token's name")
+    _check_hlc(body.hlc, f"override {body.override_id}")
     if body.status != "pending" or body.result:
         raise UserInputError("an override is stored pending, without a result: the agent "
                              "records what became of it",
@@ -321,10 +358,20 @@ def resolve_override(request: Request, who: Researcher, agent_id: AgentId,
     _may_write(who, a)
     ctl, lock = _writer(request)
     with lock:
-        if not any(o.override_id == override_id for o in ctl.overrides(agent_id)):
+        o = next((o for o in ctl.overrides(agent_id) if o.override_id == override_id), None)
+        if o is None:
             raise NotFoundError(f"agent {agent_id} has no override {override_id!r}",
                                 hint=f"list them with GET /api/agents/{agent_id}/overrides")
+        if o.status is not OverrideStatus.PENDING:
+            if str(o.status) == body.status and o.result == body.result:
+                return ok({"override_id": override_id, "status": body.status})  # a retry
+            raise ConflictError(
+                f"override {override_id} was resolved already ({o.status}: {o.result[:200]})",
+                hint="an override's outcome is recorded once, by the agent that applied it")
         ctl.resolve_override(override_id, OverrideStatus(body.status), body.result)
+    request.app.state.audit.record(
+        who.name, f"override.{body.status}", f"agent:{agent_id}", body.result[:500],
+        {"override_id": override_id, "action": o.action, "actor": o.actor})
     return ok({"override_id": override_id, "status": body.status})
 
 
@@ -347,6 +394,7 @@ def claim_lease(request: Request, who: Researcher, body: ClaimBody) -> SafeJSONR
     a = _agent_or_404(request, body.agent_id)
     _may_write(who, a)
     _own_project(a, body.key, "key")
+    _check_hlc(body.hlc, f"the claim of {body.key}")
     budget_key = PROJECT_BUDGET_KEY + a.project
     if body.key == budget_key and not (body.trial_id.isdigit()
                                        and 0 < int(body.trial_id) <= 10**7):

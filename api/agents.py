@@ -219,7 +219,13 @@ def stop_run(request: Request, who: Researcher,
                                      "/api/agents/{agent_id} an agent's trials")
         raise NotFoundError(f"run {run_id!r} was not launched by an agent",
                             hint="only agent trials can be stopped through the API")
-    a = _agent_or_404(request, owners[-1])
+    agents = list(dict.fromkeys(owners))
+    if len(agents) > 1:  # stored before a server refused a second launch of a trial id
+        raise ConflictError(
+            f"run {run_id!r} was launched by several agents: {', '.join(agents)}",
+            hint="stop it through the agent that runs it: POST "
+                 "/api/agents/{agent_id}/overrides with action stop_run")
+    a = _agent_or_404(request, agents[0])
     _may_override(who, a)
     _check(a, "stop_run", {"trial_id": run_id})
     return ok(_send(request, who, a, "stop_run", {"trial_id": run_id}, body.reason), 202)

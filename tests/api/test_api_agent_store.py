@@ -35,6 +35,11 @@ A1, A2, A3 = "agconf0001", "agconf0002", "agconf0003"
 ODD = "pc/a%b_c'd\"e\\f ü/?&=#:1"  # a lease key with what URLs and SQL treat specially
 
 
+def H(n: int | str) -> str:
+    """An HLC timestamp (the server refuses malformed ones), ordered as ``n``."""
+    return f"{1_700_000_000_000 + int(n):013d}.000000.t"
+
+
 @pytest.fixture
 def remote(server, tokens):
     with RemoteControlStore(server.url, tokens["researcher"]) as s:
@@ -79,15 +84,15 @@ def _sequence(s: ControlStore) -> list[str]:
 
     ds = [Decision(A1, "pc", f"t{i}", "launch", f"launch {i}", {"acq": i / 10, "ei": math.nan,
                                                                "why": "NaN"},
-                   hlc=f"1{9 - i}", time=100.0 + i, decision_id=f"dconf{i}") for i in range(3)]
-    ds.append(Decision(A2, "pc", "t1", "stop", "stopped", {"value": -math.inf}, "150", 1.0,
+                   hlc=H(f"1{9 - i}"), time=100.0 + i, decision_id=f"dconf{i}") for i in range(3)]
+    ds.append(Decision(A2, "pc", "t1", "stop", "stopped", {"value": -math.inf}, H(150), 1.0,
                        "dconf9"))
     s.add_decisions(ds)
     out += [_same(s.decisions()), _same(s.decisions(agent_id=A1)), _same(s.decisions(project="pc")),
             _same(s.decisions(trial_id="t1")), _same(s.decisions(agent_id=A2, trial_id="t1"))]
 
-    o1 = Override(A1, "pause", {}, "researcher", "checking", "20", 1.0, override_id="oconf1")
-    o2 = Override(A1, "budget", {"budget": {"trials": 5}}, "researcher", "more", "21", 2.0,
+    o1 = Override(A1, "pause", {}, "researcher", "checking", H(20), 1.0, override_id="oconf1")
+    o2 = Override(A1, "budget", {"budget": {"trials": 5}}, "researcher", "more", H(21), 2.0,
                   override_id="oconf2")
     s.add_override(o2)
     s.add_override(o1)
@@ -107,7 +112,7 @@ def _sequence(s: ControlStore) -> list[str]:
               ("pc/b_1/a", A1, "t1", budget), ("pc/b_1/b", A2, "t2", budget),
               ("pc/b_1/c", A1, "t3", budget), ("pc/b_1/a", A1, "t1", budget),
               ("pc/bX1/c", A1, "t3", budget)]
-    out += [_same(s.claim_lease(k, a, t, "1", limit=lim)) for k, a, t, lim in claims]
+    out += [_same(s.claim_lease(k, a, t, H(1), limit=lim)) for k, a, t, lim in claims]
     out += [_same(s.count_leases(p)) for p in ("pc/", "pc/a%", "pc/a%b_", "pc/b_1/", "pc/b", "", "zz",
                                                 "#")]
     out += [_same(s.lease(k)) for k in ("pc/cfg1", ODD, "#project_budget/pc", "missing", "pc/")]
@@ -138,12 +143,12 @@ def test_non_finite_values_and_look_alike_strings_round_trip_through_the_encodin
 def test_a_retried_batch_of_decisions_and_overrides_is_stored_once(server, remote, client,
                                                                    monkeypatch):
     remote.save_agent(AgentRow(A1, "obj", "pc", {}, hlc="1"))
-    ds = [Decision(A1, "pc", f"t{i}", "launch", "l", {}, f"{i:03d}", 0.0) for i in range(5)]
+    ds = [Decision(A1, "pc", f"t{i}", "launch", "l", {}, H(i), 0.0) for i in range(5)]
     remote.add_decisions(ds[:3])
     remote.add_decisions(ds)  # the first three again: a retry after a lost answer
     monkeypatch.setattr(control_remote, "_PAGE", 2)  # read back through pages of two
     assert [d.decision_id for d in remote.decisions(agent_id=A1)] == [d.decision_id for d in ds]
-    o = Override(A1, "pause", {}, "researcher", "why", "9", 1.0)
+    o = Override(A1, "pause", {}, "researcher", "why", H(9), 1.0)
     remote.add_override(o)
     remote.add_override(o)
     assert remote.overrides(A1) == [o]
@@ -155,14 +160,14 @@ def test_claims_racing_from_many_threads_give_each_lease_and_budget_slot_once(se
     remote.save_agent(AgentRow(A1, "obj", "pc", {}, hlc="1"))
     remote.save_agent(AgentRow(A2, "obj", "pc", {}, hlc="2"))
     remote.count_leases("")  # the feature check, before the threads start
-    assert remote.claim_lease("#project_budget/pc", A1, "4", "0") is None  # 4 trials
+    assert remote.claim_lease("#project_budget/pc", A1, "4", H(0)) is None  # 4 trials
     same: list[str | None] = [None] * 8
     budget: list[str | None] = [None] * 8
 
     def claim(i: int) -> None:
         agent = (A1, A2)[i % 2]
-        same[i] = remote.claim_lease("pc/race", agent, f"t{i}", str(i))
-        budget[i] = remote.claim_lease(f"pc/q/{i}", agent, f"t{i}", str(i), limit=("pc/", 4))
+        same[i] = remote.claim_lease("pc/race", agent, f"t{i}", H(i))
+        budget[i] = remote.claim_lease(f"pc/q/{i}", agent, f"t{i}", H(i), limit=("pc/", 4))
 
     threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
     for t in threads:
@@ -179,15 +184,15 @@ def test_claims_racing_from_many_threads_give_each_lease_and_budget_slot_once(se
 def test_only_the_owner_or_a_supervisor_writes_an_agent(server, tokens, remote):
     remote.save_agent(AgentRow(A1, "obj", "pc", {"owner": "someone-else"}, hlc="1"))
     assert remote.get_agent(A1).spec["owner"] == "researcher"  # the token's name, not the given
-    o = Override(A1, "pause", {}, "researcher", "why", "2", 1.0)
+    o = Override(A1, "pause", {}, "researcher", "why", H(2), 1.0)
     remote.add_override(o)
     with _as(server, tokens, "researcher2") as other:
         for write in (lambda: other.save_agent(AgentRow(A1, "obj", "pc", {}, hlc="3")),
-                      lambda: other.add_decisions([Decision(A1, "pc", "t", "launch", "", {}, "3",
+                      lambda: other.add_decisions([Decision(A1, "pc", "t", "launch", "", {}, H(3),
                                                             0.0)]),
                       lambda: other.resolve_override(o.override_id, OverrideStatus.APPLIED, ""),
-                      lambda: other.claim_lease("pc/x", A1, "t", "3"),
-                      lambda: other.add_override(Override(A1, "stop", {}, "researcher2", "y", "4",
+                      lambda: other.claim_lease("pc/x", A1, "t", H(3)),
+                      lambda: other.add_override(Override(A1, "stop", {}, "researcher2", "y", H(4),
                                                           1.0))):
             with pytest.raises(PermissionDeniedError, match="may not write agent") as exc:
                 write()
@@ -199,9 +204,9 @@ def test_only_the_owner_or_a_supervisor_writes_an_agent(server, tokens, remote):
         viewer.save_agent(AgentRow(A3, "obj", "pc", {}, hlc="6"))
     with _as(server, tokens, "supervisor") as sup:
         sup.save_agent(AgentRow(A1, "obj", "pc", {}, AgentStatus.STOPPED, hlc="7"))
-        sup.add_decisions([Decision(A1, "pc", "t", "finish", "stopped by sup", {}, "8", 0.0)])
+        sup.add_decisions([Decision(A1, "pc", "t", "finish", "stopped by sup", {}, H(8), 0.0)])
         sup.resolve_override(o.override_id, OverrideStatus.REJECTED, "stopped")
-        assert sup.claim_lease("pc/y", A1, "t", "9") is None
+        assert sup.claim_lease("pc/y", A1, "t", H(9)) is None
         sup.save_agent(AgentRow(A3, "obj", "pc", {"owner": "researcher2"}, hlc="10"))
         assert sup.get_agent(A3).spec["owner"] == "researcher2"  # a supervisor names the owner
     row = remote.get_agent(A1)
@@ -220,12 +225,12 @@ def test_refusals_say_what_was_wrong(server, tokens, remote):
     code, got = raw_request(server, "GET", "/api/agents/agnone0000/row", tokens["viewer"])
     assert code == 404 and "GET /api/agents" in got["hint"]
     with pytest.raises(UserInputError, match="is for agent"):
-        remote.add_decisions([Decision(A1, "other", "t", "launch", "", {}, "2", 0.0)])
+        remote.add_decisions([Decision(A1, "other", "t", "launch", "", {}, H(2), 0.0)])
     code, got = raw_request(server, "POST", f"/api/agents/{A1}/overrides/onope/resolve",
                             tokens["researcher"], {"status": "applied", "result": ""})
     assert code == 404 and f"/api/agents/{A1}/overrides" in got["hint"]
     code, got = raw_request(server, "POST", "/api/leases/claim", tokens["researcher"],
-                            {"key": "k", "agent_id": "agnone0000", "trial_id": "t", "hlc": "1"})
+                            {"key": "k", "agent_id": "agnone0000", "trial_id": "t", "hlc": H(1)})
     assert code == 404
     with pytest.raises(UserInputError, match="4-64 letters"):
         remote.save_agent(AgentRow("a/b", "obj", "pc", {}))
@@ -261,7 +266,7 @@ def test_a_server_back_within_the_retry_window_is_waited_for(server, tokens, dat
     timer.start()
     try:
         t0 = time.monotonic()
-        assert s.claim_lease("pc/x", A1, "t1", "2") is None  # sent while the server is away
+        assert s.claim_lease("pc/x", A1, "t1", H(2)) is None  # sent while the server is away
         assert time.monotonic() - t0 >= 0.9
         timer.join()
         back[0].stop()
@@ -294,18 +299,18 @@ def test_an_agent_claims_leases_of_its_own_project_only(server, remote):
     remote.save_agent(AgentRow(A1, "obj", "pc", {}, hlc="1"))
     for key in ("other/cfg", "#project_budget/other", "pcx/cfg"):
         with pytest.raises(PermissionDeniedError, match="may not claim") as e:
-            remote.claim_lease(key, A1, "t1", "2")
+            remote.claim_lease(key, A1, "t1", H(2))
         assert "'pc/<config>'" in e.value.hint
     assert remote.count_leases("") == 0
     for bad in ("0", "-3", "many", "99999999999"):
         with pytest.raises(UserInputError, match="project budget"):
-            remote.claim_lease("#project_budget/pc", A1, bad, "3")
-    assert remote.claim_lease("#project_budget/pc", A1, "2", "3") is None
+            remote.claim_lease("#project_budget/pc", A1, bad, H(3))
+    assert remote.claim_lease("#project_budget/pc", A1, "2", H(3)) is None
     # The declared budget bounds every claim, whatever limit the client sends, or none.
-    assert remote.claim_lease("pc/cfg", A1, "t1", "4", limit=("other/", 100)) is None
-    assert remote.claim_lease("pc/cfg2", A1, "t2", "5") is None
-    assert remote.claim_lease("pc/cfg3", A1, "t3", "6", limit=("pc/", 100)) == "project budget"
-    assert remote.claim_lease("pc/cfg3", A1, "t3", "6") == "project budget"
+    assert remote.claim_lease("pc/cfg", A1, "t1", H(4), limit=("other/", 100)) is None
+    assert remote.claim_lease("pc/cfg2", A1, "t2", H(5)) is None
+    assert remote.claim_lease("pc/cfg3", A1, "t3", H(6), limit=("pc/", 100)) == "project budget"
+    assert remote.claim_lease("pc/cfg3", A1, "t3", H(6)) == "project budget"
     assert remote.count_leases("pc/") == 2
 
 
@@ -316,7 +321,7 @@ def test_overrides_stored_raw_are_checked_as_sent_and_start_pending(server, toke
     remote.save_agent(AgentRow(A1, "obj", "pc", {}, hlc="1"))
     url = f"/api/agents/{A1}/overrides/raw"
     base = {"override_id": "oraw1", "agent_id": A1, "action": "pause", "params": {},
-            "actor": "researcher", "reason": "why", "hlc": "2", "time": 1.0}
+            "actor": "researcher", "reason": "why", "hlc": H(2), "time": 1.0}
     for bad, word in (({"action": "rm_rf"}, "action"),
                       ({"action": "budget", "params": {"trials": "x"}}, "budget"),
                       ({"status": "applied", "result": "done by supervisor"}, "pending")):
@@ -359,3 +364,75 @@ def test_a_write_waiting_past_the_lock_wait_is_a_503_to_retry(monkeypatch):
     assert e.value.status_code == 503 and e.value.headers == {"Retry-After": "2"}
     with agent_store._Bounded(lock):  # free again: no 503
         pass
+
+
+def test_what_one_researcher_writes_cannot_take_over_or_lock_out_anothers_agent(
+        server, tokens, client, remote):
+    """helper-61's findings: a fake agent's 'launch' of another agent's trial redirected
+    POST /api/runs/{id}/stop to the fake agent; a malformed (or far-future) HLC stored raw
+    failed every later override of that agent (stop included) and dragged the server's
+    clock; an agent's owner could rewrite an override's outcome again, unaudited."""
+    now_ms = time.time_ns() // 1_000_000
+
+    def hlc(ms: int) -> str:
+        return f"{ms:013d}.000000.t"
+
+    remote.save_agent(AgentRow(A1, "obj", "pc", {"metric": "acc", "mode": "max"},
+                               state={"trials": {"run000001": {"config": {},
+                                                               "status": "running"}}}))
+    remote.add_decisions([Decision(A1, "pc", "run000001", "launch", "l", {}, hlc(now_ms), 0.0)])
+    with _as(server, tokens, "researcher2") as bob:
+        bob.save_agent(AgentRow(A2, "fake", "pc", {},
+                                state={"trials": {"run000001": {"config": {},
+                                                                "status": "running"}}}))
+        with pytest.raises(ConflictError, match="launched by agent " + A1):
+            bob.add_decisions([Decision(A2, "pc", "run000001", "launch", "", {},
+                                        hlc(now_ms + 1000), 0.0)])
+        for bad in ("~not-an-hlc", hlc(now_ms + 2 * 3600 * 1000), "123.x.y"):
+            with pytest.raises(UserInputError, match="HLC"):
+                bob.add_override(Override(A2, "pause", {}, "researcher2", "r", bad, 0.0))
+            with pytest.raises(UserInputError, match="HLC"):
+                bob.add_decisions([Decision(A2, "pc", "t9", "stop", "", {}, bad, 0.0)])
+            with pytest.raises(UserInputError, match="HLC"):
+                bob.claim_lease("pc/x", A2, "t9", bad)
+    r = client("supervisor").post("/api/runs/run000001/stop", json={"reason": "wrong data"})
+    assert r.status_code == 202, r.text
+    assert [o.action for o in remote.overrides(A1)] == ["stop_run"]  # the real agent's
+    assert remote.overrides(A2) == []
+    # A supervisor's override of bob's agent is stamped, and the server's clock not dragged.
+    r = client("supervisor").post(f"/api/agents/{A2}/overrides",
+                                  json={"action": "pause", "reason": "check"})
+    assert r.status_code == 202, r.text
+    (o,) = remote.overrides(A2)
+    assert abs(int(o.hlc.split(".")[0]) - time.time_ns() // 1_000_000) < 60_000
+    # An outcome is recorded once (a retry of the same one is fine), and audited.
+    with _as(server, tokens, "researcher2") as bob:
+        bob.resolve_override(o.override_id, OverrideStatus.APPLIED, "paused")
+        bob.resolve_override(o.override_id, OverrideStatus.APPLIED, "paused")
+        with pytest.raises(ConflictError, match="resolved already"):
+            bob.resolve_override(o.override_id, OverrideStatus.REJECTED, "changed my mind")
+    (o,) = remote.overrides(A2)
+    assert (str(o.status), o.result) == ("applied", "paused")
+    audit = client("supervisor").get("/api/audit", params={"target": f"agent:{A2}"}).json()
+    assert [e["actor"] for e in audit["entries"] if e["action"] == "override.applied"] == [
+        "researcher2"]
+
+
+def test_an_override_is_stamped_after_the_last_even_past_a_malformed_or_future_one():
+    """Stores written before the server checked HLCs may hold a malformed one, or one far
+    ahead: a new override still gets a stamp (after the last well-formed one), and the
+    shared clock that stamps every agent's overrides stays on time."""
+    from assay.agents.hlc import HybridLogicalClock
+    from assay.agents.overrides import stamp
+
+    ctl = MemoryControlStore()
+    clock = HybridLogicalClock("api")
+    ctl.add_override(Override(A1, "pause", {}, "bob", "r", "~not-an-hlc", 0.0))
+    first = stamp(ctl, A1, clock)
+    assert abs(int(first.split(".")[0]) - time.time_ns() // 1_000_000) < 60_000
+    ahead = f"{time.time_ns() // 1_000_000 + 10**9:013d}.000004.bob"
+    ctl.add_override(Override(A1, "pause", {}, "bob", "r", ahead, 0.0))
+    after = stamp(ctl, A1, clock)
+    assert after > ahead and after.startswith(ahead.split(".")[0] + ".000005.")
+    elsewhere = stamp(ctl, A2, clock)  # another agent: the clock was not dragged along
+    assert abs(int(elsewhere.split(".")[0]) - time.time_ns() // 1_000_000) < 60_000
