@@ -379,7 +379,7 @@ OVERRIDE_PARAMS: dict[str, tuple[str, str]] = {
     "budget": ("budget", '{"budget": {"trials": 40, "wall_clock": "2h"}}'),
     "concurrency": ("concurrency", '{"concurrency": 2}'),
     "space": ("space", '{"space": {"lr": {"loguniform": [1.0e-4, 0.1]}, "epochs": 10}}'),
-    "pin": ("config", '{"config": {"lr": 0.001, "epochs": 10}}'),
+    "pin": ("config", '{"config": {"lr": 0.001, "depth": 3}}'),
 }
 
 
@@ -453,8 +453,19 @@ def _check_param(key: str, v: Any, hint: str, budget: Mapping[str, Any],
         raise UserInputError(f"the pinned config sets {unknown}, which the search space does "
                              "not have", hint=(f"did you mean {close[0]!r}? " if close else "")
                              + "parameters: " + ", ".join(space))
-    out = space.validate(cfg)
-    inactive = sorted(str(k) for k in cfg if k not in out)
+    given = cfg
+    # The space's fixed values go with every config: a pin need not repeat them.
+    cfg = {**{n: getattr(space[n], "value", None) for n in space if space[n].is_fixed}, **cfg}
+    try:
+        out = space.validate(cfg)
+    except UserInputError as e:
+        if not e.message.startswith("config lacks"):
+            raise
+        missing = [n for n in space.tunable if n not in cfg and space.is_active(n, cfg)]
+        raise UserInputError(f"the pinned config lacks {missing}: a pin sets every tunable "
+                             "parameter (fixed ones are filled in)",
+                             hint="tunable parameters: " + ", ".join(space.tunable)) from None
+    inactive = sorted(str(k) for k in given if k not in out)
     if inactive:
         raise UserInputError(f"the pinned config sets {inactive}, which its other values "
                              "switch off (their conditions do not hold)",

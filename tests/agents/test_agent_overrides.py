@@ -534,3 +534,29 @@ def test_an_override_from_a_lagging_clock_is_ordered_after_the_ones_sent_before(
         control.add_override(Override("ag1", action, {}, "alice", "", stamp(control, "ag1", clock),
                                       0.0))
     assert [o.action for o in control.overrides("ag1")] == ["pause", "resume"]
+
+
+def test_a_pin_need_not_repeat_the_spaces_fixed_values_but_must_set_every_tunable_one():
+    """helper-61: pinning {x, y} in a space that also fixes ``steps`` was refused with
+    "config lacks parameter 'steps'"; fixed values are filled in now, and a pin that lacks
+    a tunable value says which, listing the tunable ones."""
+    from assay.agents.objective import check_override
+
+    space = as_space({**SIM.space.to_dict(), "epochs": 20})
+    tunable = {k: PIN[k] for k in space.tunable}
+    got = check_override("pin", {"config": tunable}, budget={"trials": 5}, space=space)
+    assert got == {"config": {**tunable, "epochs": 20}}
+    with pytest.raises(UserInputError, match=r"lacks \['lr'\]") as err:
+        check_override("pin", {"config": {k: v for k, v in tunable.items() if k != "lr"}},
+                       budget={"trials": 5}, space=space)
+    assert "tunable parameters: " in err.value.hint and "epochs" not in err.value.hint
+    with pytest.raises(UserInputError, match="epochs=21 is outside"):
+        check_override("pin", {"config": {**tunable, "epochs": 21}}, budget={"trials": 5},
+                       space=space)
+    control = MemoryControlStore()
+    agent, _, _ = make(objective(stoppers=[], concurrency=1, space=space.to_dict()), control)
+    override(control, agent, "pin", {"config": tunable}, "this one")
+    agent.step()
+    assert last(control, agent).status is OverrideStatus.APPLIED
+    (pinned,) = [t for t in agent.trials.values() if t.origin == "pinned"]
+    assert pinned.config == {**tunable, "epochs": 20}
