@@ -14,6 +14,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -180,8 +181,19 @@ def _send(request: Request, who: Principal, a: AgentRow, action: str, params: di
           reason: str) -> dict[str, Any]:
     o = send_override(control_store(request), request.app.state.audit, a, action, params,
                       who.name, reason, _hlc)
-    return {"override_id": o.override_id, "agent_id": a.agent_id, "action": action,
-            "status": "pending"}
+    out: dict[str, Any] = {"override_id": o.override_id, "agent_id": a.agent_id,
+                           "action": action, "status": "pending"}
+    # An agent saves its state at least once a minute while it runs: one silent for longer
+    # may be dead, and the override waits until it (or an agent resumed under its id)
+    # steps again. Said at once, so that a script does not wait on it blindly.
+    from ..agents.agent import HEARTBEAT_S
+
+    silent = time.time() - a.updated_at if a.updated_at else 0.0
+    if str(a.status) in ("running", "paused") and silent > 3 * HEARTBEAT_S:
+        out["warning"] = (f"agent {a.agent_id} has not reported for {silent:.0f} s (it saves "
+                          f"its state every {HEARTBEAT_S:.0f} s while it runs): it may be "
+                          "dead, and this override waits until it steps again")
+    return out
 
 
 def _check(a: AgentRow, action: str, params: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
@@ -305,3 +306,17 @@ def test_an_agent_the_server_starts_keeps_everything_in_its_directory(server, cl
     (env,) = started
     assert "ASSAY_SERVER" not in env and "ASSAY_TOKEN" not in env
     assert env["PATH"] == os.environ["PATH"]
+
+
+def test_an_override_to_an_agent_silent_for_minutes_warns_that_it_may_be_dead(
+        server, client, agent, monkeypatch):
+    """helper-61: overrides to a killed agent were accepted (202) and stayed pending with no
+    word; the answer now says the agent has not reported for a while."""
+    body = {"action": "pause", "reason": "check"}
+    fresh = client("supervisor").post("/api/agents/agtoy00001/overrides", json=body)
+    assert fresh.status_code == 202 and "warning" not in fresh.json()
+    later = time.time() + 600
+    monkeypatch.setattr(time, "time", lambda: later)
+    r = client("supervisor").post("/api/agents/agtoy00001/overrides", json=body)
+    assert r.status_code == 202 and r.json()["status"] == "pending"
+    assert re.search(r"has not reported for 6\d\d s", r.json()["warning"]), r.json()
