@@ -30,7 +30,9 @@ def agent_public(a: AgentRow, *, trials: bool = False) -> dict[str, Any]:
                                            "config": best.get("config")},
     }
     if trials:
-        out["spec"] = a.spec
+        out["spec"] = a.spec  # as declared
+        # The space the agent searches now (a space override replaces the declared one).
+        out["space"] = a.state.get("space") or a.spec.get("space")
         out["trials"] = [{"trial_id": k, **v} for k, v in ts.items()]
     return out
 

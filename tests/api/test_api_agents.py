@@ -320,3 +320,16 @@ def test_an_override_to_an_agent_silent_for_minutes_warns_that_it_may_be_dead(
     r = client("supervisor").post("/api/agents/agtoy00001/overrides", json=body)
     assert r.status_code == 202 and r.json()["status"] == "pending"
     assert re.search(r"has not reported for 6\d\d s", r.json()["warning"]), r.json()
+
+
+def test_an_agent_shows_the_space_it_searches_now_beside_the_declared_spec(server, client,
+                                                                          agent):
+    """helper-61: after a space override, GET /api/agents/{id} still showed only the
+    declared space (in ``spec``)."""
+    a = agent.get_agent("agtoy00001")
+    declared = {"x": {"uniform": [0.0, 1.0]}}
+    now = {"x": {"uniform": [0.0, 0.5]}}
+    agent.save_agent(AgentRow(a.agent_id, a.objective, a.project, {**a.spec, "space": declared},
+                              state={**a.state, "space": now}, hlc="4"))
+    got = client("viewer").get("/api/agents/agtoy00001").json()
+    assert got["spec"]["space"] == declared and got["space"] == now
