@@ -233,9 +233,9 @@ class Objective:
         check_budget(_mapping(self.budget, "budget", _BUDGET_HINT), "budget")
         for k, lo in (("concurrency", 1), ("reevaluate_top", 1)):
             v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise UserInputError(f"{k} must be an integer >= {lo}, got {v!r}",
-                                     hint=f"e.g. {k}: 2")
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= MAX_CONCURRENCY:
+                raise UserInputError(f"{k} must be an integer from {lo} to "
+                                     f"{MAX_CONCURRENCY:,}, got {v!r}", hint=f"e.g. {k}: 2")
         trials = self.budget.get("trials")
         if isinstance(trials, int) and trials < self.concurrency:
             raise UserInputError(
@@ -372,6 +372,9 @@ class Objective:
 
 
 # -- human overrides ---------------------------------------------------------------------------
+MAX_CONCURRENCY = 100_000
+"""Most trials one agent runs at once (a typo of 1e23 is refused, not applied)."""
+
 OVERRIDE_PARAMS: dict[str, tuple[str, str]] = {
     # action: (its one parameter, an example of params), "" for actions without one
     "pause": ("", "{}"), "resume": ("", "{}"), "stop": ("", "{}"),
@@ -431,8 +434,9 @@ def _check_param(key: str, v: Any, hint: str, budget: Mapping[str, Any],
             raise UserInputError(f"params.trial_id must be a run id, got {v!r}", hint=hint)
         return v
     if key == "concurrency":
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise UserInputError(f"concurrency must be an int >= 1, got {v!r}", hint=hint)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_CONCURRENCY:
+            raise UserInputError(f"concurrency must be an int from 1 to {MAX_CONCURRENCY:,}, "
+                                 f"got {v!r}", hint=hint)
         return v
     if key == "budget":
         check_budget(_mapping(v, "params.budget", hint), "params.budget")

@@ -70,6 +70,10 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if m else f"{h}h"
 
 
+MAX_TRIALS = 10_000_000
+"""The largest trial budget (as a project budget's): more is a typo, None is no limit."""
+
+
 def _limit(value: Any, what: str, unit_s: float, *, zero_ok: bool = False) -> float | None:
     """A positive limit in the field's unit (seconds or hours); text is a duration.
 
@@ -114,6 +118,9 @@ class Budget:
             if t <= 0:
                 raise UserInputError(f"trials budget must be at least 1, got {t}",
                                      hint="a search needs at least one trial; None is no limit")
+            if t > MAX_TRIALS:
+                raise UserInputError(f"trials budget must be at most {MAX_TRIALS:,}, got {t:,}",
+                                     hint="None (or leaving trials out) is no limit")
         object.__setattr__(self, "wall_clock_s", _limit(self.wall_clock_s, "wall_clock_s", 1.0))
         object.__setattr__(self, "cpu_hours", _limit(self.cpu_hours, "cpu_hours", 3600.0,
                                                                  zero_ok=True))

@@ -560,3 +560,19 @@ def test_a_pin_need_not_repeat_the_spaces_fixed_values_but_must_set_every_tunabl
     assert last(control, agent).status is OverrideStatus.APPLIED
     (pinned,) = [t for t in agent.trials.values() if t.origin == "pinned"]
     assert pinned.config == {**tunable, "epochs": 20}
+
+
+@pytest.mark.parametrize(("action", "params", "match"), [
+    ("concurrency", {"concurrency": 10**23}, "concurrency must be an int from 1 to 100,000"),
+    ("budget", {"budget": {"trials": 10**23}}, "at most 10,000,000"),
+])
+def test_absurd_numbers_in_overrides_are_refused_not_applied(action, params, match):
+    """helper-61: concurrency 1e23 and a trial budget of 1e23 were accepted and applied."""
+    from assay.agents.objective import check_override
+
+    with pytest.raises(UserInputError, match=match):
+        check_override(action, params, budget={"trials": 5}, space=None)
+    with pytest.raises(UserInputError, match="at most 10,000,000"):
+        Budget(trials=10**8)
+    with pytest.raises(UserInputError, match="from 1 to 100,000"):
+        objective(concurrency=10**6)

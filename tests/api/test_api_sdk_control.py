@@ -85,7 +85,7 @@ def test_bad_arguments_get_clear_errors_and_store_nothing(data_dir, agent):
         api.pause(AGENT, reason="   ")
     with pytest.raises(UserInputError, match="unknown override action 'explode'"):
         api.override(AGENT, "explode", reason="x")
-    with pytest.raises(UserInputError, match="concurrency must be an int >= 1"):
+    with pytest.raises(UserInputError, match="concurrency must be an int from 1 to"):
         api.set_concurrency(AGENT, 0, reason="x")
     with pytest.raises(UserInputError, match="duplicates this agent's trial t1"):
         api.pin(AGENT, {"x": 0.1, "steps": 3}, reason="again")
