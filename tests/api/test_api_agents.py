@@ -141,7 +141,7 @@ def test_overrides_the_agent_would_reject_get_400_and_nothing_is_stored(server, 
             ({"config": "x=0.1"}, "pin", "must be a mapping"),
             ({"config": {"x": 0.5, "steps": 3, "y": 1}}, "pin", "'y'"),
             ({"config": {"x": 5.0, "steps": 3}}, "pin", "outside"),
-            ({"concurrency": 0}, "concurrency", "int >= 1"),
+            ({"concurrency": 0}, "concurrency", "int from 1 to"),
             ({"trial_id": 123}, "pause", "does not take params"),
             ({"trial_id": 123}, "stop_run", "run id")]:
         r = sup.post("/api/agents/agtoy00001/overrides",
