@@ -215,7 +215,7 @@ def artifact_get(
         path = art.download(out)
     except AssayError as e:
         _fail(e)
-    typer.echo(f"{art.name}:v{art.version} ({art.files} file(s), {_bytes(art.size)}, "
+    typer.echo(f"{art.name}:v{art.version} ({len(art.files())} file(s), {_bytes(art.size)}, "
                f"verified) -> {path}", err=True)
     sys.stdout.write(f"{path}\n")
 

@@ -128,13 +128,17 @@ def main(argv: list[str] | None = None) -> None:
     obj = Objective.from_dict(spec)
     with live_progress(obj) as show:
         res = run_objective(obj, on_progress=show)
-    console.print(f"best {obj.metric} = {res.best_value:.4f} (run {res.best_run}), config:")
-    console.print({k: v for k, v in (res.best_config or {}).items()})
+    if res.best_value is None:  # every trial stopped early or failed (a warm-started
+        # stopper on a directory with earlier sweeps can stop a two-trial sweep whole)
+        console.print(f"no trial completed with a {obj.metric} (trials: {res.trials})")
+    else:
+        console.print(f"best {obj.metric} = {res.best_value:.4f} (run {res.best_run}), "
+                      "config:")
+        console.print({k: v for k, v in (res.best_config or {}).items()})
     from .. import cli
     from ..sdk.settings import data_dir
 
-    # The agent ran here, on this machine's data directory: read it there, even when
-    # $ASSAY_SERVER would point Api() and the commands at a server.
+    # The agent ran here, on this machine's data directory: read it there.
     cli.runs(project=obj.project, dir=data_dir(), limit=8)
     api = assay.Api(data_dir())
     nodes, _ = api.lineage(data_ref, direction="down")

@@ -108,7 +108,7 @@ def test_cli_alias_unalias_and_get(model, tmp_path):
                               *d])
     assert out.exit_code == 0, out.output
     path = out.stdout.strip().splitlines()[-1]
-    assert path == str(tmp_path / "dl" / "model.pt") and "verified" in out.output
+    assert path == str(tmp_path / "dl" / "model.pt") and "(1 file(s), 7 B, verified)" in out.output
     assert (tmp_path / "dl" / "model.pt").read_bytes() == b"epoch-2"
     assert not (tmp_path / "dl" / "model.pt").stat().st_mode & stat.S_IWUSR  # read-only
     out = runner.invoke(app, ["artifact", "get", "model:v0", *d])  # assay's cache folder
