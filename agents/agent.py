@@ -613,9 +613,8 @@ class Agent:
         return None
 
     # -- 5. finishing and persistence ----------------------------------------------------------
-    def _maybe_finish(self) -> None:
-        if self.status not in (AgentStatus.RUNNING, AgentStatus.PAUSED):
-            return
+    def _done_why(self) -> str | None:
+        """Why the agent is done (a spent budget, an exhausted space), or None."""
         spent = self.ledger.exhausted() or (
             "project budget reached: the project's agents together launched "
             f"{overrides.project_budget(self)} trials" if self._project_spent else None)
@@ -623,9 +622,25 @@ class Agent:
         # only a spent budget ends it. Queued pins and re-runs are still to launch.
         dry = self.status is AgentStatus.RUNNING and self._space_exhausted() \
             and not self.pinned and not self._reeval
-        if (spent or dry) and not self.active:
+        return spent or ("search space exhausted" if dry else None)
+
+    def _maybe_finish(self) -> None:
+        if self.status not in (AgentStatus.RUNNING, AgentStatus.PAUSED):
+            return
+        if self.active or self._done_why() is None:
+            return
+        # Overrides people sent since the last look may change that (a raised budget, a
+        # wider space): they are read before the agent ends, not left pending for good.
+        self._overrides_checked = -math.inf
+        try:
+            self._apply_overrides()
+        except ServerUnreachableError:
+            log.warning("could not read overrides before finishing", exc_info=True)
+        why = self._done_why() if self.status in (AgentStatus.RUNNING,
+                                                   AgentStatus.PAUSED) else None
+        if why is not None and not self.active:
             self.status = AgentStatus.FINISHED
-            why = spent or "search space exhausted"
+            self._reject_pending(f"the agent finished ({why}) before applying it")
             for cfg in self.pinned:
                 self._not_launched(cfg, {}, "pinned", why)
             for cfg, w in self._reeval:
@@ -636,6 +651,24 @@ class Agent:
                          {"best_config": b.config if b else None,
                           "best": b.final if b else None, "trials": len(self.trials)})
             self.close()
+
+    def _reject_pending(self, why: str) -> None:
+        """Resolve the overrides still pending when the agent ends (sent after its last
+        look): rejected, saying why, instead of pending for good."""
+        try:
+            for o in self.control.overrides(self.agent_id, OverrideStatus.PENDING):
+                done = self._unresolved.pop(o.override_id, None)
+                if done is not None:  # applied; its outcome is yet to be stored
+                    self.control.resolve_override(o.override_id, *done)
+                    continue
+                self._decide("", "override", f"{o.action} by {o.actor}: rejected: {why}",
+                             {"action": o.action, "params": o.params, "actor": o.actor,
+                              "reason": o.reason, "override_id": o.override_id,
+                              "status": str(OverrideStatus.REJECTED)})
+                self.control.resolve_override(o.override_id, OverrideStatus.REJECTED,
+                                              f"rejected: {why}")
+        except ServerUnreachableError:
+            log.warning("could not resolve the overrides left pending", exc_info=True)
 
     def fail(self, why: str, hint: str = "") -> None:
         """End the agent FAILED (its loop crashed): no trial is left running

@@ -18,7 +18,7 @@ from assay.policies.searchers.basic import RandomSearcher
 from assay.scheduler.base import SimClock
 from assay.scheduler.budget import Budget
 from assay.scheduler.sim_backend import CurveSimulatorSource, SimBackend
-from assay.store.control import AgentStatus, MemoryControlStore, OverrideStatus
+from assay.store.control import AgentStatus, MemoryControlStore, Override, OverrideStatus
 from test_agent_sim import SIM, FakeArtifacts, make, objective, override, restart
 
 NARROW = {"lr": {"loguniform": [1e-3, 1e-2]}, "width": 64, "depth": 2, "dropout": 0.0,
@@ -576,3 +576,57 @@ def test_absurd_numbers_in_overrides_are_refused_not_applied(action, params, mat
         Budget(trials=10**8)
     with pytest.raises(UserInputError, match="from 1 to 100,000"):
         objective(concurrency=10**6)
+
+
+def test_overrides_sent_as_the_budget_runs_out_are_applied_or_rejected_never_left_pending(
+        monkeypatch):
+    """helper-60: overrides sent just before an agent finished stayed pending for good (a
+    budget raise among them, never applied nor rejected). Before it ends, the agent reads
+    them: a raised budget keeps it going; one that arrives as it ends is rejected, saying
+    why."""
+    monkeypatch.setattr(overrides_mod, "OVERRIDE_POLL_S", 3600.0)  # as if it just looked
+
+    class LateStore(MemoryControlStore):
+        """Shows an override only from its second read on: sent after the agent's look."""
+
+        late: Override | None = None
+
+        def overrides(self, agent_id, status=None):
+            if self.late is not None:
+                late, self.late = self.late, None
+                got = super().overrides(agent_id, status)
+                self.add_override(late)
+                return got
+            return super().overrides(agent_id, status)
+
+    control = LateStore()
+    agent, backend, clock = make(objective(stoppers=[], concurrency=2, budget={"trials": 4}),
+                                 control)
+    raised = False
+    for _ in range(1000):
+        agent.step()
+        if agent.status is not AgentStatus.RUNNING:
+            break
+        if len(agent.trials) == 4 and len(agent.active) == 1 and not raised:
+            override(control, agent, "budget", {"budget": {"trials": 6}}, "two more")
+            raised = True
+        clock.advance_to(backend.next_event_time() or clock.now() + 1)
+    assert raised and len(agent.trials) == 6  # the raise was read before the agent ended
+    assert agent.status is AgentStatus.FINISHED
+    assert [str(o.status) for o in control.overrides(agent.agent_id)] == ["applied"]
+
+    agent2, b2, c2 = make(objective(stoppers=[], concurrency=2, budget={"trials": 2}), control)
+    for _ in range(1000):
+        if len(agent2.trials) == 2 and control.late is None and not control.overrides(
+                agent2.agent_id):
+            control.late = Override(agent2.agent_id, "concurrency", {"concurrency": 1},
+                                    "alice", "late", hlc=str(agent2.hlc.now()), time=0.0)
+        agent2.step()
+        if agent2.status is not AgentStatus.RUNNING:
+            break
+        c2.advance_to(b2.next_event_time() or c2.now() + 1)
+    assert agent2.status is AgentStatus.FINISHED
+    (o,) = control.overrides(agent2.agent_id)
+    assert o.status is OverrideStatus.REJECTED and "the agent finished" in o.result
+    ds = [d for d in control.decisions(agent_id=agent2.agent_id) if d.kind == "override"]
+    assert len(ds) == 1 and "rejected" in ds[0].summary
