@@ -367,12 +367,38 @@ def _progress_table(snap: dict[str, Any], objective: Any) -> Table:
     return t
 
 
+def _say_which_agent(root: Path, agent_id: str) -> None:
+    """Print whether ``--agent-id`` resumes a saved agent or names a new one (a typo in a
+    resumed id would otherwise start a whole new sweep without a word)."""
+    from .agents.runner import check_trials_server, trials_server
+    from .sdk.remote import public_url
+
+    try:
+        row = check_trials_server(root, agent_id)
+    except AssayError as e:
+        _fail(e)
+    if row is not None:
+        n = len(row.state.get("trials") or {})
+        console.print(f"resuming agent {agent_id} ({row.status}, {n} trial(s) so far)")
+        return
+    server = trials_server()
+    where = f"in {root}" + (f" or on {public_url(server)}" if server else "")
+    console.print(f"[yellow]no agent {agent_id} {where}[/]: starting a new agent with that "
+                  "id (to resume one, check the id with `assay agents`; one kept on a server "
+                  "needs $ASSAY_SERVER and $ASSAY_TOKEN exported)")
+
+
 @app.command("run")
 def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file")],
             dir: DirOpt = None,
             address: Annotated[str | None, typer.Option(help="join a Ray cluster ('auto', 'ray://...')")] = None,
-            agent_id: Annotated[str | None, typer.Option("--agent-id", help="resume this agent")] = None,
-            detach: Annotated[bool, typer.Option(help="run in the background and return")] = False) -> None:
+            agent_id: Annotated[str | None, typer.Option("--agent-id", help=(
+                "resume this agent (saved here, or on $ASSAY_SERVER when set), or give a new "
+                "agent this id; which one it is, is printed first"))] = None,
+            detach: Annotated[bool, typer.Option(help="run in the background and return")] = False,
+            new_agent: Annotated[bool, typer.Option(
+                "--new-agent", hidden=True,
+                help="--agent-id names a new agent (a detached run, a server's)")] = False) -> None:
     """Run a research objective: an agent on Ray launches, watches and stops trials until the
     budget is spent, then prints the best config and the sweep report."""
     import secrets
@@ -386,6 +412,8 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
     except AssayError as e:
         _fail(e)
     root = data_dir(dir)
+    if agent_id and not new_agent:
+        _say_which_agent(root, agent_id)
     if detach:
         from .agents.runner import check_resources, check_trials_server
 
@@ -398,7 +426,8 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
         (root / "logs").mkdir(exist_ok=True)
         log_path = root / "logs" / f"agent-{aid}.log"
         cmd = [sys.executable, "-m", "assay.cli", "run", str(objective.resolve()), "--dir",
-               str(root), "--agent-id", aid, *(["--address", address] if address else [])]
+               str(root), "--agent-id", aid, *(["--address", address] if address else []),
+               *([] if agent_id else ["--new-agent"])]
         with open(log_path, "ab") as out:
             subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                              start_new_session=True, env={**os.environ, "COLUMNS": "160"})

@@ -113,13 +113,17 @@ def control_for(root: Path, server: str | None, *, retry_for: float = 8.0) -> An
     return LanceControlStore(LanceStore(root), IngestLock(root))
 
 
-def check_trials_server(root: Path, agent_id: str | None) -> None:
+def check_trials_server(root: Path, agent_id: str | None) -> Any:
     """Refuse to resume an agent whose trials logged somewhere else than trials would now
     (``$ASSAY_SERVER`` set then and not now, or the other way round): it would poll the wrong
     place for the curves of the trials it relaunches, and its stoppers would see nothing.
 
     Also asks the server the trials would log to (``$ASSAY_SERVER``), so that one that does
     not answer, or a missing token, fails here rather than in the agent's Ray actor.
+
+    Returns:
+        The saved row of ``agent_id`` (None: no such agent, here or on the server: a new
+        agent takes that id).
 
     Raises:
         UserInputError: naming where its trials logged and what to export.
@@ -129,7 +133,7 @@ def check_trials_server(root: Path, agent_id: str | None) -> None:
 
     now = trials_server()
     if not now and not agent_id:
-        return
+        return None
     if now and not os.environ.get("ASSAY_TOKEN"):
         raise UserInputError(f"$ASSAY_SERVER is {public_url(now)}, where the trials would log, "
                              "but $ASSAY_TOKEN is not set",
@@ -152,7 +156,7 @@ def check_trials_server(root: Path, agent_id: str | None) -> None:
 
         row = LanceControlStore(LanceStore(root), IngestLock(root)).get_agent(agent_id)
     if row is None:
-        return
+        return None
     saved = row.state.get("runs_server") or None
     if saved != (None if now is None else public_url(now)):
         where = f"the server {saved}" if saved else f"the data directory {root}"
@@ -161,6 +165,7 @@ def check_trials_server(root: Path, agent_id: str | None) -> None:
             f"to {'the server ' + public_url(now) if now else 'the data directory'}",
             hint=(f"export ASSAY_SERVER={saved} (and ASSAY_TOKEN) before resuming it"
                   if saved else "unset ASSAY_SERVER before resuming it"))
+    return row
 
 
 def prior_trials(data_dir: Path, objective: Objective, server: str | None = None) -> list[Any]:

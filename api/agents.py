@@ -134,7 +134,7 @@ def create_objective(request: Request, who: Researcher, body: ObjectiveBody) -> 
     (root / "logs").mkdir(exist_ok=True)
     with open(root / "logs" / f"agent-{agent_id}.log", "ab") as out:
         subprocess.Popen([sys.executable, "-m", "assay.cli", "run", str(path), "--dir", str(root),
-                          "--agent-id", agent_id],
+                          "--agent-id", agent_id, "--new-agent"],
                          stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                          start_new_session=True, env=_agent_env())
     request.app.state.audit.record(who.name, "objective.create", f"agent:{agent_id}",

@@ -116,3 +116,22 @@ def test_decisions_of_an_unknown_agent_exits_2_with_hint(data_dir):
     out = runner.invoke(app, ["decisions", "no-such-agent", "--dir", str(data_dir)])
     assert out.exit_code == 2
     assert "no agent 'no-such-agent'" in out.output and "assay agents" in out.output
+
+
+def test_run_with_an_agent_id_says_whether_it_resumes_one_or_names_a_new_one(data_dir,
+                                                                              capsys):
+    """helper-60: `assay run --agent-id bogus123` started a whole new sweep without a word
+    (a typo of a resumed id, or an agent kept on a server while $ASSAY_SERVER is unset)."""
+    from assay.cli import _say_which_agent
+    from assay.store.control import AgentRow, LanceControlStore
+    from assay.store.ingest import IngestLock
+    from assay.store.lance import LanceStore
+
+    LanceControlStore(LanceStore(data_dir), IngestLock(data_dir)).save_agent(AgentRow(
+        "agsaved001", "obj", "p", {}, state={"trials": {"t1": {}, "t2": {}}}, hlc="1"))
+    _say_which_agent(data_dir, "agsaved001")
+    _say_which_agent(data_dir, "agsaved01")
+    out = " ".join(capsys.readouterr().out.split())
+    assert "resuming agent agsaved001 (running, 2 trial(s) so far)" in out
+    assert f"no agent agsaved01 in {data_dir}: starting a new agent with that id" in out
+    assert "`assay agents`" in out
