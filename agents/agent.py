@@ -61,6 +61,8 @@ __all__ = ["Agent", "ArtifactHooks", "Trial"]
 log = logging.getLogger(__name__)
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 HEARTBEAT_S = 60.0
+MISSING_METRIC_TRIALS = 3
+"""Trials completed without the objective's metric (and none with it) that end the agent."""
 # A stopped agent waits this long past its trials' stop grace for their last events, then
 # shuts its backend down (killing what is left) and records them stopped.
 STOP_WAIT_S = 60.0
@@ -176,6 +178,9 @@ class Agent:
         # applied twice. Kept in the state, with the effects they had, so that an agent
         # restarted meanwhile does not apply them again either.
         self._unresolved: dict[str, tuple[Any, str]] = {}
+        # Completed trials that never logged the objective's metric, and what they logged.
+        self._n_without_metric = 0
+        self._without_metric: set[str] = set()
         # Re-runs on a new artifact version, waiting for a slot like any launch:
         # (config, why) with why["reevaluates"] naming the trial re-run.
         self._reeval: list[tuple[dict[str, Any], dict[str, Any]]] = []
@@ -204,6 +209,12 @@ class Agent:
         for ev in events:
             self._on_event(ev)
         did["events"] = len(events)
+        if self._n_without_metric >= MISSING_METRIC_TRIALS and self.best is None \
+                and self.status in (AgentStatus.RUNNING, AgentStatus.PAUSED):
+            self._missing_metric()
+            self._flush_decisions()
+            self._persist()
+            return did
         self._refit_predictor()
         did["points"] = self._read_points()
         try:
@@ -288,6 +299,9 @@ class Agent:
         t.final = final
         t.reason = ev.reason
         if ev.kind is EventKind.COMPLETED:
+            if final is None and ev.result:  # it logged metrics, never the objective's
+                self._without_metric.update(str(k) for k in ev.result)
+                self._n_without_metric += 1
             t.status = TrialStatus.COMPLETED
             self._decide(t.trial_id, "complete", f"completed with {self.objective.metric}={final}",
                          {"final": final, "usage_s": ev.usage.wall_s})
@@ -669,6 +683,21 @@ class Agent:
                                               f"rejected: {why}")
         except ServerUnreachableError:
             log.warning("could not resolve the overrides left pending", exc_info=True)
+
+    def _missing_metric(self) -> None:
+        """End the agent when its first trials all completed without ever logging the
+        objective's metric (a typo in ``metric:``): the rest of the budget would be spent
+        the same way, and nothing could be compared."""
+        import difflib
+
+        metric, logged = self.objective.metric, sorted(self._without_metric)
+        close = difflib.get_close_matches(metric, logged, n=1)
+        self.fail(f"{self._n_without_metric} trials completed without logging the objective's "
+                  f"metric {metric!r}",
+                  hint=(f"did you mean {close[0]!r}? " if close else "")
+                  + "they logged: " + ", ".join(logged[:20])
+                  + "; fix the objective's metric (or what the train function logs) and run "
+                    "it again")
 
     def fail(self, why: str, hint: str = "") -> None:
         """End the agent FAILED (its loop crashed): no trial is left running

@@ -586,3 +586,41 @@ def test_an_override_whose_outcome_was_lost_is_not_applied_again_by_a_restarted_
     assert not again._unresolved
     assert "unresolved_overrides" in control.get_agent(agent.agent_id).state
     assert not control.get_agent(agent.agent_id).state["unresolved_overrides"]
+
+
+def test_a_misspelled_metric_ends_the_agent_after_three_trials_saying_what_they_logged():
+    """helper-60: ``metric: scor`` with trials logging ``score`` spent the whole budget
+    ("completed with scor=None" each time) and ended "finished" with no best."""
+    from assay.scheduler.base import EventKind
+
+    agent, backend, clock = make(objective(metric="los", stoppers=[], concurrency=2,
+                                           budget={"trials": 40}))
+    real = backend.poll
+
+    def poll():  # what a worker reports: the run's metrics, without the misspelled one
+        import dataclasses
+
+        return [dataclasses.replace(ev, result={"loss": 0.5, "epoch_s": 1.0})
+                if ev.kind is EventKind.COMPLETED else ev for ev in real()]
+
+    backend.poll = poll
+    agent.metrics = _NoPoints()
+    drive(agent, backend, clock)
+    assert agent.status is AgentStatus.FAILED
+    assert "3 trials completed without logging the objective's metric 'los'" in agent.failure
+    assert "did you mean 'loss'?" in agent.failure_hint and "they logged: " in \
+        agent.failure_hint
+    assert len(agent.trials) < 10  # not the whole budget of 40
+
+
+class _NoPoints:
+    """A metric source that never has a point of the (misspelled) metric."""
+
+    def new_points(self, trial_ids):
+        return {}
+
+    def replaced(self):
+        return set()
+
+    def forget(self, trial_id):
+        pass
