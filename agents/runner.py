@@ -145,6 +145,14 @@ def check_trials_server(root: Path, agent_id: str | None) -> Any:
         # Asks the server: one that does not answer fails the run now (after 2 s of tries).
         control = control_for(root, now, retry_for=2.0)
         try:
+            if hasattr(control, "whoami"):  # a refused token fails here, not in a Ray actor
+                me = control.whoami()
+                if me.get("role") == "viewer":
+                    raise UserInputError(
+                        f"$ASSAY_TOKEN is {me.get('name')!r}'s, a viewer's token on "
+                        f"{public_url(now)}: the trials and the agent write there",
+                        hint="export ASSAY_TOKEN=<a researcher's token of that server> "
+                             "(`assay token create NAME --role researcher` there)")
             row = control.get_agent(agent_id) if agent_id else None
         finally:
             if hasattr(control, "close"):

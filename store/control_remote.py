@@ -198,6 +198,14 @@ class RemoteControlStore(ControlStore):
         self._require_feature()
         return self._send(method, url, **kw)
 
+    def whoami(self) -> dict[str, Any]:
+        """The token's name and role on the server (``GET /api/whoami``).
+
+        Raises:
+            PermissionDeniedError: the server refuses the token.
+        """
+        return dict(self._send("GET", "/api/whoami"))
+
     def serves(self) -> bool:
         """Whether the server keeps agents' state (its ``/api/health`` lists
         :data:`FEATURE`); asked once. Raises ServerUnreachableError when it cannot tell."""

@@ -218,6 +218,18 @@ def test_an_agent_is_resumed_only_where_its_trials_logged(tmp_path, served_dir, 
     check_trials_server(tmp_path, "agolder001")
     with pytest.raises(UserInputError, match="unset ASSAY_SERVER|data directory") as e:
         check_trials_server(tmp_path, "aglocal001")
+    # A token the server refuses, or a viewer's, fails here with a hint (helper-60: it
+    # failed in the agent's Ray actor, a traceback saying "fix the objective").
+    from assay.errors import PermissionDeniedError
+
+    monkeypatch.setenv("ASSAY_TOKEN", "asy_not_a_token")
+    with pytest.raises(PermissionDeniedError) as e:
+        check_trials_server(tmp_path, None)
+    assert "researcher" in e.value.hint
+    monkeypatch.setenv("ASSAY_TOKEN", served_dir["viewer"])
+    with pytest.raises(UserInputError, match="a viewer's token") as e:
+        check_trials_server(tmp_path, None)
+    assert "--role researcher" in e.value.hint
     from loopback_server import free_port
 
     monkeypatch.setenv("ASSAY_SERVER", f"http://127.0.0.1:{free_port()}")  # nobody there
