@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from ..agents.overrides import check_sendable, send_override
 from ..agents.public import agent_public, decision_public, override_public
 from ..errors import ConflictError, NotFoundError, PermissionDeniedError
 from ..scheduler.base import is_import_target
-from ..store.control import AgentRow, ControlStore, LanceControlStore
+from ..store.control import AgentRow, AgentStatus, ControlStore, LanceControlStore
 from ..store.ingest import IngestLock
 from ..store.lance import LanceStore
 from .auth import Principal, Researcher, Role, Viewer
@@ -48,11 +49,29 @@ def control_store(request: Request) -> ControlStore:
     return ctl  # type: ignore[no-any-return]
 
 
-def _agent_or_404(request: Request, agent_id: str) -> AgentRow:
+def _agent_or_404(request: Request, agent_id: str, *, declared: bool = False) -> AgentRow:
+    """The agent's saved row. With ``declared``, an agent declared here (POST
+    /api/objectives) whose process has not saved its first row yet (10-25 s on a busy
+    machine) is answered from its declaration, status ``starting``: a script that declares
+    an objective and at once pauses it or reads it must not get a 404."""
     a = control_store(request).get_agent(agent_id)
+    if a is None and declared:
+        a = _declared(request, agent_id)
     if a is None:
         raise NotFoundError(f"no agent {agent_id!r}", hint="list agents with GET /api/agents")
     return a
+
+
+def _declared(request: Request, agent_id: str) -> AgentRow | None:
+    if not re.fullmatch(r"[A-Za-z0-9]{4,64}", agent_id):
+        return None
+    path = request.app.state.data_dir / "objectives" / f"{agent_id}.json"
+    try:
+        spec = json.loads(path.read_text())
+        return AgentRow(agent_id, str(spec["name"]), str(spec["project"]), spec,
+                        AgentStatus.RUNNING, {}, "", 0.0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @router.get("/agents", summary="Agents and their progress")
@@ -64,7 +83,11 @@ def list_agents(request: Request, who: Viewer,
 
 @router.get("/agents/{agent_id}", summary="One agent: objective, trials, best")
 def get_agent(request: Request, who: Viewer, agent_id: AgentId) -> SafeJSONResponse:
-    return ok(agent_public(_agent_or_404(request, agent_id), trials=True))
+    a = _agent_or_404(request, agent_id, declared=True)
+    out = agent_public(a, trials=True)
+    if not a.updated_at:  # declared, its process not started yet
+        out["status"] = "starting"
+    return ok(out)
 
 
 @router.get("/decisions", summary="Decisions with their evidence (newest last)")
@@ -206,7 +229,7 @@ def _check(a: AgentRow, action: str, params: dict[str, Any]) -> None:
              status_code=202)
 def override_agent(request: Request, who: Researcher, agent_id: AgentId,
                    body: OverrideBody) -> SafeJSONResponse:
-    a = _agent_or_404(request, agent_id)
+    a = _agent_or_404(request, agent_id, declared=True)  # one starting reads it at once
     _may_override(who, a)
     _check(a, body.action, body.params)  # 400/404/409, and nothing stored
     return ok(_send(request, who, a, body.action, body.params, body.reason), 202)
@@ -245,6 +268,6 @@ def stop_run(request: Request, who: Researcher,
 
 @router.get("/agents/{agent_id}/overrides", summary="An agent's overrides and their outcome")
 def list_overrides(request: Request, who: Viewer, agent_id: AgentId) -> SafeJSONResponse:
-    _agent_or_404(request, agent_id)
+    _agent_or_404(request, agent_id, declared=True)
     rows = control_store(request).overrides(agent_id)
     return ok({"overrides": [override_public(o) for o in rows]})

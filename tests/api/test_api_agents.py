@@ -104,6 +104,12 @@ def test_an_objective_declared_over_http_runs_to_the_end(server, client):
         "budget": {"trials": 2}, "concurrency": 1, "searcher": "random"})
     assert r.status_code == 202
     aid = r.json()["agent_id"]
+    # At once, before its process saved a row: readable, and steerable (helper-61: 404s).
+    got = client("viewer").get(f"/api/agents/{aid}")
+    assert got.status_code == 200 and got.json()["status"] in ("starting", "running")
+    sent = client("researcher").post(f"/api/agents/{aid}/overrides", json={
+        "action": "concurrency", "params": {"concurrency": 1}, "reason": "one at a time"})
+    assert sent.status_code == 202, sent.text
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         got = client("viewer").get(f"/api/agents/{aid}")
@@ -111,6 +117,8 @@ def test_an_objective_declared_over_http_runs_to_the_end(server, client):
             break
         time.sleep(1)
     assert got.json()["status"] == "finished" and got.json()["owner"] == "researcher"
+    ov = client("viewer").get(f"/api/agents/{aid}/overrides").json()["overrides"]
+    assert [(o["action"], o["status"]) for o in ov] == [("concurrency", "applied")]
 
 
 def test_a_command_train_target_needs_a_supervisor(server, client):
@@ -333,3 +341,27 @@ def test_an_agent_shows_the_space_it_searches_now_beside_the_declared_spec(serve
                               state={**a.state, "space": now}, hlc="4"))
     got = client("viewer").get("/api/agents/agtoy00001").json()
     assert got["spec"]["space"] == declared and got["space"] == now
+
+
+def test_an_agent_declared_but_not_started_yet_is_readable_and_steerable(server, client,
+                                                                        data_dir):
+    """helper-61: right after POST /api/objectives answered, the agent's routes said 404
+    "no agent" for 10-25 s (its process had not saved a row yet)."""
+    import json
+
+    spec = {"name": "toy", "project": "p", "train": "examples.toy:train", "metric": "score",
+            "mode": "max", "space": {"x": {"uniform": [0, 1]}}, "budget": {"trials": 4},
+            "owner": "researcher"}
+    (data_dir / "objectives").mkdir(exist_ok=True)
+    (data_dir / "objectives" / "agstart0001.json").write_text(json.dumps(spec))
+    got = client("viewer").get("/api/agents/agstart0001")
+    assert got.status_code == 200, got.text
+    assert got.json()["status"] == "starting" and got.json()["owner"] == "researcher"
+    body = {"action": "pause", "reason": "wait for the data"}
+    assert client("researcher2").post("/api/agents/agstart0001/overrides",
+                                      json=body).status_code == 403  # not its owner
+    r = client("researcher").post("/api/agents/agstart0001/overrides", json=body)
+    assert r.status_code == 202 and "warning" not in r.json()
+    ov = client("viewer").get("/api/agents/agstart0001/overrides").json()["overrides"]
+    assert [(o["action"], o["status"]) for o in ov] == [("pause", "pending")]
+    assert client("viewer").get("/api/agents/agnone00001").status_code == 404
