@@ -8,6 +8,7 @@ each is called from one of its steps and works on its state.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -56,11 +57,13 @@ def stamp(control: ControlStore, agent_id: str, clock: HybridLogicalClock) -> st
 
 def send_override(control: ControlStore, audit: Any, a: AgentRow, action: str,
                   params: Mapping[str, Any], actor: str, reason: str,
-                  clock: HybridLogicalClock) -> Override:
+                  clock: HybridLogicalClock, *, override_id: str | None = None) -> Override:
     """Store an override for agent ``a`` (applied at its next step) and append it to the
     audit trail with who and why. Check it with :func:`check_sendable` first."""
     o = Override(a.agent_id, action, dict(params), actor, reason,
                  stamp(control, a.agent_id, clock), time.time())
+    if override_id:
+        o = dataclasses.replace(o, override_id=override_id)
     control.add_override(o)
     audit.record(actor, f"override.{action}", f"agent:{a.agent_id}", reason,
                  {"params": dict(params), "override_id": o.override_id})

@@ -9,16 +9,18 @@ the agent (applied at its next step) and appended to the audit trail.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..agents.hlc import HybridLogicalClock
@@ -200,10 +202,37 @@ def _may_override(who: Principal, a: AgentRow) -> None:
         hint="supervisors may override any agent; researchers only the ones they declared")
 
 
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", max_length=128, pattern=r"^[A-Za-z0-9_.:-]{1,128}$",
+    description="a key of the caller's choosing: the same request sent again with it (a "
+                "retry after a lost answer) stores nothing new and answers the first one's "
+                "override and its status")]
+_SEND_MU = threading.Lock()  # check-then-store of an idempotency key, as one
+
+
 def _send(request: Request, who: Principal, a: AgentRow, action: str, params: dict[str, Any],
-          reason: str) -> dict[str, Any]:
-    o = send_override(control_store(request), request.app.state.audit, a, action, params,
-                      who.name, reason, _hlc)
+          reason: str, key: str | None = None) -> SafeJSONResponse:
+    """Store the override (202), or with an ``Idempotency-Key`` this caller sent for this
+    agent before, answer that first override (200) and store nothing."""
+    oid = None
+    if key:
+        oid = "oi" + hashlib.sha256(f"{who.name}\0{a.agent_id}\0{key}".encode()).hexdigest()[:24]
+    with _SEND_MU:
+        if oid is not None:
+            first = next((o for o in control_store(request).overrides(a.agent_id)
+                          if o.override_id == oid), None)
+            if first is not None:
+                if first.action != action or first.params != params:
+                    raise ConflictError(
+                        f"Idempotency-Key {key!r} was used for another override of agent "
+                        f"{a.agent_id} ({first.action} {first.params})",
+                        hint="use a new key for a new override")
+                return ok({"override_id": oid, "agent_id": a.agent_id, "action": action,
+                           "status": str(first.status), "result": first.result,
+                           "replayed": True})
+        _check(a, action, params)  # 400/404/409, and nothing stored
+        o = send_override(control_store(request), request.app.state.audit, a, action, params,
+                          who.name, reason, _hlc, override_id=oid)
     out: dict[str, Any] = {"override_id": o.override_id, "agent_id": a.agent_id,
                            "action": action, "status": "pending"}
     # An agent saves its state at least once a minute while it runs: one silent for longer
@@ -216,7 +245,7 @@ def _send(request: Request, who: Principal, a: AgentRow, action: str, params: di
         out["warning"] = (f"agent {a.agent_id} has not reported for {silent:.0f} s (it saves "
                           f"its state every {HEARTBEAT_S:.0f} s while it runs): it may be "
                           "dead, and this override waits until it steps again")
-    return out
+    return ok(out, 202)
 
 
 def _check(a: AgentRow, action: str, params: dict[str, Any]) -> None:
@@ -228,11 +257,10 @@ def _check(a: AgentRow, action: str, params: dict[str, Any]) -> None:
 @router.post("/agents/{agent_id}/overrides", summary="Override an agent (applied at its next step)",
              status_code=202)
 def override_agent(request: Request, who: Researcher, agent_id: AgentId,
-                   body: OverrideBody) -> SafeJSONResponse:
+                   body: OverrideBody, key: IdempotencyKey = None) -> SafeJSONResponse:
     a = _agent_or_404(request, agent_id, declared=True)  # one starting reads it at once
     _may_override(who, a)
-    _check(a, body.action, body.params)  # 400/404/409, and nothing stored
-    return ok(_send(request, who, a, body.action, body.params, body.reason), 202)
+    return _send(request, who, a, body.action, body.params, body.reason, key)
 
 
 class StopRunBody(BaseModel):
@@ -244,7 +272,7 @@ class StopRunBody(BaseModel):
              status_code=202)
 def stop_run(request: Request, who: Researcher,
              run_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9]{1,64}$")],
-             body: StopRunBody) -> SafeJSONResponse:
+             body: StopRunBody, key: IdempotencyKey = None) -> SafeJSONResponse:
     owners = [d.agent_id for d in control_store(request).decisions(trial_id=run_id)
               if d.kind == "launch"]
     if not owners:
@@ -262,8 +290,7 @@ def stop_run(request: Request, who: Researcher,
                  "/api/agents/{agent_id}/overrides with action stop_run")
     a = _agent_or_404(request, agents[0])
     _may_override(who, a)
-    _check(a, "stop_run", {"trial_id": run_id})
-    return ok(_send(request, who, a, "stop_run", {"trial_id": run_id}, body.reason), 202)
+    return _send(request, who, a, "stop_run", {"trial_id": run_id}, body.reason, key)
 
 
 @router.get("/agents/{agent_id}/overrides", summary="An agent's overrides and their outcome")

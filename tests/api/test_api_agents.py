@@ -365,3 +365,34 @@ def test_an_agent_declared_but_not_started_yet_is_readable_and_steerable(server,
     ov = client("viewer").get("/api/agents/agstart0001/overrides").json()["overrides"]
     assert [(o["action"], o["status"]) for o in ov] == [("pause", "pending")]
     assert client("viewer").get("/api/agents/agnone00001").status_code == 404
+
+
+def test_an_override_retried_with_its_idempotency_key_is_stored_once(server, client, agent):
+    """helper-61: a retried request (a lost answer) stored a second override, and a
+    /runs/{id}/stop sent twice was applied twice. With an ``Idempotency-Key`` the retry
+    answers the first override and stores nothing; the key is the caller's own."""
+    body = {"action": "concurrency", "params": {"concurrency": 1}, "reason": "fewer"}
+    key = {"Idempotency-Key": "ci-run-42:concurrency"}
+    first = client("supervisor").post("/api/agents/agtoy00001/overrides", json=body,
+                                      headers=key)
+    again = client("supervisor").post("/api/agents/agtoy00001/overrides", json=body,
+                                      headers=key)
+    assert first.status_code == 202 and again.status_code == 200, again.text
+    assert again.json()["override_id"] == first.json()["override_id"]
+    assert again.json()["replayed"] and again.json()["status"] == "pending"
+    other = client("supervisor").post("/api/agents/agtoy00001/overrides", headers=key,
+                                      json={**body, "params": {"concurrency": 2}})
+    assert other.status_code == 409 and "new key" in other.json()["hint"]
+    mine = client("researcher").post("/api/agents/agtoy00001/overrides", json=body,
+                                     headers=key)  # another caller's key space
+    assert mine.status_code == 202 and mine.json()["override_id"] != first.json()["override_id"]
+    stop = {"reason": "diverged"}
+    skey = {"Idempotency-Key": "stop-t2"}
+    s1 = client("supervisor").post("/api/runs/t2/stop", json=stop, headers=skey)
+    s2 = client("supervisor").post("/api/runs/t2/stop", json=stop, headers=skey)
+    assert (s1.status_code, s2.status_code) == (202, 200)
+    assert [o.action for o in agent.overrides("agtoy00001")] == [
+        "concurrency", "concurrency", "stop_run"]
+    bad = client("supervisor").post("/api/agents/agtoy00001/overrides", json=body,
+                                    headers={"Idempotency-Key": "not ok!"})
+    assert bad.status_code in (400, 422)
