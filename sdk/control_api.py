@@ -182,8 +182,9 @@ class RemoteControl:
         try:
             _raise_for(resp)
         except PermissionDeniedError as exc:
-            hint = ("pass token= (or set $ASSAY_TOKEN) to a token this server knows: viewers "
-                    "read, researchers override the agents they declared, supervisors any"
+            hint = ("pass token= (CLI --token; or set $ASSAY_TOKEN) to a token this server "
+                    "knows: viewers read, researchers override the agents they declared, "
+                    "supervisors any"
                     if resp.status_code == 401 else exc.hint)
             raise PermissionDeniedError(exc.message, hint=hint) from None
         except NotFoundError as exc:

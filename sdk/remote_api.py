@@ -58,7 +58,7 @@ _MIN_POINTS = 3  # the server's smallest max_points
 _PAGE = 1000  # runs per GET /api/runs page (the server's largest)
 _KEYS_URL_BUDGET = 6000  # characters of key=... parameters in one request URL
 _RUN_ID = re.compile(r"[A-Za-z0-9]{1,64}")  # what the server's routes accept (RUN_ID_PATTERN)
-_TOKEN_HINT = ("pass token= (or set ASSAY_TOKEN) to a token this server knows; a viewer's "
+_TOKEN_HINT = ("pass token= (CLI --token; or set ASSAY_TOKEN) to a token this server knows; a viewer's "
                "token reads: `assay token create NAME --role viewer` on the server")
 _RUNS_HINT = "list the server's runs with .runs(); check the run id and the server URL"
 

@@ -346,7 +346,8 @@ class ArtifactRegistry:
                     f"{av.id} still has aliases {', '.join(av.aliases)}",
                     hint="move them to another version first (Api().set_alias, `assay artifact "
                          "alias`), or delete with "
-                         "delete_aliases=True (CLI --delete-aliases) to remove them with it; "
+                         "delete_aliases=True (CLI --delete-aliases, HTTP ?delete_aliases=true) to "
+                         "remove them with it; "
                          "'latest' then moves back to the newest remaining version")
             # Aliases go first: a crash between the two writes leaves a live version
             # without aliases, never an alias that names a deleted version.
