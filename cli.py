@@ -109,7 +109,22 @@ def runs(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
     except AssayError as e:
         _fail(e)
     if df.height == 0:
-        console.print("no runs yet" + (f" in project {project!r}" if project else ""))
+        if not project:
+            console.print("no runs yet")
+            return
+        try:
+            known = sorted(set(api.runs()["project"].to_list()))
+        except AssayError:
+            known = []
+        if not known:
+            console.print(f"no runs yet in project {project!r} (none in any project)")
+            return
+        import difflib
+
+        close = difflib.get_close_matches(project, known, n=1)
+        console.print(f"no runs in project {project!r}"
+                      + (f"; did you mean {close[0]!r}?" if close else "")
+                      + " projects: " + ", ".join(known[:20]))
         return
     df = df.tail(limit)
     metric_cols = [c for c in df.columns if c.startswith("summary.")

@@ -26,6 +26,11 @@ def test_runs_and_show_print_the_run(data_dir):
     assert out.exit_code == 0
     rec = json.loads(out.stdout)
     assert rec["config"] == {"lr": 0.1} and abs(rec["summary"]["loss"] - 1 / 3) < 1e-12
+    # A mistyped project names the known ones (helper-60: "no runs yet", and nothing else).
+    out = runner.invoke(app, ["runs", "-p", "clj", "--dir", str(data_dir)])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.stdout.split())
+    assert "no runs in project 'clj'; did you mean 'cli'? projects: cli" in text
 
 
 def test_show_unknown_run_exits_2_with_hint(data_dir):
