@@ -78,6 +78,10 @@ class SweepReport:
     compute: dict[str, Any]
     saved: dict[str, Any]
     tunable: list[str] = field(default_factory=list)
+    partial: bool = False
+    """The trials' runs (on the server they logged to) could not be read: curves are the
+    agent's tails. Such a report is written but not stored as an artifact, where it would
+    replace a full one as ``latest``."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -112,6 +116,9 @@ def _runs(root: Path, project: str, ids: set[str], reader: Any = None) -> dict[s
     return out
 
 
+_PARTIAL = "\0partial"  # a marker among the notes: the trials' runs could not be read
+
+
 def _server_reader(server: Any, notes: list[str], token: str | None = None) -> Any:
     """A reader of the server the agent's trials logged to (``$ASSAY_TOKEN`` for it), or None
     when they logged here, or when it cannot be asked (a note says why)."""
@@ -122,6 +129,7 @@ def _server_reader(server: Any, notes: list[str], token: str | None = None) -> A
     try:
         return RemoteReader(str(server), token or os.environ.get("ASSAY_TOKEN") or None)
     except AssayError as exc:
+        notes.append(_PARTIAL)
         notes.append(f"the trials logged to {server}, which cannot be read here "
                      f"({exc.message}): curves are the agent's tails of at most 20 points")
         return None
@@ -215,6 +223,7 @@ def _assemble(root: Path, row: AgentRow, decisions: list[Decision], overrides: l
         runs = _runs(root, row.project, ids, reader) if ids else {}
         curves = _curves(root, [i for i in order if i in runs], metric, reader) if runs else {}
     except AssayError as exc:  # the server is away: the report still comes, with tails
+        notes.append(_PARTIAL)
         notes.append(f"the trials' runs on {state.get('runs_server')} could not be read "
                      f"({exc.message}): curves are the agent's tails of at most 20 points; "
                      "set ASSAY_TOKEN to a token of that server (a viewer's reads) and write "
@@ -287,7 +296,8 @@ def _assemble(root: Path, row: AgentRow, decisions: list[Decision], overrides: l
         others=_h.other_rows(decisions, index_of, t0),
         overrides=_h.override_rows(overrides, decisions, t0),
         compute=compute_used(trials, spec, duration, ledger),
-        saved=savings(trials, spec, mode, decisions), tunable=keys, notes=notes)
+        saved=savings(trials, spec, mode, decisions), tunable=keys,
+        notes=[n for n in notes if n != _PARTIAL], partial=_PARTIAL in notes)
 
 
 # -- Markdown --------------------------------------------------------------------------------
@@ -459,7 +469,11 @@ def write_report(data_dir: str | Path, agent_id: str, *, store: bool = True,
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
-    if store:
+    if store and r.partial:
+        log.warning("assay: report %s was written but not stored as an artifact: the trials' "
+                    "runs could not be read (see its notes), and a stored report would replace "
+                    "a full one as latest; write it again with --server/--token", html)
+    elif store:
         try:
             _store_artifact(root, r, html, md, link_trials)
         except Exception:  # the files are written; a failed store must not fail the sweep

@@ -130,6 +130,18 @@ def test_an_agent_reads_its_trials_curves_from_the_server(ray_local, data_dir, s
                            token="asy_not_a_token")  # the report still comes, saying why
     assert any(url in n and "could not be read" in n and "ASSAY_TOKEN" in n
                for n in refused.notes)
+    assert refused.partial and not report.partial
+    # Written, but not stored: it would replace the full one as latest (helper-60).
+    from assay.agents import report as report_mod
+
+    stored: list[str] = []
+    monkeypatch.setattr(report_mod, "_store_artifact",
+                        lambda root, r, *a: stored.append("partial" if r.partial else "full"))
+    html = report_mod.write_report(data_dir, "agsrv00001", control=agent.control,
+                                   token="asy_not_a_token")
+    assert html.exists() and "could not be read" in html.read_text() and stored == []
+    report_mod.write_report(data_dir, "agsrv00001", control=agent.control)
+    assert stored == ["full"]
 
 
 def test_the_watcher_counts_reports_of_runs_that_log_to_a_server(tmp_path, served_dir,

@@ -280,6 +280,10 @@ def test_agent_stream_restarted_for_a_new_running_trial_loses_no_point(tab, dash
     t.open(f"#/agents/{AGENT_ID}")
     page.wait_for_function(f"() => JSON.parse(document.querySelector('.chart-card .chart')?.dataset.running || '{{}}')[{live.id!r}]",
                            timeout=15_000)
+    for _ in range(150):  # the stream opens just after the chart is drawn (later under load)
+        if held:
+            break
+        page.wait_for_timeout(100)
     assert held, "the page opened a stream"
     n0, last0 = _held(page, live.id)
     start = dash["live_step"]
