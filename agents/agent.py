@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import ServerUnreachableError, UserInputError
+from ..errors import ServerUnreachableError
 from ..policies import Searcher, SearchSpace, Suggestion, TrialResult, TrialStatus, as_space
 from ..scheduler.base import Backend, EventKind, MetricSource, Resources, TrialEvent, TrialSpec
 from ..scheduler.budget import Budget, BudgetLedger, parse_duration
@@ -780,58 +780,7 @@ class Agent:
         self._dirty = False
 
     def _restore(self, row: AgentRow) -> None:
-        st = row.state
-        self.status = AgentStatus(row.status)
-        if self.status in (AgentStatus.FINISHED, AgentStatus.STOPPED):
-            return
-        self._restore_overrides(st)
-        if st.get("ledger"):
-            self.ledger.load_state_dict(st["ledger"])
-        for tid, t in st.get("trials", {}).items():
-            tr = Trial(tid, dict(t["config"]), TrialStatus(t["status"]),
-                       [tuple(p) for p in t.get("curve", [])], t.get("final"),
-                       t.get("origin", "searcher"), t.get("reason", ""),
-                       relaunches=int(t.get("relaunches", 0)),
-                       stop_requested=str(t.get("stop_requested", "")))
-            if tr.status.is_active:
-                self._lost(tr)
-            self.trials[tid] = tr
-            if tr.status is TrialStatus.COMPLETED:  # as in the run: a stopped or failed
-                self._track_best(tr)  # trial's last value is not a result
-        self.pinned = list(st.get("pinned", []))
-        self.concurrency = int(st.get("concurrency", self.concurrency))
-        if st.get("searcher"):
-            try:
-                self.searcher.load_state_dict(st["searcher"])
-            except UserInputError:
-                log.warning("searcher state of %s does not fit; starting it fresh", self.agent_id)
-        self._seen_versions = dict(st.get("artifact_versions", {}))
-        self._reeval = [(dict(r["config"]), dict(r["why"])) for r in st.get("reevaluate", [])]
-
-    def _restore_overrides(self, st: Mapping[str, Any]) -> None:
-        """The budget and space people set by override, before the searcher state that was
-        fitted on that space is loaded; and the overrides applied (their effects are in
-        this state) whose outcome the store did not take."""
-        for oid, (status, why) in (st.get("unresolved_overrides") or {}).items():
-            try:
-                self._unresolved[str(oid)] = (OverrideStatus(status), str(why))
-            except ValueError:
-                log.warning("unknown override outcome %r of %s in the saved state of %s",
-                            status, oid, self.agent_id)
-        try:
-            if st.get("budget") is not None:
-                spec = Budget.normalize(st["budget"])
-                self.budget = Budget.from_mapping(spec)
-                self._budget_spec = spec
-                self.ledger.budget = self.budget
-            if st.get("space"):
-                space = as_space(st["space"])
-                if space != self.space:
-                    self.space = space
-                    self.searcher = make_searcher(self.objective, space)
-        except UserInputError as e:
-            log.warning("the saved budget or space of %s does not load (%s); using the "
-                        "objective's", self.agent_id, e.message)
+        recovery.restore(self, row)
 
     def _lost(self, tr: Trial) -> None:
         recovery.lost(self, tr)

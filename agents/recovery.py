@@ -11,15 +11,19 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from ..policies import TrialStatus
-from ..store.control import AgentStatus
+from ..errors import UserInputError
+from ..policies import TrialStatus, as_space
+from ..scheduler.budget import Budget
+from ..store.control import AgentRow, AgentStatus, OverrideStatus
+from .factory import make_searcher
 
 if TYPE_CHECKING:
     from .agent import Agent, Trial
 
-__all__ = ["check_fit", "end_unrelaunched", "fail", "lost", "relaunch_lost"]
+__all__ = ["check_fit", "end_unrelaunched", "fail", "lost", "relaunch_lost", "restore"]
 
 log = logging.getLogger("assay.agents.agent")
 
@@ -188,3 +192,62 @@ def _fail_lost(agent: Agent, reason: str) -> None:
     for tid in list(agent._relaunch):
         end_unrelaunched(agent, tid, TrialStatus.FAILED, reason)
         agent._decide(tid, "fail", reason, {"reason": reason})
+
+
+def restore(agent: Agent, row: AgentRow) -> None:
+    """Load the agent's saved state (a restart): its trials (the active ones lost, to be
+    relaunched), budget and space set by override, pins, searcher and ledger."""
+    from .agent import Trial
+
+    st = row.state
+    agent.status = AgentStatus(row.status)
+    if agent.status in (AgentStatus.FINISHED, AgentStatus.STOPPED):
+        return
+    _restore_overrides(agent, st)
+    if st.get("ledger"):
+        agent.ledger.load_state_dict(st["ledger"])
+    for tid, t in st.get("trials", {}).items():
+        tr = Trial(tid, dict(t["config"]), TrialStatus(t["status"]),
+                   [tuple(p) for p in t.get("curve", [])], t.get("final"),
+                   t.get("origin", "searcher"), t.get("reason", ""),
+                   relaunches=int(t.get("relaunches", 0)),
+                   stop_requested=str(t.get("stop_requested", "")))
+        if tr.status.is_active:
+            agent._lost(tr)
+        agent.trials[tid] = tr
+        if tr.status is TrialStatus.COMPLETED:  # as in the run: a stopped or failed
+            agent._track_best(tr)  # trial's last value is not a result
+    agent.pinned = list(st.get("pinned", []))
+    agent.concurrency = int(st.get("concurrency", agent.concurrency))
+    if st.get("searcher"):
+        try:
+            agent.searcher.load_state_dict(st["searcher"])
+        except UserInputError:
+            log.warning("searcher state of %s does not fit; starting it fresh", agent.agent_id)
+    agent._seen_versions = dict(st.get("artifact_versions", {}))
+    agent._reeval = [(dict(r["config"]), dict(r["why"])) for r in st.get("reevaluate", [])]
+
+def _restore_overrides(agent: Agent, st: Mapping[str, Any]) -> None:
+    """The budget and space people set by override, before the searcher state that was
+    fitted on that space is loaded; and the overrides applied (their effects are in
+    this state) whose outcome the store did not take."""
+    for oid, (status, why) in (st.get("unresolved_overrides") or {}).items():
+        try:
+            agent._unresolved[str(oid)] = (OverrideStatus(status), str(why))
+        except ValueError:
+            log.warning("unknown override outcome %r of %s in the saved state of %s",
+                        status, oid, agent.agent_id)
+    try:
+        if st.get("budget") is not None:
+            spec = Budget.normalize(st["budget"])
+            agent.budget = Budget.from_mapping(spec)
+            agent._budget_spec = spec
+            agent.ledger.budget = agent.budget
+        if st.get("space"):
+            space = as_space(st["space"])
+            if space != agent.space:
+                agent.space = space
+                agent.searcher = make_searcher(agent.objective, space)
+    except UserInputError as e:
+        log.warning("the saved budget or space of %s does not load (%s); using the "
+                    "objective's", agent.agent_id, e.message)
