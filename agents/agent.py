@@ -46,7 +46,6 @@ from ..store.control import (
     AgentStatus,
     ControlStore,
     Decision,
-    OverrideStatus,
 )
 from . import overrides, recovery
 from .factory import make_searcher, make_stopper, refit_every
@@ -667,20 +666,8 @@ class Agent:
             self.close()
 
     def _reject_pending(self, why: str) -> None:
-        """Resolve the overrides still pending when the agent ends (sent after its last
-        look): rejected, saying why, instead of pending for good."""
         try:
-            for o in self.control.overrides(self.agent_id, OverrideStatus.PENDING):
-                done = self._unresolved.pop(o.override_id, None)
-                if done is not None:  # applied; its outcome is yet to be stored
-                    self.control.resolve_override(o.override_id, *done)
-                    continue
-                self._decide("", "override", f"{o.action} by {o.actor}: rejected: {why}",
-                             {"action": o.action, "params": o.params, "actor": o.actor,
-                              "reason": o.reason, "override_id": o.override_id,
-                              "status": str(OverrideStatus.REJECTED)})
-                self.control.resolve_override(o.override_id, OverrideStatus.REJECTED,
-                                              f"rejected: {why}")
+            overrides.reject_pending(self, why)
         except ServerUnreachableError:
             log.warning("could not resolve the overrides left pending", exc_info=True)
 

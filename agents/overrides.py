@@ -155,19 +155,36 @@ def apply_pending(agent: Agent) -> int:
             log.exception("override %s (%s) could not be applied", o.override_id, o.action)
             result = f"rejected: it could not be applied ({type(e).__name__}: {e})"
             status = OverrideStatus.REJECTED
-        tid = o.params.get("trial_id") if o.action == "stop_run" \
-            and isinstance(o.params, Mapping) else ""
-        agent._decide(tid if isinstance(tid, str) else "", "override",
-                      f"{o.action} by {o.actor}: {result}",
-                      {"action": o.action, "params": o.params, "actor": o.actor,
-                       "reason": o.reason, "override_id": o.override_id, "status": str(status)})
-        agent._dirty = True
-        # Applied and decided first: a store that fails to take the outcome (a server away)
-        # leaves it pending, and the next poll stores the outcome without applying it again.
-        agent._unresolved[o.override_id] = (status, result)
-        agent.control.resolve_override(o.override_id, status, result)
-        del agent._unresolved[o.override_id]
+        _settle(agent, o, status, result)
     return len(pending)
+
+
+def reject_pending(agent: Agent, why: str) -> None:
+    """Resolve the overrides still pending when the agent ends (sent after its last look):
+    rejected, saying why, instead of pending for good. One applied whose outcome the store
+    did not take yet gets that outcome."""
+    for o in agent.control.overrides(agent.agent_id, OverrideStatus.PENDING):
+        done = agent._unresolved.pop(o.override_id, None)
+        if done is not None:
+            agent.control.resolve_override(o.override_id, *done)
+        else:
+            _settle(agent, o, OverrideStatus.REJECTED, f"rejected: {why}")
+
+
+def _settle(agent: Agent, o: Override, status: OverrideStatus, result: str) -> None:
+    """Record an override's outcome as a decision (who and why), then in the store."""
+    tid = o.params.get("trial_id") if o.action == "stop_run" \
+        and isinstance(o.params, Mapping) else ""
+    agent._decide(tid if isinstance(tid, str) else "", "override",
+                  f"{o.action} by {o.actor}: {result}",
+                  {"action": o.action, "params": o.params, "actor": o.actor,
+                   "reason": o.reason, "override_id": o.override_id, "status": str(status)})
+    agent._dirty = True
+    # Applied and decided first: a store that fails to take the outcome (a server away)
+    # leaves it pending, and the next poll stores the outcome without applying it again.
+    agent._unresolved[o.override_id] = (status, result)
+    agent.control.resolve_override(o.override_id, status, result)
+    del agent._unresolved[o.override_id]
 
 
 def _apply(agent: Agent, o: Override) -> str:
