@@ -54,6 +54,8 @@ MEDIA_TYPE = "application/x-assay-wal"
 _METRICS_PREFIX = b'{"k":"metrics","seq":'
 _SEQ_TAIL = re.compile(rb'"seq":(\d+)\}$')
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+#: seconds a finishing run keeps trying a server it cannot reach at all (see close())
+UNREACHABLE_GRACE_S = float(os.environ.get("ASSAY_REMOTE_UNREACHABLE_GRACE", "10"))
 
 
 def outbox_segment(data_dir: Path, run_id: str, attach: int) -> Path:
@@ -180,8 +182,9 @@ class RemoteClient:
         try:
             resp = self._http.get("/api/whoami")
         except httpx.TransportError as exc:
-            log.debug("assay: %s did not answer whoami (%s); the run logs offline", self.server,
-                      exc)
+            log.warning("assay: %s did not answer (%s): the run logs to its local outbox and "
+                        "is sent once the server answers, or later with `assay sync --server "
+                        "%s`", self.server, exc, self.server)
             return
         if resp.status_code in (401, 403):
             _raise_for(resp)
@@ -255,6 +258,8 @@ class RemoteSender(threading.Thread):
         self._wake = threading.Event()
         self._ack = threading.Condition()
         self._last_post = time.monotonic()
+        #: monotonic time of the first failed connection since the server last answered
+        self.unreachable_since: float | None = None
 
     # -- public ---------------------------------------------------------------------------
     def wake(self) -> None:
@@ -282,22 +287,46 @@ class RemoteSender(threading.Thread):
         self._abandoned = True
         self._wake.set()
 
-    def close(self, timeout: float | None = 60.0) -> bool:
+    def close(self, timeout: float | None = 60.0,
+              unreachable_grace: float | None = None) -> bool:
         """The writer has closed the segment: send the rest and stop.
 
         Returns True once the server holds every record (the local segment is then deleted),
         False on timeout or a refusal (:attr:`error`); the segment is then kept for
         :func:`sync_outbox`, and the thread keeps trying in the background after a timeout.
+
+        A server that cannot be reached at all (no answer, not even an error) is given
+        ``unreachable_grace`` seconds (default ``$ASSAY_REMOTE_UNREACHABLE_GRACE``, 10) from
+        here, not the whole ``timeout``: a script that logged offline exits promptly and its
+        records wait in the outbox. A server that answers, even busy (5xx, 429), gets the
+        whole ``timeout``.
         """
         self._closing = True
         self._wake.set()
         if not self.is_alive() and not self._done.is_set():
             self.start()
-        self._done.wait(timeout)
+        grace = UNREACHABLE_GRACE_S if unreachable_grace is None else unreachable_grace
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        gave_up = False
+        while not self._done.is_set():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            down = self.unreachable_since
+            if down is not None and now - max(down, start) >= grace:
+                gave_up = True
+                break
+            self._done.wait(0.1 if deadline is None else min(0.1, deadline - now))
         ok = self._done.is_set() and self.error is None and not self._abandoned
         if not ok:
-            why = f"the server refused it: {self.error}" if self.error else \
-                f"{self.server} did not acknowledge everything within {timeout} s"
+            if self.error:
+                why = f"the server refused it: {self.error}"
+            elif gave_up:
+                why = (f"{self.server} could not be reached (for "
+                       f"{time.monotonic() - (self.unreachable_since or start):.0f} s)")
+            else:
+                why = f"{self.server} did not acknowledge everything within {timeout} s"
             log.warning("assay: run %s is finished locally but %s; its records are kept in %s "
                         "and can be sent with `assay sync --server %s`", self.run_id, why,
                         self.segment, self.server)
@@ -357,7 +386,11 @@ class RemoteSender(threading.Thread):
         try:
             if not self.segment.exists() or self.segment.stat().st_size == 0:
                 return
-            resp = http.get(f"/api/runs/{self.run_id}/records")
+            try:
+                resp = http.get(f"/api/runs/{self.run_id}/records")
+            except httpx.TransportError:
+                self.unreachable_since = time.monotonic()
+                raise
             if resp.status_code == 200:
                 self._advance(int(resp.json().get("durable_seq", -1)))
         except (httpx.HTTPError, OSError, ValueError, KeyError, AttributeError):
@@ -430,7 +463,10 @@ class RemoteSender(threading.Thread):
             resp = http.post(f"/api/runs/{self.run_id}/records", content=body,
                              headers={"Content-Type": MEDIA_TYPE})
         except httpx.TransportError as exc:  # refused, reset, timed out: the network blinked
+            if self.unreachable_since is None:
+                self.unreachable_since = time.monotonic()
             raise _Retry(f"{type(exc).__name__}: {exc}", 0.0) from None
+        self.unreachable_since = None
         if resp.status_code in _RETRY_STATUS:
             try:
                 after = float(resp.headers.get("Retry-After", 0))

@@ -254,3 +254,69 @@ def test_a_remote_runs_diff_upload_gives_up_quickly_and_keeps_the_env(tmp_path, 
     [env] = [r.data for r in read_wal(outbox_segment(tmp_path / "laptop", run.id, 0))
              if r.data.get("k") == "env"]
     assert env["git"]["diff_stored"] is False and env["git"]["diff_blob"]
+
+
+def test_a_run_logging_to_an_unreachable_server_exits_promptly_and_keeps_its_records(
+        tmp_path, helpers, monkeypatch, caplog):
+    """Nothing listens at the address: init warns, logging goes on offline, and finish()
+    gives up after the short unreachable grace, not the 60 s a busy server gets. The records
+    wait in the outbox for `assay sync --server`."""
+    from assay.sdk import remote
+
+    monkeypatch.setattr(remote, "UNREACHABLE_GRACE_S", 1.0)
+    url = f"http://127.0.0.1:{helpers.free_port()}"
+    with caplog.at_level("WARNING", logger="assay"):
+        run = assay.init("offline", dir=tmp_path / "laptop", server=url, token="t",
+                         capture=False, system_metrics_interval=None)
+        for i in range(20):
+            run.log({"loss": float(i)})
+        t0 = time.monotonic()
+        run.finish()
+        took = time.monotonic() - t0
+    assert took < 15, f"finish() waited {took:.1f} s for a server nobody runs"
+    said = caplog.text
+    assert f"{url} did not answer" in said, "init says the run logs offline"
+    assert "could not be reached" in said and f"assay sync --server {url}" in said
+    kept = list((tmp_path / "laptop" / "outbox").glob(f"{run.id}/*.wal"))
+    assert len(kept) == 1 and kept[0].stat().st_size > 0, "the records wait in the outbox"
+
+
+def test_a_busy_server_gets_the_whole_finish_timeout(tmp_path, monkeypatch):
+    """A server that answers, even 503, is up: the grace for an unreachable one must not cut
+    a finish short while it recovers."""
+    import http.server
+    import threading
+
+    from assay.sdk import remote
+    from assay.sdk.remote import RemoteSender
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def _busy(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _busy
+
+        def log_message(self, *a):  # quiet
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    monkeypatch.setattr(remote, "UNREACHABLE_GRACE_S", 0.3)
+    seg = tmp_path / "seg.wal"
+    from assay.store.wal import encode
+
+    seg.write_bytes(encode({"k": "metrics", "seq": 0, "time": 0.0, "step": 0, "m": {}}))
+    sender = RemoteSender(f"http://127.0.0.1:{srv.server_address[1]}", "busyrun", seg,
+                          token="t", max_backoff=0.2)
+    try:
+        t0 = time.monotonic()
+        assert sender.close(2.0) is False
+        took = time.monotonic() - t0
+    finally:
+        sender.abandon()
+        srv.shutdown()
+    assert took >= 1.9, f"a busy server was given up on after {took:.1f} s"
+    assert sender.retries > 0 and seg.exists()
