@@ -113,6 +113,7 @@ class Run:
         self.attach = attach
         self._finished = False
         self._step = next_step
+        self._warned_step_back = False
         self._known_keys: set[str] = set()
         # System metrics count their own steps, continuing an earlier attach's (a resumed
         # run must not overwrite the system curve it already has).
@@ -167,6 +168,10 @@ class Run:
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Record metric values at ``step`` (default: one past the last step logged).
 
+        The history keeps one value per metric and step: the same step may be logged in
+        several calls, and an earlier step may be filled in later (a warning, once per run,
+        says that a value it held before is replaced).
+
         Returns in microseconds: the points are durable within ``ASSAY_FLUSH_INTERVAL``
         seconds (0.2 s by default), or at once after :meth:`flush`. Only when the writer is
         over a memory limit (``ASSAY_MAX_BUFFERED_STEPS`` steps waiting, or
@@ -189,8 +194,11 @@ class Run:
             metrics = metrics.copy()
         if step is None:
             step = self._step
-        elif type(step) is not int or not 0 <= step < MAX_STEP:
-            step = self._check_step(step)
+        else:
+            if type(step) is not int or not 0 <= step < MAX_STEP:
+                step = self._check_step(step)
+            if step < self._step - 1 and not self._warned_step_back:
+                self._warn_step_back(step)
         self._step = step + 1
         self._queue_append((step, time.time(), metrics))
 
@@ -236,6 +244,16 @@ class Run:
             metrics = self._coerce_mapping(metrics)
             self._check_keys(metrics)
         return {k: _float_or_raise(k, v) for k, v in metrics.items()}
+
+    def _warn_step_back(self, step: int) -> None:
+        """Once per run: a lower step than the last one is stored (it may fill a gap, e.g. a
+        late evaluation), but a metric logged at that step before is replaced, which a
+        mistaken step (an epoch for a batch count) does silently otherwise."""
+        self._warned_step_back = True
+        log.warning("assay: run %s logged step %d after step %d: the history keeps one value "
+                    "per metric and step, so a metric logged at step %d before is replaced "
+                    "(said once per run); leave step= out to log at %d", self.id, step,
+                    self._step - 1, step, self._step)
 
     @staticmethod
     def _check_step(step: Any) -> int:

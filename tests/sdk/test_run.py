@@ -47,6 +47,26 @@ def test_step_auto_increments_and_follows_explicit_steps(data_dir):
     assert h["step"].to_list() == [0, 1, 10, 11]
 
 
+def test_going_back_to_an_earlier_step_is_stored_and_said_once(data_dir, caplog):
+    """A lower step than the last is kept (a late evaluation fills its step), but it replaces
+    what that step held: a mistaken step argument used to overwrite history silently."""
+    run = _init(project="p")
+    with caplog.at_level("WARNING", logger="assay"):
+        run.log({"loss": 1.0}, step=0)
+        run.log({"loss": 0.5, "acc": 0.1}, step=10)
+        run.log({"acc": 0.2}, step=10)  # the same step again: several calls per step is normal
+        assert "logged step" not in caplog.text
+        run.log({"loss": 9.0}, step=0)  # back to step 0: replaces 1.0
+        run.log({"val": 0.7}, step=5)
+        run.log({"loss": 0.4})  # no step: one past the last one logged
+    run.finish()
+    said = [r.getMessage() for r in caplog.records if "logged step" in r.getMessage()]
+    assert len(said) == 1, said
+    assert f"run {run.id} logged step 0 after step 10" in said[0] and "replaced" in said[0]
+    h = assay.Api().history(run.id, "loss")
+    assert list(zip(h["step"].to_list(), h["value"].to_list())) == [(0, 9.0), (6, 0.4), (10, 0.5)]
+
+
 def test_numpy_torch_scalars_nan_inf_and_nested_dicts_are_stored(data_dir):
     torch = pytest.importorskip("torch")
     run = _init(project="p")
