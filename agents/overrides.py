@@ -9,7 +9,9 @@ each is called from one of its steps and works on its state.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -26,15 +28,63 @@ if TYPE_CHECKING:
     from .agent import Agent
     from .hlc import HybridLogicalClock
 
-__all__ = ["OVERRIDE_POLL_S", "PROJECT_BUDGET_KEY", "apply_pending", "check_sendable",
-           "declare_project_budget", "project_budget", "reevaluate", "send_override",
-           "set_space", "stamp"]
+__all__ = [
+    "OVERRIDE_POLL_S",
+    "PROJECT_BUDGET_KEY",
+    "apply_pending",
+    "check_idempotency_key",
+    "check_sendable",
+    "declare_project_budget",
+    "idempotent_override_id",
+    "project_budget",
+    "reevaluate",
+    "replay",
+    "send_override",
+    "set_space",
+    "stamp",
+]
 
 log = logging.getLogger(__name__)
 OVERRIDE_POLL_S = 0.25
 # The lease row that holds a project's shared trial cap (its trial id is the cap): every
 # agent of the project enforces it, whether or not its own objective declares one.
 PROJECT_BUDGET_KEY = "#project_budget/"
+
+
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def check_idempotency_key(key: object) -> str:
+    if not isinstance(key, str) or not IDEMPOTENCY_KEY.match(key):
+        raise UserInputError(f"invalid idempotency key {key!r}",
+                             hint="1-128 letters, digits and _ . : - (e.g. a uuid4's hex)")
+    return key
+
+
+def idempotent_override_id(actor: str, agent_id: str, key: str) -> str:
+    """The override id an idempotency key stands for: one per sender, agent and key, so the
+    same request sent again finds the first one (and another sender's key never does)."""
+    return "oi" + hashlib.sha256(f"{actor}\0{agent_id}\0{key}".encode()).hexdigest()[:24]
+
+
+def replay(control: ControlStore, agent_id: str, override_id: str, action: str,
+           params: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    """The answer for an override sent again with its idempotency key (its current status,
+    ``replayed``), or None when the key is new.
+
+    Raises:
+        ConflictError: the key was used for a different override.
+    """
+    first = next((o for o in control.overrides(agent_id) if o.override_id == override_id),
+                 None)
+    if first is None:
+        return None
+    if first.action != action or first.params != dict(params):
+        raise ConflictError(
+            f"idempotency key {key!r} was used for another override of agent {agent_id} "
+            f"({first.action} {first.params})", hint="use a new key for a new override")
+    return {"override_id": override_id, "agent_id": agent_id, "action": action,
+            "status": str(first.status), "result": first.result, "replayed": True}
 
 
 def stamp(control: ControlStore, agent_id: str, clock: HybridLogicalClock) -> str:

@@ -16,7 +16,7 @@ __all__ = ["SERVER_FEATURES", "TokenCreate", "health_router", "router"]
 
 SERVER_FEATURES: tuple[str, ...] = ("rewind", "remote_artifacts", "history_arrow",
                                    "runs_stats", "decisions_offset", "chunks_after",
-                                   "agent_store", "run_positions")
+                                   "agent_store", "run_positions", "override_idempotency")
 """What this server takes beyond plain records, named in ``/api/health`` so a newer SDK can
 tell what an older server lacks before sending it (``rewind``: resume_from_step records;
 ``remote_artifacts``: artifacts of runs that log to the server). A server without the list

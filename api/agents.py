@@ -9,7 +9,6 @@ the agent (applied at its next step) and appended to the audit trail.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ..agents.hlc import HybridLogicalClock
 from ..agents.objective import Objective
-from ..agents.overrides import check_sendable, send_override
+from ..agents.overrides import check_sendable, idempotent_override_id, replay, send_override
 from ..agents.public import agent_public, decision_public, override_public
 from ..errors import ConflictError, NotFoundError, PermissionDeniedError
 from ..scheduler.base import is_import_target
@@ -214,22 +213,12 @@ def _send(request: Request, who: Principal, a: AgentRow, action: str, params: di
           reason: str, key: str | None = None) -> SafeJSONResponse:
     """Store the override (202), or with an ``Idempotency-Key`` this caller sent for this
     agent before, answer that first override (200) and store nothing."""
-    oid = None
-    if key:
-        oid = "oi" + hashlib.sha256(f"{who.name}\0{a.agent_id}\0{key}".encode()).hexdigest()[:24]
+    oid = None if not key else idempotent_override_id(who.name, a.agent_id, key)
     with _SEND_MU:
-        if oid is not None:
-            first = next((o for o in control_store(request).overrides(a.agent_id)
-                          if o.override_id == oid), None)
-            if first is not None:
-                if first.action != action or first.params != params:
-                    raise ConflictError(
-                        f"Idempotency-Key {key!r} was used for another override of agent "
-                        f"{a.agent_id} ({first.action} {first.params})",
-                        hint="use a new key for a new override")
-                return ok({"override_id": oid, "agent_id": a.agent_id, "action": action,
-                           "status": str(first.status), "result": first.result,
-                           "replayed": True})
+        if oid is not None and key:
+            again = replay(control_store(request), a.agent_id, oid, action, params, key)
+            if again is not None:
+                return ok(again)
         _check(a, action, params)  # 400/404/409, and nothing stored
         o = send_override(control_store(request), request.app.state.audit, a, action, params,
                           who.name, reason, _hlc, override_id=oid)

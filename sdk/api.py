@@ -59,6 +59,7 @@ class Api:
         self._remote: Any = None
         self._artifacts: Any = None
         self._http: Any = None
+        self._ctl: Any = None
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
                 0 < timeout < 86_400):
             raise UserInputError(f"timeout must be a number of seconds > 0, got {timeout!r}",
@@ -102,7 +103,8 @@ class Api:
         if self.server is not None:
             if self._http is None:
                 self._http = _http_client(self.server, self._token, self._timeout)
-            return RemoteControl(self._http, self.server)
+                self._ctl = RemoteControl(self._http, self.server)  # keeps /api/health's
+            return self._ctl
         return LocalControl(self.dir)
 
     def _agent_id(self, agent_id: Any) -> str:
@@ -466,7 +468,8 @@ class Api:
         return overrides_frame(self._control().overrides(self._agent_id(agent_id)))
 
     def override(self, agent_id: str, action: str, params: Mapping[str, Any] | None = None,
-                 *, reason: str, actor: str | None = None) -> dict[str, Any]:
+                 *, reason: str, actor: str | None = None,
+                 idempotency_key: str | None = None) -> dict[str, Any]:
         """Send an override, applied at the agent's next step and recorded with who and why
         (in its decisions and the audit trail). ``action``: ``pause``, ``resume``, ``stop``,
         ``stop_run`` (``{"trial_id": ...}``), ``budget`` (``{"budget": {"trials": 40}}``),
@@ -476,16 +479,21 @@ class Api:
 
         Params are sent as JSON: NumPy scalars become numbers; NaN and infinities are
         refused. ``actor`` names who sent it in a data directory (default ``user:<login>``);
-        on a server the token's name is the actor.
+        on a server the token's name is the actor. ``idempotency_key`` (1-128 of
+        ``A-Za-z0-9_.:-``): the same override sent again with it stores nothing new and
+        answers the first one (``replayed``); on a server, an answer lost in transit is
+        retried with a key of its own when none is given.
 
         Returns:
             ``{"override_id", "agent_id", "action", "status": "pending"}``; follow it with
             :meth:`overrides`.
         """
+        from ..agents.overrides import check_idempotency_key
         from .control_api import check_override_reason
 
         self._agent_id(agent_id)
         why = check_override_reason(reason)
+        key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
         if not isinstance(action, str) or action not in _ACTIONS:
             raise UserInputError(f"unknown override action {action!r}",
                                  hint="one of: " + ", ".join(_ACTIONS))
@@ -495,7 +503,7 @@ class Api:
             raise UserInputError(f"params must be a mapping, got {type(params).__name__}",
                                  hint='e.g. {"concurrency": 2}')
         return self._control().override(  # type: ignore[no-any-return]
-            agent_id, action, _plain_params(params), why, actor or _local_actor())
+            agent_id, action, _plain_params(params), why, actor or _local_actor(), key)
 
     def pause(self, agent_id: str, *, reason: str) -> dict[str, Any]:
         """Pause an agent: it launches no new trial; running ones go on."""
@@ -529,15 +537,18 @@ class Api:
         """Have the agent run ``config`` next (as soon as a slot is free)."""
         return self.override(agent_id, "pin", {"config": config}, reason=reason)
 
-    def stop_run(self, run_id: str, *, reason: str,
-                 actor: str | None = None) -> dict[str, Any]:
-        """Stop one running trial through the agent that launched it."""
+    def stop_run(self, run_id: str, *, reason: str, actor: str | None = None,
+                 idempotency_key: str | None = None) -> dict[str, Any]:
+        """Stop one running trial through the agent that launched it (``idempotency_key``
+        as for :meth:`override`)."""
+        from ..agents.overrides import check_idempotency_key
         from .control_api import check_override_reason, check_run_id
 
         check_run_id(run_id)
         why = check_override_reason(reason)
+        key = None if idempotency_key is None else check_idempotency_key(idempotency_key)
         return self._control().stop_run(  # type: ignore[no-any-return]
-            run_id, why, actor or _local_actor())
+            run_id, why, actor or _local_actor(), key)
 
     def __enter__(self) -> Self:
         return self

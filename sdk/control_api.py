@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,8 @@ __all__ = [
 
 _AGENT_ID = re.compile(r"^[A-Za-z0-9]{4,64}$")
 _DECISIONS_PAGE = 5000  # the most GET /api/decisions answers at once
+#: seconds an override whose answer was lost (or a 502/503/504) is sent again, with its key
+OVERRIDE_RETRY_S = 10.0
 _RUN_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
 #: Every kind of decision an agent records (agents/agent.py, agents/overrides.py).
 DECISION_KINDS = ("launch", "complete", "stop", "fail", "retry", "resume", "skip", "stale",
@@ -113,14 +116,20 @@ class LocalControl:
         return [override_public(o) for o in self.control.overrides(agent_id)]
 
     def override(self, agent_id: str, action: str, params: Mapping[str, Any], reason: str,
-                 actor: str) -> dict[str, Any]:
+                 actor: str, key: str | None = None) -> dict[str, Any]:
         """Check the override as the agent would (nothing is stored when it is refused),
-        store it and audit it. Returns ``{override_id, agent_id, action, status}``."""
+        store it and audit it. Returns ``{override_id, agent_id, action, status}``; with an
+        idempotency ``key`` this actor used for this agent before, that override's answer."""
         from ..agents.hlc import HybridLogicalClock
-        from ..agents.overrides import check_sendable, send_override
+        from ..agents.overrides import check_sendable, idempotent_override_id, replay, send_override
         from ..store.audit import AuditTrail
 
         a = self._row(agent_id)
+        oid = None if key is None else idempotent_override_id(actor, a.agent_id, key)
+        if oid is not None and key is not None:
+            again = replay(self.control, a.agent_id, oid, action, params, key)
+            if again is not None:
+                return again
         check_sendable(a, action, params,
                        again="run the objective again (`assay run OBJECTIVE.yaml`) to go on")
         try:  # the audit trail signs with the directory's key: refused before anything is stored
@@ -133,11 +142,12 @@ class LocalControl:
                      "the user who owns the directory, or send it through its server "
                      "(Api(server=...), assay ... --server)") from None
         o = send_override(self.control, audit, a, action, params, actor, reason,
-                          HybridLogicalClock("sdk"))
+                          HybridLogicalClock("sdk"), override_id=oid)
         return {"override_id": o.override_id, "agent_id": a.agent_id, "action": action,
                 "status": "pending"}
 
-    def stop_run(self, run_id: str, reason: str, actor: str) -> dict[str, Any]:
+    def stop_run(self, run_id: str, reason: str, actor: str,
+                 key: str | None = None) -> dict[str, Any]:
         """Stop a trial through the agent that launched it."""
         owners = [d.agent_id for d in self.control.decisions(trial_id=run_id)
                   if d.kind == "launch"]
@@ -150,7 +160,7 @@ class LocalControl:
                                          "Api().agent(AGENT_ID) an agent's trials")
             raise NotFoundError(f"run {run_id!r} was not launched by an agent",
                                 hint="stop_run acts on agent trials; see Api().agents()")
-        return self.override(owners[-1], "stop_run", {"trial_id": run_id}, reason, actor)
+        return self.override(owners[-1], "stop_run", {"trial_id": run_id}, reason, actor, key)
 
 
 class RemoteControl:
@@ -165,8 +175,6 @@ class RemoteControl:
         hints for this SDK (not for HTTP clients or for logging runs)."""
         import httpx
 
-        from .remote import _raise_for
-
         try:
             resp = self.http.request(method, url, **kw)
         except httpx.TimeoutException as exc:
@@ -179,6 +187,47 @@ class RemoteControl:
             raise AssayError(f"cannot reach the assay server at {self.server}: {exc}",
                              hint="check the URL (server= or $ASSAY_SERVER) and that "
                                   "`assay server` runs there") from None
+        return self._answer(resp, url)
+
+    def _send(self, url: str, body: dict[str, Any], key: str | None) -> Any:
+        """POST an override with an ``Idempotency-Key`` (the caller's, or a new one): a lost
+        answer, a timeout or a 502/503/504 is retried for ``OVERRIDE_RETRY_S`` with the same
+        key, which the server stores at most once. A server too old for keys gets one try."""
+        import uuid
+
+        import httpx
+
+        if "override_idempotency" not in self._features():
+            if key is not None:
+                raise UserInputError(
+                    f"the server {self.server} is too old to take an idempotency key",
+                    hint="leave idempotency_key out (the override is then sent once, not "
+                         "retried), or upgrade the server")
+            return self._call("POST", url, json=body)
+        key = key or uuid.uuid4().hex
+        deadline = time.monotonic() + OVERRIDE_RETRY_S
+        wait = 0.2
+        while True:
+            try:
+                resp = self.http.request("POST", url, json=body,
+                                         headers={"Idempotency-Key": key})
+                if resp.status_code not in (502, 503, 504):
+                    return self._answer(resp, url)
+                why = f"it answered HTTP {resp.status_code}"
+            except httpx.TransportError as exc:  # timeouts too: the answer may be lost
+                why = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + wait > deadline:
+                raise AssayError(
+                    f"the assay server at {self.server} did not confirm {url} within "
+                    f"{OVERRIDE_RETRY_S:g} s ({why}); the override may or may not be stored",
+                    hint=f"send it again with idempotency_key={key!r}: a server that stored "
+                         "it answers that override and stores no second one")
+            time.sleep(wait)
+            wait = min(2.0, wait * 2)
+
+    def _answer(self, resp: Any, url: str) -> Any:
+        from .remote import _raise_for
+
         try:
             _raise_for(resp)
         except PermissionDeniedError as exc:
@@ -257,12 +306,13 @@ class RemoteControl:
         return list(self._call("GET", f"/api/agents/{agent_id}/overrides")["overrides"])
 
     def override(self, agent_id: str, action: str, params: Mapping[str, Any], reason: str,
-                 actor: str) -> dict[str, Any]:
+                 actor: str, key: str | None = None) -> dict[str, Any]:
         body = {"action": action, "params": dict(params), "reason": reason}
-        return dict(self._call("POST", f"/api/agents/{agent_id}/overrides", json=body))
+        return dict(self._send(f"/api/agents/{agent_id}/overrides", body, key))
 
-    def stop_run(self, run_id: str, reason: str, actor: str) -> dict[str, Any]:
-        return dict(self._call("POST", f"/api/runs/{run_id}/stop", json={"reason": reason}))
+    def stop_run(self, run_id: str, reason: str, actor: str,
+                 key: str | None = None) -> dict[str, Any]:
+        return dict(self._send(f"/api/runs/{run_id}/stop", {"reason": reason}, key))
 
 
 def _time(t: Any) -> datetime | None:

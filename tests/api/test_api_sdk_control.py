@@ -409,3 +409,82 @@ def test_an_override_whose_audit_trail_cannot_be_opened_stores_nothing(data_dir,
         Api(data_dir).pause(AGENT, reason="x")
     assert "--server" in e.value.hint
     assert agent.overrides(AGENT) == []
+
+
+def test_an_override_sent_again_with_its_idempotency_key_is_stored_once_locally(data_dir, agent):
+    api = Api(data_dir)
+    first = api.set_concurrency(AGENT, 1, reason="fewer")  # no key: a new override each time
+    keyed = api.override(AGENT, "concurrency", {"concurrency": 3}, reason="more",
+                         idempotency_key="nightly-42")
+    again = api.override(AGENT, "concurrency", {"concurrency": 3}, reason="more",
+                         idempotency_key="nightly-42")
+    assert again["override_id"] == keyed["override_id"] != first["override_id"]
+    assert again["replayed"] and again["status"] == "pending" and "replayed" not in keyed
+    with pytest.raises(ConflictError, match="nightly-42") as e:
+        api.override(AGENT, "concurrency", {"concurrency": 4}, reason="more",
+                     idempotency_key="nightly-42")
+    assert "new key" in e.value.hint
+    s1 = api.stop_run("t2", reason="diverged", idempotency_key="stop-t2")
+    s2 = api.stop_run("t2", reason="diverged", idempotency_key="stop-t2")
+    assert s1["override_id"] == s2["override_id"]
+    with pytest.raises(UserInputError, match="invalid idempotency key"):
+        api.override(AGENT, "pause", reason="x", idempotency_key="not ok!")
+    assert [o.action for o in agent.overrides(AGENT)] == [
+        "concurrency", "concurrency", "stop_run"]
+    assert [e["action"] for e in api.audit_log()].count("override.concurrency") == 2
+
+
+class _Flaky:
+    """An httpx transport in front of the real one: the first ``n`` override POSTs are
+    answered 503 without reaching the server (``mode="503"``), or reach it and have their
+    answer lost (``mode="lost"``)."""
+
+    def __init__(self, inner, mode: str, n: int = 1) -> None:
+        self.inner, self.mode, self.left, self.keys = inner, mode, n, []
+
+    def handle_request(self, request):
+        import httpx
+
+        if request.method == "POST":
+            self.keys.append(request.headers.get("Idempotency-Key"))
+            if self.left > 0:
+                self.left -= 1
+                if self.mode == "503":
+                    return httpx.Response(503, json={"error": "busy"})
+                self.inner.handle_request(request).read()  # stored; the answer is lost
+                raise httpx.ReadTimeout("the answer was lost", request=request)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytestmark_remote
+def test_an_override_whose_answer_is_lost_is_retried_and_stored_once(server, tokens, agent):
+    """An engineer's script sends an override; the network drops the answer (or a proxy says
+    503). The SDK sends it again with the same Idempotency-Key, the server stores it once."""
+    with Api(server=server.url, token=tokens["supervisor"]) as api:
+        api.agents()  # opens the client
+        flaky = api._http._transport = _Flaky(api._http._transport, "lost")
+        sent = api.set_concurrency(AGENT, 1, reason="fewer")
+        assert sent["replayed"] and sent["status"] == "pending"
+        assert len(flaky.keys) == 2 and flaky.keys[0] == flaky.keys[1] and flaky.keys[0]
+        flaky.mode, flaky.left = "503", 2
+        stop = api.stop_run("t2", reason="diverged")
+        assert stop["status"] == "pending" and "replayed" not in stop
+        assert len(set(flaky.keys[2:])) == 1 and len(flaky.keys) == 5
+        flaky.mode, flaky.left = "lost", 100  # never answered: say so, name the key to reuse
+        from assay.sdk import control_api
+
+        control_api.OVERRIDE_RETRY_S, saved = 1.0, control_api.OVERRIDE_RETRY_S
+        try:
+            with pytest.raises(AssayError, match="may or may not be stored") as e:
+                api.pause(AGENT, reason="maintenance")
+        finally:
+            control_api.OVERRIDE_RETRY_S = saved
+        key = flaky.keys[-1]
+        assert f"idempotency_key={key!r}" in e.value.hint
+        flaky.left = 0
+        again = api.override(AGENT, "pause", reason="maintenance", idempotency_key=key)
+        assert again["replayed"]
+    assert [o.action for o in agent.overrides(AGENT)] == ["concurrency", "stop_run", "pause"]
