@@ -124,13 +124,14 @@ _TERMINAL = ("finished", "failed", "stopped")
 
 
 def check_sendable(a: AgentRow, action: str, params: Mapping[str, object], *,
-                   again: str = "declare the objective again (POST /api/objectives) to go on"
-                   ) -> dict[str, object]:
+                   again: str = "declare the objective again (POST /api/objectives) to go on",
+                   control: ControlStore | None = None) -> dict[str, object]:
     """What the agent would reject, refused before an override is stored (by the API and
     the CLI alike): an agent that ended (finished, failed, stopped: a 409, nothing stored),
     then the same checks as the agent (:func:`~assay.agents.objective.check_override`)
-    against its current budget and space, as its last saved state has them, and for
-    ``stop_run`` a trial it has and that still runs. Returns the parsed params.
+    against its current budget and space, as its last saved state has them, for
+    ``stop_run`` a trial it has and that still runs, and (given ``control``) for ``resume``
+    an agent that is paused or has a pause pending. Returns the parsed params.
 
     Raises:
         ConflictError, NotFoundError, UserInputError: saying what is wrong; ``again`` is
@@ -147,6 +148,8 @@ def check_sendable(a: AgentRow, action: str, params: Mapping[str, object], *,
         space = None  # the agent checks the pin against its own space
     budget = a.state.get("budget") or a.spec.get("budget") or {}
     p = check_override(action, params, budget=budget, space=space)
+    if action == "resume" and control is not None:
+        _refuse_needless_resume(a, control)
     if action == "pin" and space is not None:
         _refuse_duplicate_pin(a, space, p["config"])
     if action == "stop_run":
@@ -158,6 +161,24 @@ def check_sendable(a: AgentRow, action: str, params: Mapping[str, object], *,
             raise ConflictError(f"trial {p['trial_id']} is {t.get('status')}, not running",
                                 hint="only a pending or running trial can be stopped")
     return p
+
+
+def _refuse_needless_resume(a: AgentRow, control: ControlStore) -> None:
+    """Only pause and resume overrides move an agent between running and paused, so the last
+    one not rejected (applied, or pending) says where it will be when a resume arrives; the
+    saved status lags an applied one by up to a step."""
+    last = None
+    for o in control.overrides(a.agent_id):
+        if o.action in ("pause", "resume") and o.status != OverrideStatus.REJECTED:
+            last = o
+    paused = last.action == "pause" if last is not None else str(a.status) == "paused"
+    if not paused:
+        pending = last is not None and last.status == OverrideStatus.PENDING
+        raise ConflictError(
+            f"agent {a.agent_id} is not paused" + (" (a resume is pending already)" if pending
+                                                   else f": it is {a.status}") +
+            "; there is nothing to resume", hint="pause it first; a resume sent after a "
+            "pause, even one still pending, is taken")
 
 
 def _refuse_duplicate_pin(a: AgentRow, space: Any, config: Mapping[str, Any]) -> None:

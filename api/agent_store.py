@@ -311,8 +311,10 @@ def add_override_raw(request: Request, who: Researcher, agent_id: AgentId,
                              hint='send status "pending" and result ""')
     from .agents import _check
 
-    _check(a, body.action, decode_value(body.params))  # as POST /api/agents/{id}/overrides
     ctl, lock = _writer(request)
+    if any(o.override_id == body.override_id for o in ctl.overrides(agent_id)):
+        return ok({"override_id": body.override_id, "added": False})  # a retry: not checked
+    _check(request, a, body.action, decode_value(body.params))  # as POST .../overrides
     with lock:
         if any(o.override_id == body.override_id for o in ctl.overrides(agent_id)):
             return ok({"override_id": body.override_id, "added": False})

@@ -219,7 +219,7 @@ def _send(request: Request, who: Principal, a: AgentRow, action: str, params: di
             again = replay(control_store(request), a.agent_id, oid, action, params, key)
             if again is not None:
                 return ok(again)
-        _check(a, action, params)  # 400/404/409, and nothing stored
+        _check(request, a, action, params)  # 400/404/409, and nothing stored
         o = send_override(control_store(request), request.app.state.audit, a, action, params,
                           who.name, reason, _hlc, override_id=oid)
     out: dict[str, Any] = {"override_id": o.override_id, "agent_id": a.agent_id,
@@ -237,10 +237,10 @@ def _send(request: Request, who: Principal, a: AgentRow, action: str, params: di
     return ok(out, 202)
 
 
-def _check(a: AgentRow, action: str, params: dict[str, Any]) -> None:
+def _check(request: Request, a: AgentRow, action: str, params: dict[str, Any]) -> None:
     """What the agent would reject, refused before anything is stored (409 for an agent
     that ended): :func:`~assay.agents.overrides.check_sendable`."""
-    check_sendable(a, action, params)
+    check_sendable(a, action, params, control=control_store(request))
 
 
 @router.post("/agents/{agent_id}/overrides", summary="Override an agent (applied at its next step)",

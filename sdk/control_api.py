@@ -130,7 +130,7 @@ class LocalControl:
             again = replay(self.control, a.agent_id, oid, action, params, key)
             if again is not None:
                 return again
-        check_sendable(a, action, params,
+        check_sendable(a, action, params, control=self.control,
                        again="run the objective again (`assay run OBJECTIVE.yaml`) to go on")
         try:  # the audit trail signs with the directory's key: refused before anything is stored
             audit = AuditTrail(self.root)

@@ -488,3 +488,33 @@ def test_an_override_whose_answer_is_lost_is_retried_and_stored_once(server, tok
         again = api.override(AGENT, "pause", reason="maintenance", idempotency_key=key)
         assert again["replayed"]
     assert [o.action for o in agent.overrides(AGENT)] == ["concurrency", "stop_run", "pause"]
+
+
+def test_a_resume_for_an_agent_that_is_not_paused_is_refused_when_sent(server, tokens,
+                                                                       data_dir, agent):
+    """helper-61: a resume sent to a running agent got a 202 and was rejected at the
+    agent's next step. It is refused at once now, unless a pause comes first (even one the
+    agent has not applied yet)."""
+    api = Api(data_dir)
+    with pytest.raises(ConflictError, match="not paused: it is running") as e:
+        api.resume(AGENT, reason="go on")
+    assert "pause it first" in e.value.hint and agent.overrides(AGENT) == []
+    with Api(server=server.url, token=tokens["supervisor"]) as remote, \
+            pytest.raises(ConflictError, match="nothing to resume"):
+        remote.resume(AGENT, reason="go on")
+    api.pause(AGENT, reason="maintenance")  # pending: the resume is taken
+    assert api.resume(AGENT, reason="done")["status"] == "pending"
+    with pytest.raises(ConflictError, match="a resume is pending already"):
+        api.resume(AGENT, reason="again")
+    # The agent applied both: its saved row may lag, the overrides do not.
+    for o in agent.overrides(AGENT):
+        agent.resolve_override(o.override_id, "applied", "ok")
+    with pytest.raises(ConflictError, match="not paused"):
+        api.resume(AGENT, reason="again")
+    assert [o.action for o in agent.overrides(AGENT)] == ["pause", "resume"]
+    # The saved status counts when no pause or resume was ever sent (an older agent's).
+    row = agent.get_agent(AGENT)
+    ctl = LanceControlStore(LanceStore(data_dir), IngestLock(data_dir))
+    ctl.save_agent(AgentRow("agtoy00002", row.objective, row.project, row.spec,
+                            status=AgentStatus.PAUSED, state=row.state, hlc="9"))
+    assert api.resume("agtoy00002", reason="go on")["status"] == "pending"
