@@ -223,12 +223,11 @@ def compact(dir: DirOpt = None,
 @app.command()
 def artifacts(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
               name: Annotated[str | None, typer.Option("--name", "-n")] = None,
-              dir: DirOpt = None) -> None:
+              dir: DirOpt = None, server: ServerOpt = None, token: TokenOpt = None) -> None:
     """List artifact versions with their aliases, digests and producing runs."""
-    from .sdk.api import Api
-
+    api = _api(dir, server, token)
     try:
-        df = Api(_existing(dir)).artifacts(project=project, name=name)
+        df = api.artifacts(project=project, name=name)
     except AssayError as e:
         _fail(e)
     if df.height == 0:
@@ -247,12 +246,11 @@ def artifacts(project: Annotated[str | None, typer.Option("--project", "-p")] = 
 def lineage(spec: Annotated[str, typer.Argument(help="NAME:VERSION, NAME:ALIAS or run:RUN_ID")],
             down: Annotated[bool, typer.Option("--down", help="what was built on it (impact)")] = False,
             depth: Annotated[int | None, typer.Option(help="hops at most")] = None,
-            dir: DirOpt = None) -> None:
+            dir: DirOpt = None, server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Show what an artifact version or run was made from (or, with --down, what used it)."""
-    from .sdk.api import Api
-
+    api = _api(dir, server, token)
     try:
-        nodes, edges = Api(_existing(dir)).lineage(spec, direction="down" if down else "up", depth=depth)
+        nodes, edges = api.lineage(spec, direction="down" if down else "up", depth=depth)
     except AssayError as e:
         _fail(e)
     console.print(f"[bold]{'downstream of' if down else 'upstream of'} {spec}[/]: "
