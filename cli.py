@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -261,6 +262,46 @@ def lineage(spec: Annotated[str, typer.Argument(help="NAME:VERSION, NAME:ALIAS o
         console.print(f"  [dim]{r['src']} -{r['kind']}-> {r['dst']}[/]")
 
 
+#: FAIL lines ``assay verify`` prints per reason; the rest of the same reason are counted.
+SHOWN_PER_REASON = 5
+_RECORD_PREFIX = re.compile(r"record #-?\d+ \([^)]*\): ")
+
+
+def _reason_kind(problem: Any) -> str:
+    """A problem's reason without the record it names (``record #3 (run abc): ``), which
+    records that fail for the same reason (a wrong pinned key: every one) share."""
+    return _RECORD_PREFIX.sub("", str(problem.reason), count=1)
+
+
+def _print_problems(problems: list[Any], *, pinned: bool = False) -> None:
+    """One FAIL line per problem, but at most ``SHOWN_PER_REASON`` of each reason (then how
+    many more). Where a pinned key is not the data directory's and every other problem is a
+    record that does not verify against it, the key problem and one line counting them."""
+    from rich.markup import escape
+
+    def fail(text: str) -> None:
+        err_console.print(f"[bold red]FAIL[/] {escape(text)}")
+
+    keys = [p for p in problems if p.chain == "key"]
+    rest = [p for p in problems if p.chain != "key"]
+    if pinned and keys and rest and all(
+            _reason_kind(p).startswith("signature does not verify") for p in rest):
+        for p in keys:
+            fail(str(p))
+        fail(f"{len(rest)} record(s) do not verify against the pinned key (first: {rest[0]})")
+        return
+    seen: dict[str, int] = {}
+    for p in problems:
+        kind = _reason_kind(p)
+        seen[kind] = seen.get(kind, 0) + 1
+        if seen[kind] <= SHOWN_PER_REASON:
+            fail(str(p))
+    for kind, n in seen.items():
+        if n > SHOWN_PER_REASON:
+            err_console.print(f"  ... and {n - SHOWN_PER_REASON} more with the same reason: "
+                              f"{escape(kind)}")
+
+
 @app.command()
 def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: all)")] = None,
            dir: DirOpt = None,
@@ -274,8 +315,9 @@ def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: 
 
     Exits 1 and names each record that fails (changed metric values or steps, config,
     summary values, status, artifact bytes, code and environment, removed or reordered
-    records, bad signatures, error text, metric times, summary min/max). Not sealed: tags
-    and notes, which people edit after a run ends.
+    records, bad signatures, error text, metric times, summary min/max): the first 5 of
+    each reason, then how many more (a wrong --public-key: the key and a count). Not
+    sealed: tags and notes, which people edit after a run ends.
 
     By default the check uses the data directory's own key, so it catches changes made
     without that key, not by someone who can write the directory. Anchors kept outside close
@@ -292,8 +334,7 @@ def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: 
     except AssayError as e:
         _fail(e)
     if problems:
-        for p in problems:
-            err_console.print(f"[bold red]FAIL[/] {p}")
+        _print_problems(problems, pinned=public_key is not None)
         err_console.print(f"{len(problems)} problem(s) in {checked} record(s) checked")
         raise typer.Exit(1)
     what = "" if run_id else " and the audit log"  # one run's check skips the audit log

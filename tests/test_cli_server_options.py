@@ -74,3 +74,64 @@ def test_artifacts_and_lineage_ask_a_server(served_dir, data_dir, tmp_path):
     assert out.exit_code == 2 and "pass --dir or --server, not both" in _flat(out.output)
     out = runner.invoke(app, ["lineage", "model:v0", "--token", viewer])
     assert out.exit_code == 2 and "--token is for --server" in _flat(out.output)
+
+
+# ------------------------------------------------------- verify: many records, one reason
+
+def _wrong_key(tmp_path: Path) -> Path:
+    from assay.store.signing import KeyPair
+
+    pem = tmp_path / "other.pem"
+    pem.write_text(KeyPair.generate().export_public_key())
+    return pem
+
+
+def _fails(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("FAIL")]
+
+
+def _tamper_blob(d: Path, content: bytes) -> None:
+    """Change the stored bytes of the blob holding ``content`` (an artifact file)."""
+    import os
+
+    hits = [p for p in (d / "blobs").rglob("*") if p.is_file() and p.read_bytes() == content]
+    assert len(hits) == 1, hits
+    os.chmod(hits[0], 0o644)
+    hits[0].write_bytes(b"changed\n")
+
+
+def test_a_wrong_pinned_key_prints_the_key_problem_and_a_count(data_dir, tmp_path):
+    _runs(data_dir, 6, tmp_path)
+    pem = _wrong_key(tmp_path)
+    _, problems = assay.Api(data_dir).verify(public_key=pem)
+    assert len(problems) > 12  # the key, 6 run records and the audit trail's entries
+    out = runner.invoke(app, ["verify", "--public-key", str(pem), "--dir", str(data_dir)],
+                        terminal_width=2000)
+    assert out.exit_code == 1
+    fails = _fails(out.output)
+    assert len(fails) == 2, out.output
+    assert "is not the pinned key" in fails[0]
+    assert fails[1].startswith(f"FAIL {len(problems) - 1} record(s) do not verify against "
+                               "the pinned key (first: run:p #0 (")
+    assert "signature does not verify" in fails[1]
+    assert f"{len(problems)} problem(s) in 6 record(s) checked" in out.output
+
+
+def test_repeated_reasons_are_cut_to_five_and_other_failures_stay(data_dir, tmp_path):
+    _runs(data_dir, 6, tmp_path)
+    _tamper_blob(data_dir, b"x,y\n1,2\n")  # data:v0, produced by run 0 and used by run 1
+    pem = _wrong_key(tmp_path)
+    _, problems = assay.Api(data_dir).verify(public_key=pem)
+    bad_sigs = [p for p in problems if "signature does not verify" in p.reason]
+    out = runner.invoke(app, ["verify", "--public-key", str(pem), "--dir", str(data_dir)],
+                        terminal_width=2000)
+    assert out.exit_code == 1
+    fails = _fails(out.output)
+    assert sum("signature does not verify" in f for f in fails) == 5, out.output
+    assert (f"... and {len(bad_sigs) - 5} more with the same reason: signature does not "
+            "verify (sealed by key") in out.output
+    # Not collapsed: the key problem and both records naming the changed artifact bytes.
+    assert sum("is not the pinned key" in f for f in fails) == 1
+    assert sum("artifact data:v0" in f for f in fails) == 2, out.output
+    assert len(fails) == 8
+    assert f"{len(problems)} problem(s) in 6 record(s) checked" in out.output
