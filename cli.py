@@ -66,10 +66,12 @@ def _existing(dir: Path | None) -> Path:
         raise  # unreachable: _fail exits
 
 
-def _api(dir: Path | None, server: str | None = None, token: str | None = None) -> Any:
-    """The Api a command reads through: the server ``--server`` names, else an existing data
-    directory (refused, exit 2, when it is not one). ``$ASSAY_SERVER`` alone does not send a
-    command to a server: agents started with ``assay run`` live in data directories."""
+def _api(dir: Path | None, server: str | None = None, token: str | None = None, *,
+         timeout: float = 30.0) -> Any:
+    """The Api a command reads through: the server ``--server`` names (``timeout`` seconds
+    per request), else an existing data directory (refused, exit 2, when it is not one).
+    ``$ASSAY_SERVER`` alone does not send a command to a server: agents started with
+    ``assay run`` live in data directories."""
     from .sdk.api import Api
 
     if dir is not None and server is not None:
@@ -77,7 +79,7 @@ def _api(dir: Path | None, server: str | None = None, token: str | None = None) 
                              hint="--dir reads a data directory here; --server asks a server"))
     if server is not None:
         try:
-            return Api(server=server, token=token)
+            return Api(server=server, token=token, timeout=timeout)
         except AssayError as e:
             _fail(e)
     if token is not None:
@@ -310,7 +312,11 @@ def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: 
                                     "pinned key, not the data directory's")] = None,
            checkpoint: Annotated[list[Path] | None, typer.Option(
                "--checkpoint", help="file from `assay checkpoint`; the chains must still "
-                                    "extend it (repeatable)")] = None) -> None:
+                                    "extend it (repeatable)")] = None,
+           server: Annotated[str | None, typer.Option(
+               "--server", help="ask this assay server to check its data directory (with "
+                                "its own key: only as trustworthy as the server)")] = None,
+           token: TokenOpt = None) -> None:
     """Recompute and check the signed records of finished runs and the audit log.
 
     Exits 1 and names each record that fails (changed metric values or steps, config,
@@ -325,17 +331,42 @@ def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: 
     pair and everything re-signed with it; --checkpoint FILE (saved earlier from `assay
     checkpoint`) catches a chain or the audit log cut short or rewritten up to the point the
     checkpoint noted (a run resumed later is sealed again and checked against that seal).
-    Exits 2 on a missing or invalid key or checkpoint file."""
+    Exits 2 on a missing or invalid key or checkpoint file.
+
+    --server URL asks that server to run the same check on its data directory, with its own
+    key: proof of nothing the server itself could have changed. The anchors are for a check
+    made here, where the data directory is, and are refused with --server."""
     from .sdk.api import Api
 
+    if server is not None and (public_key is not None or checkpoint):
+        _fail(UserInputError(
+            "--public-key and --checkpoint anchor a check made here, of a data directory on "
+            "this machine; with --server the server checks itself, with its own key",
+            hint="run `assay verify --public-key FILE --checkpoint FILE --dir DIR` where the "
+                 "data directory is; or leave them out to ask the server"))
+    if server is None and token is not None:
+        _fail(UserInputError("--token is for --server", hint="leave --token out, or pass --server"))
+    total = None
     try:
-        checked, problems = Api(_existing(dir)).verify(run_id, public_key=public_key,
-                                            checkpoint=checkpoint)
+        if server is not None:
+            checked, problems, total = _verify_on_server(run_id, dir, server, token)
+        else:
+            checked, problems = Api(_existing(dir)).verify(run_id, public_key=public_key,
+                                                           checkpoint=checkpoint)
     except AssayError as e:
         _fail(e)
+    on_server = "" if server is None else (
+        f"checked by the server {server.strip().rstrip('/')}, on its data directory with its "
+        "own key: the answer is only as trustworthy as that server (for a check of your own, "
+        "run `assay verify --public-key FILE` where the data directory is)")
     if problems:
         _print_problems(problems, pinned=public_key is not None)
-        err_console.print(f"{len(problems)} problem(s) in {checked} record(s) checked")
+        count = total if total is not None else len(problems)
+        listed = (f" (the server listed the first {len(problems)})"
+                  if count > len(problems) else "")
+        err_console.print(f"{count} problem(s) in {checked} record(s) checked{listed}")
+        if on_server:
+            err_console.print(on_server)
         raise typer.Exit(1)
     what = "" if run_id else " and the audit log"  # one run's check skips the audit log
     anchors = []
@@ -345,6 +376,38 @@ def verify(run_id: Annotated[str | None, typer.Argument(help="one run (default: 
         anchors.append(f"extending {len(checkpoint)} checkpoint(s)")
     console.print(f"OK: {checked} run record(s){what} verify" +
                   (f" ({', '.join(anchors)})" if anchors else ""))
+    if on_server:
+        console.print(on_server)
+
+
+#: Seconds ``assay verify --server`` waits for the answer: the server recomputes every
+#: record it checks (metric digests, artifact bytes).
+VERIFY_SERVER_TIMEOUT = float(os.environ.get("ASSAY_VERIFY_SERVER_TIMEOUT", "600"))
+
+
+def _verify_on_server(run_id: str | None, dir: Path | None, server: str,
+                      token: str | None) -> tuple[int, list[Any], int]:
+    """``GET /api/verify`` (recomputed, not a cached answer): (records checked, the problems
+    the server listed, how many it found)."""
+    from .sdk.remote_api import _RUNS_HINT, _odd_answer
+    from .store.provenance import Problem
+
+    api = _api(dir, server, token, timeout=VERIFY_SERVER_TIMEOUT)
+    reader = api._reader()
+    try:
+        params: dict[str, Any] = {"fresh": "true"}
+        if run_id is not None:
+            reader._check_run(run_id)
+            params["run_id"] = run_id
+        body = reader._get("/api/verify", params, not_found_hint=_RUNS_HINT)
+    finally:
+        api.close()
+    try:
+        problems = [Problem(str(p["chain"]), str(p["subject_id"]), int(p["seq"]),
+                            str(p["reason"])) for p in body["problems"]]
+        return int(body["checked"]), problems, int(body.get("problem_count", len(problems)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _odd_answer(api.server, "/api/verify") from exc
 
 
 @app.command()

@@ -135,3 +135,55 @@ def test_repeated_reasons_are_cut_to_five_and_other_failures_stay(data_dir, tmp_
     assert sum("artifact data:v0" in f for f in fails) == 2, out.output
     assert len(fails) == 8
     assert f"{len(problems)} problem(s) in 6 record(s) checked" in out.output
+
+
+# ------------------------------------------------------------------------ verify --server
+
+def test_verify_asks_the_server_and_says_so(served_dir, data_dir, tmp_path):
+    ids = _runs(data_dir, 2, tmp_path)
+    url, viewer = served_dir["server"].url, served_dir["viewer"]
+    srv = ["--server", url, "--token", viewer]
+    out = runner.invoke(app, ["verify", *srv], terminal_width=2000)
+    assert out.exit_code == 0, out.output
+    assert "OK: 2 run record(s) and the audit log verify" in out.stdout
+    assert f"checked by the server {url}" in out.stdout
+    assert "only as trustworthy as that server" in out.stdout
+    out = runner.invoke(app, ["verify", ids[1], *srv], terminal_width=2000)
+    assert out.exit_code == 0 and "OK: 1 run record(s) verify" in out.stdout, out.output
+    # Changed bytes right after a clean answer: the server recomputes (fresh), it does not
+    # answer from the result it keeps for a minute while its tables are unchanged.
+    _tamper_blob(data_dir, b"x,y\n1,2\n")
+    out = runner.invoke(app, ["verify", *srv], terminal_width=2000)
+    assert out.exit_code == 1, out.output
+    fails = _fails(out.output)
+    assert len(fails) == 2 and all("artifact data:v0" in f for f in fails), out.output
+    assert any(f.startswith(f"FAIL run:p #0 ({ids[0]}): artifact data:v0 (produced)")
+               for f in fails), fails
+    assert "2 problem(s) in 2 record(s) checked" in out.output
+    assert f"checked by the server {url}" in out.output and "OK" not in out.output
+    out = runner.invoke(app, ["verify", ids[0], *srv], terminal_width=2000)
+    assert out.exit_code == 1 and len(_fails(out.output)) == 1
+    # A local check of the same directory finds the same.
+    local = runner.invoke(app, ["verify", "--dir", str(data_dir)], terminal_width=2000)
+    assert local.exit_code == 1 and _fails(local.output) == fails
+
+
+def test_verify_on_a_server_refuses_local_anchors_and_unknown_runs(served_dir, data_dir,
+                                                                   tmp_path):
+    url, viewer = served_dir["server"].url, served_dir["viewer"]
+    srv = ["--server", url, "--token", viewer]
+    pem, cp = _wrong_key(tmp_path), tmp_path / "cp.json"
+    cp.write_text("{}")
+    for anchor in (["--public-key", str(pem)], ["--checkpoint", str(cp)]):
+        out = runner.invoke(app, ["verify", *anchor, *srv], terminal_width=2000)
+        assert out.exit_code == 2, out.output
+        assert ("--public-key and --checkpoint anchor a check made here" in out.output
+                and "where the data directory is" in out.output), out.output
+    out = runner.invoke(app, ["verify", "nosuchrun", *srv], terminal_width=2000)
+    assert out.exit_code == 2 and "nosuchrun" in out.output, out.output
+    out = runner.invoke(app, ["verify", "--server", url, "--token", "asy_not_a_token"])
+    assert out.exit_code == 2 and "error:" in out.output
+    out = runner.invoke(app, ["verify", "--dir", str(data_dir), *srv])
+    assert out.exit_code == 2 and "pass --dir or --server, not both" in _flat(out.output)
+    out = runner.invoke(app, ["verify", "--token", viewer, "--dir", str(data_dir)])
+    assert out.exit_code == 2 and "--token is for --server" in _flat(out.output)
