@@ -583,16 +583,26 @@ def report(objective: Annotated[str, typer.Argument(help="objective name or agen
            out: Annotated[Path | None, typer.Option(help="an .html path or a folder")] = None,
            server: ServerOpt = None, token: TokenOpt = None) -> None:
     """Write the sweep report (self-contained HTML + Markdown), stored as an artifact. An
-    agent whose trials logged to a server is read there (--server)."""
+    agent whose trials logged to a server is read there (--server), and its report stored
+    there (a viewer's token cannot: the files are written all the same, with a warning)."""
+    from rich.markup import escape
+
     from .agents.report import report_command
     from .sdk.settings import data_dir
 
     root = data_dir(dir) if server else _existing(dir)
+    told: list[tuple[bool, str]] = []
     try:
-        path = report_command(objective, dir=root, out=out, server=server, token=token)
+        path = report_command(objective, dir=root, out=out, server=server, token=token,
+                              say=lambda stored, text: told.append((stored, text)))
     except AssayError as e:
         _fail(e)
     console.print(f"report: {path}\nsummary: {path.with_suffix('.md')}")
+    for stored, text in told:
+        if stored:
+            console.print(escape(text))
+        else:
+            err_console.print(f"[yellow]warning:[/] the report was written but {escape(text)}")
 
 
 @app.command()

@@ -28,11 +28,12 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import AssayError, ConflictError, NotFoundError
+from ..errors import AssayError, ConflictError, NotFoundError, UserInputError
 from ..store.control import AgentRow, ControlStore, Decision
 from . import report_html as _h
 from .report_analysis import TrialRow, best_so_far, compute_used, importance, savings, tunable
@@ -391,7 +392,10 @@ def render_markdown(r: SweepReport) -> str:
 
 # -- writing and storing -------------------------------------------------------------------
 def _store_artifact(root: Path, r: SweepReport, html: Path, md: Path,
-                    link_trials: bool) -> Any:
+                    link_trials: bool, server: str | None = None,
+                    token: str | None = None) -> Any:
+    """Store both files as an artifact produced by a new run ``report-<agent>``: in ``root``,
+    or on ``server`` (``token``, default ``$ASSAY_TOKEN``: one that may log runs there)."""
     from .. import sdk
 
     with tempfile.TemporaryDirectory(dir=html.parent, prefix=".staging-") as tmp:
@@ -402,7 +406,7 @@ def _store_artifact(root: Path, r: SweepReport, html: Path, md: Path,
                        config={"agent_id": r.agent_id, "objective": r.objective,
                                "trial_runs": [t.trial_id for t in r.trials]},
                        notes=f"sweep report of agent {r.agent_id}",
-                       system_metrics_interval=0, capture=False)
+                       system_metrics_interval=0, capture=False, server=server, token=token)
         kw: dict[str, Any] = {
             "type": REPORT_TYPE,
             "description": f"sweep report of {r.objective} (agent {r.agent_id})",
@@ -436,7 +440,9 @@ def _store_artifact(root: Path, r: SweepReport, html: Path, md: Path,
 
 def write_report(data_dir: str | Path, agent_id: str, *, store: bool = True,
                  link_trials: bool = False, top_k: int = 5,
-                 control: ControlStore | None = None, token: str | None = None) -> Path:
+                 control: ControlStore | None = None, token: str | None = None,
+                 server: str | None = None,
+                 say: Callable[[bool, str], None] | None = None) -> Path:
     """Write an agent's sweep report and store it as an artifact; returns the HTML path.
 
     Writes ``<data_dir>/reports/<objective>-<agent_id>.html`` (one self-contained file:
@@ -455,10 +461,20 @@ def write_report(data_dir: str | Path, agent_id: str, *, store: bool = True,
         top_k: How many of the best configurations to list.
         control: Where the agent lives (default: the data directory; an agent whose trials
             log to a server lives there, :func:`assay.agents.runner.control_for`).
+        token: The token for the server the trials logged to, and for ``server``.
+        server: Store the artifact on this assay server (its run and version made with
+            ``token``, default ``$ASSAY_TOKEN``: a researcher's), not in ``data_dir``; the
+            files are written in ``data_dir`` all the same.
+        say: Told ``(True, where it was stored)`` or ``(False, why it was not)``; without
+            it, a report not stored is logged as a warning.
     """
     from ..sdk.settings import data_dir as resolve
     from .report_html import render_html
 
+    if server and link_trials:
+        raise UserInputError("link_trials adds lineage edges in the data directory; a report "
+                             "stored on a server cannot have them",
+                             hint="leave link_trials out with server=")
     root = resolve(data_dir)
     r = build_report(root, agent_id, top_k=top_k, control=control, token=token)
     out = root / "reports"
@@ -469,22 +485,38 @@ def write_report(data_dir: str | Path, agent_id: str, *, store: bool = True,
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
+    where = (f"on {server}" if server else f"on {os.environ['ASSAY_SERVER']}"
+             if os.environ.get("ASSAY_SERVER") else f"in {root}")  # as sdk.init picks
     if store and r.partial:
-        log.warning("assay: report %s was written but not stored as an artifact: the trials' "
-                    "runs could not be read (see its notes), and a stored report would replace "
-                    "a full one as latest; write it again with --server/--token", html)
+        why = ("the trials' runs could not be read (see its notes), and a stored report would "
+               "replace a full one as latest; write it again with --server/--token")
+        if say is not None:
+            say(False, f"not stored as an artifact: {why}")
+        else:
+            log.warning("assay: report %s was written but not stored as an artifact: %s",
+                        html, why)
     elif store:
         try:
-            _store_artifact(root, r, html, md, link_trials)
-        except Exception:  # the files are written; a failed store must not fail the sweep
-            log.warning("assay: report %s was written but not stored as an artifact", html,
-                        exc_info=True)
+            art = _store_artifact(root, r, html, md, link_trials, server, token)
+        except Exception as exc:  # the files are written; a failed store must not fail the sweep
+            if say is None:
+                log.warning("assay: report %s was written but not stored as an artifact", html,
+                            exc_info=True)
+            elif isinstance(exc, AssayError):
+                say(False, f"not stored as an artifact {where}: {exc.message}"
+                           + (f" (hint: {exc.hint})" if exc.hint else ""))
+            else:
+                say(False, f"not stored as an artifact {where}: {type(exc).__name__}: {exc}")
+        else:
+            if say is not None:
+                say(True, f"stored as artifact {art.name}:v{art.version} {where}")
     return html
 
 
 def report_command(objective_or_agent: str, dir: Path | None = None,
                    out: Path | None = None, *, server: str | None = None,
-                   token: str | None = None) -> Path:
+                   token: str | None = None,
+                   say: Callable[[bool, str], None] | None = None) -> Path:
     """``assay report OBJECTIVE``: write (and store) the report of an agent, named by its id or
     by its objective's name (the most recently updated agent of that objective).
 
@@ -494,8 +526,10 @@ def report_command(objective_or_agent: str, dir: Path | None = None,
         out: Also copy the report there: a ``.html`` file path (the ``.md`` goes beside it)
             or a folder.
         server: Read the agent from this ``assay server`` (an agent whose trials logged
-            there lives there), with ``token`` (default ``$ASSAY_TOKEN``); the report is
-            still written under ``dir``.
+            there lives there), with ``token`` (default ``$ASSAY_TOKEN``), and store the
+            report's artifact there (a viewer's token cannot: the files are still written);
+            the files are written under ``dir``.
+        say: Told where the artifact was stored, or why not (see :func:`write_report`).
 
     Returns:
         The HTML report's path (the copy under ``out`` when given).
@@ -518,11 +552,13 @@ def report_command(objective_or_agent: str, dir: Path | None = None,
         agents = [a for a in control.list_agents() if a.objective == objective_or_agent]
         if not agents:
             names = sorted({a.objective for a in control.list_agents()})
-            raise NotFoundError(f"no agent or objective named {objective_or_agent!r} in {root}",
+            raise NotFoundError(f"no agent or objective named {objective_or_agent!r} "
+                                f"{f'on {server}' if server else f'in {root}'}",
                                 hint=("objectives: " + ", ".join(names[:20])) if names
                                 else "run an objective first: assay run objective.yaml")
         row = max(agents, key=lambda a: a.updated_at)
-    html = write_report(root, row.agent_id, control=control, token=token)
+    html = write_report(root, row.agent_id, control=control, token=token, server=server,
+                        say=say)
     if out is None:
         return html
     out = Path(out).expanduser()

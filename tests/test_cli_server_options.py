@@ -187,3 +187,68 @@ def test_verify_on_a_server_refuses_local_anchors_and_unknown_runs(served_dir, d
     assert out.exit_code == 2 and "pass --dir or --server, not both" in _flat(out.output)
     out = runner.invoke(app, ["verify", "--token", viewer, "--dir", str(data_dir)])
     assert out.exit_code == 2 and "--token is for --server" in _flat(out.output)
+
+
+# ------------------------------------------------------------------------ report --server
+
+@pytest.fixture
+def server_agent(data_dir):
+    """An agent kept in the served directory (as one whose trials log to the server is)."""
+    from assay.store.control import AgentRow, LanceControlStore
+    from assay.store.ingest import IngestLock
+    from assay.store.lance import LanceStore
+
+    ctl = LanceControlStore(LanceStore(data_dir), IngestLock(data_dir))
+    spec = {"name": "toy", "project": "p", "metric": "score", "mode": "max",
+            "owner": "researcher", "budget": {"trials": 2}}
+    state = {"trials": {"t1": {"config": {"x": 0.1}, "status": "completed", "final": 0.9,
+                               "origin": "searcher", "reason": "", "curve": [[0, 0.5], [1, 0.9]]},
+                        "t2": {"config": {"x": 0.7}, "status": "completed", "final": 0.4,
+                               "origin": "searcher", "reason": "", "curve": [[0, 0.4]]}},
+             "best": "t1", "concurrency": 1}
+    ctl.save_agent(AgentRow("agtoy00001", "toy", "p", spec, state=state, hlc="1"))
+    return "agtoy00001"
+
+
+def test_report_from_a_server_is_stored_there(served_dir, server_agent, tmp_path):
+    url = served_dir["server"].url
+    local = tmp_path / "local"
+    viewer = assay.Api(server=url, token=served_dir["viewer"])
+    out = runner.invoke(app, ["report", "toy", "--dir", str(local), "--server", url,
+                              "--token", served_dir["researcher"],
+                              "--out", str(tmp_path / "out" / "r.html")], terminal_width=2000)
+    assert out.exit_code == 0, out.output
+    assert f"report: {tmp_path / 'out' / 'r.html'}" in out.stdout
+    assert f"stored as artifact report-toy:v0 on {url}" in out.stdout
+    assert "warning" not in out.output
+    html = local / "reports" / "toy-agtoy00001.html"
+    assert html.exists() and (tmp_path / "out" / "r.html").exists()
+    art = viewer.artifact("report-toy:latest")
+    assert art.version == 0 and art.metadata["agent_id"] == server_agent
+    assert sorted(f.path for f in art.files()) == ["toy-agtoy00001.html", "toy-agtoy00001.md"]
+    run = viewer.run(art.created_by)
+    assert run.name == f"report-{server_agent}" and run.project == "p"
+    assert assay.Api(local).artifacts().height == 0  # nothing stored in the local directory
+    # A viewer's token reads the agent but cannot store: the files come, with a warning.
+    html.unlink()
+    out = runner.invoke(app, ["report", server_agent, "--dir", str(local), "--server", url,
+                              "--token", served_dir["viewer"]], terminal_width=2000)
+    assert out.exit_code == 0, out.output
+    assert f"report: {html}" in out.stdout and html.exists()
+    text = _flat(out.output)
+    assert (f"warning: the report was written but not stored as an artifact on {url}: "
+            "the token 'viewer' is a viewer's") in text, text
+    assert "stored as artifact" not in out.stdout
+    assert viewer.artifacts(name="report-toy").height == 1  # still v0 alone
+    out = runner.invoke(app, ["report", "nosuch", "--dir", str(local), "--server", url,
+                              "--token", served_dir["viewer"]], terminal_width=2000)
+    assert out.exit_code == 2 and f"no agent or objective named 'nosuch' on {url}" in out.output
+
+
+def test_report_in_a_data_directory_says_where_it_is_stored(data_dir, server_agent,
+                                                            monkeypatch):
+    monkeypatch.delenv("ASSAY_SERVER", raising=False)
+    out = runner.invoke(app, ["report", "toy", "--dir", str(data_dir)], terminal_width=2000)
+    assert out.exit_code == 0, out.output
+    assert f"stored as artifact report-toy:v0 in {data_dir}" in out.stdout
+    assert assay.Api(data_dir).artifact("report-toy:latest").metadata["agent_id"] == server_agent
