@@ -252,3 +252,33 @@ def test_report_in_a_data_directory_says_where_it_is_stored(data_dir, server_age
     assert out.exit_code == 0, out.output
     assert f"stored as artifact report-toy:v0 in {data_dir}" in out.stdout
     assert assay.Api(data_dir).artifact("report-toy:latest").metadata["agent_id"] == server_agent
+
+
+# ------------------------------------------------- reasons of alias removal and deletion
+
+def test_unalias_and_delete_record_their_reason_in_the_audit_trail(data_dir, tmp_path):
+    """Every way to remove an alias or delete a version takes a reason (CLI -r/--reason,
+    Api reason=) and the audit trail keeps it."""
+    _runs(data_dir, 2, tmp_path)
+    d = ["--dir", str(data_dir)]
+    out = runner.invoke(app, ["artifact", "alias", "model:v0", "prod", "-r", "best eval", *d])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["artifact", "unalias", "model", "prod", "--reason", "rolled back",
+                              *d])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["artifact", "delete", "data:v0", "-r", "leaked rows", "--force",
+                              *d])
+    assert out.exit_code == 0, out.output
+    api = assay.Api(data_dir)
+    api.set_alias("model:v0", "staging", reason="to test")
+    api.remove_alias("model", "staging", reason="tested")
+    with pytest.raises(assay.errors.UserInputError, match="at most 2000 characters"):
+        api.delete_artifact("model:v0", reason="x" * 2001, delete_aliases=True)
+    given = {"best eval", "rolled back", "leaked rows", "to test", "tested"}
+    trail = [(e["action"], e["target"], e["reason"]) for e in api.audit_log()
+             if e["reason"] in given]
+    assert trail == [("artifact.alias", "artifact:model", "best eval"),
+                     ("artifact.alias", "artifact:model", "rolled back"),
+                     ("artifact.delete", "artifact:data", "leaked rows"),
+                     ("artifact.alias", "artifact:model", "to test"),
+                     ("artifact.alias", "artifact:model", "tested")], trail
