@@ -222,8 +222,17 @@ class Api:
         The version stops resolving (``get``/``use``/aliases/listing); its record, digest and
         lineage stay, and the deletion (who, when, ``reason``) is in the audit trail. A version
         that still has aliases (``latest`` included) is refused unless ``delete_aliases``.
-        Its blobs are freed by :meth:`gc`. Returns the deleted version.
+        Its blobs are freed by :meth:`gc`. Returns the deleted version. On a server the
+        token's name is the actor (researchers delete the versions their runs logged).
         """
+        if self.server is not None:
+            from ..store.artifacts import parse_version_spec
+
+            name, version = parse_version_spec(spec)  # refused here, as the server would
+            ra = self._remote_artifacts()
+            av = ra.get(name, f"v{version}")
+            ra.delete(f"{name}:v{version}", reason=reason, delete_aliases=delete_aliases)
+            return av
         return self._graph("Api.delete_artifact()").artifacts.delete(
             spec, actor=actor or _local_actor(), reason=reason, delete_aliases=delete_aliases)
 

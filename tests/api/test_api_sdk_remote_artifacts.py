@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
 import pytest
 from assay import Api
-from assay.errors import AssayError, NotFoundError, PermissionDeniedError
+from assay.errors import AssayError, NotFoundError, PermissionDeniedError, UserInputError
 from assay.sdk.graph import open_graph
 from loopback_server import free_port
 
@@ -113,6 +114,27 @@ def test_deleted_versions_are_listed_to_supervisors_only(server, tokens, data_di
     with Api(server=server.url, token=tokens["supervisor"]) as sup:
         assert sup.artifacts(include_deleted=True)["delete_reason"].to_list() == [
             "leaked data", None]
+
+
+def test_api_delete_artifact_works_on_a_server_as_in_a_directory(server, tokens, data_dir,
+                                                                   model, laptop):
+    """Api(server=...).delete_artifact read the local data directory ("local only"),
+    though the server deletes versions and Artifact.delete() reached it."""
+    from assay.errors import ConflictError
+
+    with Api(server=server.url, token=tokens["supervisor"]) as sup:
+        with pytest.raises(UserInputError, match="exact version"):
+            sup.delete_artifact("model:latest", reason="x")
+        with pytest.raises(ConflictError, match="aliases"):
+            sup.delete_artifact("model:v1", reason="x")  # latest names it
+        gone = sup.delete_artifact("model:v0", reason="leaked data", delete_aliases=True)
+        assert (gone.name, gone.version) == ("model", 0)
+        assert sup.artifacts()["version"].to_list() == [1]
+        with pytest.raises(NotFoundError, match="was deleted by supervisor at .*: leaked data"):
+            sup.delete_artifact("model:v0", reason="again")
+    tomb = Api(data_dir).artifacts(include_deleted=True).filter(pl.col("version") == 0)
+    assert tomb["delete_reason"].to_list() == ["leaked data"]
+    assert tomb["deleted_by"].to_list() == ["supervisor"]  # the token's name
 
 
 def test_a_remote_alias_removal_checks_the_version_it_was_asked_about(server, tokens, data_dir,
