@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .api.cli import ServerOpt, TokenOpt  # shared with `assay artifact ...`
 from .errors import AssayError, NotFoundError, UserInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -38,11 +39,6 @@ def _register_server_commands() -> None:
 _register_server_commands()
 
 DirOpt = Annotated[Path | None, typer.Option("--dir", help="data directory (default: $ASSAY_DIR or ~/.assay)")]
-ServerOpt = Annotated[str | None, typer.Option(
-    "--server", help="ask this assay server instead of a data directory (e.g. --server "
-                     "$ASSAY_SERVER)")]
-TokenOpt = Annotated[str | None, typer.Option(
-    "--token", help="bearer token for --server (default $ASSAY_TOKEN)")]
 
 
 def _fail(exc: AssayError) -> None:
@@ -68,25 +64,11 @@ def _existing(dir: Path | None) -> Path:
 
 def _api(dir: Path | None, server: str | None = None, token: str | None = None, *,
          timeout: float = 30.0) -> Any:
-    """The Api a command reads through: the server ``--server`` names (``timeout`` seconds
-    per request), else an existing data directory (refused, exit 2, when it is not one).
-    ``$ASSAY_SERVER`` alone does not send a command to a server: agents started with
-    ``assay run`` live in data directories."""
-    from .sdk.api import Api
+    """The Api a command reads through (:func:`assay.api.cli.open_api`); refused: exit 2."""
+    from .api.cli import open_api
 
-    if dir is not None and server is not None:
-        _fail(UserInputError("pass --dir or --server, not both",
-                             hint="--dir reads a data directory here; --server asks a server"))
-    if server is not None:
-        try:
-            return Api(server=server, token=token, timeout=timeout)
-        except AssayError as e:
-            _fail(e)
-    if token is not None:
-        _fail(UserInputError("--token is for --server", hint="leave --token out, or pass --server"))
-    root = _existing(dir)
     try:
-        return Api(root)
+        return open_api(dir, server, token, timeout=timeout)
     except AssayError as e:
         _fail(e)
 

@@ -19,7 +19,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -31,6 +31,44 @@ token_app = typer.Typer(add_completion=False, no_args_is_help=True,
                         help="Create, list and revoke API tokens (stored hashed).")
 DirOpt = Annotated[Path | None, typer.Option("--dir", help="data directory (default: "
                                                            "$ASSAY_DIR or ~/.assay)")]
+
+
+ServerOpt = Annotated[str | None, typer.Option(
+    "--server", help="ask this assay server instead of a data directory (e.g. --server "
+                     "$ASSAY_SERVER)")]
+TokenOpt = Annotated[str | None, typer.Option(
+    "--token", help="bearer token for --server (default $ASSAY_TOKEN)")]
+
+
+def open_api(dir: Path | None, server: str | None = None, token: str | None = None, *,
+             timeout: float = 30.0) -> Any:
+    """The Api a command reads through: the server ``--server`` names (``timeout`` seconds
+    per request), else an existing data directory. ``$ASSAY_SERVER`` alone does not send a
+    command to a server: agents started with ``assay run`` live in data directories.
+
+    Raises:
+        UserInputError: --dir with --server, --token without it, or a --dir that is not a
+            data directory.
+    """
+    from ..errors import UserInputError
+    from ..sdk.api import Api, existing_data_dir
+
+    if dir is not None and server is not None:
+        raise UserInputError("pass --dir or --server, not both",
+                             hint="--dir reads a data directory here; --server asks a server")
+    if server is not None:
+        return Api(server=server, token=token, timeout=timeout)
+    if token is not None:
+        raise UserInputError("--token is for --server", hint="leave --token out, or pass --server")
+    return Api(existing_data_dir(dir))
+
+
+def _api(dir: Path | None, server: str | None, token: str | None) -> Any:
+    try:
+        return open_api(dir, server, token)
+    except AssayError as e:
+        _fail(e)
+        raise  # unreachable: _fail exits
 
 
 def _root(dir: Path | None) -> Path:
@@ -150,13 +188,13 @@ def _grace(text: str) -> float:
 def artifact_list(
     name: Annotated[str | None, typer.Option("--name", "-n")] = None,
     deleted: Annotated[bool, typer.Option("--deleted", help="include deleted versions")] = False,
-    dir: DirOpt = None,
+    dir: DirOpt = None, server: ServerOpt = None, token: TokenOpt = None,
 ) -> None:
-    """List artifact versions; with --deleted, deleted ones too (who, when, why)."""
-    from ..sdk.api import Api
-
+    """List artifact versions; with --deleted, deleted ones too (who, when, why; a server
+    shows them to supervisors)."""
+    api = _api(dir, server, token)
     try:
-        df = Api(_existing(dir)).artifacts(name=name, include_deleted=deleted)
+        df = api.artifacts(name=name, include_deleted=deleted)
     except AssayError as e:
         _fail(e)
     if df.height == 0:
@@ -181,15 +219,14 @@ def artifact_delete(
         "--delete-aliases", "--force",
         help="also remove the version's aliases ('latest' moves to the newest remaining "
              "version)")] = False,
-    dir: DirOpt = None,
+    dir: DirOpt = None, server: ServerOpt = None, token: TokenOpt = None,
 ) -> None:
     """Delete an artifact version: it no longer resolves; its record and lineage stay.
-    Its blobs are freed by `assay artifact gc`."""
-    from ..sdk.api import Api
-
+    Its blobs are freed by `assay artifact gc` (on a server, by its operator)."""
+    api = _api(dir, server, token)
     try:
-        av = Api(_existing(dir)).delete_artifact(spec, reason=reason, delete_aliases=delete_aliases,
-                                             actor=f"cli:{getpass.getuser()}")
+        av = api.delete_artifact(spec, reason=reason, delete_aliases=delete_aliases,
+                                 actor=f"cli:{getpass.getuser()}")
     except AssayError as e:
         _fail(e)
     gone = f" (aliases removed: {', '.join(av.aliases)})" if av.aliases else ""
@@ -202,16 +239,16 @@ def artifact_get(
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="a new or empty folder to put the files in (default: assay's "
                             "cache, <data dir>/artifacts/NAME/vN)")] = None,
-    dir: DirOpt = None,
+    dir: DirOpt = None, server: ServerOpt = None, token: TokenOpt = None,
 ) -> None:
     """Download an artifact version, checking every file against its digest.
 
     Prints the path: the folder, or the file of a single-file version. Files are read-only.
-    A folder given with --out that holds anything else is refused, never overwritten."""
-    from ..sdk.api import Api
-
+    A folder given with --out that holds anything else is refused, never overwritten.
+    From a server (--server), the cache is this machine's data directory."""
+    api = _api(dir, server, token)
     try:
-        art = Api(_existing(dir)).artifact(spec)
+        art = api.artifact(spec)
         path = art.download(out)
     except AssayError as e:
         _fail(e)
@@ -227,15 +264,13 @@ def artifact_alias(
     alias: Annotated[str, typer.Argument(help="the alias to point at it, e.g. prod")],
     reason: Annotated[str, typer.Option("--reason", "-r", help="why (recorded in the audit "
                                                                 "trail)")] = "",
-    dir: DirOpt = None,
+    dir: DirOpt = None, server: ServerOpt = None, token: TokenOpt = None,
 ) -> None:
     """Point an alias at a version, moving it from the version it named (audited).
 
     'latest' is managed by assay (it names the newest version) and cannot be set by hand."""
-    from ..sdk.api import Api
-
+    api = _api(dir, server, token)
     try:
-        api = Api(_existing(dir))
         before = api.artifacts(name=spec.partition(":")[0])
         av = api.set_alias(spec, alias, reason=reason, actor=f"cli:{getpass.getuser()}")
     except AssayError as e:
@@ -253,14 +288,12 @@ def artifact_unalias(
     alias: Annotated[str, typer.Argument(help="the alias to remove, e.g. prod")],
     reason: Annotated[str, typer.Option("--reason", "-r", help="why (recorded in the audit "
                                                                 "trail)")] = "",
-    dir: DirOpt = None,
+    dir: DirOpt = None, server: ServerOpt = None, token: TokenOpt = None,
 ) -> None:
     """Remove an alias; the version it named stays (audited). 'latest' cannot be removed."""
-    from ..sdk.api import Api
-
+    api = _api(dir, server, token)
     try:
-        av = Api(_existing(dir)).remove_alias(name, alias, reason=reason,
-                                              actor=f"cli:{getpass.getuser()}")
+        av = api.remove_alias(name, alias, reason=reason, actor=f"cli:{getpass.getuser()}")
     except AssayError as e:
         _fail(e)
     typer.echo(f"removed {name}:{alias} (it named v{av.version})")

@@ -76,6 +76,39 @@ def test_artifacts_and_lineage_ask_a_server(served_dir, data_dir, tmp_path):
     assert out.exit_code == 2 and "--token is for --server" in _flat(out.output)
 
 
+def test_the_artifact_commands_ask_a_server(served_dir, data_dir, tmp_path, monkeypatch):
+    """`assay artifact list|get|alias|unalias|delete` took --dir only: an engineer with a
+    server had to use Python for what `assay artifacts --server` showed."""
+    from assay.api.auth import TokenStore
+
+    _runs(data_dir, 2, tmp_path)
+    sup = TokenStore(data_dir).create("ops", "supervisor")[0]
+    monkeypatch.setenv("ASSAY_DIR", str(tmp_path / "laptop"))  # the download cache
+    srv = ["--server", served_dir["server"].url, "--token", sup]
+    out = runner.invoke(app, ["artifact", "list", *srv])
+    assert out.exit_code == 0, out.output
+    assert "data:v0" in out.output and "model:v0" in out.output
+    got = tmp_path / "got"
+    out = runner.invoke(app, ["artifact", "get", "data:prod", "--out", str(got), *srv])
+    assert out.exit_code == 0, out.output
+    assert (got / "data.csv").read_text() == "x,y\n1,2\n" and "verified" in out.output
+    out = runner.invoke(app, ["artifact", "alias", "model:v0", "staging", "-r", "eval ok", *srv])
+    assert out.exit_code == 0 and "model:staging -> v0" in out.output, out.output
+    out = runner.invoke(app, ["artifact", "unalias", "data", "prod", "-r", "retired", *srv])
+    assert out.exit_code == 0 and "removed data:prod" in out.output, out.output
+    out = runner.invoke(app, ["artifact", "delete", "data:v0", "--force", "-r", "leak", *srv])
+    assert out.exit_code == 0 and "deleted data:v0" in out.output, out.output
+    out = runner.invoke(app, ["artifact", "list", "--deleted", *srv])
+    assert "DELETED" in out.output and "by ops: leak" in out.output, out.output
+    audit = {e["action"]: e for e in assay.Api(data_dir).audit_log()}
+    assert audit["artifact.delete"]["actor"] == "ops"  # the token's name, on the server
+    out = runner.invoke(app, ["artifact", "list", "--server", served_dir["server"].url,
+                              "--dir", str(data_dir)])
+    assert out.exit_code == 2 and "not both" in _flat(out.output)
+    out = runner.invoke(app, ["artifact", "get", "data:v0", "--token", sup])
+    assert out.exit_code == 2 and "--token is for --server" in _flat(out.output)
+
+
 # ------------------------------------------------------- verify: many records, one reason
 
 def _wrong_key(tmp_path: Path) -> Path:
