@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from ..errors import UserInputError
 from ..store.control import AgentRow, Decision, Override
 
 __all__ = ["agent_public", "decision_public", "override_public"]
@@ -25,6 +27,7 @@ def agent_public(a: AgentRow, *, trials: bool = False) -> dict[str, Any]:
         "owner": a.spec.get("owner", ""), "updated_at": a.updated_at, "hlc": a.hlc,
         "counts": counts, "trials_total": len(ts),
         "budget": a.state.get("budget", a.spec.get("budget")),
+        "budget_limits": _limits(a.state.get("budget", a.spec.get("budget"))),
         "concurrency": a.state.get("concurrency"),
         "best": None if best is None else {"trial_id": best_id, "value": best.get("final"),
                                            "config": best.get("config")},
@@ -35,6 +38,20 @@ def agent_public(a: AgentRow, *, trials: bool = False) -> dict[str, Any]:
         out["space"] = a.state.get("space") or a.spec.get("space")
         out["trials"] = [{"trial_id": k, **v} for k, v in ts.items()]
     return out
+
+
+def _limits(budget: Any) -> dict[str, float | int] | None:
+    """The budget as numbers (``wall_clock: "30m"`` as ``wall_clock_s: 1800.0``), only the
+    limits it sets; None when it cannot be read (the agent refused it, or an old row)."""
+    from ..scheduler.budget import Budget
+
+    if not budget:
+        return {}
+    try:
+        b = Budget.from_mapping(budget)
+    except (UserInputError, TypeError):
+        return None
+    return {k: v for k, v in dataclasses.asdict(b).items() if v is not None}
 
 
 def decision_public(d: Decision) -> dict[str, Any]:

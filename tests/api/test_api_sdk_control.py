@@ -172,6 +172,7 @@ def test_a_servers_agents_read_the_same_as_the_directorys(server, tokens, data_d
         assert remote.decisions(trial_id="t1", kind="complete").equals(
             local.decisions(trial_id="t1", kind="complete"))
         assert remote.agent(AGENT)["trials"] == local.agent(AGENT)["trials"]
+        assert remote.agent(AGENT)["budget_limits"] == {"trials": 4}
         with pytest.raises(NotFoundError):
             remote.agent("agnope0000")
         with pytest.raises(NotFoundError):
@@ -518,3 +519,20 @@ def test_a_resume_for_an_agent_that_is_not_paused_is_refused_when_sent(server, t
     ctl.save_agent(AgentRow("agtoy00002", row.objective, row.project, row.spec,
                             status=AgentStatus.PAUSED, state=row.state, hlc="9"))
     assert api.resume("agtoy00002", reason="go on")["status"] == "pending"
+
+
+def test_an_agents_budget_reads_as_written_and_as_numbers(data_dir, agent):
+    """helper-61: budget.wall_clock read "30m" (as the objective wrote it), so a script had
+    to parse durations to compare; budget_limits has the numbers the agent enforces."""
+    api = Api(data_dir)
+    api.set_budget(AGENT, {"wall_clock": "30m", "gpu_hours": "90m"}, reason="cap it")
+    row = agent.get_agent(AGENT)
+    state = {**row.state, "budget": {"trials": 4, "wall_clock": "30m", "gpu_hours": "90m"}}
+    agent.save_agent(AgentRow(row.agent_id, row.objective, row.project, row.spec,
+                              state=state, hlc="9"))
+    got = api.agent(AGENT)
+    assert got["budget"]["wall_clock"] == "30m"
+    assert got["budget_limits"] == {"trials": 4, "wall_clock_s": 1800.0, "gpu_hours": 1.5}
+    agent.save_agent(AgentRow(row.agent_id, row.objective, row.project, row.spec,
+                              state={**row.state, "budget": {"wall_clock": "soon"}}, hlc="10"))
+    assert api.agent(AGENT)["budget_limits"] is None  # unreadable: not guessed
