@@ -428,9 +428,15 @@ class Api:
                                      ) from exc
         return cp
 
-    def audit_log(self) -> list[dict[str, Any]]:
-        """The audit trail, oldest first: seq, at, actor, action, target, reason, details."""
-        _, rows = self._graph("Api.audit_log()").audit.entries(limit=10**9)
+    def audit_log(self, *, target: str | None = None,
+                  actor: str | None = None) -> list[dict[str, Any]]:
+        """The audit trail, oldest first: seq, at, actor, action, target, reason, details
+        (only ``target``'s or ``actor``'s entries when given). On a server a supervisor's
+        token reads it."""
+        if self.server is not None:
+            return self._reader().audit_log(target, actor)  # type: ignore[no-any-return]
+        _, rows = self._graph("Api.audit_log()").audit.entries(limit=10**9, target=target,
+                                                                actor=actor)
         return rows[::-1]
 
     # -- agents: progress, decisions, overrides ------------------------------------------------

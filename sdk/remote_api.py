@@ -56,6 +56,7 @@ __all__ = ["DEFAULT_POINTS_PER_REQUEST", "RemoteReader"]
 DEFAULT_POINTS_PER_REQUEST = 100_000
 _MIN_POINTS = 3  # the server's smallest max_points
 _PAGE = 1000  # runs per GET /api/runs page (the server's largest)
+_AUDIT_PAGE = 1000  # entries per GET /api/audit page (the server's largest)
 _KEYS_URL_BUDGET = 6000  # characters of key=... parameters in one request URL
 _RUN_ID = re.compile(r"[A-Za-z0-9]{1,64}")  # what the server's routes accept (RUN_ID_PATTERN)
 _TOKEN_HINT = ("pass token= (CLI --token; or set ASSAY_TOKEN) to a token this server knows; a viewer's "
@@ -178,6 +179,30 @@ class RemoteReader:
         self._check_run(run_id)
         body = self._get(f"/api/runs/{run_id}", not_found_hint=_RUNS_HINT)
         return _record(body, self.server)
+
+    def audit_log(self, target: str | None = None,
+                  actor: str | None = None) -> list[dict[str, Any]]:
+        """The server's audit trail, oldest first (``GET /api/audit``, a supervisor's token),
+        in pages; an entry appended while paging is listed once."""
+        params: dict[str, Any] = {k: v for k, v in (("target", target), ("actor", actor))
+                                  if v is not None}
+        seen: dict[int, dict[str, Any]] = {}
+        offset = 0
+        while True:
+            try:
+                body = self._get("/api/audit", {**params, "limit": _AUDIT_PAGE,
+                                                "offset": offset})
+            except PermissionDeniedError as exc:
+                raise PermissionDeniedError(
+                    exc.message, hint="the audit trail is a supervisor's to read: pass a "
+                                      "supervisor's token (token= or $ASSAY_TOKEN)") from None
+            page = body.get("entries") or []
+            for e in page:
+                seen.setdefault(int(e["seq"]), e)
+            offset += len(page)
+            if not page or offset >= int(body.get("total", 0)):
+                break
+        return [seen[k] for k in sorted(seen)]
 
     def run_positions(self, run_ids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
         """``(attach, ingested_seq, last_step)`` of each run of ``run_ids`` the server

@@ -536,3 +536,26 @@ def test_an_agents_budget_reads_as_written_and_as_numbers(data_dir, agent):
     agent.save_agent(AgentRow(row.agent_id, row.objective, row.project, row.spec,
                               state={**row.state, "budget": {"wall_clock": "soon"}}, hlc="10"))
     assert api.agent(AGENT)["budget_limits"] is None  # unreadable: not guessed
+
+
+@pytestmark_remote
+def test_a_servers_audit_trail_reads_as_the_directorys(server, tokens, data_dir, agent,
+                                                       monkeypatch):
+    """Api(server=...).audit_log() was "local only": a supervisor had to page GET
+    /api/audit by hand. It pages (an entry appended meanwhile is listed once) and filters."""
+    from assay.sdk import remote_api
+
+    monkeypatch.setattr(remote_api, "_AUDIT_PAGE", 2)
+    with Api(server=server.url, token=tokens["supervisor"]) as sup:
+        for n in (1, 2, 3):
+            sup.set_concurrency(AGENT, n, reason=f"try {n}")
+        got = sup.audit_log()
+        assert [e["reason"] for e in got if e["action"] == "override.concurrency"] == [
+            "try 1", "try 2", "try 3"]
+        assert got == Api(data_dir).audit_log(), "the same entries, oldest first"
+        mine = sup.audit_log(target=f"agent:{AGENT}", actor="supervisor")
+        assert len(mine) == 3 and mine == Api(data_dir).audit_log(target=f"agent:{AGENT}")
+    with Api(server=server.url, token=tokens["viewer"]) as viewer, \
+            pytest.raises(PermissionDeniedError) as e:
+        viewer.audit_log()
+    assert "supervisor's token" in e.value.hint
