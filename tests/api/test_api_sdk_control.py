@@ -151,8 +151,7 @@ def test_server_and_dir_choice(data_dir, monkeypatch):
     assert not Api().is_remote and Api().dir == data_dir
     assert Api(server="http://127.0.0.1:9/").server == "http://127.0.0.1:9"
     api = Api(server="http://127.0.0.1:9")
-    for call in (api.verify, api.audit_log, api.checkpoint, lambda: api.gc(),
-                 lambda: api.delete_artifact("m:v0")):
+    for call in (api.verify, api.checkpoint, lambda: api.gc()):
         with pytest.raises(UserInputError, match="asks the server") as e:
             call()
         assert "Api(dir=DATA_DIR)" in e.value.hint
