@@ -112,6 +112,7 @@ class Run:
         self.dir = dir
         self.attach = attach
         self._finished = False
+        self._forked = False  # True in a forked child: the run is the parent's
         self._step = next_step
         self._warned_step_back = False
         self._known_keys: set[str] = set()
@@ -179,6 +180,8 @@ class Run:
         with a warning that says why.
         """
         if self._finished:
+            if self._forked:
+                raise self._forked_error("log()")
             raise ConflictError(f"run {self.id} is finished; log() is closed",
                                 hint="start a new run, or assay.init(resume=run_id)")
         if type(metrics) is not dict:
@@ -387,6 +390,8 @@ class Run:
 
     def flush(self, timeout: float | None = 30.0) -> None:
         """Block until every point logged so far is fsynced to the write-ahead log."""
+        if self._forked:
+            raise self._forked_error("flush()")
         if not self._writer.is_alive():
             return
         # A failed write raises WalWriteError here at once (the records stay in memory and
@@ -468,7 +473,16 @@ class Run:
             self._remote_artifacts = RemoteArtifacts(sender.server, sender.token)
         return RemoteGraph(server_cache(self.dir, sender.server), self._remote_artifacts)
 
+    def _forked_error(self, what: str) -> ConflictError:
+        return ConflictError(
+            f"run {self.id} belongs to process {self._pid}; in this forked child "
+            f"(process {os.getpid()}) {what} would store nothing: the run's writer does not "
+            "exist here", hint="log from the parent (return the values from the workers), or "
+                               "start a run in each worker: assay.init(project=..., group=...)")
+
     def _check_open(self, what: str) -> None:
+        if self._forked:
+            raise self._forked_error(what)
         if self._finished:
             raise ConflictError(f"run {self.id} is finished; {what} closed (nothing more "
                                 "would be stored)",
@@ -508,13 +522,13 @@ class Run:
         ``status`` defaults to ``stopped`` when a stop was requested (``should_stop()``),
         else ``completed``.
         """
-        if self._finished:
-            return
         if os.getpid() != self._pid:
             # A forked child (multiprocessing) shares the parent's WAL descriptor and its
             # lock: closing it here would unlock the parent's live segment for the ingester.
             log.warning("assay: finish() of run %s ignored in forked process %d: the run "
                         "belongs to process %d", self.id, os.getpid(), self._pid)
+            return
+        if self._finished:
             return
         if status is None:
             status = RunStatus.STOPPED if self._stop_reason is not None else RunStatus.COMPLETED
@@ -771,7 +785,11 @@ _exiting: list[bool] = []
 
 
 def _forget_runs_in_child() -> None:
-    """After a fork the child owns none of the parent's runs."""
+    """After a fork the child owns none of the parent's runs: their writer threads do not
+    exist here, so logging to them is refused (it was silently dropped)."""
+    for r in list(_active_runs):
+        r._forked = True
+        r._finished = True  # log() checks one flag, as before
     _active_runs.clear()
     _exit_code.clear()
     _last_exc.clear()

@@ -204,6 +204,45 @@ def test_a_forked_child_never_finishes_or_unlocks_the_parents_run(tmp_path):
     assert assay.Api(tmp_path).history(run_id, "x").height == 200
 
 
+FORK_LOG = """
+import multiprocessing as mp, sys, assay
+
+r = None
+
+def work(i):
+    try:
+        r.log({"worker": float(i)})
+        r.flush()
+        return "stored?"
+    except assay.errors.ConflictError as e:
+        return f"{e.message} | {e.hint}"
+
+if __name__ == "__main__":
+    r = assay.init(project="p", dir=sys.argv[1], capture=False, system_metrics_interval=0)
+    r.log({"x": 1.0})
+    with mp.get_context("fork").Pool(2) as pool:
+        said = pool.map(work, range(4))
+    r.log({"x": 2.0})
+    r.finish()
+    print(r.id, flush=True)
+    for line in said:
+        print(line, flush=True)
+"""
+
+
+def test_logging_from_a_forked_worker_is_refused_not_silently_dropped(tmp_path):
+    """helper-64: a fork Pool's workers called the parent's run.log() and flush(); both
+    returned, and nothing was stored (the run's writer thread does not exist in a child)."""
+    out = subprocess.run([sys.executable, "-c", FORK_LOG, str(tmp_path)], check=True,
+                         capture_output=True, text=True, timeout=120)
+    run_id, *said = out.stdout.splitlines()
+    assert len(said) == 4 and all("forked child" in x and "would store nothing" in x and
+                                  "assay.init(project=..., group=...)" in x for x in said), said
+    h = assay.Api(tmp_path).history(run_id)
+    assert h["key"].to_list() == ["x", "x"] and assay.Api(tmp_path).run(run_id).status == \
+        "completed"
+
+
 INPROCESS_LEFT_OPEN = """
 import sys, assay
 r = assay.init(project="p", dir=sys.argv[1], capture=False, system_metrics_interval=0)
