@@ -576,9 +576,10 @@ class Run:
             rec = _sync_and_get(self.dir, self.id)
             self._stored_summary(rec.summary if rec is not None else None)
         elif not wait_segment_ingested(self.dir, self.segment, FINISH_TIMEOUT):
-            log.warning("assay: run %s is finished and durable, but not yet queryable: its WAL "
-                        "%s will be ingested by the ingest daemon or `assay sync`",
-                        self.id, self.segment)
+            log.warning("assay: run %s is finished and durable, but not yet queryable after "
+                        "%g s: its WAL %s will be ingested by the ingest daemon or `assay "
+                        "sync` (why it is late, e.g. a full disk: %s)", self.id,
+                        FINISH_TIMEOUT, self.segment, self.dir / "logs" / "ingestd.log")
         elif self._writer.relogged and not _exiting:
             from ..store.lance import LanceStore
 

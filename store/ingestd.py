@@ -36,6 +36,7 @@ POLL = 0.05  # seconds between scans of the WAL folder
 IDLE_EXIT = float(os.environ.get("ASSAY_INGESTD_IDLE", "30"))
 INGEST_INTERVAL = float(os.environ.get("ASSAY_INGEST_INTERVAL", "1.0"))
 COMPACT_EVERY = 200  # commits between compactions
+RETRY_MAX_S = 10.0  # longest wait between failed ingest rounds
 
 
 def _pid_path(data_dir: Path) -> Path:
@@ -147,13 +148,26 @@ class IngestDaemon:
 
     def run_forever(self) -> None:
         idle_since = time.monotonic()
+        failures, last = 0, ""
         while self.data_dir.exists():
             try:
                 n = self.step()
-            except Exception:
-                log.exception("ingest round failed; the WAL keeps everything, retrying")
+                failures, last = 0, ""
+            except Exception as exc:
+                # Backs off (1, 2, 4, 8, then every 10 s) and logs a traceback once per
+                # error: a full disk must not fill the log with the same one every second.
+                failures += 1
+                wait = min(RETRY_MAX_S, 2.0 ** (failures - 1))
+                text = f"{type(exc).__name__}: {exc}"
+                if text != last:
+                    log.exception("ingest round failed; the WAL keeps everything, retrying "
+                                  "in %.0f s", wait)
+                else:
+                    log.warning("ingest round failed again (%d in a row): %s; retrying in "
+                                "%.0f s", failures, text, wait)
+                last = text
                 n = 1
-                time.sleep(1.0)
+                time.sleep(wait)
             now = time.monotonic()
             if n:
                 idle_since = now

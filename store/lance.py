@@ -23,6 +23,7 @@ import pyarrow as pa
 warnings.filterwarnings("ignore", message="lancedb fork support is experimental",
                         category=RuntimeWarning)
 
+from ..errors import AssayError
 from .base import Store
 from .records import RESERVED_PREFIX, RunRecord, run_from_row, run_to_row
 from .rewind import trim_chunks
@@ -69,9 +70,13 @@ class LanceStore(Store):
             try:
                 tbl = self._db.open_table(name)
             except ValueError:  # "was not found": listed while another process creates it
-                if create:
-                    raise
-                return None  # a reader: not there yet, as if not listed
+                if not create:
+                    return None  # a reader: not there yet, as if not listed
+                # A writer holds the ingest lock, so nobody is creating it now: a creation
+                # cut short (a full disk, a kill) left a folder without a committed version.
+                # It holds no data; without this, every later ingest would fail on it.
+                self._clear_uncommitted(name)
+                tbl = self._db.create_table(name, schema=TABLES[name][0], exist_ok=True)
         elif create:
             # Creation races are excluded by the ingest lock held by every writer.
             tbl = self._db.create_table(name, schema=TABLES[name][0], exist_ok=True)
@@ -79,6 +84,22 @@ class LanceStore(Store):
             return None
         self._tables[name] = tbl
         return tbl
+
+    def _clear_uncommitted(self, name: str) -> None:
+        """Remove table ``name``'s folder if no version of it was ever committed; raise if
+        one was (that table is damaged, not half-created, and is never removed here)."""
+        import shutil
+
+        folder = Path(self.uri) / f"{name}.lance"
+        versions = folder / "_versions"
+        if versions.is_dir() and any(versions.iterdir()):
+            raise AssayError(
+                f"the LanceDB table {name!r} in {self.uri} has committed versions but cannot "
+                "be opened", hint="check the disk and the folder's permissions; back up "
+                f"{folder} before repairing it")
+        log.warning("assay: table %r in %s was left half-created (no committed version, "
+                    "e.g. by a full disk); recreating it", name, self.uri)
+        shutil.rmtree(folder)
 
     def _create_or_open(self, name: str) -> Any:
         tbl = self._table(name, create=True)

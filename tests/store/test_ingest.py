@@ -285,6 +285,33 @@ def test_lance_runs_version_moves_with_every_write(tmp_path):
     assert store.runs_version() not in (None, v1)
 
 
+def test_a_table_whose_creation_was_cut_short_is_recreated_not_left_to_fail(tmp_path, caplog):
+    """helper-64: a disk that filled while a fresh directory's first ingest created the
+    metrics table left a folder with no committed version; every later ingest (new runs,
+    `assay sync`) failed on 'Table metrics was not found' until someone repaired it by hand."""
+    from assay.errors import AssayError
+    from assay.store.lance import LanceStore
+
+    half = tmp_path / "lance" / "metrics.lance"
+    (half / "_versions").mkdir(parents=True)
+    (half / "data").mkdir()
+    (half / "data" / "partial.lance").write_bytes(b"\0" * 100)  # what the disk took
+    store = LanceStore(tmp_path)
+    assert store.table("metrics") is None, "a reader sees no table, as before"
+    _write_run(segment_path(tmp_path / "wal", "r1", 0)).close()
+    with caplog.at_level("WARNING", logger="assay"):
+        sync_orphans(tmp_path, store, IngestLock(tmp_path), Ingester(store))
+    assert "left half-created" in caplog.text
+    assert len(_history(store, "r1")) == 6 and store.get_run("r1").status == "completed"
+    # A table with committed versions that does not open is damaged: never removed here.
+    bad = tmp_path / "other"
+    (bad / "lance" / "runs.lance" / "_versions").mkdir(parents=True)
+    (bad / "lance" / "runs.lance" / "_versions" / "1.manifest").write_bytes(b"garbage")
+    with pytest.raises((AssayError, RuntimeError)):  # LanceDB's own for a torn manifest
+        LanceStore(bad).write_table("runs")
+    assert (bad / "lance" / "runs.lance" / "_versions" / "1.manifest").exists()
+
+
 def test_a_run_resumed_in_a_backlog_is_applied_attach_by_attach_whatever_the_batch(tmp_path):
     # Attach 0 (finished) and attach 1 (resumed, running) wait together: a batch that ends
     # inside attach 0 must not apply attach 1 before attach 0's tail (its 'completed').
@@ -378,3 +405,33 @@ def test_the_ingest_lock_is_released_by_its_holder_only_and_free_in_a_forked_chi
     lock.release()
     with pytest.raises(RuntimeError):
         lock.release()
+
+
+def test_the_ingest_daemon_backs_off_and_logs_a_repeated_failure_once(tmp_path, monkeypatch,
+                                                                      caplog):
+    """helper-64: a daemon whose every round failed retried each second with a full
+    traceback each time (213 KB of log in two minutes on a full disk)."""
+    from assay.store import ingestd
+
+    d = ingestd.IngestDaemon(tmp_path)
+    rounds = iter([OSError(28, "No space left on device")] * 6 + [OSError(5, "I/O error")])
+
+    def step(force=False):
+        exc = next(rounds, None)
+        if exc is None:
+            import shutil
+
+            shutil.rmtree(tmp_path)  # ends run_forever
+            return 0
+        raise exc
+
+    waits = []
+    monkeypatch.setattr(d, "step", step)
+    monkeypatch.setattr(ingestd.time, "sleep", lambda s: waits.append(s))
+    with caplog.at_level("WARNING", logger="assay"):
+        d.run_forever()
+    failed = [w for w in waits if w != ingestd.POLL]
+    assert failed == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]  # a new error: still failing
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 2, "once per error, not once per round"
+    assert "failed again (6 in a row)" in caplog.text
