@@ -65,7 +65,15 @@ class Summary(MutableMapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         if key in self._explicit:
             return self._explicit[key]
+        run = self._run
+        if not run._finished and key in run._last:  # as the writer will have it, at once
+            return float(run._last[key])  # (after finish(): as stored)
         return self._auto()[key]["last"]
+
+    def __contains__(self, key: object) -> bool:
+        if key in self._explicit or (not self._run._finished and key in self._run._last):
+            return True
+        return key in self.to_dict()
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._run._check_open("summary changes are")

@@ -113,6 +113,7 @@ class Run:
         self.attach = attach
         self._finished = False
         self._forked = False  # True in a forked child: the run is the parent's
+        self._last: dict[str, float] = {}  # each metric's last value logged by this process
         self._step = next_step
         self._warned_step_back = False
         self._known_keys: set[str] = set()
@@ -203,6 +204,7 @@ class Run:
             if step < self._step - 1 and not self._warned_step_back:
                 self._warn_step_back(step)
         self._step = step + 1
+        self._last.update(metrics)  # run.summary[key] reads it without waiting on the writer
         self._queue_append((step, time.time(), metrics))
 
     def _coerce_mapping(self, metrics: Any) -> dict[str, Any]:
