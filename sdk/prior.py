@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConflictError, NotFoundError, UserInputError
+from ..errors import AssayError, ConflictError, NotFoundError, UserInputError
 from ..store.wal import SEQ_BITS as _SEQ_BITS
 from .rewind import AUTO
 from .settings import FINISH_TIMEOUT
@@ -30,17 +30,23 @@ def _claim_run_id(root: Path, wanted: str | None) -> str:
     """Reserve a run id in ``<dir>/runs/`` (an atomic mkdir, so ids are unique across
     processes without opening the store)."""
     reg = root / "runs"
-    reg.mkdir(exist_ok=True)
-    for _ in range(8):
-        rid = wanted or _new_run_id()
-        try:
-            os.mkdir(reg / rid)
-            return rid
-        except FileExistsError:
-            if wanted:
-                raise ConflictError(f"run id {wanted!r} is already taken in {root}",
-                                    hint=f"continue that run with resume={wanted!r}, or pick "
-                                    "another id") from None
+    try:
+        reg.mkdir(exist_ok=True)
+        for _ in range(8):
+            rid = wanted or _new_run_id()
+            try:
+                os.mkdir(reg / rid)
+                return rid
+            except FileExistsError:
+                if wanted:
+                    raise ConflictError(f"run id {wanted!r} is already taken in {root}",
+                                        hint=f"continue that run with resume={wanted!r}, or "
+                                             "pick another id") from None
+    except OSError as exc:  # read-only, full, or not ours: say so before anything starts
+        raise AssayError(f"cannot start a run in {root}: {exc.strerror or exc}",
+                         hint="logging needs a writable data directory: pass dir= (or set "
+                              "ASSAY_DIR) to one; a read-only one can still be read with "
+                              "assay.Api(dir)") from None
     raise ConflictError("could not find a free run id", hint="check the data directory")
 
 

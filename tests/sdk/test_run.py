@@ -472,3 +472,25 @@ def test_reading_a_logged_metrics_summary_does_not_wait_on_the_writer(data_dir, 
     assert run.summary.max("n") == 3.0
     run.finish()
     assert run.summary["n"] == 3.0 and dict(run.summary)["acc"] == "set by hand"
+
+
+def test_a_data_directory_that_cannot_be_written_is_said_plainly(data_dir, monkeypatch):
+    """helper-64: init on a read-only mount raised a bare OSError naming runs/<id>."""
+    import errno
+
+    from assay.errors import AssayError
+
+    _init(project="p").finish()  # the directory exists and holds a run
+    real = os.mkdir
+
+    def refuse(path, *a, **k):
+        if "runs" in str(path):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    with pytest.raises(AssayError, match="cannot start a run in .*: Read-only file system") as e:
+        _init(project="p")
+    assert "writable data directory" in e.value.hint and "assay.Api(dir)" in e.value.hint
+    monkeypatch.setattr(os, "mkdir", real)
+    assert assay.Api().runs().height == 1, "what was stored stays readable"
