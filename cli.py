@@ -89,27 +89,25 @@ def runs(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
     """List runs, newest last, with their status and summary."""
     api = _api(dir, server, token)
     root = api.server or api.dir
+    import logging
+
+    from .sdk.frames import no_runs_warning
+
+    api_log = logging.getLogger("assay.sdk.api")  # its did-you-mean is printed below
+    was, api_log.disabled = api_log.disabled, True
     try:
         df = api.runs(project=project)
+        known = api.projects() if df.height == 0 and project else []
     except AssayError as e:
         _fail(e)
+    finally:
+        api_log.disabled = was
     if df.height == 0:
         if not project:
             console.print("no runs yet")
             return
-        try:
-            known = sorted(set(api.runs()["project"].to_list()))
-        except AssayError:
-            known = []
-        if not known:
-            console.print(f"no runs yet in project {project!r} (none in any project)")
-            return
-        import difflib
-
-        close = difflib.get_close_matches(project, known, n=1)
-        console.print(f"no runs in project {project!r}"
-                      + (f"; did you mean {close[0]!r}?" if close else "")
-                      + " projects: " + ", ".join(known[:20]))
+        said = no_runs_warning(project, known)
+        console.print(said or f"no runs yet in project {project!r} (none in any project)")
         return
     df = df.tail(limit)
     metric_cols = [c for c in df.columns if c.startswith("summary.")

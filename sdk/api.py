@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, cast
 
@@ -14,6 +15,15 @@ from ..errors import ConflictError, NotFoundError, UserInputError
 from ..store.history import history_frame
 from ..store.lance import LanceStore
 from ..store.records import RunRecord, run_from_row
+from .frames import (
+    check_run_id_arg,
+    filter_runs,
+    history_keys,
+    no_runs_warning,
+    run_row,
+    runs_frame,
+    warn_missing_keys,
+)
 from .settings import data_dir
 
 #: Seconds ``verify`` waits for an ingest pass in progress to finish.
@@ -25,14 +35,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Api", "existing_data_dir"]
 
+log = logging.getLogger(__name__)
+
 #: Entries only assay makes in a data directory (runs, a remote run's outbox, a server's
 #: tokens and audit trail): a folder holding none of them is not one.
 _DATA_DIR_MARKERS = ("lance", "wal", "blobs", "audit", "outbox", "wal-quarantine",
                      "signing_key.pem", "auth/tokens.json", "ingest.lock")
-
-_RUN_COLUMNS = ["run_id", "project", "name", "status", "group", "tags", "notes",
-                "created_at", "updated_at", "finished_at", "host", "last_step", "error"]
-
 
 class Api:
     """Runs, metrics, artifacts, agents and their decisions: in a data directory (``dir``,
@@ -168,13 +176,32 @@ class Api:
         column to required value (``{"status": "completed", "config.depth": 2}``).
         """
         if self.server is not None:
-            return self._reader().runs(  # type: ignore[no-any-return]
-                project=project, filters=filters)
+            df: pl.DataFrame = self._reader().runs(project=project, filters=filters)
+            if project is not None and df.height == 0:
+                self._say_no_runs(project)
+            return df
         rows = []
         for raw in self.store.runs_table(project).to_pylist():
             r = run_from_row(raw)
             rows.append(run_row(raw, r.config, r.summary, r.summary_set))
+        if project is not None and not rows:
+            self._say_no_runs(project)
         return filter_runs(runs_frame(rows), filters)
+
+    def _say_no_runs(self, project: str) -> None:
+        said = no_runs_warning(project, self.projects())
+        if said:
+            log.warning("assay: %s", said)
+
+    def projects(self) -> list[str]:
+        """The projects that have runs, sorted."""
+        if self.server is not None:
+            return self._reader().projects()  # type: ignore[no-any-return]
+        tbl = self.store.table("runs")
+        if tbl is None:
+            return []
+        col = tbl.search().select(["project"]).limit(None).to_arrow().column("project")
+        return sorted(set(col.to_pylist()))
 
     def run(self, run_id: str) -> RunRecord:
         """The stored record of one run (config, summary, status, env, git)."""
@@ -191,9 +218,11 @@ class Api:
         """Every point of a run: columns run_id, key, step, value, time (UTC)."""
         if self.server is not None:
             return self._reader().history(run_id, keys)  # type: ignore[no-any-return]
-        self.run(run_id)
+        rec = self.run(run_id)
         keys = history_keys(keys)
-        return history_frame(run_id, self.store.metric_chunks(run_id, keys))
+        df = history_frame(run_id, self.store.metric_chunks(run_id, keys))
+        warn_missing_keys(run_id, keys, df, rec.summary)  # a typo'd key reads as no rows
+        return df
 
 
     # -- artifacts, lineage, verification ------------------------------------------------------
@@ -688,98 +717,3 @@ def _local_actor() -> str:
         return f"user:{getpass.getuser()}"
     except (KeyError, OSError):  # no login name (some containers)
         return "user"
-
-
-# -- shared by Api and the server reader (sdk/remote_api.py): one runs frame, one filter --
-def check_run_id_arg(run_id: Any) -> None:
-    """Refuse a run id that is not a non-empty string (UserInputError)."""
-    if not isinstance(run_id, str) or not run_id:
-        raise UserInputError(f"run id must be a non-empty string, got {run_id!r}",
-                             hint="see `assay runs` for ids")
-
-
-def history_keys(keys: Any) -> list[str] | None:
-    """``keys`` of :meth:`Api.history` as a list (one key, or an iterable of keys), None for
-    every key. Raises UserInputError for anything else."""
-    if keys is None:
-        return None
-    if isinstance(keys, str):
-        return [keys]
-    if not isinstance(keys, (bytes, Mapping)) and isinstance(keys, Iterable):
-        out = list(keys)
-        if all(isinstance(k, str) for k in out):
-            return out
-    raise UserInputError(f"keys must be a metric key or a list of keys, got {keys!r:.80}",
-                         hint='e.g. keys="loss" or keys=["loss", "val/acc"]')
-
-
-def run_row(core: Mapping[str, Any], config: Mapping[str, Any],
-            summary: Mapping[str, Mapping[str, Any]],
-            summary_set: Mapping[str, Any]) -> dict[str, Any]:
-    """One row of :meth:`Api.runs`: the run columns (taken from ``core``), ``config.*``,
-    then per metric ``summary.*``/``summary_min.*``/``summary_max.*`` from ``summary``
-    (``{key: {"last", "min", "max", ...}}``), then the values set explicitly, which win."""
-    row: dict[str, Any] = {c: core[c] for c in _RUN_COLUMNS}
-    for k, v in _flatten(config).items():
-        row[f"config.{k}"] = v
-    for k, s in summary.items():
-        # min/max in their own columns, as the server's runs query has them: a
-        # summary key named "loss.max" must not collide with the max of "loss".
-        row[f"summary.{k}"] = s["last"]
-        row[f"summary_min.{k}"] = s["min"]
-        row[f"summary_max.{k}"] = s["max"]
-    for k, v in _flatten(summary_set).items():
-        row[f"summary.{k}"] = v
-    return row
-
-
-def runs_frame(rows: Sequence[dict[str, Any]]) -> pl.DataFrame:
-    """The frame of :meth:`Api.runs` from :func:`run_row` rows: times as UTC datetimes,
-    sorted by ``created_at`` (then ``run_id``).
-
-    Rows are put in that order before the frame is built, so that the ``config.*`` and
-    ``summary.*`` columns come in the order runs first have them, whatever order the rows
-    were read in (a table's physical order moves a run to the end when its record changes).
-    """
-    if not rows:
-        df = pl.DataFrame(schema={c: pl.String for c in _RUN_COLUMNS})
-    else:
-        rows = sorted(rows, key=lambda r: (r["created_at"] is not None, r["created_at"] or 0.0,
-                                           r["run_id"]))
-        df = pl.DataFrame(rows, infer_schema_length=None, strict=False)
-    for c in ("created_at", "updated_at", "finished_at"):
-        if c in df.columns:
-            df = df.with_columns(
-                (pl.col(c).cast(pl.Float64) * 1e6).cast(pl.Int64)
-                .cast(pl.Datetime("us", "UTC")).alias(c))
-    if rows:
-        df = df.sort("created_at", maintain_order=True)
-    return df
-
-
-def filter_runs(df: pl.DataFrame,
-                filters: Mapping[str, Any] | pl.Expr | None) -> pl.DataFrame:
-    """``df`` filtered as :meth:`Api.runs` documents (an expression, or column: value)."""
-    if filters is None:
-        return df
-    if isinstance(filters, pl.Expr):
-        return df.filter(filters)
-    if not isinstance(filters, Mapping):
-        raise UserInputError("filters must be a mapping or a polars expression",
-                             hint='e.g. filters={"status": "completed"}')
-    for col, want in filters.items():
-        if col not in df.columns:
-            raise UserInputError(f"unknown column {col!r} in filters",
-                                 hint="columns: " + ", ".join(df.columns[:40]))
-        df = df.filter(pl.col(col) == want)
-    return df
-
-
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v if not isinstance(v, list) else str(v)
-    return out

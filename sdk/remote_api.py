@@ -47,7 +47,7 @@ from ..errors import (
 from ..store.canonical import NON_FINITE_STRINGS
 from ..store.history import history_frame
 from ..store.records import RunRecord, RunStatus, validate_name
-from .api import check_run_id_arg, filter_runs, history_keys, run_row, runs_frame
+from .frames import check_run_id_arg, filter_runs, history_keys, run_row, runs_frame
 from .remote import _auth_headers, _raise_for
 
 __all__ = ["DEFAULT_POINTS_PER_REQUEST", "RemoteReader"]
@@ -179,6 +179,12 @@ class RemoteReader:
         self._check_run(run_id)
         body = self._get(f"/api/runs/{run_id}", not_found_hint=_RUNS_HINT)
         return _record(body, self.server)
+
+    def projects(self) -> list[str]:
+        """The projects that have runs (``GET /api/projects``), sorted."""
+        body = self._get("/api/projects")
+        return sorted(str(p["project"]) for p in body.get("projects") or []
+                      if isinstance(p, dict) and p.get("project") is not None)
 
     def audit_log(self, target: str | None = None,
                   actor: str | None = None) -> list[dict[str, Any]]:

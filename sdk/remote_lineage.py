@@ -25,7 +25,7 @@ from ..errors import AssayError, NotFoundError
 from ..store.artifacts import parse_spec
 from ..store.lance import LanceStore
 from ..store.lineage import lineage, parse_node
-from .api import check_run_id_arg
+from .frames import check_run_id_arg
 from .remote_api import _RUNS_HINT, _odd_answer
 
 __all__ = ["check_lineage_args", "remote_lineage"]

@@ -16,7 +16,8 @@ import pytest
 from assay.api.auth import TokenStore
 from assay.errors import AssayError, NotFoundError, PermissionDeniedError, UserInputError
 from assay.sdk import run as run_mod
-from assay.sdk.api import Api, runs_frame
+from assay.sdk.api import Api
+from assay.sdk.frames import runs_frame
 from assay.sdk.remote_api import RemoteReader, _listed_row, _Series
 from assay.store.ingest import Ingester, IngestLock
 from assay.store.lance import LanceStore

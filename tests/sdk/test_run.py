@@ -494,3 +494,25 @@ def test_a_data_directory_that_cannot_be_written_is_said_plainly(data_dir, monke
     assert "writable data directory" in e.value.hint and "assay.Api(dir)" in e.value.hint
     monkeypatch.setattr(os, "mkdir", real)
     assert assay.Api().runs().height == 1, "what was stored stays readable"
+
+
+def test_a_typo_in_a_project_or_a_metric_key_is_said_not_read_as_no_data(data_dir, caplog):
+    """helper-64: Api().runs(project="digits-dmeo") and history(keys=["train/los"]) returned
+    empty frames silently (the CLI already said "did you mean")."""
+    run = _init(project="digits-demo")
+    run.log({"train/loss": 0.5, "val/acc": 0.9})
+    run.finish()
+    api = assay.Api(data_dir)
+    assert api.projects() == ["digits-demo"]
+    with caplog.at_level("WARNING", logger="assay"):
+        assert api.runs(project="digits-dmeo").height == 0
+        assert api.history(run.id, ["train/los", "val/acc"])["key"].unique().to_list() == [
+            "val/acc"]
+    said = caplog.text
+    assert "no runs in project 'digits-dmeo'; did you mean 'digits-demo'?" in said
+    assert f"run {run.id} has no points of 'train/los' (did you mean 'train/loss'?)" in said
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="assay"):
+        api.history(run.id, "val/acc")
+        assert api.runs(project="digits-demo").height == 1
+    assert caplog.text == ""
