@@ -271,7 +271,7 @@ def seed(n: int) -> int:
     if torch is not None:
         torch.manual_seed(n)
     _seed = n
-    from .run import _active_runs
+    from .lifecycle import _active_runs
 
     for r in list(_active_runs):
         r._record_env_update({"seed": n})

@@ -133,6 +133,24 @@ def _sync_and_get(root: Path, run_id: str) -> Any:
     return store.get_run(run_id)
 
 
+def trial_config(text: str) -> dict[str, Any]:
+    """The config an agent chose for the command trial this process runs (``ASSAY_CONFIG``,
+    JSON): ``init`` stores it over the script's own defaults, as W&B does a sweep's values."""
+    import json
+
+    from .jsonable import to_jsonable
+
+    try:
+        got = json.loads(text)
+    except ValueError:
+        got = None
+    if not isinstance(got, dict):
+        raise UserInputError("ASSAY_CONFIG is not a JSON object",
+                             hint="an assay agent sets it for its command trials; unset it "
+                                  "to run the script by hand")
+    return to_jsonable(got, what="config")
+
+
 def _config_dict(config: Any) -> dict[str, Any]:
     """``config`` as a dict: a mapping, an ``argparse.Namespace`` or a dataclass instance
     (as W&B takes them), or None."""

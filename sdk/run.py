@@ -7,27 +7,25 @@ thread (:mod:`assay.sdk.writer`) makes it durable and the ingest service
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import os
 import secrets
 import socket
-import sys
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn, Self
+from typing import Any, Self
 
 from ..errors import ConflictError, NotFoundError, UserInputError
 from ..store.ingestd import ensure_daemon, wait_segment_ingested
 from ..store.records import RESERVED_PREFIX, RunStatus, validate_name
 from ..store.wal import SEQ_BITS as _SEQ_BITS
 from ..store.wal import WalWriter, segment_path
+from . import lifecycle
 from .capture import capture_env, capture_git
 from .jsonable import to_jsonable
 from .mappings import Config, Summary
@@ -38,6 +36,7 @@ from .prior import (
     _remote_prior,
     _server_rewinds,
     _sync_and_get,
+    trial_config,
 )
 from .remote import RemoteClient, RemoteSender, outbox_segment, wait_ingested
 from .rewind import AUTO, REWIND_FIELD, check_resume_from_step, rewound_summary
@@ -49,7 +48,6 @@ __all__ = ["Config", "Run", "Summary", "init"]
 
 log = logging.getLogger(__name__)
 
-_active_runs: weakref.WeakSet[Run] = weakref.WeakSet()
 _ADJ = ("amber", "brisk", "calm", "deft", "eager", "fair", "gentle", "hardy", "keen",
         "lucid", "mellow", "nimble", "quiet", "rapid", "sunny", "vivid")
 _NOUN = ("otter", "falcon", "cedar", "comet", "delta", "ember", "fjord", "grove", "heron",
@@ -163,8 +161,8 @@ class Run:
                                                name="assay-capture", daemon=True)
             self._capturing.start()
         self._pid = os.getpid()  # a forked child must never finish (or unlock) this run
-        _active_runs.add(self)
-        _exit_code.clear()  # a sys.exit caught before this run says nothing about it
+        lifecycle._active_runs.add(self)
+        lifecycle._exit_code.clear()  # a sys.exit caught before this run says nothing about it
 
     # -- logging -----------------------------------------------------------------------------
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -554,7 +552,7 @@ class Run:
         self._finished = True
         self._writer.stop()  # on a disk that refuses writes: retries for GIVE_UP_AFTER_S
         self._writer._wal.close()  # releases the segment: the daemon ingests it to the end
-        _active_runs.discard(self)
+        lifecycle._active_runs.discard(self)
         try:
             self._after_close()
         finally:
@@ -570,7 +568,7 @@ class Run:
                 got = wait_ingested(self._sender, self.id, deadline)
                 if got is not None:
                     self._stored_summary(got.get("summary_stats"))
-        elif INGEST_MODE != "daemon" and _exiting:
+        elif INGEST_MODE != "daemon" and lifecycle._exiting:
             # LanceDB cannot be loaded once the interpreter shuts down (it registers exit
             # callbacks): the ingest daemon takes the closed segment instead.
             ensure_daemon(self.dir)
@@ -582,7 +580,7 @@ class Run:
                         "%g s: its WAL %s will be ingested by the ingest daemon or `assay "
                         "sync` (why it is late, e.g. a full disk: %s)", self.id,
                         FINISH_TIMEOUT, self.segment, self.dir / "logs" / "ingestd.log")
-        elif self._writer.relogged and not _exiting:
+        elif self._writer.relogged and not lifecycle._exiting:
             from ..store.lance import LanceStore
 
             rec = LanceStore(self.dir).get_run(self.id)
@@ -690,6 +688,8 @@ def init(project: str | None = None, *, name: str | None = None, config: Any = N
         resume = os.environ.get("ASSAY_RESUME_ID") or None
         if id and resume:
             id = None
+        if (id or resume) and os.environ.get("ASSAY_CONFIG"):  # a command trial's: it wins
+            cfg = {**cfg, **trial_config(os.environ["ASSAY_CONFIG"])}
         relaunched = resume is not None
         if relaunched and resume_from_step is None:
             resume_from_step = AUTO  # from the top: 0; from its own checkpoint: that step
@@ -760,79 +760,4 @@ def init(project: str | None = None, *, name: str | None = None, config: Any = N
     return run
 
 
-_last_exc: list[BaseException] = []
-_prev_hook = sys.excepthook
-
-
-def _excepthook(tp: Any, val: BaseException, tb: Any) -> None:
-    _last_exc.append(val)
-    _prev_hook(tp, val, tb)
-
-
-sys.excepthook = _excepthook
-
-_exit_code: list[Any] = []
-_real_exit = sys.exit
-
-
-def _exit(code: str | int | None = None, /) -> NoReturn:
-    """``sys.exit`` that notes its code, so a run left open is finished as failed when the
-    script exits non-zero (``sys.exit(1)``, argparse errors, ``sys.exit("message")``), as
-    W&B's exit hooks do. SystemExit raised directly is not seen."""
-    _exit_code.append(code)
-    _real_exit(code)
-
-
-sys.exit = _exit
-_exiting: list[bool] = []
-
-
-def _forget_runs_in_child() -> None:
-    """After a fork the child owns none of the parent's runs: their writer threads do not
-    exist here, so logging to them is refused (it was silently dropped)."""
-    for r in list(_active_runs):
-        r._forked = True
-        r._finished = True  # log() checks one flag, as before
-    _active_runs.clear()
-    _exit_code.clear()
-    _last_exc.clear()
-
-
-os.register_at_fork(after_in_child=_forget_runs_in_child)
-
-@atexit.register
-def _finish_all() -> None:
-    """Finish runs the script left open: failed if it died of an exception, else completed.
-
-    Several open runs finish at once, so exit waits for the slowest (a remote run whose
-    server is slow to acknowledge), not for the sum of their waits."""
-    _exiting.append(True)
-    runs = [r for r in _active_runs if r._pid == os.getpid()]  # never a forked parent's
-    if len(runs) <= 1:
-        for r in runs:
-            _finish_at_exit(r)
-        return
-    # Plain threads: an executor refuses new work once the interpreter is shutting down.
-    threads = [threading.Thread(target=_finish_at_exit, args=(r,), name=f"assay-exit-{r.id}")
-               for r in runs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
-
-def _finish_at_exit(r: Run) -> None:
-    try:
-        code = _exit_code[-1] if _exit_code else None
-        if _last_exc and isinstance(_last_exc[-1], KeyboardInterrupt):
-            r.finish(RunStatus.STOPPED, "KeyboardInterrupt")
-        elif code not in (None, 0) and not _last_exc:
-            r.finish(RunStatus.FAILED, f"the script exited with sys.exit({code!r})")
-        elif _last_exc:
-            e = _last_exc[-1]
-            r.finish(RunStatus.FAILED,
-                     "".join(traceback.format_exception(type(e), e, e.__traceback__)))
-        else:
-            r.finish()
-    except Exception:
-        log.exception("assay could not finish run %s at exit", r.id)
+lifecycle.install()  # last, so that exit finishes runs before later exit hooks run

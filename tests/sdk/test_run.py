@@ -516,3 +516,23 @@ def test_a_typo_in_a_project_or_a_metric_key_is_said_not_read_as_no_data(data_di
         api.history(run.id, "val/acc")
         assert api.runs(project="digits-demo").height == 1
     assert caplog.text == ""
+
+
+def test_a_command_trial_run_stores_the_config_its_agent_chose(data_dir, monkeypatch):
+    """helper-63: a command trial's run said "No config." (init ignored $ASSAY_CONFIG, which
+    the agent sets), so the dashboard, filters and Compare could not show its parameters. The
+    agent's values win over the script's defaults (argparse strings included), as in W&B."""
+    monkeypatch.setenv("ASSAY_RUN_ID", "trialx0001")
+    monkeypatch.setenv("ASSAY_CONFIG", '{"x": 0.89, "depth": 3}')
+    run = _init(project="p", config={"x": "0.5", "batch": 64})
+    assert dict(run.config) == {"x": 0.89, "depth": 3, "batch": 64}
+    run.finish()
+    assert assay.Api(data_dir).run("trialx0001").config == {"x": 0.89, "depth": 3, "batch": 64}
+    monkeypatch.setenv("ASSAY_RUN_ID", "trialx0002")
+    monkeypatch.setenv("ASSAY_CONFIG", "[1, 2]")
+    with pytest.raises(assay.errors.UserInputError, match="ASSAY_CONFIG is not a JSON object"):
+        _init(project="p")
+    monkeypatch.delenv("ASSAY_RUN_ID")  # not a trial: a stray variable changes nothing
+    plain = _init(project="p", config={"x": 1})
+    assert dict(plain.config) == {"x": 1}
+    plain.finish()

@@ -1,0 +1,106 @@
+"""The process around runs: runs a script leaves open are finished at exit (failed after an
+uncaught exception or a non-zero ``sys.exit``, stopped after Ctrl-C, as W&B's exit hooks
+do), and a forked child owns none of its parent's runs."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import traceback
+import weakref
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ..store.records import RunStatus
+
+if TYPE_CHECKING:
+    from .run import Run
+
+log = logging.getLogger("assay.sdk.run")
+
+#: Runs started in this process and not finished.
+_active_runs: weakref.WeakSet[Run] = weakref.WeakSet()
+#: Set while the interpreter exits (LanceDB cannot be loaded then).
+_exiting: list[bool] = []
+_last_exc: list[BaseException] = []
+_exit_code: list[Any] = []
+_prev_hook = sys.excepthook
+_real_exit = sys.exit
+
+
+def _excepthook(tp: Any, val: BaseException, tb: Any) -> None:
+    _last_exc.append(val)
+    _prev_hook(tp, val, tb)
+
+
+def _exit(code: str | int | None = None, /) -> NoReturn:
+    """``sys.exit`` that notes its code, so a run left open is finished as failed when the
+    script exits non-zero (``sys.exit(1)``, argparse errors, ``sys.exit("message")``), as
+    W&B's exit hooks do. SystemExit raised directly is not seen."""
+    _exit_code.append(code)
+    _real_exit(code)
+
+
+def _forget_runs_in_child() -> None:
+    """After a fork the child owns none of the parent's runs: their writer threads do not
+    exist here, so logging to them is refused (it was silently dropped)."""
+    for r in list(_active_runs):
+        r._forked = True
+        r._finished = True  # log() checks one flag, as before
+    _active_runs.clear()
+    _exit_code.clear()
+    _last_exc.clear()
+
+
+def _finish_all() -> None:
+    """Finish runs the script left open: failed if it died of an exception, else completed.
+
+    Several open runs finish at once, so exit waits for the slowest (a remote run whose
+    server is slow to acknowledge), not for the sum of their waits."""
+    _exiting.append(True)
+    runs = [r for r in _active_runs if r._pid == os.getpid()]  # never a forked parent's
+    if len(runs) <= 1:
+        for r in runs:
+            _finish_at_exit(r)
+        return
+    # Plain threads: an executor refuses new work once the interpreter is shutting down.
+    threads = [threading.Thread(target=_finish_at_exit, args=(r,), name=f"assay-exit-{r.id}")
+               for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _finish_at_exit(r: Run) -> None:
+    try:
+        code = _exit_code[-1] if _exit_code else None
+        if _last_exc and isinstance(_last_exc[-1], KeyboardInterrupt):
+            r.finish(RunStatus.STOPPED, "KeyboardInterrupt")
+        elif code not in (None, 0) and not _last_exc:
+            r.finish(RunStatus.FAILED, f"the script exited with sys.exit({code!r})")
+        elif _last_exc:
+            e = _last_exc[-1]
+            r.finish(RunStatus.FAILED,
+                     "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+        else:
+            r.finish()
+    except Exception:
+        log.exception("assay could not finish run %s at exit", r.id)
+
+
+_installed: list[bool] = []
+
+
+def install() -> None:
+    """Hook the interpreter (once): exceptions and exit codes noted, runs finished at exit,
+    a fork's child cut off from its parent's runs."""
+    if _installed:
+        return
+    _installed.append(True)
+    sys.excepthook = _excepthook
+    sys.exit = _exit
+    os.register_at_fork(after_in_child=_forget_runs_in_child)
+    atexit.register(_finish_all)
