@@ -42,6 +42,7 @@ from ..policies import Searcher, SearchSpace, Suggestion, TrialResult, TrialStat
 from ..scheduler.base import Backend, EventKind, MetricSource, Resources, TrialEvent, TrialSpec
 from ..scheduler.budget import Budget, BudgetLedger, parse_duration
 from ..store.control import (
+    AGENT_HEARTBEAT_S,
     AgentRow,
     AgentStatus,
     ControlStore,
@@ -59,7 +60,7 @@ __all__ = ["Agent", "ArtifactHooks", "Trial"]
 
 log = logging.getLogger(__name__)
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
-HEARTBEAT_S = 60.0
+HEARTBEAT_S = AGENT_HEARTBEAT_S
 MISSING_METRIC_TRIALS = 3
 """Trials completed without the objective's metric (and none with it) that end the agent."""
 # A stopped agent waits this long past its trials' stop grace for their last events, then

@@ -227,7 +227,7 @@ def _send(request: Request, who: Principal, a: AgentRow, action: str, params: di
     # An agent saves its state at least once a minute while it runs: one silent for longer
     # may be dead, and the override waits until it (or an agent resumed under its id)
     # steps again. Said at once, so that a script does not wait on it blindly.
-    from ..agents.agent import HEARTBEAT_S
+    from ..store.control import AGENT_HEARTBEAT_S as HEARTBEAT_S
 
     silent = time.time() - a.updated_at if a.updated_at else 0.0
     if str(a.status) in ("running", "paused") and silent > 3 * HEARTBEAT_S:

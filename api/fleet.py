@@ -23,7 +23,7 @@ import polars as pl
 from fastapi import APIRouter, Path, Query, Request
 
 from ..errors import NotFoundError, UserInputError
-from ..store.control import AgentRow, ControlStore
+from ..store.control import AGENT_HEARTBEAT_S, AgentRow, ControlStore
 from .agents import control_store  # the one lazily made control store of the app
 from .auth import Viewer
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
@@ -36,6 +36,7 @@ router = APIRouter(prefix="/api", tags=["fleet"], route_class=StrictJSONRoute,
 
 _ACTIVE = ("running", "paused")
 _FAILED = ("failed", "crashed")
+AGENT_STALL_S = 3 * AGENT_HEARTBEAT_S  # as the override API's "it may be dead" warning
 
 
 def _num(v: Any) -> float | None:
@@ -101,8 +102,10 @@ def _agent_row(a: AgentRow, now: float, stall_after: float) -> dict[str, Any]:
         counts[t.get("status", "?")] = counts.get(t.get("status", "?"), 0) + 1
     best_id = st.get("best")
     best = trials.get(best_id) if best_id else None
-    stalled = str(a.status) == "running" and bool(a.updated_at) and \
-        now - a.updated_at > stall_after
+    # An agent saves its state every HEARTBEAT_S while it runs or is paused: three missed
+    # saves, as the override API says, and it may be dead (runs get ``stall_after``).
+    stalled = str(a.status) in ("running", "paused") and bool(a.updated_at) and \
+        now - a.updated_at > min(stall_after, AGENT_STALL_S)
     return {"agent_id": a.agent_id, "objective": a.objective, "project": a.project,
             "status": str(a.status), "metric": a.spec.get("metric"),
             "mode": a.spec.get("mode"), "owner": a.spec.get("owner", ""),
@@ -261,7 +264,8 @@ def fleet(request: Request, who: Viewer,
             alerts.append({"level": "warn", "kind": "agent_stalled", "target": a["agent_id"],
                            "href": f"#/agents/{a['agent_id']}", "time": a["updated_at"],
                            "message": f"agent {a['objective']} ({a['agent_id']}) has not "
-                                      f"updated for {_ago(now - a['updated_at'])}"})
+                                      f"reported for {_ago(now - a['updated_at'])}: it may be "
+                                      "dead, and its trials with it"})
         if a["status"] == "failed":
             alerts.append({"level": "error", "kind": "agent_failed", "target": a["agent_id"],
                            "href": f"#/agents/{a['agent_id']}", "time": a["updated_at"],

@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "AGENT_HEARTBEAT_S",
     "AgentRow",
     "AgentStatus",
     "ControlStore",
@@ -29,6 +30,10 @@ __all__ = [
     "OverrideStatus",
     "new_id",
 ]
+
+#: Seconds between the saves of a running (or paused) agent's state, even when nothing
+#: changed: one silent for three of them may be dead (the API and the fleet view say so).
+AGENT_HEARTBEAT_S = 60.0
 
 
 def new_id(prefix: str) -> str:

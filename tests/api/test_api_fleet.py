@@ -59,3 +59,35 @@ def test_the_failed_count_and_alert_counts_are_not_capped_by_the_list(server, cl
     assert f["runs"]["failed_recent"] == 23  # was the list's cap, 20
     assert len([a for a in f["alerts"] if a["kind"].startswith("run_")]) == 20  # newest 20
     assert f["alert_counts"] == {"error": 23, "warn": 0}
+
+
+def test_an_agent_silent_for_three_heartbeats_is_flagged_as_the_override_api_warns(
+        server, client, data_dir, monkeypatch) -> None:
+    """helper-63: a killed agent showed as healthy for 10 minutes (the fleet's stall_after)
+    while the override API already warned after 3 missed state saves (180 s); a paused
+    agent was never flagged at all."""
+    import time
+
+    from assay.api import fleet
+    from assay.store.control import AGENT_HEARTBEAT_S, AgentRow, AgentStatus, LanceControlStore
+    from assay.store.ingest import IngestLock
+    from assay.store.lance import LanceStore
+
+    ctl = LanceControlStore(LanceStore(data_dir), IngestLock(data_dir))
+    spec = {"name": "o", "project": "p", "metric": "m", "mode": "max"}
+    for aid, status in (("agdead0001", AgentStatus.RUNNING), ("agdead0002", AgentStatus.PAUSED),
+                        ("agdone0001", AgentStatus.FINISHED)):
+        ctl.save_agent(AgentRow(aid, "o", "p", spec, status=status, hlc="1"))  # saved now
+    saved = time.time()
+
+    def stalled_after(silent: float) -> tuple[set[str], dict]:
+        monkeypatch.setattr(fleet.time, "time", lambda: saved + silent)
+        f = client("viewer").get("/api/fleet").json()
+        return {a["agent_id"] for a in f["agents"] if a["stalled"]}, f
+
+    assert stalled_after(1.5 * AGENT_HEARTBEAT_S)[0] == set()
+    got, f = stalled_after(3.5 * AGENT_HEARTBEAT_S)  # well before the runs' 600 s
+    assert got == {"agdead0001", "agdead0002"}
+    [msg] = [a["message"] for a in f["alerts"] if a["target"] == "agdead0001"]
+    assert "has not reported for" in msg and "may be dead" in msg
+    assert client("viewer").get("/api/fleet/agents/agdead0002").json()["stalled"] is True
