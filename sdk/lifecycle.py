@@ -74,13 +74,39 @@ def _finish_all() -> None:
         t.join()
 
 
+class StderrTail:
+    """``sys.stderr`` as before, keeping the last ``keep`` characters written through Python,
+    so that a script that prints its error and exits non-zero fails its run with the why
+    (C-level writes to fd 2 are not seen). Everything else is the wrapped stream's."""
+
+    def __init__(self, stream: Any, keep: int = 2000) -> None:
+        self._stream, self._keep, self._tail = stream, keep, ""
+
+    def write(self, text: str) -> int:
+        if isinstance(text, str):
+            self._tail = (self._tail + text)[-self._keep:]
+        return int(self._stream.write(text))
+
+    def tail(self) -> str:
+        return self._tail
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _exit_error(code: Any) -> str:
+    said = sys.stderr.tail().strip() if isinstance(sys.stderr, StderrTail) else ""
+    return f"the script exited with sys.exit({code!r})" + (
+        f"; the end of its stderr:\n{said}" if said else "")
+
+
 def _finish_at_exit(r: Run) -> None:
     try:
         code = _exit_code[-1] if _exit_code else None
         if _last_exc and isinstance(_last_exc[-1], KeyboardInterrupt):
             r.finish(RunStatus.STOPPED, "KeyboardInterrupt")
         elif code not in (None, 0) and not _last_exc:
-            r.finish(RunStatus.FAILED, f"the script exited with sys.exit({code!r})")
+            r.finish(RunStatus.FAILED, _exit_error(code))
         elif _last_exc:
             e = _last_exc[-1]
             r.finish(RunStatus.FAILED,
@@ -104,3 +130,9 @@ def install() -> None:
     sys.exit = _exit
     os.register_at_fork(after_in_child=_forget_runs_in_child)
     atexit.register(_finish_all)
+
+
+def watch_stderr() -> None:
+    """Keep the tail of ``sys.stderr`` (a run started: :class:`StderrTail`)."""
+    if sys.stderr is not None and not isinstance(sys.stderr, StderrTail):
+        sys.stderr = StderrTail(sys.stderr)  # type: ignore[assignment]

@@ -162,6 +162,7 @@ class Run:
             self._capturing.start()
         self._pid = os.getpid()  # a forked child must never finish (or unlock) this run
         lifecycle._active_runs.add(self)
+        lifecycle.watch_stderr()
         lifecycle._exit_code.clear()  # a sys.exit caught before this run says nothing about it
 
     # -- logging -----------------------------------------------------------------------------

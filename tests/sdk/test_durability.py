@@ -148,6 +148,10 @@ EXIT_CASES = {
     "exit 3": ("import sys\nsys.exit(3)", "failed", "sys.exit(3)"),
     "exit message": ("import sys\nsys.exit('CUDA out of memory')", "failed", "out of memory"),
     "exit 0": ("import sys\nsys.exit(0)", "completed", ""),
+    # helper-63: the run said only "sys.exit(3)"; the why was in the script's stderr.
+    "said, exit 3": (("import sys\nprint('boom: simulated CUDA OOM', file=sys.stderr)\n"
+                      "sys.exit(3)"), "failed",
+                     "sys.exit(3); the end of its stderr:\nboom: simulated CUDA OOM"),
     "ends": ("pass", "completed", ""),
     "ctrl-c": ("raise KeyboardInterrupt", "stopped", "KeyboardInterrupt"),
     "error": ("raise ValueError('bad batch')", "failed", "bad batch"),
