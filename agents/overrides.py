@@ -163,6 +163,25 @@ def check_sendable(a: AgentRow, action: str, params: Mapping[str, object], *,
     return p
 
 
+def budget_text(b: Budget, launched: int) -> str:
+    """An applied budget as people read it: ``budget now 40 trials, 2h wall clock``, and what
+    a trial limit below the trials launched already means."""
+    from ..scheduler.budget import format_duration
+
+    parts = []
+    if b.trials is not None:
+        parts.append(f"{b.trials} trials")
+    if b.wall_clock_s is not None:
+        parts.append(f"{format_duration(b.wall_clock_s)} wall clock")
+    for name, hours in (("CPU", b.cpu_hours), ("GPU", b.gpu_hours)):
+        if hours is not None:
+            parts.append(f"{hours:g} {name}-hours")
+    text = "budget now " + (", ".join(parts) or "unlimited")
+    if b.trials is not None and launched >= b.trials:
+        text += (f" ({launched} launched already: no new trial starts; running ones go on)")
+    return text
+
+
 def _refuse_needless_resume(a: AgentRow, control: ControlStore) -> None:
     """Only pause and resume overrides move an agent between running and paused, so the last
     one not rejected (applied, or pending) says where it will be when a resume arrives; the
@@ -293,7 +312,7 @@ def _apply(agent: Agent, o: Override) -> str:
         agent._budget_spec = p["budget"]
         agent.budget = Budget.from_mapping(agent._budget_spec)
         agent.ledger.budget = agent.budget
-        return f"budget now {agent._budget_spec}"
+        return budget_text(agent.budget, agent.ledger.trials_launched)
     if o.action == "concurrency":
         agent.concurrency = p["concurrency"]
         return f"concurrency now {agent.concurrency}"

@@ -133,6 +133,8 @@ def test_a_restarted_agent_keeps_the_budget_and_space_people_set():
     override(control, agent, "budget", {"budget": {"trials": 6}}, "cut costs")
     override(control, agent, "space", {"space": NARROW}, "narrow")
     agent.step()
+    [o] = [o for o in control.overrides(agent.agent_id) if o.action == "budget"]
+    assert o.result.startswith("budget now 6 trials"), o.result  # not a Python dict
     before = set(agent.trials)
     agent.close()
     again, b2, c2 = restart(control, agent.agent_id, obj)
@@ -630,3 +632,13 @@ def test_overrides_sent_as_the_budget_runs_out_are_applied_or_rejected_never_lef
     assert o.status is OverrideStatus.REJECTED and "the agent finished" in o.result
     ds = [d for d in control.decisions(agent_id=agent2.agent_id) if d.kind == "override"]
     assert len(ds) == 1 and "rejected" in ds[0].summary
+
+
+def test_an_applied_budget_reads_as_people_write_it():
+    from assay.agents.overrides import budget_text
+
+    assert budget_text(Budget(trials=40, wall_clock_s="15m", gpu_hours=2), 3) == (
+        "budget now 40 trials, 15m wall clock, 2 GPU-hours")
+    assert budget_text(Budget(trials=3), 7) == (
+        "budget now 3 trials (7 launched already: no new trial starts; running ones go on)")
+    assert budget_text(Budget(), 7) == "budget now unlimited"
