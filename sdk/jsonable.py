@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import datetime as _dt
 import enum
 import math
@@ -16,7 +18,8 @@ __all__ = ["to_jsonable"]
 
 def to_jsonable(obj: Any, *, what: str, path: str = "") -> Any:
     """Convert ``obj`` (nested dicts/lists of scalars; NumPy and torch scalars and arrays,
-    paths, enums and datetimes are converted) or raise :class:`UserInputError`."""
+    paths, enums, datetimes, dataclass instances and argparse namespaces are converted) or
+    raise :class:`UserInputError`."""
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, int):
@@ -41,6 +44,10 @@ def to_jsonable(obj: Any, *, what: str, path: str = "") -> Any:
         return str(obj)
     if isinstance(obj, (_dt.datetime, _dt.date)):
         return obj.isoformat()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # as init(config=) takes
+        return to_jsonable(dataclasses.asdict(obj), what=what, path=path)
+    if isinstance(obj, argparse.Namespace):
+        return to_jsonable(vars(obj), what=what, path=path)
     tolist = getattr(obj, "tolist", None)  # numpy scalars/arrays, torch tensors
     if callable(tolist):
         if hasattr(obj, "detach"):

@@ -177,8 +177,13 @@ def test_config_may_be_a_namespace_or_dataclass_and_one_tag_may_be_a_string(data
     assert _init(project="p", config=argparse.Namespace(lr=0.5)).config == {"lr": 0.5}
     run = _init(project="p", config=Hp(), tags="baseline")  # not the tags b, a, s, e, ...
     assert run.config == {"lr": 0.1, "depth": 2}
+    # helper-64: init took them, config.update and summary refused them as values.
+    run.config.update({"opt": Hp(lr=0.01), "args": argparse.Namespace(seed=3)})
+    run.summary["best_hp"] = Hp(depth=4)
+    assert run.config["opt"] == {"lr": 0.01, "depth": 2} and run.config["args"] == {"seed": 3}
     run.finish()
     assert assay.Api(data_dir).run(run.id).tags == ("baseline",)
+    assert assay.Api(data_dir).run(run.id).summary_set["best_hp"] == {"lr": 0.1, "depth": 4}
     for bad in ([1, 2], "lr=0.1", Hp):
         with pytest.raises(UserInputError, match="config must be a mapping") as err:
             _init(project="p", config=bad)
