@@ -10,11 +10,12 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import NotFoundError, UserInputError
+from ..errors import NotFoundError, PermissionDeniedError, UserInputError
 from ..sdk.capture import scrub_argv, scrub_environ
 from ..store.records import RunRecord, RunStatus, validate_name
-from .auth import Principal, Role, Viewer
+from .auth import Principal, Researcher, Role, Viewer
 from .downsample import Curve, Method, downsample, load_curves
 from .http import ERROR_RESPONSES, SafeJSONResponse, StrictJSONRoute, ok
 from .query import RunsIndex, RunsQuery
@@ -171,6 +172,45 @@ def get_run(request: Request, who: Viewer, run_id: RunId) -> SafeJSONResponse:
         remote = getattr(request.app.state, "remote", None)
         owner = remote.owner(run_id) if remote is not None else None
     return ok(run_public(r, show_environ=may_see_environ(who, owner)))
+
+
+class LabelsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tags: list[str] | None = Field(default=None, max_length=256,
+                                   description="replace the tags with these")
+    add_tags: list[str] = Field(default_factory=list, max_length=256)
+    remove_tags: list[str] = Field(default_factory=list, max_length=256)
+    notes: str | None = Field(default=None, max_length=10_000, description="replace the notes")
+    reason: str = Field(default="", max_length=2000)
+
+
+@router.patch("/runs/{run_id}", summary="Change a run's tags or notes")
+def patch_run(request: Request, who: Researcher, run_id: RunId,
+              body: LabelsBody) -> SafeJSONResponse:
+    """Tags and notes are not sealed in a run's signed record, so they may change any time
+    (audited: who, why, before and after). A researcher changes the runs their token
+    started on this server; a supervisor any run."""
+    from ..store.ingest import IngestLock
+    from ..store.labels import set_labels
+
+    get_run_or_404(_store(request), run_id)
+    if not who.can(Role.SUPERVISOR):
+        owner = request.app.state.remote.owner(run_id)
+        if owner != who.name:
+            raise PermissionDeniedError(
+                f"run {run_id} " + (f"belongs to {owner}" if owner else
+                                    "was not started by a token of this server") +
+                f", so {who.name} may not change its tags or notes",
+                hint="change the labels of your own runs, or ask a supervisor")
+    before, after = set_labels(request.app.state.store, IngestLock(request.app.state.data_dir),
+                               run_id, tags=body.tags, add=body.add_tags,
+                               remove=body.remove_tags, notes=body.notes)
+    if after != before:
+        request.app.state.audit.record(
+            who.name, "run.labels", f"run:{run_id}", body.reason,
+            {"tags": list(after.tags), "tags_before": list(before.tags),
+             "notes_changed": after.notes != before.notes})
+    return ok({"run_id": run_id, "tags": list(after.tags), "notes": after.notes})
 
 
 @router.get("/runs/{run_id}/keys", summary="Metric keys of a run")

@@ -214,6 +214,41 @@ class Api:
                                 hint="list runs with `assay runs`; check dir= or ASSAY_DIR")
         return r
 
+    def update_run(self, run_id: str, *, tags: Sequence[str] | None = None,
+                   add_tags: Sequence[str] = (), remove_tags: Sequence[str] = (),
+                   notes: str | None = None, reason: str = "",
+                   actor: str | None = None) -> RunRecord:
+        """Change a run's tags (``tags`` replaces them; ``add_tags``/``remove_tags`` edit
+        them) or its ``notes``, at any time (they are not sealed in its signed record), like
+        W&B's ``run.tags = [...]; run.update()``. Audited with ``reason``. On a server, a
+        researcher changes their own runs, a supervisor any. Returns the run as it is now."""
+        from ..store.labels import set_labels
+        from ..store.records import check_notes, check_tags
+
+        check_run_id_arg(run_id)
+        _check_reason(reason)
+        if tags is not None:
+            check_tags(tags)
+        check_tags(list(add_tags))
+        check_tags(list(remove_tags))
+        if notes is not None:
+            check_notes(notes)
+        if self.server is not None:
+            body = {"tags": None if tags is None else list(tags), "add_tags": list(add_tags),
+                    "remove_tags": list(remove_tags), "notes": notes, "reason": reason}
+            self._control()._call("PATCH", f"/api/runs/{run_id}", json=body)
+            return self.run(run_id)
+        from ..store.ingest import IngestLock
+
+        g = self._graph("Api.update_run()")
+        before, after = set_labels(self.store, IngestLock(self.dir), run_id, tags=tags,
+                                   add=add_tags, remove=remove_tags, notes=notes)
+        if after != before:
+            g.audit.record(actor or _local_actor(), "run.labels", f"run:{run_id}", reason,
+                           {"tags": list(after.tags), "tags_before": list(before.tags),
+                            "notes_changed": after.notes != before.notes})
+        return after
+
     def history(self, run_id: str, keys: Sequence[str] | str | None = None) -> pl.DataFrame:
         """Every point of a run: columns run_id, key, step, value, time (UTC)."""
         if self.server is not None:

@@ -22,7 +22,7 @@ from typing import Any, Self
 
 from ..errors import ConflictError, NotFoundError, UserInputError
 from ..store.ingestd import ensure_daemon, wait_segment_ingested
-from ..store.records import RESERVED_PREFIX, RunStatus, validate_name
+from ..store.records import RESERVED_PREFIX, RunStatus, check_tags, validate_name
 from ..store.wal import SEQ_BITS as _SEQ_BITS
 from ..store.wal import WalWriter, segment_path
 from . import lifecycle
@@ -661,10 +661,7 @@ def init(project: str | None = None, *, name: str | None = None, config: Any = N
         validate_name("run", name)
     if group:
         validate_name("group", group)
-    tag_list = [tags] if isinstance(tags, str) else list(tags or ())  # one tag, not its letters
-    for t in tag_list:
-        if not isinstance(t, str) or not t or len(t) > 64:
-            raise UserInputError(f"invalid tag {t!r}", hint="tags are strings of 1-64 characters")
+    tag_list = check_tags(tags or [])  # one string is one tag, not its letters
     cfg = to_jsonable(_config_dict(config), what="config")
     if system_metrics_interval is not None and (
         not isinstance(system_metrics_interval, (int, float))

@@ -52,6 +52,28 @@ def validate_name(kind: str, value: object) -> str:
     return value
 
 
+def check_tags(tags: object) -> list[str]:
+    """A run's tags: a list of strings of 1-64 characters (one string is one tag), in order,
+    without repeats."""
+    from collections.abc import Iterable, Mapping
+
+    if isinstance(tags, (bytes, Mapping)) or not isinstance(tags, Iterable):
+        raise UserInputError(f"tags must be a list of strings, got {type(tags).__name__}",
+                             hint='e.g. tags=["baseline", "fp16"]')
+    items = [tags] if isinstance(tags, str) else list(tags)
+    for t in items:
+        if not isinstance(t, str) or not t or len(t) > 64:
+            raise UserInputError(f"invalid tag {t!r}", hint="tags are strings of 1-64 characters")
+    return list(dict.fromkeys(items))
+
+
+def check_notes(notes: object) -> str:
+    if not isinstance(notes, str) or len(notes) > 10_000:
+        raise UserInputError("notes must be a string of at most 10,000 characters",
+                             hint="write a few lines; keep longer reports as an artifact")
+    return notes
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """A run as stored in the graph (one row of the ``runs`` table).
