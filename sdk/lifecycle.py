@@ -85,7 +85,8 @@ class StderrTail:
     def write(self, text: str) -> int:
         if isinstance(text, str):
             self._tail = (self._tail + text)[-self._keep:]
-        return int(self._stream.write(text))
+        n = self._stream.write(text)
+        return len(text) if n is None else int(n)
 
     def tail(self) -> str:
         return self._tail
