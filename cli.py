@@ -144,6 +144,12 @@ def show(run_id: str, dir: DirOpt = None,
         sys.stdout.write(json.dumps(rec, indent=2, default=str) + "\n")
         return
     console.print(f"[bold]{r.name}[/] ({r.run_id}) in [bold]{r.project}[/]: {r.status}")
+    end = r.finished_at if r.finished_at else r.updated_at
+    took = f", {timedelta(seconds=round(end - r.created_at))}" if end and r.created_at else ""
+    console.print(f"  step {r.last_step}{took}" + (f", group {r.group}" if r.group else "") +
+                  (f", tags {', '.join(r.tags)}" if r.tags else ""))
+    if r.notes:
+        console.print(f"  notes: {r.notes}")
     for section in ("config", "summary", "git", "env"):
         console.print(f"[bold]{section}[/]")
         for k, v in rec[section].items():

@@ -26,6 +26,11 @@ def test_runs_and_show_print_the_run(data_dir):
     assert out.exit_code == 0
     rec = json.loads(out.stdout)
     assert rec["config"] == {"lr": 0.1} and abs(rec["summary"]["loss"] - 1 / 3) < 1e-12
+    # helper-64: the text form left out tags, group, notes and how long it ran.
+    assay.Api(data_dir).update_run(r.id, tags=["baseline", "fp16"], notes="first try")
+    out = runner.invoke(app, ["show", r.id, "--dir", str(data_dir)])
+    text = " ".join(out.stdout.split())
+    assert "step 2, 0:00:0" in text and "tags baseline, fp16" in text and "notes: first try" in text
     # A mistyped project names the known ones (helper-60: "no runs yet", and nothing else).
     out = runner.invoke(app, ["runs", "-p", "clj", "--dir", str(data_dir)])
     assert out.exit_code == 0, out.output
