@@ -26,7 +26,7 @@ export async function agentPage(ctx, id) {
     h("div.grid.stats", best, budget, controls),
     h("div.grid.cols-2",
       h("div.chart-card", h("div.chart-title", h("span", `${a.metric} of every trial`), h("span.meta", "drag to zoom · double-click to reset")), curvesBox, legend),
-      h("div.chart-card", h("div.chart-title", h("span", "best so far"), h("span.meta", "by trial, in launch order")), bestBox)),
+      h("div.chart-card", h("div.chart-title", h("span", "best so far"), h("span.meta", "completed trials, in launch order")), bestBox)),
     h("div.grid.main-side", trials, h("div.grid", { style: { marginBottom: 0, alignContent: "start" } }, overrides, decisions)),
     audit);
 
@@ -245,15 +245,18 @@ export async function agentPage(ctx, id) {
   }
 
   function drawBest() {
+    // As the agent keeps its best (the "BEST SO FAR" card): completed trials only, never a
+    // failed or stopped one's last value, nor a running one's latest.
     const sign = a.mode === "min" ? 1 : -1;
     const xs = [], ys = [], fin = [];
     let bestV = null;
     a.trials.forEach((t, i) => {
-      const v = typeof t.final === "number" ? t.final : null;
+      const v = t.status === "completed" && typeof t.final === "number" && Number.isFinite(t.final) ? t.final : null;
       if (v != null && (bestV == null || sign * v < sign * bestV)) bestV = v;
       xs.push(i + 1); ys.push(bestV); fin.push(v);
     });
-    const s = [{ label: "best so far", color: "#59a14f", x: xs, y: ys, width: 2 }, { label: "trial final", color: "#8b949e", x: xs, y: fin, width: 0.8 }];
+    bestBox.dataset.best = bestV == null ? "" : String(bestV); // where the curve ends (tests read it)
+    const s = [{ label: "best so far", color: "#59a14f", x: xs, y: ys, width: 2 }, { label: "completed trial's final", color: "#8b949e", x: xs, y: fin, width: 0.8 }];
     if (!bestChart) bestChart = new LineChart(bestBox, { series: s, height: 260, xLabel: "trial", integerX: true });
     else bestChart.setSeries(s);
   }
