@@ -1,13 +1,16 @@
 """Fixes from a supervisor review of the live fleet: the agent page's "best so far" chart
-counts completed trials only, as its card does."""
+counts completed trials only, as its card does; a live run's chart counts each point once
+(the stream resends some) and says "shown" only when it holds fewer than the run has."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+import assay
 import pytest
-from dash_support import AGENT_ID
+from dash_support import AGENT_ID, ingested
+from loopback_server import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,4 +50,59 @@ def test_best_so_far_chart_counts_completed_trials_only_as_its_card_does(tab, da
     assert best == pytest.approx(float(card), abs=1e-3), (best, card)
     assert best < 0.96
     assert page.inner_text(".stat .detail a") == dash["best"]
+    assert not t.errors, t.errors
+
+
+def test_a_live_runs_chart_counts_each_point_once(tab, dash) -> None:
+    data_dir = dash["data_dir"]
+    run = assay.init(project="ptsqa", name="live-count", dir=data_dir, system_metrics_interval=0,
+                     capture=False)
+    try:
+        for s in range(41):
+            run.log({"loss": 1.0 / (s + 1)}, step=s)
+        run.flush()
+        wait_for(lambda: ingested(data_dir, run.id, 40), timeout=30)
+        t = tab("viewer")
+        page = t.open(f"#/runs/{run.id}")
+        page.wait_for_function("() => performance.getEntriesByName('assay:run-chart-rendered').length > 0")
+        meta = '.chart-card[data-key="loss"] .chart-title .meta'
+        page.wait_for_timeout(2500)  # the stream resumes before the history's end: resends
+        assert page.inner_text(meta).startswith("41 pts · last"), page.inner_text(meta)
+        for s in range(41, 46):
+            run.log({"loss": 1.0 / (s + 1)}, step=s)
+        run.flush()
+        page.wait_for_function(
+            "() => document.querySelector('.chart-card[data-key=\"loss\"]').dataset.last === '45'",
+            timeout=20_000)
+        assert page.inner_text(meta).startswith("46 pts · last"), page.inner_text(meta)
+        assert not t.errors, t.errors
+    finally:
+        run.finish()
+
+
+def test_metric_grid_counts_resent_points_once_and_says_shown_only_when_downsampled(tab) -> None:
+    t = tab("viewer")
+    page = t.open("#/")
+    got = page.evaluate("""async () => {
+      const { MetricGrid } = await import('/ui/js/metrics.js');
+      const el = document.createElement('div');
+      el.style.width = '500px';
+      document.body.append(el);
+      const pts = (key) => el.querySelector(`.chart-card[data-key="${key}"] .meta`).textContent.split(' · ')[0];
+      const g = new MetricGrid(el, 'nosuchrun', ['all', 'down'], { series: {
+        all: { step: [0, 1, 2], value: [1, 2, 3], time: [0, 0, 0], total: 3 },
+        down: { step: [0, 50, 99], value: [1, 2, 3], time: [0, 0, 0], total: 100 } } });
+      await g.load();
+      const out = [pts('all'), pts('down')];
+      // The stream resends what the history read held, then brings new points.
+      g.append({ all: { step: [1, 2, 3], value: [2, 3, 4], time: [0, 0, 0] },
+                 down: { step: [98, 99, 100], value: [2, 3, 4], time: [0, 0, 0] } });
+      out.push(pts('all'), pts('down'));
+      g.append({ all: { step: [3], value: [4], time: [0] } });  // the same point again
+      out.push(pts('all'));
+      g.destroy();
+      el.remove();
+      return out;
+    }""")
+    assert got == ["3 pts", "100 pts (3 shown)", "4 pts", "101 pts (4 shown)", "4 pts"]
     assert not t.errors, t.errors

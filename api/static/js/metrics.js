@@ -103,7 +103,8 @@ export class MetricGrid {
       const nf = this.nonFinite.get(k);
       if (nf && nf.has(s.x[s.x.length - 1])) last = nf.get(s.x[s.x.length - 1]);
     }
-    const total = this.totals.get(k) || s.x.length;
+    // The run's distinct points; "shown" only when the chart holds fewer (downsampled).
+    const total = Math.max(this.totals.get(k) || 0, s.x.length);
     const card = this.cards.get(k);
     card.dataset.points = String(s.x.length); // what the chart holds (tests read it)
     card.dataset.last = String(s.x.length ? s.x[s.x.length - 1] : "");
@@ -128,9 +129,12 @@ export class MetricGrid {
       const lastX = before.x.length ? before.x[before.x.length - 1] : -Infinity;
       const xs = this.xs(p);
       chart.append(0, xs, clean(p.value));
+      const after = (chart.full || chart.series)[0];
       const fresh = xs.map((x, i) => [x, p.value[i]]).filter(([x]) => x > lastX); // as the chart keeps
       this.keepNonFinite(k, fresh.map((e) => e[0]), fresh.map((e) => e[1]));
-      this.totals.set(k, (this.totals.get(k) || 0) + p.step.length);
+      // Only the points the chart took are new: the stream resends points already held
+      // (it resumes a little before what the history read holds), and those count once.
+      this.totals.set(k, Math.max(this.totals.get(k) || 0, before.x.length) + (after.x.length - before.x.length));
       this.describe(k);
       const n = (chart.full || chart.series)[0].x.length;
       if (n > this.o.maxPoints * 4) this.scheduleRefetch(k);
