@@ -1,6 +1,7 @@
 """Fixes from a supervisor review of the live fleet: the agent page's "best so far" chart
 counts completed trials only, as its card does; a live run's chart counts each point once
-(the stream resends some) and says "shown" only when it holds fewer than the run has."""
+(the stream resends some) and says "shown" only when it holds fewer than the run has;
+durations and "… ago" times are rounded before they are split ("12m 00s", not "11m 60s")."""
 
 from __future__ import annotations
 
@@ -105,4 +106,24 @@ def test_metric_grid_counts_resent_points_once_and_says_shown_only_when_downsamp
       return out;
     }""")
     assert got == ["3 pts", "100 pts (3 shown)", "4 pts", "101 pts (4 shown)", "4 pts"]
+    assert not t.errors, t.errors
+
+
+def test_durations_and_ago_times_round_before_they_split(tab) -> None:
+    t = tab("viewer")
+    page = t.open("#/")
+    got = page.evaluate("""async () => {
+      const { fmtDuration, fmtAgo } = await import('/ui/js/format.js');
+      const now = 1_000_000;
+      return {
+        dur: [0.25, 0.9996, 59.4, 59.6, 719.6, 3599.4, 3599.7, 3661, 7199.9, 86399, 90000, 2.5 * 86400 + 1799]
+          .map(fmtDuration),
+        ago: [5, 59.4, 59.6, 61, 3569, 3590, 3600 * 23.4, 3600 * 23.6].map((d) => fmtAgo(now - d, now)),
+      };
+    }""")
+    assert got["dur"] == ["250 ms", "1s", "59s", "1m 00s", "12m 00s", "59m 59s", "1h 00m", "1h 01m",
+                          "2h 00m", "1d 0h", "1d 1h", "2d 12h"]
+    assert got["ago"][:7] == ["5 s ago", "59 s ago", "1 min ago", "1 min ago", "59 min ago",
+                              "1 h ago", "23 h ago"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", got["ago"][7])  # a day ago: the date
     assert not t.errors, t.errors

@@ -35,11 +35,16 @@ export function fmtValue(v) {
 export function fmtDuration(s) {
   if (s == null || !Number.isFinite(s)) return "–";
   s = Math.max(0, s);
-  if (s < 1) return `${Math.round(s * 1000)} ms`;
-  if (s < 60) return `${Math.round(s)}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ${String(Math.round(s % 60)).padStart(2, "0")}s`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`;
-  return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+  // Rounded to the unit shown first, then split: 719.6 s is "12m 00s", never "11m 60s".
+  const ms = Math.round(s * 1000);
+  if (ms < 1000) return `${ms} ms`;
+  const sec = Math.round(s);
+  if (sec < 60) return `${sec}s`;
+  if (sec < 3600) return `${Math.floor(sec / 60)}m ${String(sec % 60).padStart(2, "0")}s`;
+  const min = Math.round(s / 60);
+  if (min < 1440) return `${Math.floor(min / 60)}h ${String(min % 60).padStart(2, "0")}m`;
+  const hr = Math.round(s / 3600);
+  return `${Math.floor(hr / 24)}d ${hr % 24}h`;
 }
 
 /** Epoch seconds of a time given as epoch seconds or an ISO 8601 string (audit entries). */
@@ -57,9 +62,10 @@ export function fmtAgo(ts, now = Date.now() / 1000) {
   if (!ts) return "–";
   const d = now - ts;
   if (d < 0) return "just now";
-  if (d < 60) return `${Math.round(d)} s ago`;
-  if (d < 3600) return `${Math.round(d / 60)} min ago`;
-  if (d < 86400) return `${Math.round(d / 3600)} h ago`;
+  // Rounded first, then the unit chosen: 59.6 s ago is "1 min ago", never "60 s ago".
+  if (Math.round(d) < 60) return `${Math.round(d)} s ago`;
+  if (Math.round(d / 60) < 60) return `${Math.round(d / 60)} min ago`;
+  if (Math.round(d / 3600) < 24) return `${Math.round(d / 3600)} h ago`;
   return fmtTime(ts).slice(0, 10);
 }
 
