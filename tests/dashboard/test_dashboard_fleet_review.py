@@ -1,15 +1,21 @@
 """Fixes from a supervisor review of the live fleet: the agent page's "best so far" chart
 counts completed trials only, as its card does; a live run's chart counts each point once
 (the stream resends some) and says "shown" only when it holds fewer than the run has;
-durations and "… ago" times are rounded before they are split ("12m 00s", not "11m 60s")."""
+durations and "… ago" times are rounded before they are split ("12m 00s", not "11m 60s");
+an override the server stores with a warning (the agent may be dead) shows the warning."""
 
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import assay
 import pytest
+from assay.store import control
+from assay.store.control import AgentRow, AgentStatus, LanceControlStore
+from assay.store.ingest import IngestLock
+from assay.store.lance import LanceStore
 from dash_support import AGENT_ID, ingested
 from loopback_server import wait_for
 
@@ -127,3 +133,69 @@ def test_durations_and_ago_times_round_before_they_split(tab) -> None:
                               "1 h ago", "23 h ago"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d", got["ago"][7])  # a day ago: the date
     assert not t.errors, t.errors
+
+
+def _save_agent(dash: dict[str, Any], row: AgentRow, *, age: float = 0.0, monkeypatch: Any = None) -> None:
+    """Save an agent row as if its process last reported ``age`` seconds ago."""
+    ctl = LanceControlStore(LanceStore(dash["data_dir"]), IngestLock(dash["data_dir"]))
+    if age:
+        class Then:
+            @staticmethod
+            def time() -> float:
+                return time.time() - age
+        monkeypatch.setattr(control, "time", Then)
+    try:
+        ctl.save_agent(row)
+    finally:
+        if age:
+            monkeypatch.undo()
+
+
+def test_an_override_to_a_silent_agent_shows_the_servers_warning_and_a_refusal_its_reason(
+        tab, dash, monkeypatch) -> None:
+    aid = "agsilentqa01"
+    spec = {"name": "silent-qa", "project": "silentqa", "metric": "loss", "mode": "min",
+            "owner": "researcher", "budget": {"trials": 4}}
+    row = AgentRow(aid, "silent-qa", "silentqa", spec, AgentStatus.RUNNING,
+                   state={"trials": {}, "budget": spec["budget"], "concurrency": 1}, hlc="1")
+    _save_agent(dash, row, age=600, monkeypatch=monkeypatch)  # silent for 10 minutes
+    try:
+        t = tab("supervisor")
+        page = t.page
+        paused = {"on": True}
+
+        def as_paused(route: Any) -> None:  # the page believes it paused (a stale read)
+            resp = route.fetch()
+            body = resp.json()
+            if paused["on"]:
+                body["status"] = "paused"
+            route.fulfill(response=resp, json=body)
+        page.route(re.compile(rf".*/api/agents/{aid}$"), as_paused)
+        t.open(f"#/agents/{aid}")
+        # A resume the server refuses (409: the agent is not paused): the dialog stays open
+        # with the server's reason, and an error toast says it too.
+        page.click('button[data-action="resume"]')
+        page.fill("form.ask textarea[name=reason]", "go on")
+        page.click("form.ask button[type=submit]")
+        page.wait_for_selector(".toast.error")
+        assert "is not paused" in page.inner_text(".toast.error")
+        assert "nothing to resume" in page.inner_text("form.ask .form-error")
+        page.click("form.ask button:has-text('Cancel')")
+        paused["on"] = False
+        page.wait_for_function("() => !document.querySelector('button[data-action=\"pause\"]').disabled",
+                               timeout=10_000)
+        # A pause it stores, warning that the agent has not reported for 600 s.
+        page.click('button[data-action="pause"]')
+        page.fill("form.ask textarea[name=reason]", "looks stuck")
+        page.click("form.ask button[type=submit]")
+        page.wait_for_selector(".toast.ok >> text=pause")
+        page.wait_for_selector(".toast.warn")
+        warn = page.inner_text(".toast.warn")
+        assert "has not reported for" in warn and "may be dead" in warn, warn
+        assert page.evaluate("() => getComputedStyle(document.querySelector('.toast.warn')).borderLeftColor") != \
+            page.evaluate("() => getComputedStyle(document.querySelector('.toast.ok')).borderLeftColor")
+        t.shot("agent-silent-override-warning")
+        assert not t.unexpected("status of 409"), t.errors
+    finally:
+        _save_agent(dash, AgentRow(aid, "silent-qa", "silentqa", spec, AgentStatus.STOPPED,
+                                   state=row.state, hlc="2"))

@@ -64,7 +64,16 @@ export function field(label, input, hint) {
   return h("label.field", h("span", label), input, hint ? h("small.muted", hint) : null);
 }
 
-/** A short message in the corner (kind: ok | error | info). */
+/**
+ * The server's warning on an override it stored (202), e.g. that the agent has not reported
+ * for minutes and may be dead: the override waits until it steps again. Shown apart from the
+ * "sent" toast, in the warning style, and for longer.
+ */
+export function sentWarning(r) {
+  if (r && r.warning) toast(`Warning: ${r.warning}`, "warn", 15000);
+}
+
+/** A short message in the corner (kind: ok | warn | error | info). */
 export function toast(text, kind = "info", ms = 4000) {
   let box = document.getElementById("toasts");
   if (!box) { box = h("div#toasts"); document.body.append(box); }

@@ -7,7 +7,7 @@ import { h, mount } from "../dom.js";
 import { ago, color, fmtDuration, fmtNum, fmtValue, pill } from "../format.js";
 import { cursorFor, follow } from "../live.js";
 import { can, currentWho } from "../session.js";
-import { decisionItem, dialog, empty, field, toast } from "../ui.js";
+import { decisionItem, dialog, empty, field, sentWarning, toast } from "../ui.js";
 
 const MAX_CURVES = 60;
 
@@ -139,6 +139,7 @@ export async function agentPage(ctx, id) {
     try {
       const r = await api(`/api/agents/${encodeURIComponent(a.agent_id)}/overrides`, { method: "POST", body: { action, reason, params } });
       toast(`${action} sent (${r.override_id}, ${r.status}); applied at the agent's next step.`, "ok");
+      sentWarning(r);
       refresh();
       return "";
     } catch (e) {
@@ -154,6 +155,7 @@ export async function agentPage(ctx, id) {
     try {
       const r = await api(`/api/runs/${encodeURIComponent(tid)}/stop`, { method: "POST", body: { reason: v.reason } });
       toast(`Stop requested for ${tid} (${r.override_id}).`, "ok");
+      sentWarning(r);
       refresh();
     } catch (e) {
       toast(`${e.error}${e.hint ? " — " + e.hint : ""}`, "error", 8000);

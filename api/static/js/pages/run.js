@@ -9,7 +9,7 @@ import { MetricGrid, chartToolbar } from "../metrics.js";
 import { runHistoryPath, runPath, userKeys as userKeysOf } from "../paths.js";
 import { replaceQuery } from "../router.js";
 import { can, currentWho } from "../session.js";
-import { dialog, empty, tabs, toast } from "../ui.js";
+import { dialog, empty, sentWarning, tabs, toast } from "../ui.js";
 
 /** Render the run page. */
 export async function runPage(ctx, id) {
@@ -191,6 +191,7 @@ async function loadAgent(run, el, actions, ctx, statusOf) {
       try {
         const r = await api(`/api/runs/${encodeURIComponent(run.run_id)}/stop`, { method: "POST", body: { reason: v.reason } });
         toast(`Stop requested (override ${r.override_id}, ${r.status}).`, "ok");
+        sentWarning(r);
       } catch (e) {
         toast(`${e.error}${e.hint ? " — " + e.hint : ""}`, "error", 8000);
       }
