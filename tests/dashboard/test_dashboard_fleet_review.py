@@ -2,7 +2,8 @@
 counts completed trials only, as its card does; a live run's chart counts each point once
 (the stream resends some) and says "shown" only when it holds fewer than the run has;
 durations and "… ago" times are rounded before they are split ("12m 00s", not "11m 60s");
-an override the server stores with a warning (the agent may be dead) shows the warning."""
+an override the server stores with a warning (the agent may be dead) shows the warning; a
+trial whose run finished shows the run's status, not the agent's lagging "running"."""
 
 from __future__ import annotations
 
@@ -199,3 +200,28 @@ def test_an_override_to_a_silent_agent_shows_the_servers_warning_and_a_refusal_i
     finally:
         _save_agent(dash, AgentRow(aid, "silent-qa", "silentqa", spec, AgentStatus.STOPPED,
                                    state=row.state, hlc="2"))
+
+
+def test_a_trial_whose_run_finished_shows_the_runs_status_and_no_stop_button(tab, dash) -> None:
+    done, failed, live = dash["trials"][0], dash["trials"][3], dash["live"].id
+
+    def edit(body: dict[str, Any]) -> None:  # the agent's saved state lags (or it died)
+        for tr in body["trials"]:
+            if tr["trial_id"] in (done, failed):
+                tr["status"] = "running"
+    t = tab("supervisor")
+    _patch_agent(t.page, edit)
+    page = t.open(f"#/agents/{AGENT_ID}")
+    page.wait_for_selector(f'tr[data-key="{live}"] button:has-text("stop")')
+    pill = lambda tid: page.inner_text(f'tr[data-key="{tid}"] .pill')
+    page.wait_for_function(f"() => document.querySelector('tr[data-key=\"{done}\"] .pill').textContent === 'completed'",
+                           timeout=10_000)
+    assert pill(failed) == "failed"
+    assert pill(live) == "running"
+    page.wait_for_timeout(3000)  # a refresh redraws the table from the same reads
+    assert (pill(done), pill(failed), pill(live)) == ("completed", "failed", "running")
+    for tid in (done, failed):
+        assert page.locator(f'tr[data-key="{tid}"] button:has-text("stop")').count() == 0
+    assert page.locator(f'tr[data-key="{live}"] button:has-text("stop")').count() == 1
+    assert "saved state says running" in (page.get_attribute(f'tr[data-key="{done}"] .pill', "title") or "")
+    assert not t.errors, t.errors

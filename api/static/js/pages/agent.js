@@ -162,6 +162,42 @@ export async function agentPage(ctx, id) {
     }
   }
 
+  // The agent's saved state can lag its trials' runs (or the agent died): a trial it says is
+  // running whose run has finished (completed, failed, crashed, stopped) shows the run's
+  // status, and no stop button. One runs read per refresh; each finished run is read once.
+  const runStatus = new Map(); // trial id -> its run's status
+  async function loadRunStatuses() {
+    const open = a.trials.filter((t) => t.status === "running" || t.status === "pending").map((t) => t.trial_id);
+    const before = JSON.stringify([...runStatus]);
+    if (open.length) {
+      try {
+        const page = await api(`/api/runs${qs({ status: "running", project: a.project, limit: 1000 })}`, { signal: ctx.signal });
+        const running = new Set(page.runs.map((r) => r.run_id));
+        const unknown = [];
+        for (const tid of open) {
+          if (running.has(tid)) runStatus.set(tid, "running");
+          else if (!runStatus.has(tid) || runStatus.get(tid) === "running") unknown.push(tid);
+        }
+        await Promise.all(unknown.slice(0, 20).map(async (tid) => {
+          try {
+            runStatus.set(tid, (await api(`/api/runs/${encodeURIComponent(tid)}`, { signal: ctx.signal })).status);
+          } catch (e) {
+            if (e.status !== 404) throw e; // 404: launched, no run row yet
+          }
+        }));
+      } catch (e) {
+        if (e.kind === "aborted") throw e; // else: the agent's word until the next refresh
+      }
+    }
+    return JSON.stringify([...runStatus]) !== before;
+  }
+
+  /** A trial's status: its run's when the run finished and the agent's state lags. */
+  function statusOf(t) {
+    const rs = runStatus.get(t.trial_id);
+    return (t.status === "running" || t.status === "pending") && rs && rs !== "running" ? rs : t.status;
+  }
+
   function drawTrials() {
     const ts = [...a.trials].reverse();
     mount(trials, h("h2", "Trials", h("span.count", String(ts.length))),
@@ -170,11 +206,12 @@ export async function agentPage(ctx, id) {
         h("tbody", ts.map((t) => h("tr", { dataset: { key: t.trial_id } },
           h("td", h("span.swatch", { style: { background: colorOf(t.trial_id) } })),
           h("td", h("a.mono", { href: `#/runs/${t.trial_id}` }, t.trial_id), t.trial_id === a.best?.trial_id ? h("span.best", " ★") : null),
-          h("td", pill(t.status)),
+          h("td", statusOf(t) === t.status ? pill(t.status)
+            : pill(statusOf(t), `its run is ${statusOf(t)}; the agent's last saved state says ${t.status}`)),
           h("td.num", t.final == null ? "–" : fmtNum(t.final)),
           h("td.trunc.mono", { title: JSON.stringify(t.config) }, Object.entries(t.config || {}).map(([k, v]) => `${k}=${fmtValue(v)}`).join(" ")),
           h("td.trunc", { title: t.reason || t.origin || "" }, t.origin || "", t.reason ? h("span.muted", ` · ${t.reason}`) : null),
-          h("td", t.status === "running" && mayOverride() ? h("button.btn.small.danger", { type: "button", title: "stop this run", onclick: () => stopTrial(t.trial_id) }, "stop") : null)))))) : empty("No trials yet."));
+          h("td", statusOf(t) === "running" && mayOverride() ? h("button.btn.small.danger", { type: "button", title: "stop this run", onclick: () => stopTrial(t.trial_id) }, "stop") : null)))))) : empty("No trials yet."));
   }
 
   const order = new Map();
@@ -354,12 +391,13 @@ export async function agentPage(ctx, id) {
     ]);
     if (!ctx.alive) return;
     drawHead(); drawControls(); drawTrials();
-    await Promise.all([loadCurves(), loadDecisions(), loadOverrides(), loadAudit()]);
+    await Promise.all([loadCurves(), loadDecisions(), loadOverrides(), loadAudit(), trialStatuses()]);
     follows();
   }
+  const trialStatuses = () => loadRunStatuses().then((changed) => { if (changed && ctx.alive) drawTrials(); });
 
   drawHead(); drawControls(); drawTrials();
-  await Promise.all([loadCurves(), loadDecisions(), loadOverrides(), loadAudit()]);
+  await Promise.all([loadCurves(), loadDecisions(), loadOverrides(), loadAudit(), trialStatuses()]);
   follows();
   ctx.every(2500, refresh);
 }
