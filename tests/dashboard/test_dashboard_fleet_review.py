@@ -3,7 +3,9 @@ counts completed trials only, as its card does; a live run's chart counts each p
 (the stream resends some) and says "shown" only when it holds fewer than the run has;
 durations and "… ago" times are rounded before they are split ("12m 00s", not "11m 60s");
 an override the server stores with a warning (the agent may be dead) shows the warning; a
-trial whose run finished shows the run's status, not the agent's lagging "running"."""
+trial whose run finished shows the run's status, not the agent's lagging "running"; Compare
+and the Runs table default to the objective's metric, else to a metric before a counter
+such as epoch."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 import assay
 import pytest
 from assay.store import control
-from assay.store.control import AgentRow, AgentStatus, LanceControlStore
+from assay.store.control import AgentRow, AgentStatus, Decision, LanceControlStore
 from assay.store.ingest import IngestLock
 from assay.store.lance import LanceStore
 from dash_support import AGENT_ID, ingested
@@ -224,4 +226,49 @@ def test_a_trial_whose_run_finished_shows_the_runs_status_and_no_stop_button(tab
         assert page.locator(f'tr[data-key="{tid}"] button:has-text("stop")').count() == 0
     assert page.locator(f'tr[data-key="{live}"] button:has-text("stop")').count() == 1
     assert "saved state says running" in (page.get_attribute(f'tr[data-key="{done}"] .pill', "title") or "")
+    assert not t.errors, t.errors
+
+
+def _seed_keys_project(dash: dict[str, Any], project: str) -> list[str]:
+    """Two finished runs logging epoch, lr, train/loss and val/acc (alphabetically, the
+    counter and the learning rate come first)."""
+    data_dir, ids, runs = dash["data_dir"], [], []
+    for i, lr in enumerate((0.1, 0.01)):
+        with assay.init(project=project, name=f"{project}-{i}", dir=data_dir, config={"lr": lr},
+                        system_metrics_interval=0, capture=False) as run:
+            for s in range(5):
+                run.log({"epoch": s, "lr": lr, "train/loss": 1 / (s + 1), "val/acc": s / 5}, step=s)
+        ids.append(run.id)
+        runs.append(run.id)
+    wait_for(lambda: all(ingested(data_dir, r, 4, (r,)) for r in runs), timeout=30)
+    return ids
+
+
+def test_compare_and_the_runs_table_default_to_the_objectives_metric(tab, dash) -> None:
+    ids = _seed_keys_project(dash, "objqa")
+    aid = "agobjqa01"
+    spec = {"name": "objqa", "project": "objqa", "metric": "val/acc", "mode": "max",
+            "owner": "researcher", "budget": {"trials": 2}}
+    trials = {r: {"config": {"lr": 0.1}, "status": "completed", "final": 0.8, "origin": "searcher",
+                  "reason": "", "curve": []} for r in ids}
+    _save_agent(dash, AgentRow(aid, "objqa", "objqa", spec, AgentStatus.FINISHED,
+                               state={"trials": trials, "budget": spec["budget"]}, hlc="1"))
+    ctl = LanceControlStore(LanceStore(dash["data_dir"]), IngestLock(dash["data_dir"]))
+    ctl.add_decisions([Decision(aid, "objqa", r, "launch", "launch (random)", {}, f"{50 + n:04d}",
+                                time.time()) for n, r in enumerate(ids)])
+    plain = _seed_keys_project(dash, "plainqa")  # no agent: a metric, not the epoch counter
+    t = tab("viewer")
+    page = t.page
+    for run_ids, want in ((ids, "val/acc"), (plain, "lr")):
+        t.open(f"#/compare?ids={','.join(run_ids)}")
+        page.wait_for_function("() => performance.getEntriesByName('assay:compare-rendered').length > 0",
+                               timeout=15_000)
+        assert page.input_value(".chart-card .toolbar select") == want
+        assert page.inner_text("#pc-key") == want
+    for project, first in (("objqa", "summary.val/acc"), ("plainqa", None)):
+        t.open(f"#/runs?project={project}")
+        page.wait_for_selector("table.data thead th[title^='summary.']")
+        cols = page.eval_on_selector_all("table.data thead th[title^='summary.']", "ths => ths.map((th) => th.title)")
+        assert len(cols) == 3 and "summary.epoch" not in cols, cols
+        assert first is None or cols[0] == first, cols
     assert not t.errors, t.errors

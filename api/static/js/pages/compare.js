@@ -5,6 +5,7 @@ import { LineChart, clean } from "../chart.js";
 import { h, mount } from "../dom.js";
 import { color, flatten, fmtNum, fmtValue, pill, ramp } from "../format.js";
 import { parallelCoordinates } from "../graphs.js";
+import { rankKeys, trialMetrics } from "../keys.js";
 import { cursorFor, follow } from "../live.js";
 import { chartToolbar } from "../metrics.js";
 import { replaceQuery } from "../router.js";
@@ -24,6 +25,9 @@ export async function comparePage(ctx) {
     return;
   }
   ids = [...new Set(ids)].slice(0, MAX_RUNS);
+  const keyAsked = ctx.route.query.get("key");
+  // The metric of the objective the runs are trials of (when an agent launched them).
+  const objective = keyAsked ? Promise.resolve([]) : trialMetrics(ids, ctx.signal);
   const got = await Promise.all(ids.map((id) => api(`/api/runs/${encodeURIComponent(id)}`, { signal: ctx.signal })
     .catch((e) => { if (e.status === 404 || e.status === 400) return { missing: id, error: e.error }; throw e; })));
   const runs = got.filter((r) => !r.missing);
@@ -35,8 +39,10 @@ export async function comparePage(ctx) {
 
   const counts = new Map();
   for (const r of runs) for (const k of Object.keys(r.summary_stats || {})) if (!k.startsWith("sys/")) counts.set(k, (counts.get(k) || 0) + 1);
-  const keys = [...counts.keys()].sort((a, b) => counts.get(b) - counts.get(a) || a.localeCompare(b));
-  let key = ctx.route.query.get("key") || keys[0] || "";
+  // Shared by the most runs first; the objective's metric before all, counters (epoch,
+  // step) after the other metrics.
+  const keys = rankKeys([...counts.keys()].sort((a, b) => counts.get(b) - counts.get(a) || a.localeCompare(b)), await objective);
+  let key = keyAsked || keys[0] || "";
   const st = { smoothing: Number(ctx.route.query.get("smooth") || 0), log: ctx.route.query.get("log") === "1" };
 
   const keySel = h("select", { title: "metric" }, keys.map((k) => h("option", { value: k, selected: k === key }, k)));

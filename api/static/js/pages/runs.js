@@ -3,6 +3,7 @@
 import { api, qs } from "../api.js";
 import { debounce, h, mount } from "../dom.js";
 import { ago, fmtDuration, fmtNum, fmtValue, pill } from "../format.js";
+import { objectiveMetrics, rankKeys, stepLike } from "../keys.js";
 import { replaceQuery } from "../router.js";
 import { saveSelected, selected } from "../session.js";
 import { empty, navigable } from "../ui.js";
@@ -57,12 +58,17 @@ export async function runsPage(ctx) {
 
   let columns = [];
   async function loadColumns() {
-    const c = await api(`/api/runs/columns${qs({ project: st.project })}`, { signal: ctx.signal });
+    const [c, objective] = await Promise.all([api(`/api/runs/columns${qs({ project: st.project })}`, { signal: ctx.signal }),
+      st.cols.length ? [] : objectiveMetrics(st.project, ctx.signal)]);
     // min/max of a metric are summary_min.* / summary_max.* columns, not offered here.
     columns = c.columns.filter((x) => (x.startsWith("config.") || x.startsWith("summary.")) &&
       !x.startsWith("summary.sys/"));
     if (!st.cols.length) {
-      st.cols = [...columns.filter((x) => x.startsWith("summary.")).slice(0, 3), ...columns.filter((x) => x.startsWith("config.")).slice(0, 3)];
+      // The agents' objective metrics first, then other metrics; counters (epoch, step)
+      // only when the runs logged nothing else.
+      const metrics = rankKeys(columns.filter((x) => x.startsWith("summary.")).map((x) => x.slice(8)), objective);
+      const better = metrics.filter((k) => objective.includes(k) || !stepLike(k));
+      st.cols = [...(better.length ? better : metrics).slice(0, 3).map((k) => `summary.${k}`), ...columns.filter((x) => x.startsWith("config.")).slice(0, 3)];
     }
     mount(colSel, h("option", { value: "" }, "+ column"), columns.filter((x) => !st.cols.includes(x)).map((x) => h("option", { value: x }, x)));
   }
