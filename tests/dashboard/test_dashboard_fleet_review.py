@@ -5,7 +5,8 @@ durations and "… ago" times are rounded before they are split ("12m 00s", not 
 an override the server stores with a warning (the agent may be dead) shows the warning; a
 trial whose run finished shows the run's status, not the agent's lagging "running"; Compare
 and the Runs table default to the objective's metric, else to a metric before a counter
-such as epoch."""
+such as epoch; an ended agent's budget shows nothing left, and a trials limit lowered below
+what launched says so instead of "7 / 3 · 0 left"."""
 
 from __future__ import annotations
 
@@ -271,4 +272,36 @@ def test_compare_and_the_runs_table_default_to_the_objectives_metric(tab, dash) 
         cols = page.eval_on_selector_all("table.data thead th[title^='summary.']", "ths => ths.map((th) => th.title)")
         assert len(cols) == 3 and "summary.epoch" not in cols, cols
         assert first is None or cols[0] == first, cols
+    assert not t.errors, t.errors
+
+
+def test_budget_wording_for_an_ended_agent_and_a_lowered_trials_limit(tab, dash) -> None:
+    t = tab("viewer")
+    page = t.page
+    st = {"status": "finished", "lowered": False}
+
+    def agent(body: dict[str, Any]) -> None:
+        body["status"] = st["status"]
+    _patch_agent(page, agent)
+
+    def fleet(route: Any) -> None:
+        resp = route.fetch()
+        body = resp.json()
+        body["budget"]["wall_clock_s"] = {"used": 694.4, "limit": 1200, "left": 505.6, "fraction": 0.58}
+        if st["lowered"]:
+            body["budget"]["trials"] = {"used": 7, "limit": 3, "left": 0, "fraction": 1}
+        route.fulfill(response=resp, json=body)
+    page.route(re.compile(rf".*/api/fleet/agents/{AGENT_ID}(\?.*)?$"), fleet)
+    t.open(f"#/agents/{AGENT_ID}")
+    order = ["trials", "wall_clock_s"]  # the panel's first rows
+    row = lambda k: page.locator(".budget .v").nth(order.index(k)).inner_text()
+    page.wait_for_function("() => document.querySelectorAll('.budget .v').length >= 2")
+    assert row("wall_clock_s") == "11m 34s / 20m 00s", row("wall_clock_s")  # finished: no "left"
+    assert row("trials") == "5 / 8"
+    assert "left" not in page.inner_text(".budget")
+    st.update(status="running", lowered=True)
+    page.wait_for_function("() => document.querySelector('.budget .v').textContent.startsWith('7 ')",
+                           timeout=10_000)
+    assert row("trials") == "7 launched / limit 3 (lowered)"
+    assert row("wall_clock_s") == "11m 34s / 20m 00s · 8m 26s left"  # running: what is left
     assert not t.errors, t.errors

@@ -50,12 +50,17 @@ export async function agentPage(ctx, id) {
         h("div.muted.mono", { style: { fontSize: "11.5px", marginTop: "4px" } }, Object.entries(a.best.config || {}).map(([k, v]) => `${k}=${fmtValue(v)}`).join("  "))]
         : h("p.empty", "No finished trial yet."));
     const b = f.budget;
+    // An agent that ended (finished, stopped, failed) has nothing left to spend.
+    const ended = !["running", "paused", "starting"].includes(a.status);
     const rows = [["trials", "Trials", (v) => fmtNum(v)], ["wall_clock_s", "Wall clock", fmtDuration], ["gpu_hours", "GPU-hours", (v) => fmtNum(v, 3)], ["cpu_hours", "CPU-hours", (v) => fmtNum(v, 3)]];
     mount(budget, h("span.label.muted", "BUDGET USED / LIMIT"), h("div.budget", { style: { marginTop: "6px" } }, rows.map(([k, label, fmt]) => {
       const d = b[k] || {};
       const lim = d.limit == null ? "∞" : fmt(d.limit);
+      // More trials launched than the limit allows: it was lowered below them since.
+      const lowered = k === "trials" && d.limit != null && d.used != null && d.used > d.limit;
       return [h("span.k", label), d.limit == null ? h("span.muted", "no limit") : h("div.bar" + (d.fraction >= 1 ? ".full" : d.fraction >= 0.8 ? ".high" : ""), h("div.bar-fill", { style: { width: `${((d.fraction || 0) * 100).toFixed(1)}%` } })),
-        h("span.v", `${d.used == null ? "–" : fmt(d.used)} / ${lim}`, d.left != null ? h("span.muted", ` · ${fmt(d.left)} left`) : null)];
+        h("span.v", { dataset: { key: k } }, lowered ? `${fmt(d.used)} launched / limit ${lim} (lowered)` : `${d.used == null ? "–" : fmt(d.used)} / ${lim}`,
+          d.left != null && !ended && !lowered ? h("span.muted", ` · ${fmt(d.left)} left`) : null)];
     })), h("div.muted", { style: { marginTop: "6px" } }, `concurrency ${a.concurrency ?? "–"} · ${a.trials_total} trials launched`));
   }
 
