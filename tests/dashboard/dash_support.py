@@ -135,3 +135,19 @@ def ingested(data_dir: Path, run_id: str, step: int, finished: tuple[str, ...] =
     if r is None or r.last_step < step:
         return False
     return all((f := store.get_run(k)) is not None and f.status != "running" for k in finished)
+
+
+def patch_agent(page: Any, edit: Any, agent_id: str = AGENT_ID) -> None:
+    """Serve GET /api/agents/<id> edited by ``edit(body)`` (the agent as an agent process
+    would have saved it)."""
+    import re
+
+    def handle(route: Any) -> None:
+        if route.request.method != "GET":
+            route.continue_()
+            return
+        resp = route.fetch()
+        body = resp.json()
+        edit(body)
+        route.fulfill(response=resp, json=body)
+    page.route(re.compile(rf".*/api/agents/{agent_id}$"), handle)

@@ -18,27 +18,10 @@ from assay.api.auth import TokenStore
 from assay.store.control import LanceControlStore
 from assay.store.ingest import IngestLock
 from assay.store.lance import LanceStore
-from dash_support import AGENT_ID, ingested
+from dash_support import AGENT_ID, ingested, patch_agent
 from loopback_server import wait_for
 
 pytestmark = pytest.mark.integration
-
-_AGENT_URL = re.compile(rf".*/api/agents/{AGENT_ID}$")
-
-
-def _patch_agent(page: Any, edit: Any) -> None:
-    """Serve GET /api/agents/<id> edited by ``edit(body)`` (the agent as an agent process,
-    absent in these tests, would have saved it)."""
-    def handle(route: Any) -> None:
-        if route.request.method != "GET":
-            route.continue_()
-            return
-        resp = route.fetch()
-        body = resp.json()
-        edit(body)
-        route.fulfill(response=resp, json=body)
-    page.route(_AGENT_URL, handle)
-
 
 def _overrides(dash: dict[str, Any], action: str) -> list[Any]:
     ctl = LanceControlStore(LanceStore(dash["data_dir"]), IngestLock(dash["data_dir"]))
@@ -52,7 +35,7 @@ def test_budget_dialog_starts_from_the_current_limits_and_sends_only_the_changes
     def edit(body: dict[str, Any]) -> None:
         body["budget"] = {"trials": 12, "gpu_hours": 2, "wall_clock_s": 5400, "cpu_hours": 3}
     t = tab("supervisor")
-    _patch_agent(t.page, edit)
+    patch_agent(t.page, edit)
     page = t.open(f"#/agents/{AGENT_ID}")
     page.click('button[data-action="budget"]')
     form = "form.ask"
@@ -276,7 +259,7 @@ def test_agent_stream_restarted_for_a_new_running_trial_loses_no_point(tab, dash
             for tr in body["trials"]:
                 if tr["trial_id"] == dash["trials"][0]:
                     tr["status"] = "running"
-    _patch_agent(page, edit)
+    patch_agent(page, edit)
     t.open(f"#/agents/{AGENT_ID}")
     page.wait_for_function(f"() => JSON.parse(document.querySelector('.chart-card .chart')?.dataset.running || '{{}}')[{live.id!r}]",
                            timeout=15_000)
