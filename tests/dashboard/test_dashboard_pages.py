@@ -59,6 +59,9 @@ def test_every_page_renders_without_console_errors(tab, dash) -> None:
         t.shot(name)
         assert not t.errors, f"{name}: {t.errors}"
         assert t.page.locator(".error-panel").count() == 0, name
+        if hash_ in ("#/", ""):  # helper-63: latest decisions named agents by id only
+            link = t.page.locator(f'.list .item a[href="#/agents/{AGENT_ID}"]').first
+            assert link.inner_text() == "digits-mlp" and link.get_attribute("title") == AGENT_ID
     dark = tab("supervisor", theme="dark")
     for name, hash_, ready in _pages(dash)[:1] + _pages(dash)[3:4] + _pages(dash)[9:10]:
         dark.open(hash_)

@@ -163,10 +163,13 @@ export function fill(el, ...children) {
 }
 
 /** One decision: kind, agent, trial, summary, and its evidence behind a disclosure. */
-export function decisionItem(d, { showAgent = true } = {}) {
+export function decisionItem(d, { showAgent = true, names = null } = {}) {
+  // names: agent id -> objective name (the overview knows them): people read objectives.
+  const name = names && names.get(d.agent_id);
   return h("div.item",
     h("div.line", pill(d.kind),
-      showAgent ? h("a.mono", { href: `#/agents/${d.agent_id}` }, d.agent_id) : null,
+      showAgent ? (name ? h("a", { href: `#/agents/${d.agent_id}`, title: d.agent_id }, name)
+        : h("a.mono", { href: `#/agents/${d.agent_id}` }, d.agent_id)) : null,
       d.trial_id ? h("a.mono", { href: `#/runs/${d.trial_id}` }, d.trial_id) : null,
       h("span.when", ago(d.time))),
     h("div.line", h("span.grow.wrap", { title: d.summary }, d.summary)),

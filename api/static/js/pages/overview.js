@@ -37,7 +37,10 @@ export async function overviewPage(ctx) {
     mount(agents, ...agentsTable(f.agents, f.now));
     mount(alerts, ...alertList(f.alerts, f.now, f.alert_counts));
     const sig = f.decisions.map((d) => d.decision_id).join(",");
-    if (sig !== decisionsSig) { decisionsSig = sig; mount(decisions, ...decisionList(f.decisions, f.now)); }
+    if (sig !== decisionsSig) {
+      decisionsSig = sig;
+      mount(decisions, ...decisionList(f.decisions, new Map(f.agents.map((a) => [a.agent_id, a.objective]))));
+    }
     mount(hosts, ...hostTable(f.resources));
     mount(recent, ...recentRuns(runs, f.now));
     if (detach) detach();
@@ -126,10 +129,10 @@ function alertList(alerts, now, counts) {
     h("div.line", h("a.grow", { href: a.href, title: a.message }, a.message), h("span.when", ago(a.time))))))];
 }
 
-function decisionList(ds, now) {
+function decisionList(ds, names) {
   const head = h("h2", "Latest decisions");
   if (!ds.length) return [head, empty("No decisions yet.")];
-  return [head, h("div.list.scroll", ds.map((d) => decisionItem(d)))];
+  return [head, h("div.list.scroll", ds.map((d) => decisionItem(d, { names })))];
 }
 
 function hostTable(r) {
