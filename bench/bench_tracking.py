@@ -2,6 +2,7 @@
 
 Prints, per tracker (each measured in its own subprocess so RSS is its own):
   - log_us:   time of ``log()`` on the caller thread per step of 5 scalars (median of repeats)
+  - summary_read_us: one read of ``run.summary["loss"]`` during training (mlflow has none)
   - finish_s: time of ``finish()`` right after the last step
   - pts_s:    points per second from the first ``log()`` to every point queryable
   - rss_mb:   peak RSS added to the training process by importing and using the tracker
@@ -63,6 +64,11 @@ ASSAY = CHILD_COMMON + textwrap.dedent(
     for i in range(steps):
         log({"loss": 1.0 / (i + 1), "acc": i * 1e-6, "lr": 0.1, "grad_norm": 2.5, "tokens": float(i)}, step=i)
     t1 = time.perf_counter()
+    reads = min(steps, 20_000)  # `if run.summary["loss"] < best`, as a training loop reads it
+    for _ in range(reads):
+        run.summary["loss"]
+    out["summary_read_us"] = (time.perf_counter() - t1) / reads * 1e6
+    t1 = time.perf_counter()
     run.finish()
     t2 = time.perf_counter()
     stop.set()  # the tracker's footprint; reading back below is the reader's
@@ -87,6 +93,11 @@ WANDB = CHILD_COMMON + textwrap.dedent(
     t0 = time.perf_counter()
     for i in range(steps):
         run.log({"loss": 1.0 / (i + 1), "acc": i * 1e-6, "lr": 0.1, "grad_norm": 2.5, "tokens": float(i)}, step=i)
+    t1 = time.perf_counter()
+    reads = min(steps, 20_000)
+    for _ in range(reads):
+        run.summary["loss"]
+    out["summary_read_us"] = (time.perf_counter() - t1) / reads * 1e6
     t1 = time.perf_counter()
     run.finish()
     t2 = time.perf_counter()
@@ -189,9 +200,10 @@ def main() -> None:
             print(f"{name}: failed: {str(e)[-400:]}")
     read = _run(READ, a.read_points)
     print(f"\nsteps of 5 scalars: assay {a.steps:,}, peers {a.peer_steps:,}; medians of repeats")
-    print(f"{'tracker':8} {'log us/step':>12} {'finish s':>9} {'points/s':>12} {'RSS MB':>8} {'+children':>10}")
+    print(f"{'tracker':8} {'log us/step':>12} {'summary us':>11} {'finish s':>9} {'points/s':>12} {'RSS MB':>8} {'+children':>10}")
     for name, r in results.items():
-        print(f"{name:8} {r['log_us']:12.2f} {r['finish_s']:9.3f} {r['pts_s']:12,.0f} {r['rss_mb']:8.1f} {r['tree_mb']:10.1f}")
+        cell = f"{r['summary_read_us']:11.2f}" if "summary_read_us" in r else f"{'-':>11}"
+        print(f"{name:8} {r['log_us']:12.2f} {cell} {r['finish_s']:9.3f} {r['pts_s']:12,.0f} {r['rss_mb']:8.1f} {r['tree_mb']:10.1f}")
     print(f"assay finish of a tiny first run, ingest daemon starting cold: "
           f"{results['assay']['cold_finish_s']:.2f} s")
     base = results["assay"]["log_us"]
