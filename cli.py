@@ -85,8 +85,17 @@ def _fmt(v: Any) -> str:
 def runs(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
          dir: DirOpt = None,
          limit: Annotated[int, typer.Option(help="newest N runs")] = 50,
+         status: Annotated[list[str] | None, typer.Option(
+             "--status", "-s", help="only runs with this status (repeatable)")] = None,
+         tag: Annotated[list[str] | None, typer.Option(
+             "--tag", "-t", help="only runs with this tag (repeatable: all of them)")] = None,
+         group: Annotated[str | None, typer.Option("--group", "-g")] = None,
+         sort: Annotated[str | None, typer.Option(
+             help="sort by a column or metric (val/acc, config.lr, created_at; -val/acc "
+                  "descending) and list the first N")] = None,
          server: ServerOpt = None, token: TokenOpt = None) -> None:
-    """List runs, newest last, with their status and summary."""
+    """List runs, newest last (or in --sort order, the first N), with their status and
+    summary."""
     api = _api(dir, server, token)
     root = api.server or api.dir
     import logging
@@ -109,9 +118,16 @@ def runs(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
         said = no_runs_warning(project, known)
         console.print(said or f"no runs yet in project {project!r} (none in any project)")
         return
-    df = df.tail(limit)
+    df = _filter_and_sort(df, status, tag, group, sort)
+    if df.height == 0:
+        console.print("no runs match")
+        return
+    df = df.head(limit) if sort else df.tail(limit)
     metric_cols = [c for c in df.columns if c.startswith("summary.")
                    and not c.startswith("summary.sys/")][:4]
+    if sort and sort.lstrip("-") not in ("created_at", "updated_at", "name", "status") and \
+            _column(df, sort.lstrip("-")) not in metric_cols:
+        metric_cols = [_column(df, sort.lstrip("-")), *metric_cols][:4]
     t = Table(title=f"runs in {root}" if project is None else f"runs of {project}")
     cols = ["run_id", *(["project"] if project is None else []), "name", "status", "last_step",
             *metric_cols]
@@ -120,6 +136,39 @@ def runs(project: Annotated[str | None, typer.Option("--project", "-p")] = None,
     for row in df.iter_rows(named=True):
         t.add_row(*[_fmt(row.get(c)) for c in cols])
     console.print(t)
+
+
+def _column(df: Any, name: str) -> str:
+    """A column of the runs frame by its name, or a metric's (``val/acc``: its summary)."""
+    if name in df.columns:
+        return name
+    if f"summary.{name}" in df.columns:
+        return f"summary.{name}"
+    import difflib
+
+    known = [c.removeprefix("summary.") for c in df.columns]
+    close = difflib.get_close_matches(name, known, n=1)
+    _fail(UserInputError(f"no column or metric {name!r} to sort by"
+                         + (f"; did you mean {close[0]!r}?" if close else ""),
+                         hint="a metric (val/acc), config.KEY, or one of: created_at, "
+                              "updated_at, name, status, last_step"))
+    raise AssertionError  # unreachable: _fail exits
+
+
+def _filter_and_sort(df: Any, status: list[str] | None, tags: list[str] | None,
+                     group: str | None, sort: str | None) -> Any:
+    import polars as pl
+
+    if status:
+        df = df.filter(pl.col("status").is_in(status))
+    for t in tags or ():
+        df = df.filter(pl.col("tags").list.contains(t))
+    if group is not None:
+        df = df.filter(pl.col("group") == group)
+    if sort:
+        df = df.sort(_column(df, sort.lstrip("-")), descending=sort.startswith("-"),
+                     nulls_last=True)
+    return df
 
 
 @app.command()

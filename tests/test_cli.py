@@ -145,3 +145,31 @@ def test_run_with_an_agent_id_says_whether_it_resumes_one_or_names_a_new_one(dat
     assert "resuming agent agsaved001 (running, 2 trial(s) so far)" in out
     assert f"no agent agsaved01 in {data_dir}: starting a new agent with that id" in out
     assert "`assay agents`" in out
+
+
+def test_runs_filter_by_status_tag_and_group_and_sort_by_a_metric(data_dir):
+    """helper-64: `assay runs` had no tag, group or status filter and no sort."""
+    ids = []
+    for i, (acc, tags, group) in enumerate(((0.7, ["base"], "a"), (0.9, ["base", "fp16"], "a"),
+                                            (0.8, ["fp16"], "b"))):
+        r = assay.init(project="cli", system_metrics_interval=None, capture=False, tags=tags,
+                       group=group)
+        r.log({"val/acc": acc})
+        r.finish("failed" if i == 2 else None)
+        ids.append(r.id)
+
+    def listed(*args):
+        out = runner.invoke(app, ["runs", "--dir", str(data_dir), *args])
+        assert out.exit_code == 0, out.output
+        return [i for i in sorted(ids, key=out.stdout.find) if i in out.stdout]
+
+    assert listed("-s", "failed") == [ids[2]]
+    assert listed("-t", "base", "-t", "fp16") == [ids[1]]
+    assert listed("-g", "a") == ids[:2]
+    assert listed("--sort", "-val/acc") == [ids[1], ids[2], ids[0]]  # best first
+    assert listed("--sort", "-val/acc", "--limit", "1") == [ids[1]]
+    assert listed("--sort", "val/acc", "-s", "completed") == [ids[0], ids[1]]
+    out = runner.invoke(app, ["runs", "--dir", str(data_dir), "--sort", "val/ac"])
+    assert out.exit_code == 2 and "did you mean 'val/acc'?" in " ".join(out.output.split())
+    out = runner.invoke(app, ["runs", "--dir", str(data_dir), "-t", "nope"])
+    assert out.exit_code == 0 and "no runs match" in out.stdout
