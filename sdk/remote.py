@@ -388,9 +388,10 @@ class RemoteSender(threading.Thread):
                 return
             try:
                 resp = http.get(f"/api/runs/{self.run_id}/records")
-            except httpx.TransportError:
+            except (httpx.ConnectError, httpx.ConnectTimeout):
                 self.unreachable_since = time.monotonic()
                 raise
+            self.unreachable_since = None
             if resp.status_code == 200:
                 self._advance(int(resp.json().get("durable_seq", -1)))
         except (httpx.HTTPError, OSError, ValueError, KeyError, AttributeError):
@@ -463,8 +464,13 @@ class RemoteSender(threading.Thread):
             resp = http.post(f"/api/runs/{self.run_id}/records", content=body,
                              headers={"Content-Type": MEDIA_TYPE})
         except httpx.TransportError as exc:  # refused, reset, timed out: the network blinked
-            if self.unreachable_since is None:
-                self.unreachable_since = time.monotonic()
+            # Only a connection that cannot be made is "unreachable": a server slow to answer
+            # (a read timeout) or one that drops a connection is there, and keeps the timeout.
+            if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+                if self.unreachable_since is None:
+                    self.unreachable_since = time.monotonic()
+            else:
+                self.unreachable_since = None
             raise _Retry(f"{type(exc).__name__}: {exc}", 0.0) from None
         self.unreachable_since = None
         if resp.status_code in _RETRY_STATUS:

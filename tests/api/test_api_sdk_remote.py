@@ -320,3 +320,55 @@ def test_a_busy_server_gets_the_whole_finish_timeout(tmp_path, monkeypatch):
         srv.shutdown()
     assert took >= 1.9, f"a busy server was given up on after {took:.1f} s"
     assert sender.retries > 0 and seg.exists()
+
+
+def test_a_server_slower_than_the_request_timeout_is_not_taken_for_unreachable(tmp_path,
+                                                                              monkeypatch):
+    """helper-66: a read timeout is an httpx.TransportError too, so a server that answered
+    slowly was given up on after the short unreachable grace, saying it could not be
+    reached."""
+    import http.server
+    import threading
+
+    from assay.sdk import remote
+    from assay.sdk.remote import RemoteSender
+    from assay.store.wal import encode
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self._answer()
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            time.sleep(0.6)  # up and working, slower than the sender's 0.3 s timeout
+            self._answer()
+
+        def _answer(self):
+            body = b'{"durable_seq": -1}'
+            try:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:
+                pass
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    monkeypatch.setattr(remote, "UNREACHABLE_GRACE_S", 0.3)
+    seg = tmp_path / "seg.wal"
+    seg.write_bytes(encode({"k": "metrics", "seq": 0, "time": 0.0, "step": 0, "m": {}}))
+    sender = RemoteSender(f"http://127.0.0.1:{srv.server_address[1]}", "slowrun", seg,
+                          token="t", timeout=0.3, max_backoff=0.2)
+    try:
+        t0 = time.monotonic()
+        assert sender.close(2.0) is False
+        took = time.monotonic() - t0
+    finally:
+        sender.abandon()
+        srv.shutdown()
+    assert took >= 1.9, f"a slow server was given up on after {took:.1f} s"
+    assert sender.unreachable_since is None
