@@ -327,16 +327,21 @@ def _print_problems(problems: list[Any], *, pinned: bool = False) -> None:
             fail(str(p))
         fail(f"{len(rest)} record(s) do not verify against the pinned key (first: {rest[0]})")
         return
-    seen: dict[str, int] = {}
+    hidden: dict[str, list[Any]] = {}  # reason -> the problems beyond the first few
+    shown: dict[str, int] = {}
     for p in problems:
         kind = _reason_kind(p)
-        seen[kind] = seen.get(kind, 0) + 1
-        if seen[kind] <= SHOWN_PER_REASON:
+        shown[kind] = shown.get(kind, 0) + 1
+        if shown[kind] <= SHOWN_PER_REASON:
             fail(str(p))
-    for kind, n in seen.items():
-        if n > SHOWN_PER_REASON:
-            err_console.print(f"  ... and {n - SHOWN_PER_REASON} more with the same reason: "
-                              f"{escape(kind)}")
+        else:
+            hidden.setdefault(kind, []).append(p)
+    for kind, more in hidden.items():
+        # The records they name still count (helper-66: the runs past the fifth were lost).
+        names = sorted({f"{p.chain} {p.subject_id}" for p in more})
+        err_console.print(f"  ... and {len(more)} more with the same reason ({escape(kind)}): "
+                          + escape(", ".join(names[:50]))
+                          + (f" and {len(names) - 50} more" if len(names) > 50 else ""))
 
 
 @app.command()

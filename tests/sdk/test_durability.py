@@ -149,9 +149,11 @@ EXIT_CASES = {
     "exit message": ("import sys\nsys.exit('CUDA out of memory')", "failed", "out of memory"),
     "exit 0": ("import sys\nsys.exit(0)", "completed", ""),
     # helper-63: the run said only "sys.exit(3)"; the why was in the script's stderr.
-    "said, exit 3": (("import sys\nprint('boom: simulated CUDA OOM', file=sys.stderr)\n"
-                      "sys.exit(3)"), "failed",
-                     "sys.exit(3); the end of its stderr:\nboom: simulated CUDA OOM"),
+    "said, exit 3": (("import sys\nsys.stderr.write('epoch 1: 10%\\repoch 1: 90%\\n')\n"
+                      "print('connecting with ASSAY_TOKEN=sk-SECRET-123456', file=sys.stderr)\n"
+                      "print('boom: simulated CUDA OOM', file=sys.stderr)\nsys.exit(3)"),
+                     "failed", ("sys.exit(3); the end of its stderr:\nepoch 1: 90%\n"
+                                "connecting with ASSAY_TOKEN=***\nboom: simulated CUDA OOM")),
     "ends": ("pass", "completed", ""),
     "ctrl-c": ("raise KeyboardInterrupt", "stopped", "KeyboardInterrupt"),
     "error": ("raise ValueError('bad batch')", "failed", "bad batch"),
