@@ -95,8 +95,23 @@ class StderrTail:
         return getattr(self._stream, name)
 
 
+#: Lines of the script's stderr a run that exits non-zero keeps in its error (0: none).
+STDERR_LINES = int(os.environ.get("ASSAY_STDERR_TAIL_LINES", "10"))
+
+
+def stderr_tail(lines: int = STDERR_LINES) -> str:
+    """The last ``lines`` lines the script wrote to stderr, progress-bar redraws (``\r``)
+    reduced to their last state and secrets masked (the error is shown to every viewer)."""
+    from .capture import scrub_text
+
+    if lines <= 0 or not isinstance(sys.stderr, StderrTail):
+        return ""
+    shown = [ln.rsplit("\r", 1)[-1].rstrip() for ln in sys.stderr.tail().split("\n")]
+    return scrub_text("\n".join([ln for ln in shown if ln.strip()][-lines:]))
+
+
 def _exit_error(code: Any) -> str:
-    said = sys.stderr.tail().strip() if isinstance(sys.stderr, StderrTail) else ""
+    said = stderr_tail()
     return f"the script exited with sys.exit({code!r})" + (
         f"; the end of its stderr:\n{said}" if said else "")
 
