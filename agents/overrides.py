@@ -183,14 +183,19 @@ def budget_text(b: Budget, launched: int) -> str:
 
 
 def _refuse_needless_resume(a: AgentRow, control: ControlStore) -> None:
-    """Only pause and resume overrides move an agent between running and paused, so the last
-    one not rejected (applied, or pending) says where it will be when a resume arrives; the
-    saved status lags an applied one by up to a step."""
+    """Refuse a resume the agent would reject: one for an agent that is not paused and has
+    no pause pending. A pending pause or resume decides (it applies first); else the saved
+    status, unless an applied pause is newer than it (the status lags an applied override
+    by up to a step). An agent that restarted from a state saved before it applied a resume
+    is paused, and takes a new one."""
     last = None
     for o in control.overrides(a.agent_id):
         if o.action in ("pause", "resume") and o.status != OverrideStatus.REJECTED:
             last = o
-    paused = last.action == "pause" if last is not None else str(a.status) == "paused"
+    if last is not None and last.status == OverrideStatus.PENDING:
+        paused = last.action == "pause"
+    else:
+        paused = str(a.status) == "paused" or (last is not None and last.action == "pause")
     if not paused:
         pending = last is not None and last.status == OverrideStatus.PENDING
         raise ConflictError(

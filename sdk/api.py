@@ -252,7 +252,11 @@ class Api:
     def history(self, run_id: str, keys: Sequence[str] | str | None = None) -> pl.DataFrame:
         """Every point of a run: columns run_id, key, step, value, time (UTC)."""
         if self.server is not None:
-            return self._reader().history(run_id, keys)  # type: ignore[no-any-return]
+            got: pl.DataFrame = self._reader().history(run_id, keys)
+            wanted = history_keys(keys)
+            if wanted and not set(wanted) <= set(got["key"].unique().to_list()):
+                warn_missing_keys(run_id, wanted, got, self.run(run_id).summary)  # as here
+            return got
         rec = self.run(run_id)
         keys = history_keys(keys)
         df = history_frame(run_id, self.store.metric_chunks(run_id, keys))

@@ -512,6 +512,12 @@ def test_a_resume_for_an_agent_that_is_not_paused_is_refused_when_sent(server, t
     with pytest.raises(ConflictError, match="not paused"):
         api.resume(AGENT, reason="again")
     assert [o.action for o in agent.overrides(AGENT)] == ["pause", "resume"]
+    # helper-66: an agent that restarted from a state saved before it applied that resume is
+    # paused again: a new resume is taken, not refused as "not paused: it is paused".
+    row = agent.get_agent(AGENT)
+    agent.save_agent(AgentRow(row.agent_id, row.objective, row.project, row.spec,
+                              status=AgentStatus.PAUSED, state=row.state, hlc="8"))
+    assert api.resume(AGENT, reason="after the restart")["status"] == "pending"
     # The saved status counts when no pause or resume was ever sent (an older agent's).
     row = agent.get_agent(AGENT)
     ctl = LanceControlStore(LanceStore(data_dir), IngestLock(data_dir))

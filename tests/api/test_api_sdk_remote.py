@@ -372,3 +372,16 @@ def test_a_server_slower_than_the_request_timeout_is_not_taken_for_unreachable(t
         srv.shutdown()
     assert took >= 1.9, f"a slow server was given up on after {took:.1f} s"
     assert sender.unreachable_since is None
+
+
+def test_a_typod_metric_key_is_said_on_a_server_as_in_a_directory(server, tokens, tmp_path,
+                                                                  data_dir, caplog):
+    """helper-66: history(keys=[typo]) warned on a data directory only."""
+    run = assay.init(project="p", dir=tmp_path / "laptop", server=server.url,
+                     token=tokens["researcher"], capture=False, system_metrics_interval=None)
+    run.log({"train/loss": 0.5})
+    run.finish()
+    with assay.Api(server=server.url, token=tokens["viewer"]) as api, \
+            caplog.at_level("WARNING", logger="assay"):
+        assert api.history(run.id, ["train/los"]).height == 0
+    assert "has no points of 'train/los' (did you mean 'train/loss'?)" in caplog.text
