@@ -42,9 +42,11 @@ DirOpt = Annotated[Path | None, typer.Option("--dir", help="data directory (defa
 
 
 def _fail(exc: AssayError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc.message}")
+    from rich.markup import escape  # "[low, high]" in a message is text, not markup
+
+    err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
     if exc.hint:
-        err_console.print(f"[dim]hint:[/] {exc.hint}")
+        err_console.print(f"[dim]hint:[/] {escape(exc.hint)}")
     raise typer.Exit(2)
 
 
@@ -669,15 +671,42 @@ def agents(project: Annotated[str | None, typer.Option("--project", "-p")] = Non
 @app.command()
 def decisions(agent_id: str, dir: DirOpt = None,
               limit: Annotated[int, typer.Option(help="newest N (0: all)")] = 50,
+              kind: Annotated[str | None, typer.Option(
+                  "--kind", "-k", help="only this kind (launch, stop, fail, complete, ...)")] = None,
+              as_json: Annotated[bool, typer.Option(
+                  "--json", help="one JSON object per line, with the evidence")] = False,
               server: ServerOpt = None, token: TokenOpt = None) -> None:
-    """An agent's decisions (launch, stop, override, ...) with their reasons."""
+    """An agent's decisions (launch, stop, override, ...) with their reasons, oldest first;
+    a launch shows its config, a failure the end of its error."""
     api = _api(dir, server, token)
     try:
-        ds = api.decisions(agent_id, limit=limit if limit > 0 else None)
+        ds = api.decisions(agent_id, kind=kind, limit=limit if limit > 0 else None)
     except AssayError as e:
         _fail(e)
+    if as_json:
+        for d in ds.iter_rows(named=True):
+            d["explanation"] = json.loads(d["explanation"] or "{}")
+            sys.stdout.write(json.dumps(d, default=str) + "\n")
+        return
+    if ds.height == 0:
+        console.print("no decisions" + (f" of kind {kind!r}" if kind else ""))
+        return
+    from rich.markup import escape
+
+    t = Table(box=None, show_edge=False, pad_edge=False)
+    for c in ("time (UTC)", "kind", "trial", "why"):
+        t.add_column(c, overflow="fold")
     for d in ds.iter_rows(named=True):
-        console.print(f"{d['hlc'][:13]} [bold]{d['kind']:9}[/] {d['trial_id']:12} {d['summary']}")
+        ev = json.loads(d["explanation"] or "{}")
+        why = d["summary"]
+        if d["kind"] == "launch" and isinstance(ev.get("config"), dict):
+            why += " " + " ".join(f"{k}={_fmt(v)}" for k, v in ev["config"].items())
+        elif d["kind"] == "fail" and ev.get("error"):
+            lines = [ln for ln in str(ev["error"]).strip().splitlines() if ln.strip()]
+            why += f" ({lines[-1][:200]})" if lines and lines[-1] not in why else ""
+        when = d["time"].strftime("%Y-%m-%d %H:%M:%S") if d["time"] is not None else ""
+        t.add_row(when, d["kind"], d["trial_id"] or "", escape(why))
+    console.print(t)
 
 
 def _override(agent_id: str, action: str, params: dict[str, Any], reason: str,

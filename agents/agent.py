@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 HEARTBEAT_S = AGENT_HEARTBEAT_S
 MISSING_METRIC_TRIALS = 3
+FAILED_TRIALS = 3  # failed before any completed: the agent ends (see _all_failing)
 """Trials completed without the objective's metric (and none with it) that end the agent."""
 # A stopped agent waits this long past its trials' stop grace for their last events, then
 # shuts its backend down (killing what is left) and records them stopped.
@@ -180,6 +181,9 @@ class Agent:
         self._unresolved: dict[str, tuple[Any, str]] = {}
         # Completed trials that never logged the objective's metric, and what they logged.
         self._n_without_metric = 0
+        self._n_failed = 0  # trials failed while none has completed
+        self._any_completed = False
+        self._last_failure: tuple[str, str] = ("", "")
         self._without_metric: set[str] = set()
         # Re-runs on a new artifact version, waiting for a slot like any launch:
         # (config, why) with why["reevaluates"] naming the trial re-run.
@@ -209,9 +213,13 @@ class Agent:
         for ev in events:
             self._on_event(ev)
         did["events"] = len(events)
-        if self._n_without_metric >= MISSING_METRIC_TRIALS and self.best is None \
-                and self.status in (AgentStatus.RUNNING, AgentStatus.PAUSED):
-            self._missing_metric()
+        if self.status in (AgentStatus.RUNNING, AgentStatus.PAUSED) and (
+                (self._n_without_metric >= MISSING_METRIC_TRIALS and self.best is None)
+                or (self._n_failed >= FAILED_TRIALS and not self._any_completed)):
+            if self._n_failed >= FAILED_TRIALS and not self._any_completed:
+                self._all_failing()
+            else:
+                self._missing_metric()
             self._flush_decisions()
             self._persist()
             return did
@@ -303,6 +311,7 @@ class Agent:
                 self._without_metric.update(str(k) for k in ev.result)
                 self._n_without_metric += 1
             t.status = TrialStatus.COMPLETED
+            self._any_completed = True
             self._decide(t.trial_id, "complete", f"completed with {self.objective.metric}={final}",
                          {"final": final, "usage_s": ev.usage.wall_s})
             self._track_best(t)
@@ -310,6 +319,8 @@ class Agent:
             t.status = TrialStatus.STOPPED
         else:
             t.status = TrialStatus.FAILED
+            self._n_failed += 1
+            self._last_failure = (ev.reason, ev.error)
             self._decide(t.trial_id, "fail", f"failed: {ev.reason}",
                          {"reason": ev.reason, "error": ev.error[-2000:]})
 
@@ -686,6 +697,19 @@ class Agent:
                   + "they logged: " + ", ".join(logged[:20])
                   + "; fix the objective's metric (or what the train function logs) and run "
                     "it again")
+
+    def _all_failing(self) -> None:
+        """End the agent when its first trials all failed (Ray Tune raises once trials fail,
+        Optuna shows each exception): saying why, instead of spending the budget on trials
+        that fail the same way and finishing with no best."""
+        reason, error = self._last_failure
+        detail = ([ln for ln in error.strip().splitlines() if ln.strip()][-1:] or [""])[0][:500]
+        if reason and reason not in detail:
+            detail = f"{reason}: {detail}" if detail else reason
+        self.fail(f"the first {self._n_failed} trials failed and none completed; the last: "
+                  f"{detail or 'no error text'}",
+                  hint=f"`assay decisions {self.agent_id} --kind fail` shows each error; fix "
+                       "the train function or command and run the objective again")
 
     def fail(self, why: str, hint: str = "") -> None:
         """End the agent FAILED (its loop crashed): no trial is left running

@@ -111,8 +111,10 @@ def _parse_param(name: str, value: Any) -> Param:
             return choice(args, when=when)
         if kind == "fixed":
             return fixed(args, when=when)
-    except UserInputError as err:
-        raise UserInputError(f"parameter {name!r}: {err.message}", hint=err.hint) from None
+    except UserInputError as err:  # named once, whether or not the check named it
+        said = err.message if err.message.startswith(f"parameter {name!r}") else \
+            f"parameter {name!r}: {err.message}"
+        raise UserInputError(said, hint=err.hint) from None
     raise UserInputError(
         f"parameter {name!r}: unknown parameter type {kind!r}",
         hint=f"known types: {', '.join(PARAM_TYPES)}",

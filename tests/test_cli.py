@@ -173,3 +173,16 @@ def test_runs_filter_by_status_tag_and_group_and_sort_by_a_metric(data_dir):
     assert out.exit_code == 2 and "did you mean 'val/acc'?" in " ".join(out.output.split())
     out = runner.invoke(app, ["runs", "--dir", str(data_dir), "-t", "nope"])
     assert out.exit_code == 0 and "no runs match" in out.stdout
+
+
+def test_an_error_with_brackets_is_printed_whole(tmp_path):
+    """helper-67: rich read "[low, high]" in an error as markup and dropped it ("uniform takes
+    , got [0.0]"), and the parameter was named twice."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nproject: p\ntrain: assay.examples.digits:train\nmetric: loss\n"
+                   "mode: min\nspace: {x: {uniform: [0.0]}}\n")
+    out = runner.invoke(app, ["run", str(bad), "--dir", str(tmp_path / "d")])
+    text = " ".join(out.output.split())
+    assert out.exit_code == 2, out.output
+    assert "error: parameter 'x': uniform takes [low, high], got [0.0]" in text
+    assert "hint: write {uniform: [low, high]}" in text

@@ -613,6 +613,31 @@ def test_a_misspelled_metric_ends_the_agent_after_three_trials_saying_what_they_
     assert len(agent.trials) < 10  # not the whole budget of 40
 
 
+def test_an_agent_whose_first_trials_all_fail_ends_failed_saying_why():
+    """helper-67: a train function that raises (or a command not found) failed every trial of
+    the budget, and the agent ended "finished" with no best and exit 0; the cause was in
+    `assay decisions` only."""
+    import dataclasses
+
+    from assay.scheduler.base import EventKind
+
+    agent, backend, clock = make(objective(stoppers=[], concurrency=2, budget={"trials": 40}))
+    real = backend.poll
+
+    def poll():  # every trial's end is a failure, as a worker reports a raising function
+        return [dataclasses.replace(ev, kind=EventKind.FAILED, reason="exception",
+                                    error="Traceback ...\nFileNotFoundError: 'pyhton'")
+                if ev.kind is EventKind.COMPLETED else ev for ev in real()]
+
+    backend.poll = poll
+    drive(agent, backend, clock)
+    assert agent.status is AgentStatus.FAILED
+    assert "the first 3 trials failed and none completed" in agent.failure
+    assert "FileNotFoundError: 'pyhton'" in agent.failure
+    assert f"assay decisions {agent.agent_id} --kind fail" in agent.failure_hint
+    assert len(agent.trials) < 10  # not the whole budget of 40
+
+
 class _NoPoints:
     """A metric source that never has a point of the (misspelled) metric."""
 

@@ -227,6 +227,14 @@ def test_the_command_line_overrides_and_lists_through_a_server(server, tokens, d
     assert out.exit_code == 0 and AGENT in out.output and "0.9" in out.output, out.output
     out = runner.invoke(app, ["decisions", AGENT, *url])
     assert out.exit_code == 0 and "launch (gp)" in out.output, out.output
+    # helper-67: raw epoch-ms times, no header, no --kind or --json.
+    assert "time (UTC)" in out.output and "2023-11-14 22:13:" in out.output, out.output
+    out = runner.invoke(app, ["decisions", AGENT, "--kind", "complete", *url])
+    assert "completed with score 0.9" in out.output and "launch" not in out.output
+    out = runner.invoke(app, ["decisions", AGENT, "--json", "-k", "launch", *url])
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["kind"] for r in rows] == ["launch", "launch"]
+    assert rows[1]["explanation"]["acquisition_value"] == 0.25
     out = runner.invoke(app, ["pause", AGENT, *url])
     assert out.exit_code == 2 and "needs a reason" in out.output and "-r" in out.output
     out = runner.invoke(app, ["pause", AGENT, "-r", "GPU maintenance", *url])
