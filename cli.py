@@ -201,12 +201,14 @@ def show(run_id: str, dir: DirOpt = None,
                   (f", tags {', '.join(r.tags)}" if r.tags else ""))
     if r.notes:
         console.print(f"  notes: {r.notes}")
+    from rich.markup import escape  # values and tracebacks are text ("[0.1, 0.2]")
+
     for section in ("config", "summary", "git", "env"):
         console.print(f"[bold]{section}[/]")
         for k, v in rec[section].items():
-            console.print(f"  {k}: {_fmt(v)}")
+            console.print(f"  {escape(str(k))}: {escape(_fmt(v))}")
     if r.error:
-        console.print(f"[bold red]error[/]\n{r.error}")
+        console.print(f"[bold red]error[/]\n{escape(r.error)}")
 
 
 @app.command()

@@ -31,6 +31,10 @@ def test_runs_and_show_print_the_run(data_dir):
     out = runner.invoke(app, ["show", r.id, "--dir", str(data_dir)])
     text = " ".join(out.stdout.split())
     assert "step 2, 0:00:0" in text and "tags baseline, fp16" in text and "notes: first try" in text
+    # Values and errors are text, not markup: a list config or a traceback's "[...]" stays.
+    r2 = _run(data_dir, config={"widths": [64, 32], "tag": "[bold]x"})
+    out = runner.invoke(app, ["show", r2.id, "--dir", str(data_dir)])
+    assert "widths: [64, 32]" in out.stdout and "tag: [bold]x" in out.stdout, out.stdout
     # A mistyped project names the known ones (helper-60: "no runs yet", and nothing else).
     out = runner.invoke(app, ["runs", "-p", "clj", "--dir", str(data_dir)])
     assert out.exit_code == 0, out.output
