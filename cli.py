@@ -604,12 +604,27 @@ def run_cmd(objective: Annotated[Path, typer.Argument(help="objective YAML file"
         return
     from .agents.runner import run_objective
 
-    with live_progress(obj) as show:
+    seen: dict[str, Any] = {"agent_id": agent_id}
+
+    def progress(snap: dict[str, Any]) -> None:
+        seen["agent_id"] = snap.get("agent_id") or seen["agent_id"]
+        draw(snap)
+
+    with live_progress(obj) as draw:
         try:
             res = run_objective(obj, dir=root, address=address, agent_id=agent_id,
-                                on_progress=show)
+                                on_progress=progress)
         except AssayError as e:
             _fail(e)
+        except KeyboardInterrupt:  # helper-67: it ended silently, nothing said how to go on
+            aid = seen["agent_id"]
+            where = f" --dir {root}" if dir is not None else ""
+            err_console.print(
+                "interrupted: " + (f"agent {aid} keeps its trials and budget; resume it with "
+                                   f"`assay run {objective}{where} --agent-id {aid}` (its "
+                                   "running trials are relaunched)" if aid else
+                                   "no agent had started yet"))
+            raise typer.Exit(130) from None
     console.print(f"[bold]best {obj.metric}[/]: {_fmt(res.best_value)} (run {res.best_run})")
     console.print(f"[bold]best config[/]: {json.dumps(res.best_config)}")
     if res.report:

@@ -190,3 +190,25 @@ def test_an_error_with_brackets_is_printed_whole(tmp_path):
     assert out.exit_code == 2, out.output
     assert "error: parameter 'x': uniform takes [low, high], got [0.0]" in text
     assert "hint: write {uniform: [low, high]}" in text
+
+
+def test_ctrl_c_during_assay_run_says_how_to_resume(tmp_path, monkeypatch):
+    """helper-67: Ctrl-C ended `assay run` silently; the agent's id, needed to resume it with
+    --agent-id, was nowhere on the screen."""
+    from assay.agents import runner as runner_mod
+
+    good = tmp_path / "ok.yaml"
+    good.write_text("name: ok\nproject: p\ntrain: assay.examples.digits:train\nmetric: val/acc\n"
+                    "mode: max\nspace: {lr: {loguniform: [0.001, 0.1]}}\nbudget: {trials: 2}\n")
+
+    def interrupted(obj, **kw):
+        kw["on_progress"]({"agent_id": "agctrlc0001", "status": "running", "counts": {},
+                           "best": None})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_mod, "run_objective", interrupted)
+    out = runner.invoke(app, ["run", str(good), "--dir", str(tmp_path / "d")])
+    text = " ".join(out.output.split())
+    assert out.exit_code == 130, out.output
+    assert "interrupted: agent agctrlc0001 keeps its trials and budget" in text
+    assert f"assay run {good} --dir {tmp_path / 'd'} --agent-id agctrlc0001" in text
