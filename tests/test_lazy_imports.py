@@ -27,7 +27,19 @@ def test_importing_the_packages_loads_no_heavy_library():
     assert loaded == "[]"
 
 
+def test_the_command_line_starts_without_the_servers_libraries():
+    """helper-67: every `assay` command, --help included, took 2-7 s: the command line
+    imported assay.api, whose package loaded FastAPI and LanceDB."""
+    loaded = _run(f"""
+        import sys
+        import assay.cli, assay.api
+        print(sorted(m for m in {(*HEAVY, "fastapi", "uvicorn")!r} if m in sys.modules))
+    """)
+    assert loaded == "[]"
+
+
 @pytest.mark.parametrize(("package", "name", "module"), [
+    ("assay.api", "create_app", "assay.api.app"),
     ("assay", "Api", "assay.sdk.api"),
     ("assay", "uniform", "assay.policies.space"),
     ("assay.sdk", "Api", "assay.sdk.api"),
