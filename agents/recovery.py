@@ -62,10 +62,9 @@ def relaunch_lost(agent: Agent) -> int:
         spec = agent._spec(tid, t.config, resume=True)
         agent.backend.launch(spec)
         agent.ledger.record_launch(spec, agent=agent.agent_id)  # known: not counted again
-        agent._decide(tid, "resume", "the agent restarted while it ran; relaunched, "
-                      "resuming its run from its first step logged again (0 from the top, "
-                      "k from a checkpoint: the lost attempt's points from there on are "
-                      "superseded)",
+        agent._decide(tid, "resume", f"relaunched after the agent restarted (attempt "
+                      f"{t.relaunches + 1}); its run goes on from the first step it logs "
+                      "again, which replaces the lost attempt's points from there",
                       {"relaunch": t.relaunches, "max_retries": agent.objective.max_retries,
                        "config": t.config, "resume_from_step": "auto"})
         agent._dirty = True
