@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import assay
 import pytest
@@ -281,87 +282,50 @@ def test_a_run_logging_to_an_unreachable_server_exits_promptly_and_keeps_its_rec
     assert len(kept) == 1 and kept[0].stat().st_size > 0, "the records wait in the outbox"
 
 
-def test_a_busy_server_gets_the_whole_finish_timeout(tmp_path, monkeypatch):
-    """A server that answers, even 503, is up: the grace for an unreachable one must not cut
-    a finish short while it recovers."""
+def _answering(status: int, delay: float) -> Any:
+    """A plain HTTP server on 127.0.0.1 that answers every request ``status`` after
+    ``delay`` seconds (an ``assay server`` that is up, but busy or slow)."""
     import http.server
     import threading
 
-    from assay.sdk import remote
-    from assay.sdk.remote import RemoteSender
-
-    class Busy(http.server.BaseHTTPRequestHandler):
-        def _busy(self) -> None:
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(503)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_GET = do_POST = _busy
-
-        def log_message(self, *a):  # quiet
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    monkeypatch.setattr(remote, "UNREACHABLE_GRACE_S", 0.3)
-    seg = tmp_path / "seg.wal"
-    from assay.store.wal import encode
-
-    seg.write_bytes(encode({"k": "metrics", "seq": 0, "time": 0.0, "step": 0, "m": {}}))
-    sender = RemoteSender(f"http://127.0.0.1:{srv.server_address[1]}", "busyrun", seg,
-                          token="t", max_backoff=0.2)
-    try:
-        t0 = time.monotonic()
-        assert sender.close(2.0) is False
-        took = time.monotonic() - t0
-    finally:
-        sender.abandon()
-        srv.shutdown()
-    assert took >= 1.9, f"a busy server was given up on after {took:.1f} s"
-    assert sender.retries > 0 and seg.exists()
-
-
-def test_a_server_slower_than_the_request_timeout_is_not_taken_for_unreachable(tmp_path,
-                                                                              monkeypatch):
-    """helper-66: a read timeout is an httpx.TransportError too, so a server that answered
-    slowly was given up on after the short unreachable grace, saying it could not be
-    reached."""
-    import http.server
-    import threading
-
-    from assay.sdk import remote
-    from assay.sdk.remote import RemoteSender
-    from assay.store.wal import encode
-
-    class Slow(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self._answer()
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            time.sleep(0.6)  # up and working, slower than the sender's 0.3 s timeout
-            self._answer()
-
-        def _answer(self):
-            body = b'{"durable_seq": -1}'
+            time.sleep(delay)
+            body = b'{"durable_seq": -1}' if status == 200 else b""
             try:
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-            except OSError:
+            except OSError:  # the client gave up waiting
                 pass
 
-        def log_message(self, *a):
+        do_GET = do_POST = _answer
+
+        def log_message(self, *a: Any) -> None:  # quiet
             pass
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+@pytest.mark.parametrize(("status", "delay"), [(503, 0.0), (200, 0.6)], ids=["busy", "slow"])
+def test_a_server_that_answers_gets_the_whole_finish_timeout(tmp_path, monkeypatch, status,
+                                                             delay):
+    """A server that answers, even 503 or slower than the request timeout (0.3 s here), is
+    up: the grace for an unreachable one must not cut a finish short while it recovers
+    (helper-66: a read timeout counted as unreachable)."""
+    from assay.sdk import remote
+    from assay.sdk.remote import RemoteSender
+    from assay.store.wal import encode
+
+    srv = _answering(status, delay)
     monkeypatch.setattr(remote, "UNREACHABLE_GRACE_S", 0.3)
     seg = tmp_path / "seg.wal"
     seg.write_bytes(encode({"k": "metrics", "seq": 0, "time": 0.0, "step": 0, "m": {}}))
-    sender = RemoteSender(f"http://127.0.0.1:{srv.server_address[1]}", "slowrun", seg,
+    sender = RemoteSender(f"http://127.0.0.1:{srv.server_address[1]}", "uprun", seg,
                           token="t", timeout=0.3, max_backoff=0.2)
     try:
         t0 = time.monotonic()
@@ -370,8 +334,8 @@ def test_a_server_slower_than_the_request_timeout_is_not_taken_for_unreachable(t
     finally:
         sender.abandon()
         srv.shutdown()
-    assert took >= 1.9, f"a slow server was given up on after {took:.1f} s"
-    assert sender.unreachable_since is None
+    assert took >= 1.9, f"a server that answers was given up on after {took:.1f} s"
+    assert sender.retries > 0 and seg.exists() and sender.unreachable_since is None
 
 
 def test_a_typod_metric_key_is_said_on_a_server_as_in_a_directory(server, tokens, tmp_path,
