@@ -181,8 +181,8 @@ class Agent:
         self._unresolved: dict[str, tuple[Any, str]] = {}
         # Completed trials that never logged the objective's metric, and what they logged.
         self._n_without_metric = 0
-        self._n_failed = 0  # trials failed while none has completed
-        self._any_completed = False
+        self._n_failed = 0  # trials failed while none ran to an end (completed or stopped)
+        self._any_ran = False
         self._last_failure: tuple[str, str] = ("", "")
         self._without_metric: set[str] = set()
         # Re-runs on a new artifact version, waiting for a slot like any launch:
@@ -215,8 +215,8 @@ class Agent:
         did["events"] = len(events)
         if self.status in (AgentStatus.RUNNING, AgentStatus.PAUSED) and (
                 (self._n_without_metric >= MISSING_METRIC_TRIALS and self.best is None)
-                or (self._n_failed >= FAILED_TRIALS and not self._any_completed)):
-            if self._n_failed >= FAILED_TRIALS and not self._any_completed:
+                or (self._n_failed >= FAILED_TRIALS and not self._any_ran)):
+            if self._n_failed >= FAILED_TRIALS and not self._any_ran:
                 self._all_failing()
             else:
                 self._missing_metric()
@@ -311,12 +311,13 @@ class Agent:
                 self._without_metric.update(str(k) for k in ev.result)
                 self._n_without_metric += 1
             t.status = TrialStatus.COMPLETED
-            self._any_completed = True
+            self._any_ran = True
             self._decide(t.trial_id, "complete", f"completed with {self.objective.metric}={final}",
                          {"final": final, "usage_s": ev.usage.wall_s})
             self._track_best(t)
-        elif ev.kind is EventKind.STOPPED:
+        elif ev.kind is EventKind.STOPPED:  # a stopper judged its curve: the trial works
             t.status = TrialStatus.STOPPED
+            self._any_ran = True
         else:
             t.status = TrialStatus.FAILED
             self._n_failed += 1
@@ -706,7 +707,7 @@ class Agent:
         detail = ([ln for ln in error.strip().splitlines() if ln.strip()][-1:] or [""])[0][:500]
         if reason and reason not in detail:
             detail = f"{reason}: {detail}" if detail else reason
-        self.fail(f"the first {self._n_failed} trials failed and none completed; the last: "
+        self.fail(f"the first {self._n_failed} trials failed, none ran to an end; the last: "
                   f"{detail or 'no error text'}",
                   hint=f"`assay decisions {self.agent_id} --kind fail` shows each error; fix "
                        "the train function or command and run the objective again")

@@ -632,7 +632,7 @@ def test_an_agent_whose_first_trials_all_fail_ends_failed_saying_why():
     backend.poll = poll
     drive(agent, backend, clock)
     assert agent.status is AgentStatus.FAILED
-    assert "the first 3 trials failed and none completed" in agent.failure
+    assert "the first 3 trials failed, none ran to an end" in agent.failure
     assert "FileNotFoundError: 'pyhton'" in agent.failure
     assert f"assay decisions {agent.agent_id} --kind fail" in agent.failure_hint
     assert len(agent.trials) < 10  # not the whole budget of 40
